@@ -1,0 +1,45 @@
+# NovaPulse — everything is installed by these targets; nothing by hand.
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+VENV   := .venv
+BIN    := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+
+.PHONY: install run test lint format typecheck bench bench-bus bench-auth bench-webhooks clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+$(VENV)/.synced: uv.lock $(PYPROJECTS) | $(UV)
+	$(UV) sync --all-packages --locked
+	touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	$(BIN)/python -m novapulse_runtime.devstack
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs tests $(wildcard services/*/src)
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bench-bus
+
+bench-bus: install
+	$(BIN)/python -m bench.bus
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

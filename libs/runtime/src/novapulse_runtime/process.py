@@ -1,0 +1,158 @@
+"""Process entry point: ``python -m <service_package> api|worker|all``, with graceful shutdown.
+
+On SIGTERM/SIGINT: readiness turns false at once, the listener stops taking connections, in-flight requests
+and background work get ``SHUTDOWN_TIMEOUT`` seconds to finish, telemetry is flushed, pools are closed and
+the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .constants import FORCED_EXIT
+from .health import ProcessState
+from .http import create_app
+from .logs import configure_logging
+from .runtime import Composition, Runtime
+from .settings import ServiceSettings, load_settings
+
+log = logging.getLogger("novapulse.process")
+
+ROLES = ("api", "worker", "all")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service as the process runner sees it: its name, settings class and composition root."""
+
+    name: str
+    settings_cls: type[ServiceSettings]
+    build: Callable[[Runtime], Awaitable[Composition]]
+    package: str = ""
+    dev_env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment ``make run`` gives this service's processes (e.g. development allow-lists)."""
+
+
+def main(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {spec.package or spec.name}", description=f"NovaPulse {spec.name} service"
+    )
+    parser.add_argument("role", choices=ROLES, help="api: HTTP; worker: background work; all: both")
+    args = parser.parse_args(argv)
+    settings = load_settings(spec.settings_cls)
+    configure_logging(settings.service_name, settings.log_level)
+    code = asyncio.run(serve(spec, settings, args.role))
+    sys.exit(code)
+
+
+async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
+    rt = Runtime(settings, role)
+    rt.tracing.install()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting at once", extra={"signal": signal.Signals(signum).name})
+            os._exit(FORCED_EXIT)
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        rt.health.state = ProcessState.DRAINING
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    composition = await spec.build(rt)
+    app = create_app(
+        settings=settings,
+        metrics=rt.metrics,
+        health=rt.health,
+        tracer=rt.tracer,
+        routes=composition.routes if role in ("api", "all") else None,
+        limiter=rt.limiter,
+        authenticator=composition.authenticator,
+        title=composition.title,
+        version=composition.version,
+    )
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    port = settings.listen_port(role)
+    site = web.TCPSite(runner, settings.http_host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"host": settings.http_host, "port": port, "error": str(exc)})
+        await runner.cleanup()
+        await rt.close()
+        return 1
+    bound = _bound_port(runner, port)
+
+    exit_code = 0
+    tasks: list[asyncio.Task[None]] = []
+    if role in ("worker", "all"):
+        tasks = [asyncio.create_task(w(stop), name=f"worker-{i}") for i, w in enumerate(composition.workers)]
+
+        def on_done(task: asyncio.Task[None]) -> None:
+            nonlocal exit_code
+            if task.cancelled() or stop.is_set():
+                return
+            exc = task.exception()
+            log.error(
+                "background worker stopped unexpectedly; shutting down",
+                extra={"task": task.get_name(), "error": repr(exc)},
+            )
+            exit_code = 1
+            rt.health.state = ProcessState.DRAINING
+            stop.set()
+
+        for t in tasks:
+            t.add_done_callback(on_done)
+
+    if rt.health.state is ProcessState.STARTING:
+        rt.health.state = ProcessState.READY
+    log.info(
+        "listening",
+        extra={"role": role, "url": f"http://{settings.http_host}:{bound}", "port": bound, "pid": os.getpid()},
+    )
+    await stop.wait()
+
+    rt.health.state = ProcessState.DRAINING
+    await asyncio.gather(runner.cleanup(), _finish(tasks, settings.shutdown_timeout))
+    for closer in composition.closers:
+        with contextlib.suppress(Exception):
+            await closer()
+    rt.tracing.shutdown()
+    await rt.close()
+    log.info("stopped", extra={"role": role, "exit_code": exit_code})
+    return exit_code
+
+
+async def _finish(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        log.warning("background work did not finish in time; cancelling", extra={"task": task.get_name()})
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2)
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return default

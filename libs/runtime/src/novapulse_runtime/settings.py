@@ -1,0 +1,104 @@
+"""Process configuration read from the environment.
+
+Every service subclasses :class:`ServiceSettings`. :func:`load_settings` turns a bad or missing value into
+one clear line on stderr naming the variable, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every NovaPulse process understands.
+
+    ``REDIS_URL`` and ``MONGO_URL`` are required: the dev stack (``make run``) and the test harness supply
+    them; a deployment must name its servers explicitly.
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    mongo_url: str = Field(pattern=r"^mongodb(\+srv)?://")
+    mongo_db: str = Field(default="", max_length=63, pattern=r"^[A-Za-z0-9_-]*$")
+    queue_concurrency: int = Field(default=16, ge=1, le=10_000)
+    http_host: str = Field(default="0.0.0.0", min_length=1)
+    http_port: int = Field(default=8100, ge=0, le=65535)
+    worker_http_port: int = Field(default=-1, ge=-1, le=65535)
+    log_level: LogLevel = "INFO"
+    otel_exporter_otlp_endpoint: str = Field(default="", pattern=r"^(https?://.*)?$")
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
+    shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    memory_limit_mb: int = Field(default=512, ge=16, le=1_048_576)
+    health_check_timeout: float = Field(default=1.0, gt=0, le=30)
+    rate_limit_enabled: bool = True
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def listen_port(self, role: str) -> int:
+        """API and all-in-one processes listen on ``HTTP_PORT``; a worker on ``WORKER_HTTP_PORT``, which
+        defaults to ``HTTP_PORT + 1000``."""
+        if role != "worker":
+            return self.http_port
+        if self.worker_http_port >= 0:
+            return self.worker_http_port
+        return self.http_port + WORKER_PORT_OFFSET if self.http_port else 0
+
+    def database_name(self) -> str:
+        """The MongoDB database this service owns (``MONGO_DB``, else ``novapulse_<service>``)."""
+        return self.mongo_db or f"novapulse_{self.service_name.replace('-', '_')}"
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming every offending variable."""
+    parts = []
+    for err in exc.errors():
+        var = "_".join(str(p) for p in err["loc"]).upper() or "?"
+        if err["type"] == "missing":
+            parts.append(f"{var} is required but not set")
+        else:
+            parts.append(f"{var}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def fail_config(message: str) -> NoReturn:
+    sys.stderr.write(f"configuration error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(CONFIG_ERROR_EXIT)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Read settings of ``cls`` from the environment or exit with one clear line."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        fail_config(describe_error(exc))
+    except (SettingsError, ValueError) as exc:
+        cause = exc.__cause__ or exc
+        fail_config(str(cause).splitlines()[0])

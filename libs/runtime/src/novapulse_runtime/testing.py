@@ -1,0 +1,201 @@
+"""pytest plugin: real Redis and MongoDB-wire servers per test session, isolated names per test, and
+helpers to run services as real processes. Enabled from the root ``conftest.py``.
+
+Set ``REDIS_URL`` / ``MONGO_URL`` to run the suite against servers you already have (a real MongoDB, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .devservers import ServerProcess, free_port, mongo_server, port_open, redis_server
+
+
+@dataclass
+class Servers:
+    redis_url: str
+    mongo_url: str
+    redis: ServerProcess | None = None
+    mongo: ServerProcess | None = None
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def servers(run_dir: Path) -> Iterator[Servers]:
+    started: list[ServerProcess] = []
+    redis_url = os.environ.get("REDIS_URL", "")
+    mongo_url = os.environ.get("MONGO_URL", "")
+    redis_proc = mongo_proc = None
+    if not redis_url:
+        port = free_port()
+        redis_proc = redis_server(port, run_dir / "redis").start()
+        started.append(redis_proc)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    if not mongo_url:
+        port = free_port()
+        mongo_proc = mongo_server(port, run_dir / "mongo").start()
+        started.append(mongo_proc)
+        mongo_url = f"mongodb://127.0.0.1:{port}"
+    try:
+        yield Servers(redis_url, mongo_url, redis_proc, mongo_proc)
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: Servers) -> str:
+    return servers.redis_url
+
+
+@pytest.fixture(scope="session")
+def mongo_url(servers: Servers) -> str:
+    return servers.mongo_url
+
+
+@pytest.fixture
+def names() -> str:
+    """A unique prefix for this test's databases, streams and keys."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def server_factory(run_dir: Path) -> Iterator[Callable[[str], ServerProcess]]:
+    """Start extra, killable servers for outage tests: ``server_factory("redis")`` or ``("mongo")``."""
+    made: list[ServerProcess] = []
+
+    def make(kind: str, port: int | None = None) -> ServerProcess:
+        port = port or free_port()
+        directory = run_dir / f"{kind}-{port}-{uuid.uuid4().hex[:6]}"
+        proc = redis_server(port, directory) if kind == "redis" else mongo_server(port, directory)
+        made.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in made:
+        proc.stop()
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds. Never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class ServiceProcess:
+    """A service role running as a real child process (``python -m package role``)."""
+
+    package: str
+    role: str
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0, wait_ready: bool = True) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.package, self.role, *self.extra_args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if wait_ready:
+            deadline = time.monotonic() + timeout
+            while not port_open(self.port):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.package} {self.role} exited {self.proc.returncode}:\n{self.logs()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.package} {self.role} did not listen:\n{self.logs()}")
+                time.sleep(0.05)
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, servers: Servers, names: str) -> Iterator[Callable[..., ServiceProcess]]:
+    """Run service processes against the session's servers; each gets its own port and database."""
+    procs: list[ServiceProcess] = []
+
+    def start(
+        package: str, role: str = "api", *, env: dict[str, str] | None = None, start: bool = True, **kw: Any
+    ) -> ServiceProcess:
+        port = free_port()
+        full_env = dict(os.environ)
+        full_env.update(
+            {
+                "REDIS_URL": servers.redis_url,
+                "MONGO_URL": servers.mongo_url,
+                "MONGO_DB": f"{names}_{package}"[:60],
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(port),
+                "WORKER_HTTP_PORT": str(port),
+                "SHUTDOWN_TIMEOUT": "10",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        full_env.update(env or {})
+        port = int(full_env.get("HTTP_PORT", port))
+        sp = ServiceProcess(package, role, full_env, port, tmp_path / f"{package}-{role}-{len(procs)}.log", **kw)
+        procs.append(sp)
+        return sp.start() if start else sp
+
+    yield start
+    for sp in procs:
+        sp.stop()
