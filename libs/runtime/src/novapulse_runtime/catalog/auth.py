@@ -1,0 +1,127 @@
+"""Events produced by the auth service (stream ``novapulse:events:auth``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from . import EventData, register
+
+Role = Literal["owner", "admin", "member"]
+
+
+class UserRegistered(EventData):
+    """A person registered and became the owner of a new organisation."""
+
+    user_id: str
+    org_id: str
+    email: str
+    name: str
+    role: Role
+    organization: str
+
+
+class UserInvited(EventData):
+    """An owner or admin invited someone to the organisation (no token: see invite.delivery_requested)."""
+
+    invite_id: str
+    org_id: str
+    email: str
+    role: Role
+    invited_by: str
+    expires_at: datetime
+
+
+class InviteDeliveryRequested(EventData):
+    """Private command to the notification service: mail this accept link. Never delivered to customers."""
+
+    invite_id: str
+    org_id: str
+    email: str
+    role: Role
+    token: str
+    inviter_name: str
+    organization: str
+    expires_at: datetime
+
+
+class InviteAccepted(EventData):
+    """An invitee accepted and joined the organisation."""
+
+    invite_id: str
+    org_id: str
+    user_id: str
+    email: str
+    name: str
+    role: Role
+    invited_by: str
+
+
+class UserRoleChanged(EventData):
+    """A member's role changed."""
+
+    user_id: str
+    org_id: str
+    role: Role
+    changed_by: str
+
+
+class UserDisabled(EventData):
+    """A user was disabled; their sessions were revoked."""
+
+    user_id: str
+    org_id: str
+    disabled_by: str
+
+
+class PasswordChanged(EventData):
+    """A user's password changed."""
+
+    user_id: str
+    org_id: str
+
+
+class MfaEnabled(EventData):
+    """A user turned on TOTP multi-factor authentication."""
+
+    user_id: str
+    org_id: str
+
+
+class MfaDisabled(EventData):
+    """A user's MFA was turned off (by the user, or reset by an admin)."""
+
+    user_id: str
+    org_id: str
+    by: str
+
+
+class MfaRecoveryCodeUsed(EventData):
+    """A recovery code was used to log in."""
+
+    user_id: str
+    org_id: str
+    remaining: int
+
+
+class MfaChallengeFailed(EventData):
+    """Security event: the password was right but the second factor was wrong."""
+
+    user_id: str
+    org_id: str
+    ip: str
+    attempts: int
+
+
+SOURCE = "auth"
+register("user.registered", UserRegistered, source=SOURCE, public=True)
+register("user.invited", UserInvited, source=SOURCE, public=True)
+register("invite.delivery_requested", InviteDeliveryRequested, source=SOURCE, public=False)
+register("invite.accepted", InviteAccepted, source=SOURCE, public=True)
+register("user.role_changed", UserRoleChanged, source=SOURCE, public=True)
+register("user.disabled", UserDisabled, source=SOURCE, public=True)
+register("user.password_changed", PasswordChanged, source=SOURCE, public=True)
+register("mfa.enabled", MfaEnabled, source=SOURCE, public=True)
+register("mfa.disabled", MfaDisabled, source=SOURCE, public=True)
+register("mfa.recovery_code_used", MfaRecoveryCodeUsed, source=SOURCE, public=True)
+register("mfa.challenge_failed", MfaChallengeFailed, source=SOURCE, public=True)
