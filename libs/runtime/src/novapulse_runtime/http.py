@@ -29,6 +29,7 @@ from .problems import ProblemError, from_error, problem_response
 from .ratelimit import RateLimiter, client_ip
 from .routes import Route, Routes, json_response
 from .settings import ServiceSettings
+from .tokens import PRINCIPAL_KEY
 
 log = logging.getLogger("novapulse.http")
 
@@ -183,7 +184,7 @@ def wrap(
         if route.auth:
             if authenticator is None:
                 raise ProblemError(503, "Authentication is not configured for this process")
-            request["principal"] = await authenticator(request)
+            request[PRINCIPAL_KEY] = await authenticator(request)
         kwargs: dict[str, Any] = {}
         body = await _parse_body(request, route.body, settings.max_body_bytes) if route.body else None
         if wants_body:

@@ -18,6 +18,7 @@ from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .routes import Routes
 from .settings import ServiceSettings
+from .tokens import TokenVerifier
 from .tracing import Tracing
 
 Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -69,6 +70,9 @@ class Runtime:
         self.limiter = (
             RateLimiter(self.redis, self.metrics, settings.service_name) if settings.rate_limit_enabled else None
         )
+        self.tokens = TokenVerifier(
+            settings.auth_jwks_url, issuer=settings.auth_issuer, audience=settings.auth_audience
+        )
         self.health.add("mongodb", self._ping_mongo)
         self.health.add("redis", self._ping_redis)
         self.health.add("memory", memory_check(settings.memory_limit_mb), required=False)
@@ -80,5 +84,6 @@ class Runtime:
         await self.redis.ping()
 
     async def close(self) -> None:
+        await self.tokens.close()
         await self.redis.aclose()
         await self.mongo.close()

@@ -7,6 +7,7 @@ Set ``REDIS_URL`` / ``MONGO_URL`` to run the suite against servers you already h
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -199,3 +200,80 @@ def spawn(tmp_path: Path, servers: Servers, names: str) -> Iterator[Callable[...
     yield start
     for sp in procs:
         sp.stop()
+
+
+class TokenIssuer:
+    """A stand-in for the auth service's signing side in other services' tests: an Ed25519 key, its JWKS
+    served over real HTTP, and access tokens minted the way the auth service mints them."""
+
+    def __init__(self, issuer: str = "novapulse-auth", audience: str = "novapulse") -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from jwt.algorithms import OKPAlgorithm
+
+        self.issuer = issuer
+        self.audience = audience
+        self.kid = "test-" + uuid.uuid4().hex[:8]
+        self.private_key = Ed25519PrivateKey.generate()
+        jwk = json.loads(OKPAlgorithm.to_jwk(self.private_key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "EdDSA"})
+        self.jwks: dict[str, Any] = {"keys": [jwk]}
+        self.jwks_url = ""
+
+    def mint(
+        self,
+        user_id: str,
+        org_id: str,
+        role: str = "owner",
+        *,
+        ttl: int = 300,
+        amr: tuple[str, ...] = ("pwd",),
+        **claims: Any,
+    ) -> str:
+        import jwt
+
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "org": org_id,
+            "role": role,
+            "amr": list(amr),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        payload.update(claims)
+        return jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
+
+    def env(self) -> dict[str, str]:
+        return {"AUTH_JWKS_URL": self.jwks_url, "AUTH_ISSUER": self.issuer, "AUTH_AUDIENCE": self.audience}
+
+
+@pytest.fixture(scope="session")
+def token_issuer() -> Iterator[TokenIssuer]:
+    """A JWKS served over real HTTP plus a minter of access tokens it verifies."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    issuer = TokenIssuer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(issuer.jwks).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    issuer.jwks_url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield issuer
+    server.shutdown()
+    server.server_close()

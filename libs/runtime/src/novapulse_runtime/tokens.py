@@ -1,0 +1,199 @@
+"""Access-token verification every service uses: JWTs signed by the auth service, checked against its JWKS.
+
+- The JWKS is fetched lazily, cached, and refetched when a token names an unknown ``kid`` (at most once per
+  ``min_refresh_interval``, so garbage ``kid`` values cannot make us hammer the auth service).
+- Only asymmetric algorithms on an allow-list (EdDSA, RS256); the algorithm must match the key's type, so
+  ``alg=none`` and HS256-signed-with-the-public-key are refused. ``jku``/``jwk``/``x5u``/``x5c`` headers are
+  refused (we never take keys from the token). ``typ`` must be ``at+jwt``; ``iss``, ``aud``, ``exp``, ``iat``,
+  ``sub``, ``jti``, ``org`` and ``role`` are required; expired and not-yet-valid tokens are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from .problems import ProblemError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ALGORITHMS = ("EdDSA", "RS256")
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+_FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
+_KEY_ALGS = {"OKP": "EdDSA", "RSA": "RS256"}
+MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as the access token says."""
+
+    user_id: str
+    org_id: str
+    role: str
+    amr: tuple[str, ...]
+    token_id: str
+    expires_at: int
+
+    def has_role(self, *roles: str) -> bool:
+        return self.role in roles
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        min_refresh_interval: float = 30.0,
+        cache_ttl: float = 600.0,
+        leeway: float = 5.0,
+        static_jwks: dict[str, Any] | None = None,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.audience = audience
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = -float("inf")
+        self._min_refresh = min_refresh_interval
+        self._ttl = cache_ttl
+        self._leeway = leeway
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        if static_jwks is not None:
+            self._load(static_jwks)
+            self._fetched_at = float("inf")
+
+    def _load(self, jwks: dict[str, Any]) -> None:
+        keys: dict[str, jwt.PyJWK] = {}
+        for raw in jwks.get("keys", []):
+            kid, kty = raw.get("kid"), raw.get("kty")
+            if not isinstance(kid, str) or kty not in _KEY_ALGS:
+                continue
+            try:
+                keys[kid] = jwt.PyJWK.from_dict(raw, algorithm=_KEY_ALGS[kty])
+            except (jwt.PyJWKError, ValueError, TypeError):
+                log.warning("skipping unusable JWKS key", extra={"kid": kid})
+        self._keys = keys
+
+    async def _refresh(self, force: bool) -> None:
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if age < self._min_refresh or (not force and age < self._ttl):
+                return
+            self._fetched_at = time.monotonic()
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+            try:
+                async with self._session.get(self.jwks_url) as resp:
+                    if resp.status != 200:
+                        raise ValueError(f"JWKS answered {resp.status}")
+                    self._load(json.loads(await resp.read()))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("JWKS fetch failed", extra={"url": self.jwks_url, "error": repr(exc)})
+                self._fetched_at = time.monotonic() - self._min_refresh + 2.0  # retry soon, not per request
+
+    async def _key(self, kid: str) -> jwt.PyJWK | None:
+        if time.monotonic() - self._fetched_at >= self._ttl:
+            await self._refresh(force=False)
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh(force=True)
+            key = self._keys.get(kid)
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        """Return the token's principal or raise a 401 problem."""
+        if not token or len(token) > MAX_TOKEN_BYTES:
+            raise _unauthorized("Missing or oversized token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _unauthorized("Malformed token") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise _unauthorized("Token algorithm not allowed")
+        if any(h in header for h in _FORBIDDEN_HEADERS):
+            raise _unauthorized("Token header not allowed")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise _unauthorized("Not an access token")
+        if not isinstance(kid, str) or not kid or len(kid) > 128:
+            raise _unauthorized("Token has no usable key id")
+        key = await self._key(kid)
+        if key is None:
+            raise _unauthorized("Unknown signing key")
+        if key.algorithm_name != alg:
+            raise _unauthorized("Token algorithm does not match its key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "jti", "aud", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"Invalid token: {type(exc).__name__}") from exc
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int | float) and nbf > time.time() + self._leeway:
+            raise _unauthorized("Token not yet valid")
+        org, role, amr = claims.get("org"), claims.get("role"), claims.get("amr", [])
+        if not isinstance(org, str) or not isinstance(role, str) or not isinstance(amr, list):
+            raise _unauthorized("Token lacks organisation or role")
+        return Principal(
+            user_id=str(claims["sub"]),
+            org_id=org,
+            role=role,
+            amr=tuple(str(a) for a in amr),
+            token_id=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+        )
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        """The :data:`~novapulse_runtime.http.Authenticator` for routes declared with ``auth=True``."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ProblemError(
+                401, "Send an access token: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return await self.verify(token.strip())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+PRINCIPAL_KEY = "principal"
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated caller of a route declared with ``auth=True``."""
+    found = request.get(PRINCIPAL_KEY)
+    if not isinstance(found, Principal):
+        raise ProblemError(401, "Not authenticated")
+    return found
+
+
+def require_role(request: web.Request, *roles: str) -> Principal:
+    """The caller, if their role is one of ``roles``; else 403."""
+    who = principal(request)
+    if not who.has_role(*roles):
+        raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}")
+    return who
