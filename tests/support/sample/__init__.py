@@ -43,7 +43,7 @@ async def build(rt: Runtime) -> Composition:
     @routes.post("/echo", body=EchoIn, response=EchoOut, status=201)
     async def echo(request: web.Request, body: EchoIn) -> EchoOut:
         """Echo a validated body."""
-        log.info("echo", extra={"name": body.name})
+        log.info("echo", extra={"echo_name": body.name})
         return EchoOut(name=body.name, count=body.count)
 
     @routes.get("/slow", query=SlowQuery, response=EchoOut)

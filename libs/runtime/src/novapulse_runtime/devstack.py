@@ -37,7 +37,11 @@ class Child:
 def discover() -> list[ServiceSpec]:
     specs = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        spec = ep.load()
+        try:
+            spec = ep.load()
+        except Exception as exc:  # one broken service must not keep the others from running
+            _say(f"cannot load service {ep.name} ({ep.value}): {exc!r}")
+            continue
         if isinstance(spec, ServiceSpec):
             specs.append(spec)
     return sorted(specs, key=lambda s: _default_port(s))
@@ -63,7 +67,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-def run(data_dir: Path, only: list[str] | None = None) -> int:
+def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0) -> int:
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -95,7 +99,7 @@ def run(data_dir: Path, only: list[str] | None = None) -> int:
             _say("no services installed (entry point group novapulse.services)")
             return 1
         for spec in specs:
-            api_port = _default_port(spec)
+            api_port = _default_port(spec) + port_offset
             for role, port in (("api", api_port), ("worker", api_port + WORKER_PORT_OFFSET)):
                 child_env = dict(env)
                 child_env.update(spec.dev_env)
@@ -155,8 +159,16 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description="Run every NovaPulse service locally")
     parser.add_argument("--data-dir", default=os.environ.get("NOVAPULSE_DATA_DIR", ".data"))
     parser.add_argument("--only", nargs="*", help="service names to run (default: all)")
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        default=int(os.environ.get("NOVAPULSE_PORT_OFFSET", "0") or 0),
+        help="added to every service port, to run a second stack beside the first",
+    )
     args = parser.parse_args()
-    sys.exit(run(Path(args.data_dir), args.only))
+    if not 0 <= args.port_offset <= 50000:
+        parser.error("--port-offset / NOVAPULSE_PORT_OFFSET must be 0-50000")
+    sys.exit(run(Path(args.data_dir), args.only, args.port_offset))
 
 
 if __name__ == "__main__":

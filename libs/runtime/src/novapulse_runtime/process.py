@@ -56,8 +56,7 @@ def main(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
 
 
 async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
-    rt = Runtime(settings, role)
-    rt.tracing.install()
+    rt = Runtime(settings, role, instrument=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -93,7 +92,7 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
     site = web.TCPSite(runner, settings.http_host, port, reuse_address=True)
     try:
         await site.start()
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:
         log.error("cannot listen", extra={"host": settings.http_host, "port": port, "error": str(exc)})
         await runner.cleanup()
         await rt.close()

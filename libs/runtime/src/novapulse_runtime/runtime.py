@@ -43,13 +43,22 @@ class Composition:
 class Runtime:
     """Created inside the running event loop; connects lazily (nothing at import or construction time)."""
 
-    def __init__(self, settings: ServiceSettings, role: str, *, span_exporter: SpanExporter | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        role: str,
+        *,
+        span_exporter: SpanExporter | None = None,
+        instrument: bool = False,
+    ) -> None:
         self.settings = settings
         self.role = role
         self.service = settings.service_name
         self.metrics = Metrics(settings.service_name, role)
         self.tracing = Tracing(settings.service_name, role, settings.otel_exporter_otlp_endpoint, span_exporter)
         self.tracer = self.tracing.tracer
+        if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
+            self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)
         self.redis: Redis = Redis.from_url(
             settings.redis_url,

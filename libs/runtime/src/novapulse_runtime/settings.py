@@ -10,7 +10,7 @@ import ipaddress
 import sys
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
@@ -60,6 +60,15 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> ServiceSettings:
+        # Re-checked here because services override the defaults of these fields (losing Field bounds).
+        if not 0 <= self.http_port <= 65535:
+            raise ValueError(f"HTTP_PORT must be 0-65535, got {self.http_port}")
+        if self.worker_http_port < 0 and self.http_port and self.http_port + WORKER_PORT_OFFSET > 65535:
+            raise ValueError("HTTP_PORT + 1000 (the worker's default port) is over 65535; set WORKER_HTTP_PORT")
+        return self
 
     def listen_port(self, role: str) -> int:
         """API and all-in-one processes listen on ``HTTP_PORT``; a worker on ``WORKER_HTTP_PORT``, which

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def spawn(tmp_path: Path, servers: Servers, names: str) -> Iterator[Callable[...
             {
                 "REDIS_URL": servers.redis_url,
                 "MONGO_URL": servers.mongo_url,
-                "MONGO_DB": f"{names}_{package}"[:60],
+                "MONGO_DB": re.sub(r"[^A-Za-z0-9_]", "_", f"{names}_{package}")[:60],
                 "HTTP_HOST": "127.0.0.1",
                 "HTTP_PORT": str(port),
                 "WORKER_HTTP_PORT": str(port),

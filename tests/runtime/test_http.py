@@ -1,0 +1,112 @@
+"""Every error is RFC 9457 problem+json with no stack trace; request ids travel; OpenAPI is generated."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import aiohttp
+import pytest
+
+from novapulse_runtime.testing import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = "application/problem+json"
+
+
+async def _problem(resp: aiohttp.ClientResponse, status: int) -> dict[str, object]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == PROBLEM
+    body = await resp.json(content_type=None)
+    assert body["status"] == status
+    assert {"type", "title", "status"} <= set(body)
+    assert "Traceback" not in json.dumps(body)
+    return dict(body)
+
+
+async def test_error_shapes(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    base = sample.url + "/api/v1/sample"
+    async with http.get(base + "/nope") as r:
+        await _problem(r, 404)
+    async with http.delete(base + "/echo") as r:
+        await _problem(r, 405)
+        assert "POST" in r.headers.get("Allow", "")
+    async with http.post(base + "/echo", data=b"name=x", headers={"Content-Type": "text/plain"}) as r:
+        await _problem(r, 415)
+    async with http.post(base + "/echo", data=b"{not json", headers={"Content-Type": "application/json"}) as r:
+        await _problem(r, 400)
+    async with http.post(base + "/echo", json={"name": "", "count": 99}) as r:
+        body = await _problem(r, 422)
+        fields = {e["field"] for e in body["errors"]}  # type: ignore[attr-defined]
+        assert fields == {"name", "count"}
+    async with http.post(base + "/echo", json=[1, 2]) as r:
+        await _problem(r, 422)
+    big = b'{"name": "' + b"x" * 1_100_000 + b'", "count": 1}'
+    async with http.post(base + "/echo", data=io.BytesIO(big), headers={"Content-Type": "application/json"}) as r:
+        await _problem(r, 413)
+    async with http.get(base + "/slow", params={"seconds": "soon"}) as r:
+        await _problem(r, 422)
+    async with http.get(base + "/boom") as r:
+        body = await _problem(r, 500)
+        assert "secret internal detail" not in json.dumps(body)
+        assert body["request_id"] == r.headers["X-Request-ID"]
+    async with http.post(base + "/echo", json={"name": "ok", "count": 3}) as r:
+        assert r.status == 201
+        assert await r.json() == {"name": "ok", "count": 3}
+    assert "secret internal detail" in sample.logs()  # logged for operators, never sent to callers
+
+
+async def test_request_id_in_and_out(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    async with http.get(sample.url + "/api/v1/health/live", headers={"X-Request-ID": "abc-123"}) as r:
+        assert r.headers["X-Request-ID"] == "abc-123"
+    async with http.get(sample.url + "/api/v1/health/live", headers={"X-Request-ID": "x" * 500}) as r:
+        assert r.headers["X-Request-ID"] != "x" * 500
+        assert len(r.headers["X-Request-ID"]) == 32
+
+
+async def test_openapi_document(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    async with http.get(sample.url + "/api/v1/sample/openapi.json") as r:
+        assert r.status == 200
+        doc = await r.json()
+    assert doc["openapi"] == "3.1.0"
+    echo = doc["paths"]["/api/v1/sample/echo"]["post"]
+    ref = echo["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert schema["properties"]["name"]["maxLength"] == 20
+    assert "422" in echo["responses"]
+    assert "429" in doc["paths"]["/api/v1/sample/limited"]["get"]["responses"]
+    params = doc["paths"]["/api/v1/sample/slow"]["get"]["parameters"]
+    assert params[0]["name"] == "seconds"
+    assert params[0]["in"] == "query"
+
+
+async def test_structured_logs_carry_request_and_trace_ids(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"X-Request-ID": "req-trace-1", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    async with http.post(sample.url + "/api/v1/sample/echo", json={"name": "t", "count": 1}, headers=headers) as r:
+        assert r.status == 201
+    lines = [json.loads(line) for line in sample.logs().splitlines() if line.startswith("{")]
+    mine = [e for e in lines if e.get("request_id") == "req-trace-1"]
+    assert {e["msg"] for e in mine} >= {"echo", "request"}
+    for entry in mine:
+        assert entry["trace_id"] == trace_id
+        assert entry["service"] == "sample"
+        assert entry["level"] == "info"
+
+
+async def test_metrics_by_route_template(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        async with http.get(sample.url + "/api/v1/sample/slow", params={"seconds": "0"}) as r:
+            assert r.status == 200
+    async with http.get(sample.url + "/api/v1/does/not/exist/123") as r:
+        assert r.status == 404
+    async with http.get(sample.url + "/api/v1/metrics") as r:
+        assert r.status == 200
+        assert r.content_type == "text/plain"
+        text = await r.text()
+    assert 'novapulse_http_requests_total{method="GET",route="/api/v1/sample/slow",status="200"} 3.0' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "/does/not/exist" not in text
+    assert "novapulse_http_request_duration_seconds_bucket" in text
+    assert "process_resident_memory_bytes" in text

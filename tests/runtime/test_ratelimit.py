@@ -1,0 +1,82 @@
+"""Rate limits hold across processes, honour trusted proxies only, and fail open when Redis dies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from novapulse_runtime.devservers import ServerProcess
+from novapulse_runtime.testing import ServiceProcess
+
+from .conftest import SAMPLE
+
+pytestmark = pytest.mark.integration
+
+LIMITED = "/api/v1/sample/limited"
+
+
+async def test_limit_shared_by_two_processes(
+    spawn: Callable[..., ServiceProcess], http: aiohttp.ClientSession, names: str
+) -> None:
+    env = {"SERVICE_NAME": names.replace("t", "s", 1)}
+    a = spawn(SAMPLE, "api", env=env)
+    b = spawn(SAMPLE, "api", env=env)
+    statuses = []
+    for i in range(8):
+        async with http.get((a if i % 2 else b).url + LIMITED) as r:
+            statuses.append(r.status)
+            if r.status == 429:
+                assert int(r.headers["Retry-After"]) >= 1
+                assert r.headers["RateLimit-Remaining"] == "0"
+                assert r.headers["RateLimit-Limit"] == "5"
+                assert r.content_type == "application/problem+json"
+            else:
+                assert int(r.headers["RateLimit-Remaining"]) == 4 - i
+    assert statuses == [200] * 5 + [429] * 3
+
+
+async def test_forwarded_for_only_from_trusted_proxies(
+    spawn: Callable[..., ServiceProcess], http: aiohttp.ClientSession, names: str
+) -> None:
+    untrusted = spawn(SAMPLE, "api", env={"SERVICE_NAME": names + "u"})
+    # An untrusted peer cannot buy fresh buckets by forging X-Forwarded-For.
+    codes = []
+    for i in range(7):
+        async with http.get(untrusted.url + LIMITED, headers={"X-Forwarded-For": f"203.0.113.{i}"}) as r:
+            codes.append(r.status)
+    assert codes.count(429) == 2
+
+    trusted = spawn(SAMPLE, "api", env={"SERVICE_NAME": names + "p", "TRUSTED_PROXIES": "127.0.0.0/8"})
+    for i in range(7):
+        async with http.get(trusted.url + LIMITED, headers={"X-Forwarded-For": f"203.0.113.{i}"}) as r:
+            assert r.status == 200  # each forwarded client has its own bucket
+    for _ in range(5):
+        async with http.get(trusted.url + LIMITED, headers={"X-Forwarded-For": "198.51.100.7, 127.0.0.1"}) as r:
+            assert r.status == 200
+    async with http.get(trusted.url + LIMITED, headers={"X-Forwarded-For": "198.51.100.7"}) as r:
+        assert r.status == 429
+
+
+async def test_fail_open_when_redis_dies(
+    spawn: Callable[..., ServiceProcess],
+    server_factory: Callable[..., ServerProcess],
+    http: aiohttp.ClientSession,
+) -> None:
+    dep = server_factory("redis")
+    svc = spawn(SAMPLE, "api", env={"REDIS_URL": f"redis://127.0.0.1:{dep.port}/0"})
+    for _ in range(5):
+        async with http.get(svc.url + LIMITED) as r:
+            assert r.status == 200
+    async with http.get(svc.url + LIMITED) as r:
+        assert r.status == 429
+    dep.kill()
+    for _ in range(10):
+        async with http.get(svc.url + LIMITED) as r:
+            assert r.status == 200  # never an error to the caller
+    async with http.get(svc.url + "/api/v1/metrics") as r:
+        text = await r.text()
+    assert 'novapulse_rate_limit_fail_open_total{limit="limited-ip"} 10.0' in text
+    warnings = [line for line in svc.logs().splitlines() if "rate limiter failing open" in line]
+    assert len(warnings) == 1  # logged once per interval, not per request

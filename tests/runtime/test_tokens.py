@@ -1,0 +1,119 @@
+"""The shared access-token verifier refuses every forgery it is meant to refuse."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+
+from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.testing import TokenIssuer
+from novapulse_runtime.tokens import TokenVerifier
+
+pytestmark = pytest.mark.integration
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(issuer: TokenIssuer, **over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    c = {
+        "iss": issuer.issuer,
+        "aud": issuer.audience,
+        "sub": "u1",
+        "org": "o1",
+        "role": "admin",
+        "amr": ["pwd"],
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+    }
+    c.update(over)
+    return c
+
+
+@pytest.fixture
+def verifier(token_issuer: TokenIssuer) -> TokenVerifier:
+    return TokenVerifier(token_issuer.jwks_url, issuer=token_issuer.issuer, audience=token_issuer.audience)
+
+
+async def _refused(verifier: TokenVerifier, token: str) -> str:
+    with pytest.raises(ProblemError) as info:
+        await verifier.verify(token)
+    assert info.value.status == 401
+    return info.value.detail or ""
+
+
+async def test_valid_token_and_jwks_cache(verifier: TokenVerifier, token_issuer: TokenIssuer) -> None:
+    who = await verifier.verify(token_issuer.mint("u1", "o1", "admin", amr=("pwd", "otp")))
+    assert (who.user_id, who.org_id, who.role, who.amr) == ("u1", "o1", "admin", ("pwd", "otp"))
+    await verifier.close()
+
+
+async def test_forgeries_refused(verifier: TokenVerifier, token_issuer: TokenIssuer) -> None:
+    good = token_issuer.mint("u1", "o1")
+    head, body, _sig = good.split(".")
+    # alg=none
+    none_header = _b64(json.dumps({"alg": "none", "typ": "at+jwt", "kid": token_issuer.kid}).encode())
+    assert "algorithm" in await _refused(verifier, f"{none_header}.{body}.")
+    # HS256 signed with the public key as the HMAC secret
+    public_pem = token_issuer.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    hs_head = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": token_issuer.kid}).encode())
+    hs_body = _b64(json.dumps(_claims(token_issuer)).encode())
+    mac = hmac.new(public_pem, f"{hs_head}.{hs_body}".encode(), hashlib.sha256).digest()
+    assert "algorithm" in await _refused(verifier, f"{hs_head}.{hs_body}.{_b64(mac)}")
+    # keys offered by the token itself
+    rogue = generate_private_key(public_exponent=65537, key_size=2048)
+    for extra in ({"jku": "http://evil.example/jwks"}, {"jwk": {"kty": "RSA"}}):
+        forged = jwt.encode(
+            _claims(token_issuer), rogue, algorithm="RS256", headers={"kid": token_issuer.kid, "typ": "at+jwt", **extra}
+        )
+        await _refused(verifier, forged)
+    # RS256 with a rogue key under our kid: algorithm does not match the key
+    forged = jwt.encode(
+        _claims(token_issuer), rogue, algorithm="RS256", headers={"kid": token_issuer.kid, "typ": "at+jwt"}
+    )
+    await _refused(verifier, forged)
+    # tampered payload
+    tampered = _b64(json.dumps(_claims(token_issuer, role="owner")).encode())
+    await _refused(verifier, f"{head}.{tampered}.{_sig}")
+    # wrong audience, wrong issuer, wrong typ, expired, not yet valid, missing org, unknown kid
+    await _refused(verifier, token_issuer.mint("u1", "o1", aud="other"))
+    await _refused(verifier, token_issuer.mint("u1", "o1", iss="someone-else"))
+    refresh_typ = jwt.encode(
+        _claims(token_issuer),
+        token_issuer.private_key,
+        algorithm="EdDSA",
+        headers={"kid": token_issuer.kid, "typ": "JWT"},
+    )
+    assert "access token" in await _refused(verifier, refresh_typ)
+    await _refused(verifier, token_issuer.mint("u1", "o1", ttl=-60))
+    await _refused(verifier, token_issuer.mint("u1", "o1", nbf=int(time.time()) + 600))
+    no_org = _claims(token_issuer)
+    del no_org["org"]
+    await _refused(
+        verifier,
+        jwt.encode(
+            no_org, token_issuer.private_key, algorithm="EdDSA", headers={"kid": token_issuer.kid, "typ": "at+jwt"}
+        ),
+    )
+    unknown = jwt.encode(
+        _claims(token_issuer), token_issuer.private_key, algorithm="EdDSA", headers={"kid": "nope", "typ": "at+jwt"}
+    )
+    assert "Unknown" in await _refused(verifier, unknown)
+    for garbage in ("", "a.b", "x" * 9000, "...", "a.b.c"):
+        await _refused(verifier, garbage)
+    await verifier.close()
