@@ -16,7 +16,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 
 $(VENV)/.synced: uv.lock $(PYPROJECTS) | $(UV)
-	$(UV) sync --all-packages --locked
+	$(UV) sync --all-packages --all-groups --locked
 	touch $@
 
 install: $(VENV)/.synced
