@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: install run test lint format typecheck bench bench-bus bench-auth bench-webhooks clean
+.PHONY: install deploy-tools run test lint format typecheck bench bench-bus bench-auth bench-webhooks clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -24,7 +24,14 @@ install: $(VENV)/.synced
 run: install
 	$(BIN)/python -m novapulse_runtime.devstack
 
-test: install lint
+# promtool and nginx for tests/deploy (Debian packages); installed when missing and we are root.
+deploy-tools:
+	@if command -v promtool >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; \
+	else echo "promtool/nginx missing and not root: their deploy tests will skip"; fi
+
+test: install deploy-tools lint
 	$(BIN)/pytest
 
 lint: install
