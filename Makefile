@@ -43,10 +43,13 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-bus
+bench: bench-bus bench-auth
 
 bench-bus: install
 	$(BIN)/python -m bench.bus
+
+bench-auth: install
+	$(BIN)/python -m novapulse_auth.bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

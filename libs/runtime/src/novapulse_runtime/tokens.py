@@ -180,7 +180,7 @@ class TokenVerifier:
             self._session = None
 
 
-PRINCIPAL_KEY = "principal"
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal:

@@ -40,6 +40,8 @@ class InviteDeliveryRequested(EventData):
     email: str
     role: Role
     token: str
+    accept_url: str = ""
+    """The accept link (carries the token); empty from producers older than this field."""
     inviter_name: str
     organization: str
     expires_at: datetime

@@ -1,0 +1,65 @@
+"""Names and defaults of the event bus: stream and key prefixes, envelope fields, limits."""
+
+from __future__ import annotations
+
+DEFAULT_NAMESPACE = "novapulse"
+"""Prefix of every stream and key. ``EVENTS_NAMESPACE`` overrides it (tests use one per test)."""
+NAMESPACE_ENV = "EVENTS_NAMESPACE"
+
+EVENTS_SEGMENT = "events"  # <ns>:events:<source>       one stream per producing service
+DEAD_SEGMENT = "dead"  # <ns>:dead:<group>                dead letters of one consumer group
+REPLAY_SEGMENT = "replay"  # <ns>:replay:<group>          replayed dead letters, read by that group only
+IDEMPOTENCY_SEGMENT = "seen"  # <ns>:seen:<group>:<event id>
+OUTBOX_LOCK_SEGMENT = "outbox-lock"  # <ns>:outbox-lock:<service>
+OUTBOX_WAKE_SEGMENT = "outbox-wake"  # pub/sub channel <ns>:outbox-wake:<service>
+
+OUTBOX_COLLECTION = "outbox"
+
+# Envelope fields (flat stream fields, all strings).
+F_ID = "id"
+F_TYPE = "type"
+F_SOURCE = "source"
+F_TIME = "time"
+F_ORG = "org_id"
+F_SUBJECT = "subject"
+F_DATA = "data"
+F_SCHEMA = "schema"
+F_TRACEPARENT = "traceparent"
+F_TRACESTATE = "tracestate"
+REQUIRED_FIELDS = (F_ID, F_TYPE, F_SOURCE, F_TIME, F_DATA, F_SCHEMA)
+ENVELOPE_FIELDS = (*REQUIRED_FIELDS, F_ORG, F_SUBJECT, F_TRACEPARENT, F_TRACESTATE)
+
+# Extra fields of a dead-letter entry (the original fields are kept beside them).
+DEAD_PREFIX = "dead_"
+D_REASON = "dead_reason"
+D_ERROR = "dead_error"
+D_STREAM = "dead_stream"
+D_ENTRY = "dead_entry_id"
+D_GROUP = "dead_group"
+D_DELIVERIES = "dead_deliveries"
+D_TIME = "dead_time"
+D_TRUNCATED = "dead_truncated"
+
+MAX_ENTRY_BYTES = 256 * 1024
+"""Largest entry (sum of field names and values, UTF-8) a consumer accepts; larger ones are dead letters."""
+MAX_ERROR_CHARS = 2000
+MAX_DEAD_FIELD_CHARS = 8192
+
+# Consumer defaults.
+DEFAULT_HANDLER_TIMEOUT = 30.0
+DEFAULT_MAX_DELIVERIES = 5
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_BLOCK_MS = 1000
+DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600.0
+FORGET_CONSUMER_AFTER = 3600.0  # seconds idle with nothing pending before a consumer is removed from a group
+
+# Publisher / relay defaults.
+DEFAULT_STREAM_MAXLEN = 100_000
+DEFAULT_DEAD_MAXLEN = 100_000
+TRIM_INTERVAL = 2.0
+RELAY_BATCH = 500
+RELAY_SWEEP_INTERVAL = 1.0
+RELAY_LOCK_TTL = 5.0
+
+MESSAGING_SYSTEM = "redis"

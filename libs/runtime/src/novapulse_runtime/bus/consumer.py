@@ -1,0 +1,623 @@
+"""Consumer groups: batched XREADGROUP, bounded concurrency, pipelined XACK, retries, dead letters, reclaim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from redis.exceptions import RedisError
+
+from .. import catalog
+from .constants import (
+    D_DELIVERIES,
+    D_ENTRY,
+    D_ERROR,
+    D_GROUP,
+    D_REASON,
+    D_STREAM,
+    D_TIME,
+    D_TRUNCATED,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_BLOCK_MS,
+    DEFAULT_HANDLER_TIMEOUT,
+    DEFAULT_IDEMPOTENCY_TTL,
+    DEFAULT_MAX_DELIVERIES,
+    F_ID,
+    F_TYPE,
+    FORGET_CONSUMER_AFTER,
+    MAX_DEAD_FIELD_CHARS,
+    MAX_ENTRY_BYTES,
+    MAX_ERROR_CHARS,
+)
+from .envelope import DeadReason, Event, MalformedEntry, check_envelope, decode, entry_size, format_time
+from .idempotency import Claim, Idempotency
+from .metrics import type_label
+from .streams import ensure_group, groups_info, is_nogroup, lag_of
+from .tracing import attributes, exports_spans, extract
+
+if TYPE_CHECKING:
+    from . import EventBus
+
+log = logging.getLogger("novapulse.bus")
+
+Handler = Callable[[Event], Awaitable[None]]
+"""An event handler: ``async def handle(event: Event) -> None``; raising means "retry"."""
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """Tuning of one consumer. ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``; ``claim_idle``
+    0 means ``handler_timeout + 5`` s (it is always kept above the handler timeout); ``claim_interval`` 0
+    means ``claim_idle / 10`` (between 50 ms and 1 s)."""
+
+    concurrency: int = 0
+    handler_timeout: float = DEFAULT_HANDLER_TIMEOUT
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    claim_idle: float = 0.0
+    claim_interval: float = 0.0
+    block_ms: int = DEFAULT_BLOCK_MS
+    idempotent: bool = True
+    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    dead_letter_unknown: bool = True
+    start_id: str = "0"
+    stats_interval: float = 10.0
+    name: str = ""
+
+
+@dataclass(slots=True)
+class _Held:
+    stream: str
+    entry_id: str
+    fields: dict[str, str] | None
+    deliveries: int
+    claim: Claim | None = None
+
+
+def _trimmed_fields(fields: dict[str, str] | None) -> tuple[dict[str, str], bool]:
+    if not fields:
+        return {}, False
+    if entry_size(fields) <= MAX_ENTRY_BYTES:
+        return dict(fields), False
+    return {k[:256]: v[:MAX_DEAD_FIELD_CHARS] for k, v in itertools.islice(fields.items(), 64)}, True
+
+
+class Consumer:
+    """Handles events of a consumer group. Declare handlers with :meth:`on`, then run :meth:`run` as a
+    worker. Streams are those of the producing services of the handled types (from the catalogue), plus
+    ``sources``, plus the group's replay stream."""
+
+    def __init__(self, bus: EventBus, group: str, sources: Sequence[str], options: ConsumerOptions) -> None:
+        rt = bus.rt
+        self.bus = bus
+        self.redis = rt.redis
+        self.group = group
+        self.sources = tuple(sources)
+        concurrency = options.concurrency or rt.settings.queue_concurrency
+        claim_idle = options.claim_idle or options.handler_timeout + 5.0
+        claim_idle = max(claim_idle, options.handler_timeout + 0.5)
+        n = next(_counter)
+        name = options.name or f"{socket.gethostname()}-{os.getpid()}" + (f"-{n}" if n else "")
+        self.options = replace(options, concurrency=concurrency, claim_idle=claim_idle, name=name)
+        self.name = name
+        self.concurrency = concurrency
+        self.metrics = bus.metrics
+        self.tracer = bus.tracer
+        self.dead_stream = bus.keys.dead(group)
+        self.replay_stream = bus.keys.replay(group)
+        # the lease lasts as long as an entry may stay unacknowledged before another consumer reclaims it
+        self.idem = (
+            Idempotency(self.redis, bus.keys, group, claim_idle, options.idempotency_ttl)
+            if options.idempotent
+            else None
+        )
+        self._exact: dict[str, Handler] = {}
+        self._prefixes: list[tuple[str, Handler]] = []
+        self._any: Handler | None = None
+        self._resolved: dict[str, tuple[Handler, bool] | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[tuple[str, str]] = set()
+        self._slot = asyncio.Event()
+        self._acks: dict[str, list[str]] = {}
+        self._done: list[str] = []
+        self._ack_signal = asyncio.Event()
+        self._closing = False
+        self._stop = asyncio.Event()
+        self._streams: list[str] = []
+        self._labels: dict[tuple[str, str], Any] = {}
+
+    # declaration -------------------------------------------------------------------------------------------
+
+    def on(self, pattern: str) -> Callable[[Handler], Handler]:
+        """Register a handler for an exact type (``user.registered``), a prefix (``user.*``) or every type
+        (``*``). The most specific match wins; one handler runs per event."""
+
+        def register(handler: Handler) -> Handler:
+            self.add_handler(pattern, handler)
+            return handler
+
+        return register
+
+    def add_handler(self, pattern: str, handler: Handler) -> None:
+        """Same as :meth:`on`, without the decorator."""
+        if pattern == "*":
+            self._any = handler
+        elif pattern.endswith(".*"):
+            self._prefixes.append((pattern[:-1], handler))
+            self._prefixes.sort(key=lambda p: len(p[0]), reverse=True)
+        elif "*" in pattern:
+            raise ValueError(f"unsupported pattern {pattern!r}: use 'a.b', 'a.*' or '*'")
+        else:
+            self._exact[pattern] = handler
+        self._resolved.clear()
+
+    def streams(self) -> list[str]:
+        """The streams this consumer reads."""
+        sources = set(self.sources)
+        types = catalog.all_types()
+        for name in self._exact:
+            et = catalog.lookup(name)
+            if et is not None:
+                sources.add(et.source)
+        for prefix, _ in self._prefixes:
+            sources.update(et.source for et in types if et.name.startswith(prefix))
+        if self._any is not None and not self.sources:
+            sources.update(et.source for et in types)
+        return [*sorted(self.bus.keys.stream(s) for s in sources), self.replay_stream]
+
+    def _resolve(self, type_: str) -> tuple[Handler, bool] | None:
+        if type_ in self._resolved:
+            return self._resolved[type_]
+        found: tuple[Handler, bool] | None = None
+        exact = self._exact.get(type_)
+        if exact is not None:
+            found = (exact, True)
+        elif catalog.lookup(type_) is not None:
+            for prefix, handler in self._prefixes:
+                if type_.startswith(prefix):
+                    found = (handler, True)
+                    break
+        if found is None and self._any is not None:
+            found = (self._any, False)
+        self._resolved[type_] = found
+        return found
+
+    # running -----------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then stop reading, let in-flight handlers finish (entries waiting
+        for a retry stay pending and are reclaimed later), flush acknowledgements and return."""
+        self._stop = stop
+        self._streams = self.streams()
+        if len(self._streams) == 1 and not self._exact and not self._prefixes and self._any is None:
+            raise ValueError(f"consumer {self.group} has no handlers")
+        if not await self._ensure_groups_until_ready(stop):
+            return
+        self._closing = False
+        ack_task = asyncio.create_task(self._ack_loop(), name=f"bus-ack-{self.group}")
+        claim_task = asyncio.create_task(self._claim_loop(stop), name=f"bus-claim-{self.group}")
+        log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self._streams})
+        try:
+            await self._read_loop(stop)
+        finally:
+            claim_task.cancel()
+            if self._tasks:
+                _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.handler_timeout + 2.0)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=2.0)
+            self._closing = True
+            self._ack_signal.set()
+            try:
+                await asyncio.wait_for(ack_task, timeout=10.0)
+            except (TimeoutError, RedisError):
+                log.warning("could not flush acknowledgements at shutdown", extra={"group": self.group})
+            await asyncio.gather(claim_task, return_exceptions=True)
+            log.info("consumer stopped", extra={"group": self.group, "consumer": self.name})
+
+    async def _ensure_groups(self) -> None:
+        for stream in self._streams:
+            if await ensure_group(self.redis, stream, self.group, self.options.start_id):
+                log.info("created consumer group", extra={"stream": stream, "group": self.group})
+            # listed at once (XREADGROUP alone registers a consumer only when it gets an entry)
+            await self.redis.xgroup_createconsumer(stream, self.group, self.name)
+
+    async def _ensure_groups_until_ready(self, stop: asyncio.Event) -> bool:
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._ensure_groups()
+                return True
+            except RedisError as exc:
+                failures += 1
+                log.warning("cannot create consumer groups yet", extra={"group": self.group, "error": str(exc)})
+                await self._sleep(min(5.0, 0.1 * 2**failures), stop)
+        return False
+
+    async def _sleep(self, delay: float, stop: asyncio.Event) -> bool:
+        """Sleep up to ``delay`` seconds; True when ``stop`` was set."""
+        if stop.is_set():
+            return True
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        streams: dict[Any, Any] = dict.fromkeys(self._streams, ">")
+        # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
+        # into one-entry reads under load
+        low_water = max(1, self.concurrency // 4)
+        while not stop.is_set():
+            free = self.concurrency - len(self._tasks)
+            if free < low_water:
+                self._slot.clear()
+                waiter = asyncio.ensure_future(stop.wait())
+                slot = asyncio.ensure_future(self._slot.wait())
+                await asyncio.wait({waiter, slot}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                slot.cancel()
+                continue
+            try:
+                response = await self.redis.xreadgroup(
+                    self.group, self.name, streams, count=free, block=self.options.block_ms
+                )
+                failures = 0
+            except RedisError as exc:
+                if is_nogroup(exc):
+                    log.warning("consumer group missing; re-creating it", extra={"group": self.group})
+                    try:
+                        await self._ensure_groups()
+                        continue
+                    except RedisError as again:
+                        exc = again
+                failures += 1
+                log.warning(
+                    "stream read failed; retrying",
+                    extra={"group": self.group, "error": str(exc), "failures": failures},
+                )
+                await self._sleep(min(5.0, 0.05 * 2**failures), stop)
+                continue
+            if not response:
+                continue
+            batch: list[tuple[str, str, dict[str, str] | None, int]] = []
+            items: Iterable[Any] = response.items() if isinstance(response, dict) else response
+            for stream, entries in items:
+                if isinstance(response, dict):  # RESP3: {stream: [entries]}
+                    entries = entries[0] if entries and isinstance(entries[0], list) else entries
+                for entry_id, fields in entries:
+                    batch.append((stream, entry_id, fields, 1))
+            await self._dispatch(batch)
+
+    async def _dispatch(self, batch: Sequence[tuple[str, str, dict[str, str] | None, int]]) -> None:
+        ready: list[tuple[_Held, Handler, bool]] = []
+        for stream, entry_id, fields, deliveries in batch:
+            held = _Held(stream, entry_id, fields, deliveries)
+            if not fields:  # deleted or trimmed while pending
+                self._ack(held, None, None)
+                continue
+            try:
+                check_envelope(fields)
+            except MalformedEntry as exc:
+                self._spawn(held, self._dead_letter(held, exc.reason, str(exc)))
+                continue
+            type_ = fields[F_TYPE]
+            resolved = self._resolve(type_)
+            if resolved is None:
+                if self.options.dead_letter_unknown and catalog.lookup(type_) is None:
+                    reason = f"unknown event type {type_!r}"
+                    self._spawn(held, self._dead_letter(held, DeadReason.UNKNOWN_TYPE, reason))
+                else:
+                    self._ack(held, None, None)  # a type this group does not handle
+                continue
+            ready.append((held, *resolved))
+        if self.idem is not None and ready:
+            try:
+                claims = await self.idem.claim_many([h.fields[F_ID] for h, _, _ in ready if h.fields])
+            except RedisError:
+                claims = []  # each task claims on its own
+            for (held, _, _), claim in zip(ready, claims, strict=False):
+                held.claim = claim
+        for held, handler, typed in ready:
+            self._spawn(held, self._process(held, handler, typed))
+
+    def _spawn(self, held: _Held, work: Awaitable[None]) -> None:
+        key = (held.stream, held.entry_id)
+        self._held.add(key)
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._held.discard(key)
+            self._slot.set()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("event task failed", extra={"group": self.group, "error": repr(t.exception())})
+
+        task.add_done_callback(done)
+
+    def _label(self, stream: str, type_: str) -> Any:
+        key = (stream, type_)
+        found = self._labels.get(key)
+        if found is None:
+            label = type_label(type_)
+            found = self._labels[key] = (
+                self.metrics.consumed.labels(stream, self.group, label),
+                self.metrics.handler_duration.labels(self.group, label),
+            )
+        return found
+
+    async def _process(self, held: _Held, handler: Handler, typed: bool) -> None:
+        assert held.fields is not None
+        event_id = held.fields[F_ID]
+        try:
+            try:
+                event = decode(
+                    held.fields,
+                    stream=held.stream,
+                    entry_id=held.entry_id,
+                    deliveries=held.deliveries,
+                    typed=typed,
+                    checked=True,
+                )
+            except MalformedEntry as exc:
+                if held.claim is Claim.NEW and self.idem is not None:
+                    await self.idem.release(event_id)
+                await self._dead_letter(held, exc.reason, str(exc))
+                return
+            while True:
+                if self.idem is not None:
+                    claim = held.claim or await self.idem.claim(event_id)
+                    held.claim = None
+                    if claim is Claim.DONE:
+                        self.metrics.duplicates.labels(held.stream, self.group).inc()
+                        self._ack(held, None, None)
+                        return
+                    if claim is Claim.BUSY:  # another copy of this event is being handled right now
+                        if await self._sleep(0.05 + random.random() * 0.05, self._stop):
+                            return
+                        continue
+                failure = await self._handle(handler, event)
+                if failure is None:
+                    self._ack(held, event_id, event.type)
+                    return
+                reason, error = failure
+                self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
+                if self.idem is not None:
+                    await self.idem.release(event_id)
+                if held.deliveries >= self.options.max_deliveries:
+                    await self._dead_letter(held, reason, error)
+                    return
+                self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
+                if await self._sleep(self._backoff(held.deliveries), self._stop):
+                    return  # stopping: the entry stays pending and is reclaimed later
+                claimed = await self.redis.xclaim(
+                    held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
+                )
+                if not claimed or not claimed[0][1]:
+                    return  # trimmed, or taken over by another consumer
+                held.deliveries += 1
+                event = replace(event, deliveries=held.deliveries)
+        except RedisError as exc:
+            log.warning(
+                "lost contact with Redis while handling; the entry stays pending",
+                extra={"group": self.group, "entry": held.entry_id, "error": str(exc)},
+            )
+
+    def _backoff(self, deliveries: int) -> float:
+        """Exponential with full jitter, capped below the reclaim idle time."""
+        cap = min(self.options.backoff_max, self.options.claim_idle / 2)
+        ceiling = min(cap, self.options.backoff_base * 2 ** (deliveries - 1))
+        return float(ceiling / 2 + random.random() * ceiling / 2)
+
+    async def _handle(self, handler: Handler, event: Event) -> tuple[DeadReason, str] | None:
+        consumed, duration = self._label(event.stream, event.type)
+        started = time.perf_counter()
+        failure: tuple[DeadReason, str] | None = None
+        if self.tracer is None or not exports_spans(self.bus.rt.tracing.provider):
+            # no span would be exported: run in the producer's trace context without recording a span
+            parent = extract(event.traceparent, event.tracestate) if self.tracer is not None else None
+            token = otel_context.attach(parent) if parent is not None else None
+            try:
+                async with asyncio.timeout(self.options.handler_timeout):
+                    await handler(event)
+            except TimeoutError:
+                failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+            except Exception as exc:
+                failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+        else:
+            parent = extract(event.traceparent, event.tracestate)
+            with self.tracer.start_as_current_span(
+                f"process {event.stream}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes(event.stream, "process", event.id, self.group),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                if event.deliveries > 1:
+                    span.set_attribute("messaging.message.delivery_count", event.deliveries)
+                try:
+                    async with asyncio.timeout(self.options.handler_timeout):
+                        await handler(event)
+                except TimeoutError:
+                    failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+                    span.set_status(Status(StatusCode.ERROR, failure[1]))
+                except Exception as exc:
+                    failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, failure[1]))
+        duration.observe(time.perf_counter() - started)
+        if failure is None:
+            consumed.inc()
+        else:
+            log.warning(
+                "event handler failed",
+                extra={
+                    "group": self.group,
+                    "type": event.type,
+                    "event_id": event.id,
+                    "deliveries": event.deliveries,
+                    "error": failure[1][:MAX_ERROR_CHARS],
+                },
+            )
+        return failure
+
+    # acknowledgements and dead letters ---------------------------------------------------------------------
+
+    def _ack(self, held: _Held, event_id: str | None, _type: str | None) -> None:
+        self._acks.setdefault(held.stream, []).append(held.entry_id)
+        if event_id is not None and self.idem is not None:
+            self._done.append(event_id)
+        self._ack_signal.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_signal.wait()
+            self._ack_signal.clear()
+            try:
+                await self._flush_acks()
+            except RedisError as exc:
+                log.warning("acknowledgement failed; entries will be redelivered", extra={"error": str(exc)})
+            if self._closing and not self._acks and not self._done:
+                return
+
+    async def _flush_acks(self) -> None:
+        acks, done = self._acks, self._done
+        if not acks and not done:
+            return
+        self._acks, self._done = {}, []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if self.idem is not None:
+                await self.idem.mark_done(pipe, done)
+            for stream, ids in acks.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
+    async def _dead_letter(self, held: _Held, reason: DeadReason, error: str) -> None:
+        fields, truncated = _trimmed_fields(held.fields)
+        type_ = (held.fields or {}).get(F_TYPE, "")
+        fields.update(
+            {
+                D_REASON: str(reason),
+                D_ERROR: error[:MAX_ERROR_CHARS],
+                D_STREAM: held.stream,
+                D_ENTRY: held.entry_id,
+                D_GROUP: self.group,
+                D_DELIVERIES: str(held.deliveries),
+                D_TIME: format_time(_now()),
+            }
+        )
+        if truncated:
+            fields[D_TRUNCATED] = "1"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.dead_stream, fields, maxlen=self.bus.dead_maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xack(held.stream, self.group, held.entry_id)
+            await pipe.execute()
+        self.metrics.dead_lettered.labels(held.stream, self.group, type_label(type_), str(reason)).inc()
+        log.warning(
+            "entry dead-lettered",
+            extra={
+                "group": self.group,
+                "stream": held.stream,
+                "entry": held.entry_id,
+                "type": type_[:100],
+                "reason": str(reason),
+                "deliveries": held.deliveries,
+                "error": error[:500],
+            },
+        )
+
+    # reclaiming and gauges ---------------------------------------------------------------------------------
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        interval = self.options.claim_interval or max(0.05, min(1.0, self.options.claim_idle / 10))
+        next_stats = 0.0
+        while not await self._sleep(interval, stop):
+            try:
+                await self._reclaim()
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self.options.stats_interval
+                    await self._update_gauges()
+            except RedisError as exc:
+                if is_nogroup(exc):
+                    with contextlib.suppress(RedisError):
+                        await self._ensure_groups()
+                log.debug("reclaim pass failed", extra={"group": self.group, "error": str(exc)})
+
+    async def _reclaim(self) -> None:
+        idle_ms = int(self.options.claim_idle * 1000)
+        for stream in self._streams:
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                return
+            response = await self.redis.xautoclaim(
+                stream, self.group, self.name, min_idle_time=idle_ms, start_id="0-0", count=free
+            )
+            entries = [(eid, f) for eid, f in response[1] if (stream, eid) not in self._held]
+            if not entries:
+                continue
+            ids = [eid for eid, _ in entries]
+            pending = await self.redis.xpending_range(
+                stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.name
+            )
+            counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            self.metrics.reclaimed.labels(stream, self.group).inc(len(entries))
+            log.info(
+                "reclaimed pending entries of an idle consumer",
+                extra={"group": self.group, "stream": stream, "count": len(entries)},
+            )
+            batch: list[tuple[str, str, dict[str, str] | None, int]] = []
+            for eid, fields in entries:
+                deliveries = counts.get(eid, 1)
+                if fields and deliveries > self.options.max_deliveries:
+                    held = _Held(stream, eid, fields, deliveries - 1)
+                    error = f"delivery cap {self.options.max_deliveries} reached (consumers died while handling)"
+                    self._spawn(held, self._dead_letter(held, DeadReason.HANDLER_FAILED, error))
+                else:
+                    batch.append((stream, eid, fields, deliveries))
+            await self._dispatch(batch)
+
+    async def _update_gauges(self) -> None:
+        for stream in self._streams:
+            for g in await groups_info(self.redis, stream):
+                if g.get("name") != self.group:
+                    continue
+                self.metrics.pending.labels(stream, self.group).set(int(g.get("pending") or 0))
+                lag = await lag_of(self.redis, stream, g)
+                if lag is not None:
+                    self.metrics.lag.labels(stream, self.group).set(lag)
+            await self._forget_dead_consumers(stream)
+
+    async def _forget_dead_consumers(self, stream: str) -> None:
+        """Remove consumers idle for over ``FORGET_CONSUMER_AFTER`` with nothing pending (killed processes)."""
+        for c in await self.redis.xinfo_consumers(stream, self.group):
+            if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > FORGET_CONSUMER_AFTER * 1000:
+                await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,279 @@
+"""The event envelope: flat string fields on a Redis stream entry, readable and writable from any language.
+
+See ``docs/events.md`` for the contract field by field.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .. import catalog
+from .constants import (
+    F_DATA,
+    F_ID,
+    F_ORG,
+    F_SCHEMA,
+    F_SOURCE,
+    F_SUBJECT,
+    F_TIME,
+    F_TRACEPARENT,
+    F_TRACESTATE,
+    F_TYPE,
+    MAX_ENTRY_BYTES,
+    REQUIRED_FIELDS,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DeadReason(StrEnum):
+    """Why an entry went to the dead-letter stream."""
+
+    MALFORMED = "malformed"  # missing field, bad JSON, bad time or schema
+    INVALID_DATA = "invalid_data"  # data does not match the catalogue model of its type
+    UNKNOWN_TYPE = "unknown_type"
+    OVERSIZED = "oversized"
+    HANDLER_FAILED = "handler_failed"  # the delivery cap was reached
+    TIMEOUT = "timeout"  # the delivery cap was reached, the last attempt timed out
+
+
+class MalformedEntry(Exception):
+    """An entry that can never be handled; it goes to the dead-letter stream with ``reason``."""
+
+    def __init__(self, reason: DeadReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (RFC 9562), strictly increasing within this process (12-bit counter in ``rand_a``)."""
+    global _last_ms, _seq
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms, _seq = ms, int.from_bytes(os.urandom(2), "big") & 0x7FF
+        else:
+            _seq += 1
+            if _seq > 0xFFF:  # counter exhausted within one millisecond: borrow the next one
+                _last_ms, _seq = _last_ms + 1, 0
+            ms = _last_ms
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("time has no UTC offset")
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as a handler sees it.
+
+    ``data`` is the validated pydantic model of the catalogue type (a dict for types outside the catalogue).
+    ``stream``, ``entry_id`` and ``deliveries`` describe the stream entry it came from (empty before
+    publishing).
+    """
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    data: Any
+    org_id: str | None = None
+    subject: str | None = None
+    schema_version: int = 1
+    traceparent: str | None = None
+    tracestate: str | None = None
+    stream: str = ""
+    entry_id: str = ""
+    deliveries: int = 0
+    fields: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def data_as(self, model: builtins.type[M]) -> M:
+        """``data`` as ``model``: the object itself when it already is one, else validated into one."""
+        if isinstance(self.data, model):
+            return self.data
+        raw = self.data.model_dump(mode="json") if isinstance(self.data, BaseModel) else self.data
+        result: M = model.model_validate(raw)
+        return result
+
+    def to_fields(self) -> dict[str, str]:
+        """The stream fields of this event (``fields`` when it was read from a stream)."""
+        if self.fields:
+            return dict(self.fields)
+        return encode(self)
+
+
+def data_json(data: Any) -> str:
+    if isinstance(data, BaseModel):
+        return data.model_dump_json()
+    return json.dumps(data, separators=(",", ":"), default=str)
+
+
+def build(
+    type_: str,
+    data: BaseModel | dict[str, Any],
+    *,
+    source: str,
+    org_id: str | None = None,
+    subject: str | None = None,
+) -> Event:
+    """A new event of ``type_`` from ``source``; ``data`` is checked against the catalogue model.
+
+    Raises ``ValueError`` for a catalogue type produced by another service, ``TypeError`` for a model of
+    the wrong class, and pydantic's ``ValidationError`` for a dict that does not match the model.
+    """
+    et = catalog.lookup(type_)
+    version = 1
+    if et is not None:
+        if et.source != source:
+            raise ValueError(f"event type {type_} is produced by {et.source}, not {source}")
+        version = et.version
+        if isinstance(data, dict):
+            data = et.model.model_validate(data)
+        elif not isinstance(data, et.model):
+            raise TypeError(f"{type_} data must be {et.model.__name__}, not {type(data).__name__}")
+    elif not isinstance(data, BaseModel | dict):
+        raise TypeError("event data must be a pydantic model or a dict")
+    return Event(
+        id=new_event_id(),
+        type=type_,
+        source=source,
+        time=datetime.now(UTC),
+        data=data,
+        org_id=org_id,
+        subject=subject,
+        schema_version=version,
+    )
+
+
+def encode(event: Event, traceparent: str | None = None, tracestate: str | None = None) -> dict[str, str]:
+    """The flat stream fields of ``event`` (absent optional fields are left out)."""
+    fields = {
+        F_ID: event.id,
+        F_TYPE: event.type,
+        F_SOURCE: event.source,
+        F_TIME: format_time(event.time),
+        F_SCHEMA: str(event.schema_version),
+        F_DATA: data_json(event.data),
+    }
+    if event.org_id:
+        fields[F_ORG] = event.org_id
+    if event.subject:
+        fields[F_SUBJECT] = event.subject
+    tp = traceparent or event.traceparent
+    ts = tracestate or event.tracestate
+    if tp:
+        fields[F_TRACEPARENT] = tp
+    if ts:
+        fields[F_TRACESTATE] = ts
+    size = entry_size(fields)
+    if size > MAX_ENTRY_BYTES:
+        raise ValueError(f"event {event.type} is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
+    return fields
+
+
+def with_trace(event: Event, fields: dict[str, str]) -> Event:
+    """``event`` with the trace context its encoded ``fields`` carry."""
+    return replace(event, traceparent=fields.get(F_TRACEPARENT), tracestate=fields.get(F_TRACESTATE))
+
+
+def entry_size(fields: dict[str, str]) -> int:
+    return sum(len(k) + len(v.encode()) for k, v in fields.items())
+
+
+def check_envelope(fields: dict[str, str] | None) -> None:
+    """Raise :class:`MalformedEntry` unless the required fields are present and the entry is not too big."""
+    if not fields:
+        raise MalformedEntry(DeadReason.MALFORMED, "entry has no fields")
+    size = entry_size(fields)
+    if size > MAX_ENTRY_BYTES:
+        raise MalformedEntry(DeadReason.OVERSIZED, f"entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
+    missing = [f for f in REQUIRED_FIELDS if not fields.get(f)]
+    if missing:
+        raise MalformedEntry(DeadReason.MALFORMED, f"missing field(s): {', '.join(missing)}")
+
+
+def decode(
+    fields: dict[str, str],
+    *,
+    stream: str = "",
+    entry_id: str = "",
+    deliveries: int = 0,
+    typed: bool = True,
+    checked: bool = False,
+) -> Event:
+    """Parse and validate stream fields into an :class:`Event`; raise :class:`MalformedEntry` if impossible.
+
+    With ``typed`` the data of a catalogue type is validated into its model; a type outside the catalogue
+    keeps its data as a dict. ``checked`` skips :func:`check_envelope` (already done by the caller).
+    """
+    if not checked:
+        check_envelope(fields)
+    try:
+        moment = parse_time(fields[F_TIME])
+    except ValueError as exc:
+        raise MalformedEntry(DeadReason.MALFORMED, f"time is not RFC 3339: {exc}") from exc
+    try:
+        version = int(fields[F_SCHEMA])
+    except ValueError as exc:
+        raise MalformedEntry(DeadReason.MALFORMED, "schema is not an integer") from exc
+    try:
+        raw = json.loads(fields[F_DATA])
+    except ValueError as exc:
+        raise MalformedEntry(DeadReason.MALFORMED, f"data is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MalformedEntry(DeadReason.MALFORMED, "data is not a JSON object")
+    data: Any = raw
+    if typed:
+        et = catalog.lookup(fields[F_TYPE])
+        if et is not None:
+            try:
+                data = et.model.model_validate(raw)
+            except ValidationError as exc:
+                errors = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False, include_input=False)
+                )
+                raise MalformedEntry(DeadReason.INVALID_DATA, f"data does not match {et.name}: {errors}") from exc
+    return Event(
+        id=fields[F_ID],
+        type=fields[F_TYPE],
+        source=fields[F_SOURCE],
+        time=moment,
+        data=data,
+        org_id=fields.get(F_ORG) or None,
+        subject=fields.get(F_SUBJECT) or None,
+        schema_version=version,
+        traceparent=fields.get(F_TRACEPARENT) or None,
+        tracestate=fields.get(F_TRACESTATE) or None,
+        stream=stream,
+        entry_id=entry_id,
+        deliveries=deliveries,
+        fields=fields,
+    )

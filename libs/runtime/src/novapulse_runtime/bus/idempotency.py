@@ -1,0 +1,100 @@
+"""Per-group deduplication of event ids in Redis.
+
+Protocol, per ``(group, event id)`` key ``<ns>:seen:<group>:<event id>``:
+
+1. before the handler runs: ``SET key <lease token> NX PX <lease>`` (one Lua call per batch read); if the
+   key exists and is ``done`` the delivery is a duplicate (acknowledged, handler not called); if it holds
+   another lease, a copy of the same event is being handled elsewhere and this delivery waits for it;
+2. after the handler succeeded: ``SET key done PX <ttl>`` (one Lua call per acknowledgement batch, in the same
+   pipeline as, and before, the ``XACK``);
+3. after the handler failed: ``DEL key`` so the retry can take it.
+
+Guarantee: within ``ttl`` a handler never runs for an event id its group already handled successfully, and
+never runs twice at the same time for one event id (as long as it finishes within the lease, which is the
+consumer's reclaim idle time, always longer than the handler timeout). A process that dies after the
+handler's effect but before step 2 leaves the lease to expire; the event is then handled again
+(at-least-once), so effects must still tolerate a repeat in that narrow window, e.g. with a unique index on
+the event id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from enum import StrEnum
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from .keys import Keys
+
+DONE = "done"
+
+# Per key: 1 = lease taken (run), 2 = already done (duplicate), 0 = leased by another delivery (wait).
+_CLAIM = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = 1
+  elseif redis.call('GET', key) == 'done' then
+    out[i] = 2
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+_MARK_DONE = """
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, 'done', 'PX', ARGV[1])
+end
+return #KEYS
+"""
+
+
+class Claim(StrEnum):
+    NEW = "new"  # this delivery holds the lease: run the handler
+    DONE = "done"  # already handled by the group: acknowledge, do not run
+    BUSY = "busy"  # another delivery of the same id holds the lease: wait
+
+
+_CODES = {1: Claim.NEW, 2: Claim.DONE, 0: Claim.BUSY}
+
+
+class Idempotency:
+    """The dedupe keys of one consumer group."""
+
+    def __init__(self, redis: Redis, keys: Keys, group: str, lease: float, ttl: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.lease_ms = max(1, int(lease * 1000))
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.token = f"lease:{os.getpid()}:{os.urandom(4).hex()}"
+        self._claim_script = redis.register_script(_CLAIM)
+        self._done_script = redis.register_script(_MARK_DONE)
+
+    def key(self, event_id: str) -> str:
+        return self.keys.seen(self.group, event_id)
+
+    async def claim_many(self, event_ids: Sequence[str]) -> list[Claim]:
+        """Try to take the lease of each id: one round trip (a Lua script) for the whole batch."""
+        if not event_ids:
+            return []
+        codes = await self._claim_script(keys=[self.key(e) for e in event_ids], args=[self.token, self.lease_ms])
+        return [_CODES[int(c)] for c in codes]
+
+    async def claim(self, event_id: str) -> Claim:
+        return (await self.claim_many([event_id]))[0]
+
+    async def mark_done(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
+        """Queue the ``done`` markers of ``event_ids`` on ``pipe`` (sent with the acknowledgement)."""
+        if event_ids:
+            await self._done_script(keys=[self.key(e) for e in event_ids], args=[self.ttl_ms], client=pipe)
+
+    async def release(self, event_id: str) -> None:
+        """Give the lease back after a failure so a retry can take it."""
+        await self.redis.delete(self.key(event_id))
+
+    async def is_done(self, event_id: str) -> bool:
+        return bool(await self.redis.get(self.key(event_id)) == DONE)

@@ -1,0 +1,49 @@
+"""Stream and key names of one bus namespace."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .constants import (
+    DEAD_SEGMENT,
+    DEFAULT_NAMESPACE,
+    EVENTS_SEGMENT,
+    IDEMPOTENCY_SEGMENT,
+    NAMESPACE_ENV,
+    OUTBOX_LOCK_SEGMENT,
+    OUTBOX_WAKE_SEGMENT,
+    REPLAY_SEGMENT,
+)
+
+
+def default_namespace() -> str:
+    return os.environ.get(NAMESPACE_ENV, "") or DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every Redis name the bus uses, under one namespace (``novapulse`` in production)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def stream(self, source: str) -> str:
+        """The stream a producing service publishes to (``novapulse:events:<source>``)."""
+        return f"{self.namespace}:{EVENTS_SEGMENT}:{source}"
+
+    def dead(self, group: str) -> str:
+        """Dead letters of one consumer group."""
+        return f"{self.namespace}:{DEAD_SEGMENT}:{group}"
+
+    def replay(self, group: str) -> str:
+        """Replayed dead letters; read only by ``group``."""
+        return f"{self.namespace}:{REPLAY_SEGMENT}:{group}"
+
+    def seen(self, group: str, event_id: str) -> str:
+        return f"{self.namespace}:{IDEMPOTENCY_SEGMENT}:{group}:{event_id}"
+
+    def outbox_lock(self, service: str, database: str) -> str:
+        return f"{self.namespace}:{OUTBOX_LOCK_SEGMENT}:{service}:{database}"
+
+    def outbox_wake(self, service: str, database: str) -> str:
+        return f"{self.namespace}:{OUTBOX_WAKE_SEGMENT}:{service}:{database}"

@@ -1,0 +1,88 @@
+"""Writes envelopes to streams: pipelined XADD, producer spans, metrics and safe trimming."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Tracer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .constants import TRIM_INTERVAL
+from .envelope import Event, encode
+from .metrics import BusMetrics, type_label
+from .streams import trim_stream
+from .tracing import attributes, exports_spans, inject, inject_current
+
+log = logging.getLogger("novapulse.bus")
+
+
+class Publisher:
+    """Appends entries to streams and trims them (at most every ``TRIM_INTERVAL`` seconds per stream)."""
+
+    def __init__(
+        self, redis: Redis, metrics: BusMetrics, tracer: Tracer | None, maxlen: int, provider: Any = None
+    ) -> None:
+        self.redis = redis
+        self.provider = provider
+        self.metrics = metrics
+        self.tracer = tracer
+        self.maxlen = maxlen
+        self.trim_interval = TRIM_INTERVAL
+        self._trimmed_at: dict[str, float] = {}
+
+    def fields_for(self, event: Event, stream: str, operation: str) -> dict[str, str]:
+        """Encode ``event``, opening a producer span whose context travels in ``traceparent``."""
+        return self.fields_for_many([event], stream, operation)[0]
+
+    def fields_for_many(self, events: Sequence[Event], stream: str, operation: str) -> list[dict[str, str]]:
+        """Encode events under one producer span: per event for one, a batch span (``messaging.batch.
+        message_count``) shared by all for several."""
+        if self.tracer is None or not events:
+            return [encode(e) for e in events]
+        if not exports_spans(self.provider):  # nothing records spans: just carry the caller's context
+            traceparent, tracestate = inject_current()
+            return [encode(e, traceparent, tracestate) for e in events]
+        single = len(events) == 1
+        with self.tracer.start_as_current_span(
+            f"{operation} {stream}",
+            kind=SpanKind.PRODUCER,
+            attributes=attributes(
+                stream, operation, events[0].id if single else None, batch=0 if single else len(events)
+            ),
+        ) as span:
+            traceparent, tracestate = inject(span)
+            return [encode(e, traceparent, tracestate) for e in events]
+
+    async def add_entries(self, stream: str, entries: Sequence[tuple[str, dict[str, str]]]) -> list[str]:
+        """XADD ``(type, fields)`` entries in order, in one pipeline; returns the entry ids."""
+        if not entries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _type, fields in entries:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            ids: list[str] = await pipe.execute()
+        counts: dict[str, int] = {}
+        for type_, _ in entries:
+            label = type_label(type_)
+            counts[label] = counts.get(label, 0) + 1
+        for type_, n in counts.items():
+            self.metrics.published.labels(stream, type_).inc(n)
+        await self.maybe_trim(stream)
+        return ids
+
+    async def maybe_trim(self, stream: str) -> None:
+        now = time.monotonic()
+        if self.trim_interval and now - self._trimmed_at.get(stream, -1e9) < self.trim_interval:
+            return
+        self._trimmed_at[stream] = now
+        try:
+            removed = await trim_stream(self.redis, stream, self.maxlen)
+        except RedisError as exc:
+            log.warning("stream trim failed", extra={"stream": stream, "error": str(exc)})
+            return
+        if removed:
+            log.debug("trimmed stream", extra={"stream": stream, "removed": removed})

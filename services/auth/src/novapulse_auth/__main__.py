@@ -1,0 +1,5 @@
+from novapulse_runtime.process import main
+
+from . import SPEC
+
+main(SPEC)

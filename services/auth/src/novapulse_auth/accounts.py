@@ -1,0 +1,208 @@
+"""Accounts and organisations: registration, log-in, the caller's profile, and member management."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
+from novapulse_runtime.problems import ProblemError
+
+from .constants import Role, UserStatus
+from .events import Outbox
+from .mfa import MfaService
+from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
+from .passwords import PasswordHashing, password_problem
+from .repository import Repository, now
+from .sessions import SessionService
+
+log = logging.getLogger(__name__)
+
+INVALID_LOGIN = "Invalid e-mail or password"
+
+
+def user_out(doc: dict[str, Any]) -> UserOut:
+    return UserOut(
+        id=doc["_id"],
+        email=doc["email"],
+        name=doc["name"],
+        role=doc["role"],
+        status=doc.get("status", UserStatus.ACTIVE.value),
+        org_id=doc["org_id"],
+        mfa_enabled=bool(doc.get("mfa_enabled")),
+        created_at=doc["created_at"],
+    )
+
+
+def org_out(doc: dict[str, Any]) -> OrgOut:
+    return OrgOut(id=doc["_id"], name=doc["name"])
+
+
+def check_password(password: str, *, email: str, name: str) -> None:
+    problem = password_problem(password, email=email, name=name)
+    if problem:
+        raise ProblemError(
+            422,
+            problem,
+            errors=[{"location": "body", "field": "password", "message": problem, "type": "password_policy"}],
+        )
+
+
+def new_user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> dict[str, Any]:
+    created = now()
+    return {
+        "_id": uuid.uuid4().hex,
+        "email": email,
+        "name": name,
+        "org_id": org_id,
+        "role": role,
+        "status": UserStatus.ACTIVE.value,
+        "password_hash": password_hash,
+        "mfa_enabled": False,
+        "created_at": created,
+        "updated_at": created,
+    }
+
+
+class AccountService:
+    def __init__(
+        self,
+        repo: Repository,
+        passwords: PasswordHashing,
+        sessions: SessionService,
+        mfa: MfaService,
+        outbox: Outbox,
+    ) -> None:
+        self._repo = repo
+        self._passwords = passwords
+        self._sessions = sessions
+        self._mfa = mfa
+        self._outbox = outbox
+
+    async def register(self, email: str, password: str, name: str, organization: str) -> tuple[UserOut, OrgOut]:
+        email = email.strip().lower()
+        check_password(password, email=email, name=name)
+        if await self._repo.email_taken(email):
+            raise ProblemError(409, "An account with this e-mail already exists")
+        hashed = await self._passwords.hash(password)
+        org_id = uuid.uuid4().hex
+        org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": now()}
+        user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=hashed)
+        org["owner_id"] = user["_id"]
+        try:
+            async with self._outbox.transaction() as session:
+                await self._repo.insert_user(user, session)
+                await self._repo.insert_org(org, session)
+                await self._outbox.add(
+                    "user.registered",
+                    UserRegistered(
+                        user_id=user["_id"],
+                        org_id=org_id,
+                        email=email,
+                        name=name,
+                        role="owner",
+                        organization=organization,
+                    ),
+                    org_id=org_id,
+                    subject=user["_id"],
+                    session=session,
+                )
+        except DuplicateKeyError as exc:
+            raise ProblemError(409, "An account with this e-mail already exists") from exc
+        return user_out(user), org_out(org)
+
+    async def login(self, email: str, password: str, ip: str) -> TokenOut | MfaChallengeOut:
+        """Same status, body and (within noise) time for an unknown e-mail and a wrong password."""
+        user = await self._repo.user_by_email(email.strip().lower())
+        ok = await self._passwords.verify(user.get("password_hash") if user else None, password)
+        if not ok or user is None or user.get("status") != UserStatus.ACTIVE.value:
+            raise ProblemError(401, INVALID_LOGIN)
+        if user.get("mfa_enabled"):
+            token, ttl = await self._mfa.start_challenge(user, ip)
+            return MfaChallengeOut(mfa_token=token, expires_in=ttl)
+        pair = await self._sessions.start(user, ["pwd"])
+        return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+    async def profile(self, org_id: str, user_id: str) -> tuple[UserOut, OrgOut]:
+        user = await self._repo.user(org_id, user_id)
+        org = await self._repo.org(org_id)
+        if user is None or org is None or user.get("status") != UserStatus.ACTIVE.value:
+            raise ProblemError(401, "The account no longer exists or is disabled")
+        return user_out(user), org_out(org)
+
+    async def change_password(self, org_id: str, user_id: str, current: str, new: str, *, keep_sid: str) -> None:
+        """Change the caller's password; every other session of theirs is revoked."""
+        user = await self._repo.user(org_id, user_id)
+        if user is None or user.get("status") != UserStatus.ACTIVE.value:
+            raise ProblemError(401, "The account no longer exists or is disabled")
+        if not await self._passwords.verify(user.get("password_hash"), current):
+            raise ProblemError(400, "The current password is wrong")
+        check_password(new, email=user["email"], name=user["name"])
+        hashed = await self._passwords.hash(new)
+        async with self._outbox.transaction() as session:
+            await self._repo.update_user(org_id, user_id, {"password_hash": hashed}, session)
+            await self._repo.revoke_user_sessions(org_id, user_id, "password-changed", session, keep=keep_sid)
+            await self._outbox.add(
+                "user.password_changed",
+                PasswordChanged(user_id=user_id, org_id=org_id),
+                org_id=org_id,
+                subject=user_id,
+                session=session,
+            )
+
+    async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
+        return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
+
+    async def member(self, org_id: str, user_id: str) -> dict[str, Any]:
+        doc = await self._repo.user(org_id, user_id)
+        if doc is None:
+            raise ProblemError(404, "No such member in your organisation")
+        return doc
+
+    async def change_role(self, org_id: str, user_id: str, role: str, *, by: str) -> UserOut:
+        """Owner only: make a member an admin or an admin a member (the owner's own role is fixed)."""
+        target = await self.member(org_id, user_id)
+        if target["role"] == Role.OWNER.value:
+            raise ProblemError(409, "The owner's role cannot change")
+        async with self._outbox.transaction() as session:
+            doc = await self._repo.set_role(org_id, user_id, role, session)
+            if doc is None:
+                raise ProblemError(404, "No such member in your organisation")
+            await self._outbox.add(
+                "user.role_changed",
+                UserRoleChanged(user_id=user_id, org_id=org_id, role=role, changed_by=by),  # type: ignore[arg-type]
+                org_id=org_id,
+                subject=user_id,
+                session=session,
+            )
+        return user_out(doc)
+
+    def check_can_manage(self, actor_role: str, actor_id: str, target: dict[str, Any]) -> None:
+        """Owners manage everyone but themselves; admins manage members only."""
+        if target["_id"] == actor_id:
+            raise ProblemError(409, "You cannot do this to your own account")
+        if target["role"] == Role.OWNER.value or (
+            actor_role == Role.ADMIN.value and target["role"] != Role.MEMBER.value
+        ):
+            raise ProblemError(403, "Your role cannot manage this member")
+
+    async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
+        """Disable a user and revoke their sessions (access tokens die at their short expiry)."""
+        async with self._outbox.transaction() as session:
+            changed = await self._repo.disable_user(org_id, user_id, session)
+            if changed:
+                await self._repo.revoke_user_sessions(org_id, user_id, "user-disabled", session)
+                await self._outbox.add(
+                    "user.disabled",
+                    UserDisabled(user_id=user_id, org_id=org_id, disabled_by=by),
+                    org_id=org_id,
+                    subject=user_id,
+                    session=session,
+                )
+        return user_out(await self.member(org_id, user_id))
+
+    async def member_out(self, org_id: str, user_id: str) -> UserOut:
+        return user_out(await self.member(org_id, user_id))

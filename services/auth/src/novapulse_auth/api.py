@@ -1,0 +1,283 @@
+"""HTTP views of the auth service: parse, call the services, map results. Every route is declared with its
+models and rate limits, which also produce ``/api/v1/auth/openapi.json``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.ratelimit import RateLimit, client_ip
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.tokens import principal, require_role
+
+from .accounts import AccountService
+from .constants import API_PREFIX, Role
+from .invites import InviteService
+from .mfa import MfaService
+from .models import (
+    AcceptInviteIn,
+    AcceptInviteOut,
+    InviteIn,
+    InviteList,
+    InviteListQuery,
+    InviteOut,
+    JwksOut,
+    LoginIn,
+    LoginOut,
+    MemberList,
+    MeOut,
+    MfaCodeIn,
+    MfaDisableIn,
+    MfaSetupOut,
+    MfaVerifyIn,
+    PageQuery,
+    PasswordChangeIn,
+    RecoveryCodesOut,
+    RefreshIn,
+    RegisterIn,
+    RegisterOut,
+    RoleIn,
+    TokenOut,
+    UserOut,
+)
+from .sessions import SessionService
+from .settings import AuthSettings
+from .signing import KeyRing
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+MANAGERS = (Role.OWNER.value, Role.ADMIN.value)
+
+
+def _path_id(request: web.Request, name: str) -> str:
+    value = request.match_info.get(name, "")
+    if not _ID.match(value):
+        raise ProblemError(404, f"No such {name.removesuffix('_id')}")
+    return value
+
+
+def _session_id(request: web.Request) -> str:
+    """The ``sid`` claim of the (already verified) bearer token."""
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return str(claims.get("sid", ""))
+
+
+def build_routes(
+    settings: AuthSettings,
+    *,
+    accounts: AccountService,
+    sessions: SessionService,
+    invites: InviteService,
+    mfa: MfaService,
+    keys: KeyRing,
+) -> Routes:
+    routes = Routes(prefix=API_PREFIX, tags=["auth"])
+
+    def ip(request: web.Request) -> str:
+        return client_ip(request, settings.trusted_proxies)
+
+    def login_account(_request: web.Request, body: Any) -> str:
+        return str(body.email).strip().lower()
+
+    def caller_org(request: web.Request, _body: Any) -> str:
+        return principal(request).org_id
+
+    def caller_user(request: web.Request, _body: Any) -> str:
+        return principal(request).user_id
+
+    async def challenge_user(_request: web.Request, body: Any) -> str | None:
+        return await mfa.challenge_user(body.mfa_token)
+
+    # --- accounts and tokens -----------------------------------------------------------------------------
+
+    @routes.post(
+        "/register",
+        body=RegisterIn,
+        response=RegisterOut,
+        status=201,
+        errors=(409,),
+        rate_limits=[RateLimit("register-ip", settings.register_ip_limit, 3600)],
+    )
+    async def register(request: web.Request, body: RegisterIn) -> RegisterOut:
+        """Create an account and a new organisation owned by it."""
+        user, org = await accounts.register(body.email, body.password, body.name, body.organization)
+        return RegisterOut(user=user, organization=org)
+
+    @routes.post(
+        "/login",
+        body=LoginIn,
+        response=LoginOut,
+        errors=(401,),
+        rate_limits=[
+            RateLimit("login-ip", settings.login_ip_limit, 60),
+            RateLimit("login-account", settings.login_account_limit, 300, key=login_account),
+        ],
+    )
+    async def login(request: web.Request, body: LoginIn) -> LoginOut:
+        """Log in: tokens, or an MFA challenge when the account has MFA on."""
+        return LoginOut(await accounts.login(body.email, body.password, ip(request)))
+
+    @routes.post(
+        "/refresh",
+        body=RefreshIn,
+        response=TokenOut,
+        errors=(401,),
+        rate_limits=[RateLimit("refresh-ip", settings.refresh_ip_limit, 60)],
+    )
+    async def refresh(request: web.Request, body: RefreshIn) -> TokenOut:
+        """Rotate a refresh token for a new pair (reuse of a spent token revokes its family)."""
+        pair = await sessions.refresh(body.refresh_token)
+        return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+    @routes.post("/logout", auth=True)
+    async def logout(request: web.Request) -> None:
+        """Revoke the current session's refresh-token family."""
+        who = principal(request)
+        await sessions.logout(_session_id(request), who.user_id)
+
+    @routes.post(
+        "/password",
+        body=PasswordChangeIn,
+        auth=True,
+        errors=(400,),
+        rate_limits=[RateLimit("password-user", settings.login_account_limit, 300, key=caller_user)],
+    )
+    async def change_password(request: web.Request, body: PasswordChangeIn) -> None:
+        """Change your password; your other sessions are revoked."""
+        who = principal(request)
+        await accounts.change_password(
+            who.org_id, who.user_id, body.current_password, body.new_password, keep_sid=_session_id(request)
+        )
+
+    @routes.get("/me", response=MeOut, auth=True)
+    async def me(request: web.Request) -> MeOut:
+        """The caller and their organisation."""
+        who = principal(request)
+        user, org = await accounts.profile(who.org_id, who.user_id)
+        return MeOut(user=user, organization=org, amr=list(who.amr))
+
+    @routes.get("/.well-known/jwks.json", response=JwksOut)
+    async def jwks(request: web.Request) -> web.Response:
+        """The public signing keys (current and previous)."""
+        await keys.refresh(max_age=2.0)
+        return web.json_response(keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    # --- invites -----------------------------------------------------------------------------------------
+
+    @routes.post(
+        "/invites",
+        body=InviteIn,
+        response=InviteOut,
+        status=201,
+        auth=True,
+        errors=(409,),
+        rate_limits=[RateLimit("invite-org", settings.invite_org_limit, 3600, key=caller_org)],
+    )
+    async def create_invite(request: web.Request, body: InviteIn) -> InviteOut:
+        """Invite someone to the organisation (owner or admin)."""
+        who = require_role(request, *MANAGERS)
+        return await invites.create(who.org_id, who.user_id, body.email, body.role)
+
+    @routes.get("/invites", query=InviteListQuery, response=InviteList, auth=True)
+    async def list_invites(request: web.Request, query: InviteListQuery) -> InviteList:
+        """The organisation's invites, newest first (owner or admin)."""
+        who = require_role(request, *MANAGERS)
+        return InviteList(items=await invites.list(who.org_id, query.status, query.limit, query.offset))
+
+    @routes.delete("/invites/{invite_id}", response=InviteOut, auth=True, errors=(404, 409))
+    async def revoke_invite(request: web.Request) -> InviteOut:
+        """Revoke a pending invite (owner or admin)."""
+        who = require_role(request, *MANAGERS)
+        return await invites.revoke(who.org_id, _path_id(request, "invite_id"))
+
+    @routes.post(
+        "/invites/accept",
+        body=AcceptInviteIn,
+        response=AcceptInviteOut,
+        status=201,
+        errors=(409,),
+        rate_limits=[RateLimit("accept-ip", settings.register_ip_limit, 3600)],
+    )
+    async def accept_invite(request: web.Request, body: AcceptInviteIn) -> AcceptInviteOut:
+        """Accept an invite: create the account inside the inviting organisation."""
+        user, org = await invites.accept(body.token, body.name, body.password)
+        return AcceptInviteOut(user=user, organization=org)
+
+    # --- members -----------------------------------------------------------------------------------------
+
+    @routes.get("/members", query=PageQuery, response=MemberList, auth=True)
+    async def list_members(request: web.Request, query: PageQuery) -> MemberList:
+        """The members of the caller's organisation."""
+        who = principal(request)
+        return MemberList(items=await accounts.members(who.org_id, query.limit, query.offset))
+
+    @routes.patch("/members/{user_id}", body=RoleIn, response=UserOut, auth=True, errors=(404, 409))
+    async def change_role(request: web.Request, body: RoleIn) -> UserOut:
+        """Change a member's role (owner only)."""
+        who = require_role(request, Role.OWNER.value)
+        return await accounts.change_role(who.org_id, _path_id(request, "user_id"), body.role, by=who.user_id)
+
+    @routes.post("/members/{user_id}/disable", response=UserOut, auth=True, errors=(404, 409))
+    async def disable_member(request: web.Request) -> UserOut:
+        """Disable a member and revoke their sessions (owner, or admin for members)."""
+        who = require_role(request, *MANAGERS)
+        target = await accounts.member(who.org_id, _path_id(request, "user_id"))
+        accounts.check_can_manage(who.role, who.user_id, target)
+        return await accounts.disable(who.org_id, target["_id"], by=who.user_id)
+
+    @routes.post("/members/{user_id}/mfa/reset", response=UserOut, auth=True, errors=(404, 409))
+    async def reset_member_mfa(request: web.Request) -> UserOut:
+        """Turn a member's MFA off so they can set it up again (owner, or admin for members)."""
+        who = require_role(request, *MANAGERS)
+        target = await accounts.member(who.org_id, _path_id(request, "user_id"))
+        accounts.check_can_manage(who.role, who.user_id, target)
+        if not await mfa.admin_reset(who.org_id, target["_id"], by=who.user_id):
+            raise ProblemError(409, "MFA is not on for this member")
+        return await accounts.member_out(who.org_id, target["_id"])
+
+    # --- MFA ---------------------------------------------------------------------------------------------
+
+    @routes.post("/mfa/setup", response=MfaSetupOut, auth=True, errors=(409,))
+    async def mfa_setup(request: web.Request) -> MfaSetupOut:
+        """Start TOTP set-up: a pending secret, its otpauth URI and QR codes (valid 10 minutes)."""
+        who = principal(request)
+        return await mfa.setup(who.org_id, who.user_id)
+
+    @routes.post("/mfa/enable", body=MfaCodeIn, response=RecoveryCodesOut, auth=True, errors=(409,))
+    async def mfa_enable(request: web.Request, body: MfaCodeIn) -> RecoveryCodesOut:
+        """Confirm set-up with a code; returns 10 recovery codes, shown once."""
+        who = principal(request)
+        return RecoveryCodesOut(recovery_codes=await mfa.enable(who.org_id, who.user_id, body.code))
+
+    @routes.post(
+        "/mfa/verify",
+        body=MfaVerifyIn,
+        response=TokenOut,
+        errors=(401,),
+        rate_limits=[
+            RateLimit("mfa-verify-ip", settings.mfa_verify_ip_limit, 60),
+            RateLimit("mfa-verify-user", settings.mfa_verify_user_limit, 300, key=challenge_user),
+        ],
+    )
+    async def mfa_verify(request: web.Request, body: MfaVerifyIn) -> TokenOut:
+        """Answer a log-in MFA challenge with a TOTP code or a recovery code."""
+        pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request))
+        return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+    @routes.post("/mfa/disable", body=MfaDisableIn, auth=True, errors=(409,))
+    async def mfa_disable(request: web.Request, body: MfaDisableIn) -> None:
+        """Turn MFA off (password and a current code)."""
+        who = principal(request)
+        await mfa.disable(who.org_id, who.user_id, body.password, body.code)
+
+    @routes.post("/mfa/recovery-codes", body=MfaCodeIn, response=RecoveryCodesOut, auth=True, errors=(409,))
+    async def mfa_recovery_codes(request: web.Request, body: MfaCodeIn) -> RecoveryCodesOut:
+        """Replace the recovery codes (the old ones stop working)."""
+        who = principal(request)
+        return RecoveryCodesOut(recovery_codes=await mfa.regenerate(who.org_id, who.user_id, body.code))
+
+    return routes

@@ -1,0 +1,132 @@
+"""Composition root of the auth service: builds repositories, keys, services and routes for one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+from novapulse_runtime.bus import EventBus
+from novapulse_runtime.runtime import Composition, Runtime, Worker
+from novapulse_runtime.secretbox import SecretBox
+
+from .accounts import AccountService
+from .api import build_routes
+from .events import Outbox
+from .invites import InviteService
+from .mfa import MfaService
+from .passwords import PasswordHashing
+from .reencrypt import key_id, reencrypt
+from .repository import Repository
+from .sessions import SessionService
+from .settings import AuthSettings
+from .signing import KeyRing
+
+log = logging.getLogger(__name__)
+
+
+def rotation_worker(services: Services, interval: int, check_every: float | None = None) -> Worker:
+    """Rotates the signing key once it is older than ``KEY_ROTATION_INTERVAL``, and re-encrypts secrets still
+    under an older ``AUTH_ENCRYPTION_KEYS`` key."""
+    keys = services.keys
+    pause = check_every if check_every is not None else max(5.0, min(interval / 4, 300.0))
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await keys.load()
+                if keys.rotation_due(interval):
+                    await keys.rotate()
+                    log.info("signing key rotated")
+                await reencrypt(services.repo, services.box, services.enc_key_id)
+            except Exception as exc:  # a database outage must not kill the worker; retry next round
+                log.warning("key rotation check failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    return run
+
+
+@dataclass
+class Services:
+    """Everything one process of the auth service is made of (tests reach the parts through this)."""
+
+    repo: Repository
+    box: SecretBox
+    enc_key_id: str
+    keys: KeyRing
+    outbox: Outbox
+    passwords: PasswordHashing
+    sessions: SessionService
+    mfa: MfaService
+    accounts: AccountService
+    invites: InviteService
+
+
+async def wire(rt: Runtime) -> Services:
+    """Create indexes, load (or create) the signing keys and build the services."""
+    settings = cast(AuthSettings, rt.settings)
+    repo = Repository(rt.db)
+    await repo.create_indexes()
+    box = SecretBox(settings.auth_encryption_keys)
+    enc_key_id = key_id(settings.auth_encryption_keys[0])
+    keys = KeyRing(
+        repo.signing_keys,
+        box,
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        access_ttl=settings.access_token_ttl,
+        reload_interval=settings.key_reload_interval,
+        enc_key_id=enc_key_id,
+    )
+    await keys.create_indexes()
+    await keys.ensure()
+    outbox = EventBus(rt).outbox()  # relayed to novapulse:events:auth by the worker role
+    passwords = PasswordHashing(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        workers=settings.password_hash_workers,
+    )
+    sessions = SessionService(
+        repo, keys, refresh_ttl=settings.refresh_token_ttl, session_max_age=settings.session_max_age
+    )
+    mfa = MfaService(
+        repo, box, rt.redis, sessions, passwords, outbox, issuer=settings.mfa_issuer, enc_key_id=enc_key_id
+    )
+    accounts = AccountService(repo, passwords, sessions, mfa, outbox)
+    invites = InviteService(repo, passwords, outbox, ttl=settings.invite_ttl, accept_url=settings.invite_accept_url)
+    return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites)
+
+
+def compose(rt: Runtime, services: Services) -> Composition:
+    settings = cast(AuthSettings, rt.settings)
+    routes = build_routes(
+        settings,
+        accounts=services.accounts,
+        sessions=services.sessions,
+        invites=services.invites,
+        mfa=services.mfa,
+        keys=services.keys,
+    )
+
+    async def close_hashing() -> None:
+        services.passwords.close()
+
+    relay = getattr(services.outbox, "relay", None)
+    workers = [rotation_worker(services, settings.key_rotation_interval)]
+    if relay is not None:
+        workers.append(relay)
+    return Composition(
+        routes=routes,
+        workers=workers,
+        authenticator=rt.tokens.authenticate,
+        closers=[close_hashing],
+        title="NovaPulse auth",
+    )
+
+
+async def build(rt: Runtime) -> Composition:
+    """The composition root: routes for the api role; key rotation and the outbox relay for the worker role."""
+    return compose(rt, await wire(rt))

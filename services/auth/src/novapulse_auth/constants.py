@@ -1,0 +1,87 @@
+"""Names, limits and defaults of the auth service in one place."""
+
+from __future__ import annotations
+
+import enum
+
+SERVICE_NAME = "auth"
+API_PREFIX = "/api/v1/auth"
+DEFAULT_HTTP_PORT = 8101
+
+
+class Role(enum.StrEnum):
+    """Roles inside an organisation."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class InviteStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+
+
+class KeyStatus(enum.StrEnum):
+    """Life of a signing key: signs and is published (current), is published only (previous), neither."""
+
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    RETIRED = "retired"
+
+
+# Collections of this service's own database.
+USERS = "users"
+ORGS = "organizations"
+INVITES = "invites"
+SESSIONS = "sessions"
+REFRESH_TOKENS = "refresh_tokens"
+SIGNING_KEYS = "signing_keys"
+RECOVERY_CODES = "recovery_codes"
+
+# Redis keys (short-lived state).
+REDIS_PREFIX = "novapulse:auth:"
+MFA_CHALLENGE_KEY = REDIS_PREFIX + "mfa:challenge:"  # + sha256(mfa_token)
+TOTP_LAST_STEP_KEY = REDIS_PREFIX + "mfa:last-step:"  # + user id
+MFA_FAILURES_KEY = REDIS_PREFIX + "mfa:failures:"  # + user id
+
+# Token shapes.
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type
+REFRESH_TOKEN_PREFIX = "rt_"  # noqa: S105 - a prefix, not a secret
+MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105
+INVITE_TOKEN_PREFIX = "inv_"  # noqa: S105
+TOKEN_BYTES = 32
+SIGNING_ALGORITHM = "EdDSA"
+
+# Passwords (OWASP: argon2id, m=19 MiB, t=2, p=1 at least).
+PASSWORD_MIN = 8
+PASSWORD_MAX = 128
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+HASH_THREAD_NICENESS = 10  # hashing threads yield the CPU to the event loop
+
+# MFA.
+TOTP_DIGITS = 6
+TOTP_PERIOD = 30
+TOTP_WINDOW = 1  # steps either side of now
+TOTP_SECRET_BYTES = 20
+MFA_PENDING_TTL = 600
+MFA_CHALLENGE_TTL = 300
+MFA_CHALLENGE_MAX_FAILURES = 5
+MFA_USER_MAX_FAILURES = 10  # across all challenges of one user ...
+MFA_USER_FAILURE_WINDOW = 900  # ... in this many seconds
+RECOVERY_CODE_COUNT = 10
+RECOVERY_CODE_LENGTH = 10  # base32 characters (50 bits), shown as xxxxx-xxxxx
+
+# Sizes.
+NAME_MAX = 100
+EMAIL_MAX = 254
+ORG_NAME_MAX = 100
+LIST_LIMIT_MAX = 200

@@ -1,0 +1,160 @@
+"""Invitations: an owner or admin invites an e-mail address; the invitee accepts with a single-use,
+expiring token (stored hashed) that only the notification service ever sees, in a private command event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from pymongo.errors import DuplicateKeyError
+
+from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequested, UserInvited
+from novapulse_runtime.problems import ProblemError
+
+from .accounts import check_password, new_user_doc, org_out, user_out
+from .constants import INVITE_TOKEN_PREFIX, InviteStatus
+from .events import Outbox
+from .models import InviteOut, OrgOut, UserOut
+from .opaque import new_token, token_hash
+from .passwords import PasswordHashing
+from .repository import Repository, now
+
+
+def invite_out(doc: dict[str, Any]) -> InviteOut:
+    return InviteOut(
+        id=doc["_id"],
+        email=doc["email"],
+        role=doc["role"],
+        status=doc["status"],
+        invited_by=doc["invited_by"],
+        expires_at=doc["expires_at"],
+        created_at=doc["created_at"],
+    )
+
+
+class InviteService:
+    def __init__(
+        self, repo: Repository, passwords: PasswordHashing, outbox: Outbox, *, ttl: int, accept_url: str
+    ) -> None:
+        self._repo = repo
+        self._passwords = passwords
+        self._outbox = outbox
+        self._ttl = ttl
+        self._accept_url = accept_url
+
+    async def create(self, org_id: str, inviter_id: str, email: str, role: str) -> InviteOut:
+        email = email.strip().lower()
+        if await self._repo.email_taken(email):
+            raise ProblemError(409, "This e-mail address already has an account")
+        inviter = await self._repo.user(org_id, inviter_id)
+        org = await self._repo.org(org_id)
+        if inviter is None or org is None:
+            raise ProblemError(401, "The account no longer exists")
+        token = new_token(INVITE_TOKEN_PREFIX)
+        created = now()
+        invite_id = uuid.uuid4().hex
+        expires_at = created + timedelta(seconds=self._ttl)
+        doc: dict[str, Any] = {
+            "_id": invite_id,
+            "org_id": org_id,
+            "email": email,
+            "role": role,
+            "token_hash": token_hash(token),
+            "invited_by": inviter_id,
+            "status": InviteStatus.PENDING.value,
+            "created_at": created,
+            "expires_at": expires_at,
+            "expires_ts": expires_at.timestamp(),
+        }
+        link = f"{self._accept_url}?{urlencode({'token': token})}"
+        async with self._outbox.transaction() as session:
+            await self._repo.revoke_pending_invites(org_id, email, session)  # one live invite per address
+            await self._repo.insert_invite(doc, session)
+            await self._outbox.add(
+                "user.invited",
+                UserInvited(
+                    invite_id=invite_id,
+                    org_id=org_id,
+                    email=email,
+                    role=role,  # type: ignore[arg-type]
+                    invited_by=inviter_id,
+                    expires_at=expires_at,
+                ),
+                org_id=org_id,
+                subject=invite_id,
+                session=session,
+            )
+            await self._outbox.add(
+                "invite.delivery_requested",
+                InviteDeliveryRequested(
+                    invite_id=invite_id,
+                    org_id=org_id,
+                    email=email,
+                    role=role,  # type: ignore[arg-type]
+                    token=token,
+                    accept_url=link,
+                    inviter_name=inviter["name"],
+                    organization=org["name"],
+                    expires_at=expires_at,
+                ),
+                org_id=org_id,
+                subject=invite_id,
+                session=session,
+            )
+        return invite_out(doc)
+
+    async def list(self, org_id: str, status: str | None, limit: int, offset: int) -> list[InviteOut]:
+        return [invite_out(d) for d in await self._repo.invites_of(org_id, status, limit, offset)]
+
+    async def revoke(self, org_id: str, invite_id: str) -> InviteOut:
+        doc = await self._repo.revoke_invite(org_id, invite_id)
+        if doc is None:
+            existing = await self._repo.invite(org_id, invite_id)
+            if existing is None:
+                raise ProblemError(404, "No such invite in your organisation")
+            raise ProblemError(409, f"The invite is already {existing['status']}")
+        return invite_out(doc)
+
+    async def accept(self, token: str, name: str, password: str) -> tuple[UserOut, OrgOut]:
+        """The invitee joins the organisation with the invited role; the token is spent."""
+        invite = await self._repo.claim_invite(token_hash(token))
+        if invite is None:
+            raise ProblemError(400, "The invite is invalid, expired, revoked or already used")
+        try:
+            check_password(password, email=invite["email"], name=name)
+            if await self._repo.email_taken(invite["email"]):
+                raise ProblemError(409, "This e-mail address already has an account")
+            hashed = await self._passwords.hash(password)
+            user = new_user_doc(
+                email=invite["email"], name=name, org_id=invite["org_id"], role=invite["role"], password_hash=hashed
+            )
+            org = await self._repo.org(invite["org_id"])
+            if org is None:
+                raise ProblemError(400, "The organisation no longer exists")
+            async with self._outbox.transaction() as session:
+                await self._repo.insert_user(user, session)
+                await self._repo.mark_invite_accepted_by(invite["_id"], user["_id"], session)
+                await self._outbox.add(
+                    "invite.accepted",
+                    InviteAccepted(
+                        invite_id=invite["_id"],
+                        org_id=invite["org_id"],
+                        user_id=user["_id"],
+                        email=invite["email"],
+                        name=name,
+                        role=invite["role"],
+                        invited_by=invite["invited_by"],
+                    ),
+                    org_id=invite["org_id"],
+                    subject=user["_id"],
+                    session=session,
+                )
+        except DuplicateKeyError as exc:
+            await self._repo.release_invite(invite["_id"])
+            raise ProblemError(409, "This e-mail address already has an account") from exc
+        except ProblemError:
+            await self._repo.release_invite(invite["_id"])  # a fixable mistake must not burn the invite
+            raise
+        return user_out(user), org_out(org)

@@ -1,0 +1,324 @@
+"""TOTP multi-factor authentication: set-up with a QR code, enabling with recovery codes, the log-in
+challenge, disabling and regeneration.
+
+Safer than the usual defaults:
+- a code is accepted at most once: a Redis key per user holds the last accepted time step and only a later
+  step passes (atomic in Lua, so two parallel requests with the same code cannot both pass) — this covers the
+  code that enabled MFA too;
+- a challenge (``mfa_token``) is single-use, lives ``MFA_CHALLENGE_TTL`` s and dies after
+  ``MFA_CHALLENGE_MAX_FAILURES`` wrong codes; wrong codes also count per user across all challenges and
+  all code-checking routes, so parallel challenges do not multiply the guesses;
+- recovery codes are stored as salted hashes and consumed atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+
+from novapulse_runtime.catalog.auth import MfaChallengeFailed, MfaDisabled, MfaEnabled, MfaRecoveryCodeUsed
+from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.secretbox import SecretBox
+
+from .constants import (
+    MFA_CHALLENGE_KEY,
+    MFA_CHALLENGE_MAX_FAILURES,
+    MFA_CHALLENGE_TTL,
+    MFA_FAILURES_KEY,
+    MFA_PENDING_TTL,
+    MFA_TOKEN_PREFIX,
+    MFA_USER_FAILURE_WINDOW,
+    MFA_USER_MAX_FAILURES,
+    RECOVERY_CODE_COUNT,
+    TOTP_LAST_STEP_KEY,
+    TOTP_PERIOD,
+    TOTP_WINDOW,
+    UserStatus,
+)
+from .events import Outbox
+from .models import MfaSetupOut
+from .opaque import new_token, token_hash
+from .passwords import PasswordHashing
+from .repository import Repository, now
+from .sessions import SessionService, TokenPair
+from .totp import (
+    hash_recovery_code,
+    matching_step,
+    new_recovery_codes,
+    new_secret,
+    provisioning_uri,
+    qr_png_data_uri,
+    qr_svg,
+)
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] = last accepted step of the user; ARGV = step, ttl. 1 when the step is newer (and now recorded).
+_CLAIM_STEP = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local step = tonumber(ARGV[1])
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], step, 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+# KEYS[1] = challenge; ARGV = max failures. Returns failures so far, or -1 when the challenge is gone.
+_FAIL_CHALLENGE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if n >= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
+return n
+"""
+
+WRONG_CODE = "The code is wrong or was already used"
+BAD_CHALLENGE = "The MFA token is invalid, expired or already used"
+
+
+class MfaService:
+    def __init__(
+        self,
+        repo: Repository,
+        box: SecretBox,
+        redis: Redis,
+        sessions: SessionService,
+        passwords: PasswordHashing,
+        outbox: Outbox,
+        *,
+        issuer: str,
+        enc_key_id: str = "",
+    ) -> None:
+        self._enc_key_id = enc_key_id
+        self._repo = repo
+        self._box = box
+        self._redis = redis
+        self._sessions = sessions
+        self._passwords = passwords
+        self._outbox = outbox
+        self._issuer = issuer
+        self._claim_step = redis.register_script(_CLAIM_STEP)
+        self._fail_challenge = redis.register_script(_FAIL_CHALLENGE)
+
+    # --- code checks ---------------------------------------------------------------------------------------
+
+    async def _claim(self, user_id: str, step: int) -> bool:
+        ttl = (2 * TOTP_WINDOW + 2) * TOTP_PERIOD
+        return bool(await self._claim_step(keys=[TOTP_LAST_STEP_KEY + user_id], args=[step, ttl]))
+
+    async def _guard_user(self, user_id: str) -> None:
+        failures = int(await self._redis.get(MFA_FAILURES_KEY + user_id) or 0)
+        if failures >= MFA_USER_MAX_FAILURES:
+            ttl = await self._redis.ttl(MFA_FAILURES_KEY + user_id)
+            raise ProblemError(
+                429, "Too many wrong codes for this account; retry later", headers={"Retry-After": str(max(1, ttl))}
+            )
+
+    async def _count_failure(self, user_id: str) -> int:
+        key = MFA_FAILURES_KEY + user_id
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, MFA_USER_FAILURE_WINDOW, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def _check_totp(self, user: dict[str, Any], secret: str, code: str) -> bool:
+        """Guarded, replay-proof TOTP check that counts a failure against the user."""
+        await self._guard_user(user["_id"])
+        step = matching_step(secret, code)
+        if step is not None and await self._claim(user["_id"], step):
+            return True
+        await self._count_failure(user["_id"])
+        return False
+
+    def _secret(self, user: dict[str, Any]) -> str:
+        return self._box.decrypt(user["mfa_secret_enc"]).decode()
+
+    async def _user(self, org_id: str, user_id: str) -> dict[str, Any]:
+        user = await self._repo.user(org_id, user_id)
+        if user is None or user.get("status") != UserStatus.ACTIVE.value:
+            raise ProblemError(404, "No such user")
+        return user
+
+    # --- set-up, enable, disable, regenerate -------------------------------------------------------------
+
+    async def setup(self, org_id: str, user_id: str) -> MfaSetupOut:
+        """A new pending secret (replacing any earlier one) and its QR code."""
+        user = await self._user(org_id, user_id)
+        if user.get("mfa_enabled"):
+            raise ProblemError(409, "MFA is already on; disable it first")
+        secret = new_secret()
+        uri = provisioning_uri(secret, user["email"], self._issuer)
+        await self._repo.update_user(
+            org_id,
+            user_id,
+            {
+                "mfa_pending_enc": self._box.encrypt(secret.encode()),
+                "enc_key_id": self._enc_key_id,
+                "mfa_pending_expires_ts": time.time() + MFA_PENDING_TTL,
+            },
+        )
+        loop = asyncio.get_running_loop()
+        png, svg = await asyncio.gather(
+            loop.run_in_executor(None, qr_png_data_uri, uri), loop.run_in_executor(None, qr_svg, uri)
+        )
+        return MfaSetupOut(otpauth_uri=uri, qr_png=png, qr_svg=svg, expires_in=MFA_PENDING_TTL)
+
+    def _new_codes(self, org_id: str, user_id: str) -> tuple[list[str], list[dict[str, Any]]]:
+        codes = new_recovery_codes(RECOVERY_CODE_COUNT)
+        docs = []
+        for code in codes:
+            salt = os.urandom(16)
+            docs.append(
+                {
+                    "_id": uuid.uuid4().hex,
+                    "user_id": user_id,
+                    "org_id": org_id,
+                    "salt": salt.hex(),
+                    "hash": hash_recovery_code(code, salt),
+                    "used_at": None,
+                    "created_at": now(),
+                }
+            )
+        return codes, docs
+
+    async def enable(self, org_id: str, user_id: str, code: str) -> list[str]:
+        """Confirm the pending secret with a code; MFA turns on and 10 recovery codes are returned once."""
+        user = await self._user(org_id, user_id)
+        if user.get("mfa_enabled"):
+            raise ProblemError(409, "MFA is already on")
+        pending, expires = user.get("mfa_pending_enc"), user.get("mfa_pending_expires_ts")
+        if not pending or not isinstance(expires, int | float) or expires <= time.time():
+            raise ProblemError(409, "No pending MFA set-up (or it expired); call /mfa/setup first")
+        secret = self._box.decrypt(pending).decode()
+        if not await self._check_totp(user, secret, code):
+            raise ProblemError(400, WRONG_CODE)
+        codes, docs = self._new_codes(org_id, user_id)
+        async with self._outbox.transaction() as session:
+            secret_enc = self._box.encrypt(secret.encode())
+            if not await self._repo.enable_mfa(org_id, user_id, secret_enc, self._enc_key_id, session):
+                raise ProblemError(409, "MFA is already on")
+            await self._repo.replace_recovery_codes(org_id, user_id, docs, session)
+            await self._outbox.add(
+                "mfa.enabled",
+                MfaEnabled(user_id=user_id, org_id=org_id),
+                org_id=org_id,
+                subject=user_id,
+                session=session,
+            )
+        return codes
+
+    async def disable(self, org_id: str, user_id: str, password: str, code: str) -> None:
+        user = await self._user(org_id, user_id)
+        if not user.get("mfa_enabled"):
+            raise ProblemError(409, "MFA is not on")
+        await self._guard_user(user["_id"])
+        if not await self._passwords.verify(user.get("password_hash"), password):
+            await self._count_failure(user["_id"])
+            raise ProblemError(400, "The password or the code is wrong")
+        if not await self._check_totp(user, self._secret(user), code):  # checked after the password: no step burnt
+            raise ProblemError(400, "The password or the code is wrong")
+        await self._turn_off(org_id, user_id, by=user_id)
+
+    async def _turn_off(self, org_id: str, user_id: str, *, by: str) -> bool:
+        async with self._outbox.transaction() as session:
+            if not await self._repo.disable_mfa(org_id, user_id, session):
+                return False
+            await self._outbox.add(
+                "mfa.disabled",
+                MfaDisabled(user_id=user_id, org_id=org_id, by=by),
+                org_id=org_id,
+                subject=user_id,
+                session=session,
+            )
+        return True
+
+    async def admin_reset(self, org_id: str, user_id: str, *, by: str) -> bool:
+        """An admin turns a member's MFA off (the member sets it up again); their sessions are revoked."""
+        changed = await self._turn_off(org_id, user_id, by=by)
+        await self._repo.revoke_user_sessions(org_id, user_id, "mfa-reset")
+        return changed
+
+    async def regenerate(self, org_id: str, user_id: str, code: str) -> list[str]:
+        user = await self._user(org_id, user_id)
+        if not user.get("mfa_enabled"):
+            raise ProblemError(409, "MFA is not on")
+        if not await self._check_totp(user, self._secret(user), code):
+            raise ProblemError(400, WRONG_CODE)
+        codes, docs = self._new_codes(org_id, user_id)
+        await self._repo.replace_recovery_codes(org_id, user_id, docs)
+        return codes
+
+    # --- the log-in challenge ----------------------------------------------------------------------------
+
+    async def start_challenge(self, user: dict[str, Any], ip: str) -> tuple[str, int]:
+        token = new_token(MFA_TOKEN_PREFIX)
+        key = MFA_CHALLENGE_KEY + token_hash(token)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"user_id": user["_id"], "org_id": user["org_id"], "failures": 0, "ip": ip})
+            pipe.expire(key, MFA_CHALLENGE_TTL)
+            await pipe.execute()
+        return token, MFA_CHALLENGE_TTL
+
+    async def challenge_user(self, mfa_token: str) -> str | None:
+        """The user a challenge belongs to (for the per-user rate limit), without consuming it."""
+        user_id = await self._redis.hget(MFA_CHALLENGE_KEY + token_hash(mfa_token), "user_id")
+        return str(user_id) if user_id else None
+
+    async def _use_recovery_code(self, user: dict[str, Any], code: str) -> int | None:
+        """Consume a recovery code; the number left, or ``None`` when it is wrong or spent."""
+        await self._guard_user(user["_id"])
+        match = None
+        for doc in await self._repo.unused_recovery_codes(user["org_id"], user["_id"]):
+            if hmac.compare_digest(hash_recovery_code(code, bytes.fromhex(doc["salt"])), doc["hash"]):
+                match = doc
+        if match is not None and await self._repo.use_recovery_code(match["_id"]):
+            return len(await self._repo.unused_recovery_codes(user["org_id"], user["_id"]))
+        await self._count_failure(user["_id"])
+        return None
+
+    async def verify(self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str) -> TokenPair:
+        """Answer a challenge with a TOTP code or a recovery code; tokens on success."""
+        if (code is None) == (recovery_code is None):
+            raise ProblemError(422, "Send exactly one of code or recovery_code")
+        key = MFA_CHALLENGE_KEY + token_hash(mfa_token)
+        data = await self._redis.hgetall(key)
+        if not data or "user_id" not in data:
+            raise ProblemError(401, BAD_CHALLENGE)
+        user = await self._repo.user(str(data["org_id"]), str(data["user_id"]))
+        if user is None or user.get("status") != UserStatus.ACTIVE.value or not user.get("mfa_enabled"):
+            await self._redis.delete(key)
+            raise ProblemError(401, BAD_CHALLENGE)
+        remaining: int | None = None
+        if code is not None:
+            ok = await self._check_totp(user, self._secret(user), code)
+            amr = ["pwd", "otp", "mfa"]
+        else:
+            assert recovery_code is not None
+            remaining = await self._use_recovery_code(user, recovery_code)
+            ok = remaining is not None
+            amr = ["pwd", "mfa"]
+        if not ok:
+            failures = int(await self._fail_challenge(keys=[key], args=[MFA_CHALLENGE_MAX_FAILURES]))
+            await self._outbox.add(
+                "mfa.challenge_failed",
+                MfaChallengeFailed(user_id=user["_id"], org_id=user["org_id"], ip=ip, attempts=max(failures, 0)),
+                org_id=user["org_id"],
+                subject=user["_id"],
+            )
+            raise ProblemError(401, WRONG_CODE if failures >= 0 else BAD_CHALLENGE)
+        if await self._redis.delete(key) != 1:  # a parallel request consumed the challenge first
+            raise ProblemError(401, BAD_CHALLENGE)
+        if remaining is not None:
+            await self._outbox.add(
+                "mfa.recovery_code_used",
+                MfaRecoveryCodeUsed(user_id=user["_id"], org_id=user["org_id"], remaining=remaining),
+                org_id=user["org_id"],
+                subject=user["_id"],
+            )
+        return await self._sessions.start(user, amr)

@@ -1,0 +1,168 @@
+"""Request and response bodies of the auth API (they also generate its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
+
+from .constants import EMAIL_MAX, NAME_MAX, ORG_NAME_MAX, PASSWORD_MAX
+
+Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+# Length is checked again (with a clear message) by the password policy; this bound keeps hashing cheap.
+Password = Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX * 4)]
+TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="6 ASCII digits")]
+RecoveryCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9 -]{10,16}$")]
+OpaqueToken = Annotated[str, Field(min_length=1, max_length=256)]
+InvitableRole = Literal["admin", "member"]
+RoleName = Literal["owner", "admin", "member"]
+
+
+class StrictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(StrictIn):
+    email: Email
+    password: Password
+    name: Name
+    organization: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ORG_NAME_MAX)]
+
+
+class LoginIn(StrictIn):
+    email: Email
+    password: Password
+
+
+class PasswordChangeIn(StrictIn):
+    current_password: Password
+    new_password: Password
+
+
+class RefreshIn(StrictIn):
+    refresh_token: OpaqueToken
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str
+    role: RoleName
+    status: Literal["active", "disabled"]
+    org_id: str
+    mfa_enabled: bool
+    created_at: datetime
+
+
+class RegisterOut(BaseModel):
+    user: UserOut
+    organization: OrgOut
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme name
+    expires_in: int
+
+
+class MfaChallengeOut(BaseModel):
+    mfa_required: Literal[True] = True
+    mfa_token: str
+    expires_in: int
+
+
+class LoginOut(RootModel[TokenOut | MfaChallengeOut]):
+    """Tokens, or (MFA on) a challenge to answer at ``/mfa/verify``."""
+
+
+class MeOut(BaseModel):
+    user: UserOut
+    organization: OrgOut
+    amr: list[str]
+
+
+class JwksOut(BaseModel):
+    keys: list[dict[str, str]]
+
+
+class InviteIn(StrictIn):
+    email: Email
+    role: InvitableRole = "member"
+
+
+class InviteOut(BaseModel):
+    id: str
+    email: str
+    role: RoleName
+    status: Literal["pending", "accepted", "revoked"]
+    invited_by: str
+    expires_at: datetime
+    created_at: datetime
+
+
+class InviteList(BaseModel):
+    items: list[InviteOut]
+
+
+class InviteListQuery(StrictIn):
+    status: Literal["pending", "accepted", "revoked"] | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=100_000)
+
+
+class AcceptInviteIn(StrictIn):
+    token: OpaqueToken
+    name: Name
+    password: Password
+
+
+class AcceptInviteOut(BaseModel):
+    user: UserOut
+    organization: OrgOut
+
+
+class MemberList(BaseModel):
+    items: list[UserOut]
+
+
+class PageQuery(StrictIn):
+    limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=100_000)
+
+
+class RoleIn(StrictIn):
+    role: InvitableRole
+
+
+class MfaSetupOut(BaseModel):
+    otpauth_uri: str
+    qr_png: str = Field(description="data:image/png;base64 URI")
+    qr_svg: str
+    expires_in: int
+
+
+class MfaCodeIn(StrictIn):
+    code: TotpCode
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str]
+
+
+class MfaVerifyIn(StrictIn):
+    mfa_token: OpaqueToken
+    code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
+
+
+class MfaDisableIn(StrictIn):
+    password: Password
+    code: TotpCode

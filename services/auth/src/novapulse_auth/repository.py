@@ -1,0 +1,239 @@
+"""MongoDB access of the auth service. Member, invite and session queries are scoped by ``org_id``; only
+log-in (by e-mail) and token look-ups (by hash) are global, since the caller has no organisation yet."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .constants import (
+    INVITES,
+    ORGS,
+    RECOVERY_CODES,
+    REFRESH_TOKENS,
+    SESSIONS,
+    SIGNING_KEYS,
+    USERS,
+    InviteStatus,
+    UserStatus,
+)
+
+Doc = dict[str, Any]
+Session = Any  # pymongo AsyncClientSession or None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Repository:
+    """All collections of the service's own database."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.db = db
+        self.users: AsyncCollection[Doc] = db[USERS]
+        self.orgs: AsyncCollection[Doc] = db[ORGS]
+        self.invites: AsyncCollection[Doc] = db[INVITES]
+        self.sessions: AsyncCollection[Doc] = db[SESSIONS]
+        self.refresh_tokens: AsyncCollection[Doc] = db[REFRESH_TOKENS]
+        self.signing_keys: AsyncCollection[Doc] = db[SIGNING_KEYS]
+        self.recovery_codes: AsyncCollection[Doc] = db[RECOVERY_CODES]
+
+    async def create_indexes(self) -> None:
+        await self.users.create_index("email", unique=True)
+        await self.users.create_index([("org_id", 1), ("created_at", 1)])
+        await self.invites.create_index("token_hash", unique=True)
+        await self.invites.create_index([("org_id", 1), ("created_at", -1)])
+        await self.sessions.create_index([("user_id", 1), ("revoked_at", 1)])
+        await self.refresh_tokens.create_index("sid")
+        await self.recovery_codes.create_index([("user_id", 1), ("used_at", 1)])
+
+    # --- users and organisations -------------------------------------------------------------------------
+
+    async def insert_org(self, doc: Doc, session: Session = None) -> None:
+        await self.orgs.insert_one(doc, session=session)
+
+    async def insert_user(self, doc: Doc, session: Session = None) -> None:
+        await self.users.insert_one(doc, session=session)
+
+    async def user_by_email(self, email: str) -> Doc | None:
+        return await self.users.find_one({"email": email})
+
+    async def user(self, org_id: str, user_id: str) -> Doc | None:
+        return await self.users.find_one({"_id": user_id, "org_id": org_id})
+
+    async def org(self, org_id: str) -> Doc | None:
+        return await self.orgs.find_one({"_id": org_id})
+
+    async def email_taken(self, email: str) -> bool:
+        return await self.users.count_documents({"email": email}, limit=1) > 0
+
+    async def members(self, org_id: str, limit: int, offset: int) -> list[Doc]:
+        cursor = self.users.find({"org_id": org_id}).sort("created_at", 1).skip(offset).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def update_user(self, org_id: str, user_id: str, changes: Doc, session: Session = None) -> bool:
+        changes = {**changes, "updated_at": now()}
+        result = await self.users.update_one({"_id": user_id, "org_id": org_id}, {"$set": changes}, session=session)
+        return result.matched_count == 1
+
+    async def set_role(self, org_id: str, user_id: str, role: str, session: Session = None) -> Doc | None:
+        return await self.users.find_one_and_update(
+            {"_id": user_id, "org_id": org_id},
+            {"$set": {"role": role, "updated_at": now()}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+
+    async def disable_user(self, org_id: str, user_id: str, session: Session = None) -> bool:
+        result = await self.users.update_one(
+            {"_id": user_id, "org_id": org_id, "status": UserStatus.ACTIVE.value},
+            {"$set": {"status": UserStatus.DISABLED.value, "updated_at": now()}},
+            session=session,
+        )
+        return result.modified_count == 1
+
+    # --- sessions and refresh tokens ---------------------------------------------------------------------
+
+    async def insert_session(self, doc: Doc) -> None:
+        await self.sessions.insert_one(doc)
+
+    async def session(self, sid: str) -> Doc | None:
+        return await self.sessions.find_one({"_id": sid})
+
+    async def revoke_session(self, sid: str, reason: str) -> None:
+        await self.sessions.update_one(
+            {"_id": sid, "revoked_at": None}, {"$set": {"revoked_at": now(), "revoke_reason": reason}}
+        )
+
+    async def revoke_user_sessions(
+        self, org_id: str, user_id: str, reason: str, session: Session = None, *, keep: str | None = None
+    ) -> int:
+        query: Doc = {"user_id": user_id, "org_id": org_id, "revoked_at": None}
+        if keep:
+            query["_id"] = {"$ne": keep}
+        result = await self.sessions.update_many(
+            query,
+            {"$set": {"revoked_at": now(), "revoke_reason": reason}},
+            session=session,
+        )
+        return result.modified_count
+
+    async def insert_refresh_token(self, doc: Doc) -> None:
+        await self.refresh_tokens.insert_one(doc)
+
+    async def use_refresh_token(self, token_hash: str) -> Doc | None:
+        """Mark an unused refresh token used, atomically; ``None`` when it is unknown or already used."""
+        return await self.refresh_tokens.find_one_and_update(
+            {"_id": token_hash, "used_at": None}, {"$set": {"used_at": now()}}
+        )
+
+    async def refresh_token(self, token_hash: str) -> Doc | None:
+        return await self.refresh_tokens.find_one({"_id": token_hash})
+
+    # --- invites -----------------------------------------------------------------------------------------
+
+    async def insert_invite(self, doc: Doc, session: Session = None) -> None:
+        await self.invites.insert_one(doc, session=session)
+
+    async def revoke_pending_invites(self, org_id: str, email: str, session: Session = None) -> None:
+        await self.invites.update_many(
+            {"org_id": org_id, "email": email, "status": InviteStatus.PENDING.value},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            session=session,
+        )
+
+    async def invites_of(self, org_id: str, status: str | None, limit: int, offset: int) -> list[Doc]:
+        query: Doc = {"org_id": org_id}
+        if status:
+            query["status"] = status
+        cursor = self.invites.find(query).sort("created_at", -1).skip(offset).limit(limit)
+        return await cursor.to_list(limit)
+
+    async def revoke_invite(self, org_id: str, invite_id: str) -> Doc | None:
+        return await self.invites.find_one_and_update(
+            {"_id": invite_id, "org_id": org_id, "status": InviteStatus.PENDING.value},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def invite(self, org_id: str, invite_id: str) -> Doc | None:
+        return await self.invites.find_one({"_id": invite_id, "org_id": org_id})
+
+    async def claim_invite(self, token_hash: str) -> Doc | None:
+        """Atomically take a pending, unexpired invite; ``None`` when it is unknown, used, revoked or expired."""
+        return await self.invites.find_one_and_update(
+            {"token_hash": token_hash, "status": InviteStatus.PENDING.value, "expires_ts": {"$gt": time.time()}},
+            {"$set": {"status": InviteStatus.ACCEPTED.value, "accepted_at": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def release_invite(self, invite_id: str) -> None:
+        await self.invites.update_one(
+            {"_id": invite_id, "status": InviteStatus.ACCEPTED.value},
+            {"$set": {"status": InviteStatus.PENDING.value, "accepted_at": None}},
+        )
+
+    async def mark_invite_accepted_by(self, invite_id: str, user_id: str, session: Session = None) -> None:
+        await self.invites.update_one({"_id": invite_id}, {"$set": {"accepted_by": user_id}}, session=session)
+
+    # --- recovery codes ----------------------------------------------------------------------------------
+
+    async def replace_recovery_codes(self, org_id: str, user_id: str, docs: list[Doc], session: Session = None) -> None:
+        await self.recovery_codes.delete_many({"user_id": user_id, "org_id": org_id}, session=session)
+        if docs:
+            await self.recovery_codes.insert_many(docs, session=session)
+
+    async def unused_recovery_codes(self, org_id: str, user_id: str) -> list[Doc]:
+        return await self.recovery_codes.find({"user_id": user_id, "org_id": org_id, "used_at": None}).to_list(50)
+
+    async def use_recovery_code(self, code_id: str) -> bool:
+        result = await self.recovery_codes.update_one({"_id": code_id, "used_at": None}, {"$set": {"used_at": now()}})
+        return result.modified_count == 1
+
+    # --- MFA state on the user -----------------------------------------------------------------------------
+
+    async def enable_mfa(
+        self, org_id: str, user_id: str, secret_enc: str, enc_key_id: str, session: Session = None
+    ) -> bool:
+        """Turn MFA on unless it already is (two racing enables cannot both win)."""
+        result = await self.users.update_one(
+            {"_id": user_id, "org_id": org_id, "mfa_enabled": {"$ne": True}},
+            {
+                "$set": {
+                    "mfa_enabled": True,
+                    "mfa_secret_enc": secret_enc,
+                    "enc_key_id": enc_key_id,
+                    "mfa_pending_enc": None,
+                    "mfa_pending_expires_ts": None,
+                    "mfa_enabled_at": now(),
+                    "updated_at": now(),
+                }
+            },
+            session=session,
+        )
+        return result.modified_count == 1
+
+    async def disable_mfa(self, org_id: str, user_id: str, session: Session = None) -> bool:
+        result = await self.users.update_one(
+            {"_id": user_id, "org_id": org_id, "mfa_enabled": True},
+            {
+                "$set": {
+                    "mfa_enabled": False,
+                    "mfa_secret_enc": None,
+                    "mfa_pending_enc": None,
+                    "mfa_pending_expires_ts": None,
+                    "updated_at": now(),
+                }
+            },
+            session=session,
+        )
+        if result.modified_count == 1:
+            await self.recovery_codes.delete_many({"user_id": user_id, "org_id": org_id}, session=session)
+            return True
+        return False

@@ -1,0 +1,120 @@
+"""Registration, log-in, refresh rotation and reuse detection, log-out, /me, over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+from helpers_auth import GOOD_PASSWORD, AuthApp
+
+
+async def test_register_login_me_refresh_logout(app: AuthApp) -> None:
+    owner = await app.register("Acme Ltd")
+    resp = await app.get("/me", headers=owner.auth)
+    assert resp.status == 200, await resp.text()
+    me = await resp.json()
+    assert me["user"]["role"] == "owner"
+    assert me["organization"] == {"id": owner.org_id, "name": "Acme Ltd"}
+    assert me["amr"] == ["pwd"]
+
+    resp = await app.post("/refresh", {"refresh_token": owner.refresh})
+    assert resp.status == 200
+    pair = await resp.json()
+    assert pair["token_type"] == "Bearer"
+    assert pair["refresh_token"] != owner.refresh
+    resp = await app.get("/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    assert resp.status == 200
+
+    resp = await app.post("/logout", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    assert resp.status == 204
+    resp = await app.post("/refresh", {"refresh_token": pair["refresh_token"]})
+    assert resp.status == 401
+
+    [event] = await app.events("user.registered")
+    assert event["data"]["user_id"] == owner.user_id
+    assert event["data"]["org_id"] == owner.org_id
+    assert "password" not in str(event)
+
+
+async def test_duplicate_email_conflicts_case_insensitively(app: AuthApp) -> None:
+    owner = await app.register()
+    resp = await app.post(
+        "/register",
+        {"email": owner.email.upper(), "password": GOOD_PASSWORD, "name": "Copy", "organization": "Other"},
+    )
+    assert resp.status == 409
+    assert resp.content_type == "application/problem+json"
+
+
+async def test_password_policy(app: AuthApp) -> None:
+    for bad in ["short1!", "password123", "Password2024!", "qwertyuiop", "aaaaaaaaaaaa", "x" * 129]:
+        resp = await app.post(
+            "/register", {"email": app.unique_email(), "password": bad, "name": "N", "organization": "O"}
+        )
+        assert resp.status == 422, (bad, await resp.text())
+    resp = await app.post(
+        "/register", {"email": app.unique_email(), "password": "x" * 600, "name": "N", "organization": "O"}
+    )
+    assert resp.status == 422
+
+
+async def test_refresh_reuse_revokes_the_whole_family(app: AuthApp) -> None:
+    owner = await app.register()
+    first = owner.refresh
+    resp = await app.post("/refresh", {"refresh_token": first})
+    second = (await resp.json())["refresh_token"]
+    resp = await app.post("/refresh", {"refresh_token": second})
+    newest = (await resp.json())["refresh_token"]
+    # An attacker replays the first (spent) token: refused, and the family dies, the newest token too.
+    resp = await app.post("/refresh", {"refresh_token": first})
+    assert resp.status == 401
+    resp = await app.post("/refresh", {"refresh_token": newest})
+    assert resp.status == 401
+    # Another session of the same user is untouched.
+    other = await app.login(owner)
+    resp = await app.post("/refresh", {"refresh_token": other["refresh_token"]})
+    assert resp.status == 200
+
+
+async def test_refresh_tokens_are_stored_hashed_and_expire_absolutely(app: AuthApp) -> None:
+    owner = await app.register()
+    docs = await app.rt.db["refresh_tokens"].find({}).to_list(100)
+    assert docs
+    assert all(owner.refresh not in str(d) for d in docs)
+    # Age the session past its absolute limit: the (unused) refresh token no longer works.
+    await app.rt.db["sessions"].update_many({}, {"$set": {"expires_ts": time.time() - 1}})
+    resp = await app.post("/refresh", {"refresh_token": owner.refresh})
+    assert resp.status == 401
+
+
+async def test_garbage_refresh_tokens_are_401(app: AuthApp) -> None:
+    for token in ["nope", "rt_" + "A" * 43, "\u0661\u0662"]:
+        resp = await app.post("/refresh", {"refresh_token": token})
+        assert resp.status == 401
+    resp = await app.post("/refresh", {"refresh_token": None})
+    assert resp.status == 422
+    resp = await app.post("/refresh", {"refresh_token": "x" * 5000})
+    assert resp.status == 422
+
+
+async def test_password_change_revokes_the_other_sessions(app: AuthApp) -> None:
+    owner = await app.register()
+    other_device_refresh = owner.refresh
+    await app.login(owner)  # a second session, now the current one
+    resp = await app.post(
+        "/password", {"current_password": "Wrong-password-1", "new_password": "Another-Good-Pass-7"}, headers=owner.auth
+    )
+    assert resp.status == 400
+    resp = await app.post(
+        "/password", {"current_password": GOOD_PASSWORD, "new_password": "password1"}, headers=owner.auth
+    )
+    assert resp.status == 422
+    resp = await app.post(
+        "/password", {"current_password": GOOD_PASSWORD, "new_password": "Another-Good-Pass-7"}, headers=owner.auth
+    )
+    assert resp.status == 204
+    assert (await app.post("/refresh", {"refresh_token": other_device_refresh})).status == 401
+    assert (await app.post("/refresh", {"refresh_token": owner.refresh})).status == 200  # this session lives
+    assert (await app.post("/login", {"email": owner.email, "password": GOOD_PASSWORD})).status == 401
+    assert (await app.post("/login", {"email": owner.email, "password": "Another-Good-Pass-7"})).status == 200
+    [event] = await app.events("user.password_changed")
+    assert event["data"] == {"user_id": owner.user_id, "org_id": owner.org_id}

@@ -1,0 +1,142 @@
+"""Composition root: repositories, templates, mailer, the event consumer (worker) and the routes (api)."""
+
+from __future__ import annotations
+
+import logging
+
+from novapulse_runtime.devservers import free_port, port_open
+from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.runtime import Closer, Composition, Runtime, Worker
+
+from .api import build_routes
+from .catcher import MailCatcher
+from .constants import API_PREFIX, RECIPIENT_LIMIT_NAME
+from .events import consumer_workers, operations_routes
+from .mailer import Mailer, Relay
+from .notifier import Links, Notifier, RecipientLimiter, allow_all
+from .rendering import Renderer
+from .repository import Repository
+from .settings import NotificationSettings
+
+log = logging.getLogger(__name__)
+
+
+def relays(settings: NotificationSettings, catcher_port: int | None = None) -> tuple[Relay, Relay | None]:
+    """The primary relay (the local catcher when ``SMTP_HOST`` is empty) and the optional fallback."""
+    if catcher_port is not None:
+        primary = Relay("catcher", "127.0.0.1", catcher_port, "none", timeout=settings.smtp_timeout)
+    else:
+        primary = Relay(
+            "primary",
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_tls,
+            settings.smtp_username,
+            settings.smtp_password.get_secret_value(),
+            settings.smtp_timeout,
+        )
+    fallback = None
+    if settings.smtp_fallback_host:
+        fallback = Relay(
+            "fallback",
+            settings.smtp_fallback_host,
+            settings.smtp_fallback_port,
+            settings.smtp_fallback_tls,
+            settings.smtp_username,
+            settings.smtp_password.get_secret_value(),
+            settings.smtp_timeout,
+        )
+    return primary, fallback
+
+
+def recipient_limiter(rt: Runtime, settings: NotificationSettings) -> RecipientLimiter:
+    """At most ``RECIPIENT_EMAIL_LIMIT`` e-mails per recipient per ``RECIPIENT_EMAIL_WINDOW`` (Redis, shared
+    by every worker; fails open like every NovaPulse rate limit)."""
+    limiter = rt.limiter
+    if limiter is None:
+        return allow_all
+    limit = RateLimit(RECIPIENT_LIMIT_NAME, settings.recipient_email_limit, settings.recipient_email_window)
+
+    async def allowed(recipient: str) -> bool:
+        decision = await limiter.hit(limit, recipient.lower())
+        return decision.allowed
+
+    return allowed
+
+
+class MetricsObserver:
+    """Prometheus counters of deliveries (by channel and outcome) and SMTP attempts (by relay and outcome)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.deliveries = rt.metrics.counter(
+            "novapulse_notification_deliveries_total",
+            "Deliveries handled, by channel and resulting state (duplicate: already settled)",
+            ("channel", "outcome"),
+        )
+        self.attempts = rt.metrics.counter(
+            "novapulse_notification_smtp_attempts_total", "SMTP attempts by relay and outcome", ("relay", "outcome")
+        )
+
+    def delivery(self, channel: str, outcome: str) -> None:
+        self.deliveries.labels(channel, outcome).inc()
+
+    def attempt(self, relay: str, outcome: str) -> None:
+        self.attempts.labels(relay, outcome).inc()
+
+
+def start_catcher(settings: NotificationSettings) -> MailCatcher:
+    port = settings.mail_catcher_port
+    if port == 0 or port_open(port):
+        port = free_port()
+    catcher = MailCatcher(settings.mail_catcher_dir, port).start()
+    log.warning(
+        "SMTP_HOST is not set: mail goes to the local mail catcher",
+        extra={"smtp": f"127.0.0.1:{catcher.port}", "directory": str(catcher.directory)},
+    )
+    return catcher
+
+
+async def build(rt: Runtime) -> Composition:
+    """Wire the service for ``rt.role``."""
+    settings = rt.settings
+    assert isinstance(settings, NotificationSettings)
+    repo = Repository(rt.db)
+    await repo.ensure_indexes()
+    workers: list[Worker] = []
+    closers: list[Closer] = []
+    routes = build_routes(repo) if rt.role in ("api", "all") else None
+    if rt.role in ("worker", "all"):
+        catcher_port = None
+        if not settings.smtp_host:
+            catcher = start_catcher(settings)
+            catcher_port = catcher.port
+            closers.append(catcher.stop)
+        primary, fallback = relays(settings, catcher_port)
+        mailer = Mailer(
+            primary,
+            fallback,
+            attempts=settings.smtp_retry_attempts,
+            base_delay=settings.smtp_retry_base_delay,
+            breaker_threshold=settings.smtp_breaker_threshold,
+            breaker_cooldown=settings.smtp_breaker_cooldown,
+        )
+        notifier = Notifier(
+            repo,
+            Renderer(settings.templates_dir),
+            mailer,
+            sender=settings.smtp_from,
+            links=Links(settings.links_base(), settings.invite_accept_path),
+            lease_seconds=settings.delivery_lease_seconds,
+            limiter=recipient_limiter(rt, settings),
+            observer=MetricsObserver(rt),
+        )
+        workers.extend(consumer_workers(rt, notifier, settings))
+    if routes is not None and settings.events_ops_routes:
+        routes.extend(operations_routes(rt, API_PREFIX))
+    return Composition(
+        routes=routes,
+        workers=workers,
+        authenticator=rt.tokens.authenticate,
+        closers=closers,
+        title="NovaPulse notification",
+    )

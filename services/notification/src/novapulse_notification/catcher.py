@@ -1,0 +1,54 @@
+"""Local mail catcher: a real SMTP server (aiosmtpd) that stores every message it receives as an ``.eml``
+file. The worker starts it when ``SMTP_HOST`` is empty (``make run`` on a laptop), and sends to it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope, Session
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._-]+")
+
+
+class StoreHandler:
+    """aiosmtpd handler writing each message to ``<dir>/<time>-<recipient>-<id>.eml``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        first = envelope.rcpt_tos[0] if envelope.rcpt_tos else "unknown"
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{_UNSAFE.sub('_', first)[:80]}-{uuid.uuid4().hex[:8]}.eml"
+        path = self.directory / name
+        path.write_bytes(content)
+        log.info("mail catcher stored a message", extra={"path": str(path), "recipients": len(envelope.rcpt_tos)})
+        return "250 Message accepted for delivery"
+
+
+class MailCatcher:
+    """A started aiosmtpd controller (its own thread and loop) bound to 127.0.0.1."""
+
+    def __init__(self, directory: str, port: int) -> None:
+        self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.controller = Controller(StoreHandler(self.directory), hostname="127.0.0.1", port=port)
+
+    def start(self) -> MailCatcher:
+        self.controller.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.controller.port)
+
+    async def stop(self) -> None:
+        self.controller.stop()

@@ -1,0 +1,67 @@
+"""Names, categories, limits and defaults of the notification service, in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+SERVICE_NAME = "notification"
+API_PREFIX = "/api/v1/notifications"
+DEFAULT_HTTP_PORT = 8103
+
+
+class Category(StrEnum):
+    """What a notification is about; preferences are set per category and channel."""
+
+    SECURITY = "security"
+    ACCOUNT = "account"
+    WEBHOOKS = "webhooks"
+    REPORTS = "reports"
+    WORKFLOWS = "workflows"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    IN_APP = "in_app"
+
+
+class DeliveryState(StrEnum):
+    """Life of one (event, recipient, channel) delivery."""
+
+    PENDING = "pending"  # recorded, not yet attempted
+    SENDING = "sending"  # a worker holds the lease and is talking to the relay
+    RETRYING = "retrying"  # transient failures on every relay; the event will be redelivered
+    SENT = "sent"  # the relay accepted the message (e-mail) or the notice was stored (in-app)
+    FAILED = "failed"  # permanent failure (5xx); never retried
+    SUPPRESSED = "suppressed"  # not sent on purpose: preference, rate limit, disabled user
+
+
+# Categories whose notifications ignore opt-outs and cannot be turned off.
+CRITICAL_CATEGORIES = frozenset({Category.SECURITY})
+
+# Collections (in the service's own database).
+USERS = "users"
+DELIVERIES = "deliveries"
+ATTEMPTS = "delivery_attempts"
+NOTIFICATIONS = "notifications"
+PREFERENCES = "preferences"
+
+# Consumed streams' producing services.
+CONSUMED_SOURCES = ("auth", "webhook", "report", "workflow")
+
+# E-mail.
+MESSAGE_ID_DOMAIN_FALLBACK = "novapulse.local"
+MAX_SUBJECT_CHARS = 200
+MAX_ATTEMPTS_LOGGED = 50
+SMTP_RESPONSE_MAX_CHARS = 500
+
+# Paging.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+# Rate limits.
+RECIPIENT_LIMIT_NAME = "email-recipient"
+ROUTE_LIMIT_PER_MINUTE = 120
+
+# Free-form data a workflow may pass to a template.
+MAX_REQUEST_DATA_KEYS = 50
+MAX_REQUEST_VALUE_CHARS = 2000

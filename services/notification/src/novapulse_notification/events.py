@@ -1,0 +1,48 @@
+"""The worker's event consumer: every event type the service reacts to, handled by :class:`Notifier`."""
+
+from __future__ import annotations
+
+from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.runtime import Runtime, Worker
+
+from .notifier import Notifier
+from .settings import NotificationSettings
+
+HANDLED_TYPES = (
+    "user.registered",
+    "user.invited",
+    "invite.delivery_requested",
+    "invite.accepted",
+    "user.role_changed",
+    "user.disabled",
+    "user.password_changed",
+    "mfa.enabled",
+    "mfa.disabled",
+    "mfa.recovery_code_used",
+    "mfa.challenge_failed",
+    "webhook.endpoint.disabled",
+    "webhook.message.failed",
+    "report.completed",
+    "notification.requested",
+)
+
+
+def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSettings) -> list[Worker]:
+    """One consumer group (``notification``) over the auth, webhook, report and workflow streams."""
+    bus = EventBus(rt)
+    consumer = bus.consumer(
+        handler_timeout=settings.event_handler_timeout, max_deliveries=settings.event_max_deliveries
+    )
+
+    async def handle(event: Event) -> None:
+        await notifier.handle(event)
+
+    for name in HANDLED_TYPES:
+        consumer.add_handler(name, handle)
+    return [consumer.run]
+
+
+def operations_routes(rt: Runtime, prefix: str) -> Routes:
+    """The bus's operations routes (streams, dead letters, replay) under this service's prefix."""
+    return EventBus(rt).routes(prefix, auth=True)

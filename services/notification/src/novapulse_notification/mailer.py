@@ -1,0 +1,203 @@
+"""E-mail: building multipart messages and handing them to SMTP relays with retries and a fallback relay.
+
+Outcome of one attempt:
+
+- ``sent``: the relay accepted the message (2xx after DATA);
+- ``transient``: a 4xx reply, a refused or dropped connection, a timeout — retried with exponential backoff
+  on the same relay, then on the fallback relay;
+- ``permanent``: a 5xx reply — no retry anywhere.
+
+A small breaker sends new mail straight to the fallback relay (primary last) once the primary has failed
+transiently ``SMTP_BREAKER_THRESHOLD`` times in a row, for ``SMTP_BREAKER_COOLDOWN`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Literal
+
+import aiosmtplib
+
+from .constants import MESSAGE_ID_DOMAIN_FALLBACK, SMTP_RESPONSE_MAX_CHARS
+from .rendering import Rendered, one_line
+
+Outcome = Literal["sent", "transient", "permanent"]
+
+
+@dataclass(frozen=True)
+class Relay:
+    """One SMTP relay."""
+
+    name: str
+    host: str
+    port: int
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One conversation with a relay, as the delivery log shows it."""
+
+    at: datetime
+    relay: str
+    outcome: Outcome
+    code: int | None
+    response: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def last(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+def message_id(event_id: str, recipient: str, sender: str) -> str:
+    """``Message-ID`` derived from the event id (and the recipient, as one event may mail several people):
+    the same delivery always carries the same id, so a duplicate after a crash is recognisable."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or MESSAGE_ID_DOMAIN_FALLBACK
+    safe_event = "".join(c for c in event_id if c.isalnum() or c in "-_.")[:80] or "event"
+    digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
+    return f"<{safe_event}.{digest}@{domain}>"
+
+
+def build_message(
+    *, sender: str, to_email: str, to_name: str, rendered: Rendered, msg_id: str, event_id: str
+) -> EmailMessage:
+    """A multipart/alternative message: plain text first, then HTML."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = formataddr((one_line(to_name, 100), to_email)) if to_name else to_email
+    msg["Subject"] = rendered.subject
+    msg["Message-ID"] = msg_id
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-NovaPulse-Event-ID"] = one_line(event_id, 100)
+    msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
+    return msg
+
+
+def classify(code: int | None) -> Outcome:
+    if code is not None and 500 <= code < 600:
+        return "permanent"
+    return "transient"
+
+
+Sender = Callable[[EmailMessage, Relay], Awaitable[tuple[int, str]]]
+
+
+async def smtp_send(message: EmailMessage, relay: Relay) -> tuple[int, str]:
+    """Send with aiosmtplib; returns the final reply. Raises aiosmtplib errors or ``OSError``."""
+    _errors, reply = await aiosmtplib.send(
+        message,
+        hostname=relay.host,
+        port=relay.port,
+        use_tls=relay.tls == "tls",
+        start_tls=relay.tls == "starttls",
+        username=relay.username or None,
+        password=relay.password or None,
+        timeout=relay.timeout,
+    )
+    return 250, reply
+
+
+def _trim(text: str) -> str:
+    return one_line(text, SMTP_RESPONSE_MAX_CHARS)
+
+
+async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_send) -> Attempt:
+    """One attempt on one relay, never raising."""
+    now = datetime.now(UTC)
+    try:
+        code, reply = await send(message, relay)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [r.code for r in exc.recipients]
+        worst = max(codes) if codes else None
+        text = "; ".join(r.message for r in exc.recipients)
+        return Attempt(now, relay.name, classify(worst), worst, _trim(text))
+    except aiosmtplib.SMTPResponseException as exc:
+        return Attempt(now, relay.name, classify(exc.code), exc.code, _trim(exc.message))
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return Attempt(now, relay.name, "transient", None, _trim(f"{type(exc).__name__}: {exc}"))
+    return Attempt(now, relay.name, "sent", code, _trim(reply))
+
+
+class Mailer:
+    """Sends one message through the primary relay, retrying transient failures, then the fallback."""
+
+    def __init__(
+        self,
+        primary: Relay,
+        fallback: Relay | None = None,
+        *,
+        attempts: int = 3,
+        base_delay: float = 0.5,
+        breaker_threshold: int = 5,
+        breaker_cooldown: float = 30.0,
+        send: Sender = smtp_send,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.breaker_threshold = breaker_threshold
+        self.breaker_cooldown = breaker_cooldown
+        self._send = send
+        self._sleep = sleep
+        self._clock = clock
+        self._primary_failures = 0
+        self._primary_tripped_at = -float("inf")
+
+    def _relays(self) -> list[Relay]:
+        if self.fallback is None:
+            return [self.primary]
+        if self._clock() - self._primary_tripped_at < self.breaker_cooldown:
+            return [self.fallback, self.primary]
+        return [self.primary, self.fallback]
+
+    def _note(self, relay: Relay, outcome: Outcome) -> None:
+        if relay is not self.primary:
+            return
+        if outcome == "transient":
+            self._primary_failures += 1
+            if self._primary_failures >= self.breaker_threshold:
+                self._primary_tripped_at = self._clock()
+        else:
+            self._primary_failures = 0
+            self._primary_tripped_at = -float("inf")
+
+    async def send(
+        self, message: EmailMessage, on_attempt: Callable[[Attempt], Awaitable[None]] | None = None
+    ) -> SendResult:
+        """Deliver ``message``; every attempt is reported to ``on_attempt`` as it ends."""
+        done: list[Attempt] = []
+        for relay in self._relays():
+            for i in range(self.attempts):
+                result = await attempt_once(message, relay, self._send)
+                done.append(result)
+                self._note(relay, result.outcome)
+                if on_attempt is not None:
+                    await on_attempt(result)
+                if result.outcome != "transient":
+                    return SendResult(result.outcome, tuple(done))
+                if i + 1 < self.attempts:
+                    delay = self.base_delay * (2**i)
+                    await self._sleep(delay * (0.5 + random.random() / 2))
+        return SendResult("transient", tuple(done))

@@ -1,0 +1,203 @@
+"""Pure logic: what an event changes in the user projection, and which notifications it asks for.
+
+Nothing here does I/O. :func:`plan` turns one event into :class:`Intent` values (who, which template, which
+category, which context); the worker resolves the targets against the projection and delivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import BaseModel
+
+from novapulse_runtime.catalog import auth as auth_events
+from novapulse_runtime.catalog import notification as notification_events
+from novapulse_runtime.catalog import report as report_events
+from novapulse_runtime.catalog import webhook as webhook_events
+
+from .constants import MAX_REQUEST_DATA_KEYS, MAX_REQUEST_VALUE_CHARS, Category, Channel
+
+BOTH = (Channel.IN_APP, Channel.EMAIL)
+EMAIL_ONLY = (Channel.EMAIL,)
+
+
+class InvalidEvent(Exception):
+    """The event cannot produce a notification however often it is retried (goes to the dead letters)."""
+
+
+@dataclass(frozen=True)
+class UserTarget:
+    """One user of the event's organisation, looked up in the projection."""
+
+    user_id: str
+
+
+@dataclass(frozen=True)
+class RoleTarget:
+    """Every active user of the event's organisation holding one of these roles."""
+
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddressTarget:
+    """Someone who is not (yet) a user: an invitee. Only e-mail can reach them; no preferences apply."""
+
+    email: str
+    name: str = ""
+
+
+Target = UserTarget | RoleTarget | AddressTarget
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A notification the event asks for, before recipients are resolved."""
+
+    target: Target
+    template: str
+    category: Category
+    context: Mapping[str, Any] = field(default_factory=dict)
+    channels: tuple[Channel, ...] = BOTH
+    critical: bool = False
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    category: Category
+    requestable: bool = False
+    """Whether ``notification.requested`` may name it."""
+
+
+TEMPLATES: dict[str, TemplateInfo] = {
+    "welcome": TemplateInfo(Category.ACCOUNT),
+    "invitation": TemplateInfo(Category.ACCOUNT),
+    "invite_accepted": TemplateInfo(Category.ACCOUNT),
+    "role_changed": TemplateInfo(Category.ACCOUNT),
+    "security_notice": TemplateInfo(Category.SECURITY),
+    "webhook_endpoint_disabled": TemplateInfo(Category.WEBHOOKS),
+    "webhook_message_failed": TemplateInfo(Category.WEBHOOKS),
+    "report_completed": TemplateInfo(Category.REPORTS),
+    "workflow_notice": TemplateInfo(Category.WORKFLOWS, requestable=True),
+}
+
+ADMINS = ("owner", "admin")
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """An update to the projection of users: fields to set on (org_id, user_id)."""
+
+    org_id: str
+    user_id: str
+    fields: Mapping[str, Any]
+
+
+def project(event_type: str, data: BaseModel) -> UserChange | None:
+    """What the event changes in the user projection, if anything."""
+    if isinstance(data, auth_events.UserRegistered):
+        return UserChange(
+            data.org_id,
+            data.user_id,
+            {
+                "email": data.email.lower(),
+                "name": data.name,
+                "role": data.role,
+                "status": "active",
+                "organization": data.organization,
+            },
+        )
+    if isinstance(data, auth_events.InviteAccepted):
+        return UserChange(
+            data.org_id,
+            data.user_id,
+            {"email": data.email.lower(), "name": data.name, "role": data.role, "status": "active"},
+        )
+    if isinstance(data, auth_events.UserRoleChanged):
+        return UserChange(data.org_id, data.user_id, {"role": data.role})
+    if isinstance(data, auth_events.UserDisabled):
+        return UserChange(data.org_id, data.user_id, {"status": "disabled"})
+    return None
+
+
+def _security(user_id: str, kind: str, **extra: Any) -> list[Intent]:
+    return [Intent(UserTarget(user_id), "security_notice", Category.SECURITY, {"kind": kind, **extra}, critical=True)]
+
+
+def invite_link(base_url: str, accept_path: str, token: str) -> str:
+    """The accept link of an invitation: ``PUBLIC_BASE_URL`` + accept path + ``?token=``."""
+    return f"{base_url.rstrip('/')}{accept_path}?{urlencode({'token': token})}"
+
+
+def plan(event_type: str, data: BaseModel, *, base_url: str, accept_path: str) -> list[Intent]:
+    """The notifications one event asks for (an empty list when it only feeds the projection)."""
+    base = base_url.rstrip("/")
+    if isinstance(data, auth_events.UserRegistered):
+        ctx: dict[str, Any] = {"organization": data.organization, "login_url": f"{base}/login"}
+        return [Intent(UserTarget(data.user_id), "welcome", Category.ACCOUNT, ctx)]
+    if isinstance(data, auth_events.InviteDeliveryRequested):
+        ctx = {
+            "organization": data.organization,
+            "inviter_name": data.inviter_name,
+            "role": data.role,
+            "accept_url": invite_link(base, accept_path, data.token),
+            "expires_at": data.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        # Transactional, addressed to a person who has no preferences yet: never suppressed.
+        return [Intent(AddressTarget(data.email.lower()), "invitation", Category.ACCOUNT, ctx, EMAIL_ONLY, True)]
+    if isinstance(data, auth_events.InviteAccepted):
+        ctx = {"member_name": data.name, "member_email": data.email, "role": data.role}
+        return [Intent(UserTarget(data.invited_by), "invite_accepted", Category.ACCOUNT, ctx)]
+    if isinstance(data, auth_events.UserRoleChanged):
+        return [Intent(UserTarget(data.user_id), "role_changed", Category.ACCOUNT, {"role": data.role})]
+    if isinstance(data, auth_events.PasswordChanged):
+        return _security(data.user_id, "password_changed")
+    if isinstance(data, auth_events.MfaEnabled):
+        return _security(data.user_id, "mfa_enabled")
+    if isinstance(data, auth_events.MfaDisabled):
+        return _security(data.user_id, "mfa_disabled", by_admin=data.by != data.user_id)
+    if isinstance(data, auth_events.MfaRecoveryCodeUsed):
+        return _security(data.user_id, "recovery_code_used", remaining=data.remaining)
+    if isinstance(data, auth_events.MfaChallengeFailed):
+        return _security(data.user_id, "challenge_failed", ip=data.ip, attempts=data.attempts)
+    if isinstance(data, webhook_events.EndpointDisabled):
+        ctx = {"endpoint_id": data.endpoint_id, "url": data.url, "reason": data.reason}
+        ctx["endpoint_link"] = f"{base}/webhooks/endpoints/{data.endpoint_id}"
+        return [Intent(RoleTarget(ADMINS), "webhook_endpoint_disabled", Category.WEBHOOKS, ctx)]
+    if isinstance(data, webhook_events.MessageFailed):
+        ctx = {
+            "endpoint_id": data.endpoint_id,
+            "message_id": data.message_id,
+            "event_type": data.event_type,
+            "attempts": data.attempts,
+            "last_error": data.last_error,
+            "endpoint_link": f"{base}/webhooks/endpoints/{data.endpoint_id}",
+        }
+        return [Intent(RoleTarget(ADMINS), "webhook_message_failed", Category.WEBHOOKS, ctx)]
+    if isinstance(data, report_events.ReportCompleted):
+        path = data.download_path if data.download_path.startswith("/") else "/" + data.download_path
+        ctx = {"report_name": data.name, "format": data.format, "download_url": f"{base}{path}"}
+        return [Intent(UserTarget(data.requested_by), "report_completed", Category.REPORTS, ctx)]
+    if isinstance(data, notification_events.NotificationRequested):
+        return [_requested(data)]
+    return []
+
+
+def _requested(data: notification_events.NotificationRequested) -> Intent:
+    info = TEMPLATES.get(data.template)
+    if info is None or not info.requestable:
+        allowed = sorted(n for n, t in TEMPLATES.items() if t.requestable)
+        raise InvalidEvent(f"template {data.template!r} cannot be requested; use one of {allowed}")
+    if (data.user_id is None) == (data.role is None):
+        raise InvalidEvent("notification.requested needs exactly one of user_id or role")
+    if len(data.data) > MAX_REQUEST_DATA_KEYS:
+        raise InvalidEvent(f"notification.requested data has more than {MAX_REQUEST_DATA_KEYS} keys")
+    values: dict[str, str] = {}
+    for key, value in data.data.items():
+        text = value if isinstance(value, str) else str(value)
+        values[str(key)[:64]] = text[:MAX_REQUEST_VALUE_CHARS]
+    target: Target = UserTarget(data.user_id) if data.user_id is not None else RoleTarget((str(data.role),))
+    return Intent(target, data.template, info.category, {"data": values})

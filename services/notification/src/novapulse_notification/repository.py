@@ -1,0 +1,233 @@
+"""MongoDB storage of the notification service. Every query is scoped by ``org_id``.
+
+Collections: ``users`` (projection of auth's users), ``deliveries`` (one document per (event, recipient,
+channel), unique), ``delivery_attempts`` (one insert-only document per attempt), ``notifications`` (in-app
+notices) and ``preferences``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS, PREFERENCES, USERS, DeliveryState
+from .mailer import Attempt
+
+Doc = dict[str, Any]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def now_ms() -> int:
+    """Epoch milliseconds. Times written by updates are stored as integers: the MongoDB-wire server used in
+    development turns a ``$set`` datetime into a string, which then no longer compares as a time."""
+    return int(time.time() * 1000)
+
+
+def from_ms(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int | float) else None
+
+
+def delivery_key(event_id: str, recipient: str, channel: str) -> str:
+    """The unique key of one delivery: the same (event, recipient, channel) always maps to it."""
+    return hashlib.sha256(f"{event_id}\x00{recipient.lower()}\x00{channel}".encode()).hexdigest()[:40]
+
+
+def notice_key(event_id: str, user_id: str) -> str:
+    return hashlib.sha256(f"{event_id}\x00{user_id}".encode()).hexdigest()[:32]
+
+
+def sort_key(at: datetime, unique: str) -> str:
+    """A string that orders by time, then by a unique suffix: the cursor of paginated lists."""
+    return f"{int(at.timestamp() * 1000):014d}-{unique}"
+
+
+class Repository:
+    """All database access of the service."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.db = db
+        self.users = db[USERS]
+        self.deliveries = db[DELIVERIES]
+        self.attempts = db[ATTEMPTS]
+        self.notifications = db[NOTIFICATIONS]
+        self.preferences = db[PREFERENCES]
+
+    async def ensure_indexes(self) -> None:
+        await self.users.create_index([("org_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
+        await self.users.create_index([("org_id", ASCENDING), ("role", ASCENDING)])
+        await self.deliveries.create_index(
+            [("event_id", ASCENDING), ("recipient", ASCENDING), ("channel", ASCENDING)], unique=True
+        )
+        await self.deliveries.create_index([("org_id", ASCENDING), ("sort_key", DESCENDING)])
+        await self.attempts.create_index([("org_id", ASCENDING), ("delivery_id", ASCENDING), ("n", ASCENDING)])
+        await self.notifications.create_index([("org_id", ASCENDING), ("user_id", ASCENDING), ("sort_key", DESCENDING)])
+        await self.preferences.create_index([("org_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
+
+    # ---- projection of users -------------------------------------------------------------------------
+
+    async def apply_user_change(self, org_id: str, user_id: str, fields: Mapping[str, Any], version: int) -> None:
+        """Set ``fields`` of the user, each only if no newer event (by event time ``version``, epoch ms) has
+        set it already: events handled out of order (concurrent handlers, retries) do not undo newer ones."""
+        key = f"{org_id}:{user_id}"
+        doc = await self.users.find_one({"_id": key, "org_id": org_id}) or {}
+        fresh = {k: v for k, v in fields.items() if int(doc.get(f"v_{k}", 0)) <= version}
+        if not fresh:
+            return
+        versions = {f"v_{k}": version for k in fresh}
+        await self.users.update_one(
+            {"_id": key, "org_id": org_id},
+            {"$set": {**fresh, **versions, "org_id": org_id, "user_id": user_id, "updated_ms": now_ms()}},
+            upsert=True,
+        )
+
+    async def get_user(self, org_id: str, user_id: str) -> Doc | None:
+        return await self.users.find_one({"org_id": org_id, "user_id": user_id})
+
+    async def users_with_roles(self, org_id: str, roles: Sequence[str]) -> list[Doc]:
+        cursor = self.users.find({"org_id": org_id, "role": {"$in": list(roles)}, "status": "active"})
+        return [d async for d in cursor.sort("user_id", ASCENDING)]
+
+    async def organization_name(self, org_id: str) -> str:
+        doc = await self.users.find_one({"org_id": org_id, "organization": {"$exists": True}})
+        return str(doc["organization"]) if doc else ""
+
+    # ---- deliveries ----------------------------------------------------------------------------------
+
+    async def open_delivery(self, doc: Doc) -> Doc:
+        """Record a delivery if it is new; return the stored document (new or existing)."""
+        try:
+            await self.deliveries.insert_one(doc)
+            return doc
+        except DuplicateKeyError:
+            found = await self.deliveries.find_one({"_id": doc["_id"], "org_id": doc["org_id"]})
+            if found is None:  # the unique (event, recipient, channel) index matched a different _id
+                found = await self.deliveries.find_one(
+                    {"event_id": doc["event_id"], "recipient": doc["recipient"], "channel": doc["channel"]}
+                )
+            if found is None:
+                raise
+            return found
+
+    async def claim(self, org_id: str, key: str, lease: float) -> bool:
+        """Take the lease of a delivery that nobody is sending (or whose sender's lease ran out)."""
+        now = now_ms()
+        result = await self.deliveries.update_one(
+            {
+                "_id": key,
+                "org_id": org_id,
+                "$or": [
+                    {"state": {"$in": [DeliveryState.PENDING.value, DeliveryState.RETRYING.value]}},
+                    {"state": DeliveryState.SENDING.value, "lease_until_ms": {"$lt": now}},
+                ],
+            },
+            {
+                "$set": {"state": DeliveryState.SENDING.value, "lease_until_ms": now + int(lease * 1000)},
+                "$inc": {"claims": 1},
+            },
+        )
+        return result.modified_count == 1
+
+    async def add_attempt(self, org_id: str, key: str, attempt: Attempt) -> None:
+        """Log one attempt (insert-only) and count it on the delivery."""
+        result = await self.deliveries.find_one_and_update(
+            {"_id": key, "org_id": org_id},
+            {"$inc": {"attempt_count": 1}, "$set": {"updated_ms": now_ms()}},
+            projection={"attempt_count": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        n = int(result["attempt_count"]) if result else 0
+        if n > MAX_ATTEMPTS_LOGGED:
+            return
+        await self.attempts.insert_one(
+            {
+                "org_id": org_id,
+                "delivery_id": key,
+                "n": n,
+                "at": attempt.at,
+                "relay": attempt.relay,
+                "outcome": attempt.outcome,
+                "code": attempt.code,
+                "response": attempt.response,
+            }
+        )
+
+    async def attempts_of(self, org_id: str, keys: Sequence[str]) -> dict[str, list[Doc]]:
+        """The logged attempts of these deliveries, oldest first."""
+        out: dict[str, list[Doc]] = {k: [] for k in keys}
+        found = self.attempts.find({"org_id": org_id, "delivery_id": {"$in": list(keys)}})
+        async for doc in found.sort([("delivery_id", ASCENDING), ("n", ASCENDING)]):
+            out.setdefault(doc["delivery_id"], []).append(doc)
+        return out
+
+    async def finish(self, org_id: str, key: str, state: DeliveryState, reason: str = "") -> None:
+        update: Doc = {"state": state.value, "updated_ms": now_ms(), "lease_until_ms": 0}
+        if reason:
+            update["reason"] = reason
+        if state is DeliveryState.SENT:
+            update["sent_ms"] = now_ms()
+        await self.deliveries.update_one({"_id": key, "org_id": org_id}, {"$set": update})
+
+    async def get_delivery(self, org_id: str, key: str) -> Doc | None:
+        return await self.deliveries.find_one({"_id": key, "org_id": org_id})
+
+    async def list_deliveries(self, org_id: str, filters: Mapping[str, Any], cursor: str, limit: int) -> list[Doc]:
+        query: Doc = {"org_id": org_id, **filters}
+        if cursor:
+            query["sort_key"] = {"$lt": cursor}
+        found = self.deliveries.find(query).sort("sort_key", DESCENDING).limit(limit)
+        return [d async for d in found]
+
+    # ---- in-app notifications ------------------------------------------------------------------------
+
+    async def add_notice(self, doc: Doc) -> bool:
+        """Store an in-app notice; ``False`` if this event already gave this user one."""
+        try:
+            await self.notifications.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def list_notices(self, org_id: str, user_id: str, cursor: str, limit: int, unread_only: bool) -> list[Doc]:
+        query: Doc = {"org_id": org_id, "user_id": user_id}
+        if cursor:
+            query["sort_key"] = {"$lt": cursor}
+        if unread_only:
+            query["read"] = False
+        found = self.notifications.find(query).sort("sort_key", DESCENDING).limit(limit)
+        return [d async for d in found]
+
+    async def unread_count(self, org_id: str, user_id: str) -> int:
+        return await self.notifications.count_documents({"org_id": org_id, "user_id": user_id, "read": False})
+
+    async def mark_read(self, org_id: str, user_id: str, notice_id: str) -> Doc | None:
+        query = {"_id": notice_id, "org_id": org_id, "user_id": user_id}
+        await self.notifications.update_one({**query, "read": False}, {"$set": {"read": True, "read_ms": now_ms()}})
+        return await self.notifications.find_one(query)
+
+    async def mark_all_read(self, org_id: str, user_id: str) -> int:
+        result = await self.notifications.update_many(
+            {"org_id": org_id, "user_id": user_id, "read": False}, {"$set": {"read": True, "read_ms": now_ms()}}
+        )
+        return int(result.modified_count)
+
+    # ---- preferences ---------------------------------------------------------------------------------
+
+    async def get_preferences(self, org_id: str, user_id: str) -> Doc | None:
+        return await self.preferences.find_one({"org_id": org_id, "user_id": user_id})
+
+    async def put_preferences(self, org_id: str, user_id: str, channels: Mapping[str, Mapping[str, bool]]) -> None:
+        await self.preferences.update_one(
+            {"_id": f"{org_id}:{user_id}", "org_id": org_id},
+            {"$set": {"org_id": org_id, "user_id": user_id, "channels": dict(channels), "updated_ms": now_ms()}},
+            upsert=True,
+        )

@@ -1,0 +1,61 @@
+"""Configuration of the notification service (environment variables)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from novapulse_runtime.settings import ServiceSettings
+
+from .constants import DEFAULT_HTTP_PORT, SERVICE_NAME
+
+SmtpTls = Literal["none", "starttls", "tls"]
+
+
+class NotificationSettings(ServiceSettings):
+    """Everything in :class:`ServiceSettings` plus SMTP, links, templates and delivery tuning."""
+
+    service_name: str = SERVICE_NAME
+    http_port: int = DEFAULT_HTTP_PORT
+
+    smtp_host: str = Field(default="", max_length=255)
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_tls: SmtpTls = "none"
+    smtp_username: str = Field(default="", max_length=255)
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = Field(default="NovaPulse <no-reply@novapulse.local>", min_length=3, max_length=255)
+    smtp_timeout: float = Field(default=10.0, gt=0, le=120)
+    smtp_fallback_host: str = Field(default="", max_length=255)
+    smtp_fallback_port: int = Field(default=25, ge=1, le=65535)
+    smtp_fallback_tls: SmtpTls = "none"
+    smtp_retry_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts on one relay for a transient error before moving on (to the fallback, then a later retry)."""
+    smtp_retry_base_delay: float = Field(default=0.5, ge=0, le=60)
+    smtp_breaker_threshold: int = Field(default=5, ge=1, le=1000)
+    """Consecutive transient failures of the primary after which new mail goes straight to the fallback."""
+    smtp_breaker_cooldown: float = Field(default=30.0, gt=0, le=3600)
+
+    public_base_url: str = Field(default="http://127.0.0.1:8100", pattern=r"^https?://[^\s]+$")
+    invite_accept_path: str = Field(default="/invite/accept", pattern=r"^/[^\s?#]*$")
+    templates_dir: str = Field(default="", max_length=4096)
+    """A directory whose files override the packaged templates of the same name."""
+
+    mail_catcher_dir: str = Field(default=".data/mail", max_length=4096)
+    """Where the local mail catcher (started when ``SMTP_HOST`` is empty) stores ``.eml`` files."""
+    mail_catcher_port: int = Field(default=1025, ge=0, le=65535)
+
+    delivery_lease_seconds: float = Field(default=125.0, gt=0, le=3600)
+    """How long a worker owns a delivery it is sending; another worker may take it over afterwards."""
+    recipient_email_limit: int = Field(default=30, ge=1, le=100_000)
+    recipient_email_window: float = Field(default=3600.0, gt=0, le=86_400)
+
+    event_handler_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Longest one event may take (all its mails, SMTP retries included) before the bus retries it."""
+    event_max_deliveries: int = Field(default=8, ge=1, le=100)
+    events_ops_routes: bool = False
+    """Mount the bus's operations routes (streams, dead letters, replay) under ``/api/v1/notifications``.
+    Off by default: dead letters are not scoped by organisation and may hold private invite tokens."""
+
+    def links_base(self) -> str:
+        return self.public_base_url.rstrip("/")

@@ -1,0 +1,94 @@
+"""Which events ask for which notifications, for whom; what they change in the projection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from novapulse_notification.constants import Category, Channel
+from novapulse_notification.planning import (
+    AddressTarget,
+    InvalidEvent,
+    RoleTarget,
+    UserTarget,
+    invite_link,
+    plan,
+    project,
+)
+from novapulse_runtime.catalog import auth as A
+from novapulse_runtime.catalog import notification as N
+from novapulse_runtime.catalog import webhook as W
+
+pytestmark = pytest.mark.unit
+
+LINKS = {"base_url": "https://app.test/", "accept_path": "/invite/accept"}
+
+
+def test_invite_link_encodes_the_token():
+    link = invite_link("https://app.test/", "/invite/accept", "a b&c=d")
+    assert link.startswith("https://app.test/invite/accept?token=")
+    assert parse_qs(urlparse(link).query)["token"] == ["a b&c=d"]
+
+
+def test_invitation_is_critical_email_to_an_address():
+    data = A.InviteDeliveryRequested(
+        invite_id="i",
+        org_id="o",
+        email="X@Y.test",
+        role="member",
+        token="t",
+        inviter_name="In",
+        organization="Org",
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    [intent] = plan("invite.delivery_requested", data, **LINKS)
+    assert intent.target == AddressTarget("x@y.test")
+    assert intent.channels == (Channel.EMAIL,)
+    assert intent.critical
+
+
+def test_security_events_are_critical():
+    for data in (A.MfaEnabled(user_id="u", org_id="o"), A.PasswordChanged(user_id="u", org_id="o")):
+        [intent] = plan("x", data, **LINKS)
+        assert intent.category is Category.SECURITY
+        assert intent.critical
+        assert intent.target == UserTarget("u")
+
+
+def test_webhook_events_target_owners_and_admins():
+    data = W.EndpointDisabled(endpoint_id="e", org_id="o", url="https://h", reason="r")
+    [intent] = plan("webhook.endpoint.disabled", data, **LINKS)
+    assert intent.target == RoleTarget(("owner", "admin"))
+
+
+def test_user_invited_only_feeds_nothing():
+    data = A.UserInvited(
+        invite_id="i", org_id="o", email="e@x", role="member", invited_by="u", expires_at=datetime.now(UTC)
+    )
+    assert plan("user.invited", data, **LINKS) == []
+    assert project("user.invited", data) is None
+
+
+def test_projection_changes():
+    change = project("user.disabled", A.UserDisabled(user_id="u", org_id="o", disabled_by="a"))
+    assert change is not None
+    assert change.fields == {"status": "disabled"}
+    change = project("user.role_changed", A.UserRoleChanged(user_id="u", org_id="o", role="admin", changed_by="a"))
+    assert change is not None
+    assert change.fields == {"role": "admin"}
+
+
+def test_requested_needs_known_template_and_one_target():
+    with pytest.raises(InvalidEvent):
+        plan("notification.requested", N.NotificationRequested(org_id="o", template="nope", user_id="u"), **LINKS)
+    with pytest.raises(InvalidEvent, match="exactly one"):
+        plan("notification.requested", N.NotificationRequested(org_id="o", template="workflow_notice"), **LINKS)
+    [intent] = plan(
+        "notification.requested",
+        N.NotificationRequested(org_id="o", template="workflow_notice", role="admin", data={"n": 5}),
+        **LINKS,
+    )
+    assert intent.target == RoleTarget(("admin",))
+    assert intent.context == {"data": {"n": "5"}}

@@ -1,0 +1,73 @@
+"""Turning one event into messages: the payload bytes (signed and sent as they are) and one message per
+subscribed endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from .clock import to_ms
+from .constants import MESSAGE_ID_PREFIX, SELF_EVENTS, MessageStatus
+from .domain import matches, new_id
+
+Doc = dict[str, Any]
+
+
+def payload_body(event_type: str, data: Mapping[str, Any], timestamp: datetime) -> str:
+    """The Standard Webhooks payload ``{"type", "timestamp", "data"}`` as compact JSON; stored once so
+    every attempt sends (and signs) byte-identical bytes."""
+    return json.dumps(
+        {"type": event_type, "timestamp": timestamp.isoformat().replace("+00:00", "Z"), "data": data},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def subscribed(endpoints: Iterable[Doc], event_type: str) -> list[Doc]:
+    """The enabled endpoints whose filters match ``event_type``. This service's own announcements
+    (``webhook.message.failed``, ``webhook.endpoint.disabled``) only go to endpoints that name them
+    (exactly or by ``webhook.*``), never to catch-all endpoints: a failing endpoint is not sent news of its
+    own failures unless it asked for them."""
+    found = []
+    for e in endpoints:
+        filters = e.get("event_types") or []
+        if not e.get("enabled") or not matches(filters, event_type):
+            continue
+        if event_type in SELF_EVENTS and not matches([f for f in filters if f != "*"] or ["-"], event_type):
+            continue
+        found.append(e)
+    return found
+
+
+def new_message(
+    *,
+    org_id: str,
+    endpoint_id: str,
+    event_id: str,
+    event_type: str,
+    body: str,
+    now: datetime,
+    claim: str | None = None,
+    lease_until: datetime | None = None,
+) -> Doc:
+    """A message due now, or already claimed by the caller until ``lease_until``."""
+    return {
+        "_id": new_id(MESSAGE_ID_PREFIX),
+        "org_id": org_id,
+        "endpoint_id": endpoint_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "body": body,
+        "status": MessageStatus.SENDING if claim else MessageStatus.PENDING,
+        "claim": claim,
+        "next_attempt_at": to_ms(lease_until if claim and lease_until else now),
+        "attempts": 0,
+        "round_start": 0,
+        "last_status": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }

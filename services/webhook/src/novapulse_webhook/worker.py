@@ -1,0 +1,493 @@
+"""The delivery worker: fans events out to endpoints, claims due messages, attempts them lane by lane, and
+records every attempt.
+
+Durability: a message is in MongoDB before it is attempted; a claim is a lease (``next_attempt_at`` in the
+future, guarded by a claim token); the attempt number and start are written (``inflight``) before the
+request goes out. A worker killed mid-attempt leaves a lease that runs out: the next claimer logs the lost
+attempt (outcome ``lost``) and sends again with the same ``webhook-id``. Delayed retries are just messages
+whose ``next_attempt_at`` lies ahead, so they survive restarts of every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from opentelemetry import propagate, trace
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import PyMongoError
+
+from novapulse_runtime.catalog import lookup
+from novapulse_runtime.catalog.webhook import EndpointDisabled, MessageFailed
+from novapulse_runtime.metrics import Metrics
+
+from .clock import as_datetime, to_ms, utcnow
+from .constants import (
+    ATTEMPTS,
+    ENDPOINT_CACHE_TTL,
+    EVENT_ENDPOINT_DISABLED,
+    EVENT_MESSAGE_FAILED,
+    HEADER_ID,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    MESSAGES,
+    SELF_EVENTS,
+    USER_AGENT,
+    MessageStatus,
+    Outcome,
+)
+from .dispatcher import Dispatcher, Job
+from .domain import RetryPolicy, classify, decide, parse_retry_after
+from .fanout import new_message, payload_body, subscribed
+from .ports import EventPublisher
+from .repository import Doc, Repository
+from .secretbox import SecretBox, SecretError, secret_key
+from .sender import AttemptResult, Sender
+from .settings import WebhookSettings
+from .signing import signature_header
+from .writer import BatchWriter
+
+log = logging.getLogger("novapulse.webhook.worker")
+tracer = trace.get_tracer("novapulse.webhook")
+
+_SENSITIVE = ("auth", "token", "key", "secret", "cookie", "password", "session")
+CLAIM_BATCH = 100
+
+
+def redact(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as logged in attempts: credentials in custom headers are masked."""
+    return {k: ("***" if any(s in k.lower() for s in _SENSITIVE) else v) for k, v in headers.items()}
+
+
+def active_secrets(endpoint: Doc, now: datetime) -> list[str]:
+    """Encrypted secrets that sign now: the current one, plus rotated ones still in their grace period."""
+    found = []
+    for s in endpoint.get("secrets") or []:
+        expires = as_datetime(s.get("expires_at"))
+        if expires is None or expires > now:
+            found.append(s["value"])
+    return found
+
+
+class Delivery:
+    """Owns the lanes, the batch writer and the caches; ``run`` is the worker's main loop."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        settings: WebhookSettings,
+        box: SecretBox,
+        sender: Sender,
+        publisher: EventPublisher,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.box = box
+        self.sender = sender
+        self.publisher = publisher
+        self.writer = BatchWriter(repo)
+        self.dispatcher = Dispatcher(self.process)
+        self.policy = RetryPolicy(
+            settings.webhook_retry_schedule, settings.webhook_retry_jitter, settings.webhook_retry_after_max
+        )
+        self.timeout = settings.webhook_timeout
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.worker_id = uuid.uuid4().hex[:12]
+        self._endpoints: dict[str, tuple[float, Doc | None]] = {}
+        self._orgs: dict[str, tuple[float, list[Doc]]] = {}
+        self._keys: dict[str, bytes] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._attempts = (
+            metrics.counter("novapulse_webhook_attempts_total", "Webhook delivery attempts", ("outcome",))
+            if metrics
+            else None
+        )
+        self._latency = (
+            metrics.histogram("novapulse_webhook_attempt_duration_seconds", "Webhook attempt duration")
+            if metrics
+            else None
+        )
+
+    # --- caches ----------------------------------------------------------------------------------------
+
+    async def endpoint(self, endpoint_id: str) -> Doc | None:
+        """An endpoint, cached for ``ENDPOINT_CACHE_TTL`` (one database read however many ask at once)."""
+        hit = self._endpoints.get(endpoint_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        doc: Doc | None = await self._single_flight(("ep", endpoint_id), self._load_endpoint(endpoint_id))
+        return doc
+
+    async def _load_endpoint(self, endpoint_id: str) -> Doc | None:
+        doc = await self.repo.endpoint(endpoint_id)
+        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, doc)
+        return doc
+
+    async def org_endpoints(self, org_id: str) -> list[Doc]:
+        """An organisation's enabled endpoints, cached like :meth:`endpoint`."""
+        hit = self._orgs.get(org_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        docs: list[Doc] = await self._single_flight(("org", org_id), self._load_org(org_id))
+        return docs
+
+    async def _load_org(self, org_id: str) -> list[Doc]:
+        docs = await self.repo.org_endpoints(org_id)
+        expires = time.monotonic() + ENDPOINT_CACHE_TTL
+        self._orgs[org_id] = (expires, docs)
+        for d in docs:
+            self._endpoints[d["_id"]] = (expires, d)
+        return docs
+
+    async def _single_flight(self, key: tuple[str, str], load: Coroutine[Any, Any, Any]) -> Any:
+        running = self._loading.get(key)
+        if running is not None and not running.done():
+            load.close()
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(load)
+        self._loading[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._loading.pop(key, None)
+
+    def forget(self, endpoint_id: str) -> None:
+        self._endpoints.pop(endpoint_id, None)
+
+    def signing_keys(self, endpoint: Doc, now: datetime) -> list[bytes]:
+        keys = []
+        for enc in active_secrets(endpoint, now):
+            key = self._keys.get(enc)
+            if key is None:
+                key = self._keys[enc] = secret_key(self.box.decrypt(enc))
+            keys.append(key)
+        return keys
+
+    # --- intake ----------------------------------------------------------------------------------------
+
+    async def on_event(
+        self, event_id: str, org_id: str, event_type: str, data: Mapping[str, Any], when: datetime
+    ) -> int:
+        """Fan a platform event out to the organisation's subscribed endpoints (public types only).
+        Fresh messages are claimed by this worker at insert and go straight to their lanes."""
+        et = lookup(event_type)
+        if et is None or not et.public or not org_id:
+            return 0
+        endpoints = subscribed(await self.org_endpoints(org_id), event_type)
+        if not endpoints:
+            return 0
+        now = utcnow()
+        body = payload_body(event_type, data, when)
+        lease_until = now + self.lease
+        docs, jobs = [], []
+        for ep in endpoints:
+            claim = None if self._closing or not self.dispatcher.has_room(ep["_id"]) else uuid.uuid4().hex
+            doc = new_message(
+                org_id=org_id,
+                endpoint_id=ep["_id"],
+                event_id=event_id,
+                event_type=event_type,
+                body=body,
+                now=now,
+                claim=claim,
+                lease_until=lease_until,
+            )
+            docs.append(doc)
+            if claim:
+                jobs.append((doc, ep))
+        if self.writer.closed:  # shutting down: plain inserts, nothing pre-claimed is left to run
+            inserted = await self.repo.insert_messages(docs)
+            jobs = []
+        else:
+            stored = await asyncio.gather(*(self.writer.put(MESSAGES, InsertOne(d)) for d in docs))
+            inserted = {d["_id"] for d, ok in zip(docs, stored, strict=True) if ok}
+        for doc, ep in jobs:
+            if doc["_id"] in inserted:
+                self._submit(Job.from_doc(doc, doc["claim"], lease_until), ep)
+        if len(inserted) < len(docs):
+            log.info("duplicate event ignored", extra={"event_id": event_id, "skipped": len(docs) - len(inserted)})
+        self._wake.set()
+        return len(inserted)
+
+    def _submit(self, job: Job, endpoint: Doc | None) -> bool:
+        if endpoint is not None:
+            job.concurrency = int(endpoint.get("concurrency") or self.settings.webhook_default_concurrency)
+            job.rate_limit = endpoint.get("rate_limit")
+        return self.dispatcher.submit(job)
+
+    def wake(self) -> None:
+        """Ask the poller to look for due messages now."""
+        self._wake.set()
+
+    # --- the main loop ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim due messages until ``stop``; then finish running attempts and flush the logs."""
+        writer_stop = asyncio.Event()
+        writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
+        try:
+            while not stop.is_set():
+                try:
+                    await self.poll_once()
+                except PyMongoError as exc:
+                    log.warning("claiming due messages failed", extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.webhook_poll_interval):
+                        waiter = asyncio.ensure_future(stop.wait())
+                        waker = asyncio.ensure_future(self._wake.wait())
+                        try:
+                            await asyncio.wait({waiter, waker}, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            waiter.cancel()
+                            waker.cancel()
+                self._wake.clear()
+        finally:
+            self._closing = True
+            dropped = await self.dispatcher.drain(self.settings.shutdown_timeout)
+            now = utcnow()
+            for job in dropped:  # queued but never started: give them back at once
+                self.writer.put(
+                    MESSAGES,
+                    UpdateOne(
+                        {"_id": job.id, "claim": job.claim},
+                        {
+                            "$set": {"status": MessageStatus.PENDING, "next_attempt_at": to_ms(now)},
+                            "$unset": {"claim": ""},
+                        },
+                    ),
+                )
+            writer_stop.set()
+            await writer
+            await self.sender.close()
+
+    async def poll_once(self) -> int:
+        """Claim due messages (retries, API-created messages, expired claims) into their lanes."""
+        claimed = 0
+        while claimed < CLAIM_BATCH and self.dispatcher.in_flight < self.settings.webhook_max_in_flight:
+            now = utcnow()
+            lease_until = now + self.lease
+            token = uuid.uuid4().hex
+            before = await self.repo.claim_due(now, lease_until, token, self.dispatcher.saturated())
+            if before is None:
+                break
+            claimed += 1
+            inflight = before.get("inflight")
+            if inflight:
+                self._log_lost(before, inflight)
+            endpoint = await self.endpoint(before["endpoint_id"])
+            if not self._submit(Job.from_doc(before, token, lease_until), endpoint):
+                break
+        return claimed
+
+    def _log_lost(self, msg: Doc, inflight: Doc) -> None:
+        n = int(inflight.get("attempt") or msg.get("attempts") or 0)
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{msg['_id']}.{n}",
+                    "org_id": msg["org_id"],
+                    "message_id": msg["_id"],
+                    "endpoint_id": msg["endpoint_id"],
+                    "attempt": n,
+                    "started_at": as_datetime(inflight.get("started_at")) or utcnow(),
+                    "url": inflight.get("url", ""),
+                    "request_headers": {},
+                    "status": None,
+                    "response_body": None,
+                    "duration_ms": None,
+                    "error": "the worker stopped during this attempt; its outcome is unknown",
+                    "outcome": Outcome.LOST,
+                }
+            ),
+        )
+        if self._attempts is not None:
+            self._attempts.labels(Outcome.LOST).inc()
+
+    # --- one attempt -----------------------------------------------------------------------------------
+
+    async def process(self, job: Job) -> None:
+        """Attempt one claimed message and record what happened."""
+        endpoint = await self.endpoint(job.endpoint_id)
+        if endpoint is None or not endpoint.get("enabled") or endpoint.get("org_id") != job.org_id:
+            reason = "the endpoint was deleted" if endpoint is None else "the endpoint is disabled"
+            self._finish(job, MessageStatus.FAILED, None, reason, utcnow())
+            return
+        now = utcnow()
+        if (job.lease_until - now).total_seconds() < self.timeout + 1:
+            lease_until = now + self.lease
+            if not await self.repo.renew_claim(job.id, job.claim, lease_until):
+                return  # another worker took it over
+            job.lease_until = lease_until
+        try:
+            keys = self.signing_keys(endpoint, now)
+        except SecretError as exc:
+            log.error("cannot decrypt endpoint secret", extra={"endpoint_id": job.endpoint_id, "error": str(exc)})
+            self._finish(job, MessageStatus.PENDING, None, "secret unavailable", now, now + self.lease)
+            return
+        n = job.attempts + 1
+        body = job.body.encode()
+        ts = int(time.time())
+        url = str(endpoint["url"])
+        with tracer.start_as_current_span(
+            "webhook.deliver",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"webhook.message_id": job.id, "webhook.endpoint_id": job.endpoint_id, "webhook.attempt": n},
+        ):
+            headers: dict[str, str] = dict(endpoint.get("headers") or {})
+            headers.update(
+                {
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    HEADER_ID: job.id,
+                    HEADER_TIMESTAMP: str(ts),
+                    HEADER_SIGNATURE: signature_header(keys, job.id, ts, body),
+                }
+            )
+            propagate.inject(headers)
+            # The start record is batched with others and not awaited: it is guarded by the claim token, so it
+            # is a no-op if the attempt's result (which clears the claim) happens to be written first.
+            pass
+            result = await self.sender.send(url, headers, body, self.timeout)
+        await self._record(job, endpoint, n, now, url, headers, result)
+
+    async def _record(
+        self,
+        job: Job,
+        endpoint: Doc,
+        n: int,
+        started: datetime,
+        url: str,
+        headers: dict[str, str],
+        result: AttemptResult,
+    ) -> None:
+        now = utcnow()
+        outcome = Outcome.REFUSED if result.refused else classify(result.status)
+        if self._attempts is not None:
+            self._attempts.labels(outcome).inc()
+        if self._latency is not None:
+            self._latency.observe(result.duration_ms / 1000)
+        failing_since = as_datetime(endpoint.get("failing_since"))
+        if outcome is not Outcome.SUCCESS and failing_since is None:
+            failing_since = now
+            endpoint["failing_since"] = now
+            await self.repo.set_failing_since(job.endpoint_id, now)
+        elif outcome is Outcome.SUCCESS and failing_since is not None:
+            endpoint["failing_since"] = None
+            await self.repo.clear_failing_since(job.endpoint_id)
+        retry_after = parse_retry_after(result.retry_after, now) if outcome is Outcome.THROTTLED else None
+        decision = decide(
+            Outcome.FAILURE if outcome is Outcome.REFUSED else outcome,
+            n - job.round_start,
+            self.policy,
+            now,
+            retry_after=retry_after,
+            failing_since=failing_since,
+            disable_after=self.settings.webhook_disable_after,
+        )
+        error = result.error or (None if outcome is Outcome.SUCCESS else f"HTTP {result.status}")
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{job.id}.{n}",
+                    "org_id": job.org_id,
+                    "message_id": job.id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempt": n,
+                    "started_at": started,
+                    "url": url,
+                    "request_headers": redact(headers),
+                    "status": result.status,
+                    "response_body": result.body,
+                    "duration_ms": result.duration_ms,
+                    "error": error,
+                    "outcome": outcome,
+                }
+            ),
+        )
+        if decision.succeeded:
+            status = MessageStatus.SUCCEEDED
+        elif decision.next_attempt_at is not None:
+            status = MessageStatus.PENDING
+        else:
+            status = MessageStatus.FAILED
+        self._finish(job, status, result.status, error, now, decision.next_attempt_at)
+        if decision.disable_endpoint:
+            await self.disable(endpoint, decision.disable_endpoint, now)
+        if decision.exhausted and job.event_type not in SELF_EVENTS:
+            await self._publish(
+                EVENT_MESSAGE_FAILED,
+                MessageFailed(
+                    message_id=job.id,
+                    endpoint_id=job.endpoint_id,
+                    org_id=job.org_id,
+                    event_type=job.event_type,
+                    attempts=n,
+                    last_error=error or "",
+                ),
+                job.org_id,
+                job.id,
+            )
+
+    def _finish(
+        self,
+        job: Job,
+        status: MessageStatus,
+        http_status: int | None,
+        error: str | None,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        self.writer.put(
+            MESSAGES,
+            UpdateOne(
+                {"_id": job.id, "claim": job.claim},
+                {
+                    "$set": {
+                        "status": status,
+                        "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
+                        "last_status": http_status,
+                        "last_error": error,
+                        "updated_at": now,
+                    },
+                    "$unset": {"inflight": "", "claim": ""},
+                },
+            ),
+        )
+
+    async def disable(self, endpoint: Doc, reason: str, now: datetime) -> None:
+        """Disable the endpoint (once) and announce it."""
+        before = await self.repo.disable_endpoint(endpoint["_id"], reason, now)
+        self.forget(endpoint["_id"])
+        if before is None:
+            return
+        log.warning("endpoint disabled", extra={"endpoint_id": endpoint["_id"], "reason": reason})
+        await self._publish(
+            EVENT_ENDPOINT_DISABLED,
+            EndpointDisabled(
+                endpoint_id=endpoint["_id"],
+                org_id=endpoint["org_id"],
+                url=endpoint["url"],
+                reason=reason,
+                failing_since=as_datetime(before.get("failing_since")),
+            ),
+            endpoint["org_id"],
+            endpoint["_id"],
+        )
+
+    async def _publish(self, event_type: str, data: Any, org_id: str, subject: str) -> None:
+        try:
+            await self.publisher.publish(event_type, data, org_id=org_id, subject=subject)
+        except Exception as exc:  # an announcement must not break delivery bookkeeping
+            log.error("cannot publish event", extra={"type": event_type, "error": repr(exc)})

@@ -1,0 +1,90 @@
+"""Per-endpoint lanes: a concurrency cap per endpoint, and a blocked lane does not hold up another."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from novapulse_runtime.testing import wait_until
+from novapulse_webhook.dispatcher import Dispatcher, Job, RateGate
+
+pytestmark = pytest.mark.unit
+
+
+def job(endpoint: str, n: int, concurrency: int = 2, rate: int | None = None) -> Job:
+    return Job(
+        id=f"{endpoint}-{n}",
+        org_id="o",
+        endpoint_id=endpoint,
+        event_id=f"e{n}",
+        event_type="t",
+        body="{}",
+        attempts=0,
+        round_start=0,
+        claim="c",
+        lease_until=datetime.now(UTC),
+        concurrency=concurrency,
+        rate_limit=rate,
+    )
+
+
+async def test_blocked_lane_holds_only_its_own_slots() -> None:
+    release = asyncio.Event()
+    running: dict[str, int] = {"slow": 0, "fast": 0}
+    peak = {"slow": 0, "fast": 0}
+    done: list[str] = []
+
+    async def process(j: Job) -> None:
+        running[j.endpoint_id] += 1
+        peak[j.endpoint_id] = max(peak[j.endpoint_id], running[j.endpoint_id])
+        if j.endpoint_id == "slow":
+            await release.wait()
+        else:
+            await asyncio.sleep(0)
+        running[j.endpoint_id] -= 1
+        done.append(j.id)
+
+    d = Dispatcher(process, queue_limit=5)
+    for i in range(5):
+        assert d.submit(job("slow", i))
+        assert d.submit(job("fast", i))
+    assert d.submit(job("slow", 5))
+    assert d.submit(job("slow", 6))  # two running, five queued: the lane is full
+    assert not d.submit(job("slow", 7)), "a full lane refuses more"
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sorted(x for x in done if x.startswith("fast")) == [f"fast-{i}" for i in range(5)]
+    assert peak["slow"] == 2
+    assert d.saturated() == ["slow"]
+    release.set()
+    await wait_until(lambda: len(done) == 12, timeout=5, message="all jobs run")
+    assert await d.drain(5) == []
+    assert d.in_flight == 0
+
+
+async def test_drain_returns_queued_jobs() -> None:
+    gate = asyncio.Event()
+
+    async def process(j: Job) -> None:
+        await gate.wait()
+
+    d = Dispatcher(process)
+    for i in range(4):
+        d.submit(job("a", i, concurrency=1))
+    await asyncio.sleep(0)
+    waiter = asyncio.ensure_future(d.drain(5))
+    await asyncio.sleep(0)
+    gate.set()
+    dropped = await waiter
+    assert [j.id for j in dropped] == ["a-1", "a-2", "a-3"]
+
+
+async def test_rate_gate_spaces_attempts() -> None:
+    gate = RateGate(20)
+    started = time.monotonic()
+    for _ in range(5):
+        await gate.wait()
+    assert time.monotonic() - started >= 0.18  # 4 intervals of 50 ms

@@ -1,0 +1,91 @@
+"""Signatures and secrets, checked against the reference Standard Webhooks library."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography.fernet import Fernet
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from novapulse_webhook.secretbox import SecretBox, SecretError, generate_secret, secret_key
+from novapulse_webhook.signing import sign, signature_header, verify
+
+pytestmark = pytest.mark.unit
+
+
+def _headers(msg_id: str, ts: int, sig: str) -> dict[str, str]:
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
+
+
+def test_reference_library_accepts_our_signature() -> None:
+    import time
+
+    secret = generate_secret()
+    body = '{"type":"invoice.paid","data":{"n":"é"}}'.encode()
+    ts = int(time.time())
+    header = signature_header([secret_key(secret)], "msg_1", ts, body)
+    assert Webhook(secret).verify(body, _headers("msg_1", ts, header))["type"] == "invoice.paid"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b" ", _headers("msg_1", ts, header))
+
+
+def test_rotation_header_carries_both_signatures() -> None:
+    import time
+
+    old, new = generate_secret(), generate_secret()
+    body = b'{"a":1}'
+    ts = int(time.time())
+    header = signature_header([secret_key(new), secret_key(old)], "msg_2", ts, body)
+    assert len(header.split()) == 2
+    for secret in (old, new):
+        Webhook(secret).verify(body, _headers("msg_2", ts, header))
+    assert verify(secret_key(old), "msg_2", ts, body, header)
+    assert not verify(secret_key(generate_secret()), "msg_2", ts, body, header)
+
+
+def test_signature_matches_spec_example() -> None:
+    # Example from the Standard Webhooks specification.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    assert sign(secret_key(secret), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nope",
+        "whsec_",
+        "whsec_!!!",
+        "whsec_" + base64.b64encode(b"x" * 10).decode(),
+        "whsec_" + base64.b64encode(b"x" * 65).decode(),
+    ],
+)
+def test_malformed_secrets_are_refused(bad: str) -> None:
+    with pytest.raises(SecretError):
+        secret_key(bad)
+
+
+def test_generated_secret_has_prefix_and_length() -> None:
+    s = generate_secret()
+    assert s.startswith("whsec_")
+    assert len(secret_key(s)) == 32
+
+
+def test_secret_box_rotates_keys() -> None:
+    k1, k2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    old_box = SecretBox([k1])
+    token = old_box.encrypt("whsec_abc")
+    assert "whsec_abc" not in token
+    new_box = SecretBox.from_setting(f"{k2},{k1}")
+    assert new_box.decrypt(token) == "whsec_abc"
+    rotated = new_box.rotate(token)
+    assert SecretBox([k2]).decrypt(rotated) == "whsec_abc"
+    with pytest.raises(SecretError):
+        SecretBox([k2]).decrypt(token)
+    with pytest.raises(SecretError):
+        SecretBox.from_setting("not-a-key")
+    with pytest.raises(SecretError):
+        SecretBox.from_setting("")

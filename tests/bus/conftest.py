@@ -1,0 +1,72 @@
+"""Fixtures of the bus tests: runtimes on the session's servers, a unique bus namespace per test, and a
+helper to run workers until the end of a block."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from novapulse_runtime.bus import EventBus
+from novapulse_runtime.runtime import Runtime, Worker
+from novapulse_runtime.settings import ServiceSettings
+
+RuntimeFactory = Callable[..., Runtime]
+
+
+@pytest.fixture
+async def make_runtime(redis_url: str, mongo_url: str, names: str) -> AsyncIterator[RuntimeFactory]:
+    made: list[Runtime] = []
+
+    def make(
+        service: str = "auth",
+        *,
+        redis: str | None = None,
+        exporter: SpanExporter | None = None,
+        concurrency: int = 16,
+    ) -> Runtime:
+        settings = ServiceSettings(
+            service_name=service,
+            redis_url=redis or redis_url,
+            mongo_url=mongo_url,
+            mongo_db=f"{names}_{service}"[:60],
+            queue_concurrency=concurrency,
+        )
+        rt = Runtime(settings, role="worker", span_exporter=exporter)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        with contextlib.suppress(Exception):
+            await rt.close()
+
+
+@pytest.fixture
+def make_bus(make_runtime: RuntimeFactory, names: str) -> Callable[..., EventBus]:
+    def make(service: str = "auth", *, rt: Runtime | None = None, **kw: Any) -> EventBus:
+        runtime = rt or make_runtime(service)
+        return EventBus(runtime, namespace=names, **kw)
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running(*workers: Worker) -> AsyncIterator[asyncio.Event]:
+    """Run workers until the block ends, then stop them and re-raise anything they raised."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w(stop)) for w in workers]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for t in pending:
+            t.cancel()
+        assert not pending, "workers did not stop within 30 s"
+        for t in done:
+            t.result()

@@ -1,0 +1,365 @@
+"""Consuming with real Redis: delivery, retries and dead letters, malformed entries, duplicates, graceful
+stop, tracing, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.bus.constants import MAX_ENTRY_BYTES
+from novapulse_runtime.bus.streams import parse_id
+from novapulse_runtime.catalog.auth import PasswordChanged, UserRegistered
+from novapulse_runtime.testing import wait_until
+from tests.bus.conftest import RuntimeFactory, running
+
+pytestmark = pytest.mark.integration
+
+BusFactory = Callable[..., EventBus]
+
+
+def user(i: int) -> UserRegistered:
+    return UserRegistered(
+        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
+    )
+
+
+async def test_published_events_reach_the_handler_typed(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification")
+    seen: list[Event] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        seen.append(event)
+
+    async with running(consumer.run):
+        sent = [await bus.publish("user.registered", user(i), org_id="o1", subject=f"u{i}") for i in range(20)]
+        await wait_until(lambda: len(seen) == 20, timeout=15, message="20 events handled")
+    assert sorted(e.id for e in seen) == sorted(e.id for e in sent)
+    first = next(e for e in seen if e.id == sent[0].id)
+    assert isinstance(first.data, UserRegistered)
+    assert (first.type, first.source, first.org_id, first.subject, first.deliveries) == (
+        "user.registered",
+        "auth",
+        "o1",
+        "u0",
+        1,
+    )
+    assert consumer.streams() == [bus.keys.stream("auth"), bus.keys.replay("notification")]
+    pending = await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification")
+    assert pending["pending"] == 0
+
+
+async def test_patterns_pick_the_most_specific_handler(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("audit")
+    got: list[tuple[str, str, bool]] = []
+
+    @consumer.on("user.*")
+    async def users(event: Event) -> None:
+        got.append(("user.*", event.type, isinstance(event.data, dict)))
+
+    @consumer.on("user.registered")
+    async def registered(event: Event) -> None:
+        got.append(("exact", event.type, isinstance(event.data, dict)))
+
+    @consumer.on("*")
+    async def anything(event: Event) -> None:
+        got.append(("*", event.type, isinstance(event.data, dict)))
+
+    async with running(consumer.run):
+        await bus.publish("user.registered", user(1), org_id="o1", subject="u1")
+        await bus.publish("user.password_changed", PasswordChanged(user_id="u1", org_id="o1"))
+        await bus.publish("mfa.enabled", {"user_id": "u1", "org_id": "o1"})
+        await wait_until(lambda: len(got) == 3, timeout=15, message="3 events handled")
+    assert sorted(got) == [
+        ("*", "mfa.enabled", True),
+        ("exact", "user.registered", False),
+        ("user.*", "user.password_changed", False),
+    ]
+
+
+async def test_poison_event_is_dead_lettered_after_exactly_n_deliveries_then_replayed(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", max_deliveries=3, backoff_base=0.05, backoff_max=0.2)
+    calls: Counter[str] = Counter()
+    handled: set[str] = set()
+    broken = {"u13"}
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        calls[event.subject or ""] += 1
+        if event.subject in broken:
+            raise RuntimeError(f"cannot handle {event.subject}")
+        handled.add(event.subject or "")
+
+    async with running(consumer.run):
+        for i in range(20):
+            await bus.publish("user.registered", user(i), org_id="o1", subject=f"u{i}")
+        await wait_until(lambda: len(handled) == 19, timeout=15, message="19 good events handled")
+
+        async def one_dead() -> bool:
+            return await _dead_count(bus) == 1
+
+        await wait_until(one_dead, timeout=15, message="one dead letter")
+        page = await bus.operations.dead_letters("notification")
+        assert calls["u13"] == 3
+        [dead] = page.items
+        assert (dead.reason, dead.deliveries, dead.group, dead.type) == (
+            "handler_failed",
+            3,
+            "notification",
+            "user.registered",
+        )
+        assert "cannot handle u13" in dead.error
+        assert dead.stream == bus.keys.stream("auth")
+        assert json.loads(dead.fields["data"])["user_id"] == "u13"
+        assert (await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification"))["pending"] == 0
+
+        broken.clear()
+        new_id = await bus.operations.replay(dead.entry_id, "notification")
+        assert new_id is not None
+        await wait_until(lambda: "u13" in handled, timeout=15, message="replayed event handled")
+    assert calls["u13"] == 4
+    assert (await bus.operations.dead_letters("notification")).length == 0
+
+
+async def _dead_count(bus: EventBus) -> int:
+    return int(await bus.rt.redis.xlen(bus.keys.dead("notification")))
+
+
+async def test_malformed_entries_from_an_outside_producer_are_dead_lettered_and_the_consumer_goes_on(
+    make_bus: BusFactory,
+) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification")
+    handled: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        handled.append(event.id)
+
+    good = json.dumps(user(1).model_dump())
+    base = {
+        "id": "0190a0a0-0000-7000-8000-000000000001",
+        "type": "user.registered",
+        "source": "auth",
+        "time": "2026-11-28T12:00:00Z",
+        "schema": "1",
+        "data": good,
+    }
+    bad: list[tuple[dict[str, str], str]] = [
+        ({k: v for k, v in base.items() if k != "type"}, "malformed"),
+        (base | {"data": "{oops"}, "malformed"),
+        (base | {"type": "user.teleported"}, "unknown_type"),
+        (base | {"data": json.dumps({"user_id": "u1"})}, "invalid_data"),
+        (base | {"data": json.dumps({"pad": "x" * (MAX_ENTRY_BYTES + 10)})}, "oversized"),
+        (base | {"time": "last tuesday"}, "malformed"),
+        ({"hello": "world"}, "malformed"),
+    ]
+    stream = bus.keys.stream("auth")
+    async with running(consumer.run) as stop:
+        for fields, _ in bad:
+            await bus.rt.redis.xadd(stream, fields)  # type: ignore[arg-type]
+        await bus.rt.redis.xadd(stream, base | {"id": "0190a0a0-0000-7000-8000-000000000002"})  # type: ignore[arg-type]
+        await wait_until(lambda: len(handled) == 1, timeout=15, message="the good entry handled")
+
+        async def all_dead() -> bool:
+            return await _dead_count(bus) == len(bad)
+
+        await wait_until(all_dead, timeout=15, message="all bad entries dead-lettered")
+        assert not stop.is_set()
+    page = await bus.operations.dead_letters("notification")
+    items = sorted(page.items, key=lambda d: parse_id(d.original_entry_id))
+    assert [d.reason for d in items] == [reason for _, reason in bad]
+    assert items[4].truncated
+    assert all(d.deliveries == 1 and d.error for d in items)
+    assert (await bus.rt.redis.xpending(stream, "notification"))["pending"] == 0
+
+
+async def test_duplicates_never_reach_a_handler_twice(make_bus: BusFactory, make_runtime: RuntimeFactory) -> None:
+    bus = make_bus("auth")
+    other = make_bus("auth", rt=make_runtime("auth"))
+    calls: Counter[str] = Counter()
+
+    async def handle(event: Event) -> None:
+        calls[event.id] += 1
+        await asyncio.sleep(0.01)
+
+    consumers = []
+    for b, name in ((bus, "a"), (other, "b")):
+        c = b.consumer("notification", name=name, concurrency=8)
+        c.add_handler("user.registered", handle)
+        consumers.append(c)
+    events = [bus.event("user.registered", user(i), org_id="o1", subject=f"u{i}") for i in range(40)]
+    async with running(*(c.run for c in consumers)):
+        # every event three times: as a relay that crashed before deleting its outbox records would
+        for _ in range(3):
+            await bus.publish_events(events)
+        await wait_until(lambda: len(calls) == 40, timeout=20, message="40 distinct events handled")
+        stream = bus.keys.stream("auth")
+
+        async def all_acked() -> bool:
+            return int((await bus.rt.redis.xpending(stream, "notification"))["pending"]) == 0
+
+        await wait_until(all_acked, timeout=20, message="all 120 entries acknowledged")
+    assert set(calls.values()) == {1}
+    assert sum(c.metrics.duplicates.labels(stream, "notification")._value.get() for c in consumers) == 80
+
+
+async def test_graceful_stop_finishes_in_flight_handlers_and_acks(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", concurrency=4)
+    started: list[str] = []
+    finished: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        started.append(event.id)
+        await asyncio.sleep(0.5)
+        finished.append(event.id)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    for i in range(4):
+        await bus.publish("user.registered", user(i), subject=f"u{i}")
+    await wait_until(lambda: len(started) == 4, timeout=15, message="4 handlers in flight")
+    stop.set()
+    await asyncio.wait_for(task, timeout=15)
+    assert sorted(finished) == sorted(started)
+    assert (await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification"))["pending"] == 0
+
+
+async def test_a_trace_continues_from_publish_to_handler(make_runtime: RuntimeFactory, names: str) -> None:
+    exporter = InMemorySpanExporter()
+    rt = make_runtime("auth", exporter=exporter)
+    bus = EventBus(rt, namespace=names)
+    consumer = bus.consumer("notification")
+    seen: list[tuple[int, str | None]] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        seen.append((trace.get_current_span().get_span_context().trace_id, event.traceparent))
+
+    async with running(consumer.run):
+        with rt.tracer.start_as_current_span("request") as root:
+            sent = await bus.publish("user.registered", user(1), subject="u1")
+        await wait_until(lambda: len(seen) == 1, timeout=15, message="event handled")
+    rt.tracing.provider.force_flush()
+    spans = exporter.get_finished_spans()
+    producer = next(s for s in spans if s.kind is SpanKind.PRODUCER)
+    consumer_span = next(s for s in spans if s.kind is SpanKind.CONSUMER)
+    trace_id = root.get_span_context().trace_id
+    assert producer.context is not None
+    assert consumer_span.context is not None
+    assert producer.context.trace_id == consumer_span.context.trace_id == trace_id == seen[0][0]
+    assert consumer_span.parent is not None
+    assert consumer_span.parent.span_id == producer.context.span_id
+    assert seen[0][1] is not None
+    assert f"{trace_id:032x}" in seen[0][1]
+    stream = bus.keys.stream("auth")
+    assert dict(producer.attributes or {}) == {
+        "messaging.system": "redis",
+        "messaging.destination.name": stream,
+        "messaging.operation.type": "send",
+        "messaging.message.id": sent.id,
+    }
+    attrs = dict(consumer_span.attributes or {})
+    assert attrs["messaging.consumer.group.name"] == "notification"
+    assert attrs["messaging.message.id"] == sent.id
+    assert attrs["messaging.operation.type"] == "process"
+    assert attrs["messaging.destination.name"] == stream
+
+
+async def test_trimming_never_drops_entries_a_group_has_not_read(make_bus: BusFactory) -> None:
+    bus = make_bus("auth", stream_maxlen=50)
+    bus.publisher.trim_interval = 0.0
+    stream = bus.stream()
+    await bus.rt.redis.xgroup_create(stream, "slow", id="0", mkstream=True)
+    for _ in range(5):
+        await bus.publish_events([bus.event("mfa.enabled", {"user_id": "u", "org_id": "o"}) for _ in range(100)])
+    assert await bus.rt.redis.xlen(stream) == 500  # nothing read yet: nothing trimmed
+    consumer = bus.consumer("slow")
+    handled: list[str] = []
+
+    @consumer.on("mfa.enabled")
+    async def handle(event: Event) -> None:
+        handled.append(event.id)
+
+    async with running(consumer.run):
+        await wait_until(lambda: len(handled) == 500, timeout=20, message="500 handled")
+
+        async def acked() -> bool:
+            return int((await bus.rt.redis.xpending(stream, "slow"))["pending"]) == 0
+
+        await wait_until(acked, timeout=15, message="all acknowledged")
+    await bus.publish_events([bus.event("mfa.enabled", {"user_id": "u", "org_id": "o"}) for _ in range(10)])
+    length = int(await bus.rt.redis.xlen(stream))
+    assert 10 <= length < 200  # read entries trimmed (approximately: whole radix-tree nodes), new ones kept
+    await bus.rt.redis.xgroup_create(stream, "late", id="$")
+    entries: list[Any] = await bus.rt.redis.xrange(stream, count=1000) or []
+    assert len(entries) == length
+
+
+async def test_a_trace_continues_through_the_outbox_and_batches(make_runtime: RuntimeFactory, names: str) -> None:
+    exporter = InMemorySpanExporter()
+    rt = make_runtime("auth", exporter=exporter)
+    bus = EventBus(rt, namespace=names)
+    outbox = bus.outbox()
+    consumer = bus.consumer("notification")
+    seen: dict[str, int] = {}
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        seen[event.id] = trace.get_current_span().get_span_context().trace_id
+
+    async with running(outbox.relay, consumer.run):
+        with rt.tracer.start_as_current_span("request") as request_span:
+            async with outbox.transaction() as session:
+                via_outbox = await outbox.add("user.registered", user(1), subject="u1", session=session)
+        with rt.tracer.start_as_current_span("batch job") as batch_span:
+            batch = [bus.event("user.registered", user(i), subject=f"u{i}") for i in range(2, 5)]
+            await bus.publish_events(batch)
+        await wait_until(lambda: len(seen) == 4, timeout=15, message="4 events handled")
+    assert seen[via_outbox.id] == request_span.get_span_context().trace_id
+    assert {seen[e.id] for e in batch} == {batch_span.get_span_context().trace_id}
+    rt.tracing.provider.force_flush()
+    spans = exporter.get_finished_spans()
+    create = next(s for s in spans if s.name.startswith("create "))
+    send = next(s for s in spans if s.name.startswith("send "))
+    assert (send.attributes or {})["messaging.batch.message_count"] == 3
+    consumers = [s for s in spans if s.kind is SpanKind.CONSUMER]
+    assert create.context is not None
+    assert send.context is not None
+    parents = sorted(s.parent.span_id for s in consumers if s.parent is not None)
+    assert parents == sorted([create.context.span_id] + [send.context.span_id] * 3)
+
+
+async def test_without_an_exporter_the_context_still_travels(make_runtime: RuntimeFactory, names: str) -> None:
+    rt = make_runtime("auth")  # no span exporter: nothing is recorded, the trace id must still reach handlers
+    bus = EventBus(rt, namespace=names)
+    consumer = bus.consumer("notification")
+    seen: list[int] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+
+    async with running(consumer.run):
+        with rt.tracer.start_as_current_span("request") as root:
+            sent = await bus.publish("user.registered", user(1), subject="u1")
+        await wait_until(lambda: len(seen) == 1, timeout=15, message="event handled")
+    assert sent.traceparent is not None
+    assert f"{root.get_span_context().trace_id:032x}" in sent.traceparent
+    entries: list[Any] = await rt.redis.xrange(bus.stream()) or []
+    assert f"{root.get_span_context().trace_id:032x}" in entries[0][1]["traceparent"]
+    assert seen == [root.get_span_context().trace_id]
