@@ -43,13 +43,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-bus bench-auth
+bench: bench-bus bench-auth bench-webhooks
 
 bench-bus: install
 	$(BIN)/python -m bench.bus
 
 bench-auth: install
 	$(BIN)/python -m novapulse_auth.bench
+
+bench-webhooks: install
+	$(BIN)/python -m novapulse_webhook.bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

@@ -388,7 +388,9 @@ async def bench_drain(url: str, n: int, missing: dict[str, str], rounds: int = 3
 # ---------------------------------------------------------------------------------------------- 3. latency
 
 
-async def bench_latency(url: str, seconds: float, missing: dict[str, str]) -> dict[str, dict[str, Any]]:
+async def bench_latency(
+    url: str, seconds: float, missing: dict[str, str], extra_worker_args: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
     from bench.bus.common import TYPE, bus, payload, runtime
 
     r = Redis.from_url(url, decode_responses=True)
@@ -396,7 +398,7 @@ async def bench_latency(url: str, seconds: float, missing: dict[str, str]) -> di
     for rate in (1000, 5000):
         total = int(rate * seconds)
         await r.flushall()
-        cmd = worker_cmd("novapulse", "latency", url, total, "--tracing", "--group", "lat")
+        cmd = worker_cmd("novapulse", "latency", url, total, "--tracing", "--group", "lat", *extra_worker_args)
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         proc.stdout.readline()  # ready

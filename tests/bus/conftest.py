@@ -15,6 +15,9 @@ from novapulse_runtime.bus import EventBus
 from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.settings import ServiceSettings
 
+OPERATIONS_TOKEN = "ops-" + "x" * 40
+OPS_HEADERS = {"Authorization": f"Bearer {OPERATIONS_TOKEN}"}
+
 RuntimeFactory = Callable[..., Runtime]
 
 
@@ -35,6 +38,7 @@ async def make_runtime(redis_url: str, mongo_url: str, names: str) -> AsyncItera
             mongo_url=mongo_url,
             mongo_db=f"{names}_{service}"[:60],
             queue_concurrency=concurrency,
+            operations_token=OPERATIONS_TOKEN,  # type: ignore[arg-type]
         )
         rt = Runtime(settings, role="worker", span_exporter=exporter)
         made.append(rt)

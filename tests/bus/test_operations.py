@@ -13,7 +13,7 @@ from novapulse_runtime.bus.asyncapi import build_document, render
 from novapulse_runtime.catalog import all_types
 from novapulse_runtime.http import create_app
 from novapulse_runtime.testing import wait_until
-from tests.bus.conftest import running
+from tests.bus.conftest import OPS_HEADERS, running
 
 BusFactory = Callable[..., EventBus]
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,11 @@ async def test_operations_routes_show_streams_list_and_replay_dead_letters(make_
 
         await wait_until(two_dead, timeout=15, message="two dead letters")
 
-        resp = await client.get("/api/v1/auth/events/streams")
+        # tenant tokens never open operations routes; only the operations token does
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            resp = await client.get("/api/v1/auth/events/streams", headers=headers)
+            assert resp.status == 401
+        resp = await client.get("/api/v1/auth/events/streams", headers=OPS_HEADERS)
         assert resp.status == 200
         streams = {s["name"]: s for s in (await resp.json())["streams"]}
         own = streams[bus.stream()]
@@ -56,8 +60,14 @@ async def test_operations_routes_show_streams_list_and_replay_dead_letters(make_
         assert group["consumers"] == 1
         assert group["consumer_list"][0]["name"] == consumer.name
         assert streams[bus.keys.dead("auth")]["length"] == 2
+        # the API process of a consuming service declares no consumer; its group's streams are still listed
+        await rt.redis.xgroup_create(bus.stream(), "notification", id="0")
+        api_bus = make_bus("notification")
+        listed = {s.name for s in await api_bus.operations.streams()}
+        assert bus.stream() in listed
+        assert bus.keys.stream("webhook") not in listed
 
-        resp = await client.get("/api/v1/auth/events/dead-letters", params={"limit": "1"})
+        resp = await client.get("/api/v1/auth/events/dead-letters", params={"limit": "1"}, headers=OPS_HEADERS)
         page = await resp.json()
         assert resp.status == 200
         assert page["length"] == 2
@@ -65,25 +75,27 @@ async def test_operations_routes_show_streams_list_and_replay_dead_letters(make_
         first = page["items"][0]
         assert (first["reason"], first["deliveries"], first["type"]) == ("handler_failed", 1, "mfa.enabled")
         assert "ValueError: nope" in first["error"]
-        resp = await client.get("/api/v1/auth/events/dead-letters", params={"after": page["next_after"]})
+        resp = await client.get(
+            "/api/v1/auth/events/dead-letters", params={"after": page["next_after"]}, headers=OPS_HEADERS
+        )
         assert [d["entry_id"] for d in (await resp.json())["items"]] != [first["entry_id"]]
 
-        resp = await client.post("/api/v1/auth/events/dead-letters/1-1/replay")
+        resp = await client.post("/api/v1/auth/events/dead-letters/1-1/replay", headers=OPS_HEADERS)
         assert resp.status == 404
         assert resp.content_type == "application/problem+json"
-        resp = await client.get("/api/v1/auth/events/dead-letters", params={"limit": "0"})
+        resp = await client.get("/api/v1/auth/events/dead-letters", params={"limit": "0"}, headers=OPS_HEADERS)
         assert resp.status == 422
 
         broken.clear()
-        resp = await client.post(f"/api/v1/auth/events/dead-letters/{first['entry_id']}/replay")
+        resp = await client.post(f"/api/v1/auth/events/dead-letters/{first['entry_id']}/replay", headers=OPS_HEADERS)
         assert resp.status == 200
         assert (await resp.json())["replayed"] == 1
         await wait_until(lambda: len(handled) == 3, timeout=15, message="replayed one handled")
-        resp = await client.post("/api/v1/auth/events/dead-letters/replay")
+        resp = await client.post("/api/v1/auth/events/dead-letters/replay", headers=OPS_HEADERS)
         assert (await resp.json())["replayed"] == 1
         await wait_until(lambda: len(handled) == 4, timeout=15, message="replayed all handled")
         assert sorted(handled) == ["u0", "u1", "u2", "u3"]
-        resp = await client.get("/api/v1/auth/openapi.json")
+        resp = await client.get("/api/v1/auth/openapi.json", headers=OPS_HEADERS)
         assert "/api/v1/auth/events/dead-letters/{entry_id}/replay" in (await resp.json())["paths"]
 
 

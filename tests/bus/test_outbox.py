@@ -89,3 +89,22 @@ async def test_a_producer_crash_between_state_write_and_publish_loses_nothing(
         await wait_until(drained, timeout=15, message="outbox drained")
     assert set(calls) == {f"u{i}" for i in range(40)}
     assert set(calls.values()) == {1}  # the republished copies were deduplicated
+
+
+async def test_transaction_path_commits_state_and_outbox_together(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    outbox = bus.outbox()
+    outbox._transactions = True  # the MongoDB-wire test server accepts transactions (without isolation)
+    users = bus.rt.db["users"]
+    async with outbox.transaction() as session:
+        assert session is not None
+        assert session.in_transaction
+        await users.insert_one({"_id": "u1"}, session=session)
+        event = await outbox.add(
+            "user.disabled", {"user_id": "u1", "org_id": "o1", "disabled_by": "u0"}, session=session
+        )
+    assert await users.count_documents({}) == 1
+    assert await bus.rt.db[OUTBOX_COLLECTION].count_documents({"_id": event.id}) == 1
+    assert await outbox.relay_once() == 1
+    entries: list[Any] = await bus.rt.redis.xrange(bus.stream()) or []
+    assert [e[1]["id"] for e in entries] == [event.id]

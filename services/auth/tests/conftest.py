@@ -33,4 +33,3 @@ async def make_app(redis_url: str, mongo_url: str, names: str) -> AsyncIterator[
 async def app(make_app: Callable[..., Any]) -> AuthApp:
     result: AuthApp = await make_app()
     return result
-

@@ -31,6 +31,13 @@ from .routes import Route, Routes, json_response
 from .settings import ServiceSettings
 from .tokens import PRINCIPAL_KEY
 
+
+def require_operator(request: web.Request) -> None:
+    from .operators import require_operator as check
+
+    check(request)
+
+
 log = logging.getLogger("novapulse.http")
 
 Authenticator = Callable[[web.Request], Awaitable[Any]]
@@ -181,6 +188,8 @@ def wrap(
     wants_query = route.query is not None and "query" in params
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if route.operator:
+            require_operator(request)
         if route.auth:
             if authenticator is None:
                 raise ProblemError(503, "Authentication is not configured for this process")

@@ -76,6 +76,9 @@ def build_openapi(title: str, version: str, routes: list[Route], description: st
         if r.auth:
             codes |= {401, 403}
             op["security"] = [{"bearer": []}]
+        if r.operator:
+            codes |= {401, 404}
+            op["security"] = [{"operations": []}]
         for code in sorted(codes):
             op["responses"][str(code)] = {"description": "Problem", "content": problem_ref}
         op["responses"]["default"] = {"description": "Problem", "content": problem_ref}
@@ -86,7 +89,10 @@ def build_openapi(title: str, version: str, routes: list[Route], description: st
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "operations": {"type": "http", "scheme": "bearer", "description": "OPERATIONS_TOKEN"},
+            },
         },
     }
     return doc

@@ -31,6 +31,8 @@ class Route:
     summary: str = ""
     tags: tuple[str, ...] = ()
     auth: bool = False
+    operator: bool = False
+    """Platform-operator route (``OPERATIONS_TOKEN``), never opened by a tenant token."""
     errors: tuple[int, ...] = ()
     name: str = field(default="")
 

@@ -10,7 +10,7 @@ import ipaddress
 import sys
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
@@ -47,6 +47,7 @@ class ServiceSettings(BaseSettings):
     auth_jwks_url: str = Field(default="http://127.0.0.1:8101/api/v1/auth/.well-known/jwks.json", pattern=r"^https?://")
     auth_issuer: str = Field(default="novapulse-auth", min_length=1)
     auth_audience: str = Field(default="novapulse", min_length=1)
+    operations_token: SecretStr = Field(default=SecretStr(""))
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -60,6 +61,13 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("operations_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("must be empty (operations routes off) or at least 32 characters")
+        return value
 
     @model_validator(mode="after")
     def _check_ports(self) -> ServiceSettings:

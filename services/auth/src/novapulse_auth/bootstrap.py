@@ -110,6 +110,7 @@ def compose(rt: Runtime, services: Services) -> Composition:
         mfa=services.mfa,
         keys=services.keys,
     )
+    routes.extend(EventBus(rt).routes(routes.prefix))  # operations routes: OPERATIONS_TOKEN only
 
     async def close_hashing() -> None:
         services.passwords.close()

@@ -131,7 +131,7 @@ async def build(rt: Runtime) -> Composition:
             observer=MetricsObserver(rt),
         )
         workers.extend(consumer_workers(rt, notifier, settings))
-    if routes is not None and settings.events_ops_routes:
+    if routes is not None:  # operations routes (streams, dead letters, replay): OPERATIONS_TOKEN only
         routes.extend(operations_routes(rt, API_PREFIX))
     return Composition(
         routes=routes,

@@ -45,4 +45,4 @@ def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSett
 
 def operations_routes(rt: Runtime, prefix: str) -> Routes:
     """The bus's operations routes (streams, dead letters, replay) under this service's prefix."""
-    return EventBus(rt).routes(prefix, auth=True)
+    return EventBus(rt).routes(prefix)

@@ -53,7 +53,6 @@ class NotificationSettings(ServiceSettings):
     event_handler_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Longest one event may take (all its mails, SMTP retries included) before the bus retries it."""
     event_max_deliveries: int = Field(default=8, ge=1, le=100)
-    events_ops_routes: bool = False
     """Mount the bus's operations routes (streams, dead letters, replay) under ``/api/v1/notifications``.
     Off by default: dead letters are not scoped by organisation and may hold private invite tokens."""
 

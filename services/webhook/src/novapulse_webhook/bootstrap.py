@@ -60,12 +60,13 @@ async def build(rt: Runtime) -> Composition:
     repo = Repository(rt.db)
     await repo.ensure_indexes()
     composition = Composition(authenticator=rt.tokens.authenticate, title="NovaPulse webhooks")
-    bus = EventBus(rt)
     if rt.role in ("api", "all"):
         routes = build_routes(WebhookService(repo, settings, box))
-        routes.extend(bus.routes("/api/v1/webhooks", auth=True))
+        # operations routes (streams, dead letters, replay) see every organisation's events: OPERATIONS_TOKEN only
+        routes.extend(EventBus(rt).routes(routes.prefix))
         composition.routes = routes
     if rt.role in ("worker", "all"):
+        bus = EventBus(rt)
         outbox = bus.outbox()
         policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
         delivery = Delivery(

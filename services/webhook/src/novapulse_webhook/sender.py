@@ -98,8 +98,15 @@ class Sender:
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout),
                 ) as resp:
-                    raw = await resp.content.read(READ_RESPONSE_BYTES)
-                    text = raw[:STORED_RESPONSE_BYTES].decode("utf-8", errors="replace")
+                    # Read the answer to its end (or the first 64 KiB) within the same deadline: a body
+                    # dripped slowly is a timed-out attempt, a huge one is cut short.
+                    raw = bytearray()
+                    while len(raw) < READ_RESPONSE_BYTES:
+                        chunk = await resp.content.read(READ_RESPONSE_BYTES - len(raw))
+                        if not chunk:
+                            break
+                        raw += chunk
+                    text = bytes(raw[:STORED_RESPONSE_BYTES]).decode("utf-8", errors="replace")
                     return AttemptResult(resp.status, text, None, took(), resp.headers.get("Retry-After"))
         except TimeoutError:
             return AttemptResult(None, None, f"timed out after {timeout:g}s", took())

@@ -152,12 +152,12 @@ class WebhookService:
     async def secret(self, org_id: str, endpoint_id: str) -> SecretOut:
         doc = await self.endpoint(org_id, endpoint_id)
         now = utcnow()
-        current = self.box.decrypt(doc["secrets"][0]["value"])
+        current = self.box.decrypt_text(doc["secrets"][0]["value"])
         previous = []
         for s in doc["secrets"][1:]:
             expires = as_datetime(s.get("expires_at"))
             if expires is not None and expires > now:
-                previous.append(SecretPrevious(secret=self.box.decrypt(s["value"]), expires_at=expires))
+                previous.append(SecretPrevious(secret=self.box.decrypt_text(s["value"]), expires_at=expires))
         return SecretOut(secret=current, previous=previous)
 
     async def rotate_secret(self, org_id: str, endpoint_id: str, body: RotateIn) -> SecretOut:

@@ -169,7 +169,7 @@ class Delivery:
         for enc in active_secrets(endpoint, now):
             key = self._keys.get(enc)
             if key is None:
-                key = self._keys[enc] = secret_key(self.box.decrypt(enc))
+                key = self._keys[enc] = secret_key(self.box.decrypt_text(enc))
             keys.append(key)
         return keys
 
@@ -357,7 +357,13 @@ class Delivery:
             propagate.inject(headers)
             # The start record is batched with others and not awaited: it is guarded by the claim token, so it
             # is a no-op if the attempt's result (which clears the claim) happens to be written first.
-            pass
+            self.writer.put(
+                MESSAGES,
+                UpdateOne(
+                    {"_id": job.id, "claim": job.claim},
+                    {"$set": {"attempts": n, "inflight": {"attempt": n, "started_at": now, "url": url}}},
+                ),
+            )
             result = await self.sender.send(url, headers, body, self.timeout)
         await self._record(job, endpoint, n, now, url, headers, result)
 

@@ -18,7 +18,9 @@ from .repository import DUPLICATE_KEY, Repository
 log = logging.getLogger("novapulse.webhook.writer")
 
 Op = InsertOne[dict[str, Any]] | UpdateOne
-_ORDER = (MESSAGES, ATTEMPTS, ENDPOINTS)
+# Inserts first (fan-out waits for its message inserts before acknowledging the event), then updates.
+_ORDER = ((MESSAGES, "insert"), (ATTEMPTS, "insert"), (MESSAGES, "update"), (ATTEMPTS, "update"), (ENDPOINTS, "update"))
+Key = tuple[str, str]
 _RETRIES = 5
 _CONCURRENT_FLUSHES = 4
 
@@ -35,7 +37,7 @@ class BatchWriter:
         self._repo = repo
         self._max = max_batch
         self._delay = delay
-        self._ops: dict[str, list[tuple[Op, asyncio.Future[bool]]]] = {c: [] for c in _ORDER}
+        self._ops: dict[Key, list[tuple[Op, asyncio.Future[bool]]]] = {k: [] for k in _ORDER}
         self._pending = 0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -46,7 +48,7 @@ class BatchWriter:
 
     def put(self, collection: str, op: Op) -> asyncio.Future[bool]:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._ops[collection].append((op, fut))
+        self._ops[(collection, "insert" if isinstance(op, InsertOne) else "update")].append((op, fut))
         self._pending += 1
         self._wake.set()
         if self._pending >= self._max:
@@ -81,9 +83,9 @@ class BatchWriter:
         self._flushing.discard(task)
         self._slots.release()
 
-    def _take(self) -> dict[str, list[tuple[Op, asyncio.Future[bool]]]]:
+    def _take(self) -> dict[Key, list[tuple[Op, asyncio.Future[bool]]]]:
         ops = self._ops
-        self._ops = {c: [] for c in _ORDER}
+        self._ops = {k: [] for k in _ORDER}
         self._pending = 0
         self._wake.clear()
         self._full.clear()
@@ -93,10 +95,10 @@ class BatchWriter:
         """Write everything queued now."""
         await self._write_all(self._take())
 
-    async def _write_all(self, ops: dict[str, list[tuple[Op, asyncio.Future[bool]]]]) -> None:
-        for name in _ORDER:
-            if ops[name]:
-                await self._write(name, ops[name])
+    async def _write_all(self, ops: dict[Key, list[tuple[Op, asyncio.Future[bool]]]]) -> None:
+        for key in _ORDER:
+            if ops[key]:
+                await self._write(key[0], ops[key])
         self.batches += 1
 
     async def _write(self, name: str, items: list[tuple[Op, asyncio.Future[bool]]]) -> None:

@@ -32,7 +32,7 @@ async def test_signed_delivery_verified_by_reference_library(stack, client, rece
     assert accepted["messages"] == 1
     await api.event("order.created", {"id": 1})  # filtered out
 
-    await wait_until(lambda: len(receiver.on("ok")) == 1, timeout=15, message="delivery")
+    await wait_until(lambda: len(receiver.on("ok")) == 1, timeout=30, message="delivery")
     seen = receiver.on("ok")[0]
     payload = verify(secret, seen)
     assert payload["type"] == "invoice.paid"
@@ -49,7 +49,7 @@ async def test_signed_delivery_verified_by_reference_library(stack, client, rece
         msgs[:] = await api.messages()
         return all_final(msgs, 1)()
 
-    await wait_until(finished, timeout=15, message="message final")
+    await wait_until(finished, timeout=30, message="message final")
     assert msgs[0]["id"] == seen.headers["webhook-id"]
     assert msgs[0]["status"] == "succeeded"
     attempts = await api.attempts(msgs[0]["id"])

@@ -18,7 +18,7 @@ from novapulse_runtime.testing import wait_until
 pytestmark = pytest.mark.e2e
 
 
-async def message_for(api: Api, webhook_id: str, status: str, timeout: float = 15) -> dict[str, Any]:
+async def message_for(api: Api, webhook_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     async def check() -> bool:
@@ -35,7 +35,7 @@ async def test_410_disables_endpoint_and_announces_it(stack, client, receiver: R
     receiver.set("gone", status=410)
     ep = await api.endpoint(receiver.url("gone"))
     await api.event("invoice.paid", {"n": 1})
-    await wait_until(lambda: len(receiver.on("gone")) == 1, timeout=15)
+    await wait_until(lambda: len(receiver.on("gone")) == 1, timeout=30)
     await message_for(api, receiver.on("gone")[0].headers["webhook-id"], "failed")
 
     async def disabled() -> bool:
@@ -50,7 +50,7 @@ async def test_410_disables_endpoint_and_announces_it(stack, client, receiver: R
             entries = await redis.xrange(f"{names}:events:webhook")
             return {"webhook.endpoint.disabled", "webhook.message.failed"} <= {f["type"] for _, f in entries}
 
-        await wait_until(announced, timeout=15, message="events on the webhook stream")
+        await wait_until(announced, timeout=30, message="events on the webhook stream")
     finally:
         await redis.aclose()
     await api.event("invoice.paid", {"n": 2})
@@ -64,7 +64,7 @@ async def test_retry_after_is_honoured(stack, client, receiver: Receiver) -> Non
     receiver.set("busy", script=[(429, {"Retry-After": "2"}), (200, {})])
     await api.endpoint(receiver.url("busy"))
     await api.event("invoice.paid", {"n": 1})
-    await wait_until(lambda: len(receiver.on("busy")) == 2, timeout=15)
+    await wait_until(lambda: len(receiver.on("busy")) == 2, timeout=30)
     first, second = receiver.on("busy")
     assert second.at - first.at >= 1.9, "the 0.2 s schedule step was replaced by Retry-After: 2"
     msg = await message_for(api, first.headers["webhook-id"], "succeeded")
@@ -82,7 +82,7 @@ async def test_rotation_signs_with_both_secrets_then_resend_and_recover(stack, c
     assert [p["secret"] for p in rotated["previous"]] == [old]
 
     test = await api.ok("POST", f"/endpoints/{ep['id']}/test", expect=202)
-    await wait_until(lambda: len(receiver.on("r")) == 1, timeout=15)
+    await wait_until(lambda: len(receiver.on("r")) == 1, timeout=30)
     seen = receiver.on("r")[0]
     assert seen.headers["webhook-id"] == test["message_id"]
     assert len(seen.headers["webhook-signature"].split()) == 2
@@ -94,7 +94,7 @@ async def test_rotation_signs_with_both_secrets_then_resend_and_recover(stack, c
     ids = []
     for i in range(3):
         await api.event("invoice.paid", {"i": i})
-    await wait_until(lambda: len(receiver.on("r")) == 4, timeout=15)
+    await wait_until(lambda: len(receiver.on("r")) == 4, timeout=30)
     ids = [s.headers["webhook-id"] for s in receiver.on("r")[1:]]
     for mid in ids:
         await message_for(api, mid, "failed")
@@ -162,7 +162,7 @@ async def test_platform_events_public_only_and_organisations_isolated(
     assert payload["data"]["invite_id"] == "i1"
     await b.event("app.ping", {"x": 1})
     await a.event("app.ping", {"y": 2})
-    await wait_until(lambda: len(receiver.on("a")) == 1, timeout=15)
+    await wait_until(lambda: len(receiver.on("a")) == 1, timeout=30)
     assert b"SECRET-TOKEN" not in b"".join(s.body for s in receiver.seen), "private command events never leave"
     assert all(b"org-b" not in s.body for s in receiver.on("a"))
     assert len(receiver.on("b")) == 1, "app.ping does not match org B's filters"

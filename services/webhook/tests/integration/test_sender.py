@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 
@@ -66,6 +67,69 @@ async def test_unreachable_port_is_a_failed_attempt() -> None:
     sender = Sender(OPEN)
     try:
         result = await sender.send(f"http://127.0.0.1:{free_port()}/x", {}, b"{}", 2)
+    finally:
+        await sender.close()
+    assert result.status is None
+    assert result.error
+    assert not result.refused
+
+
+async def _raw_server(behaviour: str) -> tuple[asyncio.AbstractServer, int]:
+    """A TCP server that misbehaves: garbage instead of HTTP, a huge body, or a body dripped slowly."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if behaviour == "garbage":
+                writer.write(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
+            elif behaviour == "huge":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50000000\r\n\r\n")
+                for _ in range(200):
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+            elif behaviour == "drip":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(1000):
+                    writer.write(b"x")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("behaviour", ["garbage", "huge", "drip"])
+async def test_misbehaving_receivers_are_bounded_attempts(behaviour: str) -> None:
+    server, port = await _raw_server(behaviour)
+    sender = Sender(OPEN)
+    started = time.monotonic()
+    try:
+        result = await sender.send(f"http://127.0.0.1:{port}/x", {}, b"{}", 2.0)
+    finally:
+        await sender.close()
+        server.close()
+    assert time.monotonic() - started < 6
+    if behaviour == "huge":
+        assert result.status == 200  # a 2xx with a huge body succeeds, but only 64 KiB is read and 4 KiB kept
+        assert result.body is not None
+        assert len(result.body) <= 4096
+    elif behaviour == "drip":
+        assert result.status is None
+        assert "timed out" in (result.error or "")
+    else:
+        assert result.status is None
+        assert result.error
+
+
+async def test_tls_failure_is_a_failed_attempt(receiver: Receiver) -> None:
+    sender = Sender(OPEN)
+    try:
+        result = await sender.send(f"https://127.0.0.1:{receiver.port}/x", {}, b"{}", 3)
     finally:
         await sender.close()
     assert result.status is None

@@ -80,9 +80,9 @@ def test_secret_box_rotates_keys() -> None:
     token = old_box.encrypt("whsec_abc")
     assert "whsec_abc" not in token
     new_box = SecretBox.from_setting(f"{k2},{k1}")
-    assert new_box.decrypt(token) == "whsec_abc"
+    assert new_box.decrypt_text(token) == "whsec_abc"
     rotated = new_box.rotate(token)
-    assert SecretBox([k2]).decrypt(rotated) == "whsec_abc"
+    assert SecretBox([k2]).decrypt_text(rotated) == "whsec_abc"
     with pytest.raises(SecretError):
         SecretBox([k2]).decrypt(token)
     with pytest.raises(SecretError):

@@ -150,8 +150,9 @@ class EventBus:
         entries = [(e.type, f) for e, f in zip(events, encoded, strict=True)]
         return await self.publisher.add_entries(stream, entries)
 
-    def routes(self, prefix: str, *, auth: bool = False) -> Routes:
+    def routes(self, prefix: str) -> Routes:
         """Operations routes under ``prefix`` (e.g. ``/api/v1/auth``): ``GET events/streams``,
         ``GET events/dead-letters``, ``POST events/dead-letters/{entry_id}/replay``,
-        ``POST events/dead-letters/replay``. ``auth=True`` requires the process's authenticator."""
-        return build_routes(self, prefix, auth=auth)
+        ``POST events/dead-letters/replay``. They see every organisation's events, so they open only to
+        the platform operator's ``OPERATIONS_TOKEN`` (404 while it is unset), never to a tenant token."""
+        return build_routes(self, prefix)

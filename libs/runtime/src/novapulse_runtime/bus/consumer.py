@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -41,7 +42,7 @@ from .constants import (
     MAX_ENTRY_BYTES,
     MAX_ERROR_CHARS,
 )
-from .envelope import DeadReason, Event, MalformedEntry, check_envelope, decode, entry_size, format_time
+from .envelope import DeadReason, Event, MalformedEntry, check_envelope, decode, entry_size, format_time, lookup
 from .idempotency import Claim, Idempotency
 from .metrics import type_label
 from .streams import ensure_group, groups_info, is_nogroup, lag_of
@@ -171,7 +172,7 @@ class Consumer:
         sources = set(self.sources)
         types = catalog.all_types()
         for name in self._exact:
-            et = catalog.lookup(name)
+            et = lookup(name)
             if et is not None:
                 sources.add(et.source)
         for prefix, _ in self._prefixes:
@@ -187,7 +188,7 @@ class Consumer:
         exact = self._exact.get(type_)
         if exact is not None:
             found = (exact, True)
-        elif catalog.lookup(type_) is not None:
+        elif lookup(type_) is not None:
             for prefix, handler in self._prefixes:
                 if type_.startswith(prefix):
                     found = (handler, True)
@@ -312,7 +313,7 @@ class Consumer:
         for stream, entry_id, fields, deliveries in batch:
             held = _Held(stream, entry_id, fields, deliveries)
             if not fields:  # deleted or trimmed while pending
-                self._ack(held, None, None)
+                self._ack(held)
                 continue
             try:
                 check_envelope(fields)
@@ -322,11 +323,11 @@ class Consumer:
             type_ = fields[F_TYPE]
             resolved = self._resolve(type_)
             if resolved is None:
-                if self.options.dead_letter_unknown and catalog.lookup(type_) is None:
+                if self.options.dead_letter_unknown and lookup(type_) is None:
                     reason = f"unknown event type {type_!r}"
                     self._spawn(held, self._dead_letter(held, DeadReason.UNKNOWN_TYPE, reason))
                 else:
-                    self._ack(held, None, None)  # a type this group does not handle
+                    self._ack(held)  # a type this group does not handle
                 continue
             ready.append((held, *resolved))
         if self.idem is not None and ready:
@@ -389,7 +390,7 @@ class Consumer:
                     held.claim = None
                     if claim is Claim.DONE:
                         self.metrics.duplicates.labels(held.stream, self.group).inc()
-                        self._ack(held, None, None)
+                        self._ack(held)
                         return
                     if claim is Claim.BUSY:  # another copy of this event is being handled right now
                         if await self._sleep(0.05 + random.random() * 0.05, self._stop):
@@ -397,7 +398,7 @@ class Consumer:
                         continue
                 failure = await self._handle(handler, event)
                 if failure is None:
-                    self._ack(held, event_id, event.type)
+                    self._ack(held, event_id)
                     return
                 reason, error = failure
                 self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
@@ -486,7 +487,8 @@ class Consumer:
 
     # acknowledgements and dead letters ---------------------------------------------------------------------
 
-    def _ack(self, held: _Held, event_id: str | None, _type: str | None) -> None:
+    def _ack(self, held: _Held, event_id: str | None = None) -> None:
+        """Queue the acknowledgement (and, with ``event_id``, the idempotency marker) for the ack loop."""
         self._acks.setdefault(held.stream, []).append(held.entry_id)
         if event_id is not None and self.idem is not None:
             self._done.append(event_id)
@@ -526,7 +528,7 @@ class Consumer:
                 D_ENTRY: held.entry_id,
                 D_GROUP: self.group,
                 D_DELIVERIES: str(held.deliveries),
-                D_TIME: format_time(_now()),
+                D_TIME: format_time(datetime.now(UTC)),
             }
         )
         if truncated:
@@ -615,9 +617,3 @@ class Consumer:
         for c in await self.redis.xinfo_consumers(stream, self.group):
             if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > FORGET_CONSUMER_AFTER * 1000:
                 await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)

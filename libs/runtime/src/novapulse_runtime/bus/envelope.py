@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
+import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -67,15 +66,30 @@ def new_event_id() -> str:
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
-            _last_ms, _seq = ms, int.from_bytes(os.urandom(2), "big") & 0x7FF
+            _last_ms, _seq = ms, random.getrandbits(11)
         else:
             _seq += 1
             if _seq > 0xFFF:  # counter exhausted within one millisecond: borrow the next one
                 _last_ms, _seq = _last_ms + 1, 0
             ms = _last_ms
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+        seq = _seq
+    # random is re-seeded in forked children, so processes do not share sequences
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | random.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_known: dict[str, catalog.EventType] = {}
+
+
+def lookup(name: str) -> catalog.EventType | None:
+    """``catalog.lookup`` with the found types cached (a type's definition never changes once registered)."""
+    found = _known.get(name)
+    if found is None:
+        found = catalog.lookup(name)
+        if found is not None:
+            _known[name] = found
+    return found
 
 
 def format_time(moment: datetime) -> str:
@@ -148,7 +162,7 @@ def build(
     Raises ``ValueError`` for a catalogue type produced by another service, ``TypeError`` for a model of
     the wrong class, and pydantic's ``ValidationError`` for a dict that does not match the model.
     """
-    et = catalog.lookup(type_)
+    et = lookup(type_)
     version = 1
     if et is not None:
         if et.source != source:
@@ -204,7 +218,11 @@ def with_trace(event: Event, fields: dict[str, str]) -> Event:
 
 
 def entry_size(fields: dict[str, str]) -> int:
-    return sum(len(k) + len(v.encode()) for k, v in fields.items())
+    """Bytes of field names and UTF-8 values; a cheap character count when that cannot exceed the limit."""
+    chars = sum(len(k) + len(v) for k, v in fields.items())
+    if chars * 4 <= MAX_ENTRY_BYTES:  # a character is at most 4 bytes: surely under the limit
+        return chars
+    return sum(len(k.encode()) + len(v.encode()) for k, v in fields.items())
 
 
 def check_envelope(fields: dict[str, str] | None) -> None:
@@ -251,7 +269,7 @@ def decode(
         raise MalformedEntry(DeadReason.MALFORMED, "data is not a JSON object")
     data: Any = raw
     if typed:
-        et = catalog.lookup(fields[F_TYPE])
+        et = lookup(fields[F_TYPE])
         if et is not None:
             try:
                 data = et.model.model_validate(raw)

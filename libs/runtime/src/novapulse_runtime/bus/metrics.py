@@ -6,8 +6,8 @@ import weakref
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from .. import catalog
 from ..metrics import Metrics
+from .envelope import lookup
 
 HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -17,7 +17,7 @@ OTHER_TYPE = "other"
 def type_label(type_: str) -> str:
     """The ``type`` label of an event type: catalogue types by name, anything else as ``other`` (types outside
     the catalogue come from callers and outside producers; as labels they would be unbounded)."""
-    return type_ if catalog.lookup(type_) is not None else OTHER_TYPE
+    return type_ if lookup(type_) is not None else OTHER_TYPE
 
 
 _by_registry: weakref.WeakKeyDictionary[Metrics, BusMetrics] = weakref.WeakKeyDictionary()

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from .. import catalog
 from ..problems import ProblemError
 from ..routes import Routes
 from .constants import (
@@ -165,7 +166,15 @@ class Operations:
         return sorted(names)
 
     async def streams(self, group: str | None = None) -> list[StreamStats]:
-        return [await stream_stats(self.redis, s) for s in self.known_streams(group)]
+        """Stats of :meth:`known_streams`, plus every catalogue stream on which ``group`` exists (an API
+        process declares no consumer, yet its service's group reads those streams)."""
+        group = group or self.bus.rt.service
+        names = set(self.known_streams(group))
+        for source in {et.source for et in catalog.all_types()}:
+            stream = self.bus.keys.stream(source)
+            if stream not in names and any(g.get("name") == group for g in await groups_info(self.redis, stream)):
+                names.add(stream)
+        return [await stream_stats(self.redis, s) for s in sorted(names)]
 
     async def dead_letters(self, group: str | None = None, limit: int = 50, after: str | None = None) -> DeadLettersOut:
         """A page of the group's dead letters, oldest first."""
@@ -212,23 +221,23 @@ class Operations:
         return [str(r) for r in result[:-1]]
 
 
-def build_routes(bus: EventBus, prefix: str, *, auth: bool = False) -> Routes:
+def build_routes(bus: EventBus, prefix: str) -> Routes:
     """``GET {prefix}/events/streams``, ``GET {prefix}/events/dead-letters``,
     ``POST {prefix}/events/dead-letters/{entry_id}/replay``, ``POST {prefix}/events/dead-letters/replay``."""
     routes = Routes(prefix=prefix, tags=["events"])
     ops = bus.operations
 
-    @routes.get("/events/streams", query=GroupQuery, response=StreamsOut, auth=auth)
+    @routes.get("/events/streams", query=GroupQuery, response=StreamsOut, operator=True)
     async def event_streams(_request: web.Request, query: GroupQuery) -> StreamsOut:
         """Streams this service produces and consumes, with length, groups, pending, lag and consumers."""
         return StreamsOut(streams=await ops.streams(query.group))
 
-    @routes.get("/events/dead-letters", query=DeadLettersQuery, response=DeadLettersOut, auth=auth)
+    @routes.get("/events/dead-letters", query=DeadLettersQuery, response=DeadLettersOut, operator=True)
     async def dead_letters(_request: web.Request, query: DeadLettersQuery) -> DeadLettersOut:
         """Dead letters of a consumer group (default: this service's group), oldest first."""
         return await ops.dead_letters(query.group, query.limit, query.after)
 
-    @routes.post("/events/dead-letters/replay", query=GroupQuery, response=ReplayOut, auth=auth)
+    @routes.post("/events/dead-letters/replay", query=GroupQuery, response=ReplayOut, operator=True)
     async def replay_all(_request: web.Request, query: GroupQuery) -> ReplayOut:
         """Replay every dead letter of the group."""
         ids = await ops.replay_all(query.group)
@@ -236,7 +245,7 @@ def build_routes(bus: EventBus, prefix: str, *, auth: bool = False) -> Routes:
         return ReplayOut(replayed=len(ids), stream=bus.keys.replay(group), entry_ids=ids)
 
     @routes.post(
-        "/events/dead-letters/{entry_id}/replay", query=GroupQuery, response=ReplayOut, auth=auth, errors=(404,)
+        "/events/dead-letters/{entry_id}/replay", query=GroupQuery, response=ReplayOut, operator=True, errors=(404,)
     )
     async def replay_one(request: web.Request, query: GroupQuery) -> ReplayOut:
         """Replay one dead letter to the group that dead-lettered it."""

@@ -1,0 +1,29 @@
+"""Platform-operator access for operations routes (event streams, dead letters, replay).
+
+These routes see every organisation's data, so tenant tokens never open them, whatever their role. They
+take ``Authorization: Bearer <OPERATIONS_TOKEN>``, compared in constant time. With ``OPERATIONS_TOKEN``
+unset the routes answer 404, as if they did not exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from .http import SETTINGS_KEY
+from .problems import ProblemError
+
+
+def require_operator(request: web.Request) -> None:
+    """Raise unless the request carries the operations token."""
+    expected = request.app[SETTINGS_KEY].operations_token.get_secret_value()
+    if not expected:
+        raise ProblemError(404, f"No route for {request.path}")
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        raise ProblemError(
+            401,
+            "Operations routes need the operations token",
+            headers={"WWW-Authenticate": 'Bearer realm="operations"'},
+        )
