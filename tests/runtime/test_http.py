@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -110,3 +111,34 @@ async def test_metrics_by_route_template(sample: ServiceProcess, http: aiohttp.C
     assert "/does/not/exist" not in text
     assert "novapulse_http_request_duration_seconds_bucket" in text
     assert "process_resident_memory_bytes" in text
+
+
+async def _raw_request(port: int, head: bytes, body: bytes = b"") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body)
+    await writer.drain()
+    data = await reader.read(65536)
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+async def test_hostile_input_is_a_4xx(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    base = sample.url + "/api/v1/sample"
+    json_headers = {"Content-Type": "application/json"}
+    async with http.post(base + "/echo", data=b"[" * 100_000, headers=json_headers) as r:
+        await _problem(r, 400)  # nesting bomb
+    async with http.post(base + "/echo", data=b'{"name": "\\ud800", "count": 1}', headers=json_headers) as r:
+        await _problem(r, 400)  # lone surrogate
+    async with http.post(base + "/echo", data=b"", headers=json_headers) as r:
+        await _problem(r, 400)
+    async with http.get(base + "/whoami") as r:
+        await _problem(r, 401)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    # a non-UTF-8 Authorization header, as raw bytes on the wire
+    head = (
+        b"GET /api/v1/sample/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff\xfe.a.b\r\n\r\n"
+    )
+    answer = await _raw_request(sample.port, head)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]

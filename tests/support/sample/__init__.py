@@ -14,6 +14,7 @@ from novapulse_runtime.ratelimit import RateLimit
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Composition, Runtime
 from novapulse_runtime.settings import ServiceSettings
+from novapulse_runtime.tokens import principal
 
 log = logging.getLogger("sample")
 
@@ -62,11 +63,16 @@ async def build(rt: Runtime) -> Composition:
         """Fail with an unexpected error."""
         raise RuntimeError("secret internal detail")
 
+    @routes.get("/whoami", response=EchoOut, auth=True)
+    async def whoami(request: web.Request) -> EchoOut:
+        """The caller's user id."""
+        return EchoOut(name=principal(request).user_id, count=0)
+
     async def ticker(stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("ticker stopped")
 
-    return Composition(routes=routes, workers=[ticker])
+    return Composition(routes=routes, workers=[ticker], authenticator=rt.tokens.authenticate)
 
 
 SPEC = ServiceSpec(name="sample", settings_cls=SampleSettings, build=build, package="tests.support.sample")

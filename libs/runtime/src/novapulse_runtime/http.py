@@ -157,13 +157,13 @@ async def _parse_body(request: web.Request, model: type[BaseModel], max_bytes: i
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ProblemError(415, "Send the body as application/json")
     raw = await request.read()  # aiohttp enforces client_max_size while reading (413)
+    # pydantic's own JSON parser: bounded nesting depth and no lone surrogates, so hostile JSON is a 4xx
     try:
-        data = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProblemError(400, f"The body is not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
-    try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ProblemError(400, f"The body is not valid JSON: {errors[0]['msg']}") from exc
         raise ProblemError(422, "The request body is invalid", errors=_validation_errors(exc, "body")) from exc
 
 

@@ -21,7 +21,12 @@ def require_operator(request: web.Request) -> None:
     if not expected:
         raise ProblemError(404, f"No route for {request.path}")
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+    presented = presented.strip()
+    if (
+        scheme.lower() != "bearer"
+        or not presented.isascii()
+        or not hmac.compare_digest(presented.encode(), expected.encode())
+    ):
         raise ProblemError(
             401,
             "Operations routes need the operations token",

@@ -117,8 +117,8 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Return the token's principal or raise a 401 problem."""
-        if not token or len(token) > MAX_TOKEN_BYTES:
-            raise _unauthorized("Missing or oversized token")
+        if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii():
+            raise _unauthorized("Missing, oversized or non-ASCII token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -241,13 +241,18 @@ def build_routes(
 
     # --- MFA ---------------------------------------------------------------------------------------------
 
+    # every route that checks a TOTP code of the caller shares one per-user budget with /mfa/verify's
+    mfa_code_user = RateLimit("mfa-verify-user", settings.mfa_verify_user_limit, 300, key=caller_user)
+
     @routes.post("/mfa/setup", response=MfaSetupOut, auth=True, errors=(409,))
     async def mfa_setup(request: web.Request) -> MfaSetupOut:
         """Start TOTP set-up: a pending secret, its otpauth URI and QR codes (valid 10 minutes)."""
         who = principal(request)
         return await mfa.setup(who.org_id, who.user_id)
 
-    @routes.post("/mfa/enable", body=MfaCodeIn, response=RecoveryCodesOut, auth=True, errors=(409,))
+    @routes.post(
+        "/mfa/enable", body=MfaCodeIn, response=RecoveryCodesOut, auth=True, errors=(409,), rate_limits=[mfa_code_user]
+    )
     async def mfa_enable(request: web.Request, body: MfaCodeIn) -> RecoveryCodesOut:
         """Confirm set-up with a code; returns 10 recovery codes, shown once."""
         who = principal(request)
@@ -268,13 +273,20 @@ def build_routes(
         pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request))
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
-    @routes.post("/mfa/disable", body=MfaDisableIn, auth=True, errors=(409,))
+    @routes.post("/mfa/disable", body=MfaDisableIn, auth=True, errors=(409,), rate_limits=[mfa_code_user])
     async def mfa_disable(request: web.Request, body: MfaDisableIn) -> None:
         """Turn MFA off (password and a current code)."""
         who = principal(request)
         await mfa.disable(who.org_id, who.user_id, body.password, body.code)
 
-    @routes.post("/mfa/recovery-codes", body=MfaCodeIn, response=RecoveryCodesOut, auth=True, errors=(409,))
+    @routes.post(
+        "/mfa/recovery-codes",
+        body=MfaCodeIn,
+        response=RecoveryCodesOut,
+        auth=True,
+        errors=(409,),
+        rate_limits=[mfa_code_user],
+    )
     async def mfa_recovery_codes(request: web.Request, body: MfaCodeIn) -> RecoveryCodesOut:
         """Replace the recovery codes (the old ones stop working)."""
         who = principal(request)

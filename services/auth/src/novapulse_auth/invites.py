@@ -3,6 +3,7 @@ expiring token (stored hashed) that only the notification service ever sees, in 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -156,5 +157,8 @@ class InviteService:
             raise ProblemError(409, "This e-mail address already has an account") from exc
         except ProblemError:
             await self._repo.release_invite(invite["_id"])  # a fixable mistake must not burn the invite
+            raise
+        except (Exception, asyncio.CancelledError):
+            await self._repo.release_invite(invite["_id"])  # nor may a database error or a cancelled request
             raise
         return user_out(user), org_out(org)

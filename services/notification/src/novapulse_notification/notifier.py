@@ -67,6 +67,8 @@ class InboundEvent(Protocol):
     def org_id(self) -> str | None: ...
     @property
     def data(self) -> Any: ...
+    @property
+    def time(self) -> datetime: ...
 
 
 class RetryLater(Exception):
@@ -314,7 +316,9 @@ class Notifier:
                 "link": link if isinstance(link, str) else None,
                 "created_at": created,
                 "read": False,
-                "sort_key": sort_key(created, nid),
+                # newest first by when it happened (the event's time), not by
+                # when a concurrent handler got to it
+                "sort_key": sort_key(event.time, nid),
             }
         )
         await self.repo.add_attempt(

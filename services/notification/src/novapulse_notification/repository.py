@@ -112,7 +112,12 @@ class Repository:
             found = await self.deliveries.find_one({"_id": doc["_id"], "org_id": doc["org_id"]})
             if found is None:  # the unique (event, recipient, channel) index matched a different _id
                 found = await self.deliveries.find_one(
-                    {"event_id": doc["event_id"], "recipient": doc["recipient"], "channel": doc["channel"]}
+                    {
+                        "org_id": doc["org_id"],
+                        "event_id": doc["event_id"],
+                        "recipient": doc["recipient"],
+                        "channel": doc["channel"],
+                    }
                 )
             if found is None:
                 raise

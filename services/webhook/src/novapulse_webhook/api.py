@@ -79,13 +79,16 @@ def build_routes(svc: WebhookService) -> Routes:
         who = principal(request)
         docs = await svc.repo.list_endpoints(who.org_id, query.limit, query.cursor)
         cursor = docs[-1]["_id"] if len(docs) == query.limit else None
-        return EndpointList(items=[endpoint_out(d) for d in docs], next_cursor=cursor)
+        return EndpointList(
+            items=[endpoint_out(d, reveal_headers=who.has_role(*WRITERS)) for d in docs], next_cursor=cursor
+        )
 
     @routes.get("/endpoints/{endpoint_id}", response=EndpointOut, auth=True, errors=(404,))
     async def get_endpoint(request: web.Request) -> EndpointOut:
         """One endpoint."""
         who = principal(request)
-        return endpoint_out(await svc.endpoint(who.org_id, _id(request, "endpoint_id")))
+        doc = await svc.endpoint(who.org_id, _id(request, "endpoint_id"))
+        return endpoint_out(doc, reveal_headers=who.has_role(*WRITERS))
 
     @routes.patch(
         "/endpoints/{endpoint_id}",

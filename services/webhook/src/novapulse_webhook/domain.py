@@ -6,7 +6,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -138,3 +138,11 @@ def decide(
     if delay is None or disable:
         return Decision(False, None, disable, True)
     return Decision(False, now + timedelta(seconds=delay), None, False)
+
+
+_SENSITIVE = ("auth", "token", "key", "secret", "cookie", "password", "session")
+
+
+def redact(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as logged in attempts: credentials in custom headers are masked."""
+    return {k: ("***" if any(s in k.lower() for s in _SENSITIVE) else v) for k, v in headers.items()}

@@ -17,7 +17,7 @@ from novapulse_runtime.problems import ProblemError
 
 from .clock import as_datetime, from_ms, stamp, to_ms, utcnow
 from .constants import ENDPOINT_ID_PREFIX, EVENT_ID_PREFIX, EVENT_TEST, MessageStatus
-from .domain import new_id
+from .domain import new_id, redact
 from .fanout import new_message, payload_body, subscribed
 from .models import (
     EndpointIn,
@@ -35,14 +35,17 @@ from .settings import WebhookSettings
 from .ssrf import AddressPolicy, SsrfError, check_url, resolve
 
 
-def endpoint_out(doc: Doc) -> EndpointOut:
+def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
+    """The endpoint as the API shows it; ``reveal_headers=False`` (callers who cannot change the endpoint)
+    masks custom header values that look like credentials."""
+    headers = doc.get("headers", {})
     return EndpointOut(
         id=doc["_id"],
         url=doc["url"],
         description=doc.get("description", ""),
         event_types=doc.get("event_types", []),
         enabled=doc.get("enabled", True),
-        headers=doc.get("headers", {}),
+        headers=headers if reveal_headers else redact(headers),
         rate_limit=doc.get("rate_limit"),
         concurrency=doc.get("concurrency", 1),
         disabled_reason=doc.get("disabled_reason"),

@@ -43,7 +43,7 @@ from .constants import (
     Outcome,
 )
 from .dispatcher import Dispatcher, Job
-from .domain import RetryPolicy, classify, decide, parse_retry_after
+from .domain import RetryPolicy, classify, decide, parse_retry_after, redact
 from .fanout import new_message, payload_body, subscribed
 from .ports import EventPublisher
 from .repository import Doc, Repository
@@ -56,13 +56,7 @@ from .writer import BatchWriter
 log = logging.getLogger("novapulse.webhook.worker")
 tracer = trace.get_tracer("novapulse.webhook")
 
-_SENSITIVE = ("auth", "token", "key", "secret", "cookie", "password", "session")
 CLAIM_BATCH = 100
-
-
-def redact(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers as logged in attempts: credentials in custom headers are masked."""
-    return {k: ("***" if any(s in k.lower() for s in _SENSITIVE) else v) for k, v in headers.items()}
 
 
 def active_secrets(endpoint: Doc, now: datetime) -> list[str]:

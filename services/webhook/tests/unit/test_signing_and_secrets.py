@@ -89,3 +89,20 @@ def test_secret_box_rotates_keys() -> None:
         SecretBox.from_setting("not-a-key")
     with pytest.raises(SecretError):
         SecretBox.from_setting("")
+
+
+def test_endpoint_custom_headers_masked_for_readers() -> None:
+    from datetime import UTC, datetime
+
+    from novapulse_webhook.service import endpoint_out
+
+    now = datetime.now(UTC)
+    doc = {
+        "_id": "e1",
+        "url": "https://x.example/hook",
+        "headers": {"X-Api-Key": "k-123", "X-Team": "blue"},
+        "created_at": now,
+        "updated_at": now,
+    }
+    assert endpoint_out(doc).headers == {"X-Api-Key": "k-123", "X-Team": "blue"}
+    assert endpoint_out(doc, reveal_headers=False).headers == {"X-Api-Key": "***", "X-Team": "blue"}

@@ -7,7 +7,8 @@ Protocol, per ``(group, event id)`` key ``<ns>:seen:<group>:<event id>``:
    another lease, a copy of the same event is being handled elsewhere and this delivery waits for it;
 2. after the handler succeeded: ``SET key done PX <ttl>`` (one Lua call per acknowledgement batch, in the same
    pipeline as, and before, the ``XACK``);
-3. after the handler failed: ``DEL key`` so the retry can take it.
+3. after the handler failed: ``DEL key`` if this process still holds the lease (compare-and-delete), so the
+   retry can take it without ever freeing a lease another consumer took after ours expired.
 
 Guarantee: within ``ttl`` a handler never runs for an event id its group already handled successfully, and
 never runs twice at the same time for one event id (as long as it finishes within the lease, which is the
@@ -51,6 +52,14 @@ end
 return #KEYS
 """
 
+# Delete the lease only if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 class Claim(StrEnum):
     NEW = "new"  # this delivery holds the lease: run the handler
@@ -73,6 +82,7 @@ class Idempotency:
         self.token = f"lease:{os.getpid()}:{os.urandom(4).hex()}"
         self._claim_script = redis.register_script(_CLAIM)
         self._done_script = redis.register_script(_MARK_DONE)
+        self._release_script = redis.register_script(_RELEASE)
 
     def key(self, event_id: str) -> str:
         return self.keys.seen(self.group, event_id)
@@ -94,7 +104,7 @@ class Idempotency:
 
     async def release(self, event_id: str) -> None:
         """Give the lease back after a failure so a retry can take it."""
-        await self.redis.delete(self.key(event_id))
+        await self._release_script(keys=[self.key(event_id)], args=[self.token])
 
     async def is_done(self, event_id: str) -> bool:
         return bool(await self.redis.get(self.key(event_id)) == DONE)
