@@ -241,8 +241,9 @@ def build_routes(
 
     # --- MFA ---------------------------------------------------------------------------------------------
 
-    # every route that checks a TOTP code of the caller shares one per-user budget with /mfa/verify's
-    mfa_code_user = RateLimit("mfa-verify-user", settings.mfa_verify_user_limit, 300, key=caller_user)
+    # the signed-in routes that check a TOTP code (enable, disable, recovery codes) get a per-user budget of
+    # their own, the same size as /mfa/verify's, so guesses there are bounded as well
+    mfa_code_user = RateLimit("mfa-code-user", settings.mfa_verify_user_limit, 300, key=caller_user)
 
     @routes.post("/mfa/setup", response=MfaSetupOut, auth=True, errors=(409,))
     async def mfa_setup(request: web.Request) -> MfaSetupOut:

@@ -80,3 +80,17 @@ async def test_mfa_verify_per_user(make_app: Callable[..., Any], fresh_redis: st
         token = (await app.login(owner))["mfa_token"]
         statuses.append((await app.post("/mfa/verify", {"mfa_token": token, "code": wrong})).status)
     assert statuses == [401, 401, 401, 429]
+
+
+async def test_mfa_code_routes_per_user(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, mfa_verify_user_limit=3)
+    owner = await app.register()
+    await app.enable_mfa(owner)  # spends one of the 3 on /mfa/enable
+    wrong = f"{(int(code_at(owner.totp_secret, 0)) + 3) % 1_000_000:06d}"
+    statuses = []
+    for _ in range(3):
+        resp = await app.post("/mfa/recovery-codes", {"code": wrong}, headers=owner.auth)
+        statuses.append(resp.status)
+    assert statuses[-1] == 429
+    assert statuses[:2] == [statuses[0]] * 2
+    assert statuses[0] in (400, 401, 403, 422)
