@@ -243,15 +243,6 @@ async def _check_limits(
     return tightest
 
 
-def by_ip(settings: ServiceSettings) -> Callable[[web.Request, Any], str]:
-    """A rate-limit key function bucketing by the client address (trusted proxies honoured)."""
-
-    def key(request: web.Request, _body: Any) -> str:
-        return client_ip(request, settings.trusted_proxies)
-
-    return key
-
-
 def create_app(
     *,
     settings: ServiceSettings,

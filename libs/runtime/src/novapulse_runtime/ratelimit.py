@@ -56,7 +56,8 @@ class RateLimit:
     """``limit`` requests per ``window`` seconds, bucketed by what ``key`` returns for a request.
 
     ``key`` receives the request and the parsed body (or ``None``) and returns a string; returning
-    ``None`` skips this limit for that request. Use :func:`by_ip` for the client address.
+    ``None`` skips this limit for that request. ``key=None`` buckets by the client address (trusted proxies
+    honoured); :func:`by_user` and :func:`by_org` bucket authenticated routes by the caller.
     """
 
     name: str
@@ -91,6 +92,21 @@ class Decision:
         if not self.allowed:
             h["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return h
+
+
+def by_user(request: web.Request, _body: Any) -> str:
+    """Rate-limit key: the authenticated caller (routes declared with ``auth=True``)."""
+    from .tokens import principal
+
+    who = principal(request)
+    return f"{who.org_id}:{who.user_id}"
+
+
+def by_org(request: web.Request, _body: Any) -> str:
+    """Rate-limit key: the caller's organisation (routes declared with ``auth=True``)."""
+    from .tokens import principal
+
+    return principal(request).org_id
 
 
 def client_ip(request: web.Request, trusted: Sequence[Network]) -> str:

@@ -43,7 +43,7 @@ class Routes:
         routes = Routes(prefix="/api/v1/auth")
 
         @routes.post("/register", body=RegisterIn, response=UserOut, status=201,
-                     rate_limits=[RateLimit("register-ip", 10, 3600, by_ip)])
+                     rate_limits=[RateLimit("register-ip", 10, 3600)])  # key=None: client IP
         async def register(request: web.Request, body: RegisterIn) -> UserOut: ...
 
     A handler receives the request plus ``body=`` and/or ``query=`` when declared, and returns a pydantic

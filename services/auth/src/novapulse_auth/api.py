@@ -10,7 +10,7 @@ import jwt
 from aiohttp import web
 
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.ratelimit import RateLimit, client_ip
+from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.tokens import principal, require_role
 
@@ -83,12 +83,6 @@ def build_routes(
     def login_account(_request: web.Request, body: Any) -> str:
         return str(body.email).strip().lower()
 
-    def caller_org(request: web.Request, _body: Any) -> str:
-        return principal(request).org_id
-
-    def caller_user(request: web.Request, _body: Any) -> str:
-        return principal(request).user_id
-
     async def challenge_user(_request: web.Request, body: Any) -> str | None:
         return await mfa.challenge_user(body.mfa_token)
 
@@ -144,7 +138,7 @@ def build_routes(
         body=PasswordChangeIn,
         auth=True,
         errors=(400,),
-        rate_limits=[RateLimit("password-user", settings.login_account_limit, 300, key=caller_user)],
+        rate_limits=[RateLimit("password-user", settings.login_account_limit, 300, key=by_user)],
     )
     async def change_password(request: web.Request, body: PasswordChangeIn) -> None:
         """Change your password; your other sessions are revoked."""
@@ -175,7 +169,7 @@ def build_routes(
         status=201,
         auth=True,
         errors=(409,),
-        rate_limits=[RateLimit("invite-org", settings.invite_org_limit, 3600, key=caller_org)],
+        rate_limits=[RateLimit("invite-org", settings.invite_org_limit, 3600, key=by_org)],
     )
     async def create_invite(request: web.Request, body: InviteIn) -> InviteOut:
         """Invite someone to the organisation (owner or admin)."""
@@ -243,7 +237,7 @@ def build_routes(
 
     # the signed-in routes that check a TOTP code (enable, disable, recovery codes) get a per-user budget of
     # their own, the same size as /mfa/verify's, so guesses there are bounded as well
-    mfa_code_user = RateLimit("mfa-code-user", settings.mfa_verify_user_limit, 300, key=caller_user)
+    mfa_code_user = RateLimit("mfa-code-user", settings.mfa_verify_user_limit, 300, key=by_user)
 
     @routes.post("/mfa/setup", response=MfaSetupOut, auth=True, errors=(409,))
     async def mfa_setup(request: web.Request) -> MfaSetupOut:

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.ratelimit import RateLimit, by_user
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.tokens import principal, require_role
 
@@ -31,12 +31,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 _CURSOR = r"^[0-9]{14}-[0-9a-f]{1,64}$"
 
 
-def _by_user(request: web.Request, _body: Any) -> str:
-    who = principal(request)
-    return f"{who.org_id}:{who.user_id}"
-
-
-USER_LIMIT = RateLimit("notifications-user", ROUTE_LIMIT_PER_MINUTE, 60, _by_user)
+USER_LIMIT = RateLimit("notifications-user", ROUTE_LIMIT_PER_MINUTE, 60, by_user)
 
 
 class NotificationOut(BaseModel):

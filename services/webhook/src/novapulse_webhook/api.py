@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.ratelimit import RateLimit, by_org
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.tokens import principal, require_role
 
@@ -42,10 +42,6 @@ WRITERS = ("owner", "admin")
 _MAX_ID = 64
 
 
-def _org(request: web.Request, _body: Any) -> str:
-    return principal(request).org_id
-
-
 def _id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not value or len(value) > _MAX_ID:
@@ -56,8 +52,8 @@ def _id(request: web.Request, name: str) -> str:
 def build_routes(svc: WebhookService) -> Routes:
     """The service's routes (all require an access token)."""
     routes = Routes(prefix=API_PREFIX, tags=["webhooks"])
-    create_limit = RateLimit("webhook-endpoint-write", 120, 60, _org)
-    event_limit = RateLimit("webhook-events", 2000, 1, _org)
+    create_limit = RateLimit("webhook-endpoint-write", 120, 60, by_org)
+    event_limit = RateLimit("webhook-events", 2000, 1, by_org)
 
     @routes.post(
         "/endpoints",
