@@ -202,9 +202,17 @@ class WebhookService:
         fresh = await self.repo.insert_event({"_id": event_id, "org_id": org_id, "type": body.type, "created_at": now})
         if not fresh:
             existing = await self.repo.get_event(org_id, event_id)
-            return event_id, int((existing or {}).get("messages", 0)), True
+            if existing is None or "messages" in existing:
+                return event_id, int((existing or {}).get("messages", 0)), True
+            # The first request stored the event but stopped before recording its fan-out (a crash, a database
+            # error): finish it now. Messages are unique per (event, endpoint), so a concurrent first request
+            # and this one cannot both create a message for one endpoint.
+            await self.fan_out(org_id, event_id, body.type, body.data, now)
+            count = await self.repo.messages.count_documents({"org_id": org_id, "event_id": event_id})
+            await self.repo.events.update_one({"_id": event_id, "org_id": org_id}, {"$set": {"messages": count}})
+            return event_id, count, True
         count = await self.fan_out(org_id, event_id, body.type, body.data, now)
-        await self.repo.events.update_one({"_id": event_id}, {"$set": {"messages": count}})
+        await self.repo.events.update_one({"_id": event_id, "org_id": org_id}, {"$set": {"messages": count}})
         return event_id, count, False
 
     async def fan_out(

@@ -258,3 +258,31 @@ async def test_endpoint_failing_too_long_is_disabled(stack, client, receiver: Re
     assert again["enabled"] is True
     assert again["failing_since"] is None
     assert again["disabled_reason"] is None
+
+
+async def test_idempotent_retry_finishes_an_interrupted_fan_out(spawn, webhook_env, client) -> None:
+    """A first request that stored the event but died before its messages: the retry with the same key
+    creates them (once) instead of answering 'duplicate, 0 messages'."""
+    import hashlib
+
+    from pymongo import AsyncMongoClient
+
+    api_proc = spawn("novapulse_webhook", "api", env=webhook_env)
+    api: Api = client(api_proc.url, org="org-crash")
+    await api.endpoint("https://example.com/hook", event_types=["x.y"])
+    digest = hashlib.sha256(b"org-crash\x00k-crash").hexdigest()[:32]
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(api_proc.env["MONGO_URL"], tz_aware=True)
+    try:
+        db = mongo[api_proc.env["MONGO_DB"]]
+        # what the interrupted first request left behind: the event, no messages, no fan-out count
+        await db["events"].insert_one(
+            {"_id": f"evt_k{digest}", "org_id": "org-crash", "type": "x.y", "created_at": datetime.now(UTC)}
+        )
+        again = await api.event("x.y", {"a": 1}, key="k-crash")
+        assert again["duplicate"]
+        assert again["messages"] == 1
+        third = await api.event("x.y", {"a": 1}, key="k-crash")
+        assert third["messages"] == 1
+        assert await db["messages"].count_documents({"event_id": f"evt_k{digest}"}) == 1
+    finally:
+        await mongo.close()
