@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.bus import Event, EventBus, PermanentError
 from novapulse_runtime.bus.constants import MAX_ENTRY_BYTES
 from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import PasswordChanged, UserRegistered
@@ -363,3 +363,26 @@ async def test_without_an_exporter_the_context_still_travels(make_runtime: Runti
     entries: list[Any] = await rt.redis.xrange(bus.stream()) or []
     assert f"{root.get_span_context().trace_id:032x}" in entries[0][1]["traceparent"]
     assert seen == [root.get_span_context().trace_id]
+
+
+async def test_permanent_error_is_dead_lettered_at_once(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", max_deliveries=5, backoff_base=0.05, backoff_max=0.2)
+    calls: Counter[str] = Counter()
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        calls[event.subject or ""] += 1
+        raise PermanentError("no such template")
+
+    async with running(consumer.run):
+        await bus.publish("user.registered", user(1), org_id="o1", subject="u1")
+
+        async def one_dead() -> bool:
+            return await _dead_count(bus) == 1
+
+        await wait_until(one_dead, timeout=15, message="one dead letter")
+        [dead] = (await bus.operations.dead_letters("notification")).items
+    assert calls["u1"] == 1
+    assert (dead.reason, dead.deliveries) == ("rejected", 1)
+    assert "no such template" in dead.error

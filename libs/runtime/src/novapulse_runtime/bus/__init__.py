@@ -31,7 +31,7 @@ from ..routes import Routes
 from ..runtime import Runtime
 from .constants import DEFAULT_DEAD_MAXLEN, DEFAULT_STREAM_MAXLEN
 from .consumer import Consumer, ConsumerOptions, Handler
-from .envelope import DeadReason, Event, MalformedEntry, build, decode, encode, new_event_id, with_trace
+from .envelope import DeadReason, Event, MalformedEntry, PermanentError, build, decode, encode, new_event_id, with_trace
 from .idempotency import Claim, Idempotency
 from .keys import Keys, default_namespace
 from .metrics import BusMetrics
@@ -52,6 +52,7 @@ __all__ = [
     "Keys",
     "MalformedEntry",
     "Outbox",
+    "PermanentError",
     "StreamStats",
     "decode",
     "encode",

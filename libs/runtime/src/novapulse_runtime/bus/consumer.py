@@ -42,7 +42,17 @@ from .constants import (
     MAX_ENTRY_BYTES,
     MAX_ERROR_CHARS,
 )
-from .envelope import DeadReason, Event, MalformedEntry, check_envelope, decode, entry_size, format_time, lookup
+from .envelope import (
+    DeadReason,
+    Event,
+    MalformedEntry,
+    PermanentError,
+    check_envelope,
+    decode,
+    entry_size,
+    format_time,
+    lookup,
+)
 from .idempotency import Claim, Idempotency
 from .metrics import type_label
 from .streams import ensure_group, groups_info, is_nogroup, lag_of
@@ -404,7 +414,7 @@ class Consumer:
                 self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
                 if self.idem is not None:
                     await self.idem.release(event_id)
-                if held.deliveries >= self.options.max_deliveries:
+                if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
                     await self._dead_letter(held, reason, error)
                     return
                 self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
@@ -442,6 +452,8 @@ class Consumer:
                     await handler(event)
             except TimeoutError:
                 failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+            except PermanentError as exc:
+                failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
             except Exception as exc:
                 failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
             finally:
@@ -464,6 +476,9 @@ class Consumer:
                         await handler(event)
                 except TimeoutError:
                     failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+                    span.set_status(Status(StatusCode.ERROR, failure[1]))
+                except PermanentError as exc:
+                    failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
                     span.set_status(Status(StatusCode.ERROR, failure[1]))
                 except Exception as exc:
                     failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")

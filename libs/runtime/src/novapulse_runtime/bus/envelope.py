@@ -45,6 +45,13 @@ class DeadReason(StrEnum):
     OVERSIZED = "oversized"
     HANDLER_FAILED = "handler_failed"  # the delivery cap was reached
     TIMEOUT = "timeout"  # the delivery cap was reached, the last attempt timed out
+    REJECTED = "rejected"  # the handler raised PermanentError: retrying cannot help
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help (the event names a template that does not exist,
+    say): the entry goes to the dead-letter stream at once, with reason ``rejected``, instead of after the
+    delivery cap."""
 
 
 class MalformedEntry(Exception):
