@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
+from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.catalog import notification as notification_events
 from novapulse_runtime.catalog import report as report_events
@@ -24,8 +25,9 @@ BOTH = (Channel.IN_APP, Channel.EMAIL)
 EMAIL_ONLY = (Channel.EMAIL,)
 
 
-class InvalidEvent(Exception):
-    """The event cannot produce a notification however often it is retried (goes to the dead letters)."""
+class InvalidEvent(PermanentError):
+    """The event cannot produce a notification however often it is retried: the bus dead-letters it at once
+    (reason ``rejected``)."""
 
 
 @dataclass(frozen=True)

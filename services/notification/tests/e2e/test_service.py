@@ -182,7 +182,8 @@ async def test_event_missing_fields_goes_to_dead_letters(
         entries = {e["type"]: e for _id, e in await auth.rt.redis.xrange(dead)}
         assert entries["mfa.enabled"]["dead_reason"] == "invalid_data"
         assert "org_id" in entries["mfa.enabled"]["dead_error"]
-        assert entries["notification.requested"]["dead_reason"] == "handler_failed"
+        assert entries["notification.requested"]["dead_reason"] == "rejected"  # at once, not after retries
+        assert entries["notification.requested"]["dead_deliveries"] == "1"
         assert "cannot be requested" in entries["notification.requested"]["dead_error"]
     assert sink.received == []
 
