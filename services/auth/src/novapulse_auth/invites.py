@@ -47,8 +47,11 @@ class InviteService:
 
     async def create(self, org_id: str, inviter_id: str, email: str, role: str) -> InviteOut:
         email = email.strip().lower()
-        if await self._repo.email_taken(email):
-            raise ProblemError(409, "This e-mail address already has an account")
+        # Only this organisation's own members are refused here: answering "has an account" for any address
+        # would let an admin probe the whole platform's users. An address registered elsewhere gets the
+        # invitation like anyone; accepting it is refused (409) to the owner of that address only.
+        if await self._repo.member_with_email(org_id, email):
+            raise ProblemError(409, "This e-mail address is already a member of this organisation")
         inviter = await self._repo.user(org_id, inviter_id)
         org = await self._repo.org(org_id)
         if inviter is None or org is None:

@@ -70,6 +70,9 @@ class Repository:
     async def org(self, org_id: str) -> Doc | None:
         return await self.orgs.find_one({"_id": org_id})
 
+    async def member_with_email(self, org_id: str, email: str) -> bool:
+        return await self.users.count_documents({"org_id": org_id, "email": email}, limit=1) > 0
+
     async def email_taken(self, email: str) -> bool:
         return await self.users.count_documents({"email": email}, limit=1) > 0
 

@@ -84,9 +84,18 @@ async def test_members_cannot_invite_and_existing_accounts_cannot_be_invited(app
     resp = await app.post("/invites", {"email": app.unique_email()}, headers=member.auth)
     assert resp.status == 403
     resp = await app.post("/invites", {"email": member.email}, headers=owner.auth)
-    assert resp.status == 409
+    assert resp.status == 409  # already a member of this organisation
     resp = await app.post("/invites", {"email": app.unique_email(), "role": "owner"}, headers=owner.auth)
     assert resp.status == 422
+
+    # An address registered in another organisation: the admin learns nothing (same answer as for a new
+    # address); only its owner, accepting, is told it already has an account.
+    elsewhere = await app.register()
+    resp = await app.post("/invites", {"email": elsewhere.email}, headers=owner.auth)
+    assert resp.status == 201, await resp.text()
+    token = await app.invite_token(resp_json=await resp.json())
+    resp = await app.post("/invites/accept", {"token": token, "name": "Eve Elsewhere", "password": GOOD_PASSWORD})
+    assert resp.status == 409
 
 
 async def test_roles_disable_and_sessions(app: AuthApp) -> None:
