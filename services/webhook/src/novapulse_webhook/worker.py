@@ -57,6 +57,18 @@ log = logging.getLogger("novapulse.webhook.worker")
 tracer = trace.get_tracer("novapulse.webhook")
 
 CLAIM_BATCH = 100
+CACHE_MAX_ENTRIES = 10_000
+
+
+def _make_room(cache: dict[str, tuple[float, Any]]) -> None:
+    """Bound a TTL cache: drop expired entries once it is full, and everything if that is not enough."""
+    if len(cache) < CACHE_MAX_ENTRIES:
+        return
+    now = time.monotonic()
+    for key in [k for k, (expires, _) in cache.items() if expires <= now]:
+        del cache[key]
+    if len(cache) >= CACHE_MAX_ENTRIES:
+        cache.clear()
 
 
 def active_secrets(endpoint: Doc, now: datetime) -> list[str]:
@@ -123,6 +135,7 @@ class Delivery:
 
     async def _load_endpoint(self, endpoint_id: str) -> Doc | None:
         doc = await self.repo.endpoint(endpoint_id)
+        _make_room(self._endpoints)
         self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, doc)
         return doc
 
@@ -137,6 +150,8 @@ class Delivery:
     async def _load_org(self, org_id: str) -> list[Doc]:
         docs = await self.repo.org_endpoints(org_id)
         expires = time.monotonic() + ENDPOINT_CACHE_TTL
+        _make_room(self._orgs)
+        _make_room(self._endpoints)
         self._orgs[org_id] = (expires, docs)
         for d in docs:
             self._endpoints[d["_id"]] = (expires, d)
@@ -163,6 +178,8 @@ class Delivery:
         for enc in active_secrets(endpoint, now):
             key = self._keys.get(enc)
             if key is None:
+                if len(self._keys) >= CACHE_MAX_ENTRIES:  # rotated and deleted endpoints' keys do not pile up
+                    self._keys.clear()
                 key = self._keys[enc] = secret_key(self.box.decrypt_text(enc))
             keys.append(key)
         return keys
