@@ -29,6 +29,31 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def wait_for_port(proc: subprocess.Popen[bytes], port: int, timeout: float) -> str | None:
+    """Poll until ``port`` accepts connections: ``None`` then, else why not (the process exited, or time ran
+    out)."""
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        if time.monotonic() > deadline:
+            return f"did not open port {port} within {timeout}s"
+        time.sleep(0.05)
+    return None
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -62,15 +87,11 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-            if port_open(self.port):
-                return self
-            time.sleep(0.05)
+        problem = wait_for_port(self.proc, self.port, timeout)
+        if problem is None:
+            return self
         self.stop()
-        raise RuntimeError(f"{self.name} did not open port {self.port} within {timeout}s; see {self.log_path}")
+        raise RuntimeError(f"{self.name} {problem}; see {self.log_path}")
 
     def kill(self) -> None:
         """kill -9, for outage tests."""
@@ -79,14 +100,7 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if not self.proc or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, timeout)
 
     @property
     def running(self) -> bool:

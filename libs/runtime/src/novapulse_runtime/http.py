@@ -25,18 +25,12 @@ from .health import Health
 from .logs import request_id_var
 from .metrics import Metrics
 from .openapi import build_openapi
+from .operators import require_operator
 from .problems import ProblemError, from_error, problem_response
 from .ratelimit import RateLimiter, client_ip
 from .routes import Route, Routes, json_response
 from .settings import ServiceSettings
 from .tokens import PRINCIPAL_KEY
-
-
-def require_operator(request: web.Request) -> None:
-    from .operators import require_operator as check
-
-    check(request)
-
 
 log = logging.getLogger("novapulse.http")
 
@@ -189,7 +183,7 @@ def wrap(
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if route.operator:
-            require_operator(request)
+            require_operator(request, settings.operations_token.get_secret_value())
         if route.auth:
             if authenticator is None:
                 raise ProblemError(503, "Authentication is not configured for this process")

@@ -11,13 +11,11 @@ import hmac
 
 from aiohttp import web
 
-from .http import SETTINGS_KEY
 from .problems import ProblemError
 
 
-def require_operator(request: web.Request) -> None:
-    """Raise unless the request carries the operations token."""
-    expected = request.app[SETTINGS_KEY].operations_token.get_secret_value()
+def require_operator(request: web.Request, expected: str) -> None:
+    """Raise unless the request carries ``expected`` (the ``OPERATIONS_TOKEN``) as its bearer token."""
     if not expected:
         raise ProblemError(404, f"No route for {request.path}")
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")

@@ -23,6 +23,7 @@ from .constants import RATE_LIMIT_KEY_PREFIX
 from .logs import Throttled
 from .metrics import Metrics
 from .settings import Network
+from .tokens import principal
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,12 @@ class Decision:
 
 def by_user(request: web.Request, _body: Any) -> str:
     """Rate-limit key: the authenticated caller (routes declared with ``auth=True``)."""
-    from .tokens import principal
-
     who = principal(request)
     return f"{who.org_id}:{who.user_id}"
 
 
 def by_org(request: web.Request, _body: Any) -> str:
     """Rate-limit key: the caller's organisation (routes declared with ``auth=True``)."""
-    from .tokens import principal
-
     return principal(request).org_id
 
 

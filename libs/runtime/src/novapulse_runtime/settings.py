@@ -10,13 +10,24 @@ import ipaddress
 import sys
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: Any) -> Any:
+    """``"10.0.0.0/8, ::1"`` → a tuple of networks (anything else is left for pydantic to check)."""
+    if isinstance(value, str):
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
+    return value
+
+
+Networks = Annotated[tuple[Network, ...], NoDecode, BeforeValidator(parse_networks)]
+"""Settings field type: comma-separated CIDRs (``TRUSTED_PROXIES``, allow-lists)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -38,7 +49,7 @@ class ServiceSettings(BaseSettings):
     worker_http_port: int = Field(default=-1, ge=-1, le=65535)
     log_level: LogLevel = "INFO"
     otel_exporter_otlp_endpoint: str = Field(default="", pattern=r"^(https?://.*)?$")
-    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
+    trusted_proxies: Networks = ()
     shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     memory_limit_mb: int = Field(default=512, ge=16, le=1_048_576)
@@ -48,14 +59,6 @@ class ServiceSettings(BaseSettings):
     auth_issuer: str = Field(default="novapulse-auth", min_length=1)
     auth_audience: str = Field(default="novapulse", min_length=1)
     operations_token: SecretStr = Field(default=SecretStr(""))
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _parse_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            parts = [p.strip() for p in value.split(",") if p.strip()]
-            return tuple(ipaddress.ip_network(p, strict=False) for p in parts)
-        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .devservers import ServerProcess, free_port, mongo_server, port_open, redis_server
+from .devservers import ServerProcess, free_port, mongo_server, redis_server, stop_process, wait_for_port
 
 
 @dataclass
@@ -140,13 +140,9 @@ class ServiceProcess:
                 stdin=subprocess.DEVNULL,
             )
         if wait_ready:
-            deadline = time.monotonic() + timeout
-            while not port_open(self.port):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.package} {self.role} exited {self.proc.returncode}:\n{self.logs()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.package} {self.role} did not listen:\n{self.logs()}")
-                time.sleep(0.05)
+            problem = wait_for_port(self.proc, self.port, timeout)
+            if problem is not None:
+                raise RuntimeError(f"{self.package} {self.role} {problem}:\n{self.logs()}")
         return self
 
     def logs(self) -> str:
@@ -161,13 +157,7 @@ class ServiceProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
 
 
 @pytest.fixture

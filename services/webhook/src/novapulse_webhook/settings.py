@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from novapulse_runtime.settings import Network, ServiceSettings
+from novapulse_runtime.settings import Networks, ServiceSettings
 
 from .constants import (
     DEFAULT_DISABLE_AFTER,
@@ -30,7 +29,7 @@ class WebhookSettings(ServiceSettings):
     webhook_secret_keys: str = Field(default="", repr=False)
     """Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Required."""
     webhook_allow_http: bool = False
-    webhook_allowed_cidrs: Annotated[tuple[Network, ...], NoDecode] = ()
+    webhook_allowed_cidrs: Networks = ()
     webhook_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=300)
     webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     webhook_retry_jitter: float = Field(default=0.2, ge=0, le=0.5)
@@ -44,13 +43,6 @@ class WebhookSettings(ServiceSettings):
     webhook_max_in_flight: int = Field(default=512, ge=1, le=100_000)
     webhook_max_endpoints_per_org: int = Field(default=100, ge=1, le=100_000)
     webhook_dns_timeout: float = Field(default=5.0, gt=0, le=60)
-
-    @field_validator("webhook_allowed_cidrs", mode="before")
-    @classmethod
-    def _parse_cidrs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
-        return value
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
