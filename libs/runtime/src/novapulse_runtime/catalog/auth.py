@@ -115,6 +115,30 @@ class MfaChallengeFailed(EventData):
     attempts: int
 
 
+class RegistrationAttempted(EventData):
+    """Security notice: someone tried to register an address that already has an account. The answer to the
+    caller was the same as for a new address (no enumeration); the owner of the address is told by mail."""
+
+    user_id: str
+    org_id: str
+    ip: str
+
+
+class LoginBlocked(EventData):
+    """Security event: sign-in to this account was blocked after repeated wrong passwords.
+
+    ``scope`` is ``client`` when only the failing client (address or /64 network) is held back, ``account``
+    when the per-account ceiling was reached; ``retry_after_s`` is how long the block lasts, in seconds.
+    """
+
+    user_id: str
+    org_id: str
+    ip: str
+    failures: int
+    scope: Literal["client", "account"]
+    retry_after_s: int
+
+
 SOURCE = "auth"
 register("user.registered", UserRegistered, source=SOURCE, public=True)
 register("user.invited", UserInvited, source=SOURCE, public=True)
@@ -127,3 +151,5 @@ register("mfa.enabled", MfaEnabled, source=SOURCE, public=True)
 register("mfa.disabled", MfaDisabled, source=SOURCE, public=True)
 register("mfa.recovery_code_used", MfaRecoveryCodeUsed, source=SOURCE, public=True)
 register("mfa.challenge_failed", MfaChallengeFailed, source=SOURCE, public=True)
+register("user.registration_attempted", RegistrationAttempted, source=SOURCE, public=False)
+register("user.login_blocked", LoginBlocked, source=SOURCE, public=True)
