@@ -1,0 +1,41 @@
+"""Strict JSON: every fault of the input is InvalidJSON, never another exception."""
+
+from __future__ import annotations
+
+import pytest
+
+from novapulse_runtime.jsonstrict import InvalidJSON, dumps, loads
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b'{"a": NaN}', "invalid JSON"),
+        (b'{"a": Infinity}', "invalid JSON"),
+        (b'{"a": -Infinity}', "invalid JSON"),
+        (b'{"a": 1e999}', "out of range"),
+        (b'{"a": [-1e999]}', "out of range"),
+        (b'"\\ud800"', "invalid JSON"),
+        (b"\xff", "invalid JSON"),
+        (b"[" * 60000 + b"]" * 60000, "invalid JSON"),
+        (b"", "invalid JSON"),
+        (b"{", "invalid JSON"),
+    ],
+)
+def test_faults_are_invalid_json(raw: bytes, why: str) -> None:
+    with pytest.raises(InvalidJSON, match=why):
+        loads(raw)
+
+
+def test_good_json_round_trips() -> None:
+    doc = {"a": [1, 2.5, None, True], "é": "ü", "n": {"x": -0.0}}
+    assert loads(dumps(doc)) == doc
+    assert loads(dumps(doc).encode()) == doc
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {"x": float("-inf")}, {"s": {1, 2}}])
+def test_dumps_refuses_what_strict_parsers_refuse(bad: object) -> None:
+    with pytest.raises(InvalidJSON):
+        dumps(bad)
