@@ -124,6 +124,20 @@ class RegistrationAttempted(EventData):
     ip: str
 
 
+class VerificationRequested(EventData):
+    """Private command to the notification service: mail this address the link that completes a
+    registration (carries a one-time token; never delivered to customers). No organisation exists yet, so
+    the envelope's ``org_id`` is empty."""
+
+    email: str
+    name: str
+    organization: str
+    token: str
+    verify_url: str = ""
+    """The verification link (carries the token), when the auth service is configured to build it."""
+    expires_at: datetime
+
+
 class LoginBlocked(EventData):
     """Security event: sign-in to this account was blocked after repeated wrong passwords.
 
@@ -152,4 +166,5 @@ register("mfa.disabled", MfaDisabled, source=SOURCE, public=True)
 register("mfa.recovery_code_used", MfaRecoveryCodeUsed, source=SOURCE, public=True)
 register("mfa.challenge_failed", MfaChallengeFailed, source=SOURCE, public=True)
 register("user.registration_attempted", RegistrationAttempted, source=SOURCE, public=False)
+register("registration.verification_requested", VerificationRequested, source=SOURCE, public=False)
 register("user.login_blocked", LoginBlocked, source=SOURCE, public=True)
