@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from novapulse_runtime.devservers import ServerProcess
+from novapulse_runtime.ratelimit import client_network
 from novapulse_runtime.testing import ServiceProcess
 
 from .conftest import SAMPLE
@@ -80,3 +81,41 @@ async def test_fail_open_when_redis_dies(
     assert 'novapulse_rate_limit_fail_open_total{limit="limited-ip"} 10.0' in text
     warnings = [line for line in svc.logs().splitlines() if "rate limiter failing open" in line]
     assert len(warnings) == 1  # logged once per interval, not per request
+
+
+@pytest.mark.unit
+def test_client_network_groups_ipv6_by_prefix_and_unmaps_ipv4() -> None:
+    assert client_network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert client_network("2001:db8:1:2:aaaa::1", 48) == "2001:db8:1::/48"
+    assert client_network("2001:db8::1", 128) == "2001:db8::1/128"
+    assert client_network("::ffff:203.0.113.5") == "203.0.113.5"  # IPv4-mapped: the IPv4 address
+    assert client_network("203.0.113.5") == "203.0.113.5"
+    assert client_network("not-an-address") == "not-an-address"
+
+
+async def test_ipv6_clients_share_their_network_bucket(
+    spawn: Callable[..., ServiceProcess], http: aiohttp.ClientSession, names: str
+) -> None:
+    env = {"SERVICE_NAME": names + "6", "TRUSTED_PROXIES": "127.0.0.0/8"}
+    svc = spawn(SAMPLE, "api", env=env)
+    # six addresses of one /64: one bucket of 5
+    codes = []
+    for i in range(6):
+        async with http.get(svc.url + LIMITED, headers={"X-Forwarded-For": f"2001:db8:7:7::{i + 1:x}"}) as r:
+            codes.append(r.status)
+    assert codes == [200] * 5 + [429]
+    async with http.get(svc.url + LIMITED, headers={"X-Forwarded-For": "2001:db8:7:8::1"}) as r:
+        assert r.status == 200  # the next /64 is another client
+    # IPv4-mapped IPv6 and the IPv4 address are one client
+    for _ in range(5):
+        async with http.get(svc.url + LIMITED, headers={"X-Forwarded-For": "::ffff:198.51.100.9"}) as r:
+            assert r.status == 200
+    async with http.get(svc.url + LIMITED, headers={"X-Forwarded-For": "198.51.100.9"}) as r:
+        assert r.status == 429
+
+    wide = spawn(SAMPLE, "api", env={**env, "SERVICE_NAME": names + "w", "RATE_LIMIT_IPV6_PREFIX": "128"})
+    for i in range(6):
+        async with http.get(wide.url + LIMITED, headers={"X-Forwarded-For": f"2001:db8:9:9::{i + 1:x}"}) as r:
+            assert r.status == 200  # /128 configured: every address its own bucket

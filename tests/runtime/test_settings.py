@@ -37,6 +37,8 @@ GOOD = {"REDIS_URL": "redis://127.0.0.1:1/0", "MONGO_URL": "mongodb://127.0.0.1:
         ({**GOOD, "SHUTDOWN_TIMEOUT": "-1"}, "SHUTDOWN_TIMEOUT"),
         ({**GOOD, "TRUSTED_PROXIES": "10.0.0.0/8,not-a-net"}, "not-a-net"),
         ({**GOOD, "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ({**GOOD, "RATE_LIMIT_IPV6_PREFIX": "16"}, "RATE_LIMIT_IPV6_PREFIX"),
+        ({**GOOD, "RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"),
     ],
 )
 def test_bad_config_exits_with_one_clear_line(env: dict[str, str], variable: str) -> None:

@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .openapi import build_openapi
 from .operators import require_operator
 from .problems import ProblemError, from_error, problem_response
-from .ratelimit import RateLimiter, client_ip
+from .ratelimit import RateLimiter, client_key
 from .routes import Route, Routes, json_response
 from .settings import ServiceSettings
 from .tokens import PRINCIPAL_KEY
@@ -222,7 +222,7 @@ async def _check_limits(
     tightest_remaining = None
     for limit in route.rate_limits:
         if limit.key is None:
-            bucket: str | None = client_ip(request, settings.trusted_proxies)
+            bucket: str | None = client_key(request, settings.trusted_proxies, settings.rate_limit_ipv6_prefix)
         else:
             value = limit.key(request, body)
             bucket = await value if inspect.isawaitable(value) else value

@@ -58,7 +58,7 @@ class RateLimit:
 
     ``key`` receives the request and the parsed body (or ``None``) and returns a string; returning
     ``None`` skips this limit for that request. ``key=None`` buckets by the client address (trusted proxies
-    honoured); :func:`by_user` and :func:`by_org` bucket authenticated routes by the caller.
+    honoured; IPv6 grouped by ``RATE_LIMIT_IPV6_PREFIX``, see :func:`client_key`); :func:`by_user` and :func:`by_org` bucket authenticated routes by the caller.
     """
 
     name: str
@@ -122,6 +122,27 @@ def client_ip(request: web.Request, trusted: Sequence[Network]) -> str:
         if not _is_trusted(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def client_network(address: str, ipv6_prefix: int = 64) -> str:
+    """The identity a per-client limit is keyed on: an IPv4 address as it is, an IPv6 address as its
+    ``/ipv6_prefix`` network (one subscriber usually holds a whole /64, so keying on the full address would
+    give them 2**64 buckets). IPv4-mapped IPv6 (``::ffff:203.0.113.5``) counts as the IPv4 address. A value
+    that is not an address (say, a Unix socket peer) is returned unchanged."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
+
+
+def client_key(request: web.Request, trusted: Sequence[Network], ipv6_prefix: int = 64) -> str:
+    """:func:`client_network` of :func:`client_ip`: the bucket of every limit keyed by client address."""
+    return client_network(client_ip(request, trusted), ipv6_prefix)
 
 
 def _is_trusted(addr: str, trusted: Sequence[Network]) -> bool:

@@ -55,6 +55,7 @@ class ServiceSettings(BaseSettings):
     memory_limit_mb: int = Field(default=512, ge=16, le=1_048_576)
     health_check_timeout: float = Field(default=1.0, gt=0, le=30)
     rate_limit_enabled: bool = True
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     auth_jwks_url: str = Field(default="http://127.0.0.1:8101/api/v1/auth/.well-known/jwks.json", pattern=r"^https?://")
     auth_issuer: str = Field(default="novapulse-auth", min_length=1)
     auth_audience: str = Field(default="novapulse", min_length=1)
