@@ -27,6 +27,9 @@ FAST = {"argon2_memory_kib": 19 * 1024, "argon2_time_cost": 2}
 GENEROUS_LIMITS = {
     "login_ip_limit": 10_000,
     "login_account_limit": 10_000,
+    "login_account_ceiling": 10_000,
+    "register_email_limit": 10_000,
+    "invite_recipient_limit": 10_000,
     "register_ip_limit": 10_000,
     "invite_org_limit": 10_000,
     "mfa_verify_user_limit": 10_000,

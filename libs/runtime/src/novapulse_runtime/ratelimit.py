@@ -58,7 +58,8 @@ class RateLimit:
 
     ``key`` receives the request and the parsed body (or ``None``) and returns a string; returning
     ``None`` skips this limit for that request. ``key=None`` buckets by the client address (trusted proxies
-    honoured; IPv6 grouped by ``RATE_LIMIT_IPV6_PREFIX``, see :func:`client_key`); :func:`by_user` and :func:`by_org` bucket authenticated routes by the caller.
+    honoured; IPv6 grouped by ``RATE_LIMIT_IPV6_PREFIX``, see :func:`client_key`); :func:`by_user` and
+    :func:`by_org` bucket authenticated routes by the caller.
     """
 
     name: str

@@ -13,6 +13,7 @@ from novapulse_runtime.problems import ProblemError
 
 from .constants import Role, UserStatus
 from .events import Outbox
+from .lockout import LoginGuard
 from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
@@ -75,7 +76,9 @@ class AccountService:
         sessions: SessionService,
         mfa: MfaService,
         outbox: Outbox,
+        guard: LoginGuard | None = None,
     ) -> None:
+        self._guard = guard
         self._repo = repo
         self._passwords = passwords
         self._sessions = sessions
@@ -114,12 +117,23 @@ class AccountService:
             raise ProblemError(409, "An account with this e-mail already exists") from exc
         return user_out(user), org_out(org)
 
-    async def login(self, email: str, password: str, ip: str) -> TokenOut | MfaChallengeOut:
-        """Same status, body and (within noise) time for an unknown e-mail and a wrong password."""
-        user = await self._repo.user_by_email(email.strip().lower())
+    async def login(self, email: str, password: str, ip: str, client: str | None = None) -> TokenOut | MfaChallengeOut:
+        """Same status, body and (within noise) time for an unknown e-mail and a wrong password.
+
+        ``client`` is the caller's network (the rate-limit client key): wrong passwords count per (account,
+        client) with a per-account ceiling that known clients pass (see :mod:`.lockout`); 429 when blocked."""
+        email = email.strip().lower()
+        client = client if client is not None else ip
+        user = await self._repo.user_by_email(email)
+        guard = self._guard
+        attempt = await guard.begin(email, client, user) if guard is not None else None
         ok = await self._passwords.verify(user.get("password_hash") if user else None, password)
         if not ok or user is None or user.get("status") != UserStatus.ACTIVE.value:
+            if guard is not None and attempt is not None:
+                await guard.failed(attempt, user, ip)
             raise ProblemError(401, INVALID_LOGIN)
+        if guard is not None and attempt is not None:
+            await guard.succeeded(attempt, user)
         if user.get("mfa_enabled"):
             token, ttl = await self._mfa.start_challenge(user, ip)
             return MfaChallengeOut(mfa_token=token, expires_in=ttl)

@@ -10,7 +10,7 @@ import jwt
 from aiohttp import web
 
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip
+from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.tokens import principal, require_role
 
@@ -80,8 +80,9 @@ def build_routes(
     def ip(request: web.Request) -> str:
         return client_ip(request, settings.trusted_proxies)
 
-    def login_account(_request: web.Request, body: Any) -> str:
-        return str(body.email).strip().lower()
+    def client(request: web.Request) -> str:
+        """The client identity per-client limits and lockouts are keyed on (IPv6: its network)."""
+        return client_key(request, settings.trusted_proxies, settings.rate_limit_ipv6_prefix)
 
     async def challenge_user(_request: web.Request, body: Any) -> str | None:
         return await mfa.challenge_user(body.mfa_token)
@@ -105,15 +106,13 @@ def build_routes(
         "/login",
         body=LoginIn,
         response=LoginOut,
-        errors=(401,),
-        rate_limits=[
-            RateLimit("login-ip", settings.login_ip_limit, 60),
-            RateLimit("login-account", settings.login_account_limit, 300, key=login_account),
-        ],
+        errors=(401, 429),
+        rate_limits=[RateLimit("login-ip", settings.login_ip_limit, 60)],
     )
     async def login(request: web.Request, body: LoginIn) -> LoginOut:
-        """Log in: tokens, or an MFA challenge when the account has MFA on."""
-        return LoginOut(await accounts.login(body.email, body.password, ip(request)))
+        """Log in: tokens, or an MFA challenge when the account has MFA on. Wrong passwords block the client
+        for this account (429), and past a per-account ceiling every client that never signed in to it."""
+        return LoginOut(await accounts.login(body.email, body.password, ip(request), client(request)))
 
     @routes.post(
         "/refresh",

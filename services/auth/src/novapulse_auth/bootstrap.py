@@ -16,6 +16,7 @@ from .accounts import AccountService
 from .api import build_routes
 from .events import Outbox
 from .invites import InviteService
+from .lockout import LoginGuard
 from .mfa import MfaService
 from .passwords import PasswordHashing
 from .reencrypt import key_id, reencrypt
@@ -95,7 +96,14 @@ async def wire(rt: Runtime) -> Services:
     mfa = MfaService(
         repo, box, rt.redis, sessions, passwords, outbox, issuer=settings.mfa_issuer, enc_key_id=enc_key_id
     )
-    accounts = AccountService(repo, passwords, sessions, mfa, outbox)
+    guard = LoginGuard(
+        repo,
+        outbox,
+        client_limit=settings.login_account_limit,
+        account_ceiling=settings.login_account_ceiling,
+        window=settings.login_failure_window,
+    )
+    accounts = AccountService(repo, passwords, sessions, mfa, outbox, guard)
     invites = InviteService(repo, passwords, outbox, ttl=settings.invite_ttl, accept_url=settings.invite_accept_url)
     return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites)
 

@@ -44,6 +44,9 @@ SESSIONS = "sessions"
 REFRESH_TOKENS = "refresh_tokens"
 SIGNING_KEYS = "signing_keys"
 RECOVERY_CODES = "recovery_codes"
+REGISTRATIONS = "registrations"  # pending e-mail verifications (token hash) and attempts on known addresses
+LOGIN_FAILURES = "login_failures"  # one document per wrong password (lockout.py)
+LOGIN_BLOCKS = "login_blocks"  # the block in force per (account, client) or account: one event per block
 
 # Redis keys (short-lived state).
 REDIS_PREFIX = "novapulse:auth:"
@@ -56,6 +59,7 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type
 REFRESH_TOKEN_PREFIX = "rt_"  # noqa: S105 - a prefix, not a secret
 MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105
 INVITE_TOKEN_PREFIX = "inv_"  # noqa: S105
+REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105
 TOKEN_BYTES = 32
 SIGNING_ALGORITHM = "EdDSA"
 
@@ -79,6 +83,10 @@ MFA_USER_MAX_FAILURES = 10  # across all challenges of one user ...
 MFA_USER_FAILURE_WINDOW = 900  # ... in this many seconds
 RECOVERY_CODE_COUNT = 10
 RECOVERY_CODE_LENGTH = 10  # base32 characters (50 bits), shown as xxxxx-xxxxx
+
+# Log-in lockout and invitation budget.
+KNOWN_CLIENTS_MAX = 10  # client networks remembered per user (newest first)
+INVITE_RECIPIENT_WINDOW = 86400  # seconds of the per-recipient invitation budget
 
 # Sizes.
 NAME_MAX = 100

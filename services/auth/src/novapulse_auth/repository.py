@@ -10,12 +10,16 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from .constants import (
     INVITES,
+    LOGIN_BLOCKS,
+    LOGIN_FAILURES,
     ORGS,
     RECOVERY_CODES,
     REFRESH_TOKENS,
+    REGISTRATIONS,
     SESSIONS,
     SIGNING_KEYS,
     USERS,
@@ -43,6 +47,9 @@ class Repository:
         self.refresh_tokens: AsyncCollection[Doc] = db[REFRESH_TOKENS]
         self.signing_keys: AsyncCollection[Doc] = db[SIGNING_KEYS]
         self.recovery_codes: AsyncCollection[Doc] = db[RECOVERY_CODES]
+        self.registrations: AsyncCollection[Doc] = db[REGISTRATIONS]
+        self.login_failures: AsyncCollection[Doc] = db[LOGIN_FAILURES]
+        self.login_blocks: AsyncCollection[Doc] = db[LOGIN_BLOCKS]
 
     async def create_indexes(self) -> None:
         await self.users.create_index("email", unique=True)
@@ -52,6 +59,10 @@ class Repository:
         await self.sessions.create_index([("user_id", 1), ("revoked_at", 1)])
         await self.refresh_tokens.create_index("sid")
         await self.recovery_codes.create_index([("user_id", 1), ("used_at", 1)])
+        await self.registrations.create_index("token_hash", unique=True)
+        await self.registrations.create_index("expires_at", expireAfterSeconds=0)  # MongoDB drops expired ones
+        await self.login_failures.create_index([("account", 1), ("ts", 1)])
+        await self.login_failures.create_index("at", expireAfterSeconds=86400)
 
     # --- users and organisations -------------------------------------------------------------------------
 
@@ -240,3 +251,60 @@ class Repository:
             await self.recovery_codes.delete_many({"user_id": user_id, "org_id": org_id}, session=session)
             return True
         return False
+
+    # --- registrations (e-mail verification) ----------------------------------------------------------------
+
+    async def insert_registration(self, doc: Doc, session: Session = None) -> None:
+        await self.registrations.insert_one(doc, session=session)
+
+    async def claim_registration(self, token_hash: str) -> Doc | None:
+        """Atomically spend a pending, unexpired registration; ``None`` when unknown, used or expired."""
+        return await self.registrations.find_one_and_update(
+            {"token_hash": token_hash, "status": "pending", "expires_ts": {"$gt": time.time()}},
+            {"$set": {"status": "verified", "verified_ts": time.time()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    # --- log-in failures and blocks (lockout.py) ---------------------------------------------------------------
+
+    async def insert_login_failure(self, doc: Doc) -> None:
+        await self.login_failures.insert_one(doc)
+
+    async def login_failures_since(self, account: str, since: float, limit: int, pair: str | None = None) -> list[Doc]:
+        """The newest ``limit`` failures of the account (of one client when ``pair`` is given) after ``since``
+        (epoch s), oldest first."""
+        query: Doc = {"account": account, "ts": {"$gt": since}}
+        if pair is not None:
+            query["pair"] = pair
+        cursor = self.login_failures.find(query).sort("ts", -1).limit(limit)
+        return list(reversed(await cursor.to_list(limit)))
+
+    async def count_login_failures(self, account: str, since: float, pair: str | None = None) -> int:
+        query: Doc = {"account": account, "ts": {"$gt": since}}
+        if pair is not None:
+            query["pair"] = pair
+        return await self.login_failures.count_documents(query)
+
+    async def delete_login_failure(self, failure_id: str) -> None:
+        await self.login_failures.delete_one({"_id": failure_id})
+
+    async def forget_login_failures(self, account: str, pair: str) -> None:
+        await self.login_failures.delete_many({"account": account, "pair": pair})
+
+    async def prune_login_failures(self, account: str, before: float) -> None:
+        await self.login_failures.delete_many({"account": account, "ts": {"$lte": before}})
+
+    async def claim_login_block(self, key: str, until: float) -> bool:
+        """Start the block ``key`` until ``until`` (epoch s) unless one is in force: ``True`` for the caller
+        that started it (so exactly one event per block, also across processes)."""
+        try:
+            await self.login_blocks.insert_one({"_id": key, "until_ts": until})
+            return True
+        except DuplicateKeyError:
+            result = await self.login_blocks.update_one(
+                {"_id": key, "until_ts": {"$lte": time.time()}}, {"$set": {"until_ts": until}}
+            )
+            return result.modified_count == 1
+
+    async def remember_client(self, org_id: str, user_id: str, known: list[str]) -> None:
+        await self.users.update_one({"_id": user_id, "org_id": org_id}, {"$set": {"known_clients": known}})

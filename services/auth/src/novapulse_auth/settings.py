@@ -35,6 +35,17 @@ class AuthSettings(ServiceSettings):
     mfa_verify_user_limit: int = Field(default=10, ge=1)
     mfa_verify_ip_limit: int = Field(default=30, ge=1)
     refresh_ip_limit: int = Field(default=120, ge=1)
+    # log-in lockout (lockout.py): wrong passwords per (account, client network), and for the account from
+    # every client that never signed in to it, per LOGIN_FAILURE_WINDOW seconds
+    login_account_ceiling: int = Field(default=20, ge=1)
+    login_failure_window: int = Field(default=300, ge=10, le=86400)
+    # registration (registration.py)
+    registration_email_verification: bool = True
+    registration_ttl: int = Field(default=86400, ge=300, le=7 * 86400)
+    registration_verify_url: str = Field(default="http://127.0.0.1:8101/register/verify", pattern=r"^https?://")
+    register_email_limit: int = Field(default=3, ge=1)
+    # invitations: per recipient address (normalised), across all organisations, per day
+    invite_recipient_limit: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _rotation_outlives_tokens(self) -> AuthSettings:

@@ -1,0 +1,145 @@
+"""Log-in lockout keyed on the identity it protects.
+
+A global "5 wrong passwords per account" lockout lets anyone lock the real owner out. Instead, wrong passwords
+are counted per (account, client) and per account, in MongoDB (they survive a Redis flush):
+
+- ``LOGIN_ACCOUNT_LIMIT`` failures from one client (its address, an IPv6 client by its ``/64``: see
+  ``novapulse_runtime.ratelimit.client_network``) within ``LOGIN_FAILURE_WINDOW`` seconds block that client
+  for this account, right password or not;
+- ``LOGIN_ACCOUNT_CEILING`` failures from all clients together block every client that never presented the
+  right password for this account; a *known* client (one that did, remembered as a salted hash of its
+  network in the user's document, newest ``KNOWN_CLIENTS_MAX``) still gets in with the right password.
+
+Counters are keyed on a hash of the normalised e-mail, not on the user, so an unknown address is blocked
+exactly like a known one (no enumeration through 429s). When a block starts, ``user.login_blocked`` is
+written to the outbox once per block (the owner is mailed by the notification service).
+
+An attempt is counted *before* its password is checked and taken back when the password was right, so a
+burst of parallel guesses cannot all slip under the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from novapulse_runtime.catalog.auth import LoginBlocked
+from novapulse_runtime.problems import ProblemError
+
+from .constants import KNOWN_CLIENTS_MAX
+from .events import Outbox
+from .repository import Repository, now
+
+BLOCKED = "Too many failed sign-ins from here; retry later"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def known_client_hash(user_id: str, client: str) -> str:
+    """What the user's document stores for a known client: the network salted with the user id (not
+    reversible by a table over all addresses at once)."""
+    return _digest("known", user_id, client)[:32]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One log-in attempt under way: its presumed-failure record and its keys."""
+
+    id: str
+    account: str
+    pair: str
+    client: str
+
+
+class LoginGuard:
+    """Per-(account, client) failure budget with a per-account ceiling that known clients pass."""
+
+    def __init__(self, repo: Repository, outbox: Outbox, *, client_limit: int, account_ceiling: int, window: int):
+        self._repo = repo
+        self._outbox = outbox
+        self._client_limit = client_limit
+        self._ceiling = max(account_ceiling, client_limit)  # a ceiling below one client's budget is that budget
+        self._window = window
+
+    @staticmethod
+    def is_known(user: dict[str, Any] | None, client: str) -> bool:
+        if user is None:
+            return False
+        return known_client_hash(user["_id"], client) in (user.get("known_clients") or [])
+
+    async def _blocks(self, account: str, pair: str, known: bool) -> list[tuple[str, float, int]]:
+        """The blocks in force: ``(scope, seconds left, failures)``."""
+        current = time.time()
+        since = current - self._window
+        recent = await self._repo.login_failures_since(account, since, self._ceiling)
+        mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair)
+        out: list[tuple[str, float, int]] = []
+        if len(mine) >= self._client_limit:
+            out.append(("client", float(mine[-self._client_limit]["ts"]) + self._window - current, len(mine)))
+        if not known and len(recent) >= self._ceiling:
+            out.append(("account", float(recent[-self._ceiling]["ts"]) + self._window - current, len(recent)))
+        return out
+
+    async def begin(self, email: str, client: str, user: dict[str, Any] | None) -> Attempt:
+        """Refuse a blocked client (429, ``Retry-After``), else count the attempt as a failure until
+        :meth:`succeeded` takes it back."""
+        account, pair = _digest("account", email), _digest("pair", email, client)
+        known = self.is_known(user, client)
+        blocks = await self._blocks(account, pair, known)
+        if blocks:
+            raise _blocked(max(b[1] for b in blocks))
+        attempt = Attempt(uuid.uuid4().hex, account, pair, client)
+        ts = time.time()
+        await self._repo.insert_login_failure(
+            {"_id": attempt.id, "account": account, "pair": pair, "ts": ts, "at": now()}
+        )
+        # parallel attempts: only those within the budget go on to the password check
+        since = ts - self._window
+        in_pair = await self._repo.count_login_failures(account, since, pair)
+        in_account = 0 if known else await self._repo.count_login_failures(account, since)
+        if in_pair > self._client_limit or in_account > self._ceiling:
+            await self._repo.delete_login_failure(attempt.id)
+            raise _blocked(self._window)
+        return attempt
+
+    async def succeeded(self, attempt: Attempt, user: dict[str, Any]) -> None:
+        """The right password: the attempt and this client's earlier failures are forgotten, and the client
+        becomes known to the account."""
+        await self._repo.forget_login_failures(attempt.account, attempt.pair)
+        mark = known_client_hash(user["_id"], attempt.client)
+        known = [str(k) for k in (user.get("known_clients") or [])]
+        updated = [mark, *[k for k in known if k != mark]][:KNOWN_CLIENTS_MAX]
+        if updated != known:
+            await self._repo.remember_client(user["org_id"], user["_id"], updated)
+
+    async def failed(self, attempt: Attempt, user: dict[str, Any] | None, ip: str) -> None:
+        """A wrong password (the attempt stays counted): when it starts a block, tell the owner once."""
+        await self._repo.prune_login_failures(attempt.account, time.time() - self._window)
+        blocks = await self._blocks(attempt.account, attempt.pair, known=False)
+        for scope, left, failures in blocks:
+            key = attempt.pair if scope == "client" else attempt.account
+            if not await self._repo.claim_login_block(key, time.time() + left) or user is None:
+                continue
+            await self._outbox.add(
+                "user.login_blocked",
+                LoginBlocked(
+                    user_id=user["_id"],
+                    org_id=user["org_id"],
+                    ip=ip,
+                    failures=failures,
+                    scope=scope,  # type: ignore[arg-type]
+                    retry_after_s=max(1, math.ceil(left)),
+                ),
+                org_id=user["org_id"],
+                subject=user["_id"],
+            )
+
+
+def _blocked(seconds: float) -> ProblemError:
+    return ProblemError(429, BLOCKED, headers={"Retry-After": str(max(1, math.ceil(seconds)))})

@@ -1,0 +1,119 @@
+"""Log-in lockout keyed on the identity it protects: wrong passwords count per (account, client network) with a
+per-account ceiling that clients known to the account pass; counters live in MongoDB (a Redis flush does not
+lift them); a block emits ``user.login_blocked`` once; IPv6 clients are grouped by their /64.
+
+Clients are told apart by ``X-Forwarded-For`` from a trusted proxy (the test client is 127.0.0.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from helpers_auth import GOOD_PASSWORD, Account, AuthApp
+from redis.asyncio import Redis
+
+pytestmark = pytest.mark.integration
+
+PROXY = {"trusted_proxies": "127.0.0.1/32"}
+WRONG = "Wrong-password-1"
+
+
+@pytest.fixture
+def fresh_redis(server_factory: Callable[..., Any]) -> str:
+    return f"redis://127.0.0.1:{server_factory('redis').port}/0"
+
+
+async def _login(app: AuthApp, email: str, password: str, client: str) -> Any:
+    return await app.post("/login", {"email": email, "password": password}, headers={"X-Forwarded-For": client})
+
+
+async def _blocked_events(app: AuthApp, acct: Account) -> list[dict[str, Any]]:
+    return [e["data"] for e in await app.events("user.login_blocked") if e["data"]["user_id"] == acct.user_id]
+
+
+async def test_wrong_passwords_block_the_client_not_the_owner(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=5, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # B signs in: known
+    for _ in range(5):
+        assert (await _login(app, owner.email, WRONG, "203.0.113.66")).status == 401  # the attacker, A
+    resp = await _login(app, owner.email, GOOD_PASSWORD, "203.0.113.66")
+    assert resp.status == 429  # A is blocked even with the right password
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert resp.content_type == "application/problem+json"
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # the owner, B
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.30")).status == 200  # any other client too
+
+    # one event for the block, however often A keeps knocking
+    for _ in range(3):
+        assert (await _login(app, owner.email, WRONG, "203.0.113.66")).status == 429
+    [event] = await _blocked_events(app, owner)
+    assert event["scope"] == "client"
+    assert event["ip"] == "203.0.113.66"
+    assert event["failures"] == 5
+    assert 1 <= event["retry_after_s"] <= 300
+    [fields] = [e["fields"] for e in await app.events("user.login_blocked")]
+    assert fields["org_id"] == owner.org_id
+
+
+async def test_the_per_account_ceiling_passes_known_clients_only(
+    make_app: Callable[..., Any], fresh_redis: str
+) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=2, login_account_ceiling=4, **PROXY)
+    owner = await app.register()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # known client
+    # two attackers, each within its own per-client budget, reach the account's ceiling together
+    for client in ("203.0.113.1", "203.0.113.2"):
+        for _ in range(2):
+            assert (await _login(app, owner.email, WRONG, client)).status == 401
+    resp = await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.99")  # never signed in here: held back
+    assert resp.status == 429
+    assert (await _login(app, owner.email, WRONG, "192.0.2.98")).status == 429  # nor may it guess
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # known: let through
+    scopes = sorted(e["scope"] for e in await _blocked_events(app, owner))
+    assert scopes == ["account", "client", "client"]  # each block once
+
+    # an unknown address is treated exactly alike (no enumeration through the 429)
+    ghost = app.unique_email("ghost")
+    statuses = [(await _login(app, ghost, WRONG, "203.0.113.9")).status for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+async def test_counters_survive_a_redis_flush_and_ipv6_counts_per_64(
+    make_app: Callable[..., Any], fresh_redis: str
+) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    for i in range(3):  # three addresses of one /64 are one client
+        assert (await _login(app, owner.email, WRONG, f"2001:db8:5:5::{i + 1}")).status == 401
+    redis = Redis.from_url(fresh_redis)
+    await redis.flushall()
+    await redis.aclose()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "2001:db8:5:5:ffff::1")).status == 429
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "2001:db8:5:6::1")).status == 200  # the next /64
+
+
+async def test_a_right_password_resets_the_clients_count(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    for _ in range(2):
+        assert (await _login(app, owner.email, WRONG, "198.51.100.5")).status == 401
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.5")).status == 200
+    for _ in range(2):
+        assert (await _login(app, owner.email, WRONG, "198.51.100.5")).status == 401
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.5")).status == 200
+    user = await app.rt.db["users"].find_one({"_id": owner.user_id})
+    assert user is not None
+    known = user["known_clients"]
+    assert len(known) == 2  # the test client of register() and this one, stored hashed
+    assert all("198.51.100.5" not in k for k in known)
+
+
+async def test_eleven_logins_from_one_ipv6_64_are_limited(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_ip_limit=10, **PROXY)
+    statuses = [
+        (await _login(app, f"n{i}@example.com", WRONG, f"2001:db8:abcd:12:{i + 1:x}::7")).status for i in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+    assert (await _login(app, "n@example.com", WRONG, "2001:db8:abcd:13::7")).status == 401
