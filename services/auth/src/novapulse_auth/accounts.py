@@ -86,14 +86,23 @@ class AccountService:
         self._outbox = outbox
 
     async def register(self, email: str, password: str, name: str, organization: str) -> tuple[UserOut, OrgOut]:
+        """Immediate registration (``REGISTRATION_EMAIL_VERIFICATION=false``): 409 tells a registered address
+        apart, so this mode allows account enumeration (development and tests only)."""
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         if await self._repo.email_taken(email):
             raise ProblemError(409, "An account with this e-mail already exists")
         hashed = await self._passwords.hash(password)
+        user, org = await self.create_owner(email, name, organization, hashed)
+        return user_out(user), org_out(org)
+
+    async def create_owner(
+        self, email: str, name: str, organization: str, password_hash: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A new organisation and its owner (documents), with ``user.registered``; 409 when the e-mail is taken."""
         org_id = uuid.uuid4().hex
         org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": now()}
-        user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=hashed)
+        user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
         org["owner_id"] = user["_id"]
         try:
             async with self._outbox.transaction() as session:
@@ -115,7 +124,7 @@ class AccountService:
                 )
         except DuplicateKeyError as exc:
             raise ProblemError(409, "An account with this e-mail already exists") from exc
-        return user_out(user), org_out(org)
+        return user, org
 
     async def login(self, email: str, password: str, ip: str, client: str | None = None) -> TokenOut | MfaChallengeOut:
         """Same status, body and (within noise) time for an unknown e-mail and a wrong password.

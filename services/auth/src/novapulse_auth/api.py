@@ -11,7 +11,7 @@ from aiohttp import web
 
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
-from novapulse_runtime.routes import Routes
+from novapulse_runtime.routes import Routes, json_response
 from novapulse_runtime.tokens import principal, require_role
 
 from .accounts import AccountService
@@ -38,12 +38,16 @@ from .models import (
     PasswordChangeIn,
     RecoveryCodesOut,
     RefreshIn,
+    RegisterAcceptedOut,
     RegisterIn,
     RegisterOut,
+    RegisterVerifiedOut,
+    RegisterVerifyIn,
     RoleIn,
     TokenOut,
     UserOut,
 )
+from .registration import RegistrationService, normalised_address
 from .sessions import SessionService
 from .settings import AuthSettings
 from .signing import KeyRing
@@ -74,6 +78,7 @@ def build_routes(
     invites: InviteService,
     mfa: MfaService,
     keys: KeyRing,
+    registration: RegistrationService,
 ) -> Routes:
     routes = Routes(prefix=API_PREFIX, tags=["auth"])
 
@@ -89,18 +94,43 @@ def build_routes(
 
     # --- accounts and tokens -----------------------------------------------------------------------------
 
+    def register_email(_request: web.Request, body: Any) -> str:
+        return normalised_address(str(body.email))
+
     @routes.post(
         "/register",
         body=RegisterIn,
-        response=RegisterOut,
-        status=201,
+        response=RegisterAcceptedOut,
+        status=202,
         errors=(409,),
-        rate_limits=[RateLimit("register-ip", settings.register_ip_limit, 3600)],
+        rate_limits=[
+            RateLimit("register-ip", settings.register_ip_limit, 3600),
+            RateLimit("register-email", settings.register_email_limit, 3600, key=register_email),
+        ],
     )
-    async def register(request: web.Request, body: RegisterIn) -> RegisterOut:
-        """Create an account and a new organisation owned by it."""
+    async def register(request: web.Request, body: RegisterIn) -> RegisterAcceptedOut | web.Response:
+        """Register: 202 and a verification link by mail, the same answer for a registered address (whose owner
+        is told by mail). With REGISTRATION_EMAIL_VERIFICATION=false: 201 {user, organization} or 409."""
+        if settings.registration_email_verification:
+            await registration.request(body.email, body.password, body.name, body.organization, ip(request))
+            return RegisterAcceptedOut(expires_in=registration.ttl)
         user, org = await accounts.register(body.email, body.password, body.name, body.organization)
-        return RegisterOut(user=user, organization=org)
+        return json_response(RegisterOut(user=user, organization=org), 201)
+
+    @routes.post(
+        "/register/verify",
+        body=RegisterVerifyIn,
+        response=RegisterVerifiedOut,
+        status=201,
+        errors=(400, 409),
+        rate_limits=[RateLimit("register-verify-ip", settings.register_ip_limit, 3600)],
+    )
+    async def register_verify(request: web.Request, body: RegisterVerifyIn) -> RegisterVerifiedOut:
+        """Complete a registration with the token from the mail: the organisation and its owner are created
+        and signed in."""
+        user, org, pair = await registration.verify(body.token)
+        tokens = TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+        return RegisterVerifiedOut(user=user, organization=org, tokens=tokens)
 
     @routes.post(
         "/login",

@@ -20,6 +20,7 @@ from .lockout import LoginGuard
 from .mfa import MfaService
 from .passwords import PasswordHashing
 from .reencrypt import key_id, reencrypt
+from .registration import RegistrationService
 from .repository import Repository
 from .sessions import SessionService
 from .settings import AuthSettings
@@ -64,6 +65,7 @@ class Services:
     mfa: MfaService
     accounts: AccountService
     invites: InviteService
+    registration: RegistrationService
 
 
 async def wire(rt: Runtime) -> Services:
@@ -105,7 +107,16 @@ async def wire(rt: Runtime) -> Services:
     )
     accounts = AccountService(repo, passwords, sessions, mfa, outbox, guard)
     invites = InviteService(repo, passwords, outbox, ttl=settings.invite_ttl, accept_url=settings.invite_accept_url)
-    return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites)
+    registration = RegistrationService(
+        repo,
+        passwords,
+        outbox,
+        accounts,
+        sessions,
+        ttl=settings.registration_ttl,
+        verify_url=settings.registration_verify_url,
+    )
+    return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites, registration)
 
 
 def compose(rt: Runtime, services: Services) -> Composition:
@@ -117,6 +128,7 @@ def compose(rt: Runtime, services: Services) -> Composition:
         invites=services.invites,
         mfa=services.mfa,
         keys=services.keys,
+        registration=services.registration,
     )
     routes.extend(EventBus(rt).routes(routes.prefix))  # operations routes: OPERATIONS_TOKEN only
 

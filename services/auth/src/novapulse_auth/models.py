@@ -31,6 +31,18 @@ class RegisterIn(StrictIn):
     organization: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=ORG_NAME_MAX)]
 
 
+class RegisterAcceptedOut(BaseModel):
+    """The same for a new and a registered address: the next step happens in the mailbox."""
+
+    status: Literal["verification_pending"] = "verification_pending"
+    detail: str = "If this address can be registered, a link to complete the registration has been sent to it."
+    expires_in: int = Field(description="seconds the link stays valid")
+
+
+class RegisterVerifyIn(StrictIn):
+    token: OpaqueToken
+
+
 class LoginIn(StrictIn):
     email: Email
     password: Password
@@ -71,6 +83,12 @@ class TokenOut(BaseModel):
     refresh_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme name
     expires_in: int
+
+
+class RegisterVerifiedOut(RegisterOut):
+    """The new owner and organisation, signed in."""
+
+    tokens: TokenOut
 
 
 class MfaChallengeOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from helpers_auth import GOOD_PASSWORD, AuthApp
 
@@ -35,7 +36,9 @@ async def test_register_login_me_refresh_logout(app: AuthApp) -> None:
     assert "password" not in str(event)
 
 
-async def test_duplicate_email_conflicts_case_insensitively(app: AuthApp) -> None:
+async def test_duplicate_email_conflicts_case_insensitively_without_verification(make_app: Any) -> None:
+    # REGISTRATION_EMAIL_VERIFICATION=false (development): immediate 201, and 409 for a registered address
+    app: AuthApp = await make_app(registration_email_verification=False)
     owner = await app.register()
     resp = await app.post(
         "/register",

@@ -58,7 +58,26 @@ async def test_register_per_ip(make_app: Callable[..., Any], fresh_redis: str) -
             "/register", {"email": app.unique_email(), "password": GOOD_PASSWORD, "name": "N", "organization": "O"}
         )
         statuses.append(resp.status)
-    assert statuses == [201, 201, 429]
+    assert statuses == [202, 202, 429]
+
+
+async def test_register_per_address(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    # keyed on the mailbox (lower case, no +tag): counted before the look-up, so new and registered
+    # addresses run out alike and the 429 tells nothing
+    app: AuthApp = await make_app(redis_url=fresh_redis, register_email_limit=2)
+    owner = await app.register()
+    local, _, domain = owner.email.partition("@")
+    statuses = []
+    for address in (owner.email.upper(), f"{local}+x@{domain}", f"{local}+y@{domain}"):
+        resp = await app.post(
+            "/register", {"email": address, "password": GOOD_PASSWORD, "name": "N", "organization": "O"}
+        )
+        statuses.append(resp.status)
+    assert statuses == [202, 429, 429]  # the owner's own registration spent one
+    new = app.unique_email("new")
+    for expected in (202, 202, 429):
+        resp = await app.post("/register", {"email": new, "password": GOOD_PASSWORD, "name": "N", "organization": "O"})
+        assert resp.status == expected
 
 
 async def test_invites_per_organisation(make_app: Callable[..., Any], fresh_redis: str) -> None:

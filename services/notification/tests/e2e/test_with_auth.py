@@ -26,7 +26,11 @@ PUBLIC = "https://app.example.test"
 async def test_register_invite_accept_and_mfa_through_the_auth_service(
     spawn, sink: SmtpSink, names: str, tmp_path
 ) -> None:
-    auth_env = {"AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "EVENTS_NAMESPACE": names}
+    auth_env = {
+        "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "EVENTS_NAMESPACE": names,
+        "REGISTRATION_EMAIL_VERIFICATION": "false",  # registration is not under test here: immediate 201
+    }
     auth_api = spawn("novapulse_auth", "api", env=auth_env, start=False)
     jwks = f"{auth_api.url}{AUTH}/.well-known/jwks.json"
     auth_api.env["AUTH_JWKS_URL"] = jwks

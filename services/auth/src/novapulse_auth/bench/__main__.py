@@ -147,6 +147,7 @@ def main() -> None:
                 "AUTH_JWKS_URL": f"http://127.0.0.1:{port}{P}/.well-known/jwks.json",
                 "EVENTS_NAMESPACE": f"bench{os.getpid()}",
                 "RATE_LIMIT_ENABLED": "false",
+                "REGISTRATION_EMAIL_VERIFICATION": "false",  # users are set up directly; log-ins are measured
                 "LOG_LEVEL": "WARNING",
             }
         )

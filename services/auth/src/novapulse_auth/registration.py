@@ -1,0 +1,127 @@
+"""Registration by e-mail verification: ``POST /register`` answers the same for a new and a registered
+address, so it cannot be used to find out who has an account.
+
+Both paths do the same work, in the same order: one look-up by e-mail, one argon2id hash of the password,
+one new token, and one transaction writing one ``registrations`` document and one outbox event —
+
+- a new address gets ``registration.verification_requested`` (private: carries the token and the link; the
+  document holds only the token's SHA-256 and the password's hash, and expires after ``REGISTRATION_TTL``);
+- a registered address gets ``user.registration_attempted`` (private: the owner is told by mail that someone
+  tried to register it, from which address); its document can never be verified.
+
+``POST /register/verify {token}`` spends the token and creates the organisation and its owner (with the
+password given at registration), emits ``user.registered`` and signs the owner in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRequested
+from novapulse_runtime.problems import ProblemError
+
+from .accounts import AccountService, check_password, org_out, user_out
+from .constants import REGISTRATION_TOKEN_PREFIX
+from .events import Outbox
+from .models import OrgOut, UserOut
+from .opaque import new_token, token_hash
+from .passwords import PasswordHashing
+from .repository import Repository, now
+from .sessions import SessionService, TokenPair
+
+PENDING = "pending"
+ATTEMPTED = "attempted"  # a registered address: kept for the record, never verifiable
+BAD_LINK = "The verification link is invalid, expired or already used"
+
+
+def normalised_address(email: str) -> str:
+    """The mailbox an address reaches, for per-recipient budgets: lower case, without a ``+tag`` in the
+    local part (``Ann+1@Example.com`` and ``ann@example.com`` reach the same inbox)."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"
+
+
+class RegistrationService:
+    def __init__(
+        self,
+        repo: Repository,
+        passwords: PasswordHashing,
+        outbox: Outbox,
+        accounts: AccountService,
+        sessions: SessionService,
+        *,
+        ttl: int,
+        verify_url: str,
+    ) -> None:
+        self._repo = repo
+        self._passwords = passwords
+        self._outbox = outbox
+        self._accounts = accounts
+        self._sessions = sessions
+        self._ttl = ttl
+        self._verify_url = verify_url
+
+    @property
+    def ttl(self) -> int:
+        return self._ttl
+
+    async def request(self, email: str, password: str, name: str, organization: str, ip: str) -> None:
+        """Start a registration. Returns nothing either way: the answer must not tell the two paths apart."""
+        email = email.strip().lower()
+        check_password(password, email=email, name=name)
+        existing = await self._repo.user_by_email(email)
+        hashed = await self._passwords.hash(password)
+        token = new_token(REGISTRATION_TOKEN_PREFIX)
+        created = now()
+        expires_at = created + timedelta(seconds=self._ttl)
+        doc: dict[str, Any] = {
+            "_id": uuid.uuid4().hex,
+            "token_hash": token_hash(token),
+            "email": email,
+            "name": name,
+            "organization": organization,
+            "password_hash": hashed,
+            "status": PENDING if existing is None else ATTEMPTED,
+            "created_at": created,
+            "expires_at": expires_at,
+            "expires_ts": expires_at.timestamp(),
+        }
+        async with self._outbox.transaction() as session:
+            await self._repo.insert_registration(doc, session)
+            if existing is None:
+                await self._outbox.add(
+                    "registration.verification_requested",
+                    VerificationRequested(
+                        email=email,
+                        name=name,
+                        organization=organization,
+                        token=token,
+                        verify_url=f"{self._verify_url}?{urlencode({'token': token})}",
+                        expires_at=expires_at,
+                    ),
+                    org_id="",  # no organisation exists yet
+                    subject=doc["_id"],
+                    session=session,
+                )
+            else:
+                await self._outbox.add(
+                    "user.registration_attempted",
+                    RegistrationAttempted(user_id=existing["_id"], org_id=existing["org_id"], ip=ip),
+                    org_id=existing["org_id"],
+                    subject=existing["_id"],
+                    session=session,
+                )
+
+    async def verify(self, token: str) -> tuple[UserOut, OrgOut, TokenPair]:
+        """Spend a verification token: the organisation and its owner are created, and signed in."""
+        doc = await self._repo.claim_registration(token_hash(token))
+        if doc is None:
+            raise ProblemError(400, BAD_LINK)
+        user, org = await self._accounts.create_owner(
+            doc["email"], doc["name"], doc["organization"], doc["password_hash"]
+        )
+        pair = await self._sessions.start(user, ["pwd"])
+        return user_out(user), org_out(org), pair
