@@ -15,7 +15,7 @@ from novapulse_runtime.routes import Routes, json_response
 from novapulse_runtime.tokens import principal, require_role
 
 from .accounts import AccountService
-from .constants import API_PREFIX, Role
+from .constants import API_PREFIX, INVITE_RECIPIENT_WINDOW, Role
 from .invites import InviteService
 from .mfa import MfaService
 from .models import (
@@ -191,6 +191,15 @@ def build_routes(
 
     # --- invites -----------------------------------------------------------------------------------------
 
+    # Invitation budgets are spent only by those allowed to invite (a member's refused call must not use up
+    # the organisation's budget), per organisation and per recipient mailbox across all organisations (so
+    # nobody can flood an address with invitations, whatever organisations they register).
+    def invite_org(request: web.Request, _body: Any) -> str | None:
+        return by_org(request, _body) if principal(request).role in MANAGERS else None
+
+    def invite_to(request: web.Request, body: Any) -> str | None:
+        return normalised_address(str(body.email)) if principal(request).role in MANAGERS else None
+
     @routes.post(
         "/invites",
         body=InviteIn,
@@ -198,7 +207,10 @@ def build_routes(
         status=201,
         auth=True,
         errors=(409,),
-        rate_limits=[RateLimit("invite-org", settings.invite_org_limit, 3600, key=by_org)],
+        rate_limits=[
+            RateLimit("invite-org", settings.invite_org_limit, 3600, key=invite_org),
+            RateLimit("invite-recipient", settings.invite_recipient_limit, INVITE_RECIPIENT_WINDOW, key=invite_to),
+        ],
     )
     async def create_invite(request: web.Request, body: InviteIn) -> InviteOut:
         """Invite someone to the organisation (owner or admin)."""

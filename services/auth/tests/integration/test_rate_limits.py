@@ -91,6 +91,37 @@ async def test_invites_per_organisation(make_app: Callable[..., Any], fresh_redi
     assert (await app.post("/invites", {"email": app.unique_email()}, headers=owner_b.auth)).status == 201
 
 
+async def test_invites_per_recipient_across_organisations(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, invite_recipient_limit=2)
+    owner_a = await app.register("A")
+    owner_b = await app.register("B")
+    victim = app.unique_email("victim")
+    local, _, domain = victim.partition("@")
+    assert (await app.post("/invites", {"email": victim}, headers=owner_a.auth)).status == 201
+    assert (await app.post("/invites", {"email": f"{local}+1@{domain}"}, headers=owner_a.auth)).status == 201
+    # the same mailbox, from another organisation and in other spellings: the budget is spent
+    for address in (victim.upper(), f"{local}+2@{domain}"):
+        resp = await app.post("/invites", {"email": address}, headers=owner_b.auth)
+        assert resp.status == 429
+        assert resp.content_type == "application/problem+json"
+        assert int(resp.headers["Retry-After"]) >= 1
+    assert (await app.post("/invites", {"email": app.unique_email()}, headers=owner_b.auth)).status == 201
+
+
+async def test_members_cannot_spend_the_organisations_invite_budget(
+    make_app: Callable[..., Any], fresh_redis: str
+) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, invite_org_limit=3)
+    owner = await app.register()
+    member = await app.invite_and_join(owner)  # spends 1
+    for _ in range(3):
+        assert (await app.post("/invites", {"email": app.unique_email()}, headers=member.auth)).status == 403
+    statuses = [
+        (await app.post("/invites", {"email": app.unique_email()}, headers=owner.auth)).status for _ in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+
+
 async def test_mfa_verify_per_user(make_app: Callable[..., Any], fresh_redis: str) -> None:
     app: AuthApp = await make_app(redis_url=fresh_redis, mfa_verify_user_limit=3)
     owner = await app.register()
