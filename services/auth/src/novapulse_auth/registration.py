@@ -2,7 +2,8 @@
 address, so it cannot be used to find out who has an account.
 
 Both paths do the same work, in the same order: one look-up by e-mail, one argon2id hash of the password,
-one new token, and one transaction writing one ``registrations`` document and one outbox event —
+one new token, and one transaction writing one ``registrations`` document (the same fields; only a new
+address's keeps the hash) and one outbox event —
 
 - a new address gets ``registration.verification_requested`` (private: carries the token and the link; the
   document holds only the token's SHA-256 and the password's hash, and expires after ``REGISTRATION_TTL``);
@@ -83,7 +84,8 @@ class RegistrationService:
             "email": email,
             "name": name,
             "organization": organization,
-            "password_hash": hashed,
+            # a registered address's document keeps no hash of what was typed (it may be the owner's password)
+            "password_hash": hashed if existing is None else "",
             "status": PENDING if existing is None else ATTEMPTED,
             "created_at": created,
             "expires_at": expires_at,
