@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 
 from novapulse_runtime.devservers import ServerProcess
-from novapulse_runtime.ratelimit import client_network
+from novapulse_runtime.ratelimit import client_ip, client_key, client_network
+from novapulse_runtime.settings import parse_networks
 from novapulse_runtime.testing import ServiceProcess
 
 from .conftest import SAMPLE
@@ -119,3 +120,29 @@ async def test_ipv6_clients_share_their_network_bucket(
     for i in range(6):
         async with http.get(wide.url + LIMITED, headers={"X-Forwarded-For": f"2001:db8:9:9::{i + 1:x}"}) as r:
             assert r.status == 200  # /128 configured: every address its own bucket
+
+
+class _Peer:
+    """The transport side of a request: only the peer address is read."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.address, 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.unit
+def test_a_proxy_seen_as_ipv4_mapped_ipv6_is_still_trusted() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    trusted = parse_networks("127.0.0.0/8")
+    headers = {"X-Forwarded-For": "2001:db8:1:2::99"}
+    mapped = make_mocked_request("GET", "/", headers=headers, transport=_Peer("::ffff:127.0.0.1"))
+    assert client_ip(mapped, trusted) == "2001:db8:1:2::99"
+    assert client_key(mapped, trusted) == "2001:db8:1:2::/64"
+    stranger = make_mocked_request("GET", "/", headers=headers, transport=_Peer("::ffff:203.0.113.1"))
+    assert client_key(stranger, trusted) == "203.0.113.1"  # untrusted peer: its own (unmapped) address

@@ -151,6 +151,8 @@ def _is_trusted(addr: str, trusted: Sequence[Network]) -> bool:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener reports an IPv4 proxy as ::ffff:a.b.c.d
     return any(ip.version == net.version and ip in net for net in trusted)
 
 
