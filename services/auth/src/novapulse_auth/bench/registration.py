@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from cryptography.fernet import Fernet
@@ -41,9 +42,12 @@ async def _run(url: str, mongo_url: str, db: str, n: int) -> tuple[list[float], 
             body = {"email": email, "password": PASSWORD, "name": "Known", "organization": "K"}
             async with http.post(f"{P}/register", json=body) as resp:
                 assert resp.status == 202, await resp.text()
-        with MongoClient(mongo_url) as mongo:
+        mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
+        try:
             records = mongo[db]["outbox"].find({"type": "registration.verification_requested"})
             tokens = [json.loads(r["fields"]["data"])["token"] for r in records]
+        finally:
+            mongo.close()
         for token in tokens:
             async with http.post(f"{P}/register/verify", json={"token": token}) as resp:
                 assert resp.status == 201, await resp.text()
