@@ -6,6 +6,7 @@ Clients are told apart by ``X-Forwarded-For`` from a trusted proxy (the test cli
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -117,3 +118,18 @@ async def test_eleven_logins_from_one_ipv6_64_are_limited(make_app: Callable[...
     ]
     assert statuses == [401] * 10 + [429]
     assert (await _login(app, "n@example.com", WRONG, "2001:db8:abcd:13::7")).status == 401
+
+
+async def test_parallel_guesses_cannot_slip_under_the_limit(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    for _ in range(2):
+        assert (await _login(app, owner.email, WRONG, "203.0.113.77")).status == 401
+    burst = await asyncio.gather(*(_login(app, owner.email, WRONG, "203.0.113.77") for _ in range(6)))
+    statuses = [r.status for r in burst]
+    assert set(statuses) <= {401, 429}
+    assert statuses.count(401) <= 1  # one attempt was left: at most one password was checked
+    for _ in range(2):  # whatever the burst left, the next attempts end in the block
+        last = await _login(app, owner.email, WRONG, "203.0.113.77")
+    assert last.status == 429
+    assert len(await _blocked_events(app, owner)) == 1
