@@ -156,6 +156,12 @@ class RevocationList:
             raise _unavailable() from exc
         return score is not None and float(score) > time.time()
 
+    def add(self, sessions: Mapping[str, float]) -> None:
+        """Note revocations this process made itself (``{sid: expiry}``), so it honours them at once rather
+        than when its own push comes back."""
+        for sid, exp in sessions.items():
+            self._revoked[sid] = max(float(exp), self._revoked.get(sid, 0.0))
+
     def start(self) -> None:
         if self._closing:
             return
@@ -191,9 +197,7 @@ class RevocationList:
             return True
         sids = message.get("sids")
         if isinstance(sids, dict):
-            for sid, exp in sids.items():
-                if isinstance(sid, str) and isinstance(exp, int | float):
-                    self._revoked[sid] = max(float(exp), self._revoked.get(sid, 0.0))
+            self.add({sid: exp for sid, exp in sids.items() if isinstance(sid, str) and isinstance(exp, int | float)})
         return False
 
     def _prune(self) -> None:

@@ -35,6 +35,7 @@ class AuthSettings(ServiceSettings):
     mfa_verify_user_limit: int = Field(default=10, ge=1)
     mfa_verify_ip_limit: int = Field(default=30, ge=1)
     refresh_ip_limit: int = Field(default=120, ge=1)
+    revocation_sync_interval: float = Field(default=2.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _rotation_outlives_tokens(self) -> AuthSettings:
