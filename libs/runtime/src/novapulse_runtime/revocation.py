@@ -137,6 +137,7 @@ class RevocationList:
         self._task: asyncio.Task[None] | None = None
         self._warned_at = -float("inf")
         self._closing = False
+        self._established = False
 
     @property
     def synced(self) -> bool:
@@ -218,8 +219,9 @@ class RevocationList:
                 self._alive_at = -float("inf")
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            pause = 0.05 if self._established else min(pause * 2, RETRY_MAX)  # back off only while failing
+            self._established = False
             await asyncio.sleep(pause)
-            pause = min(pause * 2, RETRY_MAX)
 
     async def _session(self, pubsub: Any) -> None:
         await pubsub.subscribe(self._channel)
@@ -232,12 +234,15 @@ class RevocationList:
                 raise TimeoutError("no subscription confirmation")
         await self._reload()
         self._alive_at = time.monotonic()
+        self._established = True
         pinged_at = time.monotonic()
+        unanswered_since: float | None = None  # the oldest ping no message has followed yet
         while not self._closing:
             msg = await pubsub.get_message(timeout=self._ping_interval)
             now = time.monotonic()
             if msg is not None:
                 self._alive_at = now
+                unanswered_since = None
                 kind = msg.get("type")
                 # "subscribe" here means redis-py reconnected on its own: anything pushed meanwhile was missed
                 if kind == "subscribe" or (kind == "message" and self._apply(msg.get("data"))):
@@ -245,6 +250,9 @@ class RevocationList:
             if now - pinged_at >= self._ping_interval:
                 await pubsub.ping()
                 pinged_at = now
-            if now - self._alive_at > self._stale_after:
+                unanswered_since = unanswered_since or now
+            # dead only when a ping stays unanswered; a starved event loop merely lets ``synced`` lapse (checks
+            # go to Redis meanwhile) until the next pong
+            if unanswered_since is not None and now - unanswered_since > self._stale_after:
                 raise TimeoutError("no pong from Redis")
             self._prune()

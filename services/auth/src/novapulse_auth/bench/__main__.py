@@ -73,8 +73,10 @@ class Revocation:
 
 async def _verify_rate(verifier: TokenVerifier, tokens: list[str]) -> float:
     t0 = time.perf_counter()
-    for token in tokens:
+    for i, token in enumerate(tokens):
         await verifier.verify(token)
+        if i % 50 == 0:  # a server yields between requests; so does this loop (the subscriber needs turns)
+            await asyncio.sleep(0)
     return len(tokens) / (time.perf_counter() - t0)
 
 
