@@ -121,7 +121,7 @@ def build_routes(
 
     @routes.post("/logout", auth=True)
     async def logout(request: web.Request) -> None:
-        """Revoke the current session's refresh-token family."""
+        """Revoke the current session: its refresh token at once, its access tokens in every service within 1 s."""
         who = principal(request)
         await sessions.logout(who.session_id, who.user_id)
 
