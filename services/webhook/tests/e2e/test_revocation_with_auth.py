@@ -1,7 +1,8 @@
 """Across processes with the real auth service (issue 11 §1): an admin disabled by the owner, and a session
 that logged out, lose the webhook API and auth's ``/me`` within the documented revocation window (1 s),
 although their access tokens have not expired. Auth api + worker and webhook api are real processes on the
-same redis-server and nx-27017; the webhook process learns the revocation only through Redis."""
+same redis-server and nx-27017; the webhook process learns the revocation only through Redis. After Redis
+loses its data, the auth worker restores the revocation from MongoDB."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
@@ -126,3 +128,67 @@ async def test_disabled_admin_and_logged_out_session_lose_the_webhook_api(
         assert (await call("GET", f"{a}/me", token=owner_other))[0] == 401
         assert (await call("GET", f"{h}/endpoints", token=owner))[0] == 200
         assert (await call("GET", f"{a}/me", token=owner))[0] == 200
+
+
+async def test_revocations_survive_redis_losing_its_data(
+    spawn: Callable[..., ServiceProcess], names: str, server_factory: Callable[..., Any]
+) -> None:
+    """FLUSHALL, then a webhook process that starts afresh: the auth worker restores the revocation from
+    MongoDB within REVOCATION_SYNC_INTERVAL, and the fresh verifier honours it."""
+    server = server_factory("redis")
+    redis_url = f"redis://127.0.0.1:{server.port}/0"
+    auth_env = {
+        "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "EVENTS_NAMESPACE": names,
+        "REDIS_URL": redis_url,
+        "REVOCATION_SYNC_INTERVAL": "1",
+    }
+    auth_api = spawn("novapulse_auth", "api", env=auth_env, start=False)
+    jwks = f"{auth_api.url}{AUTH}/.well-known/jwks.json"
+    auth_api.env["AUTH_JWKS_URL"] = jwks
+    auth_api.start()
+    spawn("novapulse_auth", "worker", env={**auth_env, "AUTH_JWKS_URL": jwks})
+    hooks_env = {
+        "AUTH_JWKS_URL": jwks,
+        "EVENTS_NAMESPACE": names,
+        "REDIS_URL": redis_url,
+        "WEBHOOK_SECRET_KEYS": Fernet.generate_key().decode(),
+        "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "RATE_LIMIT_ENABLED": "false",
+    }
+    a = auth_api.url + AUTH
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def status_of(method: str, url: str, body: object = None, token: str | None = None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.request(method, url, json=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        email = f"olive-{names}@acme.example.com"
+        body = {"email": email, "password": PASSWORD, "name": "Olive", "organization": "Acme"}
+        assert await status_of("POST", f"{a}/register", body) == 201
+        async with http.post(f"{a}/login", json={"email": email, "password": PASSWORD}) as resp:
+            token = str((await resp.json())["access_token"])
+        assert await status_of("POST", f"{a}/logout", token=token) == 204
+
+        client = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            assert await client.flushall()
+            assert not await client.exists(f"{names}:auth:revoked-sessions")
+            hooks = spawn("novapulse_webhook", "api", env=hooks_env)  # a verifier that never saw the push
+
+            async def refused() -> bool:
+                return await status_of("GET", f"{hooks.url}{HOOKS}/endpoints", token=token) == 401
+
+            # bound documented in services/auth/README.md: REVOCATION_SYNC_INTERVAL (1 s here) + the 1 s window
+            await wait_until(refused, timeout=2.0, interval=0.02, message="revocation restored after FLUSHALL")
+            assert await client.zscore(f"{names}:auth:revoked-sessions", _sid(token)) is not None
+        finally:
+            await client.aclose()
+
+
+def _sid(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
