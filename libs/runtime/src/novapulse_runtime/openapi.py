@@ -74,7 +74,7 @@ def build_openapi(title: str, version: str, routes: list[Route], description: st
         if r.rate_limits:
             codes.add(429)
         if r.auth:
-            codes |= {401, 403}
+            codes |= {401, 403, 503}  # 503: token revocation cannot be checked (revocation.py, fail closed)
             op["security"] = [{"bearer": []}]
         if r.operator:
             codes |= {401, 404}

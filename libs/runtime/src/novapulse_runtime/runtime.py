@@ -16,6 +16,7 @@ from .health import Health, memory_check
 from .http import Authenticator
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .revocation import RevocationList
 from .routes import Routes
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
@@ -80,7 +81,10 @@ class Runtime:
             RateLimiter(self.redis, self.metrics, settings.service_name) if settings.rate_limit_enabled else None
         )
         self.tokens = TokenVerifier(
-            settings.auth_jwks_url, issuer=settings.auth_issuer, audience=settings.auth_audience
+            settings.auth_jwks_url,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            revocations=RevocationList(self.redis),  # revoked sessions, pushed by auth (revocation.py)
         )
         self.health.add("mongodb", self._ping_mongo)
         self.health.add("redis", self._ping_redis)

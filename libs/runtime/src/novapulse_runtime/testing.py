@@ -233,6 +233,7 @@ class TokenIssuer:
             "iat": now,
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
+            "sid": uuid.uuid4().hex,  # every verifier with a revocation list requires a session id
         }
         payload.update(claims)
         return jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})

@@ -5,7 +5,11 @@
 - Only asymmetric algorithms on an allow-list (EdDSA, RS256); the algorithm must match the key's type, so
   ``alg=none`` and HS256-signed-with-the-public-key are refused. ``jku``/``jwk``/``x5u``/``x5c`` headers are
   refused (we never take keys from the token). ``typ`` must be ``at+jwt``; ``iss``, ``aud``, ``exp``, ``iat``,
-  ``sub``, ``jti``, ``org`` and ``role`` are required; expired and not-yet-valid tokens are refused.
+  ``sub``, ``jti``, ``org`` and ``role`` are required; expired and not-yet-valid tokens are refused
+  (RFC 9068 §4, RFC 8725).
+- Revocation: with a :class:`~novapulse_runtime.revocation.RevocationList` (every service's runtime has one),
+  a token must name its session (``sid``) and is refused (401) once that session is revoked — honoured
+  within one second in every process; a 503 when revocation cannot be checked (see ``revocation.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import jwt
 from aiohttp import web
 
 from .problems import ProblemError
+from .revocation import RevocationList
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class Principal:
     amr: tuple[str, ...]
     token_id: str
     expires_at: int
+    session_id: str = ""
+    """The ``sid`` claim: the auth session (refresh family) the token belongs to."""
 
     def has_role(self, *roles: str) -> bool:
         return self.role in roles
@@ -52,6 +59,10 @@ def _unauthorized(detail: str) -> ProblemError:
 
 
 class TokenVerifier:
+    """Verifies access tokens against the auth service's JWKS and, when given ``revocations``, against the
+    revoked sessions. :meth:`verify` returns the :class:`Principal` or raises a 401 (a 503 when revocation
+    cannot be checked)."""
+
     def __init__(
         self,
         jwks_url: str,
@@ -62,6 +73,7 @@ class TokenVerifier:
         cache_ttl: float = 600.0,
         leeway: float = 5.0,
         static_jwks: dict[str, Any] | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -73,6 +85,7 @@ class TokenVerifier:
         self._leeway = leeway
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self.revocations = revocations
         if static_jwks is not None:
             self._load(static_jwks)
             self._fetched_at = float("inf")
@@ -155,6 +168,14 @@ class TokenVerifier:
         org, role, amr = claims.get("org"), claims.get("role"), claims.get("amr", [])
         if not isinstance(org, str) or not isinstance(role, str) or not isinstance(amr, list):
             raise _unauthorized("Token lacks organisation or role")
+        sid = claims.get("sid", "")
+        if not isinstance(sid, str) or len(sid) > 128:
+            raise _unauthorized("Token has an unusable session id")
+        if self.revocations is not None:
+            if not sid:
+                raise _unauthorized("Token names no session")
+            if await self.revocations.is_revoked(sid):
+                raise _unauthorized("The session of this token was revoked")
         return Principal(
             user_id=str(claims["sub"]),
             org_id=org,
@@ -162,6 +183,7 @@ class TokenVerifier:
             amr=tuple(str(a) for a in amr),
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            session_id=sid,
         )
 
     async def authenticate(self, request: web.Request) -> Principal:
@@ -175,6 +197,8 @@ class TokenVerifier:
         return await self.verify(token.strip())
 
     async def close(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

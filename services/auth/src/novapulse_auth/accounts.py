@@ -167,7 +167,7 @@ class AccountService:
         hashed = await self._passwords.hash(new)
         async with self._outbox.transaction() as session:
             await self._repo.update_user(org_id, user_id, {"password_hash": hashed}, session)
-            await self._repo.revoke_user_sessions(org_id, user_id, "password-changed", session, keep=keep_sid)
+            sids = await self._repo.revoke_user_sessions(org_id, user_id, "password-changed", session, keep=keep_sid)
             await self._outbox.add(
                 "user.password_changed",
                 PasswordChanged(user_id=user_id, org_id=org_id),
@@ -175,6 +175,7 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
+        await self._sessions.announce(sids)  # their access tokens die everywhere within 1 s
 
     async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
         return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
@@ -186,14 +187,20 @@ class AccountService:
         return doc
 
     async def change_role(self, org_id: str, user_id: str, role: str, *, by: str) -> UserOut:
-        """Owner only: make a member an admin or an admin a member (the owner's own role is fixed)."""
+        """Owner only: make a member an admin or an admin a member (the owner's own role is fixed). A demotion
+        revokes the user's sessions everywhere and the invites they sent that are still pending."""
         target = await self.member(org_id, user_id)
         if target["role"] == Role.OWNER.value:
             raise ProblemError(409, "The owner's role cannot change")
+        demoted = target["role"] == Role.ADMIN.value and role == Role.MEMBER.value
+        sids: list[str] = []
         async with self._outbox.transaction() as session:
             doc = await self._repo.set_role(org_id, user_id, role, session)
             if doc is None:
                 raise ProblemError(404, "No such member in your organisation")
+            if demoted:
+                sids = await self._repo.revoke_user_sessions(org_id, user_id, "demoted", session)
+                await self._repo.revoke_invites_by(org_id, user_id, session)
             await self._outbox.add(
                 "user.role_changed",
                 UserRoleChanged(user_id=user_id, org_id=org_id, role=role, changed_by=by),  # type: ignore[arg-type]
@@ -201,7 +208,19 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
+        await self._sessions.announce(sids)
         return user_out(doc)
+
+    async def acting_member(self, org_id: str, user_id: str, *roles: str) -> dict[str, Any]:
+        """The caller as the database knows them now, not as their token says: 401 when disabled or gone,
+        403 when their current role is not one of ``roles``. Routes that change anything call this, so a
+        disabled or demoted user's authority ends with the change, not at their token's expiry."""
+        user = await self._repo.user(org_id, user_id)
+        if user is None or user.get("status") != UserStatus.ACTIVE.value:
+            raise ProblemError(401, "The account no longer exists or is disabled")
+        if roles and user.get("role") not in roles:
+            raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}")
+        return user
 
     def check_can_manage(self, actor_role: str, actor_id: str, target: dict[str, Any]) -> None:
         """Owners manage everyone but themselves; admins manage members only."""
@@ -213,11 +232,14 @@ class AccountService:
             raise ProblemError(403, "Your role cannot manage this member")
 
     async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
-        """Disable a user and revoke their sessions (access tokens die at their short expiry)."""
+        """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s)
+        and the invites they sent that are still pending are revoked."""
+        sids: list[str] = []
         async with self._outbox.transaction() as session:
             changed = await self._repo.disable_user(org_id, user_id, session)
             if changed:
-                await self._repo.revoke_user_sessions(org_id, user_id, "user-disabled", session)
+                sids = await self._repo.revoke_user_sessions(org_id, user_id, "user-disabled", session)
+                await self._repo.revoke_invites_by(org_id, user_id, session)
                 await self._outbox.add(
                     "user.disabled",
                     UserDisabled(user_id=user_id, org_id=org_id, disabled_by=by),
@@ -225,6 +247,7 @@ class AccountService:
                     subject=user_id,
                     session=session,
                 )
+        await self._sessions.announce(sids)
         return user_out(await self.member(org_id, user_id))
 
     async def member_out(self, org_id: str, user_id: str) -> UserOut:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import jwt
 from aiohttp import web
 
 from novapulse_runtime.problems import ProblemError
@@ -61,13 +60,6 @@ def _path_id(request: web.Request, name: str) -> str:
     if not _ID.match(value):
         raise ProblemError(404, f"No such {name.removesuffix('_id')}")
     return value
-
-
-def _session_id(request: web.Request) -> str:
-    """The ``sid`` claim of the (already verified) bearer token."""
-    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return str(claims.get("sid", ""))
 
 
 def build_routes(
@@ -158,9 +150,9 @@ def build_routes(
 
     @routes.post("/logout", auth=True)
     async def logout(request: web.Request) -> None:
-        """Revoke the current session's refresh-token family."""
+        """Revoke the current session: its refresh token at once, its access tokens in every service within 1 s."""
         who = principal(request)
-        await sessions.logout(_session_id(request), who.user_id)
+        await sessions.logout(who.session_id, who.user_id)
 
     @routes.post(
         "/password",
@@ -173,7 +165,7 @@ def build_routes(
         """Change your password; your other sessions are revoked."""
         who = principal(request)
         await accounts.change_password(
-            who.org_id, who.user_id, body.current_password, body.new_password, keep_sid=_session_id(request)
+            who.org_id, who.user_id, body.current_password, body.new_password, keep_sid=who.session_id
         )
 
     @routes.get("/me", response=MeOut, auth=True)
@@ -215,6 +207,7 @@ def build_routes(
     async def create_invite(request: web.Request, body: InviteIn) -> InviteOut:
         """Invite someone to the organisation (owner or admin)."""
         who = require_role(request, *MANAGERS)
+        await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)  # current role, not the token's
         return await invites.create(who.org_id, who.user_id, body.email, body.role)
 
     @routes.get("/invites", query=InviteListQuery, response=InviteList, auth=True)
@@ -227,6 +220,7 @@ def build_routes(
     async def revoke_invite(request: web.Request) -> InviteOut:
         """Revoke a pending invite (owner or admin)."""
         who = require_role(request, *MANAGERS)
+        await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
         return await invites.revoke(who.org_id, _path_id(request, "invite_id"))
 
     @routes.post(
@@ -252,24 +246,27 @@ def build_routes(
 
     @routes.patch("/members/{user_id}", body=RoleIn, response=UserOut, auth=True, errors=(404, 409))
     async def change_role(request: web.Request, body: RoleIn) -> UserOut:
-        """Change a member's role (owner only)."""
+        """Change a member's role (owner only); demoting an admin revokes their sessions and pending invites."""
         who = require_role(request, Role.OWNER.value)
+        await accounts.acting_member(who.org_id, who.user_id, Role.OWNER.value)
         return await accounts.change_role(who.org_id, _path_id(request, "user_id"), body.role, by=who.user_id)
 
     @routes.post("/members/{user_id}/disable", response=UserOut, auth=True, errors=(404, 409))
     async def disable_member(request: web.Request) -> UserOut:
-        """Disable a member and revoke their sessions (owner, or admin for members)."""
+        """Disable a member, revoke their sessions and pending invites (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
+        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
         target = await accounts.member(who.org_id, _path_id(request, "user_id"))
-        accounts.check_can_manage(who.role, who.user_id, target)
+        accounts.check_can_manage(actor["role"], who.user_id, target)
         return await accounts.disable(who.org_id, target["_id"], by=who.user_id)
 
     @routes.post("/members/{user_id}/mfa/reset", response=UserOut, auth=True, errors=(404, 409))
     async def reset_member_mfa(request: web.Request) -> UserOut:
         """Turn a member's MFA off so they can set it up again (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
+        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
         target = await accounts.member(who.org_id, _path_id(request, "user_id"))
-        accounts.check_can_manage(who.role, who.user_id, target)
+        accounts.check_can_manage(actor["role"], who.user_id, target)
         if not await mfa.admin_reset(who.org_id, target["_id"], by=who.user_id):
             raise ProblemError(409, "MFA is not on for this member")
         return await accounts.member_out(who.org_id, target["_id"])

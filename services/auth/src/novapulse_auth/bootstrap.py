@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from novapulse_runtime.bus import EventBus
+from novapulse_runtime.revocation import default_namespace
 from novapulse_runtime.runtime import Composition, Runtime, Worker
 from novapulse_runtime.secretbox import SecretBox
 
@@ -22,7 +23,7 @@ from .passwords import PasswordHashing
 from .reencrypt import key_id, reencrypt
 from .registration import RegistrationService
 from .repository import Repository
-from .sessions import SessionService
+from .sessions import SessionService, sync_revocations
 from .settings import AuthSettings
 from .signing import KeyRing
 
@@ -47,6 +48,24 @@ def rotation_worker(services: Services, interval: int, check_every: float | None
                 log.warning("key rotation check failed", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
+
+    return run
+
+
+def revocation_sync_worker(services: Services, interval: float) -> Worker:
+    """Every ``REVOCATION_SYNC_INTERVAL`` seconds, rewrites into Redis the session revocations of the last
+    access-token lifetime that Redis lost (MongoDB is the truth), so verifiers honour them again."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                restored = await sync_revocations(services.repo, services.sessions)
+                if restored:
+                    log.warning("session revocations restored into Redis", extra={"count": restored})
+            except Exception as exc:  # an outage must not kill the worker; retry next round
+                log.warning("revocation sync failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     return run
 
@@ -93,7 +112,13 @@ async def wire(rt: Runtime) -> Services:
         workers=settings.password_hash_workers,
     )
     sessions = SessionService(
-        repo, keys, refresh_ttl=settings.refresh_token_ttl, session_max_age=settings.session_max_age
+        repo,
+        keys,
+        rt.redis,
+        rt.tokens.revocations,
+        refresh_ttl=settings.refresh_token_ttl,
+        session_max_age=settings.session_max_age,
+        namespace=rt.tokens.revocations.namespace if rt.tokens.revocations else default_namespace(),
     )
     mfa = MfaService(
         repo, box, rt.redis, sessions, passwords, outbox, issuer=settings.mfa_issuer, enc_key_id=enc_key_id
@@ -136,7 +161,10 @@ def compose(rt: Runtime, services: Services) -> Composition:
         services.passwords.close()
 
     relay = getattr(services.outbox, "relay", None)
-    workers = [rotation_worker(services, settings.key_rotation_interval)]
+    workers = [
+        rotation_worker(services, settings.key_rotation_interval),
+        revocation_sync_worker(services, settings.revocation_sync_interval),
+    ]
     if relay is not None:
         workers.append(relay)
     return Composition(

@@ -51,8 +51,11 @@ LOGIN_BLOCKS = "login_blocks"  # the block in force per (account, client) or acc
 # Redis keys (short-lived state).
 REDIS_PREFIX = "novapulse:auth:"
 MFA_CHALLENGE_KEY = REDIS_PREFIX + "mfa:challenge:"  # + sha256(mfa_token)
-TOTP_LAST_STEP_KEY = REDIS_PREFIX + "mfa:last-step:"  # + user id
 MFA_FAILURES_KEY = REDIS_PREFIX + "mfa:failures:"  # + user id
+
+# Session revocation (pushed to every verifier, see novapulse_runtime.revocation).
+REVOCATION_MARGIN = 60
+"""Seconds a revocation outlives the last access token it can concern (verifier leeway and clock skew)."""
 
 # Token shapes.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type

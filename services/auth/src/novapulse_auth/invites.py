@@ -15,7 +15,7 @@ from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequest
 from novapulse_runtime.problems import ProblemError
 
 from .accounts import check_password, new_user_doc, org_out, user_out
-from .constants import INVITE_TOKEN_PREFIX, InviteStatus
+from .constants import INVITE_TOKEN_PREFIX, InviteStatus, Role, UserStatus
 from .events import Outbox
 from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
@@ -125,6 +125,17 @@ class InviteService:
         """The invitee joins the organisation with the invited role; the token is spent."""
         invite = await self._repo.claim_invite(token_hash(token))
         if invite is None:
+            raise ProblemError(400, "The invite is invalid, expired, revoked or already used")
+        # An invite carries its sender's authority: disabling or demoting them revokes their pending invites,
+        # and this check closes the race with an acceptance already under way.
+        inviter = await self._repo.user(invite["org_id"], invite["invited_by"])
+        if (
+            inviter is None
+            or inviter.get("status") != UserStatus.ACTIVE.value
+            or inviter.get("role") not in (Role.OWNER.value, Role.ADMIN.value)
+        ):
+            await self._repo.revoke_invites_by(invite["org_id"], invite["invited_by"])
+            await self._repo.revoke_claimed_invite(invite["_id"])
             raise ProblemError(400, "The invite is invalid, expired, revoked or already used")
         try:
             check_password(password, email=invite["email"], name=name)

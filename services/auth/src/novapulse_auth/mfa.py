@@ -2,9 +2,10 @@
 challenge, disabling and regeneration.
 
 Safer than the usual defaults:
-- a code is accepted at most once: a Redis key per user holds the last accepted time step and only a later
-  step passes (atomic in Lua, so two parallel requests with the same code cannot both pass) — this covers the
-  code that enabled MFA too;
+- a code is accepted at most once (RFC 6238 §5.2): the user's document holds the last accepted time step
+  (``totp_last_step``) and only a later step passes, by one conditional update in MongoDB (so two parallel
+  requests with the same code cannot both pass, and losing Redis's data does not re-open a used code) — this
+  covers the code that enabled MFA too;
 - a challenge (``mfa_token``) is single-use, lives ``MFA_CHALLENGE_TTL`` s and dies after
   ``MFA_CHALLENGE_MAX_FAILURES`` wrong codes; wrong codes also count per user across all challenges and
   all code-checking routes, so parallel challenges do not multiply the guesses;
@@ -37,9 +38,6 @@ from .constants import (
     MFA_USER_FAILURE_WINDOW,
     MFA_USER_MAX_FAILURES,
     RECOVERY_CODE_COUNT,
-    TOTP_LAST_STEP_KEY,
-    TOTP_PERIOD,
-    TOTP_WINDOW,
     UserStatus,
 )
 from .events import Outbox
@@ -59,15 +57,6 @@ from .totp import (
 )
 
 log = logging.getLogger(__name__)
-
-# KEYS[1] = last accepted step of the user; ARGV = step, ttl. 1 when the step is newer (and now recorded).
-_CLAIM_STEP = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local step = tonumber(ARGV[1])
-if step <= last then return 0 end
-redis.call('SET', KEYS[1], step, 'EX', tonumber(ARGV[2]))
-return 1
-"""
 
 # KEYS[1] = challenge; ARGV = max failures. Returns failures so far, or -1 when the challenge is gone.
 _FAIL_CHALLENGE = """
@@ -102,14 +91,13 @@ class MfaService:
         self._passwords = passwords
         self._outbox = outbox
         self._issuer = issuer
-        self._claim_step = redis.register_script(_CLAIM_STEP)
         self._fail_challenge = redis.register_script(_FAIL_CHALLENGE)
 
     # --- code checks ---------------------------------------------------------------------------------------
 
-    async def _claim(self, user_id: str, step: int) -> bool:
-        ttl = (2 * TOTP_WINDOW + 2) * TOTP_PERIOD
-        return bool(await self._claim_step(keys=[TOTP_LAST_STEP_KEY + user_id], args=[step, ttl]))
+    async def _claim(self, user: dict[str, Any], step: int) -> bool:
+        """Accept ``step`` once: security state lives in MongoDB, not in Redis."""
+        return await self._repo.claim_totp_step(user["org_id"], user["_id"], step)
 
     async def _guard_user(self, user_id: str) -> None:
         failures = int(await self._redis.get(MFA_FAILURES_KEY + user_id) or 0)
@@ -131,7 +119,7 @@ class MfaService:
         """Guarded, replay-proof TOTP check that counts a failure against the user."""
         await self._guard_user(user["_id"])
         step = matching_step(secret, code)
-        if step is not None and await self._claim(user["_id"], step):
+        if step is not None and await self._claim(user, step):
             return True
         await self._count_failure(user["_id"])
         return False
@@ -239,9 +227,10 @@ class MfaService:
         return True
 
     async def admin_reset(self, org_id: str, user_id: str, *, by: str) -> bool:
-        """An admin turns a member's MFA off (the member sets it up again); their sessions are revoked."""
+        """An admin turns a member's MFA off (the member sets it up again); their sessions are revoked
+        everywhere."""
         changed = await self._turn_off(org_id, user_id, by=by)
-        await self._repo.revoke_user_sessions(org_id, user_id, "mfa-reset")
+        await self._sessions.revoke_user(org_id, user_id, "mfa-reset")
         return changed
 
     async def regenerate(self, org_id: str, user_id: str, code: str) -> list[str]:

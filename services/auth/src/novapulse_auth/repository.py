@@ -57,6 +57,8 @@ class Repository:
         await self.invites.create_index("token_hash", unique=True)
         await self.invites.create_index([("org_id", 1), ("created_at", -1)])
         await self.sessions.create_index([("user_id", 1), ("revoked_at", 1)])
+        await self.sessions.create_index("revoked_ts")
+        await self.invites.create_index([("org_id", 1), ("invited_by", 1), ("status", 1)])
         await self.refresh_tokens.create_index("sid")
         await self.recovery_codes.create_index([("user_id", 1), ("used_at", 1)])
         await self.registrations.create_index("token_hash", unique=True)
@@ -120,23 +122,33 @@ class Repository:
     async def session(self, sid: str) -> Doc | None:
         return await self.sessions.find_one({"_id": sid})
 
-    async def revoke_session(self, sid: str, reason: str) -> None:
-        await self.sessions.update_one(
-            {"_id": sid, "revoked_at": None}, {"$set": {"revoked_at": now(), "revoke_reason": reason}}
+    async def revoke_session(self, sid: str, reason: str) -> bool:
+        """Mark one session revoked (``revoked_ts`` in epoch seconds); False when it already was."""
+        result = await self.sessions.update_one(
+            {"_id": sid, "revoked_at": None},
+            {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
         )
+        return result.modified_count == 1
 
     async def revoke_user_sessions(
         self, org_id: str, user_id: str, reason: str, session: Session = None, *, keep: str | None = None
-    ) -> int:
+    ) -> list[str]:
+        """Revoke every live session of a user (but ``keep``); returns the ids revoked, for the push."""
         query: Doc = {"user_id": user_id, "org_id": org_id, "revoked_at": None}
-        if keep:
-            query["_id"] = {"$ne": keep}
-        result = await self.sessions.update_many(
-            query,
-            {"$set": {"revoked_at": now(), "revoke_reason": reason}},
-            session=session,
-        )
-        return result.modified_count
+        docs = await self.sessions.find(query, {"_id": 1}, session=session).to_list(None)
+        sids = [str(d["_id"]) for d in docs if d["_id"] != keep]
+        if sids:
+            await self.sessions.update_many(
+                {"_id": {"$in": sids}, "org_id": org_id, "revoked_at": None},
+                {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
+                session=session,
+            )
+        return sids
+
+    async def revoked_since(self, since_ts: float) -> list[Doc]:
+        """Sessions revoked after ``since_ts`` (epoch seconds): ``{_id, revoked_ts}`` (the revocation sync)."""
+        cursor = self.sessions.find({"revoked_ts": {"$gt": since_ts}}, {"_id": 1, "revoked_ts": 1})
+        return await cursor.to_list(None)
 
     async def insert_refresh_token(self, doc: Doc) -> None:
         await self.refresh_tokens.insert_one(doc)
@@ -176,6 +188,15 @@ class Repository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def revoke_invites_by(self, org_id: str, inviter_id: str, session: Session = None) -> int:
+        """Revoke the pending invites an inviter sent (they were disabled or lost the right to invite)."""
+        result = await self.invites.update_many(
+            {"org_id": org_id, "invited_by": inviter_id, "status": InviteStatus.PENDING.value},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            session=session,
+        )
+        return result.modified_count
+
     async def invite(self, org_id: str, invite_id: str) -> Doc | None:
         return await self.invites.find_one({"_id": invite_id, "org_id": org_id})
 
@@ -191,6 +212,13 @@ class Repository:
         await self.invites.update_one(
             {"_id": invite_id, "status": InviteStatus.ACCEPTED.value},
             {"$set": {"status": InviteStatus.PENDING.value, "accepted_at": None}},
+        )
+
+    async def revoke_claimed_invite(self, invite_id: str) -> None:
+        """Revoke an invite taken by :meth:`claim_invite` whose acceptance was refused for good."""
+        await self.invites.update_one(
+            {"_id": invite_id, "status": InviteStatus.ACCEPTED.value},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now(), "accepted_at": None}},
         )
 
     async def mark_invite_accepted_by(self, invite_id: str, user_id: str, session: Session = None) -> None:
@@ -211,6 +239,18 @@ class Repository:
         return result.modified_count == 1
 
     # --- MFA state on the user -----------------------------------------------------------------------------
+
+    async def claim_totp_step(self, org_id: str, user_id: str, step: int) -> bool:
+        """Record ``step`` as the user's last accepted TOTP step if it is later than the one stored (RFC 6238
+        §5.2: a code is accepted once). Atomic per document, so of two parallel claims one wins. The field
+        starts at -1 (two steps: the MongoDB-wire test server has no ``$not``)."""
+        await self.users.update_one(
+            {"_id": user_id, "org_id": org_id, "totp_last_step": {"$exists": False}}, {"$set": {"totp_last_step": -1}}
+        )
+        result = await self.users.update_one(
+            {"_id": user_id, "org_id": org_id, "totp_last_step": {"$lt": step}}, {"$set": {"totp_last_step": step}}
+        )
+        return result.modified_count == 1
 
     async def enable_mfa(
         self, org_id: str, user_id: str, secret_enc: str, enc_key_id: str, session: Session = None

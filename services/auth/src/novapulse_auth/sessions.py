@@ -1,5 +1,10 @@
 """Sessions: one refresh-token family per log-in. Refresh tokens rotate on every use; presenting a used one
-revokes the whole family (the newest token too); a family dies at an absolute age whatever its activity."""
+revokes the whole family (the newest token too); a family dies at an absolute age whatever its activity.
+
+Revoking a session (logout, password change, disable, demotion, MFA reset, refresh reuse) also kills its
+access tokens everywhere: the session is marked in MongoDB (``revoked_ts``, the truth), then pushed to every
+service's token verifier through Redis (``novapulse_runtime.revocation``; honoured within 1 s). The worker's
+:func:`sync_revocations` rewrites recent revocations into Redis when Redis lost them."""
 
 from __future__ import annotations
 
@@ -10,9 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from novapulse_runtime.problems import ProblemError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from .constants import REFRESH_TOKEN_PREFIX, UserStatus
+from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.revocation import RevocationList, publish_revocations, restore_revocations
+
+from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
 from .opaque import new_token, token_hash
 from .repository import Repository, now
 from .signing import KeyRing
@@ -33,11 +42,56 @@ def _invalid_refresh() -> ProblemError:
 
 
 class SessionService:
-    def __init__(self, repo: Repository, keys: KeyRing, *, refresh_ttl: int, session_max_age: int) -> None:
+    """Sessions and their revocation. ``revocations`` is this process's verifier copy (it learns its own
+    revocations at once); ``redis`` carries them to every other verifier."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        keys: KeyRing,
+        redis: Redis,
+        revocations: RevocationList | None,
+        *,
+        refresh_ttl: int,
+        session_max_age: int,
+        namespace: str,
+    ) -> None:
         self._repo = repo
         self._keys = keys
+        self.redis = redis
+        self._revocations = revocations
         self._refresh_ttl = refresh_ttl
         self._max_age = session_max_age
+        self.namespace = namespace
+
+    def revocation_expiry(self, revoked_ts: float) -> float:
+        """Epoch seconds after which no access token of a session revoked at ``revoked_ts`` is still valid."""
+        return revoked_ts + self._keys.access_ttl + REVOCATION_MARGIN
+
+    async def announce(self, sids: list[str]) -> None:
+        """Push sessions already marked revoked in MongoDB to every verifier (this process's at once). A Redis
+        failure is logged, not raised: the database change stands, verifiers that cannot reach Redis fail
+        closed, and the worker's :func:`sync_revocations` rewrites the entry when Redis is back."""
+        if not sids:
+            return
+        entries = dict.fromkeys(sids, self.revocation_expiry(time.time()))
+        if self._revocations is not None:
+            self._revocations.add(entries)
+        try:
+            await publish_revocations(self.redis, self.namespace, entries)
+        except (RedisError, OSError) as exc:
+            log.warning("revocation push failed; the worker will restore it", extra={"error": repr(exc)})
+
+    async def revoke(self, sid: str, reason: str) -> None:
+        """Revoke one session: refresh refused at once, its access tokens refused everywhere within 1 s."""
+        await self._repo.revoke_session(sid, reason)
+        await self.announce([sid])
+
+    async def revoke_user(self, org_id: str, user_id: str, reason: str, *, keep: str | None = None) -> list[str]:
+        """Revoke every live session of a user (but ``keep``) and push the revocation."""
+        sids = await self._repo.revoke_user_sessions(org_id, user_id, reason, keep=keep)
+        await self.announce(sids)
+        return sids
 
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
         """A new session (refresh family) for ``user``, with its first token pair."""
@@ -55,7 +109,18 @@ class SessionService:
                 "revoked_at": None,
             }
         )
-        return await self._pair(user, sid, amr, created + timedelta(seconds=self._max_age))
+        # A disable, demotion or password change that ran while this log-in was in flight did not see this
+        # session: re-read the user now that the session exists, and give up if they changed.
+        current = await self._repo.user(user["org_id"], user["_id"])
+        if (
+            current is None
+            or current.get("status") != UserStatus.ACTIVE.value
+            or current.get("role") != user.get("role")
+            or current.get("password_hash") != user.get("password_hash")
+        ):
+            await self.revoke(sid, "user-changed-during-login")
+            raise ProblemError(401, "The account changed during log-in; log in again")
+        return await self._pair(current, sid, amr, created + timedelta(seconds=self._max_age))
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
         refresh = new_token(REFRESH_TOKEN_PREFIX)
@@ -83,7 +148,7 @@ class SessionService:
         if doc is None:
             spent = await self._repo.refresh_token(hashed)
             if spent is not None:
-                await self._repo.revoke_session(spent["sid"], "refresh-token-reuse")
+                await self.revoke(spent["sid"], "refresh-token-reuse")
                 log.warning("refresh token reuse: family revoked", extra={"sid": spent["sid"]})
             raise _invalid_refresh()
         session = await self._repo.session(doc["sid"])
@@ -98,12 +163,22 @@ class SessionService:
             raise _invalid_refresh()
         user = await self._repo.user(doc["org_id"], doc["user_id"])
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            await self._repo.revoke_session(doc["sid"], "user-disabled")
+            await self.revoke(doc["sid"], "user-disabled")
             raise _invalid_refresh()
         family_expires = datetime.fromtimestamp(float(session["expires_ts"]), UTC)
         return await self._pair(user, doc["sid"], list(session.get("amr", ["pwd"])), family_expires)
 
     async def logout(self, sid: str, user_id: str) -> None:
+        """Revoke the caller's session (RFC 7009 in spirit: its refresh and access tokens both stop working)."""
         session = await self._repo.session(sid)
         if session is not None and session["user_id"] == user_id:
-            await self._repo.revoke_session(sid, "logout")
+            await self.revoke(sid, "logout")
+
+
+async def sync_revocations(repo: Repository, sessions: SessionService) -> int:
+    """Rewrite into Redis the revocations of the last access-token lifetime that it lost (restart without
+    persistence, ``FLUSHALL``, a failed push); verifiers reload when any was missing. Returns how many."""
+    since = time.time() - sessions.revocation_expiry(0.0)
+    docs = await repo.revoked_since(since)
+    entries = {str(d["_id"]): sessions.revocation_expiry(float(d["revoked_ts"])) for d in docs}
+    return await restore_revocations(sessions.redis, sessions.namespace, entries)

@@ -46,6 +46,7 @@ class AuthSettings(ServiceSettings):
     register_email_limit: int = Field(default=3, ge=1)
     # invitations: per recipient address (normalised), across all organisations, per day
     invite_recipient_limit: int = Field(default=5, ge=1)
+    revocation_sync_interval: float = Field(default=2.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _rotation_outlives_tokens(self) -> AuthSettings:

@@ -1,8 +1,12 @@
 """Auth benchmark: log-ins per second with the production argon2id parameters, the liveness probe's p99 while
-16 log-ins are in flight (hashing must not block the event loop), and token verification in another service
-(no call to auth per token). Runs a real auth api process against fresh redis-server and nx-27017 servers.
+16 log-ins are in flight (hashing must not block the event loop), token verification in another service
+(no call to auth per token), and the cost of session revocation: verifications/s with the revocation check
+against without it (same tokens, same process), and how long a revocation takes to be honoured by a verifier
+in another process (a raw push, and a real ``/logout`` through auth), p50/p99. Runs a real auth api process
+against fresh redis-server and nx-27017 servers.
 
-Last line, exactly: ``auth-bench: logins_per_s=<x> live_p99_ms_under_login_load=<ms>``
+Last line, exactly: ``auth-bench: logins_per_s=<x> live_p99_ms_under_login_load=<ms> revocation_check_cost=<ratio>
+revocation_p99_ms=<ms>`` (one line).
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import jwt
 from argon2 import PasswordHasher, Type
 from cryptography.fernet import Fernet
+from redis.asyncio import Redis
 
 from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
+from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.tokens import TokenVerifier
 
 from ..constants import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST
@@ -29,6 +37,7 @@ from ..constants import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST
 P = "/api/v1/auth"
 PASSWORD = "Bench-Correct-Horse-9"
 CONCURRENCY = 16
+REVOCATION_SAMPLES = 50  # per kind (raw push, /logout) and round
 
 
 def _raw_argon2_per_s(seconds: float = 3.0) -> float:
@@ -52,7 +61,90 @@ async def _login(http: aiohttp.ClientSession, email: str) -> str:
         return str(body["access_token"])
 
 
-async def _run(url: str, users: int, seconds: float, round_no: int) -> tuple[float, float, float, int, float]:
+Result = tuple[float, float, float, int, float, "Revocation"]
+
+
+class Revocation:
+    """Figures of the revocation phase of one round."""
+
+    def __init__(self, plain: float, checked: float, push_ms: list[float], logout_ms: list[float]) -> None:
+        self.plain, self.checked, self.push_ms, self.logout_ms = plain, checked, push_ms, logout_ms
+
+
+async def _verify_rate(verifier: TokenVerifier, tokens: list[str]) -> float:
+    t0 = time.perf_counter()
+    for i, token in enumerate(tokens):
+        await verifier.verify(token)
+        if i % 50 == 0:  # a server yields between requests; so does this loop (the subscriber needs turns)
+            await asyncio.sleep(0)
+    return len(tokens) / (time.perf_counter() - t0)
+
+
+async def _honoured(revocations: RevocationList, sid: str, t0: float) -> float:
+    """Milliseconds from ``t0`` until this verifier refuses ``sid`` (polled every 0.2 ms)."""
+    while not await revocations.is_revoked(sid):
+        if time.perf_counter() - t0 > 10:
+            raise RuntimeError("revocation not honoured within 10 s")
+        await asyncio.sleep(0.0002)
+    return (time.perf_counter() - t0) * 1000
+
+
+async def _revocation(
+    http: aiohttp.ClientSession, url: str, redis_url: str, namespace: str, tokens: list[str]
+) -> Revocation:
+    """The revocation check's cost per verification, and the time until a revocation is honoured by a
+    verifier in another process than the one that made it (here: this one, on its own Redis connection)."""
+    jwks = f"{url}{P}/.well-known/jwks.json"
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    plain = TokenVerifier(jwks, issuer="novapulse-auth", audience="novapulse")
+    revocations = RevocationList(redis, namespace)
+    checked = TokenVerifier(jwks, issuer="novapulse-auth", audience="novapulse", revocations=revocations)
+    writer = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        kept = tokens[: max(1, len(tokens) - 2 * REVOCATION_SAMPLES)]
+        sample = (kept * (2000 // len(kept) + 1))[:2000]  # same cost per verification whether repeated or not
+        await plain.verify(sample[0])
+        await checked.verify(sample[0])
+        deadline = time.monotonic() + 10
+        while not revocations.synced:  # the subscription comes up in the background
+            if time.monotonic() > deadline:
+                raise RuntimeError("revocation subscription did not come up")
+            await asyncio.sleep(0.01)
+        plain_rates: list[float] = []
+        checked_rates: list[float] = []
+        for _ in range(5):  # interleaved, so load changes on the machine hit both alike
+            plain_rates.append(await _verify_rate(plain, sample))
+            checked_rates.append(await _verify_rate(checked, sample))
+        rate_plain, rate_checked = statistics.median(plain_rates), statistics.median(checked_rates)
+        spare = tokens[len(kept) :]
+        sids = [str(jwt.decode(t, options={"verify_signature": False})["sid"]) for t in spare]
+        push_ms: list[float] = []
+        half = len(sids) // 2
+        for sid in sids[:half]:  # the raw push, as auth's announce() sends it
+            t0 = time.perf_counter()
+            await publish_revocations(writer, namespace, {sid: time.time() + 960})
+            push_ms.append(await _honoured(revocations, sid, t0))
+        logout_ms: list[float] = []
+        for token, sid in list(zip(spare, sids, strict=True))[half:]:  # a real log-out through auth
+            t0 = time.perf_counter()
+            async with http.post(f"{P}/logout", headers={"Authorization": f"Bearer {token}"}) as resp:
+                if resp.status != 204:
+                    raise RuntimeError(f"logout failed: {resp.status} {await resp.text()}")
+            logout_ms.append(await _honoured(revocations, sid, t0))
+        try:
+            await checked.verify(spare[-1])
+            raise RuntimeError("a logged-out token still verifies")
+        except ProblemError:
+            pass
+        return Revocation(rate_plain, rate_checked, push_ms, logout_ms)
+    finally:
+        await plain.close()
+        await checked.close()
+        await redis.aclose()
+        await writer.aclose()
+
+
+async def _run(url: str, users: int, seconds: float, round_no: int, redis_url: str, namespace: str) -> Result:
     async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as http:
         emails = [f"bench{i}-r{round_no}-{os.getpid()}@example.com" for i in range(users)]
         for i, email in enumerate(emails):
@@ -93,7 +185,8 @@ async def _run(url: str, users: int, seconds: float, round_no: int) -> tuple[flo
         verify_per_s = len(sample) / (time.perf_counter() - t0)
         await verifier.close()
         jwks_calls = await _jwks_hits(http) - jwks_before
-        return logins_per_s, _p99(idle), _p99(loaded), jwks_calls, verify_per_s
+        revocation = await _revocation(http, url, redis_url, namespace, tokens)
+        return logins_per_s, _p99(idle), _p99(loaded), jwks_calls, verify_per_s, revocation
 
 
 async def _probe(http: aiohttp.ClientSession, seconds: float) -> list[float]:
@@ -119,8 +212,12 @@ async def _jwks_hits(http: aiohttp.ClientSession) -> int:
 
 
 def _p99(samples: list[float]) -> float:
+    return _pct(samples, 0.99)
+
+
+def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def main() -> None:
@@ -135,17 +232,19 @@ def main() -> None:
         redis = redis_server(free_port(), run / "redis").start()
         mongo = mongo_server(free_port(), run / "mongo").start()
         port = free_port()
+        namespace = f"bench{os.getpid()}"
+        redis_url = f"redis://127.0.0.1:{redis.port}/0"
         env = dict(os.environ)
         env.update(
             {
-                "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+                "REDIS_URL": redis_url,
                 "MONGO_URL": f"mongodb://127.0.0.1:{mongo.port}",
                 "MONGO_DB": "auth_bench",
                 "HTTP_HOST": "127.0.0.1",
                 "HTTP_PORT": str(port),
                 "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
                 "AUTH_JWKS_URL": f"http://127.0.0.1:{port}{P}/.well-known/jwks.json",
-                "EVENTS_NAMESPACE": f"bench{os.getpid()}",
+                "EVENTS_NAMESPACE": namespace,
                 "RATE_LIMIT_ENABLED": "false",
                 "REGISTRATION_EMAIL_VERIFICATION": "false",  # users are set up directly; log-ins are measured
                 "LOG_LEVEL": "WARNING",
@@ -161,7 +260,8 @@ def main() -> None:
                 time.sleep(0.05)
             raw = _raw_argon2_per_s()
             results = [
-                asyncio.run(_run(f"http://127.0.0.1:{port}", args.users, args.seconds, r)) for r in range(args.rounds)
+                asyncio.run(_run(f"http://127.0.0.1:{port}", args.users, args.seconds, r, redis_url, namespace))
+                for r in range(args.rounds)
             ]
         finally:
             proc.terminate()
@@ -175,6 +275,11 @@ def main() -> None:
     loaded_p99 = statistics.median(r[2] for r in results)
     jwks_calls = max(r[3] for r in results)
     verify = statistics.median(r[4] for r in results)
+    revs = [r[5] for r in results]
+    plain = statistics.median(v.plain for v in revs)
+    checked = statistics.median(v.checked for v in revs)
+    push = [ms for v in revs for ms in v.push_ms]
+    logout = [ms for v in revs for ms in v.logout_ms]
     print(f"argon2id m={ARGON2_MEMORY_KIB} KiB t={ARGON2_TIME_COST} p={ARGON2_PARALLELISM}; {os.cpu_count()} CPUs")
     print(f"{'figure':<44}{'median of ' + str(len(results)):>16}")
     print(f"{'raw argon2id verify/s, 1 thread (anchor)':<44}{raw:>16.1f}")
@@ -184,7 +289,20 @@ def main() -> None:
     print(f"{'/health/live p99 ms, 16 logins in flight':<44}{loaded_p99:>16.2f}")
     print(f"{'token verifications/s in another service':<44}{verify:>16.0f}")
     print(f"{'JWKS fetches for those verifications':<44}{jwks_calls:>16d}")
-    print(f"auth-bench: logins_per_s={logins:.1f} live_p99_ms_under_login_load={loaded_p99:.2f}")
+    print(f"{'verifications/s without revocation check':<44}{plain:>16.0f}")
+    print(f"{'verifications/s with revocation check':<44}{checked:>16.0f}")
+    print(f"{'with check vs without':<44}{checked / plain:>15.2f}x")
+    n = len(push)
+    print(
+        f"{'push -> honoured ms, p50 / p99 (n=' + str(n) + ')':<44}{_pct(push, 0.5):>7.2f} / {_pct(push, 0.99):>6.2f}"
+    )
+    n = len(logout)
+    label = "/logout sent -> honoured ms, p50 / p99 (n=" + str(n) + ")"
+    print(f"{label:<44}{_pct(logout, 0.5):>7.2f} / {_pct(logout, 0.99):>6.2f}")
+    print(
+        f"auth-bench: logins_per_s={logins:.1f} live_p99_ms_under_login_load={loaded_p99:.2f}"
+        f" revocation_check_cost={checked / plain:.2f} revocation_p99_ms={_pct(logout, 0.99):.2f}"
+    )
 
 
 if __name__ == "__main__":
