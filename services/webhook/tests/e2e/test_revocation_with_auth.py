@@ -44,7 +44,11 @@ async def _invite_token(redis_url: str, names: str, invite_id: str) -> str | Non
 async def test_disabled_admin_and_logged_out_session_lose_the_webhook_api(
     spawn: Callable[..., ServiceProcess], names: str, redis_url: str
 ) -> None:
-    auth_env = {"AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(), "EVENTS_NAMESPACE": names}
+    auth_env = {
+        "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "EVENTS_NAMESPACE": names,
+        "REGISTRATION_EMAIL_VERIFICATION": "false",  # registration is incidental here
+    }
     auth_api = spawn("novapulse_auth", "api", env=auth_env, start=False)
     jwks = f"{auth_api.url}{AUTH}/.well-known/jwks.json"
     auth_api.env["AUTH_JWKS_URL"] = jwks
@@ -142,6 +146,7 @@ async def test_revocations_survive_redis_losing_its_data(
         "EVENTS_NAMESPACE": names,
         "REDIS_URL": redis_url,
         "REVOCATION_SYNC_INTERVAL": "1",
+        "REGISTRATION_EMAIL_VERIFICATION": "false",  # registration is incidental here
     }
     auth_api = spawn("novapulse_auth", "api", env=auth_env, start=False)
     jwks = f"{auth_api.url}{AUTH}/.well-known/jwks.json"
