@@ -15,7 +15,8 @@ Environment: the caller's environment wins over every development default (``dev
 Signals: children run in their own sessions, so a terminal's Ctrl-C reaches only this runner, which sends
 each child one SIGTERM and waits for every drain (exit 0). A second Ctrl-C / SIGTERM forces: each child gets
 its second signal (the runtime's "exit at once"), SIGKILL after a short grace, exit 130. ``make`` forwards
-the SIGTERM it receives to this runner: that copy of a stop already under way is not a second request.
+the SIGTERM it receives to this runner: that copy of a stop already under way is not a second request
+(:class:`StopRequests`).
 """
 
 from __future__ import annotations
@@ -97,13 +98,15 @@ class Server:
 class StopRequests:
     """Stop signals taken synchronously (``sigtimedwait``) so the sender is known.
 
-    The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, the next one forces. A signal sent by the
-    parent process while a stop is under way is ``make`` forwarding the SIGTERM it got from the same
-    ``kill`` to the group: the same request, not a second one."""
+    The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, the next one forces. One exception: ``make``
+    forwards the SIGTERM it gets to its child, so ``kill -TERM -<group>`` of ``make run`` reaches the runner
+    twice, from the killer and then from the parent. After a SIGTERM from anyone but the parent, one
+    SIGTERM from the parent is that copy of the same request, not a second one."""
 
     def __init__(self) -> None:
         self.count = 0
         self.parent = os.getppid()
+        self.copy_expected = False
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
     @property
@@ -119,10 +122,15 @@ class StopRequests:
         info = signal.sigtimedwait(STOP_SIGNALS, max(timeout, 0.0))
         if info is None:
             return
-        if self.count and info.si_code == _SI_USER and self.parent > 1 and info.si_pid == self.parent:
+        from_parent = info.si_code == _SI_USER and self.parent > 1 and info.si_pid == self.parent
+        is_term = info.si_signo == signal.SIGTERM
+        if self.copy_expected and from_parent and is_term:
+            self.copy_expected = False
             return
         self.count += 1
-        if self.count == 2:
+        if self.count == 1:
+            self.copy_expected = is_term and not from_parent
+        elif self.count == 2:
             _say("second signal: forcing every process to stop")
 
     def release(self) -> None:
