@@ -482,12 +482,11 @@ def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0) -> 
                 stack.watch()
     finally:
         stack.stop()
-        _say("stopped")
         lock.close()
         signals.release()
-    if signals.forced:
-        return FORCED_EXIT
-    return 1 if stack.failed else 0
+    code = FORCED_EXIT if signals.forced else 1 if stack.failed else 0
+    _say(f"stopped (exit status {code})")
+    return code
 
 
 def cli() -> None:
