@@ -297,6 +297,22 @@ def test_killed_nx_is_reaped_and_reported_and_the_next_start_on_the_same_data_di
         second.close()
 
 
+@pytest.mark.chaos
+def test_runner_killed_with_minus_9_leaves_no_process_behind(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    runner = Runner(_devstack(data_dir, "auth"), _caller_env(NOVAPULSE_PORT_OFFSET=str(_offset())))
+    try:
+        runner.wait_for("all started")
+        pids = [pid for _url, pid in runner.ready().values()] + list(runner.servers().values())
+        os.kill(runner.proc.pid, signal.SIGKILL)
+        runner.wait()
+        asyncio.run(wait_until(lambda: not any(process_alive(p) for p in pids), timeout=60, message="orphans gone"))
+        _assert_drained(data_dir, list(runner.ready()))  # SIGTERM from the kernel, then a normal drain
+        assert not list((data_dir / "mongo-run").glob("nx-*.pid"))  # nx-27017 stopped cleanly too
+    finally:
+        runner.close()
+
+
 # --- bad input, by kind -------------------------------------------------------------------------------
 
 
@@ -368,6 +384,28 @@ def test_data_dir_of_a_running_stack_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1, done
     assert "is used by another make run (pid 4242)" in done.stdout, done.stdout
     assert "nx-27017" not in done.stdout
+
+
+@pytest.mark.e2e
+def test_data_dir_that_cannot_be_a_directory_is_refused_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file, not a directory")
+    done = _cli(tmp_path, NOVAPULSE_PORT_OFFSET=str(_offset()))
+    assert done.returncode == 2, done
+    assert done.stdout.startswith(f"[novapulse] configuration error: NOVAPULSE_DATA_DIR: cannot use {tmp_path}/data")
+    assert len(done.stdout.strip().splitlines()) == 1, done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_unknown_service_name_is_refused_with_the_installed_names(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*_devstack(tmp_path / "data", "auth", "nosuch")], env=_caller_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done
+    installed = ", ".join(s.name for s in discover())
+    assert done.stdout.strip() == (
+        f"[novapulse] configuration error: --only: no service named nosuch; installed: {installed}"
+    )
 
 
 @pytest.mark.unit

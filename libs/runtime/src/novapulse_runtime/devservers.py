@@ -7,6 +7,7 @@ MongoDB-wire server is ``nx-27017`` (SQLite-backed), one process per data direct
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # loaded before any fork
 
 
 def free_port() -> int:
@@ -73,10 +75,8 @@ def child_setup() -> None:
     ``sigtimedwait`` (the dev stack) would pass on, and on Linux ask for SIGTERM when the parent dies, so no
     server or service outlives a runner killed with ``kill -9``."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def process_alive(pid: int) -> bool:

@@ -239,7 +239,9 @@ def check_ports(ports: Iterable[tuple[str, int]], offset: int) -> None:
 
 
 def _say(msg: str) -> None:
-    print(f"[novapulse] {msg}", flush=True)
+    # The terminal may be gone (SIGHUP) or the reader of a pipe may have quit: stopping must go on.
+    with contextlib.suppress(OSError):
+        print(f"[novapulse] {msg}", flush=True)
 
 
 def _ready(url: str) -> bool:
@@ -440,24 +442,37 @@ def _shutdown_timeout(env: Mapping[str, str]) -> float:
 
 def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0) -> int:
     """Start the stack, wait for a stop signal, stop it. Exit status: 0 when every process started and
-    stopped cleanly, 1 when one failed (reported), 130 when a second signal forced the stop."""
+    stopped cleanly, 1 when one failed (reported), 2 on bad input, 130 when a second signal forced the
+    stop."""
     signals = StopRequests()
+    try:
+        return _run(signals, data_dir, only, port_offset)
+    finally:
+        signals.release()
+
+
+def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_offset: int) -> int:
+    installed = discover()
+    specs = [s for s in installed if not only or s.name in only]
+    unknown = sorted(set(only or ()) - {s.name for s in installed})
+    if unknown or not specs:
+        names = ", ".join(s.name for s in installed) or "none (entry point group novapulse.services)"
+        _say(f"configuration error: --only: no service named {', '.join(unknown)}; installed: {names}")
+        return CONFIG_ERROR_EXIT
     data_dir = data_dir.resolve()
-    caller = dict(os.environ)
-    specs = [s for s in discover() if not only or s.name in only]
-    if not specs:
-        _say("no services installed (entry point group novapulse.services)")
-        return 1
-    stack = DevStack(data_dir, specs, port_offset, caller, signals)
+    stack = DevStack(data_dir, specs, port_offset, dict(os.environ), signals)
     try:
         check_ports(stack.plan(), port_offset)
+        try:
+            stack.logs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"NOVAPULSE_DATA_DIR: cannot use {data_dir}: {exc.strerror or exc}") from None
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
         return CONFIG_ERROR_EXIT
     except StackError as exc:
         _say(str(exc))
         return 1
-    stack.logs.mkdir(parents=True, exist_ok=True)
     try:
         lock = _lock(data_dir)
     except StackError as exc:
@@ -483,7 +498,6 @@ def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0) -> 
     finally:
         stack.stop()
         lock.close()
-        signals.release()
     code = FORCED_EXIT if signals.forced else 1 if stack.failed else 0
     _say(f"stopped (exit status {code})")
     return code
