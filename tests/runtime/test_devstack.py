@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from novapulse_runtime.constants import WORKER_PORT_OFFSET
 from novapulse_runtime.devservers import (
     ServerProcess,
     free_port,
@@ -35,6 +36,7 @@ from novapulse_runtime.devservers import (
 )
 from novapulse_runtime.devstack import (
     DEFAULT_MONGO_PORT,
+    DEFAULT_REDIS_PORT,
     ConfigError,
     _PortShift,
     dev_defaults,
@@ -51,7 +53,16 @@ SERVER_LINE = re.compile(r"\] (redis-server|nx-27017)\s+\S+\s+pid (\d+)")
 
 
 def _offset() -> int:
-    return random.randrange(20000, 30000)
+    """A random offset whose stack ports are free now (other suites share this machine)."""
+    bases = [DEFAULT_REDIS_PORT, DEFAULT_MONGO_PORT, 1025]
+    for spec in discover():
+        api = int(spec.settings_cls.model_fields["http_port"].default)
+        bases += [api, api + WORKER_PORT_OFFSET]
+    for _ in range(50):
+        offset = random.randrange(20000, 30000)
+        if not any(port_open(base + offset) for base in bases):
+            return offset
+    raise AssertionError("no free port offset found")
 
 
 def _caller_env(**extra: str) -> dict[str, str]:
