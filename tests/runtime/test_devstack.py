@@ -419,6 +419,23 @@ def test_unknown_service_name_is_refused_with_the_installed_names(tmp_path: Path
     )
 
 
+@pytest.mark.e2e
+def test_bad_value_in_the_callers_environment_is_reported_with_the_services_own_line(tmp_path: Path) -> None:
+    """The caller's value reaches the service (it wins over the dev default), so a bad one makes the service
+    refuse to start: the runner shows the service's configuration error, stops the rest and exits 1."""
+    env = _caller_env(NOVAPULSE_PORT_OFFSET=str(_offset()), WEBHOOK_ALLOWED_CIDRS="10.0.0.0/33")
+    done = subprocess.run(
+        _devstack(tmp_path / "data", "webhook"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done
+    for role in ("api", "worker"):
+        assert re.search(rf"webhook-{role}\s+EXITED: exited with 2", done.stdout), done.stdout
+        assert re.search(rf"webhook-{role}\s+last log line: configuration error: WEBHOOK_ALLOWED_CIDRS", done.stdout)
+    assert "no service process is left running" in done.stdout
+    assert done.stdout.rstrip().endswith("stopped (exit status 1)"), done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 @pytest.mark.unit
 def test_loopback_urls_move_and_others_do_not() -> None:
     assert shift_loopback_url("http://127.0.0.1:8101/a/b?c=1", 5) == "http://127.0.0.1:8106/a/b?c=1"

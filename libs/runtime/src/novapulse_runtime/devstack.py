@@ -381,9 +381,13 @@ class DevStack:
             _say(f"{child.label:<22} {child.url}  NOT READY after {STARTUP_TIMEOUT:.0f}s; see {child.log_path}")
 
     def watch(self) -> None:
-        """Until a stop signal: reap and report any process that exits on its own (a crashed server is
-        reaped here, so it never lingers as a zombie holding its pid file)."""
+        """Until a stop signal, or until no service process is left: reap and report any process that exits
+        on its own (a crashed server is reaped here, so it never lingers as a zombie holding its pid
+        file)."""
         while not self.signals.stopping:
+            if all(child.proc.poll() is not None for child in self.children):
+                _say("no service process is left running")
+                return
             for child in self.children:
                 if not child.reported and child.proc.poll() is not None:
                     child.reported = True
