@@ -7,6 +7,7 @@ MongoDB-wire server is ``nx-27017`` (SQLite-backed), one process per data direct
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -14,7 +15,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # loaded before any fork
 
 
 def free_port() -> int:
@@ -54,6 +60,60 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) ->
         proc.wait(5)
 
 
+def describe_exit(returncode: int) -> str:
+    """``exited with 1`` / ``killed by SIGKILL`` for a ``Popen.returncode``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with {returncode}"
+
+
+def child_setup() -> None:
+    """Run in a forked child before ``exec``: clear the signal mask a parent taking its signals with
+    ``sigtimedwait`` (the dev stack) would pass on, and on Linux ask for SIGTERM when the parent dies, so no
+    server or service outlives a runner killed with ``kill -9``."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def process_alive(pid: int) -> bool:
+    """True when ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def release_stale_pid_file(pid_file: Path, program: str) -> None:
+    """Remove ``pid_file`` unless a live ``program`` owns it, so a server that crashed (or was killed with
+    ``-9``) never blocks the next start. The pid in the file may be dead, a zombie nobody reaped, or reused
+    by an unrelated process: all stale. A live owner raises :class:`RuntimeError` naming it."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return
+    pid = int(text) if text.isdigit() else 0
+    if pid > 0 and process_alive(pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmdline = program  # no /proc: assume the worst
+        if program in cmdline:
+            raise RuntimeError(f"{program} pid {pid} already runs with pid file {pid_file}; stop it first")
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+
+
 def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
@@ -74,18 +134,31 @@ def _bin(name: str) -> str:
 class ServerProcess:
     """A child server process that is ready once its port accepts connections."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, log_path: Path, *, pid_file: Path | None = None) -> None:
         self.name = name
         self.argv = argv
         self.port = port
         self.log_path = log_path
+        self.pid_file = pid_file
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 20.0, *, setup: Callable[[], None] | None = None) -> ServerProcess:
+        """Start (or restart) the server and wait for its port. A previous process of this object that
+        died is reaped first, and a stale pid file is removed. ``setup`` runs in the child before ``exec``
+        (:func:`child_setup` for the dev stack)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.pid_file is not None:
+            release_stale_pid_file(self.pid_file, self.name)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=setup,  # the dev stack is single-threaded here
             )
         problem = wait_for_port(self.proc, self.port, timeout)
         if problem is None:
@@ -146,7 +219,7 @@ def mongo_server(port: int, run_dir: Path, *, data_dir: Path | None = None) -> S
         "--log-file",
         str(run_dir / f"nx-{port}.log"),
     ]
-    return ServerProcess("nx-27017", argv, port, run_dir / f"nx-{port}.out")
+    return ServerProcess("nx-27017", argv, port, run_dir / f"nx-{port}.out", pid_file=run_dir / f"nx-{port}.pid")
 
 
 def child_env(**extra: str) -> dict[str, str]:

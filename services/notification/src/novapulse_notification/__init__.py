@@ -12,5 +12,6 @@ SPEC = ServiceSpec(
     settings_cls=NotificationSettings,
     build=build,
     package="novapulse_notification",
-    dev_env={"MAIL_CATCHER_DIR": ".data/mail"},
+    # make run: the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET.
+    dev_env={"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
 )
