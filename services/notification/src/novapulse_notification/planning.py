@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel
 
@@ -171,8 +171,15 @@ def verify_link(base_url: str, verify_path: str, token: str) -> str:
     return f"{base_url.rstrip('/')}{verify_path}?{urlencode({'token': token})}"
 
 
+def endpoint_link(base_url: str, endpoint_id: str) -> str:
+    """The console page of a webhook endpoint; the id is one percent-encoded path segment (RFC 3986 §3.3),
+    so an id with ``/``, ``?``, ``#`` or spaces cannot change where the link points."""
+    return f"{base_url.rstrip('/')}/webhooks/endpoints/{quote(endpoint_id, safe='')}"
+
+
 def _duration(seconds: int) -> str:
     """``retry_after_s`` in words: "45 seconds", "15 minutes", "2 hours"."""
+    seconds = max(0, seconds)
     if seconds < 120:
         return f"{seconds} second{'' if seconds == 1 else 's'}"
     if seconds < 7200:
@@ -238,7 +245,7 @@ def plan(
         return _security(data.user_id, "challenge_failed", ip=data.ip, attempts=data.attempts)
     if isinstance(data, webhook_events.EndpointDisabled):
         ctx = {"endpoint_id": data.endpoint_id, "url": data.url, "reason": data.reason}
-        ctx["endpoint_link"] = f"{base}/webhooks/endpoints/{data.endpoint_id}"
+        ctx["endpoint_link"] = endpoint_link(base, data.endpoint_id)
         return [Intent(RoleTarget(ADMINS), "webhook_endpoint_disabled", Category.WEBHOOKS, ctx)]
     if isinstance(data, webhook_events.MessageFailed):
         ctx = {
@@ -247,7 +254,7 @@ def plan(
             "event_type": data.event_type,
             "attempts": data.attempts,
             "last_error": data.last_error,
-            "endpoint_link": f"{base}/webhooks/endpoints/{data.endpoint_id}",
+            "endpoint_link": endpoint_link(base, data.endpoint_id),
         }
         return [Intent(RoleTarget(ADMINS), "webhook_message_failed", Category.WEBHOOKS, ctx)]
     if isinstance(data, report_events.ReportCompleted):

@@ -61,8 +61,14 @@ class Renderer:
             loaders.append(FileSystemLoader(override_dir))
         loaders.append(PackageLoader("novapulse_notification", "templates"))
         loader = ChoiceLoader(loaders)
-        self._html = SandboxedEnvironment(loader=loader, autoescape=True, undefined=ChainableUndefined)
-        self._text = SandboxedEnvironment(loader=loader, autoescape=False, undefined=ChainableUndefined)
+        # auto_reload: a compiled template is reused only while its file's modification time is unchanged, so
+        # a template file written in TEMPLATES_DIR is used from the next render on (no stale cache).
+        self._html = SandboxedEnvironment(
+            loader=loader, autoescape=True, undefined=ChainableUndefined, auto_reload=True
+        )
+        self._text = SandboxedEnvironment(
+            loader=loader, autoescape=False, undefined=ChainableUndefined, auto_reload=True
+        )
         for env in (self._html, self._text):
             env.filters["safe_link"] = safe_link
 

@@ -411,3 +411,15 @@ async def test_delivery_log_pages_newest_first_without_gaps(make_notifier, repo:
     assert seen == [d["_id"] for d in everything]
     assert [d["sort_key"] for d in everything] == sorted((d["sort_key"] for d in everything), reverse=True)
     assert await repo.list_deliveries(OTHER, {}, "", 100) == []
+
+
+async def test_a_template_file_rewritten_is_used_by_the_next_mail(make_notifier, sink: SmtpSink, tmp_path):
+    override = tmp_path / "role_changed.subject.txt"
+    override.write_text("First {{ role }}")
+    notifier = make_notifier(templates_dir=str(tmp_path))
+    await register(notifier, "u1", "t@example.test", "Tia")
+    change = A.UserRoleChanged(user_id="u1", org_id=ORG, role="admin", changed_by="x")
+    await notifier.handle(FakeEvent("user.role_changed", change))
+    override.write_text("Second {{ role }}")  # no restart, no delay
+    await notifier.handle(FakeEvent("user.role_changed", change))
+    assert [m.message["Subject"] for m in sink.received[1:]] == ["First admin", "Second admin"]

@@ -143,3 +143,14 @@ def test_invitations_draw_from_their_budget_per_inviting_org():
         "user.role_changed", A.UserRoleChanged(user_id="u", org_id="o", role="admin", changed_by="x"), **LINKS
     )
     assert intent.budget == GENERAL
+
+
+def test_endpoint_ids_are_one_encoded_path_segment_and_durations_never_negative():
+    data = W.EndpointDisabled(endpoint_id="../../admin?x=1#y z", org_id="o", url="https://h.test", reason="r")
+    [intent] = plan("webhook.endpoint.disabled", data, **LINKS)
+    assert intent.context["endpoint_link"] == "https://app.test/webhooks/endpoints/..%2F..%2Fadmin%3Fx%3D1%23y%20z"
+    blocked = A.LoginBlocked(user_id="u", org_id="o", ip="192.0.2.1", failures=1, scope="client", retry_after_s=-5)
+    [intent] = plan("user.login_blocked", blocked, **LINKS)
+    assert intent.context["retry_after"] == "0 seconds"
+    long = A.LoginBlocked(user_id="u", org_id="o", ip="192.0.2.1", failures=1, scope="client", retry_after_s=7201)
+    assert plan("user.login_blocked", long, **LINKS)[0].context["retry_after"] == "3 hours"
