@@ -94,13 +94,18 @@ LEASE_BOUND_S = 10 + 5 + 1
 START_UP_S = 10
 
 
+@pytest.mark.parametrize(("hold", "duplicates"), [("before-accept", 0), ("after-accept", 8)])
 async def test_kill9_mid_burst_with_a_slow_relay_resumes_within_the_lease_bound(
-    spawn, sink: SmtpSink, token_issuer, redis_url, mongo_url, names, tmp_path
+    spawn, sink: SmtpSink, token_issuer, redis_url, mongo_url, names, tmp_path, hold: str, duplicates: int
 ):
-    """A burst of 20 invitations; the relay holds every DATA (and never accepts a held one); the worker is
-    killed with 8 mails in flight. A second worker (default lease: no test tuning) sends every mail exactly
-    once within the documented bound, although the bus would only redeliver the killed worker's events
-    after EVENT_HANDLER_TIMEOUT + 5 s = 125 s."""
+    """A burst of 20 invitations; the relay holds every DATA; the worker is killed with 8 mails in flight.
+    A second worker (default lease: no test tuning) sends every mail within the documented bound, although
+    the bus would only redeliver the killed worker's events after EVENT_HANDLER_TIMEOUT + 5 s = 125 s.
+
+    ``before-accept``: the relay never accepted the held mails → every mail exactly once.
+    ``after-accept``: the relay had stored the 8 held mails before the kill (its 250 went to a dead
+    connection) → those 8 arrive twice, with the same Message-ID: the one duplicate per crash that
+    at-least-once allows (README, Guarantees); the other 12 once."""
     env = {
         **sink.env(),
         **token_issuer.env(),
@@ -110,7 +115,7 @@ async def test_kill9_mid_burst_with_a_slow_relay_resumes_within_the_lease_bound(
     }
     org = f"org-{names}"
     addresses = [f"invitee{i}@example.test" for i in range(20)]
-    sink.handler.hold = "before-accept"
+    sink.handler.hold = hold
     first = spawn("novapulse_notification", "worker", env=env)
     async with producer("auth", redis_url, mongo_url, names) as auth:
         for i, address in enumerate(addresses):
@@ -132,13 +137,16 @@ async def test_kill9_mid_burst_with_a_slow_relay_resumes_within_the_lease_bound(
     first.signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     sink.handler.hold = ""
-    sink.handler.release.set()  # the held conversations end with 451 on dead connections: nothing accepted
+    sink.handler.release.set()  # the held conversations end on dead connections
     second = spawn("novapulse_notification", "worker", env=env)
     await wait_until(
-        lambda: all(sink.to(a) for a in addresses),
+        lambda: sum(len(sink.to(a)) for a in addresses) == 20 + duplicates,
         timeout=LEASE_BOUND_S + START_UP_S,
         interval=0.1,
         message=f"every invitation; log:\n{second.logs()}",
     )
-    assert sorted(len(sink.to(a)) for a in addresses) == [1] * 20  # exactly once: nothing was accepted twice
+    copies = sorted(len(sink.to(a)) for a in addresses)
+    assert copies == [1] * (20 - duplicates) + [2] * duplicates
+    for address in addresses:
+        assert len({m.message["Message-ID"] for m in sink.to(address)}) == 1  # a duplicate is recognisable
     assert second.logs().count("taking over a delivery whose worker died") == 8
