@@ -220,3 +220,35 @@ async def test_requested_notification_data_of_any_shape_is_rendered_safely(make_
     assert 'href="#"' in mail.html
     assert "javascript:" not in mail.html
     assert "{'nested': ['<script>alert(1)</script>', 1.5, None]}" in mail.text
+
+
+async def test_control_characters_from_events_never_reach_the_mail(make_notifier, sink: SmtpSink, repo: Repository):
+    notifier = make_notifier()
+    # (lone surrogates cannot arrive: the bus refuses data that is not valid UTF-8 before any handler runs)
+    event = registered("u1", "ctl@example.test", "Ann\x00\x1b[2J\u2028 Lee")
+    await notifier.handle(event)
+    [mail] = sink.received
+    raw = mail.message.as_bytes()
+    assert b"\x00" not in raw
+    assert b"\x1b" not in raw
+    assert mail.message["Subject"] == "Welcome to NovaPulse, Ann[2J Lee"
+    assert "Hello Ann[2J\u2028 Lee," in mail.text
+    [notice] = await repo.list_notices(ORG, "u1", "", 10, False)
+    assert notice["title"] == "Welcome to NovaPulse, Ann[2J Lee"
+
+
+async def test_a_template_that_raises_fails_its_deliveries_with_the_reason(
+    make_notifier, sink: SmtpSink, repo: Repository, tmp_path
+):
+    (tmp_path / "role_changed.txt").write_text("{{ 1 // 0 }}")
+    notifier = make_notifier(templates_dir=str(tmp_path))
+    await notifier.handle(registered("u1", "tpl@example.test", "Tia"))
+    event = FakeEvent("user.role_changed", A.UserRoleChanged(user_id="u1", org_id=ORG, role="admin", changed_by="x"))
+    await notifier.handle(event)  # no exception escapes: both deliveries settled
+    docs = await repo.list_deliveries(ORG, {"event_id": event.id}, "", 10)
+    assert sorted((d["channel"], d["state"], d["reason"]) for d in docs) == [
+        ("email", "failed", "template 'role_changed': ZeroDivisionError: integer division or modulo by zero"),
+        ("in_app", "failed", "template 'role_changed': ZeroDivisionError: integer division or modulo by zero"),
+    ]
+    await notifier.handle(FakeEvent("mfa.enabled", A.MfaEnabled(user_id="u1", org_id=ORG), ORG))
+    assert [m.message["Subject"] for m in sink.received][-1] == "Two-factor authentication turned on"
