@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel
 
+from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.catalog import notification as notification_events
@@ -277,7 +278,10 @@ def _requested(data: notification_events.NotificationRequested) -> Intent:
         raise InvalidEvent(f"notification.requested data has more than {MAX_REQUEST_DATA_KEYS} keys")
     values: dict[str, str] = {}
     for key, value in data.data.items():
-        text = value if isinstance(value, str) else str(value)
+        try:  # a non-string value is shown as its JSON text (RFC 8259), never as a Python repr
+            text = value if isinstance(value, str) else jsonstrict.dumps(value)
+        except jsonstrict.InvalidJSON as exc:
+            raise InvalidEvent(f"notification.requested data.{str(key)[:64]}: {exc}") from None
         values[str(key)[:64]] = text[:MAX_REQUEST_VALUE_CHARS]
     target: Target = UserTarget(data.user_id) if data.user_id is not None else RoleTarget((str(data.role),))
     return Intent(target, data.template, info.category, {"data": values})
