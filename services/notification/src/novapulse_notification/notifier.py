@@ -389,13 +389,12 @@ class Notifier:
         p = work.payload
         address = Address(str(p["to_local"]), str(p["to_domain"]))
         budget = Budget(str(p.get("budget") or "general"), p.get("budget_org"))
-        if not work.budget_taken:
-            if not await self.limiter(address.addr_spec.lower(), budget):
-                reason = f"recipient rate limit ({budget.name.partition(':')[0]})"
-                await self.repo.finish(work.org_id, work.key, DeliveryState.SUPPRESSED, reason)
-                log.warning("e-mail suppressed by the per-recipient rate limit", extra={"delivery": work.key})
-                return DeliveryState.SUPPRESSED
-            await self.repo.mark_budget_taken(work.org_id, work.key)
+        if not work.budget_taken and not await self.limiter(address.addr_spec.lower(), budget):
+            reason = f"recipient rate limit ({budget.name.partition(':')[0]})"
+            await self.repo.finish(work.org_id, work.key, DeliveryState.SUPPRESSED, reason)
+            log.warning("e-mail suppressed by the per-recipient rate limit", extra={"delivery": work.key})
+            return DeliveryState.SUPPRESSED
+        await self.repo.start_sending(work.org_id, work.key, self.owner)
         try:
             message = build_message(
                 sender=self.sender,

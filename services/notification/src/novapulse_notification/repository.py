@@ -167,9 +167,13 @@ class Repository:
         }
         return [d async for d in self.deliveries.find(query).limit(limit)]
 
-    async def mark_budget_taken(self, org_id: str, key: str) -> None:
-        """Remember that this delivery's mail has been counted against its recipient budget."""
-        await self.deliveries.update_one({"_id": key, "org_id": org_id}, {"$set": {"budget_taken": True}})
+    async def start_sending(self, org_id: str, key: str, owner: str) -> None:
+        """Mark a delivery ``owner`` holds as being handed to the relay (``sending``), its mail counted
+        against its recipient budget (``budget_taken``: a take-over does not count it again)."""
+        await self.deliveries.update_one(
+            {"_id": key, "org_id": org_id, "lease_owner": owner, "state": {"$in": UNSETTLED}},
+            {"$set": {"state": DeliveryState.SENDING.value, "budget_taken": True, "updated_ms": now_ms()}},
+        )
 
     async def add_attempt(self, org_id: str, key: str, attempt: Attempt) -> None:
         """Log one attempt (insert-only) and count it on the delivery."""

@@ -5,11 +5,13 @@ after it runs)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from helpers_notification import FakeEvent, SmtpSink
 
 from novapulse_notification.notifier import Notifier, Work
-from novapulse_notification.repository import Repository
+from novapulse_notification.repository import Repository, now_ms
 from novapulse_runtime.catalog import auth as A
 from novapulse_runtime.testing import wait_until
 
@@ -70,3 +72,41 @@ async def test_deliveries_of_a_dead_holder_are_taken_over_once_the_lease_runs_ou
     await survivor.handle(event)  # the bus redelivers the dead worker's event later: nothing is sent again
     assert len(sink.to("t@example.test")) == 2
     assert await survivor.take_over_once() == 0
+
+
+async def test_a_living_holder_renews_its_lease_and_nobody_takes_its_delivery(
+    make_notifier, sink: SmtpSink, repo: Repository
+):
+    holder: Notifier = make_notifier(lease_seconds=0.6)  # renewed every 0.2 s
+    other: Notifier = make_notifier(lease_seconds=5)
+    await other.handle(
+        FakeEvent(
+            "user.registered",
+            A.UserRegistered(
+                user_id="u1", org_id=ORG, email="r@example.test", name="Rae", role="owner", organization="R"
+            ),
+            ORG,
+        )
+    )
+    sink.handler.hold = "after-accept"  # a slow relay: the reply comes when the test says so
+    event = FakeEvent("mfa.enabled", A.MfaEnabled(user_id="u1", org_id=ORG), ORG)
+    sending = asyncio.create_task(holder.handle(event))
+    try:
+        await wait_until(lambda: sink.handler.held == 1, timeout=10, message="the mail in flight")
+        [doc] = await repo.list_deliveries(ORG, {"event_id": event.id, "channel": "email"}, "", 1)
+        first_expiry = doc["lease_until_ms"]
+
+        async def past_the_first_lease_and_still_held() -> bool:
+            assert await other.take_over_once() == 0  # never taken while its holder lives
+            [now] = await repo.list_deliveries(ORG, {"event_id": event.id, "channel": "email"}, "", 1)
+            assert (now["state"], now["lease_owner"]) == ("sending", holder.owner)
+            return now_ms() > first_expiry + 300 and now["lease_until_ms"] > now_ms()
+
+        await wait_until(past_the_first_lease_and_still_held, timeout=10, interval=0.05, message="renewed leases")
+    finally:
+        sink.handler.hold = ""
+        sink.handler.release.set()
+        await sending
+    assert [m.message["Subject"] for m in sink.to("r@example.test")][1:] == ["Two-factor authentication turned on"]
+    [done] = await repo.list_deliveries(ORG, {"event_id": event.id, "channel": "email"}, "", 1)
+    assert (done["state"], done["lease_owner"], done.get("claims", 0)) == ("sent", holder.owner, 0)
