@@ -127,3 +127,30 @@ async def test_invitations_are_limited_per_inviting_organisation(limited, sink: 
     other = invitation(decent, f"s4-{names}@example.test", 99)  # same address, another organisation
     await notifier.handle(other)
     assert await states(repo, decent, other) == [("sent", None)]
+
+
+async def test_verification_mail_has_its_own_budget(limited, sink: SmtpSink, repo: Repository, names: str):
+    notifier = limited(invitation_recipient_limit=1, verification_email_limit=2)
+    address = f"newbie-{names}@example.test"
+    for n in range(3):  # the address's invitation budget is spent (1 sent, 2 suppressed)
+        await notifier.handle(invitation(f"org-x-{names}", address, n))
+
+    def verification(n: int) -> FakeEvent:
+        return FakeEvent(
+            "registration.verification_requested",
+            A.VerificationRequested(
+                email=address,
+                name="Newbie",
+                organization="New Org",
+                token=f"v{n}",
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            ),
+        )
+
+    events = [verification(n) for n in range(3)]
+    for event in events:
+        await notifier.handle(event)
+    subjects = [m.message["Subject"] for m in sink.to(address)]
+    assert subjects.count("Confirm your e-mail address to finish registering New Org") == 2
+    assert await states(repo, "", events[0]) == [("sent", None)]
+    assert await states(repo, "", events[2]) == [("suppressed", "recipient rate limit (verification)")]
