@@ -2,11 +2,12 @@
 
 Exactly-once in effect per (event, recipient, channel):
 
-1. a delivery document keyed by (event id, recipient, channel) is inserted *before* anything is sent (a
-   redelivered event finds it and does not create a second one);
-2. a worker takes a lease on it (state ``sending``) — a second worker handling the same event at the same
-   time cannot take it and retries later;
-3. the mail is handed to SMTP; then the document is marked ``sent`` (or ``failed`` / ``retrying``).
+1. a delivery document keyed by (event id, recipient, channel) is inserted *before* anything is sent, with
+   a lease of the inserting worker (a redelivered event finds it and does not create a second one);
+2. only the lease holder sends; a document found unsettled is claimed only once its lease has run out — a
+   second worker handling the same event at the same time cannot take it and retries later;
+3. the mail is handed to SMTP (state ``sending``); then the document is marked ``sent`` (or ``failed`` /
+   ``retrying``).
 
 Every delivery of an event is recorded (with the rendered message: its *payload*) before the first one is
 sent, under a lease of this worker (``lease_owner``, ``lease_until_ms``) that a background task renews every
