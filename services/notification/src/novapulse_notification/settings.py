@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from novapulse_runtime.settings import ServiceSettings
 
@@ -70,6 +71,16 @@ class NotificationSettings(ServiceSettings):
     event_max_deliveries: int = Field(default=8, ge=1, le=100)
     """Mount the bus's operations routes (streams, dead letters, replay) under ``/api/v1/notifications``.
     Off by default: dead letters are not scoped by organisation and may hold private invite tokens."""
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _one_sender(cls, value: str) -> str:
+        """``SMTP_FROM`` is one address, optionally with a display name (RFC 5322 §3.4): checked at start-up
+        so that no mail fails later for a sender the relay cannot take."""
+        _name, address = parseaddr(value)
+        if "\r" in value or "\n" in value or "@" not in address or any(c.isspace() for c in address):
+            raise ValueError("must be one e-mail address, e.g. 'NovaPulse <no-reply@example.com>'")
+        return value
 
     def links_base(self) -> str:
         return self.public_base_url.rstrip("/")
