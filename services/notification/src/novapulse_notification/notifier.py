@@ -176,13 +176,16 @@ class Notifier:
             event.type, data, base_url=links.base_url, accept_path=links.accept_path, verify_path=links.verify_path
         )
         opened: list[tuple[Work | None, DeliveryState, str]] = []
-        for intent in intents:
-            for recipient in await self._resolve(org_id, intent):
-                for channel in intent.channels:
-                    work, state = await self._open(event, org_id, intent, recipient, channel)
-                    opened.append((work, state, f"{channel}:{recipient.key}"))
+        held: list[str] = []  # renewed from the first insert on, however many recipients follow
         retry: list[str] = []
-        async with self._keep(org_id, [w.key for w, _, _ in opened if w is not None]):
+        async with self._keep(org_id, held):
+            for intent in intents:
+                for recipient in await self._resolve(org_id, intent):
+                    for channel in intent.channels:
+                        work, state = await self._open(event, org_id, intent, recipient, channel)
+                        opened.append((work, state, f"{channel}:{recipient.key}"))
+                        if work is not None:
+                            held.append(work.key)
             for work, state, label in opened:
                 if work is not None:
                     state = await self._settle(work)
@@ -349,11 +352,9 @@ class Notifier:
 
     @asynccontextmanager
     async def _keep(self, org_id: str, keys: Sequence[str]) -> AsyncIterator[None]:
-        """Renew this worker's leases on ``keys`` every third of the lease until the block ends."""
-        if not keys:
-            yield
-            return
-        task = asyncio.create_task(self._renew(org_id, list(keys)), name="notification-lease-renewal")
+        """Renew this worker's leases on ``keys`` (read again each round: the caller may add to it) every
+        third of the lease until the block ends."""
+        task = asyncio.create_task(self._renew(org_id, keys), name="notification-lease-renewal")
         try:
             yield
         finally:
@@ -361,11 +362,13 @@ class Notifier:
             with suppress(asyncio.CancelledError):
                 await task
 
-    async def _renew(self, org_id: str, keys: list[str]) -> None:
+    async def _renew(self, org_id: str, keys: Sequence[str]) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            if not keys:
+                continue
             try:
-                await self.repo.renew(org_id, keys, self.lease_seconds, self.owner)
+                await self.repo.renew(org_id, list(keys), self.lease_seconds, self.owner)
             except Exception as exc:  # logged; the next round tries again, the lease bound still holds
                 log.warning("could not renew delivery leases", extra={"error": repr(exc), "deliveries": len(keys)})
 
