@@ -183,7 +183,7 @@ class ScriptedSmtp:
                     body = b""
                     while (chunk := await reader.readline()) and chunk != b".\r\n":
                         body += chunk
-                    if reply.startswith(b"250"):
+                    if reply.startswith(b"2"):
                         self.accepted.append(body)
                     writer.write(reply + b"\r\n")
                 elif verb == b"QUIT":

@@ -8,6 +8,7 @@ Outcome of one attempt:
 - ``permanent``: a 5xx reply, or a message this relay can never carry (an address that needs SMTPUTF8 on a
   relay without it, RFC 6531 §3.4) — no retry anywhere.
 
+Any 2xx reply to the end of DATA is ``sent`` (RFC 5321 §4.2.1), not only 250.
 Replies are decoded leniently: text that is not UTF-8 is kept with U+FFFD in place of the bad bytes (it is
 stored in the delivery log, which must stay valid UTF-8); a reply code outside 200-599 (RFC 5321 §4.2: a
 relay talking nonsense) and a connection dropped mid-conversation are transient. No exception of an attempt
@@ -160,6 +161,10 @@ async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_
         return Attempt(now, relay.name, classify(worst), worst, reply_text(text))
     except aiosmtplib.SMTPResponseException as exc:
         reply_code = exc.code if 0 <= exc.code <= 999 else None
+        if isinstance(exc, aiosmtplib.SMTPDataError) and reply_code is not None and 200 <= reply_code < 300:
+            # Any 2yz completes the transaction (RFC 5321 §4.2.1); aiosmtplib only takes 250. Retrying would
+            # send the mail twice.
+            return Attempt(now, relay.name, "sent", reply_code, reply_text(exc.message))
         return Attempt(now, relay.name, classify(reply_code), reply_code, reply_text(exc.message))
     except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed (RFC 6531) and not offered
         return Attempt(now, relay.name, "permanent", None, reply_text(f"relay cannot carry this message: {exc}"))

@@ -99,6 +99,17 @@ async def test_invalid_reply_codes_and_a_hang_up_mid_data_are_transient(make_not
     assert b"To: c@example.test" in server.accepted[0]
 
 
+async def test_any_2xx_after_data_is_sent_once(make_notifier, repo: Repository, scripted):
+    notifier = make_notifier()
+    server = on_scripted(notifier, scripted, [b"252 2.0.0 accepted, oddly"])
+    event = invitation("e@example.test")
+    await notifier.handle(event)
+    doc = await delivery(repo, event)
+    assert doc["state"] == "sent"
+    assert [(a["outcome"], a["code"]) for a in doc["attempts"]] == [("sent", 252)]
+    assert (server.data_calls, len(server.accepted)) == (1, 1)  # not retried: one copy
+
+
 async def test_every_relay_misbehaving_leaves_the_delivery_retrying_not_stuck(
     make_notifier, repo: Repository, scripted
 ):
