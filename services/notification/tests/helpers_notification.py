@@ -134,6 +134,7 @@ class ScriptedSmtp:
     """A minimal real SMTP server (asyncio on its own thread) for replies aiosmtpd will not produce: the
     answer to the end of each message's DATA is taken from ``replies`` as raw bytes (``b"451 \\xff busy"``:
     not UTF-8; ``b"999 what"``: no valid code), or ``None`` to drop the connection in the middle of DATA.
+    It offers AUTH PLAIN and refuses every credential (535).
     With no reply left it accepts (``250``) and keeps the message in ``accepted``."""
 
     def __init__(self, replies: list[bytes | None]) -> None:
@@ -170,7 +171,9 @@ class ScriptedSmtp:
             while line := await reader.readline():
                 verb = line[:4].upper()
                 if verb == b"EHLO":
-                    writer.write(b"250-scripted\r\n250 8BITMIME\r\n")
+                    writer.write(b"250-scripted\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
+                elif verb == b"AUTH":
+                    writer.write(b"535 5.7.8 authentication credentials invalid\r\n")
                 elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
                     writer.write(b"250 OK\r\n")
                 elif verb == b"DATA":

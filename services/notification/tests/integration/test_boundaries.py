@@ -110,6 +110,20 @@ async def test_any_2xx_after_data_is_sent_once(make_notifier, repo: Repository, 
     assert (server.data_calls, len(server.accepted)) == (1, 1)  # not retried: one copy
 
 
+async def test_refused_credentials_are_a_relay_problem_not_a_failed_mail(make_notifier, repo: Repository, scripted):
+    notifier = make_notifier()
+    server = on_scripted(notifier, scripted, [])
+    relay = Relay("primary", "127.0.0.1", server.port, username="bot", password="wrong", timeout=5)
+    notifier.mailer = Mailer(relay, attempts=2, base_delay=0.01)
+    event = invitation("f@example.test")
+    with pytest.raises(RetryLater):  # kept for a later attempt, not lost
+        await notifier.handle(event)
+    doc = await delivery(repo, event)
+    assert doc["state"] == "retrying"
+    assert [(a["outcome"], a["code"]) for a in doc["attempts"]] == [("transient", 535), ("transient", 535)]
+    assert doc["reason"] == "535 relay refused the session: 5.7.8 authentication credentials invalid"
+
+
 async def test_every_relay_misbehaving_leaves_the_delivery_retrying_not_stuck(
     make_notifier, repo: Repository, scripted
 ):
