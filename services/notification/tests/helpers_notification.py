@@ -137,9 +137,10 @@ class ScriptedSmtp:
     It offers AUTH PLAIN and refuses every credential (535).
     With no reply left it accepts (``250``) and keeps the message in ``accepted``."""
 
-    def __init__(self, replies: list[bytes | None]) -> None:
+    def __init__(self, replies: list[bytes | None], *, mail_from_reply: bytes = b"250 OK") -> None:
         self.port = free_port()
         self.replies = list(replies)
+        self.mail_from_reply = mail_from_reply
         self.accepted: list[bytes] = []
         self.data_calls = 0
         self._loop = asyncio.new_event_loop()
@@ -174,7 +175,9 @@ class ScriptedSmtp:
                     writer.write(b"250-scripted\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
                 elif verb == b"AUTH":
                     writer.write(b"535 5.7.8 authentication credentials invalid\r\n")
-                elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                elif verb == b"MAIL":
+                    writer.write(self.mail_from_reply + b"\r\n")
+                elif verb in (b"HELO", b"RCPT", b"RSET", b"NOOP"):
                     writer.write(b"250 OK\r\n")
                 elif verb == b"DATA":
                     self.data_calls += 1

@@ -8,8 +8,8 @@ Outcome of one attempt:
 - ``permanent``: a 5xx reply, or a message this relay can never carry (an address that needs SMTPUTF8 on a
   relay without it, RFC 6531 §3.4) — no retry anywhere.
 
-Any 2xx reply to the end of DATA is ``sent`` (RFC 5321 §4.2.1), not only 250. A refused greeting or AUTH
-(even 5xx, e.g. 535 bad credentials) is transient: the relay refuses this client, not the mail.
+Any 2xx reply to the end of DATA is ``sent`` (RFC 5321 §4.2.1), not only 250. A refused greeting, AUTH
+or sender (even 5xx, e.g. 535 bad credentials) is transient: the relay refuses this client, not the mail.
 Replies are decoded leniently: text that is not UTF-8 is kept with U+FFFD in place of the bad bytes (it is
 stored in the delivery log, which must stay valid UTF-8); a reply code outside 200-599 (RFC 5321 §4.2: a
 relay talking nonsense) and a connection dropped mid-conversation are transient. No exception of an attempt
@@ -160,9 +160,9 @@ async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_
         worst = max(codes) if codes else None
         text = "; ".join(r.message for r in exc.recipients)
         return Attempt(now, relay.name, classify(worst), worst, reply_text(text))
-    except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError) as exc:
-        # The relay refuses *us* (credentials, greeting), not this mail: whatever the code, retry later or on
-        # the fallback; failing the mail would lose it over a configuration error.
+    except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPSenderRefused) as exc:
+        # The relay refuses *us* (credentials, greeting, our SMTP_FROM), not this mail: whatever the code,
+        # retry later or on the fallback; failing the mail would lose it over a configuration error.
         reply_code = exc.code if 0 <= exc.code <= 999 else None
         return Attempt(
             now, relay.name, "transient", reply_code, reply_text(f"relay refused the session: {exc.message}")

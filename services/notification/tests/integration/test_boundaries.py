@@ -124,6 +124,18 @@ async def test_refused_credentials_are_a_relay_problem_not_a_failed_mail(make_no
     assert doc["reason"] == "535 relay refused the session: 5.7.8 authentication credentials invalid"
 
 
+async def test_a_refused_sender_is_a_relay_problem_not_a_failed_mail(make_notifier, repo: Repository, scripted):
+    notifier = make_notifier()
+    server = ScriptedSmtp([], mail_from_reply=b"553 5.7.1 sender not allowed").start()
+    scripted.append(server)
+    notifier.mailer = Mailer(Relay("primary", "127.0.0.1", server.port, timeout=5), attempts=1)
+    event = invitation("g@example.test")
+    with pytest.raises(RetryLater):
+        await notifier.handle(event)
+    doc = await delivery(repo, event)
+    assert (doc["state"], doc["reason"]) == ("retrying", "553 relay refused the session: 5.7.1 sender not allowed")
+
+
 async def test_every_relay_misbehaving_leaves_the_delivery_retrying_not_stuck(
     make_notifier, repo: Repository, scripted
 ):
