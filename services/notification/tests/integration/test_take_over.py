@@ -77,7 +77,7 @@ async def test_deliveries_of_a_dead_holder_are_taken_over_once_the_lease_runs_ou
 async def test_a_living_holder_renews_its_lease_and_nobody_takes_its_delivery(
     make_notifier, sink: SmtpSink, repo: Repository
 ):
-    holder: Notifier = make_notifier(lease_seconds=0.6)  # renewed every 0.2 s
+    holder: Notifier = make_notifier(lease_seconds=1.5)  # renewed every 0.5 s
     other: Notifier = make_notifier(lease_seconds=5)
     await other.handle(
         FakeEvent(
@@ -100,7 +100,7 @@ async def test_a_living_holder_renews_its_lease_and_nobody_takes_its_delivery(
             assert await other.take_over_once() == 0  # never taken while its holder lives
             [now] = await repo.list_deliveries(ORG, {"event_id": event.id, "channel": "email"}, "", 1)
             assert (now["state"], now["lease_owner"]) == ("sending", holder.owner)
-            return now_ms() > first_expiry + 300 and now["lease_until_ms"] > now_ms()
+            return now_ms() > first_expiry + 500 and now["lease_until_ms"] > now_ms()
 
         await wait_until(past_the_first_lease_and_still_held, timeout=10, interval=0.05, message="renewed leases")
     finally:
