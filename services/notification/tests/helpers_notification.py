@@ -52,6 +52,17 @@ class Received:
         return self.part("html")
 
 
+def parse(content: bytes) -> EmailMessage:
+    """A received message; one in UTF-8 (an SMTPUTF8 message, RFC 6532: raw UTF-8 headers) is parsed as text
+    so its headers come out as the characters, not as escaped bytes."""
+    try:
+        msg = email.message_from_string(content.decode("utf-8"), policy=email.policy.default)
+    except UnicodeDecodeError:
+        msg = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
 @dataclass
 class SinkHandler:
     """Records accepted messages; ``replies`` (consumed in order) make DATA answer with an error instead."""
@@ -83,8 +94,7 @@ class SinkHandler:
                 return self.always
             if self.replies:
                 return self.replies.pop(0)
-            msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-            assert isinstance(msg, EmailMessage)
+            msg = parse(envelope.original_content)
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
         if hold == "after-accept":
             await self._wait_release()
@@ -92,12 +102,14 @@ class SinkHandler:
 
 
 class SmtpSink:
-    """A real aiosmtpd server on 127.0.0.1."""
+    """A real aiosmtpd server on 127.0.0.1 (offering SMTPUTF8, RFC 6531, when ``smtputf8``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, smtputf8: bool = False) -> None:
         self.port = free_port()
         self.handler = SinkHandler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8, decode_data=False
+        )
 
     def start(self) -> SmtpSink:
         self.controller.start()
@@ -116,6 +128,78 @@ class SmtpSink:
 
     def env(self) -> dict[str, str]:
         return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port)}
+
+
+class ScriptedSmtp:
+    """A minimal real SMTP server (asyncio on its own thread) for replies aiosmtpd will not produce: the
+    answer to the end of each message's DATA is taken from ``replies`` as raw bytes (``b"451 \\xff busy"``:
+    not UTF-8; ``b"999 what"``: no valid code), or ``None`` to drop the connection in the middle of DATA.
+    It offers AUTH PLAIN and refuses every credential (535).
+    With no reply left it accepts (``250``) and keeps the message in ``accepted``."""
+
+    def __init__(self, replies: list[bytes | None], *, mail_from_reply: bytes = b"250 OK") -> None:
+        self.port = free_port()
+        self.replies = list(replies)
+        self.mail_from_reply = mail_from_reply
+        self.accepted: list[bytes] = []
+        self.data_calls = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> ScriptedSmtp:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, "127.0.0.1", self.port), self._loop
+        )
+        self._server = future.result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-scripted\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
+                elif verb == b"AUTH":
+                    writer.write(b"535 5.7.8 authentication credentials invalid\r\n")
+                elif verb == b"MAIL":
+                    writer.write(self.mail_from_reply + b"\r\n")
+                elif verb in (b"HELO", b"RCPT", b"RSET", b"NOOP"):
+                    writer.write(b"250 OK\r\n")
+                elif verb == b"DATA":
+                    self.data_calls += 1
+                    reply = self.replies.pop(0) if self.replies else b"250 OK accepted"
+                    writer.write(b"354 go ahead\r\n")
+                    if reply is None:  # hang up mid-DATA
+                        await reader.readline()
+                        return
+                    body = b""
+                    while (chunk := await reader.readline()) and chunk != b".\r\n":
+                        body += chunk
+                    if reply.startswith(b"2"):
+                        self.accepted.append(body)
+                    writer.write(reply + b"\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    return
+                else:
+                    writer.write(b"502 not implemented\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 @dataclass(frozen=True)

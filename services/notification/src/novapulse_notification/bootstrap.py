@@ -14,6 +14,7 @@ from .constants import API_PREFIX, RECIPIENT_LIMIT_NAME
 from .events import consumer_workers, operations_routes
 from .mailer import Mailer, Relay
 from .notifier import Links, Notifier, RecipientLimiter, allow_all
+from .planning import Budget
 from .rendering import Renderer
 from .repository import Repository
 from .settings import NotificationSettings
@@ -50,16 +51,30 @@ def relays(settings: NotificationSettings, catcher_port: int | None = None) -> t
 
 
 def recipient_limiter(rt: Runtime, settings: NotificationSettings) -> RecipientLimiter:
-    """At most ``RECIPIENT_EMAIL_LIMIT`` e-mails per recipient per ``RECIPIENT_EMAIL_WINDOW`` (Redis, shared
-    by every worker; fails open like every NovaPulse rate limit)."""
+    """Per-recipient e-mail budgets, one per kind of mail (see :class:`~.planning.Budget`), each over
+    ``RECIPIENT_EMAIL_WINDOW`` seconds: GCRA in Redis, shared by every worker, failing open like every
+    NovaPulse rate limit. Invitations also draw from their inviting organisation's budget (checked first, so
+    an organisation over its budget does not use up the address's)."""
     limiter = rt.limiter
     if limiter is None:
         return allow_all
-    limit = RateLimit(RECIPIENT_LIMIT_NAME, settings.recipient_email_limit, settings.recipient_email_window)
+    window = settings.recipient_email_window
+    limits = {
+        "general": RateLimit(RECIPIENT_LIMIT_NAME, settings.recipient_email_limit, window),
+        "invitation": RateLimit(f"{RECIPIENT_LIMIT_NAME}-invitation", settings.invitation_recipient_limit, window),
+        "security": RateLimit(f"{RECIPIENT_LIMIT_NAME}-security", settings.security_email_limit, window),
+        "verification": RateLimit(f"{RECIPIENT_LIMIT_NAME}-verification", settings.verification_email_limit, window),
+    }
+    per_org = RateLimit(f"{RECIPIENT_LIMIT_NAME}-invitation-org", settings.invitation_org_limit, window)
 
-    async def allowed(recipient: str) -> bool:
-        decision = await limiter.hit(limit, recipient.lower())
-        return decision.allowed
+    async def allowed(recipient: str, budget: Budget) -> bool:
+        kind, _, topic = budget.name.partition(":")
+        limit = limits.get(kind, limits["general"])
+        org_over = kind == "invitation" and budget.org_id and not (await limiter.hit(per_org, budget.org_id)).allowed
+        if org_over:
+            return False
+        key = f"{topic}:{recipient.lower()}" if topic else recipient.lower()
+        return (await limiter.hit(limit, key)).allowed
 
     return allowed
 
@@ -125,12 +140,13 @@ async def build(rt: Runtime) -> Composition:
             Renderer(settings.templates_dir),
             mailer,
             sender=settings.smtp_from,
-            links=Links(settings.links_base(), settings.invite_accept_path),
-            lease_seconds=settings.delivery_lease_seconds,
+            links=Links(settings.links_base(), settings.invite_accept_path, settings.verify_email_path),
+            lease_seconds=settings.lease_seconds(),
             limiter=recipient_limiter(rt, settings),
             observer=MetricsObserver(rt),
         )
         workers.extend(consumer_workers(rt, notifier, settings))
+        workers.append(notifier.take_over)
     if routes is not None:  # operations routes (streams, dead letters, replay): OPERATIONS_TOKEN only
         routes.extend(operations_routes(rt, API_PREFIX))
     return Composition(

@@ -40,7 +40,10 @@ class MailCatcher:
     def __init__(self, directory: str, port: int) -> None:
         self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.controller = Controller(StoreHandler(self.directory), hostname="127.0.0.1", port=port)
+        # SMTPUTF8 (RFC 6531): mail to a non-ASCII local part reaches the catcher as it would a modern relay
+        self.controller = Controller(
+            StoreHandler(self.directory), hostname="127.0.0.1", port=port, enable_SMTPUTF8=True
+        )
 
     def start(self) -> MailCatcher:
         self.controller.start()

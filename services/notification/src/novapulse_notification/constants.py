@@ -58,7 +58,14 @@ SMTP_RESPONSE_MAX_CHARS = 500
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-# Rate limits.
+# Leases on deliveries: the lease is the SMTP timeout plus this margin (seconds), renewed every third of it
+# while its holder lives; every worker looks for deliveries whose holder died every SWEEP_INTERVAL seconds.
+LEASE_MARGIN_SECONDS = 5.0
+SWEEP_INTERVAL_SECONDS = 1.0
+SWEEP_BATCH = 64
+SWEEP_CONCURRENCY = 8
+
+# Rate limits: one budget per kind of mail (see notifier.Budget).
 RECIPIENT_LIMIT_NAME = "email-recipient"
 ROUTE_LIMIT_PER_MINUTE = 120
 

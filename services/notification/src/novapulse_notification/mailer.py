@@ -5,7 +5,15 @@ Outcome of one attempt:
 - ``sent``: the relay accepted the message (2xx after DATA);
 - ``transient``: a 4xx reply, a refused or dropped connection, a timeout — retried with exponential backoff
   on the same relay, then on the fallback relay;
-- ``permanent``: a 5xx reply — no retry anywhere.
+- ``permanent``: a 5xx reply, or a message this relay can never carry (an address that needs SMTPUTF8 on a
+  relay without it, RFC 6531 §3.4) — no retry anywhere.
+
+Any 2xx reply to the end of DATA is ``sent`` (RFC 5321 §4.2.1), not only 250. A refused greeting, AUTH
+or sender (even 5xx, e.g. 535 bad credentials) is transient: the relay refuses this client, not the mail.
+Replies are decoded leniently: text that is not UTF-8 is kept with U+FFFD in place of the bad bytes (it is
+stored in the delivery log, which must stay valid UTF-8); a reply code outside 200-599 (RFC 5321 §4.2: a
+relay talking nonsense) and a connection dropped mid-conversation are transient. No exception of an attempt
+escapes: anything unexpected is a ``permanent`` attempt whose response names the error.
 
 A small breaker sends new mail straight to the fallback relay (primary last) once the primary has failed
 transiently ``SMTP_BREAKER_THRESHOLD`` times in a row, for ``SMTP_BREAKER_COOLDOWN`` seconds.
@@ -15,19 +23,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import formatdate, parseaddr
 from typing import Literal
 
 import aiosmtplib
 
+from .addresses import Address
 from .constants import MESSAGE_ID_DOMAIN_FALLBACK, SMTP_RESPONSE_MAX_CHARS
 from .rendering import Rendered, one_line
+
+log = logging.getLogger(__name__)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 Outcome = Literal["sent", "transient", "permanent"]
 
@@ -75,13 +91,22 @@ def message_id(event_id: str, recipient: str, sender: str) -> str:
     return f"<{safe_event}.{digest}@{domain}>"
 
 
+def display_name(name: str) -> str:
+    """A display name fit for a header: control characters dropped, CR/LF and other whitespace collapsed
+    (no header injection), at most 100 characters. Quoting and RFC 2047 encoding of names in any script
+    are left to :mod:`email.headerregistry`."""
+    return one_line(_CONTROL.sub("", name), 100)
+
+
 def build_message(
-    *, sender: str, to_email: str, to_name: str, rendered: Rendered, msg_id: str, event_id: str
+    *, sender: str, to: Address, to_name: str, rendered: Rendered, msg_id: str, event_id: str
 ) -> EmailMessage:
-    """A multipart/alternative message: plain text first, then HTML."""
+    """A multipart/alternative message: plain text first, then HTML. ``to`` comes from
+    :func:`novapulse_notification.addresses.normalize`. Raises ``ValueError`` only for a sender the
+    settings should have refused."""
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = formataddr((one_line(to_name, 100), to_email)) if to_name else to_email
+    msg["To"] = HeaderAddress(display_name=display_name(to_name), username=to.local, domain=to.domain)
     msg["Subject"] = rendered.subject
     msg["Message-ID"] = msg_id
     msg["Date"] = formatdate(usegmt=True)
@@ -93,9 +118,18 @@ def build_message(
 
 
 def classify(code: int | None) -> Outcome:
+    """5xx is permanent; 4xx, no code (connection trouble) and codes outside 200-599 are transient."""
     if code is not None and 500 <= code < 600:
         return "permanent"
     return "transient"
+
+
+def reply_text(text: str) -> str:
+    """A relay's reply as storable text: bytes that were not UTF-8 (kept by aiosmtplib as lone surrogates)
+    become U+FFFD, whitespace is collapsed, at most ``SMTP_RESPONSE_MAX_CHARS`` characters."""
+    clean = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    clean = clean.encode("utf-8", "replace").decode("utf-8")
+    return one_line(_CONTROL.sub("", clean), SMTP_RESPONSE_MAX_CHARS)
 
 
 Sender = Callable[[EmailMessage, Relay], Awaitable[tuple[int, str]]]
@@ -116,12 +150,8 @@ async def smtp_send(message: EmailMessage, relay: Relay) -> tuple[int, str]:
     return 250, reply
 
 
-def _trim(text: str) -> str:
-    return one_line(text, SMTP_RESPONSE_MAX_CHARS)
-
-
 async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_send) -> Attempt:
-    """One attempt on one relay, never raising."""
+    """One attempt on one relay, never raising (cancellation aside)."""
     now = datetime.now(UTC)
     try:
         code, reply = await send(message, relay)
@@ -129,12 +159,29 @@ async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_
         codes = [r.code for r in exc.recipients]
         worst = max(codes) if codes else None
         text = "; ".join(r.message for r in exc.recipients)
-        return Attempt(now, relay.name, classify(worst), worst, _trim(text))
+        return Attempt(now, relay.name, classify(worst), worst, reply_text(text))
+    except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPSenderRefused) as exc:
+        # The relay refuses *us* (credentials, greeting, our SMTP_FROM), not this mail: whatever the code,
+        # retry later or on the fallback; failing the mail would lose it over a configuration error.
+        reply_code = exc.code if 0 <= exc.code <= 999 else None
+        return Attempt(
+            now, relay.name, "transient", reply_code, reply_text(f"relay refused the session: {exc.message}")
+        )
     except aiosmtplib.SMTPResponseException as exc:
-        return Attempt(now, relay.name, classify(exc.code), exc.code, _trim(exc.message))
+        reply_code = exc.code if 0 <= exc.code <= 999 else None
+        if isinstance(exc, aiosmtplib.SMTPDataError) and reply_code is not None and 200 <= reply_code < 300:
+            # Any 2yz completes the transaction (RFC 5321 §4.2.1); aiosmtplib only takes 250. Retrying would
+            # send the mail twice.
+            return Attempt(now, relay.name, "sent", reply_code, reply_text(exc.message))
+        return Attempt(now, relay.name, classify(reply_code), reply_code, reply_text(exc.message))
+    except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed (RFC 6531) and not offered
+        return Attempt(now, relay.name, "permanent", None, reply_text(f"relay cannot carry this message: {exc}"))
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return Attempt(now, relay.name, "transient", None, _trim(f"{type(exc).__name__}: {exc}"))
-    return Attempt(now, relay.name, "sent", code, _trim(reply))
+        return Attempt(now, relay.name, "transient", None, reply_text(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # a message the client library cannot encode, a bug: never retried blindly
+        log.exception("unexpected error while sending", extra={"relay": relay.name})
+        return Attempt(now, relay.name, "permanent", None, reply_text(f"cannot send: {type(exc).__name__}: {exc}"))
+    return Attempt(now, relay.name, "sent", code, reply_text(reply))
 
 
 class Mailer:

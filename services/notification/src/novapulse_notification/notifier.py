@@ -2,43 +2,58 @@
 
 Exactly-once in effect per (event, recipient, channel):
 
-1. a delivery document keyed by (event id, recipient, channel) is inserted *before* anything is sent (a
-   redelivered event finds it and does not create a second one);
-2. a worker takes a lease on it (state ``sending``) — a second worker handling the same event at the same
-   time cannot take it and retries later;
-3. the mail is handed to SMTP; then the document is marked ``sent`` (or ``failed`` / ``retrying``).
+1. a delivery document keyed by (event id, recipient, channel) is inserted *before* anything is sent, with
+   a lease of the inserting worker (a redelivered event finds it and does not create a second one);
+2. only the lease holder sends; a document found unsettled is claimed only once its lease has run out — a
+   second worker handling the same event at the same time cannot take it and retries later;
+3. the mail is handed to SMTP (state ``sending``); then the document is marked ``sent`` (or ``failed`` /
+   ``retrying``).
+
+Every delivery of an event is recorded (with the rendered message: its *payload*) before the first one is
+sent, under a lease of this worker (``lease_owner``, ``lease_until_ms``) that a background task renews every
+third of the lease while the handler runs. The lease is short (``SMTP_TIMEOUT`` + 5 s by default): when the
+holder dies, every worker's :meth:`Notifier.take_over` loop finds the delivery once its lease has run out and
+sends it from the payload, so a killed worker's mail goes out within lease + ``SWEEP_INTERVAL_SECONDS``.
 
 A worker killed between the relay accepting the mail (step 3) and the ``sent`` mark leaves the document
-``sending``; when the event is redelivered and the lease has run out the mail is sent again, with the same
-``Message-ID``. So: never a loss, and at most one duplicate per such crash.
+``sending``; once the lease has run out the mail is sent again, with the same ``Message-ID``. So: never a
+loss, and at most one duplicate per such crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
-from collections.abc import Awaitable, Callable, Mapping
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
+from pymongo.errors import PyMongoError
 
 from novapulse_runtime import catalog
+from novapulse_runtime.catalog import auth as auth_events
 
-from .constants import Channel, DeliveryState
+from .addresses import Address, InvalidAddress, normalize
+from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, SWEEP_INTERVAL_SECONDS, Channel, DeliveryState
 from .mailer import Attempt, Mailer, build_message, message_id
-from .planning import AddressTarget, Intent, InvalidEvent, RoleTarget, UserTarget, plan, project
+from .planning import AddressTarget, Budget, Intent, InvalidEvent, RoleTarget, UserTarget, plan, project
 from .preferences import allows
-from .rendering import Renderer, RenderError
-from .repository import Repository, delivery_key, notice_key, now_utc, sort_key
+from .rendering import Rendered, Renderer, RenderError
+from .repository import Doc, Repository, delivery_key, notice_key, now_ms, now_utc, sort_key
 
 log = logging.getLogger(__name__)
 
-_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]{1,64}@[^@\s<>()\[\],;:\"\\]{1,253}")
+RecipientLimiter = Callable[[str, Budget], Awaitable[bool]]
+"""``await limiter(address, budget)`` is ``True`` when one more e-mail of that budget to that address is
+allowed now (and counts it)."""
 
-RecipientLimiter = Callable[[str], Awaitable[bool]]
-"""``await limiter(recipient)`` is ``True`` when one more e-mail to that recipient is allowed now."""
+SETTLED = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SUPPRESSED)
 
 
 class Observer(Protocol):
@@ -94,6 +109,20 @@ class Recipient:
 class Links:
     base_url: str
     accept_path: str
+    verify_path: str = "/verify-email"
+
+
+@dataclass
+class Work:
+    """One recorded delivery this worker is about to settle: its key and stored state, and the payload
+    (the rendered mail or notice) it is sent from — in memory, or from the document after a take-over."""
+
+    org_id: str
+    key: str
+    channel: Channel
+    event_id: str
+    payload: Mapping[str, Any]
+    budget_taken: bool = False
 
 
 def _event_ms(event: InboundEvent) -> int:
@@ -104,12 +133,13 @@ def _event_ms(event: InboundEvent) -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
 
-async def allow_all(_recipient: str) -> bool:
+async def allow_all(_recipient: str, _budget: Budget) -> bool:
     return True
 
 
 class Notifier:
-    """Handles one event: updates the projection, plans, resolves recipients, delivers on each channel."""
+    """Handles one event: updates the projection, plans, resolves recipients, records every delivery, then
+    delivers on each channel. :meth:`take_over` (a worker loop) finishes deliveries whose holder died."""
 
     def __init__(
         self,
@@ -119,7 +149,7 @@ class Notifier:
         *,
         sender: str,
         links: Links,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = 15.0,
         limiter: RecipientLimiter = allow_all,
         observer: Observer | None = None,
     ) -> None:
@@ -131,6 +161,8 @@ class Notifier:
         self.lease_seconds = lease_seconds
         self.limiter = limiter
         self.observer: Observer = observer or NullObserver()
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        """This worker's name on the leases it holds."""
 
     async def handle(self, event: InboundEvent) -> None:
         """Process ``event``. Raises :class:`InvalidEvent` (never retry) or :class:`RetryLater`."""
@@ -139,15 +171,27 @@ class Notifier:
         change = project(event.type, data)
         if change is not None:
             await self.repo.apply_user_change(change.org_id, change.user_id, change.fields, _event_ms(event))
-        intents = plan(event.type, data, base_url=self.links.base_url, accept_path=self.links.accept_path)
+        links = self.links
+        intents = plan(
+            event.type, data, base_url=links.base_url, accept_path=links.accept_path, verify_path=links.verify_path
+        )
+        opened: list[tuple[Work | None, DeliveryState, str]] = []
+        held: list[str] = []  # renewed from the first insert on, however many recipients follow
         retry: list[str] = []
-        for intent in intents:
-            for recipient in await self._resolve(org_id, intent):
-                for channel in intent.channels:
-                    state = await self._deliver(event, org_id, intent, recipient, channel)
-                    self.observer.delivery(channel.value, state.value)
-                    if state in (DeliveryState.RETRYING, DeliveryState.SENDING):
-                        retry.append(f"{channel}:{recipient.key}:{state}")
+        async with self._keep(org_id, held):
+            for intent in intents:
+                for recipient in await self._resolve(org_id, intent):
+                    for channel in intent.channels:
+                        work, state = await self._open(event, org_id, intent, recipient, channel)
+                        opened.append((work, state, f"{channel}:{recipient.key}"))
+                        if work is not None:
+                            held.append(work.key)
+            for work, state, label in opened:
+                if work is not None:
+                    state = await self._settle(work)
+                self.observer.delivery(label.partition(":")[0], state.value)
+                if state in (DeliveryState.RETRYING, DeliveryState.SENDING):
+                    retry.append(f"{label}:{state}")
         if retry:
             raise RetryLater(f"deliveries not finished: {', '.join(retry)}")
 
@@ -165,6 +209,8 @@ class Notifier:
 
     @staticmethod
     def _org(event: InboundEvent, data: BaseModel) -> str:
+        if isinstance(data, auth_events.VerificationRequested):
+            return event.org_id or ""  # a registration not yet verified: no organisation exists yet
         inner = getattr(data, "org_id", None)
         if inner and event.org_id and inner != event.org_id:
             raise InvalidEvent("the envelope's org_id and the data's org_id differ")
@@ -215,114 +261,232 @@ class Notifier:
             **intent.context,
         }
 
-    async def _deliver(
-        self, event: InboundEvent, org_id: str, intent: Intent, recipient: Recipient, channel: Channel
-    ) -> DeliveryState:
-        key = delivery_key(event.id, recipient.key, channel.value)
-        created = now_utc()
-        doc = await self.repo.open_delivery(
-            {
-                "_id": key,
-                "org_id": org_id,
-                "event_id": event.id,
-                "event_type": event.type,
-                "template": intent.template,
-                "category": intent.category.value,
-                "critical": intent.critical,
-                "channel": channel.value,
-                "recipient": recipient.key,
-                "user_id": recipient.user_id,
-                "email": recipient.email,
-                "state": DeliveryState.PENDING.value,
-                "attempt_count": 0,
-                "created_at": created,
-                "sort_key": sort_key(created, key),
-                "lease_until_ms": 0,
-            }
-        )
-        state = DeliveryState(doc["state"])
-        if state in (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SUPPRESSED):
-            self.observer.delivery(channel.value, "duplicate")
-            return state
-        if not allows(recipient.preferences, intent.category, channel, intent.critical):
-            await self.repo.finish(org_id, key, DeliveryState.SUPPRESSED, "turned off in preferences")
-            return DeliveryState.SUPPRESSED
-        try:
-            rendered = self.renderer.render(intent.template, self._context(intent, recipient))
-        except RenderError as exc:
-            await self.repo.finish(org_id, key, DeliveryState.FAILED, str(exc))
-            raise InvalidEvent(str(exc)) from exc
-        if channel is Channel.EMAIL and not _ADDRESS.fullmatch(recipient.email):
-            await self.repo.finish(org_id, key, DeliveryState.FAILED, "not a usable e-mail address")
-            return DeliveryState.FAILED
+    def _payload(
+        self, event: InboundEvent, intent: Intent, recipient: Recipient, channel: Channel, rendered: Rendered
+    ) -> dict[str, Any]:
+        """What the delivery is sent from (stored on the document until it is settled). Raises
+        :class:`InvalidAddress` for an e-mail address no relay can be given."""
         if channel is Channel.IN_APP:
-            return await self._store_notice(event, org_id, key, intent, recipient, rendered.in_app, rendered.subject)
-        if not await self.repo.claim(org_id, key, self.lease_seconds):
-            return DeliveryState.SENDING  # another worker holds the lease: the event comes back later
-        if not await self.limiter(recipient.email):
-            await self.repo.finish(org_id, key, DeliveryState.SUPPRESSED, "recipient rate limit")
-            log.warning("e-mail suppressed by the per-recipient rate limit", extra={"delivery": key})
+            assert recipient.user_id is not None
+            nid = notice_key(event.id, recipient.user_id)
+            link = intent.context.get("download_url") or intent.context.get("endpoint_link")
+            return {
+                "notice_id": nid,
+                "user_id": recipient.user_id,
+                "event_type": event.type,
+                "category": intent.category.value,
+                "title": rendered.subject,
+                "body": rendered.in_app,
+                "link": link if isinstance(link, str) else None,
+                # newest first by when it happened (the event's time), not by when a handler got to it
+                "sort_key": sort_key(event.time, nid),
+            }
+        address = normalize(recipient.email)
+        return {
+            "to_local": address.local,
+            "to_domain": address.domain,
+            "to_name": recipient.name,
+            "subject": rendered.subject,
+            "text": rendered.text,
+            "html": rendered.html,
+            "message_id": message_id(event.id, recipient.key, self.sender),
+            "budget": intent.budget.name,
+            "budget_org": intent.budget.org_id,
+        }
+
+    async def _open(
+        self, event: InboundEvent, org_id: str, intent: Intent, recipient: Recipient, channel: Channel
+    ) -> tuple[Work | None, DeliveryState]:
+        """Record the delivery (or find it recorded) and take its lease. Returns the work to settle, or
+        ``None`` and the state when there is nothing to do here (settled, or another worker holds it)."""
+        key = delivery_key(event.id, recipient.key, channel.value)
+        decided: tuple[DeliveryState, str] | None = None
+        payload: dict[str, Any] | None = None
+        if not allows(recipient.preferences, intent.category, channel, intent.critical):
+            decided = (DeliveryState.SUPPRESSED, "turned off in preferences")
+        else:
+            try:
+                rendered = self.renderer.render(intent.template, self._context(intent, recipient))
+                payload = self._payload(event, intent, recipient, channel, rendered)
+            except RenderError as exc:
+                log.error("template failed to render", extra={"template": intent.template, "error": str(exc)})
+                decided = (DeliveryState.FAILED, str(exc))
+            except InvalidAddress as exc:
+                decided = (DeliveryState.FAILED, f"not a usable e-mail address: {exc}")
+        created = now_utc()
+        doc: Doc = {
+            "_id": key,
+            "org_id": org_id,
+            "event_id": event.id,
+            "event_type": event.type,
+            "template": intent.template,
+            "category": intent.category.value,
+            "critical": intent.critical,
+            "channel": channel.value,
+            "recipient": recipient.key,
+            "user_id": recipient.user_id,
+            "email": recipient.email,
+            "state": DeliveryState.PENDING.value,
+            "attempt_count": 0,
+            "created_at": created,
+            "sort_key": sort_key(created, key),
+            "lease_owner": self.owner,
+            "lease_until_ms": now_ms() + int(self.lease_seconds * 1000),
+        }
+        if payload is not None:
+            doc["payload"] = payload
+        stored = await self.repo.open_delivery(doc)
+        if stored is not doc:
+            state = DeliveryState(stored["state"])
+            if state in SETTLED:
+                self.observer.delivery(channel.value, "duplicate")
+                return None, state
+            if not await self.repo.claim(org_id, key, self.lease_seconds, self.owner):
+                return None, DeliveryState.SENDING  # another worker holds the lease: the event comes back later
+        if decided is not None:
+            await self.repo.finish(org_id, key, *decided)
+            return None, decided[0]
+        assert payload is not None
+        budget_taken = bool(stored.get("budget_taken")) if stored is not doc else False
+        return Work(org_id, key, channel, event.id, payload, budget_taken), DeliveryState.SENDING
+
+    @asynccontextmanager
+    async def _keep(self, org_id: str, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Renew this worker's leases on ``keys`` (read again each round: the caller may add to it) every
+        third of the lease until the block ends."""
+        task = asyncio.create_task(self._renew(org_id, keys), name="notification-lease-renewal")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _renew(self, org_id: str, keys: Sequence[str]) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if not keys:
+                continue
+            try:
+                await self.repo.renew(org_id, list(keys), self.lease_seconds, self.owner)
+            except Exception as exc:  # logged; the next round tries again, the lease bound still holds
+                log.warning("could not renew delivery leases", extra={"error": repr(exc), "deliveries": len(keys)})
+
+    async def _settle(self, work: Work) -> DeliveryState:
+        """Send one held delivery and record the outcome. Never leaves it held: a database failure releases
+        it (``retrying``, the error re-raised for the bus to retry the event); anything else unexpected fails
+        it with the error as reason, and the worker goes on with the next."""
+        try:
+            if work.channel is Channel.IN_APP:
+                return await self._store_notice(work)
+            return await self._send_mail(work)
+        except (PyMongoError, OSError):
+            with suppress(Exception):
+                await self.repo.finish(work.org_id, work.key, DeliveryState.RETRYING, "database unavailable")
+            raise
+        except Exception as exc:
+            log.exception("delivery failed unexpectedly", extra={"delivery": work.key})
+            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, f"internal error: {exc!r}"[:500])
+            return DeliveryState.FAILED
+
+    async def _send_mail(self, work: Work) -> DeliveryState:
+        p = work.payload
+        address = Address(str(p["to_local"]), str(p["to_domain"]))
+        budget = Budget(str(p.get("budget") or "general"), p.get("budget_org"))
+        if not work.budget_taken and not await self.limiter(address.addr_spec.lower(), budget):
+            reason = f"recipient rate limit ({budget.name.partition(':')[0]})"
+            await self.repo.finish(work.org_id, work.key, DeliveryState.SUPPRESSED, reason)
+            log.warning("e-mail suppressed by the per-recipient rate limit", extra={"delivery": work.key})
             return DeliveryState.SUPPRESSED
-        message = build_message(
-            sender=self.sender,
-            to_email=recipient.email,
-            to_name=recipient.name,
-            rendered=rendered,
-            msg_id=message_id(event.id, recipient.key, self.sender),
-            event_id=event.id,
-        )
+        await self.repo.start_sending(work.org_id, work.key, self.owner)
+        try:
+            message = build_message(
+                sender=self.sender,
+                to=address,
+                to_name=str(p.get("to_name") or ""),
+                rendered=Rendered(str(p["subject"]), str(p["text"]), str(p["html"]), ""),
+                msg_id=str(p["message_id"]),
+                event_id=work.event_id,
+            )
+        except (ValueError, TypeError, LookupError) as exc:
+            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, f"cannot build the message: {exc}")
+            return DeliveryState.FAILED
 
         async def record(attempt: Attempt) -> None:
             self.observer.attempt(attempt.relay, attempt.outcome)
-            await self.repo.add_attempt(org_id, key, attempt)
+            await self.repo.add_attempt(work.org_id, work.key, attempt)
 
         result = await self.mailer.send(message, record)
         last = result.last
         if result.outcome == "sent":
-            await self.repo.finish(org_id, key, DeliveryState.SENT)
+            await self.repo.finish(work.org_id, work.key, DeliveryState.SENT)
             return DeliveryState.SENT
         reason = f"{last.code or ''} {last.response}".strip() if last else ""
         if result.outcome == "permanent":
-            await self.repo.finish(org_id, key, DeliveryState.FAILED, reason)
-            log.warning("e-mail refused permanently", extra={"delivery": key, "smtp_code": last and last.code})
+            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, reason)
+            log.warning("e-mail refused permanently", extra={"delivery": work.key, "smtp_code": last and last.code})
             return DeliveryState.FAILED
-        await self.repo.finish(org_id, key, DeliveryState.RETRYING, reason)
+        await self.repo.finish(work.org_id, work.key, DeliveryState.RETRYING, reason)
         return DeliveryState.RETRYING
 
-    async def _store_notice(
-        self,
-        event: InboundEvent,
-        org_id: str,
-        key: str,
-        intent: Intent,
-        recipient: Recipient,
-        body: str,
-        title: str,
-    ) -> DeliveryState:
-        assert recipient.user_id is not None
-        created = now_utc()
-        nid = notice_key(event.id, recipient.user_id)
-        link = intent.context.get("download_url") or intent.context.get("endpoint_link")
+    async def _store_notice(self, work: Work) -> DeliveryState:
+        p = work.payload
+        nid = str(p["notice_id"])
         await self.repo.add_notice(
             {
                 "_id": nid,
-                "org_id": org_id,
-                "user_id": recipient.user_id,
-                "event_id": event.id,
-                "event_type": event.type,
-                "category": intent.category.value,
-                "title": title,
-                "body": body,
-                "link": link if isinstance(link, str) else None,
-                "created_at": created,
+                "org_id": work.org_id,
+                "user_id": p["user_id"],
+                "event_id": work.event_id,
+                "event_type": p["event_type"],
+                "category": p["category"],
+                "title": p["title"],
+                "body": p["body"],
+                "link": p.get("link"),
+                "created_at": now_utc(),
                 "read": False,
-                # newest first by when it happened (the event's time), not by
-                # when a concurrent handler got to it
-                "sort_key": sort_key(event.time, nid),
+                "sort_key": p["sort_key"],
             }
         )
         await self.repo.add_attempt(
-            org_id, key, Attempt(datetime.now(UTC), "in-app", "sent", None, f"stored notification {nid}")
+            work.org_id, work.key, Attempt(datetime.now(UTC), "in-app", "sent", None, f"stored notification {nid}")
         )
-        await self.repo.finish(org_id, key, DeliveryState.SENT)
+        await self.repo.finish(work.org_id, work.key, DeliveryState.SENT)
         return DeliveryState.SENT
+
+    # ---- deliveries whose holder died ----------------------------------------------------------------
+
+    async def take_over_once(self) -> int:
+        """Take over and settle the deliveries whose holder died (lease run out); returns how many this
+        worker took. Safe to run in every worker at once: each delivery is claimed by one of them."""
+        orphans = await self.repo.orphans(SWEEP_BATCH)
+        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+        taken = 0
+
+        async def one(doc: Doc) -> None:
+            nonlocal taken
+            org_id, key = str(doc["org_id"]), str(doc["_id"])
+            async with gate:
+                if not await self.repo.claim(org_id, key, self.lease_seconds, self.owner):
+                    return
+                taken += 1
+                channel = Channel(doc["channel"])
+                work = Work(org_id, key, channel, str(doc["event_id"]), doc["payload"], bool(doc.get("budget_taken")))
+                log.info("taking over a delivery whose worker died", extra={"delivery": key})
+                async with self._keep(org_id, [key]):
+                    state = await self._settle(work)
+                self.observer.delivery(channel.value, state.value)
+
+        await asyncio.gather(*(one(d) for d in orphans))
+        return taken
+
+    async def take_over(self, stop: asyncio.Event) -> None:
+        """Worker loop: every ``SWEEP_INTERVAL_SECONDS`` take over deliveries whose holder died. A failed
+        round is logged and the loop goes on (it never dies silently)."""
+        while not stop.is_set():
+            try:
+                await self.take_over_once()
+            except Exception as exc:
+                log.warning("taking over orphaned deliveries failed; trying again", extra={"error": repr(exc)})
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_SECONDS)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel
 
+from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.catalog import notification as notification_events
@@ -56,6 +57,26 @@ Target = UserTarget | RoleTarget | AddressTarget
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The per-recipient e-mail budget a mail draws from. Budgets are separate by kind, so no kind of mail can
+    use up another's (issue 11: 32 invitations must not silence a "password changed" notice):
+
+    - ``general``: welcome, role, webhook, report and workflow mail (``RECIPIENT_EMAIL_LIMIT``);
+    - ``invitation``: per invited address (``INVITATION_RECIPIENT_LIMIT``) and per inviting organisation
+      ``org_id`` (``INVITATION_ORG_LIMIT``);
+    - ``security:<kind>``: each kind of security notice its own (``SECURITY_EMAIL_LIMIT``), so a flood of
+      one kind (failed second factors) is held back without touching another (password changed);
+    - ``verification``: registration verification links (``VERIFICATION_EMAIL_LIMIT``).
+    """
+
+    name: str = "general"
+    org_id: str | None = None
+
+
+GENERAL = Budget()
+
+
+@dataclass(frozen=True)
 class Intent:
     """A notification the event asks for, before recipients are resolved."""
 
@@ -65,6 +86,7 @@ class Intent:
     context: Mapping[str, Any] = field(default_factory=dict)
     channels: tuple[Channel, ...] = BOTH
     critical: bool = False
+    budget: Budget = GENERAL
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,7 @@ TEMPLATES: dict[str, TemplateInfo] = {
     "invite_accepted": TemplateInfo(Category.ACCOUNT),
     "role_changed": TemplateInfo(Category.ACCOUNT),
     "security_notice": TemplateInfo(Category.SECURITY),
+    "verify_email": TemplateInfo(Category.ACCOUNT),
     "webhook_endpoint_disabled": TemplateInfo(Category.WEBHOOKS),
     "webhook_message_failed": TemplateInfo(Category.WEBHOOKS),
     "report_completed": TemplateInfo(Category.REPORTS),
@@ -126,7 +149,16 @@ def project(event_type: str, data: BaseModel) -> UserChange | None:
 
 
 def _security(user_id: str, kind: str, **extra: Any) -> list[Intent]:
-    return [Intent(UserTarget(user_id), "security_notice", Category.SECURITY, {"kind": kind, **extra}, critical=True)]
+    return [
+        Intent(
+            UserTarget(user_id),
+            "security_notice",
+            Category.SECURITY,
+            {"kind": kind, **extra},
+            critical=True,
+            budget=Budget(f"security:{kind}"),
+        )
+    ]
 
 
 def invite_link(base_url: str, accept_path: str, token: str) -> str:
@@ -134,7 +166,32 @@ def invite_link(base_url: str, accept_path: str, token: str) -> str:
     return f"{base_url.rstrip('/')}{accept_path}?{urlencode({'token': token})}"
 
 
-def plan(event_type: str, data: BaseModel, *, base_url: str, accept_path: str) -> list[Intent]:
+def verify_link(base_url: str, verify_path: str, token: str) -> str:
+    """The e-mail verification link: ``PUBLIC_BASE_URL`` + ``VERIFY_EMAIL_PATH`` + ``?token=`` (URL-encoded),
+    built like :func:`invite_link`; the event's ``verify_url`` is ignored."""
+    return f"{base_url.rstrip('/')}{verify_path}?{urlencode({'token': token})}"
+
+
+def endpoint_link(base_url: str, endpoint_id: str) -> str:
+    """The console page of a webhook endpoint; the id is one percent-encoded path segment (RFC 3986 §3.3),
+    so an id with ``/``, ``?``, ``#`` or spaces cannot change where the link points."""
+    return f"{base_url.rstrip('/')}/webhooks/endpoints/{quote(endpoint_id, safe='')}"
+
+
+def _duration(seconds: int) -> str:
+    """``retry_after_s`` in words: "45 seconds", "15 minutes", "2 hours"."""
+    seconds = max(0, seconds)
+    if seconds < 120:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    if seconds < 7200:
+        minutes = (seconds + 59) // 60
+        return f"{minutes} minutes"
+    return f"{(seconds + 3599) // 3600} hours"
+
+
+def plan(
+    event_type: str, data: BaseModel, *, base_url: str, accept_path: str, verify_path: str = "/verify-email"
+) -> list[Intent]:
     """The notifications one event asks for (an empty list when it only feeds the projection)."""
     base = base_url.rstrip("/")
     if isinstance(data, auth_events.UserRegistered):
@@ -148,8 +205,30 @@ def plan(event_type: str, data: BaseModel, *, base_url: str, accept_path: str) -
             "accept_url": invite_link(base, accept_path, data.token),
             "expires_at": data.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
         }
-        # Transactional, addressed to a person who has no preferences yet: never suppressed.
-        return [Intent(AddressTarget(data.email.lower()), "invitation", Category.ACCOUNT, ctx, EMAIL_ONLY, True)]
+        # Transactional, addressed to a person who has no preferences yet: never suppressed by preferences;
+        # its own budget per invited address and per inviting organisation.
+        budget = Budget("invitation", data.org_id)
+        target = AddressTarget(data.email.lower())
+        return [Intent(target, "invitation", Category.ACCOUNT, ctx, EMAIL_ONLY, True, budget)]
+    if isinstance(data, auth_events.VerificationRequested):
+        ctx = {
+            "organization": data.organization,
+            "verify_url": verify_link(base, verify_path, data.token),
+            "expires_at": data.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        target = AddressTarget(data.email.lower(), data.name)
+        return [Intent(target, "verify_email", Category.ACCOUNT, ctx, EMAIL_ONLY, True, Budget("verification"))]
+    if isinstance(data, auth_events.RegistrationAttempted):
+        return _security(data.user_id, "registration_attempted", ip=data.ip, login_url=f"{base}/login")
+    if isinstance(data, auth_events.LoginBlocked):
+        return _security(
+            data.user_id,
+            "login_blocked",
+            ip=data.ip,
+            failures=data.failures,
+            scope=data.scope,
+            retry_after=_duration(data.retry_after_s),
+        )
     if isinstance(data, auth_events.InviteAccepted):
         ctx = {"member_name": data.name, "member_email": data.email, "role": data.role}
         return [Intent(UserTarget(data.invited_by), "invite_accepted", Category.ACCOUNT, ctx)]
@@ -167,7 +246,7 @@ def plan(event_type: str, data: BaseModel, *, base_url: str, accept_path: str) -
         return _security(data.user_id, "challenge_failed", ip=data.ip, attempts=data.attempts)
     if isinstance(data, webhook_events.EndpointDisabled):
         ctx = {"endpoint_id": data.endpoint_id, "url": data.url, "reason": data.reason}
-        ctx["endpoint_link"] = f"{base}/webhooks/endpoints/{data.endpoint_id}"
+        ctx["endpoint_link"] = endpoint_link(base, data.endpoint_id)
         return [Intent(RoleTarget(ADMINS), "webhook_endpoint_disabled", Category.WEBHOOKS, ctx)]
     if isinstance(data, webhook_events.MessageFailed):
         ctx = {
@@ -176,7 +255,7 @@ def plan(event_type: str, data: BaseModel, *, base_url: str, accept_path: str) -
             "event_type": data.event_type,
             "attempts": data.attempts,
             "last_error": data.last_error,
-            "endpoint_link": f"{base}/webhooks/endpoints/{data.endpoint_id}",
+            "endpoint_link": endpoint_link(base, data.endpoint_id),
         }
         return [Intent(RoleTarget(ADMINS), "webhook_message_failed", Category.WEBHOOKS, ctx)]
     if isinstance(data, report_events.ReportCompleted):
@@ -199,7 +278,10 @@ def _requested(data: notification_events.NotificationRequested) -> Intent:
         raise InvalidEvent(f"notification.requested data has more than {MAX_REQUEST_DATA_KEYS} keys")
     values: dict[str, str] = {}
     for key, value in data.data.items():
-        text = value if isinstance(value, str) else str(value)
+        try:  # a non-string value is shown as its JSON text (RFC 8259), never as a Python repr
+            text = value if isinstance(value, str) else jsonstrict.dumps(value)
+        except jsonstrict.InvalidJSON as exc:
+            raise InvalidEvent(f"notification.requested data.{str(key)[:64]}: {exc}") from None
         values[str(key)[:64]] = text[:MAX_REQUEST_VALUE_CHARS]
     target: Target = UserTarget(data.user_id) if data.user_id is not None else RoleTarget((str(data.role),))
     return Intent(target, data.template, info.category, {"data": values})

@@ -26,6 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from .constants import MAX_SUBJECT_CHARS
 
 _WS = re.compile(r"\s+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SAFE_SCHEMES = ("https://", "http://", "mailto:")
 
 
@@ -47,6 +48,13 @@ def safe_link(value: Any) -> str:
     return text if text.lower().startswith(_SAFE_SCHEMES) else "#"
 
 
+def clean(value: str) -> str:
+    """Rendered text fit for a mail or a notice, whatever the event carried: C0 control characters other than
+    tab, CR and LF dropped (NUL is not allowed in a message, RFC 5322 §2.3; escape sequences are not text)
+    and lone surrogates, which cannot be encoded in UTF-8, replaced by ``?``."""
+    return _CONTROLS.sub("", value).encode("utf-8", "replace").decode("utf-8")
+
+
 def one_line(value: str, limit: int) -> str:
     """Collapse whitespace (no header injection through CR/LF) and cut to ``limit`` characters."""
     return _WS.sub(" ", value).strip()[:limit]
@@ -61,8 +69,14 @@ class Renderer:
             loaders.append(FileSystemLoader(override_dir))
         loaders.append(PackageLoader("novapulse_notification", "templates"))
         loader = ChoiceLoader(loaders)
-        self._html = SandboxedEnvironment(loader=loader, autoescape=True, undefined=ChainableUndefined)
-        self._text = SandboxedEnvironment(loader=loader, autoescape=False, undefined=ChainableUndefined)
+        # auto_reload: a compiled template is reused only while its file's modification time is unchanged, so
+        # a template file written in TEMPLATES_DIR is used from the next render on (no stale cache).
+        self._html = SandboxedEnvironment(
+            loader=loader, autoescape=True, undefined=ChainableUndefined, auto_reload=True
+        )
+        self._text = SandboxedEnvironment(
+            loader=loader, autoescape=False, undefined=ChainableUndefined, auto_reload=True
+        )
         for env in (self._html, self._text):
             env.filters["safe_link"] = safe_link
 
@@ -74,7 +88,8 @@ class Renderer:
         return True
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
-        """Render ``name`` or raise :class:`RenderError`."""
+        """Render ``name`` (subject and notice on one line, every part :func:`clean`) or raise
+        :class:`RenderError` naming the template and the error — for any failure inside a template."""
         try:
             subject = self._text.get_template(f"{name}.subject.txt").render(context)
             text = self._text.get_template(f"{name}.txt").render(context)
@@ -85,11 +100,13 @@ class Renderer:
                 in_app = subject
         except TemplateError as exc:
             raise RenderError(f"template {name!r}: {exc}") from exc
+        except Exception as exc:  # an override template doing arithmetic on event data, say
+            raise RenderError(f"template {name!r}: {type(exc).__name__}: {exc}") from exc
         return Rendered(
-            subject=one_line(subject, MAX_SUBJECT_CHARS),
-            text=text.strip() + "\n",
-            html=html,
-            in_app=one_line(in_app, 1000),
+            subject=one_line(clean(subject), MAX_SUBJECT_CHARS),
+            text=clean(text).strip() + "\n",
+            html=clean(html),
+            in_app=one_line(clean(in_app), 1000),
         )
 
 

@@ -22,6 +22,8 @@ from .mailer import Attempt
 
 Doc = dict[str, Any]
 
+UNSETTLED = [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.RETRYING.value]
+
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
@@ -69,6 +71,7 @@ class Repository:
             [("event_id", ASCENDING), ("recipient", ASCENDING), ("channel", ASCENDING)], unique=True
         )
         await self.deliveries.create_index([("org_id", ASCENDING), ("sort_key", DESCENDING)])
+        await self.deliveries.create_index([("state", ASCENDING), ("lease_until_ms", ASCENDING)])
         await self.attempts.create_index([("org_id", ASCENDING), ("delivery_id", ASCENDING), ("n", ASCENDING)])
         await self.notifications.create_index([("org_id", ASCENDING), ("user_id", ASCENDING), ("sort_key", DESCENDING)])
         await self.preferences.create_index([("org_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
@@ -123,24 +126,54 @@ class Repository:
                 raise
             return found
 
-    async def claim(self, org_id: str, key: str, lease: float) -> bool:
-        """Take the lease of a delivery that nobody is sending (or whose sender's lease ran out)."""
+    async def claim(self, org_id: str, key: str, lease: float, owner: str) -> bool:
+        """Take the lease of an unsettled delivery (``pending``, ``sending`` or ``retrying``) whose lease is
+        free or has run out (its holder died), or that ``owner`` holds already. ``lease`` in seconds."""
         now = now_ms()
         result = await self.deliveries.update_one(
             {
                 "_id": key,
                 "org_id": org_id,
-                "$or": [
-                    {"state": {"$in": [DeliveryState.PENDING.value, DeliveryState.RETRYING.value]}},
-                    {"state": DeliveryState.SENDING.value, "lease_until_ms": {"$lt": now}},
-                ],
+                "state": {"$in": UNSETTLED},
+                "$or": [{"lease_until_ms": {"$lt": now}}, {"lease_owner": owner}],
             },
             {
-                "$set": {"state": DeliveryState.SENDING.value, "lease_until_ms": now + int(lease * 1000)},
+                "$set": {
+                    "state": DeliveryState.SENDING.value,
+                    "lease_until_ms": now + int(lease * 1000),
+                    "lease_owner": owner,
+                },
                 "$inc": {"claims": 1},
             },
         )
         return result.modified_count == 1
+
+    async def renew(self, org_id: str, keys: Sequence[str], lease: float, owner: str) -> int:
+        """Extend the leases ``owner`` still holds on these deliveries to now + ``lease`` seconds; returns how
+        many it still holds (a delivery settled or taken over is left alone)."""
+        result = await self.deliveries.update_many(
+            {"org_id": org_id, "_id": {"$in": list(keys)}, "lease_owner": owner, "state": {"$in": UNSETTLED}},
+            {"$set": {"lease_until_ms": now_ms() + int(lease * 1000)}},
+        )
+        return int(result.modified_count)
+
+    async def orphans(self, limit: int) -> list[Doc]:
+        """Deliveries of any organisation whose holder died: ``pending`` or ``sending`` with a lease that ran
+        out, and a stored payload to send them from (``retrying`` ones come back with their event)."""
+        query: Doc = {
+            "state": {"$in": [DeliveryState.PENDING.value, DeliveryState.SENDING.value]},
+            "lease_until_ms": {"$lt": now_ms()},
+            "payload": {"$exists": True},
+        }
+        return [d async for d in self.deliveries.find(query).limit(limit)]
+
+    async def start_sending(self, org_id: str, key: str, owner: str) -> None:
+        """Mark a delivery ``owner`` holds as being handed to the relay (``sending``), its mail counted
+        against its recipient budget (``budget_taken``: a take-over does not count it again)."""
+        await self.deliveries.update_one(
+            {"_id": key, "org_id": org_id, "lease_owner": owner, "state": {"$in": UNSETTLED}},
+            {"$set": {"state": DeliveryState.SENDING.value, "budget_taken": True, "updated_ms": now_ms()}},
+        )
 
     async def add_attempt(self, org_id: str, key: str, attempt: Attempt) -> None:
         """Log one attempt (insert-only) and count it on the delivery."""
@@ -175,12 +208,17 @@ class Repository:
         return out
 
     async def finish(self, org_id: str, key: str, state: DeliveryState, reason: str = "") -> None:
+        """Settle (``sent``/``failed``/``suppressed``) or release (``retrying``) a delivery; a settled delivery
+        is never changed again. A settled delivery drops its payload (it may carry a one-time token)."""
         update: Doc = {"state": state.value, "updated_ms": now_ms(), "lease_until_ms": 0}
         if reason:
             update["reason"] = reason
         if state is DeliveryState.SENT:
             update["sent_ms"] = now_ms()
-        await self.deliveries.update_one({"_id": key, "org_id": org_id}, {"$set": update})
+        change: Doc = {"$set": update}
+        if state.value not in UNSETTLED:
+            change["$unset"] = {"payload": ""}
+        await self.deliveries.update_one({"_id": key, "org_id": org_id, "state": {"$in": UNSETTLED}}, change)
 
     async def get_delivery(self, org_id: str, key: str) -> Doc | None:
         return await self.deliveries.find_one({"_id": key, "org_id": org_id})

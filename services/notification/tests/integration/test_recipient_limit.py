@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from novapulse_notification.bootstrap import recipient_limiter
+from novapulse_notification.planning import GENERAL
 from novapulse_notification.settings import NotificationSettings
 from novapulse_runtime.runtime import Runtime
 
@@ -19,10 +20,10 @@ async def test_limit_per_address_shared_between_workers(redis_url: str, mongo_ur
     try:
         first, second = recipient_limiter(one, settings), recipient_limiter(two, settings)
         address = f"{names}@example.test"
-        assert await first(address)
-        assert await second(address.upper())  # same address, another worker
-        assert not await first(address)
-        assert await first(f"other-{names}@example.test")
+        assert await first(address, GENERAL)
+        assert await second(address.upper(), GENERAL)  # same address, another worker
+        assert not await first(address, GENERAL)
+        assert await first(f"other-{names}@example.test", GENERAL)
     finally:
         await one.close()
         await two.close()

@@ -10,7 +10,7 @@ from helpers_notification import BASE_URL, FakeEvent, SmtpSink
 
 from novapulse_notification.constants import DeliveryState
 from novapulse_notification.notifier import RetryLater
-from novapulse_notification.planning import InvalidEvent
+from novapulse_notification.planning import Budget, InvalidEvent
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
 from novapulse_runtime.catalog import notification as N
@@ -328,7 +328,7 @@ async def test_a_user_of_another_org_is_never_reached(make_notifier, sink: SmtpS
 async def test_per_recipient_rate_limit_suppresses_extra_mail(make_notifier, sink: SmtpSink, repo: Repository):
     allowed = {"n": 2}
 
-    async def limiter(_recipient: str) -> bool:
+    async def limiter(_recipient: str, _budget: Budget) -> bool:
         allowed["n"] -= 1
         return allowed["n"] >= 0
 
@@ -339,7 +339,7 @@ async def test_per_recipient_rate_limit_suppresses_extra_mail(make_notifier, sin
     await notifier.handle(third)
     assert len(sink.to("r@example.test")) == 2
     [email] = await repo.list_deliveries(ORG, {"event_id": third.id, "channel": "email"}, "", 10)
-    assert (email["state"], email["reason"]) == ("suppressed", "recipient rate limit")
+    assert (email["state"], email["reason"]) == ("suppressed", "recipient rate limit (security)")
 
 
 async def test_template_override_directory(make_notifier, sink: SmtpSink, tmp_path):
@@ -387,7 +387,10 @@ async def test_an_unusable_address_fails_without_retry(make_notifier, sink: Smtp
     await notifier.handle(event)
     assert sink.received == []
     [doc] = await repo.list_deliveries(ORG, {"event_id": event.id}, "", 10)
-    assert (doc["state"], doc["reason"]) == ("failed", "not a usable e-mail address")
+    assert (doc["state"], doc["reason"]) == (
+        "failed",
+        "not a usable e-mail address: e-mail address contains spaces, control characters or forbidden characters",
+    )
 
 
 async def test_delivery_log_pages_newest_first_without_gaps(make_notifier, repo: Repository):
@@ -408,3 +411,15 @@ async def test_delivery_log_pages_newest_first_without_gaps(make_notifier, repo:
     assert seen == [d["_id"] for d in everything]
     assert [d["sort_key"] for d in everything] == sorted((d["sort_key"] for d in everything), reverse=True)
     assert await repo.list_deliveries(OTHER, {}, "", 100) == []
+
+
+async def test_a_template_file_rewritten_is_used_by_the_next_mail(make_notifier, sink: SmtpSink, tmp_path):
+    override = tmp_path / "role_changed.subject.txt"
+    override.write_text("First {{ role }}")
+    notifier = make_notifier(templates_dir=str(tmp_path))
+    await register(notifier, "u1", "t@example.test", "Tia")
+    change = A.UserRoleChanged(user_id="u1", org_id=ORG, role="admin", changed_by="x")
+    await notifier.handle(FakeEvent("user.role_changed", change))
+    override.write_text("Second {{ role }}")  # no restart, no delay
+    await notifier.handle(FakeEvent("user.role_changed", change))
+    assert [m.message["Subject"] for m in sink.received[1:]] == ["First admin", "Second admin"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from novapulse_notification import preferences as prefs
 from novapulse_notification.constants import Category, Channel
 from novapulse_notification.planning import TEMPLATES
-from novapulse_notification.rendering import Renderer, safe_link
+from novapulse_notification.rendering import Renderer, clean, safe_link
+from novapulse_notification.settings import NotificationSettings
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +57,14 @@ def test_workflow_link_cannot_be_javascript_and_message_is_escaped():
     assert out.subject == "Hi Bcc: x@y"
     assert 'href="#"' in out.html
     assert "&lt;b&gt;bold&lt;/b&gt;" in out.html
+
+
+@pytest.mark.parametrize("sender", ["nobody", "A <a@b.test>\r\nBcc: x@y.test", "two words@b.test", ""])
+def test_a_sender_that_is_not_one_address_stops_the_process_at_start_up(sender: str):
+    with pytest.raises(ValidationError, match="smtp_from"):
+        NotificationSettings(redis_url="redis://x", mongo_url="mongodb://x", smtp_from=sender)
+    assert NotificationSettings(redis_url="redis://x", mongo_url="mongodb://x", smtp_from="N <n@b.test>").smtp_from
+
+
+def test_rendered_parts_drop_control_characters():
+    assert clean("a\x00b\x1b[1mc\x7fd\te\r\nf") == "ab[1mcd\te\r\nf"
