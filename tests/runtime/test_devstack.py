@@ -7,6 +7,8 @@ file never blocks the next start. Bad input, by kind, is refused with one line."
 from __future__ import annotations
 
 import asyncio
+import email.parser as email_parser
+import email.policy as email_policy
 import fcntl
 import json
 import os
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -157,6 +160,26 @@ def _http(method: str, url: str, body: dict[str, Any] | None = None, token: str 
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def _mailed_token(mail_dir: Path, email: str, timeout: float = 30.0) -> str:
+    """The verification token in the mail the catcher stored for ``email`` (polled with a deadline)."""
+    found: list[str] = []
+
+    def arrived() -> bool:
+        for path in sorted(mail_dir.glob("*.eml")):
+            message = email_parser.BytesParser(policy=email_policy.default).parsebytes(path.read_bytes())
+            if email not in str(message["To"]):
+                continue
+            part = message.get_body(preferencelist=("plain",))
+            match = re.search(r"[?&]token=([A-Za-z0-9_%.~-]+)", part.get_content() if part is not None else "")
+            if match:
+                found.append(urllib.parse.unquote(match.group(1)))
+                return True
+        return False
+
+    asyncio.run(wait_until(arrived, timeout=timeout, interval=0.2, message=f"verification mail to {email}"))
+    return found[0]
+
+
 def _service_logs(data_dir: Path) -> dict[str, str]:
     return {p.stem: p.read_text() for p in sorted((data_dir / "logs").glob("*.log"))}
 
@@ -202,6 +225,9 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
             f"{auth}/api/v1/auth/register",
             {"email": email, "password": "correct horse battery staple", "name": "Dev", "organization": "Dev"},
         )
+        assert status == 202, body  # registration completes by the link mailed to the stack's mail catcher
+        token = _mailed_token(data_dir / "mail", email)
+        status, body = _http("POST", f"{auth}/api/v1/auth/register/verify", {"token": token})
         assert status == 201, body
         status, body = _http(
             "POST", f"{auth}/api/v1/auth/login", {"email": email, "password": "correct horse battery staple"}
