@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .. import catalog
 from ..problems import ProblemError
@@ -301,7 +301,7 @@ async def _refused_as_403(work: Awaitable[T]) -> T:
     try:
         return await work
     except ResponseError as exc:
-        if "NOPERM" in str(exc):
+        if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
             raise ProblemError(403, "This service's Redis user may not access that group's streams") from exc
         raise
 
