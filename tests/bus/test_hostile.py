@@ -439,3 +439,27 @@ async def test_the_relay_quarantines_records_it_cannot_publish_and_goes_on(make_
     assert set(quarantined) == {d["_id"] for d in bad}
     assert quarantined["0000-c"] == "source is 'workflow', not auth"
     assert quarantined["0000-e"] == "malformed: missing field(s): time"
+
+
+async def test_garbage_trace_headers_do_not_stop_handling(make_bus: BusFactory, raw: Any) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification")
+    handled: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        handled.append(event.id)
+
+    stream = bus.keys.stream("auth")
+    headers = [
+        {"traceparent": "00-" + "z" * 32 + "-" + "0" * 16 + "-01"},
+        {"traceparent": "ff-ffffffffffffffffffffffffffffffff-ffffffffffffffff-ff", "tracestate": "=,=,\x01"},
+        {"traceparent": "x" * 100_000, "tracestate": "k=" + "v" * 100_000},
+        {"traceparent": "00-00000000000000000000000000000000-0000000000000000-00"},
+    ]
+    async with running(consumer.run) as stop:
+        for n, extra in enumerate(headers):
+            await raw.xadd(stream, envelope(n, **extra))
+        await wait_until(lambda: len(handled) == len(headers), timeout=20, message="every event handled")
+        assert not stop.is_set()
+    assert int(await raw.xlen(bus.keys.dead("notification"))) == 0
