@@ -463,3 +463,43 @@ async def test_garbage_trace_headers_do_not_stop_handling(make_bus: BusFactory, 
         await wait_until(lambda: len(handled) == len(headers), timeout=20, message="every event handled")
         assert not stop.is_set()
     assert int(await raw.xlen(bus.keys.dead("notification"))) == 0
+
+
+async def test_the_streams_listing_survives_a_key_that_is_not_a_stream(make_bus: BusFactory, raw: Any) -> None:
+    bus = make_bus("notification")
+    await raw.set(bus.keys.stream("report"), b"\xff not a stream")  # a catalogue stream scanned for groups
+    await raw.set(bus.keys.dead("notification"), b"x")  # one of the service's own listed streams
+    stats = {s.name: s for s in await bus.operations.streams()}
+    own = stats[bus.keys.dead("notification")]
+    assert (own.exists, own.length, own.groups) == (True, 0, [])
+    assert bus.keys.stream("report") not in stats
+
+
+async def test_a_key_that_is_not_a_stream_does_not_stop_reading_the_others(make_bus: BusFactory, raw: Any) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification")
+    handled: list[str] = []
+
+    @consumer.on("user.registered")
+    async def on_registered(event: Event) -> None:
+        handled.append(event.subject or "")
+
+    @consumer.on("notification.requested")  # reads the workflow stream too
+    async def on_requested(event: Event) -> None:
+        handled.append("requested")
+
+    workflow = bus.keys.stream("workflow")
+    await raw.set(workflow, b"not a stream")  # before start: XGROUP CREATE answers WRONGTYPE
+    async with running(consumer.run) as stop:
+        await bus.publish("user.registered", user(1), subject="u1")
+        await wait_until(lambda: handled == ["u1"], timeout=20, message="auth event handled")
+        assert workflow not in consumer._streams
+    consumer = bus.consumer("notification")
+    consumer.add_handler("user.registered", on_registered)
+    consumer.add_handler("notification.requested", on_requested)
+    await raw.delete(workflow)
+    async with running(consumer.run) as stop:
+        await raw.set(workflow, b"not a stream")  # while running: XREADGROUP answers WRONGTYPE
+        await bus.publish("user.registered", user(2), subject="u2")
+        await wait_until(lambda: handled == ["u1", "u2"], timeout=20, message="auth event after WRONGTYPE")
+        assert not stop.is_set()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .. import catalog
 from ..process import supervise
@@ -317,8 +317,22 @@ class Consumer:
             log.info("consumer stopped", extra={"group": self.group, "consumer": self.name})
 
     async def _ensure_groups(self) -> None:
-        for stream in self._streams:
-            if await ensure_group(self.redis, stream, self.group, self.options.start_id):
+        """Create the group (and consumer) on every stream read. A key that is not a stream (``WRONGTYPE``:
+        written by someone else) is logged at ERROR and left out until the process restarts, so it cannot
+        stop the reading of the other streams (one ``XREADGROUP`` covers them all)."""
+        for stream in list(self._streams):
+            try:
+                created = await ensure_group(self.redis, stream, self.group, self.options.start_id)
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                log.error(
+                    "key is not a stream; not reading it until restarted",
+                    extra={"group": self.group, "stream": stream},
+                )
+                self._streams.remove(stream)
+                continue
+            if created:
                 log.info("created consumer group", extra={"stream": stream, "group": self.group})
             # listed at once (XREADGROUP alone registers a consumer only when it gets an entry)
             await self.redis.xgroup_createconsumer(stream, self.group, self.name)
@@ -371,11 +385,15 @@ class Consumer:
                 waiter.cancel()
                 slot.cancel()
                 continue
+            if not streams:  # every key was something else than a stream: nothing to read
+                await self._sleep(1.0, stop)
+                continue
             try:
                 batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
-                if is_nogroup(exc) and await self._recreate_groups():
+                if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self._recreate_groups():
+                    streams = dict.fromkeys(self._streams, ">")
                     continue
                 failures += 1
                 log.warning(

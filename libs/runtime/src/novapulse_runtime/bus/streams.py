@@ -183,11 +183,12 @@ async def ensure_group(redis: Redis, stream: str, group: str, start_id: str = "0
 
 
 async def groups_info(redis: Redis, stream: str) -> list[dict[str, Any]]:
-    """``XINFO GROUPS`` with names and ids as text (:func:`text`); ``[]`` when the stream is missing."""
+    """``XINFO GROUPS`` with names and ids as text (:func:`text`); ``[]`` when the stream is missing or the
+    key is not a stream (``WRONGTYPE``: nothing can have a group there)."""
     try:
         reply = await raw(redis, "XINFO GROUPS", stream)
     except ResponseError as exc:
-        if is_missing_key(exc):
+        if is_missing_key(exc) or "WRONGTYPE" in str(exc):
             return []
         raise
     return [_texts(g) for g in reply or []]
