@@ -172,6 +172,10 @@ TEST_ENV = {
     "AUTH_ENCRYPTION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "WEBHOOK_SECRET_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "GRAFANA_ADMIN_PASSWORD": "not-a-secret",
+    **{
+        f"REDIS_PASSWORD_{u}": f"not-a-secret-{u.lower()}"
+        for u in ("ADMIN", "AUTH", "WEBHOOK", "NOTIFICATION", "WORKFLOW", "REPORT")
+    },
 }
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}")
 

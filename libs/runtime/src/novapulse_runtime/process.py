@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +42,51 @@ class ServiceSpec:
     package: str = ""
     dev_env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment ``make run`` gives this service's processes (e.g. development allow-lists)."""
+
+
+SUPERVISE_BACKOFF_MAX = 5.0
+"""Longest pause, in seconds, before :func:`supervise` restarts a task that failed."""
+
+
+async def supervise(
+    name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event, *, until_return: bool = False
+) -> None:
+    """Run ``work()`` and restart it whenever it raises, so one unexpected error cannot silently end a
+    background loop (the task of a loop that dies is otherwise only reported when garbage-collected).
+
+    Each failure is logged at ERROR with its traceback (``background task failed; restarting``, field
+    ``task`` = ``name``), then ``work`` restarts after a pause doubling from 0.1 s up to
+    :data:`SUPERVISE_BACKOFF_MAX` (reset after a run of 30 s without failure). Returns when ``work`` returns
+    and either ``until_return`` is set or ``stop`` is set; a ``work`` that returns early without ``stop`` is
+    logged and restarted. With ``until_return`` a failure after ``stop`` is still restarted (for loops that
+    must drain, such as acknowledgements). ``asyncio.CancelledError`` and ``KeyboardInterrupt`` propagate.
+    """
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            await work()
+        except Exception as exc:
+            if time.monotonic() - started > 30.0:
+                failures = 0
+            failures += 1
+            log.error(
+                "background task failed; restarting",
+                exc_info=exc,
+                extra={"task": name, "error": repr(exc)[:500], "failures": failures},
+            )
+            if stop.is_set() and not until_return:
+                return
+            delay = min(SUPERVISE_BACKOFF_MAX, 0.1 * 2 ** (failures - 1))
+            if until_return:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+            continue
+        if until_return or stop.is_set():
+            return
+        log.error("background task returned before shutdown; restarting", extra={"task": name})
 
 
 def main(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
@@ -111,6 +157,7 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
             exc = task.exception()
             log.error(
                 "background worker stopped unexpectedly; shutting down",
+                exc_info=exc,
                 extra={"task": task.get_name(), "error": repr(exc)},
             )
             exit_code = 1

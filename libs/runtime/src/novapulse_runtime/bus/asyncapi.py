@@ -21,14 +21,28 @@ DEFAULT_PATH = Path("docs/asyncapi.yaml")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$-]*$")
 
 ENVELOPE_FIELDS: dict[str, dict[str, Any]] = {
-    "id": {"type": "string", "description": "Event id, unique per event: a UUIDv7 (or a ULID). Dedupe on it."},
+    "id": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        "description": "Event id, unique per event: a UUIDv7 (or a ULID). Dedupe on it.",
+    },
     "type": {"type": "string", "description": "Event type, e.g. user.registered (one of the messages here)."},
-    "source": {"type": "string", "description": "Producing service; equals the stream suffix."},
+    "source": {
+        "type": "string",
+        "description": "Producing service: the type's producer in the catalogue; equals the stream suffix.",
+    },
     "time": {"type": "string", "format": "date-time", "description": "When it happened, RFC 3339 with offset."},
-    "org_id": {"type": "string", "description": "Organisation the event belongs to (may be absent)."},
+    "org_id": {
+        "type": "string",
+        "description": "Organisation of the event (may be absent); must equal data.org_id where data has one.",
+    },
     "subject": {"type": "string", "description": "Aggregate the event is about, e.g. a user id (may be absent)."},
-    "data": {"type": "string", "contentMediaType": "application/json", "description": "The JSON object."},
-    "schema": {"type": "string", "pattern": "^[0-9]+$", "description": "Schema version of data (integer)."},
+    "data": {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "description": "The JSON object, strict RFC 8259 (no NaN, Infinity, 1e999, lone surrogates; depth <= 200).",
+    },
+    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "Schema version of data (integer)."},
     "traceparent": {"type": "string", "description": "W3C trace context (optional)."},
     "tracestate": {"type": "string", "description": "W3C trace state (optional)."},
 }
@@ -97,9 +111,11 @@ def build_document(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
             "title": "NovaPulse events",
             "version": "1.0.0",
             "description": (
-                "Events on Redis Streams. Each entry is a set of flat string fields (the envelope); `data` is "
-                "the JSON of the type's schema. Entries that are malformed, of an unknown type, or larger than "
-                f"{MAX_ENTRY_BYTES} bytes go to the consumer group's dead-letter stream. "
+                "Events on Redis Streams. Each entry is a set of flat UTF-8 string fields (the envelope); `data` "
+                "is the strict JSON of the type's schema. Entries that are malformed, of an unknown type, on "
+                "another producer's stream or with another source, whose data does not validate or names "
+                f"another org_id than the envelope, or larger than {MAX_ENTRY_BYTES} bytes go to the consumer "
+                "group's dead-letter stream (reasons: docs/events.md section 2). "
                 "Generated from the event catalogue by `python -m novapulse_runtime.bus.asyncapi`; see "
                 "docs/events.md."
             ),

@@ -14,6 +14,7 @@ OUTBOX_LOCK_SEGMENT = "outbox-lock"  # <ns>:outbox-lock:<service>
 OUTBOX_WAKE_SEGMENT = "outbox-wake"  # pub/sub channel <ns>:outbox-wake:<service>
 
 OUTBOX_COLLECTION = "outbox"
+OUTBOX_DEAD_COLLECTION = "outbox_dead"  # records the relay cannot publish, with the reason
 
 # Envelope fields (flat stream fields, all strings).
 F_ID = "id"

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .. import catalog
+from ..process import supervise
 from .constants import (
     D_DELIVERIES,
     D_ENTRY,
@@ -36,6 +36,7 @@ from .constants import (
     DEFAULT_IDEMPOTENCY_TTL,
     DEFAULT_MAX_DELIVERIES,
     F_ID,
+    F_SOURCE,
     F_TYPE,
     FORGET_CONSUMER_AFTER,
     MAX_DEAD_FIELD_CHARS,
@@ -55,7 +56,19 @@ from .envelope import (
 )
 from .idempotency import Claim, Idempotency
 from .metrics import type_label
-from .streams import ensure_group, groups_info, is_nogroup, lag_of
+from .streams import (
+    Entry,
+    autoclaim,
+    consumers_info,
+    ensure_group,
+    groups_info,
+    is_nogroup,
+    lag_of,
+    pending_range,
+    printable,
+    read_group,
+    wire,
+)
 from .tracing import attributes, exports_spans, extract
 
 if TYPE_CHECKING:
@@ -100,12 +113,35 @@ class _Held:
     claim: Claim | None = None
 
 
-def _trimmed_fields(fields: dict[str, str] | None) -> tuple[dict[str, str], bool]:
+def _dead_fields(fields: dict[str, str] | None) -> tuple[dict[bytes, bytes], bool]:
+    """The original fields as the bytes that were read (:func:`~.streams.wire`: an entry that is not UTF-8
+    is kept as it came), cut down when the entry is over the limit; True when cut."""
     if not fields:
         return {}, False
-    if entry_size(fields) <= MAX_ENTRY_BYTES:
-        return dict(fields), False
-    return {k[:256]: v[:MAX_DEAD_FIELD_CHARS] for k, v in itertools.islice(fields.items(), 64)}, True
+    try:
+        small = entry_size(fields) <= MAX_ENTRY_BYTES
+    except UnicodeEncodeError:  # not UTF-8: count bytes as read
+        small = sum(len(wire(k)) + len(wire(v)) for k, v in fields.items()) <= MAX_ENTRY_BYTES
+    if small:
+        return {wire(k): wire(v) for k, v in fields.items()}, False
+    return {wire(k[:256]): wire(v[:MAX_DEAD_FIELD_CHARS]) for k, v in itertools.islice(fields.items(), 64)}, True
+
+
+def _handler_failure(exc: BaseException) -> tuple[DeadReason, str]:
+    """A handler's exception as a failure (``handler_failed``), whatever its class: ``RecursionError``,
+    ``SystemExit`` or a ``CancelledError`` the handler raised itself must not take the worker down. Only a
+    real cancellation of this task (shutdown) and ``KeyboardInterrupt`` propagate."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise exc
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a hostile __str__
+        text = type(exc).__name__
+    return DeadReason.HANDLER_FAILED, text
 
 
 class Consumer:
@@ -151,6 +187,7 @@ class Consumer:
         self._stop = asyncio.Event()
         self._streams: list[str] = []
         self._labels: dict[tuple[str, str], Any] = {}
+        self._producers: dict[tuple[str, str], str | None] = {}
 
     # declaration -------------------------------------------------------------------------------------------
 
@@ -173,6 +210,8 @@ class Consumer:
             self._prefixes.sort(key=lambda p: len(p[0]), reverse=True)
         elif "*" in pattern:
             raise ValueError(f"unsupported pattern {pattern!r}: use 'a.b', 'a.*' or '*'")
+        elif lookup(pattern) is None:
+            raise ValueError(f"{pattern!r} is not in the event catalogue: only catalogue types are delivered")
         else:
             self._exact[pattern] = handler
         self._resolved.clear()
@@ -192,13 +231,14 @@ class Consumer:
         return [*sorted(self.bus.keys.stream(s) for s in sources), self.replay_stream]
 
     def _resolve(self, type_: str) -> tuple[Handler, bool] | None:
+        """The handler of a catalogue type (and whether it gets the model rather than a dict)."""
         if type_ in self._resolved:
             return self._resolved[type_]
         found: tuple[Handler, bool] | None = None
         exact = self._exact.get(type_)
         if exact is not None:
             found = (exact, True)
-        elif lookup(type_) is not None:
+        else:
             for prefix, handler in self._prefixes:
                 if type_.startswith(prefix):
                     found = (handler, True)
@@ -207,6 +247,36 @@ class Consumer:
             found = (self._any, False)
         self._resolved[type_] = found
         return found
+
+    def _producer(self, stream: str, type_: str) -> str | None:
+        """The catalogue producer of ``type_`` when ``stream`` may carry it (the producer's stream, or this
+        group's replay stream); ``""`` when the stream may not; ``None`` for a type outside the catalogue.
+        Cached per (stream, type) for catalogue types only, so foreign type names cannot grow the cache."""
+        key = (stream, type_)
+        if key in self._producers:
+            return self._producers[key]
+        et = lookup(type_)
+        if et is None:
+            return None
+        allowed = stream == self.replay_stream or stream == self.bus.keys.stream(et.source)
+        found = self._producers[key] = et.source if allowed else ""
+        return found
+
+    def _contract(self, stream: str, fields: dict[str, str]) -> tuple[DeadReason, str] | None:
+        """The envelope checks that need no parsing, for every entry whatever the handlers: the type is in
+        the catalogue, the entry is on its producer's stream and ``source`` names that producer. (Data
+        validation and the organisation check run in :func:`~.envelope.decode`.)"""
+        type_ = fields[F_TYPE]
+        producer = self._producer(stream, type_)
+        if producer is None:
+            return DeadReason.UNKNOWN_TYPE, f"unknown event type {printable(type_)[:100]!r}"
+        if not producer:
+            et = lookup(type_)
+            expected = self.bus.keys.stream(et.source) if et is not None else "?"
+            return DeadReason.WRONG_STREAM, f"{type_} is published on {expected} only, not on {stream}"
+        if fields[F_SOURCE] != producer:
+            return DeadReason.WRONG_SOURCE, f"{type_} comes from {producer}, not {printable(fields[F_SOURCE])[:100]!r}"
+        return None
 
     # running -----------------------------------------------------------------------------------------------
 
@@ -220,11 +290,15 @@ class Consumer:
         if not await self._ensure_groups_until_ready(stop):
             return
         self._closing = False
-        ack_task = asyncio.create_task(self._ack_loop(), name=f"bus-ack-{self.group}")
-        claim_task = asyncio.create_task(self._claim_loop(stop), name=f"bus-claim-{self.group}")
+        ack_task = asyncio.create_task(
+            supervise(f"bus-ack-{self.group}", self._ack_loop, stop, until_return=True), name=f"bus-ack-{self.group}"
+        )
+        claim_task = asyncio.create_task(
+            supervise(f"bus-claim-{self.group}", lambda: self._claim_loop(stop), stop), name=f"bus-claim-{self.group}"
+        )
         log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self._streams})
         try:
-            await self._read_loop(stop)
+            await supervise(f"bus-read-{self.group}", lambda: self._read_loop(stop), stop)
         finally:
             claim_task.cancel()
             if self._tasks:
@@ -237,17 +311,41 @@ class Consumer:
             self._ack_signal.set()
             try:
                 await asyncio.wait_for(ack_task, timeout=10.0)
-            except (TimeoutError, RedisError):
+            except (TimeoutError, RedisError):  # pragma: no cover - the ack loop logs and retries its own errors
                 log.warning("could not flush acknowledgements at shutdown", extra={"group": self.group})
             await asyncio.gather(claim_task, return_exceptions=True)
             log.info("consumer stopped", extra={"group": self.group, "consumer": self.name})
 
     async def _ensure_groups(self) -> None:
-        for stream in self._streams:
-            if await ensure_group(self.redis, stream, self.group, self.options.start_id):
+        """Create the group (and consumer) on every stream read. A key that is not a stream (``WRONGTYPE``:
+        written by someone else) is logged at ERROR and left out until the process restarts, so it cannot
+        stop the reading of the other streams (one ``XREADGROUP`` covers them all)."""
+        for stream in list(self._streams):
+            try:
+                created = await ensure_group(self.redis, stream, self.group, self.options.start_id)
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                log.error(
+                    "key is not a stream; not reading it until restarted",
+                    extra={"group": self.group, "stream": stream},
+                )
+                self._streams.remove(stream)
+                continue
+            if created:
                 log.info("created consumer group", extra={"stream": stream, "group": self.group})
             # listed at once (XREADGROUP alone registers a consumer only when it gets an entry)
             await self.redis.xgroup_createconsumer(stream, self.group, self.name)
+
+    async def _recreate_groups(self) -> bool:
+        """After ``NOGROUP``: re-create the groups; False (logged) when Redis refuses."""
+        log.warning("consumer group missing; re-creating it", extra={"group": self.group})
+        try:
+            await self._ensure_groups()
+        except RedisError as exc:
+            log.warning("cannot re-create consumer groups", extra={"group": self.group, "error": str(exc)})
+            return False
+        return True
 
     async def _ensure_groups_until_ready(self, stop: asyncio.Event) -> bool:
         failures = 0
@@ -287,19 +385,16 @@ class Consumer:
                 waiter.cancel()
                 slot.cancel()
                 continue
+            if not streams:  # every key was something else than a stream: nothing to read
+                await self._sleep(1.0, stop)
+                continue
             try:
-                response = await self.redis.xreadgroup(
-                    self.group, self.name, streams, count=free, block=self.options.block_ms
-                )
+                batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
-                if is_nogroup(exc):
-                    log.warning("consumer group missing; re-creating it", extra={"group": self.group})
-                    try:
-                        await self._ensure_groups()
-                        continue
-                    except RedisError as again:
-                        exc = again
+                if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self._recreate_groups():
+                    streams = dict.fromkeys(self._streams, ">")
+                    continue
                 failures += 1
                 log.warning(
                     "stream read failed; retrying",
@@ -307,37 +402,34 @@ class Consumer:
                 )
                 await self._sleep(min(5.0, 0.05 * 2**failures), stop)
                 continue
-            if not response:
-                continue
-            batch: list[tuple[str, str, dict[str, str] | None, int]] = []
-            items: Iterable[Any] = response.items() if isinstance(response, dict) else response
-            for stream, entries in items:
-                if isinstance(response, dict):  # RESP3: {stream: [entries]}
-                    entries = entries[0] if entries and isinstance(entries[0], list) else entries
-                for entry_id, fields in entries:
-                    batch.append((stream, entry_id, fields, 1))
-            await self._dispatch(batch)
+            if batch:
+                await self._dispatch(batch, {})
 
-    async def _dispatch(self, batch: Sequence[tuple[str, str, dict[str, str] | None, int]]) -> None:
+    async def _dispatch(self, batch: Sequence[Entry], deliveries: dict[str, int]) -> None:
+        """Start the handling of entries just read (``deliveries``: counts of reclaimed entries by id)."""
         ready: list[tuple[_Held, Handler, bool]] = []
-        for stream, entry_id, fields, deliveries in batch:
-            held = _Held(stream, entry_id, fields, deliveries)
+        for stream, entry_id, fields, problem in batch:
+            held = _Held(stream, entry_id, fields, deliveries.get(entry_id, 1))
             if not fields:  # deleted or trimmed while pending
                 self._ack(held)
                 continue
             try:
+                if problem is not None:
+                    raise MalformedEntry(DeadReason.MALFORMED, problem)
                 check_envelope(fields)
             except MalformedEntry as exc:
                 self._spawn(held, self._dead_letter(held, exc.reason, str(exc)))
                 continue
-            type_ = fields[F_TYPE]
-            resolved = self._resolve(type_)
-            if resolved is None:
-                if self.options.dead_letter_unknown and lookup(type_) is None:
-                    reason = f"unknown event type {type_!r}"
-                    self._spawn(held, self._dead_letter(held, DeadReason.UNKNOWN_TYPE, reason))
+            broken = self._contract(stream, fields)
+            if broken is not None:
+                if broken[0] is DeadReason.UNKNOWN_TYPE and not self.options.dead_letter_unknown:
+                    self._ack(held)
                 else:
-                    self._ack(held)  # a type this group does not handle
+                    self._spawn(held, self._dead_letter(held, *broken))
+                continue
+            resolved = self._resolve(fields[F_TYPE])
+            if resolved is None:
+                self._ack(held)  # a type this group does not handle
                 continue
             ready.append((held, *resolved))
         if self.idem is not None and ready:
@@ -365,6 +457,19 @@ class Consumer:
 
         task.add_done_callback(done)
 
+    async def _finish_broken(self, held: _Held, exc: BaseException) -> None:
+        """Last resort for a fault of the bus itself while handling an entry: dead-letter it (reason
+        ``handler_failed``, with the error) rather than leave it pending for ever."""
+        log.error(
+            "event processing failed unexpectedly; dead-lettering the entry",
+            exc_info=exc,
+            extra={"group": self.group, "stream": held.stream, "entry": held.entry_id},
+        )
+        try:
+            await self._dead_letter(held, DeadReason.HANDLER_FAILED, f"bus error: {type(exc).__name__}: {exc}")
+        except RedisError as again:
+            log.warning("could not dead-letter; the entry stays pending", extra={"error": str(again)})
+
     def _label(self, stream: str, type_: str) -> Any:
         key = (stream, type_)
         found = self._labels.get(key)
@@ -377,61 +482,66 @@ class Consumer:
         return found
 
     async def _process(self, held: _Held, handler: Handler, typed: bool) -> None:
-        assert held.fields is not None
-        event_id = held.fields[F_ID]
         try:
-            try:
-                event = decode(
-                    held.fields,
-                    stream=held.stream,
-                    entry_id=held.entry_id,
-                    deliveries=held.deliveries,
-                    typed=typed,
-                    checked=True,
-                )
-            except MalformedEntry as exc:
-                if held.claim is Claim.NEW and self.idem is not None:
-                    await self.idem.release(event_id)
-                await self._dead_letter(held, exc.reason, str(exc))
-                return
-            while True:
-                if self.idem is not None:
-                    claim = held.claim or await self.idem.claim(event_id)
-                    held.claim = None
-                    if claim is Claim.DONE:
-                        self.metrics.duplicates.labels(held.stream, self.group).inc()
-                        self._ack(held)
-                        return
-                    if claim is Claim.BUSY:  # another copy of this event is being handled right now
-                        if await self._sleep(0.05 + random.random() * 0.05, self._stop):
-                            return
-                        continue
-                failure = await self._handle(handler, event)
-                if failure is None:
-                    self._ack(held, event_id)
-                    return
-                reason, error = failure
-                self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
-                if self.idem is not None:
-                    await self.idem.release(event_id)
-                if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
-                    await self._dead_letter(held, reason, error)
-                    return
-                self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
-                if await self._sleep(self._backoff(held.deliveries), self._stop):
-                    return  # stopping: the entry stays pending and is reclaimed later
-                claimed = await self.redis.xclaim(
-                    held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
-                )
-                if not claimed or not claimed[0][1]:
-                    return  # trimmed, or taken over by another consumer
-                held.deliveries += 1
-                event = replace(event, deliveries=held.deliveries)
+            await self._process_entry(held, handler, typed)
         except RedisError as exc:
             log.warning(
                 "lost contact with Redis while handling; the entry stays pending",
                 extra={"group": self.group, "entry": held.entry_id, "error": str(exc)},
             )
+        except Exception as exc:
+            await self._finish_broken(held, exc)
+
+    async def _process_entry(self, held: _Held, handler: Handler, typed: bool) -> None:
+        assert held.fields is not None
+        event_id = held.fields[F_ID]
+        try:
+            event = decode(
+                held.fields,
+                stream=held.stream,
+                entry_id=held.entry_id,
+                deliveries=held.deliveries,
+                typed=typed,
+                checked=True,
+            )
+        except MalformedEntry as exc:
+            if held.claim is Claim.NEW and self.idem is not None:
+                await self.idem.release(event_id)
+            await self._dead_letter(held, exc.reason, str(exc))
+            return
+        while True:
+            if self.idem is not None:
+                claim = held.claim or await self.idem.claim(event_id)
+                held.claim = None
+                if claim is Claim.DONE:
+                    self.metrics.duplicates.labels(held.stream, self.group).inc()
+                    self._ack(held)
+                    return
+                if claim is Claim.BUSY:  # another copy of this event is being handled right now
+                    if await self._sleep(0.05 + random.random() * 0.05, self._stop):
+                        return
+                    continue
+            failure = await self._handle(handler, event)
+            if failure is None:
+                self._ack(held, event_id)
+                return
+            reason, error = failure
+            self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
+            if self.idem is not None:
+                await self.idem.release(event_id)
+            if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
+                await self._dead_letter(held, reason, error)
+                return
+            self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
+            if await self._sleep(self._backoff(held.deliveries), self._stop):
+                return  # stopping: the entry stays pending and is reclaimed later
+            claimed = await self.redis.xclaim(
+                held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
+            )
+            if not claimed or not claimed[0][1]:
+                return  # trimmed, or taken over by another consumer
+            held.deliveries += 1
+            event = replace(event, deliveries=held.deliveries)
 
     def _backoff(self, deliveries: int) -> float:
         """Exponential with full jitter, capped below the reclaim idle time."""
@@ -454,8 +564,8 @@ class Consumer:
                 failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
             except PermanentError as exc:
                 failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
-            except Exception as exc:
-                failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:
+                failure = _handler_failure(exc)
             finally:
                 if token is not None:
                     otel_context.detach(token)
@@ -480,8 +590,8 @@ class Consumer:
                 except PermanentError as exc:
                     failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
                     span.set_status(Status(StatusCode.ERROR, failure[1]))
-                except Exception as exc:
-                    failure = (DeadReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                except BaseException as exc:
+                    failure = _handler_failure(exc)
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, failure[1]))
         duration.observe(time.perf_counter() - started)
@@ -533,21 +643,20 @@ class Consumer:
             await pipe.execute()
 
     async def _dead_letter(self, held: _Held, reason: DeadReason, error: str) -> None:
-        fields, truncated = _trimmed_fields(held.fields)
-        type_ = (held.fields or {}).get(F_TYPE, "")
-        fields.update(
-            {
-                D_REASON: str(reason),
-                D_ERROR: error[:MAX_ERROR_CHARS],
-                D_STREAM: held.stream,
-                D_ENTRY: held.entry_id,
-                D_GROUP: self.group,
-                D_DELIVERIES: str(held.deliveries),
-                D_TIME: format_time(datetime.now(UTC)),
-            }
-        )
+        fields, truncated = _dead_fields(held.fields)
+        type_ = printable((held.fields or {}).get(F_TYPE, ""))
+        extra = {
+            D_REASON: str(reason),
+            D_ERROR: printable(error[:MAX_ERROR_CHARS]),
+            D_STREAM: held.stream,
+            D_ENTRY: held.entry_id,
+            D_GROUP: self.group,
+            D_DELIVERIES: str(held.deliveries),
+            D_TIME: format_time(datetime.now(UTC)),
+        }
         if truncated:
-            fields[D_TRUNCATED] = "1"
+            extra[D_TRUNCATED] = "1"
+        fields.update({k.encode(): v.encode() for k, v in extra.items()})
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self.dead_stream, fields, maxlen=self.bus.dead_maxlen, approximate=True)  # type: ignore[arg-type]
             pipe.xack(held.stream, self.group, held.entry_id)
@@ -562,7 +671,7 @@ class Consumer:
                 "type": type_[:100],
                 "reason": str(reason),
                 "deliveries": held.deliveries,
-                "error": error[:500],
+                "error": printable(error[:500]),
             },
         )
 
@@ -579,8 +688,7 @@ class Consumer:
                     await self._update_gauges()
             except RedisError as exc:
                 if is_nogroup(exc):
-                    with contextlib.suppress(RedisError):
-                        await self._ensure_groups()
+                    await self._recreate_groups()
                 log.debug("reclaim pass failed", extra={"group": self.group, "error": str(exc)})
 
     async def _reclaim(self) -> None:
@@ -589,15 +697,13 @@ class Consumer:
             free = self.concurrency - len(self._tasks)
             if free <= 0:
                 return
-            response = await self.redis.xautoclaim(
-                stream, self.group, self.name, min_idle_time=idle_ms, start_id="0-0", count=free
-            )
-            entries = [(eid, f) for eid, f in response[1] if (stream, eid) not in self._held]
+            claimed = await autoclaim(self.redis, stream, self.group, self.name, idle_ms, free)
+            entries = [e for e in claimed if (stream, e[1]) not in self._held]
             if not entries:
                 continue
-            ids = [eid for eid, _ in entries]
-            pending = await self.redis.xpending_range(
-                stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.name
+            ids = [e[1] for e in entries]
+            pending = await pending_range(
+                self.redis, stream, self.group, ids[0], ids[-1], len(ids) + 100, consumer=self.name
             )
             counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
             self.metrics.reclaimed.labels(stream, self.group).inc(len(entries))
@@ -605,16 +711,17 @@ class Consumer:
                 "reclaimed pending entries of an idle consumer",
                 extra={"group": self.group, "stream": stream, "count": len(entries)},
             )
-            batch: list[tuple[str, str, dict[str, str] | None, int]] = []
-            for eid, fields in entries:
+            batch: list[Entry] = []
+            for entry in entries:
+                _, eid, fields, _problem = entry
                 deliveries = counts.get(eid, 1)
                 if fields and deliveries > self.options.max_deliveries:
                     held = _Held(stream, eid, fields, deliveries - 1)
                     error = f"delivery cap {self.options.max_deliveries} reached (consumers died while handling)"
                     self._spawn(held, self._dead_letter(held, DeadReason.HANDLER_FAILED, error))
                 else:
-                    batch.append((stream, eid, fields, deliveries))
-            await self._dispatch(batch)
+                    batch.append(entry)
+            await self._dispatch(batch, counts)
 
     async def _update_gauges(self) -> None:
         for stream in self._streams:
@@ -629,6 +736,6 @@ class Consumer:
 
     async def _forget_dead_consumers(self, stream: str) -> None:
         """Remove consumers idle for over ``FORGET_CONSUMER_AFTER`` with nothing pending (killed processes)."""
-        for c in await self.redis.xinfo_consumers(stream, self.group):
+        for c in await consumers_info(self.redis, stream, self.group):
             if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > FORGET_CONSUMER_AFTER * 1000:
-                await self.redis.xgroup_delconsumer(stream, self.group, c["name"])
+                await self.redis.xgroup_delconsumer(stream, self.group, wire(c["name"]))

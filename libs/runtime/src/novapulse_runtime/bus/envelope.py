@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .. import catalog
+from .. import catalog, jsonstrict
 from .constants import (
     F_DATA,
     F_ID,
@@ -37,11 +38,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class DeadReason(StrEnum):
-    """Why an entry went to the dead-letter stream."""
+    """Why an entry went to the dead-letter stream (the ``dead_reason`` field; stable names, listed in
+    ``docs/events.md`` §2)."""
 
-    MALFORMED = "malformed"  # missing field, bad JSON, bad time or schema
+    MALFORMED = "malformed"  # missing field, not UTF-8, bad id, bad or non-strict JSON, bad time or schema
     INVALID_DATA = "invalid_data"  # data does not match the catalogue model of its type
-    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_TYPE = "unknown_type"  # the type is not in the catalogue
+    WRONG_SOURCE = "wrong_source"  # the ``source`` field is not the type's producer in the catalogue
+    WRONG_STREAM = "wrong_stream"  # the entry sits on a stream other than its producer's (or its group's replay)
+    ORG_MISMATCH = "org_mismatch"  # the envelope's ``org_id`` differs from ``data.org_id``
     OVERSIZED = "oversized"
     HANDLER_FAILED = "handler_failed"  # the delivery cap was reached
     TIMEOUT = "timeout"  # the delivery cap was reached, the last attempt timed out
@@ -150,10 +155,22 @@ class Event:
         return encode(self)
 
 
+EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+"""An event id: UUIDv7, ULID or another token of at most 128 letters, digits and ``_.:-``."""
+SCHEMA = re.compile(r"[0-9]{1,9}")
+
+
 def data_json(data: Any) -> str:
+    """``data`` as strict JSON text (RFC 8259: ``allow_nan=False``; a model's NaN cannot be written)."""
     if isinstance(data, BaseModel):
         return data.model_dump_json()
-    return json.dumps(data, separators=(",", ":"), default=str)
+    return json.dumps(data, separators=(",", ":"), default=str, allow_nan=False, ensure_ascii=False)
+
+
+def org_of(data: Any) -> str | None:
+    """``data.org_id`` of a catalogue model that has one (``None`` otherwise)."""
+    value = getattr(data, "org_id", None)
+    return value if isinstance(value, str) and value else None
 
 
 def build(
@@ -166,8 +183,10 @@ def build(
 ) -> Event:
     """A new event of ``type_`` from ``source``; ``data`` is checked against the catalogue model.
 
-    Raises ``ValueError`` for a catalogue type produced by another service, ``TypeError`` for a model of
-    the wrong class, and pydantic's ``ValidationError`` for a dict that does not match the model.
+    ``org_id`` defaults to ``data.org_id`` when the model has one. Raises ``ValueError`` for a catalogue type
+    produced by another service or an ``org_id`` that differs from ``data.org_id`` (consumers would
+    dead-letter it as ``org_mismatch``), ``TypeError`` for a model of the wrong class, and pydantic's
+    ``ValidationError`` for a dict that does not match the model.
     """
     et = lookup(type_)
     version = 1
@@ -179,6 +198,11 @@ def build(
             data = et.model.model_validate(data)
         elif not isinstance(data, et.model):
             raise TypeError(f"{type_} data must be {et.model.__name__}, not {type(data).__name__}")
+        inner = org_of(data)
+        if inner is not None:
+            if org_id and org_id != inner:
+                raise ValueError(f"{type_}: org_id {org_id!r} differs from data.org_id {inner!r}")
+            org_id = inner
     elif not isinstance(data, BaseModel | dict):
         raise TypeError("event data must be a pydantic model or a dict")
     return Event(
@@ -194,7 +218,10 @@ def build(
 
 
 def encode(event: Event, traceparent: str | None = None, tracestate: str | None = None) -> dict[str, str]:
-    """The flat stream fields of ``event`` (absent optional fields are left out)."""
+    """The flat stream fields of ``event`` (absent optional fields are left out).
+
+    Raises ``ValueError`` when the entry would exceed ``MAX_ENTRY_BYTES``, ``data`` holds NaN or an
+    infinity, or a value is not valid Unicode (a lone surrogate cannot be written as UTF-8)."""
     fields = {
         F_ID: event.id,
         F_TYPE: event.type,
@@ -213,6 +240,12 @@ def encode(event: Event, traceparent: str | None = None, tracestate: str | None 
         fields[F_TRACEPARENT] = tp
     if ts:
         fields[F_TRACESTATE] = ts
+    for name, value in fields.items():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"event {event.type}: {name} is not valid Unicode (lone surrogate)") from None
     size = entry_size(fields)
     if size > MAX_ENTRY_BYTES:
         raise ValueError(f"event {event.type} is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
@@ -233,7 +266,8 @@ def entry_size(fields: dict[str, str]) -> int:
 
 
 def check_envelope(fields: dict[str, str] | None) -> None:
-    """Raise :class:`MalformedEntry` unless the required fields are present and the entry is not too big."""
+    """Raise :class:`MalformedEntry` unless the required fields are present, the id is an event id
+    (:data:`EVENT_ID`) and the entry is not too big (``oversized``)."""
     if not fields:
         raise MalformedEntry(DeadReason.MALFORMED, "entry has no fields")
     size = entry_size(fields)
@@ -242,6 +276,8 @@ def check_envelope(fields: dict[str, str] | None) -> None:
     missing = [f for f in REQUIRED_FIELDS if not fields.get(f)]
     if missing:
         raise MalformedEntry(DeadReason.MALFORMED, f"missing field(s): {', '.join(missing)}")
+    if not EVENT_ID.fullmatch(fields[F_ID]):
+        raise MalformedEntry(DeadReason.MALFORMED, "id is not an event id (1-128 of A-Z a-z 0-9 _ . : -)")
 
 
 def decode(
@@ -255,46 +291,68 @@ def decode(
 ) -> Event:
     """Parse and validate stream fields into an :class:`Event`; raise :class:`MalformedEntry` if impossible.
 
-    With ``typed`` the data of a catalogue type is validated into its model; a type outside the catalogue
-    keeps its data as a dict. ``checked`` skips :func:`check_envelope` (already done by the caller).
+    ``data`` must be strict JSON (:func:`novapulse_runtime.jsonstrict.loads`: no NaN/Infinity/1e999, lone
+    surrogates or nesting deeper than 200) holding an object. The data of a catalogue type is always
+    validated against its model (``invalid_data``) and its ``org_id``, where the model has one, must equal
+    the envelope's (``org_mismatch``; an empty envelope ``org_id`` takes the data's). With ``typed`` the
+    event carries the model, else the validated JSON object as a dict; a type outside the catalogue keeps
+    its data as a dict. ``checked`` skips :func:`check_envelope` (already done by the caller). Any other
+    failure of parsing is reported as ``malformed`` with its cause, never raised as is.
     """
+    try:
+        return _decode(fields, stream, entry_id, deliveries, typed, checked)
+    except MalformedEntry:
+        raise
+    except Exception as exc:  # any fault of foreign input is a data error, never a crash
+        reason = f"cannot decode the entry: {type(exc).__name__}: {exc}"[:500]
+        raise MalformedEntry(DeadReason.MALFORMED, reason) from exc
+
+
+def _decode(fields: dict[str, str], stream: str, entry_id: str, deliveries: int, typed: bool, checked: bool) -> Event:
     if not checked:
         check_envelope(fields)
     try:
         moment = parse_time(fields[F_TIME])
     except ValueError as exc:
         raise MalformedEntry(DeadReason.MALFORMED, f"time is not RFC 3339: {exc}") from exc
+    schema = fields[F_SCHEMA]
+    if not SCHEMA.fullmatch(schema):
+        raise MalformedEntry(DeadReason.MALFORMED, "schema is not an integer")
     try:
-        version = int(fields[F_SCHEMA])
-    except ValueError as exc:
-        raise MalformedEntry(DeadReason.MALFORMED, "schema is not an integer") from exc
-    try:
-        raw = json.loads(fields[F_DATA])
-    except ValueError as exc:
-        raise MalformedEntry(DeadReason.MALFORMED, f"data is not JSON: {exc}") from exc
+        raw = jsonstrict.loads(fields[F_DATA])
+    except jsonstrict.InvalidJSON as exc:
+        raise MalformedEntry(DeadReason.MALFORMED, f"data is not strict JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise MalformedEntry(DeadReason.MALFORMED, "data is not a JSON object")
     data: Any = raw
-    if typed:
-        et = lookup(fields[F_TYPE])
-        if et is not None:
-            try:
-                data = et.model.model_validate(raw)
-            except ValidationError as exc:
-                errors = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                    for e in exc.errors(include_url=False, include_input=False)
-                )
-                raise MalformedEntry(DeadReason.INVALID_DATA, f"data does not match {et.name}: {errors}") from exc
+    org_id = fields.get(F_ORG) or None
+    et = lookup(fields[F_TYPE])
+    if et is not None:
+        try:
+            model = et.model.model_validate(raw)
+        except ValidationError as exc:
+            errors = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+            raise MalformedEntry(DeadReason.INVALID_DATA, f"data does not match {et.name}: {errors}"[:1000]) from exc
+        inner = org_of(model)
+        if inner is not None:
+            if org_id is None:
+                org_id = inner
+            elif org_id != inner:
+                raise MalformedEntry(DeadReason.ORG_MISMATCH, "the envelope's org_id differs from data.org_id")
+        if typed:
+            data = model
     return Event(
         id=fields[F_ID],
         type=fields[F_TYPE],
         source=fields[F_SOURCE],
         time=moment,
         data=data,
-        org_id=fields.get(F_ORG) or None,
+        org_id=org_id,
         subject=fields.get(F_SUBJECT) or None,
-        schema_version=version,
+        schema_version=int(schema),
         traceparent=fields.get(F_TRACEPARENT) or None,
         tracestate=fields.get(F_TRACESTATE) or None,
         stream=stream,

@@ -7,6 +7,7 @@ Protocol, per ``(group, event id)`` key ``<ns>:seen:<group>:<event id>``:
    another lease, a copy of the same event is being handled elsewhere and this delivery waits for it;
 2. after the handler succeeded: ``SET key done PX <ttl>`` (one Lua call per acknowledgement batch, in the same
    pipeline as, and before, the ``XACK``);
+   a key holding anything else (a foreign write, another type, a lease without expiry) is taken over;
 3. after the handler failed: ``DEL key`` if this process still holds the lease (compare-and-delete), so the
    retry can take it without ever freeing a lease another consumer took after ours expired.
 
@@ -28,19 +29,30 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from .keys import Keys
+from .streams import raw
 
 DONE = "done"
 
 # Per key: 1 = lease taken (run), 2 = already done (duplicate), 0 = leased by another delivery (wait).
+# A value that is neither ``done`` nor a lease, or a lease without expiry, was not written by this protocol
+# (a foreign write, a wrong type): it is replaced by our lease, so it can never hold an event back for ever.
 _CLAIM = """
 local out = {}
 for i, key in ipairs(KEYS) do
   if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
     out[i] = 1
-  elseif redis.call('GET', key) == 'done' then
-    out[i] = 2
   else
-    out[i] = 0
+    local kind = redis.call('TYPE', key)['ok']
+    local value = kind == 'string' and redis.call('GET', key) or ''
+    if value == 'done' then
+      out[i] = 2
+    elseif string.sub(value, 1, 6) == 'lease:' and redis.call('PTTL', key) > 0 then
+      out[i] = 0
+    else
+      redis.call('DEL', key)
+      redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+      out[i] = 1
+    end
   end
 end
 return out
@@ -107,4 +119,5 @@ class Idempotency:
         await self._release_script(keys=[self.key(event_id)], args=[self.token])
 
     async def is_done(self, event_id: str) -> bool:
-        return bool(await self.redis.get(self.key(event_id)) == DONE)
+        """True when the group handled ``event_id`` (read as bytes: a foreign value cannot raise)."""
+        return bool(await raw(self.redis, "GET", self.key(event_id)) == DONE.encode())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .. import catalog
 from ..problems import ProblemError
@@ -24,13 +26,38 @@ from .constants import (
     DEAD_PREFIX,
     F_ID,
     F_TYPE,
+    MAX_DEAD_FIELD_CHARS,
 )
-from .streams import groups_info, id_age_seconds, lag_of
+from .streams import (
+    Fields,
+    consumers_info,
+    groups_info,
+    id_age_seconds,
+    lag_of,
+    pending_summary,
+    printable,
+    raw,
+    read_range,
+    wire,
+)
 
 if TYPE_CHECKING:
     from . import EventBus
 
+T = TypeVar("T")
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ID_PART = 2**64 - 1
+PAGE_BUDGET_CHARS = 4 * 1024 * 1024
+"""A page of dead letters stops once its field texts reach this many characters (``next_after`` goes on)."""
+MAX_SHOWN_FIELDS = 64
+
+
+def valid_entry_id(value: str) -> bool:
+    """A stream entry id ``<ms>-<seq>`` whose parts fit in 64 bits (Redis refuses larger ones)."""
+    if not ENTRY_ID.match(value):
+        return False
+    ms, _, seq = value.partition("-")
+    return int(ms) <= MAX_ID_PART and int(seq) <= MAX_ID_PART
 
 
 class ConsumerStats(BaseModel):
@@ -72,8 +99,13 @@ class DeadLetter(BaseModel):
     group: str
     deliveries: int
     dead_at: str
-    truncated: bool
-    fields: dict[str, str] = Field(description="The original envelope fields")
+    truncated: bool = Field(
+        description="The fields shown are not the whole original entry: it was over the size limit when "
+        "dead-lettered, or a field was cut to 8192 characters (64 fields at most) for this listing"
+    )
+    fields: dict[str, str] = Field(
+        description="The original envelope fields; bytes that are not UTF-8 are shown as \\xNN"
+    )
 
 
 class DeadLettersOut(BaseModel):
@@ -100,30 +132,46 @@ class ReplayOut(BaseModel):
     entry_ids: list[str]
 
 
+def _int(value: Any) -> int:
+    """An integer from a reply or a stored field; 0 for anything else (a foreign entry may hold text)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 async def stream_stats(redis: Redis, stream: str) -> StreamStats:
-    """Length and per-group pending, lag, consumers and oldest pending age of one stream."""
+    """Length and per-group pending, lag, consumers and oldest pending age of one stream. Group and consumer
+    names that are not UTF-8 are shown with ``\\xNN`` escapes. A key that is not a stream has length 0 and no
+    groups."""
     exists = bool(await redis.exists(stream))
-    length = int(await redis.xlen(stream)) if exists else 0
+    try:
+        length = int(await redis.xlen(stream)) if exists else 0
+        infos = await groups_info(redis, stream)
+    except ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return StreamStats(name=stream, length=0, exists=exists, groups=[])
     groups: list[GroupStats] = []
-    for g in await groups_info(redis, stream):
+    for g in infos:
         name = str(g["name"])
-        pending = int(g.get("pending") or 0)
+        pending = _int(g.get("pending"))
         oldest = None
         if pending:
-            summary = await redis.xpending(stream, name)
-            oldest = str(summary.get("min")) if summary.get("min") else None
-        consumers = await redis.xinfo_consumers(stream, name)
+            summary = await pending_summary(redis, stream, wire(name))
+            oldest = summary["min"]
+        consumers = await consumers_info(redis, stream, wire(name))
         groups.append(
             GroupStats(
-                name=name,
-                consumers=int(g.get("consumers") or 0),
+                name=printable(name),
+                consumers=_int(g.get("consumers")),
                 pending=pending,
                 lag=await lag_of(redis, stream, g),
                 last_delivered_id=str(g.get("last-delivered-id") or "0-0"),
                 oldest_pending_id=oldest,
                 oldest_pending_age_s=round(id_age_seconds(oldest), 3) if oldest else None,
                 consumer_list=[
-                    ConsumerStats(name=str(c["name"]), pending=int(c["pending"]), idle_ms=int(c["idle"]))
+                    ConsumerStats(name=printable(str(c["name"])), pending=_int(c["pending"]), idle_ms=_int(c["idle"]))
                     for c in consumers
                 ],
             )
@@ -131,21 +179,31 @@ async def stream_stats(redis: Redis, stream: str) -> StreamStats:
     return StreamStats(name=stream, length=length, exists=exists, groups=groups)
 
 
-def _dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
-    return DeadLetter(
+def _shown(value: str | None, limit: int = MAX_DEAD_FIELD_CHARS) -> str:
+    return printable(value[:limit]) if value else ""
+
+
+def _dead_letter(entry_id: str, fields: Fields) -> tuple[DeadLetter, int]:
+    """A dead-letter entry as shown by the API (every text printable and cut to size) and its size in
+    characters."""
+    original = [(k, v) for k, v in fields.items() if not k.startswith(DEAD_PREFIX)]
+    cut = len(original) > MAX_SHOWN_FIELDS or any(len(k) > 256 or len(v) > MAX_DEAD_FIELD_CHARS for k, v in original)
+    shown = {_shown(k, 256): _shown(v) for k, v in original[:MAX_SHOWN_FIELDS]}
+    letter = DeadLetter(
         entry_id=entry_id,
-        event_id=fields.get(F_ID),
-        type=fields.get(F_TYPE),
-        reason=fields.get(D_REASON, ""),
-        error=fields.get(D_ERROR, ""),
-        stream=fields.get(D_STREAM, ""),
-        original_entry_id=fields.get(D_ENTRY, ""),
-        group=fields.get(D_GROUP, ""),
-        deliveries=int(fields.get(D_DELIVERIES, "0") or 0),
-        dead_at=fields.get(D_TIME, ""),
-        truncated=fields.get(D_TRUNCATED) == "1",
-        fields={k: v for k, v in fields.items() if not k.startswith(DEAD_PREFIX)},
+        event_id=_shown(fields.get(F_ID), 256) or None,
+        type=_shown(fields.get(F_TYPE), 256) or None,
+        reason=_shown(fields.get(D_REASON), 64),
+        error=_shown(fields.get(D_ERROR), 2000),
+        stream=_shown(fields.get(D_STREAM), 256),
+        original_entry_id=_shown(fields.get(D_ENTRY), 64),
+        group=_shown(fields.get(D_GROUP), 256),
+        deliveries=_int(fields.get(D_DELIVERIES)),
+        dead_at=_shown(fields.get(D_TIME), 64),
+        truncated=fields.get(D_TRUNCATED) == "1" or cut,
+        fields=shown,
     )
+    return letter, sum(len(k) + len(v) for k, v in shown.items()) + len(letter.error)
 
 
 class Operations:
@@ -177,14 +235,26 @@ class Operations:
         return [await stream_stats(self.redis, s) for s in sorted(names)]
 
     async def dead_letters(self, group: str | None = None, limit: int = 50, after: str | None = None) -> DeadLettersOut:
-        """A page of the group's dead letters, oldest first."""
+        """A page of the group's dead letters, oldest first: at most ``limit`` and about
+        :data:`PAGE_BUDGET_CHARS` characters of fields (``next_after`` is set when more may follow). Entries
+        are read as bytes, so ones that are not UTF-8 are listed (``\\xNN`` escapes) rather than failing.
+        Raises ``ValueError`` for an ``after`` that is not an entry id."""
         group = group or self.bus.rt.service
         stream = self.bus.keys.dead(group)
+        if after is not None and not valid_entry_id(after):
+            raise ValueError(f"not a stream entry id: {after!r}")
         start = f"({after}" if after else "-"
-        entries: list[Any] = await self.redis.xrange(stream, min=start, max="+", count=limit) or []
-        items = [_dead_letter(str(eid), dict(fields or {})) for eid, fields in entries]
+        entries = await read_range(self.redis, stream, start, "+", limit)
+        items: list[DeadLetter] = []
+        budget = PAGE_BUDGET_CHARS
+        for _, eid, fields, _problem in entries:
+            letter, size = _dead_letter(eid, fields or {})
+            items.append(letter)
+            budget -= size
+            if budget <= 0:
+                break
         length = int(await self.redis.xlen(stream))
-        next_after = items[-1].entry_id if len(items) == limit else None
+        next_after = items[-1].entry_id if items and (len(items) == limit or budget <= 0) else None
         return DeadLettersOut(group=group, stream=stream, length=length, items=items, next_after=next_after)
 
     async def replay(self, entry_id: str, group: str | None = None) -> str | None:
@@ -192,7 +262,9 @@ class Operations:
         original envelope; returns the new entry id, ``None`` when there is no such dead letter."""
         group = group or self.bus.rt.service
         dead = self.bus.keys.dead(group)
-        found = await self.redis.xrange(dead, min=entry_id, max=entry_id, count=1)
+        if not valid_entry_id(entry_id):
+            return None
+        found = await raw(self.redis, "XRANGE", dead, entry_id, entry_id, "COUNT", 1)
         if not found:
             return None
         return (await self._move(dead, group, found))[0]
@@ -203,22 +275,35 @@ class Operations:
         dead = self.bus.keys.dead(group)
         moved: list[str] = []
         while True:
-            found = await self.redis.xrange(dead, min="-", max="+", count=batch)
+            found = await raw(self.redis, "XRANGE", dead, "-", "+", "COUNT", batch)
             if not found:
                 return moved
             moved.extend(await self._move(dead, group, found))
 
     async def _move(self, dead: str, group: str, entries: list[Any]) -> list[str]:
+        """Copy entries read as bytes to the replay stream, byte for byte, and delete them from ``dead``."""
         target = self.bus.keys.replay(group)
+        prefix = DEAD_PREFIX.encode()
         async with self.redis.pipeline(transaction=True) as pipe:
             for _eid, fields in entries:
-                original = {k: v for k, v in fields.items() if not k.startswith(DEAD_PREFIX)}
+                original = {k: v for k, v in (fields or {}).items() if not bytes(k).startswith(prefix)}
                 if not original:
-                    original = {"dead_empty": "1"}
+                    original = {b"dead_empty": b"1"}
                 pipe.xadd(target, original)
             pipe.xdel(dead, *[eid for eid, _ in entries])
             result = await pipe.execute()
-        return [str(r) for r in result[:-1]]
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in result[:-1]]
+
+
+async def _refused_as_403(work: Awaitable[T]) -> T:
+    """Run ``work``; a Redis ``NOPERM`` (the service's ACL user may not touch another group's dead letters,
+    see ``docs/operations.md``) becomes a 403 problem instead of a 500."""
+    try:
+        return await work
+    except ResponseError as exc:
+        if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc):
+            raise ProblemError(403, "This service's Redis user may not access that group's streams") from exc
+        raise
 
 
 def build_routes(bus: EventBus, prefix: str) -> Routes:
@@ -232,27 +317,35 @@ def build_routes(bus: EventBus, prefix: str) -> Routes:
         """Streams this service produces and consumes, with length, groups, pending, lag and consumers."""
         return StreamsOut(streams=await ops.streams(query.group))
 
-    @routes.get("/events/dead-letters", query=DeadLettersQuery, response=DeadLettersOut, operator=True)
+    @routes.get(
+        "/events/dead-letters", query=DeadLettersQuery, response=DeadLettersOut, operator=True, errors=(400, 403)
+    )
     async def dead_letters(_request: web.Request, query: DeadLettersQuery) -> DeadLettersOut:
         """Dead letters of a consumer group (default: this service's group), oldest first."""
-        return await ops.dead_letters(query.group, query.limit, query.after)
+        if query.after is not None and not valid_entry_id(query.after):
+            raise ProblemError(400, f"after is not a stream entry id: {query.after}")
+        return await _refused_as_403(ops.dead_letters(query.group, query.limit, query.after))
 
-    @routes.post("/events/dead-letters/replay", query=GroupQuery, response=ReplayOut, operator=True)
+    @routes.post("/events/dead-letters/replay", query=GroupQuery, response=ReplayOut, operator=True, errors=(403,))
     async def replay_all(_request: web.Request, query: GroupQuery) -> ReplayOut:
         """Replay every dead letter of the group."""
-        ids = await ops.replay_all(query.group)
+        ids = await _refused_as_403(ops.replay_all(query.group))
         group = query.group or bus.rt.service
         return ReplayOut(replayed=len(ids), stream=bus.keys.replay(group), entry_ids=ids)
 
     @routes.post(
-        "/events/dead-letters/{entry_id}/replay", query=GroupQuery, response=ReplayOut, operator=True, errors=(404,)
+        "/events/dead-letters/{entry_id}/replay",
+        query=GroupQuery,
+        response=ReplayOut,
+        operator=True,
+        errors=(403, 404),
     )
     async def replay_one(request: web.Request, query: GroupQuery) -> ReplayOut:
         """Replay one dead letter to the group that dead-lettered it."""
         entry_id = request.match_info["entry_id"]
-        if not ENTRY_ID.match(entry_id):
-            raise ProblemError(404, f"No dead letter {entry_id}")
-        new_id = await ops.replay(entry_id, query.group)
+        if not valid_entry_id(entry_id):
+            raise ProblemError(404, f"No dead letter {printable(entry_id)[:64]}")
+        new_id = await _refused_as_403(ops.replay(entry_id, query.group))
         if new_id is None:
             raise ProblemError(404, f"No dead letter {entry_id}")
         group = query.group or bus.rt.service

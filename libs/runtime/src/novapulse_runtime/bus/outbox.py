@@ -16,8 +16,18 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from .constants import OUTBOX_COLLECTION, RELAY_BATCH, RELAY_LOCK_TTL, RELAY_SWEEP_INTERVAL
-from .envelope import Event, build, with_trace
+from ..process import supervise
+from .constants import (
+    F_SOURCE,
+    F_TYPE,
+    MAX_ENTRY_BYTES,
+    OUTBOX_COLLECTION,
+    OUTBOX_DEAD_COLLECTION,
+    RELAY_BATCH,
+    RELAY_LOCK_TTL,
+    RELAY_SWEEP_INTERVAL,
+)
+from .envelope import Event, MalformedEntry, build, check_envelope, entry_size, with_trace
 
 if TYPE_CHECKING:
     from . import EventBus
@@ -45,6 +55,7 @@ class Outbox:
         self.bus = bus
         self.rt = bus.rt
         self.collection = self.rt.db[OUTBOX_COLLECTION]
+        self.quarantine = self.rt.db[OUTBOX_DEAD_COLLECTION]
         self.stream = bus.keys.stream(self.rt.service)
         self.lock_key = bus.keys.outbox_lock(self.rt.service, self.rt.db.name)
         self.wake_channel = bus.keys.outbox_wake(self.rt.service, self.rt.db.name)
@@ -116,6 +127,7 @@ class Outbox:
         return self.bus.publisher.fields_for(event, self.stream, "create")
 
     def _record(self, event: Event, fields: dict[str, str], key: str | None) -> dict[str, Any]:
+        # ``stream`` is informational: the relay publishes to this service's own stream only
         return {
             "_id": event.id,
             "key": key or event.subject or event.org_id or event.id,
@@ -155,20 +167,59 @@ class Outbox:
         created = docs[0].get("created_at")
         if isinstance(created, datetime):
             self.bus.metrics.outbox_age.set(max(0.0, (datetime.now(UTC) - created).total_seconds()))
-        by_stream: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        entries: list[tuple[str, dict[str, str]]] = []
         for doc in docs:
-            by_stream.setdefault(str(doc.get("stream") or self.stream), []).append(
-                (str(doc.get("type", "")), dict(doc["fields"]))
-            )
-        for stream, entries in by_stream.items():
-            await self.bus.publisher.add_entries(stream, entries)
+            problem = self.check_record(doc)
+            if problem is None:
+                entries.append((doc["fields"][F_TYPE], doc["fields"]))
+            else:
+                await self._quarantine(doc, problem)
+        await self.bus.publisher.add_entries(self.stream, entries)
         await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
         return len(docs)
+
+    def check_record(self, doc: dict[str, Any]) -> str | None:
+        """Why a record cannot be published (``None`` when it can): ``fields`` must be a flat map of strings
+        that are valid Unicode, form a complete envelope from this service (``source``) within
+        ``MAX_ENTRY_BYTES``, for this service's stream. Records come from our own writes; one that does not
+        fit (a hand edit, an older version) must not stop the relay for every record behind it."""
+        fields = doc.get("fields")
+        if not isinstance(fields, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fields.items()
+        ):
+            return "fields is not a map of strings"
+        stream = doc.get("stream")
+        if stream is not None and stream != self.stream:
+            return f"record is for stream {str(stream)[:200]!r}; this relay publishes only to {self.stream}"
+        try:
+            check_envelope(fields)
+            size = entry_size(fields)  # raises UnicodeEncodeError on a lone surrogate
+        except MalformedEntry as exc:
+            return f"{exc.reason}: {exc}"
+        except UnicodeEncodeError:
+            return "a field is not valid Unicode (lone surrogate)"
+        if size > MAX_ENTRY_BYTES:
+            return f"entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"
+        if fields[F_SOURCE] != self.rt.service:
+            return f"source is {fields[F_SOURCE][:100]!r}, not {self.rt.service}"
+        return None
+
+    async def _quarantine(self, doc: dict[str, Any], problem: str) -> None:
+        """Move a record that cannot be published to ``outbox_dead`` with the reason (and log it)."""
+        log.error(
+            "outbox record cannot be published; moved to outbox_dead",
+            extra={"record": str(doc.get("_id"))[:200], "error": problem},
+        )
+        await self.quarantine.replace_one(
+            {"_id": doc["_id"]},
+            {"_id": doc["_id"], "record": doc, "error": problem, "dead_at": datetime.now(UTC)},
+            upsert=True,
+        )
 
     async def relay(self, stop: asyncio.Event) -> None:
         """Worker: publish outbox records until ``stop`` is set. One relay per service database is active at
         a time (a Redis lease); the others stand by. Wakes at once after a write, sweeps every second."""
-        listener = asyncio.create_task(self._listen(stop), name="outbox-wake")
+        listener = asyncio.create_task(supervise("outbox-wake", lambda: self._listen(stop), stop), name="outbox-wake")
         holding = False
         failures = 0
         try:

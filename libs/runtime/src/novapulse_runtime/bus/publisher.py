@@ -84,5 +84,8 @@ class Publisher:
         except RedisError as exc:
             log.warning("stream trim failed", extra={"stream": stream, "error": str(exc)})
             return
+        except Exception as exc:  # trimming is best effort: it must never fail a publish that succeeded
+            log.error("stream trim failed unexpectedly", exc_info=exc, extra={"stream": stream})
+            return
         if removed:
             log.debug("trimmed stream", extra={"stream": stream, "removed": removed})

@@ -4,12 +4,153 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("novapulse.bus")
+
+RAW: dict[str, Any] = {NEVER_DECODE: True}
+"""Command option: return the reply as bytes. Every read of stream entries, group and consumer names goes
+through it, so one entry or name that is not UTF-8 (anyone can ``XADD`` bytes) cannot make the client raise
+``UnicodeDecodeError`` halfway through a reply and stop a consumer."""
+
+
+async def raw(redis: Redis, *args: Any, **options: Any) -> Any:
+    """Run a command and return its reply as bytes (:data:`RAW`)."""
+    return await redis.execute_command(*args, **RAW, **options)  # type: ignore[no-untyped-call]
+
+
+Fields = dict[str, str]
+Entry = tuple[str, str, Fields | None, str | None]
+"""``(stream, entry id, fields or None when the entry was deleted, problem)``; ``problem`` names the fields
+that are not UTF-8 (their text then holds lone surrogates standing for the raw bytes, see :func:`text`)."""
+
+
+def text(value: Any) -> str:
+    """Bytes from Redis as text; bytes that are not UTF-8 become lone surrogates (``surrogateescape``), so
+    :func:`wire` gives back exactly the bytes read."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def wire(value: str) -> bytes:
+    """Text made by :func:`text` back to the original bytes (what we write to Redis for entries we copy)."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def printable(value: str) -> str:
+    """Text safe for JSON and logs: bytes that were not UTF-8 are shown as ``\\xNN``."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(value: str) -> bool:
+    """False when ``value`` holds a lone surrogate (not UTF-8 on the wire)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_utf8 = bytes.decode  # strict UTF-8; a C call per field (the hot path of every entry read)
+
+
+def decode_fields(raw: Mapping[Any, Any] | None) -> tuple[Fields | None, str | None]:
+    """Field names and values of an entry read with :data:`RAW` as text, and the problem when some are not
+    UTF-8 (``None`` when all are)."""
+    if raw is None:
+        return None, None
+    try:
+        return dict(zip(map(_utf8, raw), map(_utf8, raw.values()), strict=True)), None
+    except (UnicodeDecodeError, TypeError):
+        fields = {text(k): text(v) for k, v in raw.items()}
+    bad = [printable(k)[:64] for k, v in fields.items() if not (is_utf8(k) and is_utf8(v))]
+    return fields, ("field(s) not UTF-8: " + ", ".join(bad[:8])) if bad else None
+
+
+def _entries(stream: str, entries: Iterable[Any]) -> list[Entry]:
+    out: list[Entry] = []
+    for entry_id, raw in entries:
+        fields, problem = decode_fields(raw)
+        out.append((stream, text(entry_id), fields, problem))
+    return out
+
+
+async def read_group(
+    redis: Redis, group: str, consumer: str, streams: Mapping[str, str], count: int, block: int | None
+) -> list[Entry]:
+    """``XREADGROUP`` read as bytes; the entries of every stream, in order."""
+    args: list[Any] = ["GROUP", group, consumer, "COUNT", count]
+    if block is not None:
+        args += ["BLOCK", block]
+    args += ["STREAMS", *streams.keys(), *streams.values()]
+    response = await raw(redis, "XREADGROUP", *args)
+    if not response:
+        return []
+    out: list[Entry] = []
+    items: Iterable[Any] = response.items() if isinstance(response, dict) else response
+    for stream, entries in items:
+        if isinstance(response, dict):  # RESP3: {stream: [entries]}
+            entries = entries[0] if entries and isinstance(entries[0], list) else entries
+        out.extend(_entries(text(stream), entries or []))
+    return out
+
+
+async def autoclaim(redis: Redis, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+    """``XAUTOCLAIM`` from ``0-0`` read as bytes: the entries now held by ``consumer``."""
+    response = await raw(redis, "XAUTOCLAIM", stream, group, consumer, min_idle_ms, "0-0", "COUNT", count)
+    return _entries(stream, response[1] or []) if response else []
+
+
+async def read_range(redis: Redis, stream: str, low: str, high: str, count: int) -> list[Entry]:
+    """``XRANGE`` read as bytes."""
+    response = await raw(redis, "XRANGE", stream, low, high, "COUNT", count)
+    return _entries(stream, response or [])
+
+
+def _texts(item: Mapping[Any, Any]) -> dict[str, Any]:
+    return {text(k): text(v) if isinstance(v, bytes | bytearray) else v for k, v in item.items()}
+
+
+async def consumers_info(redis: Redis, stream: str, group: str | bytes) -> list[dict[str, Any]]:
+    """``XINFO CONSUMERS`` with names as text (:func:`text`); ``[]`` when the stream or group is missing."""
+    try:
+        reply = await raw(redis, "XINFO CONSUMERS", stream, group)
+    except ResponseError as exc:
+        if is_missing_key(exc):
+            return []
+        raise
+    return [_texts(c) for c in reply or []]
+
+
+async def pending_summary(redis: Redis, stream: str, group: str | bytes) -> dict[str, Any]:
+    """``XPENDING <stream> <group>``: ``pending`` count and ``min``/``max`` ids (text)."""
+    reply = await raw(redis, "XPENDING", stream, group)
+    return {
+        "pending": int(reply.get("pending") or 0),
+        "min": text(reply["min"]) if reply.get("min") else None,
+        "max": text(reply["max"]) if reply.get("max") else None,
+    }
+
+
+async def pending_range(
+    redis: Redis, stream: str, group: str | bytes, low: str, high: str, count: int, consumer: str | None = None
+) -> list[dict[str, Any]]:
+    """``XPENDING`` extended form: ``message_id``, ``consumer`` (text), ``times_delivered`` per entry."""
+    args: list[Any] = [stream, group, low, high, count]
+    if consumer is not None:
+        args.append(consumer)
+    reply = await raw(redis, "XPENDING", *args, parse_detail=True)
+    return [_texts(p) for p in reply or []]
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -42,13 +183,15 @@ async def ensure_group(redis: Redis, stream: str, group: str, start_id: str = "0
 
 
 async def groups_info(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    """``XINFO GROUPS`` with names and ids as text (:func:`text`); ``[]`` when the stream is missing or the
+    key is not a stream (``WRONGTYPE``: nothing can have a group there)."""
     try:
-        groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
-        return groups
+        reply = await raw(redis, "XINFO GROUPS", stream)
     except ResponseError as exc:
-        if is_missing_key(exc):
+        if is_missing_key(exc) or "WRONGTYPE" in str(exc):
             return []
         raise
+    return [_texts(g) for g in reply or []]
 
 
 async def safe_trim_id(redis: Redis, stream: str) -> str | None:
@@ -58,7 +201,7 @@ async def safe_trim_id(redis: Redis, stream: str) -> str | None:
     for g in await groups_info(redis, stream):
         candidate = str(g.get("last-delivered-id") or "0-0")
         if int(g.get("pending") or 0) > 0:
-            summary = await redis.xpending(stream, str(g["name"]))
+            summary = await pending_summary(redis, stream, wire(str(g["name"])))
             lowest = summary.get("min")
             if lowest:
                 candidate = str(lowest)
@@ -87,5 +230,4 @@ async def lag_of(redis: Redis, stream: str, group: dict[str, Any], cap: int = 10
         value = group["lag"]
         return None if value is None else int(value)
     last = str(group.get("last-delivered-id") or "0-0")
-    entries: list[Any] = await redis.xrange(stream, min=f"({last}", max="+", count=cap) or []
-    return len(entries)
+    return len(await read_range(redis, stream, f"({last}", "+", cap))

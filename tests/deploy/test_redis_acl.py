@@ -1,0 +1,234 @@
+"""The shipped Redis users (deploy/redis/users.acl.template, rendered by deploy/redis/entrypoint.sh) on a
+real redis-server: each service writes only its own stream and keys, consumes every stream with its own
+group, and the whole bus (outbox relay, publish, consume, dead letters, idempotency, rate limits) works as
+that user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
+
+from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.catalog.auth import UserRegistered
+from novapulse_runtime.devservers import free_port, stop_process, wait_for_port
+from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.runtime import Runtime
+from novapulse_runtime.settings import ServiceSettings
+from novapulse_runtime.testing import wait_until
+from tests.bus.conftest import running
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT = ROOT / "deploy" / "redis" / "entrypoint.sh"
+USERS = ("admin", "auth", "webhook", "notification", "workflow", "report")
+
+
+def password(user: str) -> str:
+    return f"test-{user}-password"
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[int]:
+    """A redis-server of this test started by the shipped entrypoint with the shipped users; its port."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    tmp = tmp_path
+    port = free_port()
+    env = dict(os.environ, ACL_FILE=str(tmp / "users.acl"))
+    env.update({f"REDIS_PASSWORD_{u.upper()}": password(u) for u in USERS})
+    argv = ["sh", str(ENTRYPOINT), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with open(tmp / "redis.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    problem = wait_for_port(proc, port, 15)
+    assert problem is None, f"redis-server {problem}: {(tmp / 'redis.log').read_text()}"
+    yield port
+    stop_process(proc)
+
+
+def url(port: int, user: str) -> str:
+    return f"redis://{user}:{password(user)}@127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+async def client(acl_redis: int) -> Any:
+    made: list[Redis] = []
+
+    def make(user: str) -> Redis:
+        c = Redis.from_url(url(acl_redis, user), decode_responses=True)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.aclose()
+
+
+@pytest.fixture
+async def runtime_as(acl_redis: int, mongo_url: str, names: str) -> Any:
+    made: list[Runtime] = []
+
+    def make(service: str) -> Runtime:
+        settings = ServiceSettings(
+            service_name=service,
+            redis_url=url(acl_redis, service),
+            mongo_url=mongo_url,
+            mongo_db=f"{names}_{service}"[:60],
+        )
+        rt = Runtime(settings, role="worker")
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        await rt.close()
+
+
+def user(i: int) -> UserRegistered:
+    return UserRegistered(
+        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name="U", role="owner", organization="A"
+    )
+
+
+async def test_a_service_writes_its_own_stream_and_consumes_others_with_its_own_group(
+    client: Callable[[str], Redis],
+) -> None:
+    auth = client("auth")
+    assert await auth.xadd("novapulse:events:auth", {"a": "b"})
+    await auth.xgroup_create("novapulse:events:webhook", "auth", id="0", mkstream=True)
+    assert await auth.xreadgroup("auth", "c1", {"novapulse:events:webhook": ">"}, count=1) == []
+    refused: list[tuple[str, ...]] = [
+        ("XADD", "novapulse:events:webhook", "*", "a", "b"),
+        ("XTRIM", "novapulse:events:webhook", "MAXLEN", "0"),
+        ("DEL", "novapulse:events:webhook"),
+        ("XGROUP", "DESTROY", "novapulse:events:webhook", "webhook"),
+        ("XADD", "novapulse:dead:webhook", "*", "a", "b"),
+        ("XADD", "novapulse:replay:webhook", "*", "a", "b"),
+        ("SET", "novapulse:seen:webhook:e1", "done"),
+        ("SET", "novapulse:outbox-lock:webhook:db", "x"),
+        ("SET", "novapulse:rl:webhook:login:x", "1"),
+        ("PUBLISH", "novapulse:outbox-wake:webhook:db", "1"),
+        ("KEYS", "*"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "*"),
+    ]
+    for command in refused:
+        with pytest.raises(NoPermissionError):
+            await auth.execute_command(*command)
+    assert await auth.xrange("novapulse:dead:webhook") == []  # the operations routes read other groups
+    assert await client("admin").xlen("novapulse:events:auth") == 1
+    anonymous = Redis.from_url(f"redis://127.0.0.1:{auth.connection_pool.connection_kwargs['port']}")
+    try:
+        assert await anonymous.ping()  # health checks (redis-cli ping) need no password
+        with pytest.raises(NoPermissionError):
+            await anonymous.get("novapulse:events:auth")
+    finally:
+        await anonymous.aclose()
+
+
+async def test_publish_relay_consume_dead_letter_and_rate_limit_as_acl_users(
+    runtime_as: Callable[[str], Runtime], client: Callable[[str], Redis]
+) -> None:
+    auth_rt, notification_rt = runtime_as("auth"), runtime_as("notification")
+    auth_bus, notification_bus = EventBus(auth_rt), EventBus(notification_rt)
+    outbox = auth_bus.outbox()
+    consumer = notification_bus.consumer(claim_interval=0.05, stats_interval=0.0)
+    handled: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        handled.append(event.subject or "")
+
+    @consumer.on("notification.requested")  # also reads the workflow stream
+    async def requested(event: Event) -> None:
+        handled.append("requested")
+
+    async with running(outbox.relay, consumer.run):
+        await outbox.add("user.registered", user(1), subject="u1")  # outbox lock, wake channel, XADD
+        await auth_bus.publish("user.registered", user(2), subject="u2")
+        await wait_until(lambda: sorted(handled) == ["u1", "u2"], timeout=20, message="both events handled")
+        # a bad entry written as the auth user is dead-lettered by the notification user
+        await auth_rt.redis.xadd(auth_bus.stream(), {"id": "e3", "type": "user.registered", "data": "{"})
+
+        async def dead() -> bool:
+            return int(await notification_rt.redis.xlen(notification_bus.keys.dead("notification"))) == 1
+
+        await wait_until(dead, timeout=20, message="dead letter written under ACL")
+        assert consumer.idem is not None
+        assert await consumer.idem.is_done(auth_bus.event("user.registered", user(9)).id) is False
+    page = await notification_bus.operations.dead_letters()
+    assert [d.reason for d in page.items] == ["malformed"]
+    assert [s.name for s in await notification_bus.operations.streams() if s.name == auth_bus.stream()]
+    assert await notification_bus.operations.replay_all() != []
+    await client("admin").xadd("novapulse:dead:auth", {"id": "e4", "dead_reason": "malformed"})
+    assert len((await notification_bus.operations.dead_letters("auth")).items) == 1
+    with pytest.raises(NoPermissionError):  # another group's dead letters: read yes, replay no
+        await notification_bus.operations.replay_all("auth")
+    # rate limits work as the service's user (a refused command would fail open and allow both)
+    assert auth_rt.limiter is not None
+    limit = RateLimit("acl-test", 1, 60)
+    assert [(await auth_rt.limiter.hit(limit, "k")).allowed for _ in range(2)] == [True, False]
+    admin = client("admin")
+    assert await admin.exists("novapulse:rl:auth:acl-test:k") == 1
+
+
+def test_the_chart_ships_the_same_acl_files() -> None:
+    for name in ("users.acl.template", "entrypoint.sh"):
+        shipped = (ROOT / "helm" / "novapulse" / "files" / "redis" / name).read_text()
+        assert shipped == (ROOT / "deploy" / "redis" / name).read_text(), (
+            f"cp deploy/redis/{name} helm/novapulse/files/redis/"
+        )
+
+
+def test_every_service_has_a_user_and_compose_connects_each_as_its_own() -> None:
+    import yaml
+
+    from tests.deploy.support import service_specs
+
+    template = (ROOT / "deploy" / "redis" / "users.acl.template").read_text()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    redis = compose["services"]["redis"]
+    assert redis["entrypoint"] == ["sh", "/etc/novapulse/redis/entrypoint.sh"]
+    assert "./deploy/redis:/etc/novapulse/redis:ro" in redis["volumes"]
+    names = set(service_specs()) | {"workflow", "report"}
+    for name in names:
+        assert f"user {name} on >${{REDIS_PASSWORD_{name.upper()}}} " in template
+        assert f" ~novapulse:events:{name} " in template
+        for role in ("api", "worker"):
+            service = compose["services"].get(f"{name}-{role}")
+            if service is not None:
+                expected = f"redis://{name}:${{REDIS_PASSWORD_{name.upper()}}}@redis:6379/0"
+                assert service["environment"]["REDIS_URL"] == expected
+
+
+def test_the_chart_connects_each_service_as_its_own_redis_user() -> None:
+    from tests.deploy.test_helm import _minimal_values, helm, render
+
+    values = _minimal_values()
+    values["redisAcl"] = {"enabled": True}
+    del values["secrets"]["values"]["REDIS_URL"]
+    services = ("auth", "webhook", "notification")
+    with pytest.raises(helm.HelmError, match=r"REDIS_URL_AUTH is required with redisAcl\.enabled"):
+        render(values)
+    for name in services:
+        values["secrets"]["values"][f"REDIS_URL_{name.upper()}"] = f"redis://{name}:pw@redis:6379/0"
+    docs = render(values)
+    keys = {}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            env = {e["name"]: e for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+            keys[doc["metadata"]["name"]] = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"]
+    assert len(keys) == 2 * len(services)
+    assert all(key == f"REDIS_URL_{name.split('-')[-2].upper()}" for name, key in keys.items())
+    [acl] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-redis-acl")]
+    assert acl["data"]["users.acl.template"] == (ROOT / "deploy" / "redis" / "users.acl.template").read_text().rstrip(
+        "\n"
+    )
