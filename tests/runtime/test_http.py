@@ -179,9 +179,8 @@ async def test_free_form_data_round_trips_exactly(sample: ServiceProcess, http: 
 
 LOOSE_QUERY = [
     ("limit", "0.5"),
-    ("limit", "1.0"),
     ("limit", "true"),
-    ("limit", "1e2"),
+    ("limit", "1e3"),
     ("limit", " 5"),
     ("ratio", "false"),
     ("ratio", "NaN"),
@@ -228,6 +227,10 @@ async def test_query_values_read_as_their_declared_types(sample: ServiceProcess,
     }
     async with http.get(sample.url + "/api/v1/sample/items", params={"ratio": "1"}) as r:
         assert (await r.json())["ratio"] == 1.0  # an integer is a number
+    for text in ("1.0", "1e2"):  # a number with no fractional part is an integer (JSON Schema 2020-12 §6.1.1)
+        async with http.get(sample.url + "/api/v1/sample/items", params={"limit": text}) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["limit"] == int(float(text))
     # a percent-encoded lone surrogate, as raw bytes on the wire
     head = b"GET /api/v1/sample/items?since=%ED%A0%80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     answer = await _raw_request(sample.port, head)
@@ -236,7 +239,7 @@ async def test_query_values_read_as_their_declared_types(sample: ServiceProcess,
 
 LOOSE_BODIES: list[tuple[dict[str, object], str]] = [
     ({"name": "a", "count": 0.5}, "count"),
-    ({"name": "a", "count": 1.0}, "count"),
+    ({"name": "a", "count": 1.5}, "count"),
     ({"name": "a", "count": True}, "count"),
     ({"name": "a", "count": "3"}, "count"),
     ({"name": 5, "count": 1}, "name"),
@@ -252,6 +255,9 @@ async def test_body_scalars_and_times_are_strict(sample: ServiceProcess, http: a
         async with http.post(sample.url + "/api/v1/sample/events", json={"type": "t", "data": {}, "at": at}) as r:
             problem = await _problem(r, 422)
         assert [e["field"] for e in problem["errors"]] == ["at"], (at, problem)  # type: ignore[attr-defined]
+    async with http.post(sample.url + "/api/v1/sample/echo", json={"name": "a", "count": 2.0}) as r:
+        assert r.status == 201
+        assert await r.json() == {"name": "a", "count": 2}  # 2.0 is the integer 2 in JSON Schema
     good = {"type": "t", "data": {}, "at": "2026-01-02T03:04:05Z"}
     async with http.post(sample.url + "/api/v1/sample/events", json=good) as r:
         assert r.status == 202
@@ -267,7 +273,9 @@ async def test_declared_status_and_allow(sample: ServiceProcess, http: aiohttp.C
         assert r.status == 204
     async with http.get(base + "/openapi.json") as r:
         doc = await r.json()
-    assert list(doc["paths"]["/api/v1/sample/things/{thing_id}"]["delete"]["responses"])[0] == "204"
+    responses = doc["paths"]["/api/v1/sample/things/{thing_id}"]["delete"]["responses"]
+    assert "204" in responses
+    assert "200" not in responses
     # Allow names the methods of the target resource: /things/special is not /things/{thing_id}
     async with http.options(base + "/things/special") as r:
         assert r.status == 204

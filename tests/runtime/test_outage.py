@@ -25,9 +25,7 @@ def _metric(text: str, dependency: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-@pytest.mark.parametrize(
-    ("kind", "path", "dependency"), [("mongo", "/store", "MongoDB"), ("redis", "/cache", "Redis")]
-)
+@pytest.mark.parametrize(("kind", "path", "dependency"), [("mongo", "/store", "MongoDB"), ("redis", "/cache", "Redis")])
 async def test_dependency_outage_is_503_then_recovers(
     kind: str,
     path: str,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
@@ -59,6 +60,26 @@ def _route_template(request: web.Request) -> str:
     if info.http_exception is not None or info.route.resource is None:
         return "unmatched"
     return info.route.resource.canonical
+
+
+class ClientFaultFilter(logging.Filter):
+    """Turns aiohttp's "Error handling request" records about requests it could not parse (a NUL or control
+    character in a header, a malformed request line: ``HttpProcessingError``, answered 400 by aiohttp) into
+    one ``info`` line without a traceback: the client's fault, not an error of this process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused (%s): %s", (exc.code, exc.message)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _install_client_fault_filter() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientFaultFilter) for f in server_log.filters):
+        server_log.addFilter(ClientFaultFilter())
 
 
 def unavailable_dependency(exc: BaseException) -> str | None:
@@ -296,7 +317,16 @@ def create_app(
     title: str | None = None,
     version: str = "0.1.0",
 ) -> web.Application:
-    """Build the process's aiohttp application."""
+    """Build the process's aiohttp application.
+
+    Operator routes (``Route.operator``) are served and documented only when ``OPERATIONS_TOKEN`` is set;
+    without it they do not exist (404), so the OpenAPI document does not list them either.
+    """
+    _install_client_fault_filter()
+    if routes is not None and not settings.operations_token.get_secret_value():
+        visible = Routes(routes.prefix, routes.tags)
+        visible.items = [r for r in routes.items if not r.operator]
+        routes = visible
     table = RouteTable(routes.items) if routes is not None else None
     app = web.Application(
         client_max_size=settings.max_body_bytes, middlewares=[build_middleware(metrics, tracer, table)]

@@ -5,10 +5,11 @@ Rules (one per kind of loose input, each applied to every declared route):
 - **JSON** is RFC 8259 and nothing looser (:mod:`.jsonstrict`): ``NaN``, ``Infinity``, numbers beyond the
   double range (``1e999``, which would become ``inf`` inside a ``dict[str, Any]``), lone surrogates, bad UTF-8
   and deep nesting are a **400**.
-- **Scalars are strict** (pydantic strict mode over JSON input): an ``integer`` takes no ``0.5``, ``1.0`` or
-  ``true``; a ``number`` takes no ``false``; a ``boolean`` takes no ``0``; a string is never coerced to a
-  number. Query values are read as the JSON type their schema declares (``"3"`` → ``3``, ``"true"`` →
-  ``true``, ``"0.5"`` → ``0.5``) and only then validated, so ``?limit=0.5`` or ``?limit=true`` is a 422.
+- **Scalars are strict**, read as JSON Schema reads them (pydantic strict mode over JSON input): an
+  ``integer`` takes no ``0.5``, ``true`` or ``"3"`` (``1.0`` is an integer in JSON Schema 2020-12 §6.1.1 and
+  is taken as ``1``); a ``number`` takes no ``false``; a ``boolean`` takes no ``0``. Query values are read as
+  the JSON type their schema declares (``"3"`` → ``3``, ``"true"`` → ``true``, ``"0.5"`` → ``0.5``) and only
+  then validated, so ``?limit=0.5`` or ``?limit=true`` is a 422.
 - **Times** (``format: date-time``) are RFC 3339 strings with an offset (``2026-01-02T03:04:05Z``), in bodies
   and query strings: pydantic alone would read ``"0.5"`` or ``1700000000`` as seconds since the epoch.
 
@@ -18,6 +19,7 @@ Faults become :class:`~.problems.ProblemError`: 400 for JSON that is not strict 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -83,10 +85,21 @@ def _types(branches: list[dict[str, Any]]) -> set[str]:
     return found
 
 
-def _time_faults(value: Any, node: Any, defs: dict[str, Any], path: list[str | int], out: list[dict[str, Any]]) -> None:
-    """Collect date-time values that are not RFC 3339 strings; walks objects, arrays and unions."""
+def _conform(value: Any, node: Any, defs: dict[str, Any], path: list[str | int], out: list[dict[str, Any]]) -> Any:
+    """``value`` read the way JSON Schema reads it against ``node``; faults pydantic would miss go to ``out``.
+
+    - a number with no fractional part where only an ``integer`` fits becomes an ``int`` (JSON Schema 2020-12
+      §6.1.1: ``1.0`` is an integer; ``0.5`` and ``true`` are not, and strict validation refuses them);
+    - a string where only ``format: date-time`` strings fit must be RFC 3339 (:data:`RFC3339`).
+
+    Walks objects (``properties``/``additionalProperties``), arrays (``items``) and unions.
+    """
     branches = _branches(node, defs)
-    if isinstance(value, str):
+    if isinstance(value, float):
+        types = _types(branches)
+        if value.is_integer() and "integer" in types and "number" not in types and "any" not in types:
+            return int(value)
+    elif isinstance(value, str):
         strings = [b for b in branches if b.get("type") == "string" or "type" not in b]
         if strings and all(b.get("format") == "date-time" for b in strings) and not RFC3339.match(value):
             out.append(_fault(path, "Input should be an RFC 3339 date-time with an offset, e.g. 2026-01-02T03:04:05Z"))
@@ -96,31 +109,33 @@ def _time_faults(value: Any, node: Any, defs: dict[str, Any], path: list[str | i
                 continue
             props = b.get("properties", {})
             extra = b.get("additionalProperties")
+            conformed: dict[str, Any] = {}
             for key, item in value.items():
                 sub = props.get(key, extra if isinstance(extra, dict) else None)
-                if sub is not None:
-                    _time_faults(item, sub, defs, [*path, key], out)
-            break
+                conformed[key] = item if sub is None else _conform(item, sub, defs, [*path, key], out)
+            return conformed
     elif isinstance(value, list):
         for b in branches:
             if b.get("type") == "array" and isinstance(b.get("items"), dict):
-                for i, item in enumerate(value):
-                    _time_faults(item, b["items"], defs, [*path, i], out)
-                break
+                return [_conform(item, b["items"], defs, [*path, i], out) for i, item in enumerate(value)]
+    return value
 
 
 def _fault(path: list[str | int], message: str) -> dict[str, Any]:
     return {"field": ".".join(str(p) for p in path), "message": message, "type": "datetime_format"}
 
 
-def _check_times(model: type[BaseModel], value: Any, where: str) -> None:
+def _validate(model: type[BaseModel], value: Any, where: str) -> BaseModel:
     schema = _schema(model)
     faults: list[dict[str, Any]] = []
-    _time_faults(value, schema, schema.get("$defs", {}), [], faults)
+    value = _conform(value, schema, schema.get("$defs", {}), [], faults)
+    what = "request body" if where == "body" else "query string"
     if faults:
-        errors = [{"location": where, **f} for f in faults]
-        what = "request body" if where == "body" else "query string"
-        raise ProblemError(422, f"The {what} is invalid", errors=errors)
+        raise ProblemError(422, f"The {what} is invalid", errors=[{"location": where, **f} for f in faults])
+    try:
+        return model.model_validate_json(jsonstrict.dumps(value), strict=True)
+    except ValidationError as exc:
+        raise ProblemError(422, f"The {what} is invalid", errors=validation_errors(exc, where)) from exc
 
 
 def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
@@ -134,11 +149,7 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
     except jsonstrict.InvalidJSON as exc:
         detail = "The body is empty" if not raw.strip() else f"The body is not valid JSON ({exc})"
         raise ProblemError(400, detail) from None
-    _check_times(model, value, "body")
-    try:
-        return model.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        raise ProblemError(422, "The request body is invalid", errors=validation_errors(exc, "body")) from exc
+    return _validate(model, value, "body")
 
 
 def _typed(text: str, node: Any, defs: dict[str, Any]) -> Any:
@@ -148,11 +159,11 @@ def _typed(text: str, node: Any, defs: dict[str, Any]) -> Any:
         return text
     if "boolean" in types and text in ("true", "false"):
         return text == "true"
-    if "integer" in types and _INTEGER.match(text):
+    if ("integer" in types or "number" in types) and _INTEGER.match(text):
         return int(text)
-    if "number" in types and _NUMBER.match(text):
+    if ("integer" in types or "number" in types) and _NUMBER.match(text):
         number = float(text)
-        return number if number not in (float("inf"), float("-inf")) else text
+        return number if math.isfinite(number) else text  # an integral one becomes an int in _conform
     return text
 
 
@@ -194,8 +205,4 @@ def parse_query(query: Any, model: type[BaseModel]) -> BaseModel:
             raw[key] = [_typed(v, arrays[0].get("items", {}), defs) for v in values]
         else:
             raw[key] = _typed(values[-1], node, defs)
-    _check_times(model, raw, "query")
-    try:
-        return model.model_validate_json(jsonstrict.dumps(raw), strict=True)
-    except ValidationError as exc:
-        raise ProblemError(422, "The query string is invalid", errors=validation_errors(exc, "query")) from exc
+    return _validate(model, raw, "query")
