@@ -43,6 +43,7 @@ def run(
     from schemathesis.config import SchemathesisConfig
     from schemathesis.engine import events as ev
     from schemathesis.engine import from_schema
+    from schemathesis.schemas import BaseSchema
 
     config = SchemathesisConfig(seed=SEED)
     project = config.projects.override
@@ -51,7 +52,8 @@ def run(
     project.generation.update(
         max_examples=MAX_EXAMPLES, deterministic=True, database="none", unique_inputs=True, no_shrink=False
     )
-    schema = schemathesis.openapi.from_url(openapi_url, config=config)
+    loaded = schemathesis.openapi.from_url(openapi_url, config=config)
+    schema: BaseSchema = loaded
     if include_path:
         schema = schema.include(path_regex=include_path)
     if exclude_path:
