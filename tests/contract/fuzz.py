@@ -40,12 +40,12 @@ def run(
     :returns: the findings (one line per failed check, with a curl to reproduce) and engine errors.
     """
     import schemathesis
-    from schemathesis.config import SchemathesisConfig
+    from schemathesis.config import CacheConfig, SchemathesisConfig
     from schemathesis.engine import events as ev
     from schemathesis.engine import from_schema
     from schemathesis.schemas import BaseSchema
 
-    config = SchemathesisConfig(seed=SEED)
+    config = SchemathesisConfig(seed=SEED, cache=CacheConfig(enabled=False))  # no .schemathesis/ in the tree
     project = config.projects.override
     project.update(headers={"Authorization": f"Bearer {token}"}, request_timeout=20, workers=1)
     project.phases.update(phases=["examples", "coverage", "fuzzing", "stateful"])

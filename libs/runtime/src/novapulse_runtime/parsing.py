@@ -28,7 +28,9 @@ from pydantic import BaseModel, ValidationError
 from . import jsonstrict
 from .problems import ProblemError
 
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 """RFC 3339 §5.6 ``date-time`` (the space separator of §5.6's note is allowed); the offset is required."""
 
 _INTEGER = re.compile(r"^-?(0|[1-9][0-9]*)$")

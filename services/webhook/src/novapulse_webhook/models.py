@@ -38,13 +38,16 @@ SECRET_PATTERN = (
     r"|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
 )
 """``whsec_`` + base64 of 24 to 64 bytes (what :func:`.secretbox.secret_key` accepts)."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 URL_PATTERN = (
-    r"^[Hh][Tt][Tt][Pp][Ss]?://(?![0-9.]*(?:[:/?]|$))(?!.*\.\.)[A-Za-z0-9._-]+"
-    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"^[Hh][Tt][Tt][Pp][Ss]?://"
+    rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}|(?![0-9.]*(?:[:/?]|$))(?![^:/?]*\.\.)[A-Za-z0-9._-]+)"
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?"
     r"(?:[/?][\x21-\x22\x24-\x7e]*)?$"
 )
-"""http(s), a host name, an optional port, no credentials, fragment, spaces or controls: the syntax
-:func:`.ssrf.check_url` accepts (the host's addresses are checked against the policy when it resolves)."""
+"""http(s), a host name or dotted-quad IPv4 address, an optional port, no credentials, fragment, spaces or
+controls: the syntax :func:`.ssrf.check_url` accepts (bracketed IPv6 literals are accepted too but not
+listed). Whether the host's addresses may be contacted is the address policy's call (422 otherwise)."""
 HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]

@@ -30,7 +30,9 @@ from .streams import groups_info, id_age_seconds, lag_of
 if TYPE_CHECKING:
     from . import EventBus
 
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
+"""A stream entry id: ASCII digits only (``\\d`` also matches other scripts' digits) and at most 19 of them on
+each side, so the number always fits the 64 bits Redis allows (20 digits can overflow: a Redis error, 500)."""
 
 
 class ConsumerStats(BaseModel):
@@ -87,7 +89,7 @@ class DeadLettersOut(BaseModel):
 class DeadLettersQuery(BaseModel):
     group: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     limit: int = Field(default=50, ge=1, le=1000)
-    after: str | None = Field(default=None, pattern=r"^\d{1,20}-\d{1,20}$")
+    after: str | None = Field(default=None, pattern=ENTRY_ID.pattern)
 
 
 class GroupQuery(BaseModel):
