@@ -205,3 +205,30 @@ def test_openapi_hoists_query_enums_and_drops_null() -> None:
     assert "204" in responses
     assert "200" not in responses
     assert responses["503"]["headers"]["Retry-After"]["required"] is True
+
+
+@pytest.mark.parametrize("token", ["", "o" * 40])
+def test_operator_routes_exist_only_with_the_operations_token(token: str) -> None:
+    from opentelemetry import trace
+
+    from novapulse_runtime.health import Health
+    from novapulse_runtime.http import create_app
+    from novapulse_runtime.metrics import Metrics
+    from novapulse_runtime.settings import ServiceSettings
+
+    routes = Routes(prefix="/api/v1/x")
+
+    @routes.get("/events/streams", operator=True)
+    async def streams(request: Any) -> None: ...
+
+    @routes.get("/things")
+    async def things(request: Any) -> None: ...
+
+    settings = ServiceSettings(redis_url="redis://x", mongo_url="mongodb://x", operations_token=token)  # type: ignore[arg-type]
+    metrics = Metrics("x", "api")
+    app = create_app(
+        settings=settings, metrics=metrics, health=Health(metrics, 1.0), tracer=trace.get_tracer("t"), routes=routes
+    )
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert "/api/v1/x/things" in paths
+    assert ("/api/v1/x/events/streams" in paths) is bool(token)
