@@ -48,6 +48,18 @@ URL_PATTERN = (
 """http(s), a host name or dotted-quad IPv4 address, an optional port, no credentials, fragment, spaces or
 controls: the syntax :func:`.ssrf.check_url` accepts (bracketed IPv6 literals are accepted too but not
 listed). Whether the host's addresses may be contacted is the address policy's call (422 otherwise)."""
+
+
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in text)  # names: letters and "-"
+
+
+_REFUSED = "|".join(
+    [*(_any_case(h) + "$" for h in sorted(FORBIDDEN_HEADERS)), *(_any_case(p) for p in ("webhook-", "proxy-", "sec-"))]
+)
+HEADER_NAME_PATTERN = rf"^(?!(?:{_REFUSED}))[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,64}}$"
+"""A header token (RFC 9110 §5.6.2) that is not one the sender sets itself (what ``_check_headers`` refuses,
+except the same name given twice in different cases)."""
 HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]
@@ -59,7 +71,7 @@ Headers = Annotated[
         {
             "type": "object",
             "maxProperties": MAX_CUSTOM_HEADERS,
-            "propertyNames": {"pattern": _HEADER_NAME.pattern},
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
             "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": HEADER_VALUE_PATTERN},
         }
     ),
