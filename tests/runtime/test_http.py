@@ -142,3 +142,151 @@ async def test_hostile_input_is_a_4xx(sample: ServiceProcess, http: aiohttp.Clie
     )
     answer = await _raw_request(sample.port, head)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+# --- strict input: JSON, scalars and times (issue 10) -------------------------------------------------------
+# One process per test; the cases of one kind are looped over inside it (a process start costs seconds).
+
+NOT_STRICT_JSON = [
+    b'{"type": "x.y", "data": {"ratio": NaN}}',
+    b'{"type": "x.y", "data": {"big": 1e999}}',
+    b'{"type": "x.y", "data": {"big": -1e999}}',
+    b'{"type": "x.y", "data": {"v": Infinity}}',
+    b'{"type": "x.y", "data": {"v": -Infinity}}',
+    b'{"type": "x.y", "data": {"s": "\\udc00"}}',
+    b'{"type": "x.y", "data": {"s": "\xff"}}',
+]
+
+
+async def test_bodies_are_strict_json(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    for raw in NOT_STRICT_JSON:
+        async with http.post(
+            sample.url + "/api/v1/sample/events", data=raw, headers={"Content-Type": "application/json"}
+        ) as r:
+            body = await _problem(r, 400)
+        assert str(body["detail"]).startswith("The body is not valid JSON"), (raw, body)
+
+
+async def test_free_form_data_round_trips_exactly(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    sent = {"type": "x.y", "data": {"ratio": 0.5, "big": 1.7976931348623157e308, "n": [1, None, "é"]}}
+    async with http.post(sample.url + "/api/v1/sample/events", json=sent) as r:
+        assert r.status == 202
+        text = await r.text()
+    assert "NaN" not in text
+    assert "Infinity" not in text
+    assert json.loads(text)["data"] == sent["data"]
+
+
+LOOSE_QUERY = [
+    ("limit", "0.5"),
+    ("limit", "true"),
+    ("limit", "1e3"),
+    ("limit", " 5"),
+    ("ratio", "false"),
+    ("ratio", "NaN"),
+    ("ratio", "inf"),
+    ("flag", "1"),
+    ("flag", "yes"),
+    ("flag", "False"),
+    ("since", "0.5"),
+    ("since", "1700000000"),
+    ("since", "2026-01-02"),
+    ("since", "2026-01-02T03:04:05"),
+    ("colour", "green"),
+]
+
+
+async def test_query_scalars_are_strict(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    for field, value in LOOSE_QUERY:
+        async with http.get(sample.url + "/api/v1/sample/items", params={field: value}) as r:
+            body = await _problem(r, 422)
+        where = [(e["location"], e["field"]) for e in body["errors"]]  # type: ignore[attr-defined]
+        assert where == [("query", field)], (field, value, body)
+
+
+async def test_query_values_read_as_their_declared_types(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    params = [
+        ("limit", "7"),
+        ("ratio", "0.25"),
+        ("flag", "true"),
+        ("since", "2026-01-02T03:04:05+01:00"),
+        ("colour", "blue"),
+        ("tags", "a"),
+        ("tags", "b"),
+    ]
+    async with http.get(sample.url + "/api/v1/sample/items", params=params) as r:
+        assert r.status == 200, await r.text()
+        body = await r.json()
+    assert body == {
+        "limit": 7,
+        "ratio": 0.25,
+        "flag": True,
+        "since": "2026-01-02T03:04:05+01:00",
+        "colour": "blue",
+        "tags": ["a", "b"],
+    }
+    async with http.get(sample.url + "/api/v1/sample/items", params={"ratio": "1"}) as r:
+        assert (await r.json())["ratio"] == 1.0  # an integer is a number
+    for text in ("1.0", "1e2"):  # a number with no fractional part is an integer (JSON Schema 2020-12 §6.1.1)
+        async with http.get(sample.url + "/api/v1/sample/items", params={"limit": text}) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["limit"] == int(float(text))
+    # a percent-encoded lone surrogate, as raw bytes on the wire
+    head = b"GET /api/v1/sample/items?since=%ED%A0%80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = await _raw_request(sample.port, head)
+    assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 422")), answer[:300]
+
+
+LOOSE_BODIES: list[tuple[dict[str, object], str]] = [
+    ({"name": "a", "count": 0.5}, "count"),
+    ({"name": "a", "count": 1.5}, "count"),
+    ({"name": "a", "count": True}, "count"),
+    ({"name": "a", "count": "3"}, "count"),
+    ({"name": 5, "count": 1}, "name"),
+]
+
+
+async def test_body_scalars_and_times_are_strict(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    for sent, field in LOOSE_BODIES:
+        async with http.post(sample.url + "/api/v1/sample/echo", json=sent) as r:
+            problem = await _problem(r, 422)
+        assert [e["field"] for e in problem["errors"]] == [field], (sent, problem)  # type: ignore[attr-defined]
+    for at in (0.5, "0.5", 1700000000, "2026-01-02T03:04:05", "2026-01-02"):
+        async with http.post(sample.url + "/api/v1/sample/events", json={"type": "t", "data": {}, "at": at}) as r:
+            problem = await _problem(r, 422)
+        assert [e["field"] for e in problem["errors"]] == ["at"], (at, problem)  # type: ignore[attr-defined]
+    async with http.post(sample.url + "/api/v1/sample/echo", json={"name": "a", "count": 2.0}) as r:
+        assert r.status == 201
+        assert await r.json() == {"name": "a", "count": 2}  # 2.0 is the integer 2 in JSON Schema
+    good = {"type": "t", "data": {}, "at": "2026-01-02T03:04:05Z"}
+    async with http.post(sample.url + "/api/v1/sample/events", json=good) as r:
+        assert r.status == 202
+        assert (await r.json())["at"] == "2026-01-02T03:04:05Z"
+
+
+# --- the answer a route declares, and Allow -------------------------------------------------------------------
+
+
+async def test_declared_status_and_allow(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
+    base = sample.url + "/api/v1/sample"
+    async with http.delete(base + "/things/abc") as r:  # no response model: 204, as documented
+        assert r.status == 204
+    async with http.get(base + "/openapi.json") as r:
+        doc = await r.json()
+    responses = doc["paths"]["/api/v1/sample/things/{thing_id}"]["delete"]["responses"]
+    assert "204" in responses
+    assert "200" not in responses
+    # Allow names the methods of the target resource: /things/special is not /things/{thing_id}
+    async with http.options(base + "/things/special") as r:
+        assert r.status == 204
+        assert r.headers["Allow"] == "OPTIONS, POST"
+    async with http.options(base + "/things/other") as r:
+        assert r.headers["Allow"] == "DELETE, OPTIONS"
+    async with http.delete(base + "/things/special") as r:  # not routed to the template's DELETE
+        await _problem(r, 405)
+        assert r.headers["Allow"] == "OPTIONS, POST"
+    async with http.post(base + "/things/special") as r:
+        assert r.status == 200
+    async with http.put(base + "/echo") as r:
+        await _problem(r, 405)
+        assert r.headers["Allow"] == "OPTIONS, POST"

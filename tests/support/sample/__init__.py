@@ -1,10 +1,14 @@
 """A minimal service used only by the runtime's tests: a slow route (shutdown drain), a rate-limited route
-(shared limits), a validated body (error shapes), and a background worker."""
+(shared limits), a validated body (error shapes), routes that read MongoDB and Redis (outages), typed query
+parameters and free-form JSON (strict parsing), overlapping path templates (``Allow``), and a worker."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -38,6 +42,39 @@ class SlowQuery(BaseModel):
     seconds: float = Field(default=1.0, ge=0, le=30)
 
 
+class Colour(enum.StrEnum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class ItemsQuery(BaseModel):
+    limit: int = Field(default=10, ge=1, le=100)
+    ratio: float | None = Field(default=None, ge=0, le=1)
+    flag: bool = False
+    since: datetime | None = None
+    colour: Colour | None = None
+    tags: list[str] = Field(default_factory=list, max_length=3)
+
+
+class ItemsOut(BaseModel):
+    limit: int
+    ratio: float | None
+    flag: bool
+    since: datetime | None
+    colour: Colour | None
+    tags: list[str]
+
+
+class EventIn(BaseModel):
+    type: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any]
+    at: datetime | None = None
+
+
+class CountOut(BaseModel):
+    count: int
+
+
 async def build(rt: Runtime) -> Composition:
     routes = Routes(prefix="/api/v1/sample", tags=["sample"])
 
@@ -67,6 +104,35 @@ async def build(rt: Runtime) -> Composition:
     async def whoami(request: web.Request) -> EchoOut:
         """The caller's user id."""
         return EchoOut(name=principal(request).user_id, count=0)
+
+    @routes.get("/items", query=ItemsQuery, response=ItemsOut)
+    async def items(request: web.Request, query: ItemsQuery) -> ItemsOut:
+        """Echo typed query parameters."""
+        return ItemsOut(**query.model_dump())
+
+    @routes.post("/events", body=EventIn, response=EventIn, status=202)
+    async def events(request: web.Request, body: EventIn) -> EventIn:
+        """Echo free-form JSON data."""
+        return body
+
+    @routes.get("/store", response=CountOut)
+    async def store(request: web.Request) -> CountOut:
+        """Count documents in MongoDB."""
+        return CountOut(count=await rt.db["items"].count_documents({}))
+
+    @routes.get("/cache", response=CountOut)
+    async def cache(request: web.Request) -> CountOut:
+        """Read a counter from Redis."""
+        return CountOut(count=int(await rt.redis.get(f"{rt.service}:counter") or 0))
+
+    @routes.delete("/things/{thing_id}")
+    async def drop_thing(request: web.Request) -> None:
+        """Delete a thing (no response model: 204)."""
+
+    @routes.post("/things/special", response=CountOut)
+    async def special_thing(request: web.Request) -> CountOut:
+        """A literal path overlapping the template above."""
+        return CountOut(count=1)
 
     async def ticker(stop: asyncio.Event) -> None:
         await stop.wait()

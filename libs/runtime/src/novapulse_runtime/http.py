@@ -8,7 +8,6 @@ template, and RFC 9457 errors (never a stack trace).
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 import uuid
@@ -16,19 +15,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
+from pymongo.errors import ConnectionFailure as MongoConnectionFailure
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import jsonstrict
 from .constants import HEALTH_PATH, LIVE_PATH, METRICS_PATH, PROBE_PATHS, READY_PATH, REQUEST_ID_HEADER
 from .health import Health
 from .logs import request_id_var
 from .metrics import Metrics
 from .openapi import build_openapi
 from .operators import require_operator
-from .problems import ProblemError, from_error, problem_response
+from .parsing import parse_body, parse_query, validation_errors
+from .problems import DEPENDENCY_RETRY_AFTER, ProblemError, from_error, problem_response
 from .ratelimit import RateLimiter, client_key
-from .routes import Route, Routes, json_response
+from .routes import Route, Routes, RouteTable, json_response
 from .settings import ServiceSettings
 from .tokens import PRINCIPAL_KEY
 
@@ -57,14 +62,66 @@ def _route_template(request: web.Request) -> str:
     return info.route.resource.canonical
 
 
-def _validation_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
-    return [
-        {"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
+class ClientFaultFilter(logging.Filter):
+    """Turns aiohttp's "Error handling request" records about requests it could not parse (a NUL or control
+    character in a header, a malformed request line: ``HttpProcessingError``, answered 400 by aiohttp) into
+    one ``info`` line without a traceback: the client's fault, not an error of this process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused (%s): %s", (exc.code, exc.message)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
-def build_middleware(metrics: Metrics, tracer: trace.Tracer) -> Any:
+def _install_client_fault_filter() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientFaultFilter) for f in server_log.filters):
+        server_log.addFilter(ClientFaultFilter())
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """``"MongoDB"`` or ``"Redis"`` when ``exc`` (or an exception it was raised from) says that dependency is
+    unreachable: pymongo's ``ConnectionFailure`` family (``AutoReconnect``, ``NetworkTimeout``,
+    ``ServerSelectionTimeoutError``, ``WaitQueueTimeoutError``) or redis' ``ConnectionError`` / ``TimeoutError``.
+    ``None`` for anything else (a bug, answered 500)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MongoConnectionFailure):
+            return "MongoDB"
+        if isinstance(current, RedisConnectionError | RedisTimeoutError):
+            return "Redis"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _dependency_counter(metrics: Metrics) -> Any:
+    counter = getattr(metrics, "_dependency_unavailable", None)
+    if counter is None:
+        counter = metrics.counter(
+            "novapulse_http_dependency_unavailable_total",
+            "Requests answered 503 because a dependency (MongoDB, Redis) was unreachable",
+            ("dependency",),
+        )
+        metrics._dependency_unavailable = counter  # type: ignore[attr-defined]
+    return counter
+
+
+def build_middleware(metrics: Metrics, tracer: trace.Tracer, table: RouteTable | None = None) -> Any:
+    """One middleware for every request: request id, server span, problem+json errors, metrics, log line.
+
+    Errors map as follows: :class:`ProblemError` → its status; aiohttp's HTTP exceptions → problem+json
+    (405 carries ``Allow`` from the declared routes); a pydantic ``ValidationError`` → 422; an unreachable
+    MongoDB or Redis (:func:`unavailable_dependency`) → 503 with ``Retry-After: DEPENDENCY_RETRY_AFTER``,
+    a warning log line and ``novapulse_http_dependency_unavailable_total{dependency}``; anything else → 500
+    with the request id (stack trace in the log only).
+    """
+    unavailable = _dependency_counter(metrics)
+
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -89,18 +146,39 @@ def build_middleware(metrics: Metrics, tracer: trace.Tracer) -> Any:
         ) as span:
             try:
                 try:
-                    response = await handler(request)
+                    options = table.check(request.method, request.path) if table is not None else None
+                    response: web.StreamResponse = options if options is not None else await handler(request)
                 except ProblemError as err:
                     response = from_error(err, instance=request.path)
                 except web.HTTPException as exc:
-                    response = _problem_from_http(exc, request)
+                    response = _problem_from_http(exc, request, table)
                 except ValidationError as exc:  # a model built inside a handler from outside data
-                    response = problem_response(422, "Invalid data", errors=_validation_errors(exc, "body"))
-                except Exception:
-                    log.exception("unhandled error", extra={"path": request.path, "method": request.method})
-                    response = problem_response(
-                        500, "An internal error occurred; quote the request id.", request_id=rid
-                    )
+                    response = problem_response(422, "Invalid data", errors=validation_errors(exc, "body"))
+                except Exception as exc:
+                    dependency = unavailable_dependency(exc)
+                    if dependency is None:
+                        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+                        response = problem_response(
+                            500, "An internal error occurred; quote the request id.", request_id=rid
+                        )
+                    else:
+                        unavailable.labels(dependency).inc()
+                        log.warning(
+                            "dependency unavailable",
+                            extra={
+                                "dependency": dependency,
+                                "error": type(exc).__name__,
+                                "path": request.path,
+                                "method": request.method,
+                            },
+                        )
+                        response = problem_response(
+                            503,
+                            f"{dependency} is unreachable; retry in {DEPENDENCY_RETRY_AFTER} seconds.",
+                            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER)},
+                            instance=request.path,
+                            request_id=rid,
+                        )
                 response.headers[REQUEST_ID_HEADER] = rid
                 span.set_attribute("http.response.status_code", response.status)
                 if response.status >= 500:
@@ -128,10 +206,14 @@ def build_middleware(metrics: Metrics, tracer: trace.Tracer) -> Any:
     return middleware
 
 
-def _problem_from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
+def _problem_from_http(exc: web.HTTPException, request: web.Request, table: RouteTable | None) -> web.Response:
     if exc.status < 400:  # redirects raised as exceptions pass through
         return web.Response(status=exc.status, headers=exc.headers)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    if exc.status == 405 and table is not None:
+        declared = table.allowed(request.path)
+        if declared:
+            headers["Allow"] = ", ".join(declared)
     detail = None
     if exc.status == 404:
         detail = f"No route for {request.path}"
@@ -144,34 +226,20 @@ def _problem_from_http(exc: web.HTTPException, request: web.Request) -> web.Resp
     return problem_response(exc.status, detail, headers=headers, instance=request.path)
 
 
-async def _parse_body(request: web.Request, model: type[BaseModel], max_bytes: int) -> BaseModel:
+async def _read_body(request: web.Request, model: type[BaseModel], max_bytes: int) -> BaseModel:
+    """Read and validate a JSON body (:func:`.parsing.parse_body`): 413 above ``max_bytes``, 415 when the
+    content type is not JSON, 400 when the bytes are not strict JSON, 422 when they break ``model``."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ProblemError(413, f"The request body exceeds {max_bytes} bytes")
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ProblemError(415, "Send the body as application/json")
     raw = await request.read()  # aiohttp enforces client_max_size while reading (413)
-    # pydantic's own JSON parser: bounded nesting depth and no lone surrogates, so hostile JSON is a 4xx
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise ProblemError(400, f"The body is not valid JSON: {errors[0]['msg']}") from exc
-        raise ProblemError(422, "The request body is invalid", errors=_validation_errors(exc, "body")) from exc
+    return parse_body(raw, model)
 
 
-def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw: dict[str, Any] = {}
-    for key in request.query:
-        values = request.query.getall(key)
-        field = model.model_fields.get(key)
-        is_list = field is not None and "list" in str(field.annotation).lower()
-        raw[key] = values if is_list else values[-1]
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ProblemError(422, "The query string is invalid", errors=_validation_errors(exc, "query")) from exc
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=jsonstrict.dumps(value).encode(), status=status, content_type="application/json")
 
 
 def wrap(
@@ -189,11 +257,11 @@ def wrap(
                 raise ProblemError(503, "Authentication is not configured for this process")
             request[PRINCIPAL_KEY] = await authenticator(request)
         kwargs: dict[str, Any] = {}
-        body = await _parse_body(request, route.body, settings.max_body_bytes) if route.body else None
+        body = await _read_body(request, route.body, settings.max_body_bytes) if route.body else None
         if wants_body:
             kwargs["body"] = body
         if route.query is not None:
-            query = _parse_query(request, route.query)
+            query = parse_query(request.query, route.query)
             if wants_query:
                 kwargs["query"] = query
         headers: dict[str, str] = {}
@@ -203,7 +271,7 @@ def wrap(
         if isinstance(result, web.StreamResponse):
             response = result
         elif result is None:
-            response = web.Response(status=204)
+            response = web.Response(status=route.status if route.response is None else 204)
         elif isinstance(result, BaseModel):
             response = json_response(result, route.status)
         else:
@@ -249,8 +317,20 @@ def create_app(
     title: str | None = None,
     version: str = "0.1.0",
 ) -> web.Application:
-    """Build the process's aiohttp application."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[build_middleware(metrics, tracer)])
+    """Build the process's aiohttp application.
+
+    Operator routes (``Route.operator``) are served and documented only when ``OPERATIONS_TOKEN`` is set;
+    without it they do not exist (404), so the OpenAPI document does not list them either.
+    """
+    _install_client_fault_filter()
+    if routes is not None and not settings.operations_token.get_secret_value():
+        visible = Routes(routes.prefix, routes.tags)
+        visible.items = [r for r in routes.items if not r.operator]
+        routes = visible
+    table = RouteTable(routes.items) if routes is not None else None
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[build_middleware(metrics, tracer, table)]
+    )
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = metrics
     app[HEALTH_KEY] = health
@@ -258,14 +338,14 @@ def create_app(
     async def health_view(_: web.Request) -> web.Response:
         ok, report = await health.report()
         report["service"] = settings.service_name
-        return web.json_response(report, status=200 if ok else 503)
+        return _json(report, status=200 if ok else 503)
 
     async def live_view(_: web.Request) -> web.Response:
-        return web.json_response({"status": "up"})
+        return _json({"status": "up"})
 
     async def ready_view(_: web.Request) -> web.Response:
         ok, report = await health.report(required_only=True)
-        return web.json_response(
+        return _json(
             {
                 "status": "ready" if ok else "not_ready",
                 "state": report["state"],
@@ -285,13 +365,13 @@ def create_app(
 
     if routes is not None:
         doc = build_openapi(title or f"NovaPulse {settings.service_name}", version, routes.items)
-        doc_body = json.dumps(doc).encode()
+        doc_body = jsonstrict.dumps(doc).encode()
 
         async def openapi_view(_: web.Request) -> web.Response:
             return web.Response(body=doc_body, content_type="application/json")
 
         app.router.add_get(f"{routes.prefix}/openapi.json", openapi_view)
-        for route in routes.items:
+        for route in sorted(routes.items, key=lambda r: RouteTable.specificity(r.path)):
             app.router.add_route(
                 route.method,
                 route.path,

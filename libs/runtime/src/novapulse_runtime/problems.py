@@ -10,9 +10,14 @@ from aiohttp import web
 
 from .constants import PROBLEM_CONTENT_TYPE
 
+DEPENDENCY_RETRY_AFTER = 5
+"""Seconds in the ``Retry-After`` of a 503 answered because MongoDB or Redis is unreachable: the MongoDB
+client's server selection gives up after 3 s, so a retry after 5 s meets a fresh attempt, and readiness
+(checked every few seconds by an orchestrator) has had time to take the instance out of rotation."""
+
 
 class ProblemError(Exception):
-    """Raise from a handler to answer with a problem+json body."""
+    """Raise from a handler to answer with a problem+json body (a 503 always carries ``Retry-After``)."""
 
     def __init__(
         self,
@@ -49,9 +54,15 @@ def problem_response(
     if instance:
         body["instance"] = instance
     body.update(extra)
+    if status == 503 and not any(k.lower() == "retry-after" for k in headers or {}):
+        headers = {**(headers or {}), "Retry-After": str(DEPENDENCY_RETRY_AFTER)}
+    try:  # strict JSON out (no NaN/Infinity): extras that cannot be written are dropped, never the problem
+        text = json.dumps(body, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps({k: body[k] for k in ("type", "title", "status", "detail", "instance") if k in body})
     return web.Response(
         status=status,
-        body=json.dumps(body, default=str).encode(),
+        body=text.encode(),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=headers,
     )

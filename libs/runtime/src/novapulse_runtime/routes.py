@@ -6,6 +6,7 @@ the generated OpenAPI 3.1 document.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class Route:
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    """The success status; :meth:`Routes.route` defaults it to 200 with a response model, 204 without."""
     rate_limits: tuple[RateLimit, ...] = ()
     summary: str = ""
     tags: tuple[str, ...] = ()
@@ -47,7 +49,9 @@ class Routes:
         async def register(request: web.Request, body: RegisterIn) -> UserOut: ...
 
     A handler receives the request plus ``body=`` and/or ``query=`` when declared, and returns a pydantic
-    model (serialised with ``status``), ``None`` (204) or an aiohttp response.
+    model (serialised with ``status``), ``None`` (answered ``status``, empty) or an aiohttp response.
+    ``status`` defaults to 200 when the route declares a ``response`` model and to 204 when it does not, so
+    the OpenAPI document states the code the route really answers.
     """
 
     def __init__(self, prefix: str = "", tags: Sequence[str] = ()) -> None:
@@ -63,6 +67,9 @@ class Routes:
             options["rate_limits"] = tuple(options.get("rate_limits", ()))
             options["tags"] = tuple(options["tags"])
             options["errors"] = tuple(options.get("errors", ()))
+            options.setdefault("status", 200 if options.get("response") is not None else 204)
+            if options["status"] == 204 and options.get("response") is not None:
+                raise ValueError(f"{handler.__name__}: a 204 route has no response body")
             full = (self.prefix + path) if path != "/" or not self.prefix else self.prefix
             self.items.append(Route(method.upper(), full, handler, name=handler.__name__, **options))
             return handler
@@ -86,6 +93,67 @@ class Routes:
 
     def extend(self, other: Routes) -> None:
         self.items.extend(other.items)
+
+
+_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+class RouteTable:
+    """Which methods each declared path template answers, for ``OPTIONS`` and the ``Allow`` header of 405.
+
+    A concrete path belongs to its most specific template: a literal segment beats a ``{param}`` one, so
+    ``/invites/accept`` is ``POST /invites/accept`` only, even though ``/invites/{invite_id}`` (``DELETE``)
+    matches it too (RFC 9110 §9.3.7 and §10.2.1: ``Allow`` lists the methods *the target resource*
+    supports). A method the resource does not declare is a 405 there, never a call of another template.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._methods: dict[str, set[str]] = {}
+        for r in routes:
+            self._methods.setdefault(r.path, set()).add(r.method)
+        self._patterns = sorted(
+            ((self.specificity(p), re.compile(self._regex(p)), p) for p in self._methods),
+            key=lambda item: item[0],
+        )
+
+    @staticmethod
+    def specificity(path: str) -> tuple[int, ...]:
+        """Sort key: literal segments (0) before parameters (1), left to right."""
+        return tuple(1 if _PARAM.search(seg) else 0 for seg in path.strip("/").split("/"))
+
+    @staticmethod
+    def _regex(path: str) -> str:
+        out, pos = "^", 0
+        for m in _PARAM.finditer(path):
+            out += re.escape(path[pos : m.start()]) + "[^/]+"
+            pos = m.end()
+        return out + re.escape(path[pos:]) + "$"
+
+    def template(self, path: str) -> str | None:
+        """The declared template ``path`` belongs to, or ``None``."""
+        for _, pattern, template in self._patterns:
+            if pattern.match(path):
+                return template
+        return None
+
+    def allowed(self, path: str) -> list[str]:
+        """Methods of the resource at ``path`` (plus ``OPTIONS``), sorted; empty when nothing is declared."""
+        template = self.template(path)
+        if template is None:
+            return []
+        return sorted(self._methods[template] | {"OPTIONS"})
+
+    def check(self, method: str, path: str) -> web.Response | None:
+        """``OPTIONS`` → 204 with ``Allow``; a method the resource lacks → raises 405 with ``Allow``;
+        ``None`` when the request may go on to its handler (or the path is not a declared one)."""
+        allowed = self.allowed(path)
+        if not allowed:
+            return None
+        if method == "OPTIONS":
+            return web.Response(status=204, headers={"Allow": ", ".join(allowed)})
+        if method not in allowed:
+            raise web.HTTPMethodNotAllowed(method, [m for m in allowed if m != "OPTIONS"])
+        return None
 
 
 def json_response(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -27,6 +27,14 @@ Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 Closer = Callable[[], Awaitable[None]]
 
+MONGO_SERVER_SELECTION_TIMEOUT_MS = 3000
+"""How long an operation waits for a reachable MongoDB server before raising ``ServerSelectionTimeoutError``."""
+MONGO_SOCKET_TIMEOUT_MS = 10_000
+"""How long a MongoDB operation waits on an open connection before raising ``NetworkTimeout``: a server that
+stops answering (paused, partitioned) becomes an error a view maps to 503 instead of a request that hangs."""
+REDIS_SOCKET_TIMEOUT = 5.0
+"""Seconds a Redis command waits for its reply before raising ``TimeoutError`` (→ 503 from a view)."""
+
 
 @dataclass
 class Composition:
@@ -65,14 +73,15 @@ class Runtime:
             settings.redis_url,
             decode_responses=True,
             socket_connect_timeout=2.0,
-            socket_timeout=5.0,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
             health_check_interval=15,
             retry_on_timeout=False,
         )
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongo_url,
             tz_aware=True,
-            serverSelectionTimeoutMS=3000,
+            serverSelectionTimeoutMS=MONGO_SERVER_SELECTION_TIMEOUT_MS,
+            socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS,
             connectTimeoutMS=2000,
             appname=f"novapulse-{settings.service_name}-{role}",
         )

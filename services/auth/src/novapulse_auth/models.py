@@ -5,11 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 from .constants import EMAIL_MAX, NAME_MAX, ORG_NAME_MAX, PASSWORD_MAX
 
-Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX)]
+_SPECIAL_USE = "|".join(
+    "".join(f"[{c.upper()}{c}]" for c in n) for n in ("arpa", "invalid", "local", "localhost", "onion", "test")
+)
+Email = Annotated[
+    EmailStr,
+    Field(max_length=EMAIL_MAX),
+    # email-validator refuses special-use domains (RFC 6761: .test, .localhost, ...); the schema says so too
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "email",
+            "maxLength": EMAIL_MAX,
+            "pattern": rf"^(?![\s\S]*[@.](?:{_SPECIAL_USE})\.?$)",
+        }
+    ),
+]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
 # Length is checked again (with a clear message) by the password policy; this bound keeps hashing cheap.
 Password = Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX * 4)]
@@ -176,9 +192,15 @@ class RecoveryCodesOut(BaseModel):
 
 
 class MfaVerifyIn(StrictIn):
+    """Exactly one of ``code`` and ``recovery_code``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["code"]}, {"required": ["recovery_code"]}]}
+    )
+
     mfa_token: OpaqueToken
-    code: TotpCode | None = None
-    recovery_code: RecoveryCode | None = None
+    code: TotpCode | SkipJsonSchema[None] = None
+    recovery_code: RecoveryCode | SkipJsonSchema[None] = None
 
 
 class MfaDisableIn(StrictIn):

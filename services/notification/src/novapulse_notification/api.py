@@ -73,10 +73,19 @@ class ChannelSwitchesIn(BaseModel):
     in_app: bool | None = None
 
 
+_CRITICAL_SWITCHES: dict[str, Any] = {
+    "type": "object",
+    "description": "a critical category: its channels cannot be switched off",
+    "properties": {channel.value: {"enum": [True, None]} for channel in Channel},
+}
+
+
 class PreferencesIn(BaseModel):
     """Switches per category; categories and channels left out keep their current setting."""
 
-    categories: dict[Category, ChannelSwitchesIn]
+    categories: dict[Category, ChannelSwitchesIn] = Field(
+        json_schema_extra={"properties": {c.value: _CRITICAL_SWITCHES for c in sorted(CRITICAL_CATEGORIES)}}
+    )
 
 
 class PreferencesOut(BaseModel):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from .constants import (
     DEFAULT_PAGE,
@@ -29,9 +30,57 @@ from .secretbox import secret_key
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
+# The validators' rules, stated in the schema too, so the OpenAPI document says what the API accepts.
+EVENT_TYPE_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
+FILTER_PATTERN = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"
+SECRET_PATTERN = (
+    r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"  # noqa: S105 - a pattern
+    r"|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
+)
+"""``whsec_`` + base64 of 24 to 64 bytes (what :func:`.secretbox.secret_key` accepts)."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+URL_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://"
+    rf"(?:{_OCTET}(?:\.{_OCTET}){{3}}|(?![0-9.]*(?:[:/?]|$))(?![^:/?]*\.\.)[A-Za-z0-9._-]+)"
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?"
+    r"(?:[/?][\x21-\x22\x24-\x7e]*)?$"
+)
+"""http(s), a host name or dotted-quad IPv4 address, an optional port, no credentials, fragment, spaces or
+controls: the syntax :func:`.ssrf.check_url` accepts (bracketed IPv6 literals are accepted too but not
+listed). Whether the host's addresses may be contacted is the address policy's call (422 otherwise)."""
+
+
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in text)  # names: letters and "-"
+
+
+_REFUSED = "|".join(
+    [*(_any_case(h) + "$" for h in sorted(FORBIDDEN_HEADERS)), *(_any_case(p) for p in ("webhook-", "proxy-", "sec-"))]
+)
+HEADER_NAME_PATTERN = rf"^(?!(?:{_REFUSED}))[A-Za-z0-9!#$%&'*+.^_`|~-]{{1,64}}$"
+"""A header token (RFC 9110 §5.6.2) that is not one the sender sets itself (what ``_check_headers`` refuses,
+except the same name given twice in different cases)."""
+HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
+
+Url = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+Filters = Annotated[list[Annotated[str, Field(pattern=FILTER_PATTERN)]], Field(max_length=MAX_FILTERS)]
+Headers = Annotated[
+    dict[str, str],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_CUSTOM_HEADERS,
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": HEADER_VALUE_PATTERN},
+        }
+    ),
+]
+Concurrency = Annotated[int, Field(ge=1, le=MAX_ENDPOINT_CONCURRENCY)]
+
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # URL_PATTERN needs look-ahead
 
 
 def _check_filters(value: list[str] | None) -> list[str] | None:
@@ -66,14 +115,16 @@ def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
 class EndpointIn(_In):
     """A new endpoint."""
 
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
-    description: str = Field(default="", max_length=MAX_DESCRIPTION)
-    event_types: list[str] = Field(default_factory=list, max_length=MAX_FILTERS)
+    url: Url
+    description: Description = ""
+    event_types: Filters = Field(default_factory=list)
     enabled: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     rate_limit: int | None = Field(default=None, ge=1, le=MAX_ENDPOINT_RATE, description="messages per second")
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_ENDPOINT_CONCURRENCY)
-    secret: str | None = Field(default=None, description="whsec_ secret to use; generated when omitted")
+    concurrency: Concurrency | None = None
+    secret: str | None = Field(
+        default=None, pattern=SECRET_PATTERN, description="whsec_ secret to use; generated when omitted"
+    )
 
     _filters = field_validator("event_types")(_check_filters)
     _headers = field_validator("headers")(_check_headers)
@@ -89,13 +140,14 @@ class EndpointIn(_In):
 class EndpointPatch(_In):
     """Fields to change; omitted fields stay as they are."""
 
-    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
-    event_types: list[str] | None = Field(default=None, max_length=MAX_FILTERS)
-    enabled: bool | None = None
-    headers: dict[str, str] | None = None
-    rate_limit: int | None = Field(default=None, ge=1, le=MAX_ENDPOINT_RATE)
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_ENDPOINT_CONCURRENCY)
+    # null is refused for these (422 from the service), so the schema does not offer it
+    url: Url | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    event_types: Filters | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
+    headers: Headers | SkipJsonSchema[None] = None
+    rate_limit: int | None = Field(default=None, ge=1, le=MAX_ENDPOINT_RATE, description="null: no limit")
+    concurrency: Concurrency | SkipJsonSchema[None] = None
 
     _filters = field_validator("event_types")(_check_filters)
     _headers = field_validator("headers")(_check_headers)
@@ -143,7 +195,9 @@ class SecretOut(BaseModel):
 class RotateIn(_In):
     """Rotate the signing secret; the old one keeps signing for ``grace_seconds``."""
 
-    secret: str | None = Field(default=None, description="the new secret; generated when omitted")
+    secret: str | None = Field(
+        default=None, pattern=SECRET_PATTERN, description="the new secret; generated when omitted"
+    )
     grace_seconds: float | None = Field(default=None, ge=0, le=30 * 86400)
 
     @field_validator("secret")
@@ -157,7 +211,7 @@ class RotateIn(_In):
 class EventIn(_In):
     """An application event to deliver to the organisation's subscribed endpoints."""
 
-    type: str = Field(min_length=1, max_length=MAX_EVENT_TYPE)
+    type: str = Field(min_length=1, max_length=MAX_EVENT_TYPE, pattern=EVENT_TYPE_PATTERN)
     data: dict[str, Any]
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_IDEMPOTENCY_KEY)
 
