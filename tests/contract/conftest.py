@@ -8,7 +8,9 @@ from typing import Any
 
 import aiohttp
 from cryptography.fernet import Fernet
+from pymongo import AsyncMongoClient
 
+from novapulse_runtime import jsonstrict
 from novapulse_runtime.testing import ServiceProcess, TokenIssuer
 
 PREFIXES = {"auth": "/api/v1/auth", "webhook": "/api/v1/webhooks", "notification": "/api/v1/notifications"}
@@ -48,6 +50,17 @@ async def start_api(
             email = f"contract-{names}@example.com"
             body = {"email": email, "password": PASSWORD, "name": "Contract", "organization": "Contract"}
             async with http.post(f"{PREFIXES['auth']}/register", json=body) as resp:
+                assert resp.status == 202, await resp.text()
+            # registration completes by the mailed link: its token, from the outbox in the process's database
+            # (no worker relays it here)
+            mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(api.env["MONGO_URL"])
+            try:
+                outbox = mongo[api.env["MONGO_DB"]]["outbox"]
+                [record] = await outbox.find({"type": "registration.verification_requested"}).to_list(10)
+            finally:
+                await mongo.close()
+            verify = {"token": jsonstrict.loads(record["fields"]["data"])["token"]}
+            async with http.post(f"{PREFIXES['auth']}/register/verify", json=verify) as resp:
                 assert resp.status == 201, await resp.text()
             async with http.post(f"{PREFIXES['auth']}/login", json={"email": email, "password": PASSWORD}) as resp:
                 assert resp.status == 200, await resp.text()
