@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.devservers import free_port, stop_process, wait_for_port
 from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.revocation import RevocationList, channel_name, publish_revocations, set_key
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 from novapulse_runtime.testing import wait_until
@@ -232,3 +234,31 @@ def test_the_chart_connects_each_service_as_its_own_redis_user() -> None:
     assert acl["data"]["users.acl.template"] == (ROOT / "deploy" / "redis" / "users.acl.template").read_text().rstrip(
         "\n"
     )
+
+
+async def test_revocations_are_published_by_auth_only_and_honoured_by_every_verifier(
+    client: Callable[[str], Redis],
+) -> None:
+    """Auth revokes (ZADD + PUBLISH); every other service's verifier reads the set and follows the channel as
+    its own Redis user, and may neither add to the set nor publish on the channel."""
+    verifiers = {svc: RevocationList(client(svc), "novapulse") for svc in ("webhook", "notification")}
+    try:
+        for verifier in verifiers.values():
+            assert await verifier.is_revoked("s-none") is False  # starts the subscription
+        await wait_until(lambda: all(v.synced for v in verifiers.values()), timeout=10, message="subscribed")
+        await publish_revocations(client("auth"), "novapulse", {"s-1": 4102444800.0})
+        for svc, verifier in verifiers.items():
+            await wait_until(partial(verifier.is_revoked, "s-1"), timeout=5, message=f"{svc} honours s-1")
+            other = client(svc)
+            assert await other.zscore(set_key("novapulse"), "s-1") == 4102444800.0
+            for command in (
+                ("ZADD", set_key("novapulse"), "1", "s-forged"),
+                ("ZREM", set_key("novapulse"), "s-1"),
+                ("PUBLISH", channel_name("novapulse"), '{"reload": true}'),
+                ("DEL", set_key("novapulse")),
+            ):
+                with pytest.raises(NoPermissionError):
+                    await other.execute_command(*command)
+    finally:
+        for verifier in verifiers.values():
+            await verifier.close()
