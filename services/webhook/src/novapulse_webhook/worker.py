@@ -23,6 +23,8 @@ from opentelemetry import propagate, trace
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import PyMongoError
 
+from novapulse_runtime import jsonstrict
+from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import lookup
 from novapulse_runtime.catalog.webhook import EndpointDisabled, MessageFailed
 from novapulse_runtime.metrics import Metrics
@@ -43,12 +45,12 @@ from .constants import (
     Outcome,
 )
 from .dispatcher import Dispatcher, Job
-from .domain import RetryPolicy, classify, decide, parse_retry_after, redact
+from .domain import RetryPolicy, classify, decide, read_retry_after, redact
 from .fanout import new_message, payload_body, subscribed
 from .ports import EventPublisher
 from .repository import Doc, Repository
 from .secretbox import SecretBox, SecretError, secret_key
-from .sender import AttemptResult, Sender
+from .sender import MAX_ERROR_CHARS, AttemptResult, Sender, clean_text
 from .settings import WebhookSettings
 from .signing import signature_header
 from .writer import BatchWriter
@@ -198,7 +200,10 @@ class Delivery:
         if not endpoints:
             return 0
         now = utcnow()
-        body = payload_body(event_type, data, when)
+        try:
+            body = payload_body(event_type, data, when)
+        except jsonstrict.InvalidJSON as exc:  # retrying cannot help: dead-letter it with the reason
+            raise PermanentError(f"event data cannot be written as strict JSON: {exc}") from exc
         lease_until = now + self.lease
         docs, jobs = [], []
         for ep in endpoints:
@@ -248,10 +253,18 @@ class Delivery:
         writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
         try:
             while not stop.is_set():
+                if writer.done():  # the group-commit writer must never be gone silently: log and restart it
+                    log.error(
+                        "the batch writer stopped; restarting it",
+                        extra={"error": repr(None if writer.cancelled() else writer.exception())},
+                    )
+                    writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
                 try:
                     await self.poll_once()
                 except PyMongoError as exc:
                     log.warning("claiming due messages failed", extra={"error": repr(exc)})
+                except Exception:
+                    log.exception("polling for due messages failed")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.webhook_poll_interval):
                         waiter = asyncio.ensure_future(stop.wait())
@@ -292,10 +305,14 @@ class Delivery:
             if before is None:
                 break
             claimed += 1
-            inflight = before.get("inflight")
-            if inflight:
-                self._log_lost(before, inflight)
-            endpoint = await self.endpoint(before["endpoint_id"])
+            endpoint: Doc | None = None
+            try:
+                inflight = before.get("inflight")
+                if inflight:
+                    self._log_lost(before, inflight)
+                endpoint = await self.endpoint(before["endpoint_id"])
+            except Exception:  # the message is held now: it still goes to its lane, process() finishes it
+                log.exception("preparing a claimed message failed", extra={"message_id": before.get("_id")})
             if not self._submit(Job.from_doc(before, token, lease_until), endpoint):
                 break
         return claimed
@@ -328,7 +345,63 @@ class Delivery:
     # --- one attempt -----------------------------------------------------------------------------------
 
     async def process(self, job: Job) -> None:
-        """Attempt one claimed message and record what happened."""
+        """Attempt one claimed message and record what happened. Never leaves a claimed message behind:
+        whatever goes wrong in here (a database error, a bug, a value that does not encode), the attempt is
+        logged as a ``failure`` with the reason and the message moves on its retry schedule."""
+        try:
+            await self._process(job)
+        except Exception as exc:
+            log.exception("delivery failed unexpectedly", extra={"message_id": job.id})
+            self._fail_unexpectedly(job, exc)
+
+    def _fail_unexpectedly(self, job: Job, exc: BaseException) -> None:
+        """Finish ``job`` after an unexpected error: an attempt ``failure`` and the next scheduled try (the
+        attempt id is the one :meth:`_process` would have used, so a log it already wrote is kept)."""
+        now = utcnow()
+        n = job.attempts + 1
+        error = clean_text(f"internal error: {type(exc).__name__}: {exc}", MAX_ERROR_CHARS)
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{job.id}.{n}",
+                    "org_id": job.org_id,
+                    "message_id": job.id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempt": n,
+                    "started_at": now,
+                    "url": "",
+                    "request_headers": {},
+                    "status": None,
+                    "response_body": None,
+                    "duration_ms": None,
+                    "error": error,
+                    "outcome": Outcome.FAILURE,
+                }
+            ),
+        )
+        if self._attempts is not None:
+            self._attempts.labels(Outcome.FAILURE).inc()
+        delay = self.policy.next_delay(n - job.round_start)
+        self.writer.put(
+            MESSAGES,
+            UpdateOne(
+                {"_id": job.id, "claim": job.claim},
+                {
+                    "$set": {
+                        "status": MessageStatus.PENDING if delay is not None else MessageStatus.FAILED,
+                        "attempts": n,
+                        "next_attempt_at": to_ms(now + timedelta(seconds=delay)) if delay is not None else None,
+                        "last_status": None,
+                        "last_error": error,
+                        "updated_at": now,
+                    },
+                    "$unset": {"inflight": "", "claim": ""},
+                },
+            ),
+        )
+
+    async def _process(self, job: Job) -> None:
         endpoint = await self.endpoint(job.endpoint_id)
         if endpoint is None or not endpoint.get("enabled") or endpoint.get("org_id") != job.org_id:
             reason = "the endpoint was deleted" if endpoint is None else "the endpoint is disabled"
@@ -402,7 +475,11 @@ class Delivery:
         elif outcome is Outcome.SUCCESS and failing_since is not None:
             endpoint["failing_since"] = None
             await self.repo.clear_failing_since(job.endpoint_id)
-        retry_after = parse_retry_after(result.retry_after, now) if outcome is Outcome.THROTTLED else None
+        retry_after = None
+        retry_after_error = None
+        if outcome is Outcome.THROTTLED:
+            asked = read_retry_after(result.retry_after, now)
+            retry_after, retry_after_error = asked.seconds, asked.error
         decision = decide(
             Outcome.FAILURE if outcome is Outcome.REFUSED else outcome,
             n - job.round_start,
@@ -413,6 +490,8 @@ class Delivery:
             disable_after=self.settings.webhook_disable_after,
         )
         error = result.error or (None if outcome is Outcome.SUCCESS else f"HTTP {result.status}")
+        if retry_after_error:
+            error = f"{error}; {retry_after_error}"
         self.writer.put(
             ATTEMPTS,
             InsertOne(
