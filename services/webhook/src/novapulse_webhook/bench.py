@@ -186,7 +186,7 @@ async def run_bench() -> str:
             "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_TIMEOUT": HANG_TIMEOUT,
-            "WEBHOOK_LEASE_MARGIN": "5",
+            "WEBHOOK_LEASE": "10",
             "QUEUE_CONCURRENCY": "64",
             "LOG_LEVEL": "WARNING",
             "HTTP_HOST": "127.0.0.1",

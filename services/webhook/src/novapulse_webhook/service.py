@@ -33,6 +33,7 @@ from .repository import Doc, Repository
 from .secretbox import SecretBox, generate_secret
 from .settings import WebhookSettings
 from .ssrf import AddressPolicy, SsrfError, check_url, resolve
+from .versions import EndpointVersions
 
 
 def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
@@ -95,8 +96,11 @@ def request_fingerprint(event_type: str, data: Mapping[str, Any]) -> str:
 class WebhookService:
     """Application operations behind the routes."""
 
-    def __init__(self, repo: Repository, settings: WebhookSettings, box: SecretBox) -> None:
+    def __init__(
+        self, repo: Repository, settings: WebhookSettings, box: SecretBox, versions: EndpointVersions | None = None
+    ) -> None:
         self.repo = repo
+        self.versions = versions
         self.settings = settings
         self.box = box
         self.policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
@@ -115,6 +119,12 @@ class WebhookService:
                 f"The endpoint URL is not allowed: {exc}",
                 errors=[{"location": "body", "field": "url", "message": str(exc), "type": "url_not_allowed"}],
             ) from exc
+
+    async def changed(self, org_id: str) -> None:
+        """After every write to the organisation's endpoints, before answering: the workers' caches must
+        follow it (read-your-writes, see versions.py)."""
+        if self.versions is not None:
+            await self.versions.bump(org_id)
 
     # --- endpoints -------------------------------------------------------------------------------------
 
@@ -143,6 +153,7 @@ class WebhookService:
             "updated_at": now,
         }
         await self.repo.insert_endpoint(doc)
+        await self.changed(org_id)
         return endpoint_out(doc)
 
     async def endpoint(self, org_id: str, endpoint_id: str) -> Doc:
@@ -166,11 +177,13 @@ class WebhookService:
         doc = await self.repo.update_endpoint(org_id, endpoint_id, changes, unset)
         if doc is None:
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
         return endpoint_out(doc)
 
     async def delete_endpoint(self, org_id: str, endpoint_id: str) -> None:
         if not await self.repo.delete_endpoint(org_id, endpoint_id):
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
 
     async def secret(self, org_id: str, endpoint_id: str) -> SecretOut:
         doc = await self.endpoint(org_id, endpoint_id)
@@ -200,6 +213,7 @@ class WebhookService:
         updated = await self.repo.update_endpoint(org_id, endpoint_id, {"secrets": secrets, "updated_at": now})
         if updated is None:
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
         return await self.secret(org_id, endpoint_id)
 
     # --- events and messages ---------------------------------------------------------------------------

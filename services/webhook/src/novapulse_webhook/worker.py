@@ -28,11 +28,13 @@ from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import lookup
 from novapulse_runtime.catalog.webhook import EndpointDisabled, MessageFailed
 from novapulse_runtime.metrics import Metrics
+from novapulse_runtime.ratelimit import RateLimit, RateLimiter
 
 from .clock import as_datetime, to_ms, utcnow
 from .constants import (
     ATTEMPTS,
     ENDPOINT_CACHE_TTL,
+    ENDPOINT_RATE_LIMIT,
     EVENT_ENDPOINT_DISABLED,
     EVENT_MESSAGE_FAILED,
     HEADER_ID,
@@ -53,6 +55,7 @@ from .secretbox import SecretBox, SecretError, secret_key
 from .sender import MAX_ERROR_CHARS, AttemptResult, Sender, clean_text
 from .settings import WebhookSettings
 from .signing import signature_header
+from .versions import EndpointVersions
 from .writer import BatchWriter
 
 log = logging.getLogger("novapulse.webhook.worker")
@@ -62,12 +65,12 @@ CLAIM_BATCH = 100
 CACHE_MAX_ENTRIES = 10_000
 
 
-def _make_room(cache: dict[str, tuple[float, Any]]) -> None:
+def _make_room(cache: dict[str, Any]) -> None:
     """Bound a TTL cache: drop expired entries once it is full, and everything if that is not enough."""
     if len(cache) < CACHE_MAX_ENTRIES:
         return
     now = time.monotonic()
-    for key in [k for k, (expires, _) in cache.items() if expires <= now]:
+    for key in [k for k, entry in cache.items() if entry[0] <= now]:
         del cache[key]
     if len(cache) >= CACHE_MAX_ENTRIES:
         cache.clear()
@@ -94,6 +97,8 @@ class Delivery:
         sender: Sender,
         publisher: EventPublisher,
         metrics: Metrics | None = None,
+        versions: EndpointVersions | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -108,10 +113,13 @@ class Delivery:
         self.timeout = settings.webhook_timeout
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.worker_id = uuid.uuid4().hex[:12]
-        self._endpoints: dict[str, tuple[float, Doc | None]] = {}
-        self._orgs: dict[str, tuple[float, list[Doc]]] = {}
+        self.versions = versions
+        self.limiter = limiter
+        self._held: dict[str, Job] = {}  # claimed by this worker and not finished: their leases are renewed
+        self._endpoints: dict[str, tuple[float, str | None, Doc | None]] = {}  # (expires, version, doc)
+        self._orgs: dict[str, tuple[float, str | None, list[Doc]]] = {}
         self._keys: dict[str, bytes] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._loading: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._closing = False
         self._wake = asyncio.Event()
         self._attempts = (
@@ -126,40 +134,57 @@ class Delivery:
         )
 
     # --- caches ----------------------------------------------------------------------------------------
+    # Read-your-writes: a cached entry carries the organisation's endpoint version (see versions.py) and is
+    # used only while that version is still current, so an event that happens after an API write answered
+    # sees the write (new endpoint, new filter, rotated secret, disabled, headers, rate limit). Without Redis
+    # the version is unknown and entries live ENDPOINT_CACHE_TTL seconds, as before.
 
-    async def endpoint(self, endpoint_id: str) -> Doc | None:
-        """An endpoint, cached for ``ENDPOINT_CACHE_TTL`` (one database read however many ask at once)."""
+    async def _version(self, org_id: str) -> str | None:
+        return await self.versions.current(org_id) if self.versions is not None else None
+
+    def _fresh(self, hit: tuple[float, str | None, Any] | None, version: str | None) -> bool:
+        if hit is None or hit[0] <= time.monotonic():
+            return False
+        return version is None or hit[1] == version
+
+    async def endpoint(self, endpoint_id: str, org_id: str | None = None) -> Doc | None:
+        """An endpoint, as current as the organisation's endpoint version (one database read however many
+        ask at once); ``org_id`` is the organisation the caller expects it in (None: no version check)."""
+        version = await self._version(org_id) if org_id else None
         hit = self._endpoints.get(endpoint_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        doc: Doc | None = await self._single_flight(("ep", endpoint_id), self._load_endpoint(endpoint_id))
+        if self._fresh(hit, version) and hit is not None:
+            doc: Doc | None = hit[2]
+            return doc
+        doc = await self._single_flight(("ep", endpoint_id, version or ""), self._load_endpoint(endpoint_id, version))
         return doc
 
-    async def _load_endpoint(self, endpoint_id: str) -> Doc | None:
+    async def _load_endpoint(self, endpoint_id: str, version: str | None) -> Doc | None:
         doc = await self.repo.endpoint(endpoint_id)
         _make_room(self._endpoints)
-        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, doc)
+        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, version, doc)
         return doc
 
     async def org_endpoints(self, org_id: str) -> list[Doc]:
         """An organisation's enabled endpoints, cached like :meth:`endpoint`."""
+        version = await self._version(org_id)
         hit = self._orgs.get(org_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        docs: list[Doc] = await self._single_flight(("org", org_id), self._load_org(org_id))
+        if self._fresh(hit, version) and hit is not None:
+            cached: list[Doc] = hit[2]
+            return cached
+        docs: list[Doc] = await self._single_flight(("org", org_id, version or ""), self._load_org(org_id, version))
         return docs
 
-    async def _load_org(self, org_id: str) -> list[Doc]:
+    async def _load_org(self, org_id: str, version: str | None) -> list[Doc]:
         docs = await self.repo.org_endpoints(org_id)
         expires = time.monotonic() + ENDPOINT_CACHE_TTL
         _make_room(self._orgs)
         _make_room(self._endpoints)
-        self._orgs[org_id] = (expires, docs)
+        self._orgs[org_id] = (expires, version, docs)
         for d in docs:
-            self._endpoints[d["_id"]] = (expires, d)
+            self._endpoints[d["_id"]] = (expires, version, d)
         return docs
 
-    async def _single_flight(self, key: tuple[str, str], load: Coroutine[Any, Any, Any]) -> Any:
+    async def _single_flight(self, key: tuple[str, ...], load: Coroutine[Any, Any, Any]) -> Any:
         running = self._loading.get(key)
         if running is not None and not running.done():
             load.close()
@@ -238,8 +263,79 @@ class Delivery:
     def _submit(self, job: Job, endpoint: Doc | None) -> bool:
         if endpoint is not None:
             job.concurrency = int(endpoint.get("concurrency") or self.settings.webhook_default_concurrency)
-            job.rate_limit = endpoint.get("rate_limit")
-        return self.dispatcher.submit(job)
+            # With Redis the endpoint's rate limit is enforced across every worker in process(); the lane's
+            # own gate (per process) is only the fallback without a limiter.
+            job.rate_limit = None if self.limiter is not None else endpoint.get("rate_limit")
+        if not self.dispatcher.submit(job):
+            return False
+        self._held[job.id] = job
+        return True
+
+    # --- leases ----------------------------------------------------------------------------------------
+
+    async def heartbeat(self, stop: asyncio.Event) -> None:
+        """Renew the lease of every message this worker holds, every quarter of the lease, until ``stop``.
+
+        A renewal is guarded by the claim token; a message whose claim is no longer ours (another worker took
+        it after our lease ran out) is withdrawn at once, and a running attempt whose lease could not be
+        renewed in time is cancelled before the lease ends, so no message is ever attempted by two workers at
+        the same time (as long as this process's event loop is not stalled for longer than a lease)."""
+        interval = self.lease.total_seconds() / 4
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("renewing leases failed")
+            self._withdraw_expiring()
+
+    async def renew_leases(self) -> int:
+        """One renewal round; returns how many leases were renewed."""
+        jobs = list(self._held.values())
+        if not jobs:
+            return 0
+        now = utcnow()
+        until = now + self.lease
+        result = await self.repo.messages.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": j.id, "claim": j.claim, "status": MessageStatus.SENDING},
+                    {"$set": {"next_attempt_at": to_ms(until)}},
+                )
+                for j in jobs
+            ],
+            ordered=False,
+        )
+        if result.matched_count == len(jobs):
+            for j in jobs:
+                j.lease_until = until
+            return len(jobs)
+        ours = {
+            d["_id"]
+            for d in await self.repo.messages.find(
+                {"_id": {"$in": [j.id for j in jobs]}, "status": MessageStatus.SENDING}, {"claim": 1}
+            ).to_list()
+            if d.get("claim") in {j.claim for j in jobs if j.id == d["_id"]}
+        }
+        for j in jobs:
+            if j.id in ours:
+                j.lease_until = until
+            elif self._held.get(j.id) is j:  # finished meanwhile (claim cleared) or taken over: not ours now
+                self._held.pop(j.id, None)
+                if self.dispatcher.cancel(j):
+                    log.warning("claim lost; attempt withdrawn", extra={"message_id": j.id})
+        return len(ours)
+
+    def _withdraw_expiring(self) -> None:
+        """Cancel what we hold whose lease ends within a quarter lease (renewals kept failing)."""
+        limit = utcnow() + self.lease / 4
+        for j in list(self._held.values()):
+            if j.lease_until <= limit:
+                self._held.pop(j.id, None)
+                if self.dispatcher.cancel(j):
+                    log.warning("lease could not be renewed; attempt withdrawn", extra={"message_id": j.id})
 
     def wake(self) -> None:
         """Ask the poller to look for due messages now."""
@@ -251,6 +347,8 @@ class Delivery:
         """Claim due messages until ``stop``; then finish running attempts and flush the logs."""
         writer_stop = asyncio.Event()
         writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
+        beat_stop = asyncio.Event()
+        beat = asyncio.create_task(self.heartbeat(beat_stop), name="webhook-leases")
         try:
             while not stop.is_set():
                 if writer.done():  # the group-commit writer must never be gone silently: log and restart it
@@ -259,6 +357,12 @@ class Delivery:
                         extra={"error": repr(None if writer.cancelled() else writer.exception())},
                     )
                     writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
+                if beat.done():  # so must the lease renewal
+                    log.error(
+                        "lease renewal stopped; restarting it",
+                        extra={"error": repr(None if beat.cancelled() else beat.exception())},
+                    )
+                    beat = asyncio.create_task(self.heartbeat(beat_stop), name="webhook-leases")
                 try:
                     await self.poll_once()
                 except PyMongoError as exc:
@@ -278,8 +382,11 @@ class Delivery:
         finally:
             self._closing = True
             dropped = await self.dispatcher.drain(self.settings.shutdown_timeout)
+            beat_stop.set()
+            await beat
             now = utcnow()
             for job in dropped:  # queued but never started: give them back at once
+                self._held.pop(job.id, None)
                 self.writer.put(
                     MESSAGES,
                     UpdateOne(
@@ -310,12 +417,25 @@ class Delivery:
                 inflight = before.get("inflight")
                 if inflight:
                     self._log_lost(before, inflight)
-                endpoint = await self.endpoint(before["endpoint_id"])
+                endpoint = await self.endpoint(before["endpoint_id"], before["org_id"])
             except Exception:  # the message is held now: it still goes to its lane, process() finishes it
                 log.exception("preparing a claimed message failed", extra={"message_id": before.get("_id")})
             if not self._submit(Job.from_doc(before, token, lease_until), endpoint):
+                self._release(before["_id"], token)  # lane full: give it back now, not when the lease ends
                 break
         return claimed
+
+    def _release(self, message_id: str, claim: str) -> None:
+        self.writer.put(
+            MESSAGES,
+            UpdateOne(
+                {"_id": message_id, "claim": claim},
+                {
+                    "$set": {"status": MessageStatus.PENDING, "next_attempt_at": to_ms(utcnow())},
+                    "$unset": {"claim": ""},
+                },
+            ),
+        )
 
     def _log_lost(self, msg: Doc, inflight: Doc) -> None:
         n = int(inflight.get("attempt") or msg.get("attempts") or 0)
@@ -353,6 +473,9 @@ class Delivery:
         except Exception as exc:
             log.exception("delivery failed unexpectedly", extra={"message_id": job.id})
             self._fail_unexpectedly(job, exc)
+        finally:
+            if self._held.get(job.id) is job:
+                del self._held[job.id]
 
     def _fail_unexpectedly(self, job: Job, exc: BaseException) -> None:
         """Finish ``job`` after an unexpected error: an attempt ``failure`` and the next scheduled try (the
@@ -402,13 +525,16 @@ class Delivery:
         )
 
     async def _process(self, job: Job) -> None:
-        endpoint = await self.endpoint(job.endpoint_id)
+        endpoint = await self.endpoint(job.endpoint_id, job.org_id)
         if endpoint is None or not endpoint.get("enabled") or endpoint.get("org_id") != job.org_id:
             reason = "the endpoint was deleted" if endpoint is None else "the endpoint is disabled"
             self._finish(job, MessageStatus.FAILED, None, reason, utcnow())
             return
+        rate = endpoint.get("rate_limit")
+        if rate and self.limiter is not None:
+            await self._rate_wait(job.endpoint_id, int(rate))
         now = utcnow()
-        if (job.lease_until - now).total_seconds() < self.timeout + 1:
+        if job.lease_until - now < self.lease / 2:  # the heartbeat fell behind (a busy loop): renew first
             lease_until = now + self.lease
             if not await self.repo.renew_claim(job.id, job.claim, lease_until):
                 return  # another worker took it over
@@ -450,6 +576,17 @@ class Delivery:
             )
             result = await self.sender.send(url, headers, body, self.timeout)
         await self._record(job, endpoint, n, now, url, headers, result)
+
+    async def _rate_wait(self, endpoint_id: str, rate: int) -> None:
+        """Wait for the endpoint's rate limit (``rate`` messages per second across every worker: GCRA in
+        Redis, keyed by the endpoint id, burst up to ``rate``). Fails open when Redis is unreachable."""
+        assert self.limiter is not None
+        limit = RateLimit(ENDPOINT_RATE_LIMIT, rate, 1.0)
+        while True:
+            decision = await self.limiter.hit(limit, endpoint_id)
+            if decision.allowed:
+                return
+            await asyncio.sleep(max(decision.retry_after, 0.001))
 
     async def _record(
         self,
@@ -566,6 +703,8 @@ class Delivery:
         """Disable the endpoint (once) and announce it."""
         before = await self.repo.disable_endpoint(endpoint["_id"], reason, now)
         self.forget(endpoint["_id"])
+        if self.versions is not None:
+            await self.versions.bump(endpoint["org_id"])
         if before is None:
             return
         log.warning("endpoint disabled", extra={"endpoint_id": endpoint["_id"], "reason": reason})
