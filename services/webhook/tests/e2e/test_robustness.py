@@ -124,3 +124,38 @@ async def test_idempotency_key_is_bound_to_the_request(spawn, webhook_env, clien
     theirs: dict[str, Any] = await other.event("order.created", {"a": 2}, key="k-1")
     assert theirs["duplicate"] is False
     assert len(await api.messages()) == 1
+
+
+async def test_an_unexpected_error_while_holding_a_message_finishes_it(stack, client, receiver: Receiver) -> None:
+    """A fault inside the delivery engine after the claim (here: an endpoint document whose ``headers`` is
+    not a mapping, as a bad migration could leave it) is logged as an attempt ``failure`` with the real
+    reason, and the message moves along its schedule to ``failed`` instead of staying in ``sending``."""
+    from pymongo import AsyncMongoClient
+
+    api_proc, _ = stack(WEBHOOK_RETRY_SCHEDULE="0,0.3,0.3")
+    api: Api = client(api_proc.url)
+    ep = await api.endpoint(receiver.url("corrupt"))
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(api_proc.env["MONGO_URL"], tz_aware=True)
+    try:
+        db = mongo[api_proc.env["MONGO_DB"]]
+        await db["endpoints"].update_one({"_id": ep["id"]}, {"$set": {"headers": ["not", "a", "map"]}})
+        accepted = await api.event("order.created", {"i": 1})
+        assert accepted["messages"] == 1
+
+        async def failed() -> bool:
+            doc = await db["messages"].find_one({"endpoint_id": ep["id"]})
+            return doc is not None and doc["status"] == "failed"
+
+        await wait_until(failed, timeout=20, message="message finished as failed")
+        msg = await db["messages"].find_one({"endpoint_id": ep["id"]})
+        assert msg is not None
+        assert msg["attempts"] == 3
+        assert "claim" not in msg
+        assert "inflight" not in msg
+        attempts = await db["attempts"].find({"message_id": msg["_id"]}).sort("attempt", 1).to_list()
+        assert [a["attempt"] for a in attempts] == [1, 2, 3]
+        assert {a["outcome"] for a in attempts} == {"failure"}
+        assert all(a["error"].startswith("internal error: ValueError: ") for a in attempts), attempts
+        assert receiver.on("corrupt") == []
+    finally:
+        await mongo.close()
