@@ -253,8 +253,8 @@ class Delivery:
             stored = await asyncio.gather(*(self.writer.put(MESSAGES, InsertOne(d)) for d in docs))
             inserted = {d["_id"] for d, ok in zip(docs, stored, strict=True) if ok}
         for doc, ep in jobs:
-            if doc["_id"] in inserted:
-                self._submit(Job.from_doc(doc, doc["claim"], lease_until), ep)
+            if doc["_id"] in inserted and not self._submit(Job.from_doc(doc, doc["claim"], lease_until), ep):
+                self._release(doc["_id"], doc["claim"])  # its lane filled up meanwhile: the poller takes it
         if len(inserted) < len(docs):
             log.info("duplicate event ignored", extra={"event_id": event_id, "skipped": len(docs) - len(inserted)})
         self._wake.set()
@@ -655,7 +655,7 @@ class Delivery:
             status = MessageStatus.PENDING
         else:
             status = MessageStatus.FAILED
-        self._finish(job, status, result.status, error, now, decision.next_attempt_at)
+        self._finish(job, status, result.status, error, now, decision.next_attempt_at, attempts=n)
         if decision.disable_endpoint:
             await self.disable(endpoint, decision.disable_endpoint, now)
         if decision.exhausted and job.event_type not in SELF_EVENTS:
@@ -681,22 +681,23 @@ class Delivery:
         error: str | None,
         now: datetime,
         next_attempt_at: datetime | None = None,
+        attempts: int | None = None,
     ) -> None:
+        """Release the claim with the message's new state. ``attempts`` (when an attempt was made) is set
+        here too: the start record, written in another batch, may land after this update and then does
+        nothing (it is guarded by the claim), and the next attempt must not reuse this attempt's number."""
+        changes: dict[str, Any] = {
+            "status": status,
+            "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
+            "last_status": http_status,
+            "last_error": error,
+            "updated_at": now,
+        }
+        if attempts is not None:
+            changes["attempts"] = attempts
         self.writer.put(
             MESSAGES,
-            UpdateOne(
-                {"_id": job.id, "claim": job.claim},
-                {
-                    "$set": {
-                        "status": status,
-                        "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
-                        "last_status": http_status,
-                        "last_error": error,
-                        "updated_at": now,
-                    },
-                    "$unset": {"inflight": "", "claim": ""},
-                },
-            ),
+            UpdateOne({"_id": job.id, "claim": job.claim}, {"$set": changes, "$unset": {"inflight": "", "claim": ""}}),
         )
 
     async def disable(self, endpoint: Doc, reason: str, now: datetime) -> None:

@@ -145,6 +145,13 @@ async def test_killed_workers_messages_resume_within_the_lease_bound(
     for i in range(total):
         await api.event("order.created", {"i": i})
     await wait_until(lambda: receiver.in_flight == 4, timeout=20, message="four attempts in flight")
+
+    async def started_records_durable() -> bool:
+        # the start records are batched (README "Attempt accounting"): kill once they are in the database,
+        # so each lost attempt is logged and the test can count requests = logged attempts
+        return sum(m["attempts"] >= 1 for m in await all_messages(api)) == 4 and receiver.in_flight == 4
+
+    await wait_until(started_records_durable, timeout=10, interval=0.1, message="start records written")
     worker.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     worker.wait(10)
