@@ -59,7 +59,10 @@ def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
 def message_out(doc: Doc, with_payload: bool = False) -> MessageOut:
     payload = None
     if with_payload and "body" in doc:
-        payload = jsonstrict.loads(doc["body"])  # written by jsonstrict.dumps: a stored body is strict JSON
+        try:
+            payload = jsonstrict.loads(doc["body"])  # written by jsonstrict.dumps since payloads are strict
+        except jsonstrict.InvalidJSON:
+            payload = None  # a body stored before that, holding NaN/Infinity: not shown (and never sent)
     return MessageOut(
         id=doc["_id"],
         endpoint_id=doc["endpoint_id"],

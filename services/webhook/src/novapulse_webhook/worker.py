@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Coroutine, Mapping
@@ -62,6 +63,7 @@ log = logging.getLogger("novapulse.webhook.worker")
 tracer = trace.get_tracer("novapulse.webhook")
 
 CLAIM_BATCH = 100
+_NON_FINITE = re.compile(r"NaN|Infinity")  # cheap pre-check before a strict parse of a stored body
 CACHE_MAX_ENTRIES = 10_000
 
 
@@ -524,6 +526,34 @@ class Delivery:
             ),
         )
 
+    def _fail_for_good(self, job: Job, error: str) -> None:
+        """A message that can never be sent (bad stored data): one ``failure`` attempt, message ``failed``."""
+        now = utcnow()
+        n = job.attempts + 1
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{job.id}.{n}",
+                    "org_id": job.org_id,
+                    "message_id": job.id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempt": n,
+                    "started_at": now,
+                    "url": "",
+                    "request_headers": {},
+                    "status": None,
+                    "response_body": None,
+                    "duration_ms": None,
+                    "error": error,
+                    "outcome": Outcome.FAILURE,
+                }
+            ),
+        )
+        if self._attempts is not None:
+            self._attempts.labels(Outcome.FAILURE).inc()
+        self._finish(job, MessageStatus.FAILED, None, error, now, attempts=n)
+
     async def _process(self, job: Job) -> None:
         endpoint = await self.endpoint(job.endpoint_id, job.org_id)
         if endpoint is None or not endpoint.get("enabled") or endpoint.get("org_id") != job.org_id:
@@ -545,6 +575,12 @@ class Delivery:
             log.error("cannot decrypt endpoint secret", extra={"endpoint_id": job.endpoint_id, "error": str(exc)})
             self._finish(job, MessageStatus.PENDING, None, "secret unavailable", now, now + self.lease)
             return
+        if _NON_FINITE.search(job.body):  # only a body stored before payloads were strict can hold these
+            try:
+                jsonstrict.loads(job.body)
+            except jsonstrict.InvalidJSON as exc:
+                self._fail_for_good(job, f"the stored payload is not strict JSON, not sent: {exc}")
+                return
         n = job.attempts + 1
         body = job.body.encode()
         ts = int(time.time())

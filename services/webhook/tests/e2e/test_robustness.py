@@ -159,3 +159,51 @@ async def test_an_unexpected_error_while_holding_a_message_finishes_it(stack, cl
         assert receiver.on("corrupt") == []
     finally:
         await mongo.close()
+
+
+async def test_a_stored_body_with_nan_is_never_sent(stack, client, receiver: Receiver) -> None:
+    """A message stored before payloads were strict (``NaN`` in its body) fails with the reason instead of
+    reaching the receiver; ``GET /messages/{id}`` shows no payload rather than invalid JSON."""
+    from datetime import UTC, datetime
+
+    from pymongo import AsyncMongoClient
+
+    api_proc, _ = stack()
+    api: Api = client(api_proc.url)
+    ep = await api.endpoint(receiver.url("legacy"))
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(api_proc.env["MONGO_URL"], tz_aware=True)
+    try:
+        db = mongo[api_proc.env["MONGO_DB"]]
+        now = datetime.now(UTC)
+        await db["messages"].insert_one(
+            {
+                "_id": "msg_legacy",
+                "org_id": "org-a",
+                "endpoint_id": ep["id"],
+                "event_id": "evt_legacy",
+                "event_type": "a.b",
+                "body": '{"type":"a.b","timestamp":"2026-01-01T00:00:00Z","data":{"ratio":NaN}}',
+                "status": "pending",
+                "claim": None,
+                "next_attempt_at": int(now.timestamp() * 1000),
+                "attempts": 0,
+                "round_start": 0,
+                "last_status": None,
+                "last_error": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+
+        async def failed() -> bool:
+            return bool((await api.ok("GET", "/messages/msg_legacy"))["status"] == "failed")
+
+        await wait_until(failed, timeout=20, message="legacy message failed")
+        msg = await api.ok("GET", "/messages/msg_legacy")
+        assert msg["payload"] is None
+        assert msg["last_error"].startswith("the stored payload is not strict JSON, not sent: ")
+        attempts = await api.attempts("msg_legacy")
+        assert [(a["outcome"], a["status"]) for a in attempts] == [("failure", None)]
+        assert receiver.on("legacy") == []
+    finally:
+        await mongo.close()

@@ -43,8 +43,8 @@ def _doc(body: str) -> dict[str, object]:
 def test_stored_bodies_are_read_back_strictly() -> None:
     assert message_out(_doc('{"data":{"r":0.5}}'), with_payload=True).payload == {"data": {"r": 0.5}}
     for bad in ('{"data":{"r":NaN}}', '{"data":{"r":1e999}}', '{"data":{"r":Infinity}}'):
-        with pytest.raises(InvalidJSON):
-            message_out(_doc(bad), with_payload=True)
+        # a body stored before payloads were strict: not shown as JSON that would carry NaN/Infinity
+        assert message_out(_doc(bad), with_payload=True).payload is None
 
 
 def test_request_fingerprint_ignores_key_order_only() -> None:
