@@ -731,6 +731,8 @@ class Delivery:
         }
         if attempts is not None:
             changes["attempts"] = attempts
+        if self._held.get(job.id) is job:  # released: no more renewals (nor withdrawal of what follows)
+            del self._held[job.id]
         self.writer.put(
             MESSAGES,
             UpdateOne({"_id": job.id, "claim": job.claim}, {"$set": changes, "$unset": {"inflight": "", "claim": ""}}),
