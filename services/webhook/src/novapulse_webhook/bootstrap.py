@@ -18,6 +18,7 @@ from .secretbox import SecretBox, SecretError
 from .sender import Sender
 from .service import WebhookService
 from .settings import WebhookSettings
+from .slots import EndpointSlots
 from .ssrf import AddressPolicy
 from .versions import EndpointVersions
 from .worker import Delivery
@@ -81,6 +82,7 @@ async def build(rt: Runtime) -> Composition:
             rt.metrics,
             EndpointVersions(rt.redis, bus.keys.namespace),
             RateLimiter(rt.redis, rt.metrics, settings.service_name),  # always on: endpoints' own limits
+            EndpointSlots(rt.redis, bus.keys.namespace, settings.lease_seconds),
         )
         consumer = bus.consumer()
 

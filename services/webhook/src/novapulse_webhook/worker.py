@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import time
 import uuid
@@ -56,6 +57,7 @@ from .secretbox import SecretBox, SecretError, secret_key
 from .sender import MAX_ERROR_CHARS, AttemptResult, Sender, clean_text
 from .settings import WebhookSettings
 from .signing import signature_header
+from .slots import EndpointSlots
 from .versions import EndpointVersions
 from .writer import BatchWriter
 
@@ -101,6 +103,7 @@ class Delivery:
         metrics: Metrics | None = None,
         versions: EndpointVersions | None = None,
         limiter: RateLimiter | None = None,
+        slots: EndpointSlots | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -117,6 +120,8 @@ class Delivery:
         self.worker_id = uuid.uuid4().hex[:12]
         self.versions = versions
         self.limiter = limiter
+        self.slots = slots
+        self._slot_holders: dict[str, tuple[str, str]] = {}  # message id -> (endpoint id, claim) holding a slot
         self._held: dict[str, Job] = {}  # claimed by this worker and not finished: their leases are renewed
         self._endpoints: dict[str, tuple[float, str | None, Doc | None]] = {}  # (expires, version, doc)
         self._orgs: dict[str, tuple[float, str | None, list[Doc]]] = {}
@@ -292,6 +297,8 @@ class Delivery:
             except Exception:
                 log.exception("renewing leases failed")
             self._withdraw_expiring()
+            if self.slots is not None:
+                await self.slots.renew(list(self._slot_holders.values()))
 
     async def renew_leases(self) -> int:
         """One renewal round; returns how many leases were renewed."""
@@ -563,6 +570,26 @@ class Delivery:
         rate = endpoint.get("rate_limit")
         if rate and self.limiter is not None:
             await self._rate_wait(job.endpoint_id, int(rate))
+        if self.slots is None:
+            await self._attempt(job, endpoint)
+            return
+        await self._take_slot(job, int(endpoint.get("concurrency") or self.settings.webhook_default_concurrency))
+        try:
+            await self._attempt(job, endpoint)
+        finally:
+            self._slot_holders.pop(job.id, None)
+            await self.slots.release(job.endpoint_id, job.claim)
+
+    async def _take_slot(self, job: Job, limit: int) -> None:
+        """Wait for one of the endpoint's ``concurrency`` slots, shared by every worker (see slots.py)."""
+        assert self.slots is not None
+        pause = 0.02
+        while not await self.slots.try_acquire(job.endpoint_id, job.claim, limit):
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))  # jitter
+            pause = min(pause * 2, 0.5)
+        self._slot_holders[job.id] = (job.endpoint_id, job.claim)
+
+    async def _attempt(self, job: Job, endpoint: Doc) -> None:
         now = utcnow()
         if job.lease_until - now < self.lease / 2:  # the heartbeat fell behind (a busy loop): renew first
             lease_until = now + self.lease

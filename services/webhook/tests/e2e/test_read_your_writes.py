@@ -137,3 +137,18 @@ async def test_endpoint_rate_limit_holds_across_worker_processes(spawn, webhook_
     await wait_until(lambda: len(receiver.on("limited")) == 12, timeout=40, message="all delivered")
     seen = receiver.on("limited")
     assert seen[-1].at - seen[0].at >= 4.5, "two workers shared one 2/s budget (GCRA, 1 s burst)"
+
+
+async def test_endpoint_concurrency_holds_across_worker_processes(spawn, webhook_env, client, receiver) -> None:
+    """``concurrency`` is one cap for the endpoint across every worker (a Redis semaphore), not one per
+    worker process: two workers, concurrency 2, a slow receiver: never more than 2 requests at once."""
+    api_proc = spawn("novapulse_webhook", "api", env=webhook_env)
+    spawn("novapulse_webhook", "worker", env=webhook_env)
+    spawn("novapulse_webhook", "worker", env=webhook_env)
+    api: Api = client(api_proc.url, org=ORG)
+    receiver.set("capped", delay=0.4)
+    await api.endpoint(receiver.url("capped"), concurrency=2)
+    for i in range(12):
+        await api.event("order.created", {"i": i})
+    await wait_until(lambda: len(receiver.on("capped")) == 12, timeout=40, message="all delivered")
+    assert receiver.peak["capped"] == 2
