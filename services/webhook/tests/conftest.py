@@ -33,7 +33,7 @@ def webhook_env(token_issuer: Any, names: str) -> dict[str, str]:
         "WEBHOOK_ALLOW_HTTP": "true",
         "WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5",
         "WEBHOOK_TIMEOUT": "3",
-        "WEBHOOK_LEASE_MARGIN": "2",
+        "WEBHOOK_LEASE": "4",
         "WEBHOOK_POLL_INTERVAL": "0.05",
         "EVENTS_NAMESPACE": names,
         "RATE_LIMIT_ENABLED": "false",

@@ -38,6 +38,8 @@ class Receiver:
         self.seen: list[Seen] = []
         self.behaviour: dict[str, Behaviour] = {}
         self.in_flight = 0
+        self.peak: dict[str, int] = {}  # most requests in flight at once, per path name
+        self._in_flight_by: dict[str, int] = {}
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -73,6 +75,8 @@ class Receiver:
         self.seen.append(Seen(request.path, dict(request.headers), body, time.monotonic()))
         b = self.behaviour.get(name) or Behaviour()
         self.in_flight += 1
+        self._in_flight_by[name] = self._in_flight_by.get(name, 0) + 1
+        self.peak[name] = max(self.peak.get(name, 0), self._in_flight_by[name])
         try:
             if b.hang:
                 await self._release.wait()
@@ -86,6 +90,7 @@ class Receiver:
             return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")
         finally:
             self.in_flight -= 1
+            self._in_flight_by[name] -= 1
 
 
 class Api:

@@ -14,7 +14,6 @@ The last line printed is ``webhook-bench: deliveries_vs_raw=<x> p99_ms_at_500=<m
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import statistics
@@ -34,6 +33,7 @@ from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
 
@@ -72,7 +72,7 @@ def _receiver(port: int) -> None:
         now = time.time()
         sent = now
         if body[:1] == b"{":
-            stamp = json.loads(body).get("timestamp")
+            stamp = jsonstrict.loads(body).get("timestamp")
             if isinstance(stamp, str):
                 sent = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
         arrivals.append((name, now, now - sent))
@@ -186,7 +186,7 @@ async def run_bench() -> str:
             "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_TIMEOUT": HANG_TIMEOUT,
-            "WEBHOOK_LEASE_MARGIN": "5",
+            "WEBHOOK_LEASE": "10",
             "QUEUE_CONCURRENCY": "64",
             "LOG_LEVEL": "WARNING",
             "HTTP_HOST": "127.0.0.1",
@@ -227,7 +227,7 @@ async def run_bench() -> str:
             # Warm-up: every endpoint cache and connection pool once.
             await _publish(redis, stream, [f"b{i}" for i in range(LATENCY_ENDPOINTS)], 50, None)
             await _wait_count(http, base, 50, "b", 30)
-            body = json.dumps(
+            body = jsonstrict.dumps(
                 {"type": EVENT_TYPE, "timestamp": datetime.now().astimezone().isoformat(), "data": {"user_id": "u"}}
             ).encode()
             conc = THROUGHPUT_ENDPOINTS * ENDPOINT_CONCURRENCY

@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 from novapulse_runtime.bus import Event, EventBus, Outbox
+from novapulse_runtime.bus.keys import default_namespace
 from novapulse_runtime.catalog import EventData
+from novapulse_runtime.ratelimit import RateLimiter
 from novapulse_runtime.runtime import Composition, Runtime
 from novapulse_runtime.settings import fail_config
 
@@ -16,7 +18,9 @@ from .secretbox import SecretBox, SecretError
 from .sender import Sender
 from .service import WebhookService
 from .settings import WebhookSettings
+from .slots import EndpointSlots
 from .ssrf import AddressPolicy
+from .versions import EndpointVersions
 from .worker import Delivery
 
 log = logging.getLogger("novapulse.webhook")
@@ -61,7 +65,7 @@ async def build(rt: Runtime) -> Composition:
     await repo.ensure_indexes()
     composition = Composition(authenticator=rt.tokens.authenticate, title="NovaPulse webhooks")
     if rt.role in ("api", "all"):
-        routes = build_routes(WebhookService(repo, settings, box))
+        routes = build_routes(WebhookService(repo, settings, box, EndpointVersions(rt.redis, default_namespace())))
         # operations routes (streams, dead letters, replay) see every organisation's events: OPERATIONS_TOKEN only
         routes.extend(EventBus(rt).routes(routes.prefix))
         composition.routes = routes
@@ -70,7 +74,15 @@ async def build(rt: Runtime) -> Composition:
         outbox = bus.outbox()
         policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
         delivery = Delivery(
-            repo, settings, box, Sender(policy, settings.webhook_dns_timeout), OutboxPublisher(outbox), rt.metrics
+            repo,
+            settings,
+            box,
+            Sender(policy, settings.webhook_dns_timeout),
+            OutboxPublisher(outbox),
+            rt.metrics,
+            EndpointVersions(rt.redis, bus.keys.namespace),
+            RateLimiter(rt.redis, rt.metrics, settings.service_name),  # always on: endpoints' own limits
+            EndpointSlots(rt.redis, bus.keys.namespace, settings.lease_seconds),
         )
         consumer = bus.consumer()
 

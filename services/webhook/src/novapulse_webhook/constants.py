@@ -81,7 +81,8 @@ READ_RESPONSE_BYTES = 64 * 1024
 LANE_QUEUE_LIMIT = 1000
 WRITE_BATCH_SIZE = 500
 WRITE_BATCH_DELAY = 0.005
-ENDPOINT_CACHE_TTL = 2.0  # seconds before the worker sees an endpoint change
+ENDPOINT_CACHE_TTL = 2.0  # seconds a cached endpoint lives when its version cannot be read (Redis down)
+ENDPOINT_RATE_LIMIT = "webhook-endpoint-rate"  # rate-limit name of an endpoint's messages/s (bucket: endpoint id)
 
 # Event types this service emits (catalogue: novapulse_runtime.catalog.webhook).
 EVENT_TEST = "webhook.test"

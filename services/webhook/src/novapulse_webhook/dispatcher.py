@@ -81,6 +81,7 @@ class Dispatcher:
         self._limit = queue_limit
         self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -118,6 +119,7 @@ class Dispatcher:
             lane.running += 1
             task = asyncio.create_task(self._run(endpoint_id, lane, job), name=f"deliver-{job.id}")
             self._tasks.add(task)
+            self._running[job.id] = task
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, endpoint_id: str, lane: Lane, job: Job) -> None:
@@ -128,6 +130,8 @@ class Dispatcher:
         except Exception:
             log.exception("delivery failed unexpectedly", extra={"message_id": job.id})
         finally:
+            if self._running.get(job.id) is asyncio.current_task():
+                del self._running[job.id]
             lane.running -= 1
             self.in_flight -= 1
             if lane.queue:
@@ -136,6 +140,22 @@ class Dispatcher:
                 del self._lanes[endpoint_id]
             if self.in_flight == 0:
                 self._idle.set()
+
+    def cancel(self, job: Job) -> bool:
+        """Withdraw ``job`` (its claim was lost): drop it from its lane's queue, or cancel its running
+        attempt. True when there was something to withdraw."""
+        lane = self._lanes.get(job.endpoint_id)
+        if lane is not None and job in lane.queue:
+            lane.queue.remove(job)
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+            return True
+        task = self._running.get(job.id)
+        if task is not None and not task.done():
+            task.cancel()
+            return True
+        return False
 
     async def drain(self, timeout: float) -> list[Job]:
         """Let running attempts finish; returns the queued jobs that were not started (to release)."""

@@ -52,20 +52,47 @@ def jittered(delay: float, jitter: float, rng: random.Random | None = None) -> f
     return max(0.0, delay * (1 + r))
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds asked for by a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+_DELAY_SECONDS = re.compile(r"[0-9]+")  # RFC 9110 §10.2.3: delay-seconds = 1*DIGIT (ASCII digits only)
+RETRY_AFTER_CEILING = 10.0**9  # seconds (~31 years): any bigger delay-seconds is read as this, then clamped
+
+
+@dataclass(frozen=True)
+class RetryAfter:
+    """A receiver's ``Retry-After`` as read: ``seconds`` from now (None when absent or invalid) and, when
+    the header was present but invalid, ``error`` saying why (recorded on the attempt)."""
+
+    seconds: float | None
+    error: str | None = None
+
+
+def read_retry_after(value: str | None, now: datetime) -> RetryAfter:
+    """Read a ``Retry-After`` header (RFC 9110 §10.2.3): ``delay-seconds`` (ASCII digits) or an
+    ``HTTP-date`` (RFC 9110 §5.6.7; the three date forms of ``email.utils``). A date in the past is 0 s; a
+    huge number is :data:`RETRY_AFTER_CEILING` (the caller clamps it to ``WEBHOOK_RETRY_AFTER_MAX``).
+    Anything else (``-5``, ``1.5``, ``²``, garbage, a date that overflows) is invalid: ``seconds`` None and
+    ``error`` says why. Never raises."""
+    if value is None:
+        return RetryAfter(None)
+    text = value.strip()
+    if not text:
+        return RetryAfter(None, "empty Retry-After header")
+    if _DELAY_SECONDS.fullmatch(text):
+        digits = text.lstrip("0") or "0"
+        return RetryAfter(float(digits) if len(digits) <= 9 else RETRY_AFTER_CEILING)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    except Exception:  # email.utils raises TypeError, ValueError, IndexError or OverflowError on bad dates
+        return RetryAfter(None, f"invalid Retry-After header {text[:64]!r} (RFC 9110 §10.2.3): schedule used")
+    return RetryAfter(min(max(0.0, seconds), RETRY_AFTER_CEILING))
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header, or None when absent or invalid (see
+    :func:`read_retry_after`)."""
+    return read_retry_after(value, now).seconds
 
 
 def classify(status: int | None) -> Outcome:

@@ -3,10 +3,11 @@ subscribed endpoint."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+
+from novapulse_runtime import jsonstrict
 
 from .clock import to_ms
 from .constants import MESSAGE_ID_PREFIX, SELF_EVENTS, MessageStatus
@@ -16,13 +17,15 @@ Doc = dict[str, Any]
 
 
 def payload_body(event_type: str, data: Mapping[str, Any], timestamp: datetime) -> str:
-    """The Standard Webhooks payload ``{"type", "timestamp", "data"}`` as compact JSON; stored once so
-    every attempt sends (and signs) byte-identical bytes."""
-    return json.dumps(
-        {"type": event_type, "timestamp": timestamp.isoformat().replace("+00:00", "Z"), "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
+    """The Standard Webhooks payload ``{"type", "timestamp", "data"}`` as compact strict JSON (RFC 8259:
+    no ``NaN``/``Infinity``, written by :func:`novapulse_runtime.jsonstrict.dumps`); stored once so every
+    attempt sends (and signs) byte-identical bytes.
+
+    :raises novapulse_runtime.jsonstrict.InvalidJSON: ``data`` holds a non-finite number or a value that is
+        not JSON.
+    """
+    return jsonstrict.dumps(
+        {"type": event_type, "timestamp": timestamp.isoformat().replace("+00:00", "Z"), "data": dict(data)}
     )
 
 

@@ -4,7 +4,9 @@ redirects, never hang past the timeout."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +17,30 @@ from .constants import READ_RESPONSE_BYTES, STORED_RESPONSE_BYTES
 from .ssrf import AddressPolicy, GuardedResolver, SsrfError, check_url
 
 _CHECK_CACHE = 10_000
+MAX_ERROR_CHARS = 500
+MAX_HEADER_CHARS = 200
+
+log = logging.getLogger("novapulse.webhook.sender")
+
+
+def clean_text(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters and made storable: lone surrogates (aiohttp decodes peer headers
+    with ``surrogateescape``; exception texts may quote them) become U+FFFD, since BSON strings must be UTF-8."""
+    value = value[:limit]
+    try:  # surrogate escapes stand for the peer's raw bytes: recover them, then replace what is not UTF-8
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # other lone surrogates: each becomes U+FFFD characters
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def decode_body(raw: bytes, charset: str | None) -> str:
+    """A receiver's answer as text: in its declared ``charset`` (RFC 9110 §8.3.1) when Python knows it as a
+    text encoding, else UTF-8; bytes that do not decode become U+FFFD. Never raises."""
+    if charset:
+        with contextlib.suppress(Exception):  # unknown or non-text codec (``base64``), or one that fails here
+            codecs.lookup(charset)
+            return clean_text(raw.decode(charset, errors="replace"), len(raw))
+    return raw.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,17 @@ class Sender:
         return self._session
 
     async def send(self, url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> AttemptResult:
+        """POST ``body`` to ``url``; never raises (except on cancellation): every fault of the peer or of the
+        network — refused address, timeout after ``timeout`` seconds, bad status line, bad framing or
+        content length, undecodable body or headers — is an :class:`AttemptResult` with ``status`` None and
+        the reason in ``error``."""
+        try:
+            return await self._send(url, headers, body, timeout)
+        except Exception as exc:  # a fault no narrower clause expected: still a failed attempt, never a crash
+            log.exception("unexpected error during a webhook attempt", extra={"url": url})
+            return AttemptResult(None, None, clean_text(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS), 0.0)
+
+    async def _send(self, url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> AttemptResult:
         started = time.perf_counter()
 
         def took() -> float:
@@ -106,15 +143,22 @@ class Sender:
                         if not chunk:
                             break
                         raw += chunk
-                    text = bytes(raw[:STORED_RESPONSE_BYTES]).decode("utf-8", errors="replace")
-                    return AttemptResult(resp.status, text, None, took(), resp.headers.get("Retry-After"))
+                    try:
+                        charset = resp.charset
+                    except Exception:  # a Content-Type header that does not parse
+                        charset = None
+                    text = decode_body(bytes(raw[:STORED_RESPONSE_BYTES]), charset)
+                    retry_after = resp.headers.get("Retry-After")
+                    if retry_after is not None:
+                        retry_after = clean_text(retry_after, MAX_HEADER_CHARS)
+                    return AttemptResult(resp.status, text, None, took(), retry_after)
         except TimeoutError:
             return AttemptResult(None, None, f"timed out after {timeout:g}s", took())
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             refused = _refusal(exc)
             if refused is not None:
                 return AttemptResult(None, None, f"refused: {refused}", took(), refused=True)
-            return AttemptResult(None, None, f"{type(exc).__name__}: {exc}"[:500], took())
+            return AttemptResult(None, None, clean_text(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS), took())
 
     async def close(self) -> None:
         if self._session is not None:

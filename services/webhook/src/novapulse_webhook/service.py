@@ -7,11 +7,11 @@ Errors are :class:`~novapulse_runtime.problems.ProblemError` with a 4xx status.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from novapulse_runtime import jsonstrict
 from novapulse_runtime.catalog import lookup
 from novapulse_runtime.problems import ProblemError
 
@@ -33,6 +33,7 @@ from .repository import Doc, Repository
 from .secretbox import SecretBox, generate_secret
 from .settings import WebhookSettings
 from .ssrf import AddressPolicy, SsrfError, check_url, resolve
+from .versions import EndpointVersions
 
 
 def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
@@ -58,7 +59,10 @@ def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
 def message_out(doc: Doc, with_payload: bool = False) -> MessageOut:
     payload = None
     if with_payload and "body" in doc:
-        payload = json.loads(doc["body"])
+        try:
+            payload = jsonstrict.loads(doc["body"])  # written by jsonstrict.dumps since payloads are strict
+        except jsonstrict.InvalidJSON:
+            payload = None  # a body stored before that, holding NaN/Infinity: not shown (and never sent)
     return MessageOut(
         id=doc["_id"],
         endpoint_id=doc["endpoint_id"],
@@ -77,24 +81,53 @@ def message_out(doc: Doc, with_payload: bool = False) -> MessageOut:
     )
 
 
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def request_fingerprint(event_type: str, data: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the request an idempotency key is bound to: ``{"type", "data"}`` as strict JSON with
+    object keys sorted, so the same request always has the same fingerprint whatever its key order."""
+    text = jsonstrict.dumps(_canonical({"type": event_type, "data": dict(data)}))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class WebhookService:
     """Application operations behind the routes."""
 
-    def __init__(self, repo: Repository, settings: WebhookSettings, box: SecretBox) -> None:
+    def __init__(
+        self, repo: Repository, settings: WebhookSettings, box: SecretBox, versions: EndpointVersions | None = None
+    ) -> None:
         self.repo = repo
+        self.versions = versions
         self.settings = settings
         self.box = box
         self.policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
 
     async def check_target(self, url: str) -> None:
-        """422 unless ``url`` is allowed and its host resolves only to allowed addresses."""
+        """422 with a field error on ``url`` unless it is allowed and its host resolves only to allowed
+        addresses. A name that does not resolve today is accepted (the send-time check still applies)."""
         try:
             host, port = check_url(url, self.policy)
             await resolve(host, port, self.policy, self.settings.webhook_dns_timeout)
         except SsrfError as exc:
-            if "cannot resolve" in str(exc):
-                return  # unknown today is not forbidden; the send-time check still applies
-            raise ProblemError(422, f"The endpoint URL is not allowed: {exc}") from exc
+            if str(exc).startswith("cannot resolve"):
+                return
+            raise ProblemError(
+                422,
+                f"The endpoint URL is not allowed: {exc}",
+                errors=[{"location": "body", "field": "url", "message": str(exc), "type": "url_not_allowed"}],
+            ) from exc
+
+    async def changed(self, org_id: str) -> None:
+        """After every write to the organisation's endpoints, before answering: the workers' caches must
+        follow it (read-your-writes, see versions.py)."""
+        if self.versions is not None:
+            await self.versions.bump(org_id)
 
     # --- endpoints -------------------------------------------------------------------------------------
 
@@ -123,6 +156,7 @@ class WebhookService:
             "updated_at": now,
         }
         await self.repo.insert_endpoint(doc)
+        await self.changed(org_id)
         return endpoint_out(doc)
 
     async def endpoint(self, org_id: str, endpoint_id: str) -> Doc:
@@ -146,11 +180,13 @@ class WebhookService:
         doc = await self.repo.update_endpoint(org_id, endpoint_id, changes, unset)
         if doc is None:
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
         return endpoint_out(doc)
 
     async def delete_endpoint(self, org_id: str, endpoint_id: str) -> None:
         if not await self.repo.delete_endpoint(org_id, endpoint_id):
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
 
     async def secret(self, org_id: str, endpoint_id: str) -> SecretOut:
         doc = await self.endpoint(org_id, endpoint_id)
@@ -180,28 +216,62 @@ class WebhookService:
         updated = await self.repo.update_endpoint(org_id, endpoint_id, {"secrets": secrets, "updated_at": now})
         if updated is None:
             raise ProblemError(404, "No such endpoint")
+        await self.changed(org_id)
         return await self.secret(org_id, endpoint_id)
 
     # --- events and messages ---------------------------------------------------------------------------
 
     async def accept_event(self, org_id: str, body: EventIn, *, check_catalogue: bool = True) -> tuple[str, int, bool]:
-        """Store an application event and one message per subscribed endpoint; (event id, messages, duplicate)."""
-        raw = json.dumps(body.data, separators=(",", ":"), ensure_ascii=False)
+        """Store an application event and one message per subscribed endpoint; (event id, messages, duplicate).
+
+        Idempotency (draft-ietf-httpapi-idempotency-key-header, §2 "The Idempotency-Key HTTP Request Header
+        Field"): an ``idempotency_key`` is bound to a SHA-256 fingerprint of the request (``type`` and
+        ``data``, keys sorted). The same key with the same request answers what the first request answered
+        (same event id and message count, ``duplicate`` true) and sends nothing again; the same key with a
+        different request is refused with 422, as the draft says (§2.7), instead of being dropped silently.
+
+        :raises ProblemError: 413 (``data`` over ``WEBHOOK_MAX_PAYLOAD_BYTES``), 422 (platform type, ``data``
+            not strict JSON, or a reused key with a different request).
+        """
+        try:
+            raw = jsonstrict.dumps(body.data)
+        except jsonstrict.InvalidJSON as exc:
+            raise ProblemError(
+                422,
+                f"The event data is not valid JSON: {exc}",
+                errors=[{"location": "body", "field": "data", "message": str(exc), "type": "json_invalid"}],
+            ) from exc
         if len(raw.encode()) > self.settings.webhook_max_payload_bytes:
             raise ProblemError(413, f"The event data exceeds {self.settings.webhook_max_payload_bytes} bytes")
         if check_catalogue:
             known = lookup(body.type)
             if known is not None:
                 raise ProblemError(422, f"{body.type} is a platform event type; applications cannot post it")
+        fingerprint = request_fingerprint(body.type, body.data)
         if body.idempotency_key:
             digest = hashlib.sha256(f"{org_id}\x00{body.idempotency_key}".encode()).hexdigest()[:32]
             event_id = f"{EVENT_ID_PREFIX}_k{digest}"
         else:
             event_id = new_id(EVENT_ID_PREFIX)
         now = utcnow()
-        fresh = await self.repo.insert_event({"_id": event_id, "org_id": org_id, "type": body.type, "created_at": now})
+        fresh = await self.repo.insert_event(
+            {"_id": event_id, "org_id": org_id, "type": body.type, "request_hash": fingerprint, "created_at": now}
+        )
         if not fresh:
             existing = await self.repo.get_event(org_id, event_id)
+            if existing is not None and existing.get("request_hash", fingerprint) != fingerprint:
+                raise ProblemError(
+                    422,
+                    "This idempotency key was already used with a different request; use a new key for a new event",
+                    errors=[
+                        {
+                            "location": "body",
+                            "field": "idempotency_key",
+                            "message": "already used with a different type or data",
+                            "type": "idempotency_key_reused",
+                        }
+                    ],
+                )
             if existing is None or "messages" in existing:
                 return event_id, int((existing or {}).get("messages", 0)), True
             # The first request stored the event but stopped before recording its fan-out (a crash, a database

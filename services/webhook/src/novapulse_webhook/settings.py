@@ -37,7 +37,8 @@ class WebhookSettings(ServiceSettings):
     webhook_disable_after: float = Field(default=DEFAULT_DISABLE_AFTER, gt=0)
     webhook_rotation_grace: float = Field(default=DEFAULT_ROTATION_GRACE, ge=0, le=30 * 86400)
     webhook_max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, le=16 * 1_048_576)
-    webhook_lease_margin: float = Field(default=30.0, ge=0.5, le=3600)
+    webhook_lease: float = Field(default=10.0, ge=1, le=300)
+    """Seconds a claim on a message lasts; renewed every quarter of it while its worker lives."""
     webhook_poll_interval: float = Field(default=0.2, gt=0, le=60)
     webhook_default_concurrency: int = Field(default=4, ge=1, le=64)
     webhook_max_in_flight: int = Field(default=512, ge=1, le=100_000)
@@ -56,5 +57,7 @@ class WebhookSettings(ServiceSettings):
 
     @property
     def lease_seconds(self) -> float:
-        """How long a claim on a message lasts: longer than any attempt, so a live worker never loses it."""
-        return self.webhook_timeout + self.webhook_lease_margin
+        """How long a claim on a message lasts without renewal. The holder renews it every quarter of it, so
+        a live worker keeps it however long an attempt takes, and a killed worker's messages are claimed
+        again within ``webhook_lease + webhook_poll_interval`` seconds."""
+        return self.webhook_lease

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import re
 import time
 import uuid
 from collections.abc import Coroutine, Mapping
@@ -23,14 +25,18 @@ from opentelemetry import propagate, trace
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import PyMongoError
 
+from novapulse_runtime import jsonstrict
+from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import lookup
 from novapulse_runtime.catalog.webhook import EndpointDisabled, MessageFailed
 from novapulse_runtime.metrics import Metrics
+from novapulse_runtime.ratelimit import RateLimit, RateLimiter
 
 from .clock import as_datetime, to_ms, utcnow
 from .constants import (
     ATTEMPTS,
     ENDPOINT_CACHE_TTL,
+    ENDPOINT_RATE_LIMIT,
     EVENT_ENDPOINT_DISABLED,
     EVENT_MESSAGE_FAILED,
     HEADER_ID,
@@ -43,29 +49,32 @@ from .constants import (
     Outcome,
 )
 from .dispatcher import Dispatcher, Job
-from .domain import RetryPolicy, classify, decide, parse_retry_after, redact
+from .domain import RetryPolicy, classify, decide, read_retry_after, redact
 from .fanout import new_message, payload_body, subscribed
 from .ports import EventPublisher
 from .repository import Doc, Repository
 from .secretbox import SecretBox, SecretError, secret_key
-from .sender import AttemptResult, Sender
+from .sender import MAX_ERROR_CHARS, AttemptResult, Sender, clean_text
 from .settings import WebhookSettings
 from .signing import signature_header
+from .slots import EndpointSlots
+from .versions import EndpointVersions
 from .writer import BatchWriter
 
 log = logging.getLogger("novapulse.webhook.worker")
 tracer = trace.get_tracer("novapulse.webhook")
 
 CLAIM_BATCH = 100
+_NON_FINITE = re.compile(r"NaN|Infinity")  # cheap pre-check before a strict parse of a stored body
 CACHE_MAX_ENTRIES = 10_000
 
 
-def _make_room(cache: dict[str, tuple[float, Any]]) -> None:
+def _make_room(cache: dict[str, Any]) -> None:
     """Bound a TTL cache: drop expired entries once it is full, and everything if that is not enough."""
     if len(cache) < CACHE_MAX_ENTRIES:
         return
     now = time.monotonic()
-    for key in [k for k, (expires, _) in cache.items() if expires <= now]:
+    for key in [k for k, entry in cache.items() if entry[0] <= now]:
         del cache[key]
     if len(cache) >= CACHE_MAX_ENTRIES:
         cache.clear()
@@ -92,6 +101,9 @@ class Delivery:
         sender: Sender,
         publisher: EventPublisher,
         metrics: Metrics | None = None,
+        versions: EndpointVersions | None = None,
+        limiter: RateLimiter | None = None,
+        slots: EndpointSlots | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -106,10 +118,15 @@ class Delivery:
         self.timeout = settings.webhook_timeout
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.worker_id = uuid.uuid4().hex[:12]
-        self._endpoints: dict[str, tuple[float, Doc | None]] = {}
-        self._orgs: dict[str, tuple[float, list[Doc]]] = {}
+        self.versions = versions
+        self.limiter = limiter
+        self.slots = slots
+        self._slot_holders: dict[str, tuple[str, str]] = {}  # message id -> (endpoint id, claim) holding a slot
+        self._held: dict[str, Job] = {}  # claimed by this worker and not finished: their leases are renewed
+        self._endpoints: dict[str, tuple[float, str | None, Doc | None]] = {}  # (expires, version, doc)
+        self._orgs: dict[str, tuple[float, str | None, list[Doc]]] = {}
         self._keys: dict[str, bytes] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._loading: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._closing = False
         self._wake = asyncio.Event()
         self._attempts = (
@@ -124,40 +141,57 @@ class Delivery:
         )
 
     # --- caches ----------------------------------------------------------------------------------------
+    # Read-your-writes: a cached entry carries the organisation's endpoint version (see versions.py) and is
+    # used only while that version is still current, so an event that happens after an API write answered
+    # sees the write (new endpoint, new filter, rotated secret, disabled, headers, rate limit). Without Redis
+    # the version is unknown and entries live ENDPOINT_CACHE_TTL seconds, as before.
 
-    async def endpoint(self, endpoint_id: str) -> Doc | None:
-        """An endpoint, cached for ``ENDPOINT_CACHE_TTL`` (one database read however many ask at once)."""
+    async def _version(self, org_id: str) -> str | None:
+        return await self.versions.current(org_id) if self.versions is not None else None
+
+    def _fresh(self, hit: tuple[float, str | None, Any] | None, version: str | None) -> bool:
+        if hit is None or hit[0] <= time.monotonic():
+            return False
+        return version is None or hit[1] == version
+
+    async def endpoint(self, endpoint_id: str, org_id: str | None = None) -> Doc | None:
+        """An endpoint, as current as the organisation's endpoint version (one database read however many
+        ask at once); ``org_id`` is the organisation the caller expects it in (None: no version check)."""
+        version = await self._version(org_id) if org_id else None
         hit = self._endpoints.get(endpoint_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        doc: Doc | None = await self._single_flight(("ep", endpoint_id), self._load_endpoint(endpoint_id))
+        if self._fresh(hit, version) and hit is not None:
+            doc: Doc | None = hit[2]
+            return doc
+        doc = await self._single_flight(("ep", endpoint_id, version or ""), self._load_endpoint(endpoint_id, version))
         return doc
 
-    async def _load_endpoint(self, endpoint_id: str) -> Doc | None:
+    async def _load_endpoint(self, endpoint_id: str, version: str | None) -> Doc | None:
         doc = await self.repo.endpoint(endpoint_id)
         _make_room(self._endpoints)
-        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, doc)
+        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_CACHE_TTL, version, doc)
         return doc
 
     async def org_endpoints(self, org_id: str) -> list[Doc]:
         """An organisation's enabled endpoints, cached like :meth:`endpoint`."""
+        version = await self._version(org_id)
         hit = self._orgs.get(org_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        docs: list[Doc] = await self._single_flight(("org", org_id), self._load_org(org_id))
+        if self._fresh(hit, version) and hit is not None:
+            cached: list[Doc] = hit[2]
+            return cached
+        docs: list[Doc] = await self._single_flight(("org", org_id, version or ""), self._load_org(org_id, version))
         return docs
 
-    async def _load_org(self, org_id: str) -> list[Doc]:
+    async def _load_org(self, org_id: str, version: str | None) -> list[Doc]:
         docs = await self.repo.org_endpoints(org_id)
         expires = time.monotonic() + ENDPOINT_CACHE_TTL
         _make_room(self._orgs)
         _make_room(self._endpoints)
-        self._orgs[org_id] = (expires, docs)
+        self._orgs[org_id] = (expires, version, docs)
         for d in docs:
-            self._endpoints[d["_id"]] = (expires, d)
+            self._endpoints[d["_id"]] = (expires, version, d)
         return docs
 
-    async def _single_flight(self, key: tuple[str, str], load: Coroutine[Any, Any, Any]) -> Any:
+    async def _single_flight(self, key: tuple[str, ...], load: Coroutine[Any, Any, Any]) -> Any:
         running = self._loading.get(key)
         if running is not None and not running.done():
             load.close()
@@ -198,7 +232,10 @@ class Delivery:
         if not endpoints:
             return 0
         now = utcnow()
-        body = payload_body(event_type, data, when)
+        try:
+            body = payload_body(event_type, data, when)
+        except jsonstrict.InvalidJSON as exc:  # retrying cannot help: dead-letter it with the reason
+            raise PermanentError(f"event data cannot be written as strict JSON: {exc}") from exc
         lease_until = now + self.lease
         docs, jobs = [], []
         for ep in endpoints:
@@ -223,8 +260,8 @@ class Delivery:
             stored = await asyncio.gather(*(self.writer.put(MESSAGES, InsertOne(d)) for d in docs))
             inserted = {d["_id"] for d, ok in zip(docs, stored, strict=True) if ok}
         for doc, ep in jobs:
-            if doc["_id"] in inserted:
-                self._submit(Job.from_doc(doc, doc["claim"], lease_until), ep)
+            if doc["_id"] in inserted and not self._submit(Job.from_doc(doc, doc["claim"], lease_until), ep):
+                self._release(doc["_id"], doc["claim"])  # its lane filled up meanwhile: the poller takes it
         if len(inserted) < len(docs):
             log.info("duplicate event ignored", extra={"event_id": event_id, "skipped": len(docs) - len(inserted)})
         self._wake.set()
@@ -233,8 +270,81 @@ class Delivery:
     def _submit(self, job: Job, endpoint: Doc | None) -> bool:
         if endpoint is not None:
             job.concurrency = int(endpoint.get("concurrency") or self.settings.webhook_default_concurrency)
-            job.rate_limit = endpoint.get("rate_limit")
-        return self.dispatcher.submit(job)
+            # With Redis the endpoint's rate limit is enforced across every worker in process(); the lane's
+            # own gate (per process) is only the fallback without a limiter.
+            job.rate_limit = None if self.limiter is not None else endpoint.get("rate_limit")
+        if not self.dispatcher.submit(job):
+            return False
+        self._held[job.id] = job
+        return True
+
+    # --- leases ----------------------------------------------------------------------------------------
+
+    async def heartbeat(self, stop: asyncio.Event) -> None:
+        """Renew the lease of every message this worker holds, every quarter of the lease, until ``stop``.
+
+        A renewal is guarded by the claim token; a message whose claim is no longer ours (another worker took
+        it after our lease ran out) is withdrawn at once, and a running attempt whose lease could not be
+        renewed in time is cancelled before the lease ends, so no message is ever attempted by two workers at
+        the same time (as long as this process's event loop is not stalled for longer than a lease)."""
+        interval = self.lease.total_seconds() / 4
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("renewing leases failed")
+            self._withdraw_expiring()
+            if self.slots is not None:
+                await self.slots.renew(list(self._slot_holders.values()))
+
+    async def renew_leases(self) -> int:
+        """One renewal round; returns how many leases were renewed."""
+        jobs = list(self._held.values())
+        if not jobs:
+            return 0
+        now = utcnow()
+        until = now + self.lease
+        result = await self.repo.messages.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": j.id, "claim": j.claim, "status": MessageStatus.SENDING},
+                    {"$set": {"next_attempt_at": to_ms(until)}},
+                )
+                for j in jobs
+            ],
+            ordered=False,
+        )
+        if result.matched_count == len(jobs):
+            for j in jobs:
+                j.lease_until = until
+            return len(jobs)
+        ours = {
+            d["_id"]
+            for d in await self.repo.messages.find(
+                {"_id": {"$in": [j.id for j in jobs]}, "status": MessageStatus.SENDING}, {"claim": 1}
+            ).to_list()
+            if d.get("claim") in {j.claim for j in jobs if j.id == d["_id"]}
+        }
+        for j in jobs:
+            if j.id in ours:
+                j.lease_until = until
+            elif self._held.get(j.id) is j:  # finished meanwhile (claim cleared) or taken over: not ours now
+                self._held.pop(j.id, None)
+                if self.dispatcher.cancel(j):
+                    log.warning("claim lost; attempt withdrawn", extra={"message_id": j.id})
+        return len(ours)
+
+    def _withdraw_expiring(self) -> None:
+        """Cancel what we hold whose lease ends within a quarter lease (renewals kept failing)."""
+        limit = utcnow() + self.lease / 4
+        for j in list(self._held.values()):
+            if j.lease_until <= limit:
+                self._held.pop(j.id, None)
+                if self.dispatcher.cancel(j):
+                    log.warning("lease could not be renewed; attempt withdrawn", extra={"message_id": j.id})
 
     def wake(self) -> None:
         """Ask the poller to look for due messages now."""
@@ -246,12 +356,28 @@ class Delivery:
         """Claim due messages until ``stop``; then finish running attempts and flush the logs."""
         writer_stop = asyncio.Event()
         writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
+        beat_stop = asyncio.Event()
+        beat = asyncio.create_task(self.heartbeat(beat_stop), name="webhook-leases")
         try:
             while not stop.is_set():
+                if writer.done():  # the group-commit writer must never be gone silently: log and restart it
+                    log.error(
+                        "the batch writer stopped; restarting it",
+                        extra={"error": repr(None if writer.cancelled() else writer.exception())},
+                    )
+                    writer = asyncio.create_task(self.writer.run(writer_stop), name="webhook-writer")
+                if beat.done():  # so must the lease renewal
+                    log.error(
+                        "lease renewal stopped; restarting it",
+                        extra={"error": repr(None if beat.cancelled() else beat.exception())},
+                    )
+                    beat = asyncio.create_task(self.heartbeat(beat_stop), name="webhook-leases")
                 try:
                     await self.poll_once()
                 except PyMongoError as exc:
                     log.warning("claiming due messages failed", extra={"error": repr(exc)})
+                except Exception:
+                    log.exception("polling for due messages failed")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.webhook_poll_interval):
                         waiter = asyncio.ensure_future(stop.wait())
@@ -265,8 +391,11 @@ class Delivery:
         finally:
             self._closing = True
             dropped = await self.dispatcher.drain(self.settings.shutdown_timeout)
+            beat_stop.set()
+            await beat
             now = utcnow()
             for job in dropped:  # queued but never started: give them back at once
+                self._held.pop(job.id, None)
                 self.writer.put(
                     MESSAGES,
                     UpdateOne(
@@ -292,13 +421,30 @@ class Delivery:
             if before is None:
                 break
             claimed += 1
-            inflight = before.get("inflight")
-            if inflight:
-                self._log_lost(before, inflight)
-            endpoint = await self.endpoint(before["endpoint_id"])
+            endpoint: Doc | None = None
+            try:
+                inflight = before.get("inflight")
+                if inflight:
+                    self._log_lost(before, inflight)
+                endpoint = await self.endpoint(before["endpoint_id"], before["org_id"])
+            except Exception:  # the message is held now: it still goes to its lane, process() finishes it
+                log.exception("preparing a claimed message failed", extra={"message_id": before.get("_id")})
             if not self._submit(Job.from_doc(before, token, lease_until), endpoint):
+                self._release(before["_id"], token)  # lane full: give it back now, not when the lease ends
                 break
         return claimed
+
+    def _release(self, message_id: str, claim: str) -> None:
+        self.writer.put(
+            MESSAGES,
+            UpdateOne(
+                {"_id": message_id, "claim": claim},
+                {
+                    "$set": {"status": MessageStatus.PENDING, "next_attempt_at": to_ms(utcnow())},
+                    "$unset": {"claim": ""},
+                },
+            ),
+        )
 
     def _log_lost(self, msg: Doc, inflight: Doc) -> None:
         n = int(inflight.get("attempt") or msg.get("attempts") or 0)
@@ -328,14 +474,124 @@ class Delivery:
     # --- one attempt -----------------------------------------------------------------------------------
 
     async def process(self, job: Job) -> None:
-        """Attempt one claimed message and record what happened."""
-        endpoint = await self.endpoint(job.endpoint_id)
+        """Attempt one claimed message and record what happened. Never leaves a claimed message behind:
+        whatever goes wrong in here (a database error, a bug, a value that does not encode), the attempt is
+        logged as a ``failure`` with the reason and the message moves on its retry schedule."""
+        try:
+            await self._process(job)
+        except Exception as exc:
+            log.exception("delivery failed unexpectedly", extra={"message_id": job.id})
+            self._fail_unexpectedly(job, exc)
+        finally:
+            if self._held.get(job.id) is job:
+                del self._held[job.id]
+
+    def _fail_unexpectedly(self, job: Job, exc: BaseException) -> None:
+        """Finish ``job`` after an unexpected error: an attempt ``failure`` and the next scheduled try (the
+        attempt id is the one :meth:`_process` would have used, so a log it already wrote is kept)."""
+        now = utcnow()
+        n = job.attempts + 1
+        error = clean_text(f"internal error: {type(exc).__name__}: {exc}", MAX_ERROR_CHARS)
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{job.id}.{n}",
+                    "org_id": job.org_id,
+                    "message_id": job.id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempt": n,
+                    "started_at": now,
+                    "url": "",
+                    "request_headers": {},
+                    "status": None,
+                    "response_body": None,
+                    "duration_ms": None,
+                    "error": error,
+                    "outcome": Outcome.FAILURE,
+                }
+            ),
+        )
+        if self._attempts is not None:
+            self._attempts.labels(Outcome.FAILURE).inc()
+        delay = self.policy.next_delay(n - job.round_start)
+        self.writer.put(
+            MESSAGES,
+            UpdateOne(
+                {"_id": job.id, "claim": job.claim},
+                {
+                    "$set": {
+                        "status": MessageStatus.PENDING if delay is not None else MessageStatus.FAILED,
+                        "attempts": n,
+                        "next_attempt_at": to_ms(now + timedelta(seconds=delay)) if delay is not None else None,
+                        "last_status": None,
+                        "last_error": error,
+                        "updated_at": now,
+                    },
+                    "$unset": {"inflight": "", "claim": ""},
+                },
+            ),
+        )
+
+    def _fail_for_good(self, job: Job, error: str) -> None:
+        """A message that can never be sent (bad stored data): one ``failure`` attempt, message ``failed``."""
+        now = utcnow()
+        n = job.attempts + 1
+        self.writer.put(
+            ATTEMPTS,
+            InsertOne(
+                {
+                    "_id": f"{job.id}.{n}",
+                    "org_id": job.org_id,
+                    "message_id": job.id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempt": n,
+                    "started_at": now,
+                    "url": "",
+                    "request_headers": {},
+                    "status": None,
+                    "response_body": None,
+                    "duration_ms": None,
+                    "error": error,
+                    "outcome": Outcome.FAILURE,
+                }
+            ),
+        )
+        if self._attempts is not None:
+            self._attempts.labels(Outcome.FAILURE).inc()
+        self._finish(job, MessageStatus.FAILED, None, error, now, attempts=n)
+
+    async def _process(self, job: Job) -> None:
+        endpoint = await self.endpoint(job.endpoint_id, job.org_id)
         if endpoint is None or not endpoint.get("enabled") or endpoint.get("org_id") != job.org_id:
             reason = "the endpoint was deleted" if endpoint is None else "the endpoint is disabled"
             self._finish(job, MessageStatus.FAILED, None, reason, utcnow())
             return
+        rate = endpoint.get("rate_limit")
+        if rate and self.limiter is not None:
+            await self._rate_wait(job.endpoint_id, int(rate))
+        if self.slots is None:
+            await self._attempt(job, endpoint)
+            return
+        await self._take_slot(job, int(endpoint.get("concurrency") or self.settings.webhook_default_concurrency))
+        try:
+            await self._attempt(job, endpoint)
+        finally:
+            self._slot_holders.pop(job.id, None)
+            await self.slots.release(job.endpoint_id, job.claim)
+
+    async def _take_slot(self, job: Job, limit: int) -> None:
+        """Wait for one of the endpoint's ``concurrency`` slots, shared by every worker (see slots.py)."""
+        assert self.slots is not None
+        pause = 0.02
+        while not await self.slots.try_acquire(job.endpoint_id, job.claim, limit):
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))  # jitter
+            pause = min(pause * 2, 0.5)
+        self._slot_holders[job.id] = (job.endpoint_id, job.claim)
+
+    async def _attempt(self, job: Job, endpoint: Doc) -> None:
         now = utcnow()
-        if (job.lease_until - now).total_seconds() < self.timeout + 1:
+        if job.lease_until - now < self.lease / 2:  # the heartbeat fell behind (a busy loop): renew first
             lease_until = now + self.lease
             if not await self.repo.renew_claim(job.id, job.claim, lease_until):
                 return  # another worker took it over
@@ -346,6 +602,12 @@ class Delivery:
             log.error("cannot decrypt endpoint secret", extra={"endpoint_id": job.endpoint_id, "error": str(exc)})
             self._finish(job, MessageStatus.PENDING, None, "secret unavailable", now, now + self.lease)
             return
+        if _NON_FINITE.search(job.body):  # only a body stored before payloads were strict can hold these
+            try:
+                jsonstrict.loads(job.body)
+            except jsonstrict.InvalidJSON as exc:
+                self._fail_for_good(job, f"the stored payload is not strict JSON, not sent: {exc}")
+                return
         n = job.attempts + 1
         body = job.body.encode()
         ts = int(time.time())
@@ -378,6 +640,17 @@ class Delivery:
             result = await self.sender.send(url, headers, body, self.timeout)
         await self._record(job, endpoint, n, now, url, headers, result)
 
+    async def _rate_wait(self, endpoint_id: str, rate: int) -> None:
+        """Wait for the endpoint's rate limit (``rate`` messages per second across every worker: GCRA in
+        Redis, keyed by the endpoint id, burst up to ``rate``). Fails open when Redis is unreachable."""
+        assert self.limiter is not None
+        limit = RateLimit(ENDPOINT_RATE_LIMIT, rate, 1.0)
+        while True:
+            decision = await self.limiter.hit(limit, endpoint_id)
+            if decision.allowed:
+                return
+            await asyncio.sleep(max(decision.retry_after, 0.001))
+
     async def _record(
         self,
         job: Job,
@@ -402,7 +675,11 @@ class Delivery:
         elif outcome is Outcome.SUCCESS and failing_since is not None:
             endpoint["failing_since"] = None
             await self.repo.clear_failing_since(job.endpoint_id)
-        retry_after = parse_retry_after(result.retry_after, now) if outcome is Outcome.THROTTLED else None
+        retry_after = None
+        retry_after_error = None
+        if outcome is Outcome.THROTTLED:
+            asked = read_retry_after(result.retry_after, now)
+            retry_after, retry_after_error = asked.seconds, asked.error
         decision = decide(
             Outcome.FAILURE if outcome is Outcome.REFUSED else outcome,
             n - job.round_start,
@@ -413,6 +690,8 @@ class Delivery:
             disable_after=self.settings.webhook_disable_after,
         )
         error = result.error or (None if outcome is Outcome.SUCCESS else f"HTTP {result.status}")
+        if retry_after_error:
+            error = f"{error}; {retry_after_error}"
         self.writer.put(
             ATTEMPTS,
             InsertOne(
@@ -439,7 +718,7 @@ class Delivery:
             status = MessageStatus.PENDING
         else:
             status = MessageStatus.FAILED
-        self._finish(job, status, result.status, error, now, decision.next_attempt_at)
+        self._finish(job, status, result.status, error, now, decision.next_attempt_at, attempts=n)
         if decision.disable_endpoint:
             await self.disable(endpoint, decision.disable_endpoint, now)
         if decision.exhausted and job.event_type not in SELF_EVENTS:
@@ -465,28 +744,33 @@ class Delivery:
         error: str | None,
         now: datetime,
         next_attempt_at: datetime | None = None,
+        attempts: int | None = None,
     ) -> None:
+        """Release the claim with the message's new state. ``attempts`` (when an attempt was made) is set
+        here too: the start record, written in another batch, may land after this update and then does
+        nothing (it is guarded by the claim), and the next attempt must not reuse this attempt's number."""
+        changes: dict[str, Any] = {
+            "status": status,
+            "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
+            "last_status": http_status,
+            "last_error": error,
+            "updated_at": now,
+        }
+        if attempts is not None:
+            changes["attempts"] = attempts
+        if self._held.get(job.id) is job:  # released: no more renewals (nor withdrawal of what follows)
+            del self._held[job.id]
         self.writer.put(
             MESSAGES,
-            UpdateOne(
-                {"_id": job.id, "claim": job.claim},
-                {
-                    "$set": {
-                        "status": status,
-                        "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
-                        "last_status": http_status,
-                        "last_error": error,
-                        "updated_at": now,
-                    },
-                    "$unset": {"inflight": "", "claim": ""},
-                },
-            ),
+            UpdateOne({"_id": job.id, "claim": job.claim}, {"$set": changes, "$unset": {"inflight": "", "claim": ""}}),
         )
 
     async def disable(self, endpoint: Doc, reason: str, now: datetime) -> None:
         """Disable the endpoint (once) and announce it."""
         before = await self.repo.disable_endpoint(endpoint["_id"], reason, now)
         self.forget(endpoint["_id"])
+        if self.versions is not None:
+            await self.versions.bump(endpoint["org_id"])
         if before is None:
             return
         log.warning("endpoint disabled", extra={"endpoint_id": endpoint["_id"], "reason": reason})

@@ -98,7 +98,11 @@ class BatchWriter:
     async def _write_all(self, ops: dict[Key, list[tuple[Op, asyncio.Future[bool]]]]) -> None:
         for key in _ORDER:
             if ops[key]:
-                await self._write(key[0], ops[key])
+                try:
+                    await self._write(key[0], ops[key])
+                except Exception as exc:  # never leave a caller waiting on a future nobody will resolve
+                    log.exception("batch write crashed", extra={"collection": key[0]})
+                    self._settle(ops[key], set(), exc)
         self.batches += 1
 
     async def _write(self, name: str, items: list[tuple[Op, asyncio.Future[bool]]]) -> None:
@@ -120,8 +124,22 @@ class BatchWriter:
                     error = exc
                 else:
                     await asyncio.sleep(0.1 * 2**attempt)
+            except Exception as exc:  # e.g. bson.errors.InvalidDocument: one bad operation, not the database
+                if len(items) > 1:
+                    log.error("batch refused; writing its operations one by one", extra={"error": repr(exc)})
+                    for item in items:
+                        await self._write(name, [item])
+                    return
+                error = exc
+                break
         if error is not None:
             log.error("batch write failed", extra={"collection": name, "ops": len(items), "error": repr(error)})
+        self._settle(items, duplicates, error)
+
+    @staticmethod
+    def _settle(
+        items: list[tuple[Op, asyncio.Future[bool]]], duplicates: set[int], error: BaseException | None
+    ) -> None:
         for i, (_, fut) in enumerate(items):
             if fut.done():
                 continue

@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers_webhook import Receiver
 
-from novapulse_webhook.sender import Sender
+from novapulse_webhook.sender import AttemptResult, Sender
 from novapulse_webhook.ssrf import AddressPolicy
 
 pytestmark = pytest.mark.integration
@@ -135,3 +135,103 @@ async def test_tls_failure_is_a_failed_attempt(receiver: Receiver) -> None:
     assert result.status is None
     assert result.error
     assert not result.refused
+
+
+async def _canned(answer: bytes) -> tuple[asyncio.AbstractServer, int]:
+    """A TCP receiver that answers every request with exactly ``answer`` and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _send_to(answer: bytes) -> AttemptResult:
+    server, port = await _canned(answer)
+    sender = Sender(OPEN)
+    try:
+        return await sender.send(f"http://127.0.0.1:{port}/x", {}, b"{}", 3.0)
+    finally:
+        await sender.close()
+        server.close()
+
+
+def _storable(text: str | None) -> None:
+    """Text a receiver sent us must be storable in MongoDB (BSON strings are UTF-8: no lone surrogates)."""
+    if text is not None:
+        text.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "retry_after", "body"),
+    [
+        (b"HTTP/1.1 429 Too Many\r\nRetry-After: \xc2\xb2\r\nContent-Length: 0\r\n\r\n", 429, "\u00b2", ""),
+        (b"HTTP/1.1 429 X\r\nRetry-After: \xff\xfe\r\nContent-Length: 0\r\n\r\n", 429, "\ufffd\ufffd", ""),
+        (
+            b"HTTP/1.1 503 X\r\nRetry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\nContent-Length: 0\r\n\r\n",
+            503,
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "",
+        ),
+        (b"HTTP/1.1 500 X\r\nContent-Length: 4\r\n\r\n\xff\xfeok", 500, None, "\ufffd\ufffdok"),  # not UTF-8
+        (  # declared charset honoured (RFC 9110 8.3.1)
+            b"HTTP/1.1 400 X\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Length: 3\r\n\r\n\xe9t\xe9",
+            400,
+            None,
+            "\u00e9t\u00e9",
+        ),
+        (  # an unknown or non-text charset falls back to UTF-8 with replacement
+            b"HTTP/1.1 400 X\r\nContent-Type: text/plain; charset=base64\r\nContent-Length: 3\r\n\r\nab\xff",
+            400,
+            None,
+            "ab\ufffd",
+        ),
+        (
+            b"HTTP/1.1 400 X\r\nContent-Type: text/plain; charset=no-such-codec\r\nContent-Length: 2\r\n\r\nab",
+            400,
+            None,
+            "ab",
+        ),
+    ],
+)
+async def test_peer_headers_and_bodies_in_any_encoding_are_decoded_without_raising(
+    answer: bytes, status: int, retry_after: str | None, body: str
+) -> None:
+    result = await _send_to(answer)
+    assert (result.status, result.retry_after, result.body, result.error) == (status, retry_after, body, None)
+    _storable(result.retry_after)
+    _storable(result.body)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 abc Bad\r\n\r\n",  # status line without a number
+        b"HTTP/1.1 99999 Big\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/9.9 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999999\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 11\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header Line\r\n\r\n",
+        b"HTTP/1.1 302 Found\r\nLocation: http://\xff\xfe/\r\nContent-Length: 0\r\n\r\n",  # redirect: never followed
+        b"HTTP/1.1 200 OK\r\n\xff\xfe: \xff\r\nContent-Length: 0\r\n\r\n",
+        b"\xff\xfe\xfd\r\n\r\n",
+    ],
+)
+async def test_broken_status_lines_framing_and_redirects_are_failed_attempts_not_exceptions(answer: bytes) -> None:
+    result = await _send_to(answer)
+    # Either aiohttp reads a status (then it is the receiver's answer) or the attempt failed with a reason.
+    assert result.status is not None or result.error, result
+    if result.status is None:
+        assert not result.refused
+    _storable(result.error)
+    _storable(result.body)

@@ -88,3 +88,33 @@ async def test_rate_gate_spaces_attempts() -> None:
     for _ in range(5):
         await gate.wait()
     assert time.monotonic() - started >= 0.18  # 4 intervals of 50 ms
+
+
+async def test_cancel_withdraws_a_queued_job_and_stops_a_running_one() -> None:
+    """A lost claim withdraws the message from this worker: a queued job never starts, a running attempt is
+    cancelled, and the lane's slots and the in-flight count are given back."""
+    release = asyncio.Event()
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def process(j: Job) -> None:
+        started.append(j.id)
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(j.id)
+            raise
+
+    d = Dispatcher(process)
+    running, queued = job("a", 1, concurrency=1), job("a", 2, concurrency=1)
+    assert d.submit(running)
+    assert d.submit(queued)
+    await wait_until(lambda: started == ["a-1"], timeout=5)
+    assert d.in_flight == 2
+    assert d.cancel(queued) is True
+    assert d.in_flight == 1
+    assert d.cancel(running) is True
+    await wait_until(lambda: d.in_flight == 0, timeout=5)
+    assert cancelled == ["a-1"]
+    assert started == ["a-1"], "the withdrawn queued job never started"
+    assert d.cancel(running) is False, "nothing left to withdraw"

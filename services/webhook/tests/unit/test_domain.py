@@ -129,3 +129,38 @@ def test_worker_caches_are_bounded() -> None:
     small = {"a": (now - 1, None)}
     _make_room(small)
     assert small == {"a": (now - 1, None)}  # below the bound nothing is scanned
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds", "valid"),
+    [
+        ("7", 7.0, True),  # delay-seconds
+        ("007", 7.0, True),
+        ("0", 0.0, True),
+        ("9" * 5000, 1e9, True),  # huge: read as the ceiling (int() would refuse 5000 digits), clamped later
+        ("Thu, 01 Jan 2026 00:00:30 GMT", 30.0, True),  # IMF-fixdate
+        ("Thursday, 01-Jan-26 00:00:30 GMT", 30.0, True),  # obsolete RFC 850 form
+        ("Thu Jan  1 00:00:30 2026", 30.0, True),  # obsolete asctime form
+        ("Wed, 31 Dec 2025 23:00:00 GMT", 0.0, True),  # in the past: now
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 1e9, True),  # far future: the ceiling
+        ("²", None, False),  # isdigit() but not float(): the case
+        ("٣", None, False),  # Arabic-Indic digit: not an ASCII DIGIT
+        ("-5", None, False),  # negative
+        ("1.5", None, False),  # not an integer
+        ("1e3", None, False),
+        ("soon", None, False),  # garbage
+        ("Mon, 32 Foo 2026 99:99:99 GMT", None, False),
+        ("Sun, 06 Nov 1994 08:49:37 +9999", None, False),  # offset out of range
+        ("", None, False),
+        (None, None, True),  # absent
+    ],
+)
+def test_retry_after_every_form_of_rfc_9110_and_every_fault(
+    header: str | None, seconds: float | None, valid: bool
+) -> None:
+    from novapulse_webhook.domain import read_retry_after
+
+    read = read_retry_after(header, NOW)
+    assert read.seconds == seconds
+    assert (read.error is None) is valid
+    assert parse_retry_after(header, NOW) == seconds

@@ -1,0 +1,59 @@
+"""Read-your-writes for the worker's endpoint caches: a per-organisation version token in Redis.
+
+Every write to an organisation's endpoints (create, change, delete, secret rotation, disabling by the worker)
+sets ``<namespace>:webhook:endpoints-version:<org_id>`` to a fresh random token after the database write and
+before the API answers. The worker reads that token (one ``GET``) before it trusts a cached endpoint list or
+endpoint, and reloads from MongoDB when it changed. Redis is one linearisable server for these keys, so an
+event that happens after the API answered is handled with the write visible: no waiting out a cache
+lifetime. (A random token rather than a counter: a Redis that lost its data cannot hand out an old number
+again and make a stale cache look current.)
+
+If Redis cannot be reached the version is unknown: the API logs the failed write, and the worker falls
+back to its short time-to-live (``ENDPOINT_CACHE_TTL``), the bound that applied before versions existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("novapulse.webhook.versions")
+
+_OP_TIMEOUT = 1.0  # seconds for one SET or GET
+
+
+class EndpointVersions:
+    """The version counters; ``namespace`` is the bus namespace (``EVENTS_NAMESPACE``)."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.prefix = f"{namespace}:webhook:endpoints-version:"
+
+    def key(self, org_id: str) -> str:
+        return self.prefix + org_id
+
+    async def bump(self, org_id: str) -> None:
+        """Announce that the organisation's endpoints changed (never raises; a failure is logged)."""
+        try:
+            async with asyncio.timeout(_OP_TIMEOUT):
+                await self.redis.set(self.key(org_id), uuid.uuid4().hex)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning(
+                "cannot renew the endpoint version; workers see the change within the cache lifetime",
+                extra={"org_id": org_id, "error": repr(exc)},
+            )
+
+    async def current(self, org_id: str) -> str | None:
+        """The organisation's version (``"-"`` when never written), or None when Redis cannot be reached."""
+        try:
+            async with asyncio.timeout(_OP_TIMEOUT):
+                value = await self.redis.get(self.key(org_id))
+        except (RedisError, OSError, TimeoutError):
+            return None
+        if value is None:
+            return "-"
+        return value.decode() if isinstance(value, bytes) else str(value)
