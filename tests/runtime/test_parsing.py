@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from aiohttp import web
 from multidict import MultiDict
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -232,3 +234,25 @@ def test_operator_routes_exist_only_with_the_operations_token(token: str) -> Non
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert "/api/v1/x/things" in paths
     assert ("/api/v1/x/events/streams" in paths) is bool(token)
+
+
+class _Patch(BaseModel):
+    url: Annotated[str, Field(pattern=r"^https://")] | SkipJsonSchema[None] = None
+    tags: list[Annotated[str, Field(max_length=3)] | int] = []
+    headers: dict[str, Annotated[str, Field(max_length=2)]] = {}
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"url": "ftp://x"}, ["url"]),  # not url.constrained-str and url.none
+        ({"tags": ["ok", "toolong"]}, ["tags.1"]),
+        ({"headers": {"x-long": "abc"}}, ["headers.x-long"]),  # a free-form key is kept
+    ],
+)
+def test_error_fields_are_the_clients_paths_without_union_tags(body: dict[str, object], fields: list[str]) -> None:
+    with pytest.raises(ProblemError) as err:
+        parse_body(json.dumps(body).encode(), _Patch)
+    errors = err.value.extra["errors"]
+    assert [e["field"] for e in errors] == fields
+    assert all(e["type"] != "none_required" for e in errors)

@@ -39,12 +39,52 @@ _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
 
 
-def validation_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
-    """pydantic's errors as ``[{location, field, message, type}]`` (no input echoed back)."""
-    return [
-        {"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
+def validation_errors(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """pydantic's errors as ``[{location, field, message, type}]`` (no input echoed back).
+
+    With ``model``, ``field`` is the path a client knows — property names, array indexes and object keys —
+    without pydantic's union-branch tags (``url.constrained-str``, ``url.none`` become ``url``), and a field
+    gets one error: the first that is not "should be None" (the branch a client did not mean)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if model is None:
+        return [
+            {"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in errors
+        ]
+    schema = _schema(model)
+    defs = schema.get("$defs", {})
+    out: dict[str, dict[str, Any]] = {}
+    for e in sorted(errors, key=lambda e: e["type"] == "none_required"):
+        field = _field_path(e["loc"], schema, defs)
+        out.setdefault(field, {"location": where, "field": field, "message": e["msg"], "type": e["type"]})
+    return list(out.values())
+
+
+def _field_path(loc: tuple[str | int, ...], schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    """``loc`` without the union-branch tags pydantic-core inserts: walk the JSON Schema alongside and keep
+    only the steps the schema has (a property, an array index, a key of a free-form object)."""
+    node: Any = schema
+    parts: list[str] = []
+    for step in loc:
+        branches = _branches(node, defs)
+        if isinstance(step, int):
+            arrays = [b for b in branches if b.get("type") == "array"]
+            if arrays:
+                parts.append(str(step))
+                node = arrays[0].get("items", {})
+            continue
+        owner = next((b for b in branches if step in b.get("properties", {})), None)
+        if owner is not None:
+            parts.append(step)
+            node = owner["properties"][step]
+            continue
+        maps = [b for b in branches if b.get("type") == "object" and not b.get("properties")]
+        if maps:  # a key of a free-form object (dict[str, X])
+            parts.append(step)
+            extra = maps[0].get("additionalProperties")
+            node = extra if isinstance(extra, dict) else {}
+        # anything else is a union-branch tag: no step of the client's document
+    return ".".join(parts)
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -137,7 +177,7 @@ def _validate(model: type[BaseModel], value: Any, where: str) -> BaseModel:
     try:
         return model.model_validate_json(jsonstrict.dumps(value), strict=True)
     except ValidationError as exc:
-        raise ProblemError(422, f"The {what} is invalid", errors=validation_errors(exc, where)) from exc
+        raise ProblemError(422, f"The {what} is invalid", errors=validation_errors(exc, where, model)) from exc
 
 
 def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:

@@ -214,9 +214,11 @@ def check_host_name(host: str, policy: AddressPolicy) -> None:
 
     Rules: ASCII only (internationalised names in their A-label ``xn--`` form, RFC 5890 §2.3.2.1, and such a
     label must decode under IDNA 2003 as Python's codec does); at most 253 characters without the root dot
-    (RFC 1035 §2.3.4); every label 1-63 letters, digits, hyphens or underscores, not starting or ending
+    (RFC 1035 §2.3.4); every label 1-63 letters, digits or hyphens, not starting or ending
     with a hyphen (RFC 1035 §2.3.1, RFC 1123 §2.1; an empty label such as in ``.localhost`` is refused);
-    not all-numeric (``127.1``, ``0x7f000001``); not ``localhost`` or a name under it (RFC 6761 §6.3: always
+    not all-numeric (``127.1``, ``0x7f000001``), and the last label starts with a letter as every top-level
+    domain does (RFC 3696 §2: a TLD is never all-numeric; none delegated starts with a digit); not
+    ``localhost`` or a name under it (RFC 6761 §6.3: always
     loopback) unless the policy opens 127.0.0.1.
     """
     if not host.isascii():
@@ -227,6 +229,8 @@ def check_host_name(host: str, policy: AddressPolicy) -> None:
     labels = name.split(".")
     if all(_NUMERIC_LABEL.match(label) for label in labels):
         raise SsrfError("numeric host forms other than dotted-quad IPv4 are not allowed")
+    if not labels[-1][:1].isalpha():
+        raise SsrfError("the host name is not valid: its last label must start with a letter (a top-level domain)")
     for label in labels:
         if not label:
             raise SsrfError("the host name is not valid: it has an empty label")

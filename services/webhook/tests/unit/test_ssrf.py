@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
+from novapulse_webhook.models import URL_PATTERN
 from novapulse_webhook.ssrf import (
     IPV4_SPECIAL,
     IPV6_SPECIAL,
@@ -180,6 +182,8 @@ def test_gaps_of_python_is_global_are_closed_by_the_table(address: str, allowed:
         "https://example.com:65536/",
         "https://example.com:-1/",
         "https://example.com:abc/",
+        "https://host.1abc/",  # the top-level label starts with a digit
+        "https://under_score.example.com/",
         "https://[::1/",
         "https://[not-an-ip]/",
     ],
@@ -200,3 +204,38 @@ async def test_resolve_turns_idna_failures_into_a_refusal() -> None:
         await resolve(".localhost", 443, STRICT, 5)
     with pytest.raises(SsrfError, match="not valid"):
         await resolve("a" * 64 + ".example.com", 443, STRICT, 5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/",
+        "https://a-b.c.example:8443/x?y=1",
+        "https://example.com./",
+        "https://xn--bcher-kva.example/",
+        "https://1.2.3.4/",
+        "https://[2606:4700::1111]/",
+        "https://[::ffff:8.8.8.8]:8443/",
+        "https://.localhost/",
+        "https://a..b.example.com/",
+        "https://-a.example.com/",
+        "https://host.1abc/",
+        "https://under_score.example.com/",
+        "https://127.1/",
+        "https://0x7f000001/",
+        "https://2130706433/",
+        "https://example.com:0/",
+        "https://example.com:65536/",
+        "https://[1::2::3]/",
+        "https://[aab]/",
+    ],
+)
+def test_the_documented_url_pattern_agrees_with_the_check(url: str) -> None:
+    """The OpenAPI pattern (what clients and fuzzers read) and the check the service runs give one answer."""
+    open_policy = AddressPolicy(allowed=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")))
+    try:
+        check_url(url, open_policy)
+        accepted = True
+    except SsrfError:
+        accepted = False
+    assert bool(re.match(URL_PATTERN, url)) is accepted
