@@ -51,7 +51,6 @@ LOGIN_BLOCKS = "login_blocks"  # the block in force per (account, client) or acc
 # Redis keys (short-lived state).
 REDIS_PREFIX = "novapulse:auth:"
 MFA_CHALLENGE_KEY = REDIS_PREFIX + "mfa:challenge:"  # + sha256(mfa_token)
-MFA_FAILURES_KEY = REDIS_PREFIX + "mfa:failures:"  # + user id
 
 # Session revocation (pushed to every verifier, see novapulse_runtime.revocation).
 REVOCATION_MARGIN = 60
@@ -82,8 +81,8 @@ TOTP_SECRET_BYTES = 20
 MFA_PENDING_TTL = 600
 MFA_CHALLENGE_TTL = 300
 MFA_CHALLENGE_MAX_FAILURES = 5
-MFA_USER_MAX_FAILURES = 10  # across all challenges of one user ...
-MFA_USER_FAILURE_WINDOW = 900  # ... in this many seconds
+MFA_USER_MAX_FAILURES = 10  # wrong codes across all challenges and code routes of one user ...
+MFA_USER_FAILURE_WINDOW = 900  # ... in this many seconds from the first (kept on the user's document in MongoDB)
 RECOVERY_CODE_COUNT = 10
 RECOVERY_CODE_LENGTH = 10  # base32 characters (50 bits), shown as xxxxx-xxxxx
 

@@ -8,7 +8,10 @@ Safer than the usual defaults:
   covers the code that enabled MFA too;
 - a challenge (``mfa_token``) is single-use, lives ``MFA_CHALLENGE_TTL`` s and dies after
   ``MFA_CHALLENGE_MAX_FAILURES`` wrong codes; wrong codes also count per user across all challenges and
-  all code-checking routes, so parallel challenges do not multiply the guesses;
+  all code-checking routes (``MFA_USER_MAX_FAILURES`` per ``MFA_USER_FAILURE_WINDOW`` s), so parallel
+  challenges do not multiply the guesses. That budget is security state, so it lives on the user's document
+  in MongoDB (a Redis flush does not hand out fresh guesses), and each check takes its slot *before* the code
+  is checked, atomically, giving it back when the code was right: parallel wrong codes cannot overshoot it;
 - recovery codes are stored as salted hashes and consumed atomically.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 import time
 import uuid
@@ -32,7 +36,6 @@ from .constants import (
     MFA_CHALLENGE_KEY,
     MFA_CHALLENGE_MAX_FAILURES,
     MFA_CHALLENGE_TTL,
-    MFA_FAILURES_KEY,
     MFA_PENDING_TTL,
     MFA_TOKEN_PREFIX,
     MFA_USER_FAILURE_WINDOW,
@@ -99,29 +102,34 @@ class MfaService:
         """Accept ``step`` once: security state lives in MongoDB, not in Redis."""
         return await self._repo.claim_totp_step(user["org_id"], user["_id"], step)
 
-    async def _guard_user(self, user_id: str) -> None:
-        failures = int(await self._redis.get(MFA_FAILURES_KEY + user_id) or 0)
-        if failures >= MFA_USER_MAX_FAILURES:
-            ttl = await self._redis.ttl(MFA_FAILURES_KEY + user_id)
+    async def _reserve(self, user: dict[str, Any]) -> float:
+        """Take one slot of the user's wrong-code budget (MongoDB) before a code or password is checked; the
+        window's start, for :meth:`_release`. 429 with ``Retry-After`` (seconds to the window's end) when the
+        budget is spent, whatever the code."""
+        now_ts = time.time()
+        attempt = await self._repo.reserve_mfa_attempt(
+            user["org_id"], user["_id"], limit=MFA_USER_MAX_FAILURES, window=MFA_USER_FAILURE_WINDOW, now_ts=now_ts
+        )
+        if attempt is None:
+            raise ProblemError(404, "No such user")
+        if not attempt.reserved:
+            retry_after = max(1, math.ceil(attempt.window_start + MFA_USER_FAILURE_WINDOW - now_ts))
             raise ProblemError(
-                429, "Too many wrong codes for this account; retry later", headers={"Retry-After": str(max(1, ttl))}
+                429, "Too many wrong codes for this account; retry later", headers={"Retry-After": str(retry_after)}
             )
+        return attempt.window_start
 
-    async def _count_failure(self, user_id: str) -> int:
-        key = MFA_FAILURES_KEY + user_id
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, MFA_USER_FAILURE_WINDOW, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+    async def _release(self, user: dict[str, Any], window_start: float) -> None:
+        """The check passed: it was no wrong code, so its slot goes back."""
+        await self._repo.release_mfa_attempt(user["org_id"], user["_id"], window_start)
 
     async def _check_totp(self, user: dict[str, Any], secret: str, code: str) -> bool:
-        """Guarded, replay-proof TOTP check that counts a failure against the user."""
-        await self._guard_user(user["_id"])
+        """Replay-proof TOTP check inside the user's wrong-code budget; a wrong code keeps its slot."""
+        window_start = await self._reserve(user)
         step = matching_step(secret, code)
         if step is not None and await self._claim(user, step):
+            await self._release(user, window_start)
             return True
-        await self._count_failure(user["_id"])
         return False
 
     def _secret(self, user: dict[str, Any]) -> str:
@@ -205,10 +213,10 @@ class MfaService:
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
             raise ProblemError(409, "MFA is not on")
-        await self._guard_user(user["_id"])
+        window_start = await self._reserve(user)
         if not await self._passwords.verify(user.get("password_hash"), password):
-            await self._count_failure(user["_id"])
-            raise ProblemError(400, "The password or the code is wrong")
+            raise ProblemError(400, "The password or the code is wrong")  # the slot stays spent
+        await self._release(user, window_start)
         if not await self._check_totp(user, self._secret(user), code):  # checked after the password: no step burnt
             raise ProblemError(400, "The password or the code is wrong")
         await self._turn_off(org_id, user_id, by=user_id)
@@ -261,14 +269,14 @@ class MfaService:
 
     async def _use_recovery_code(self, user: dict[str, Any], code: str) -> int | None:
         """Consume a recovery code; the number left, or ``None`` when it is wrong or spent."""
-        await self._guard_user(user["_id"])
+        window_start = await self._reserve(user)
         match = None
         for doc in await self._repo.unused_recovery_codes(user["org_id"], user["_id"]):
             if hmac.compare_digest(hash_recovery_code(code, bytes.fromhex(doc["salt"])), doc["hash"]):
                 match = doc
         if match is not None and await self._repo.use_recovery_code(match["_id"]):
+            await self._release(user, window_start)
             return len(await self._repo.unused_recovery_codes(user["org_id"], user["_id"]))
-        await self._count_failure(user["_id"])
         return None
 
     async def verify(self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str) -> TokenPair:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -33,6 +33,16 @@ Session = Any  # pymongo AsyncClientSession or None
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class MfaAttempt(NamedTuple):
+    """The outcome of :meth:`Repository.reserve_mfa_attempt`: whether a slot of the user's wrong-code budget
+    was taken, the start of the budget's window (epoch s, as stored) and the failures counted in it (the
+    reservation included)."""
+
+    reserved: bool
+    window_start: float
+    failures: int
 
 
 class Repository:
@@ -251,6 +261,63 @@ class Repository:
             {"_id": user_id, "org_id": org_id, "totp_last_step": {"$lt": step}}, {"$set": {"totp_last_step": step}}
         )
         return result.modified_count == 1
+
+    # The wrong-code budget: ``mfa_failures`` counted since ``mfa_failures_since_ts`` (epoch s). Kept on the user's
+    # document, not in Redis, so a flush or a restart without persistence does not hand out fresh guesses.
+
+    async def reserve_mfa_attempt(
+        self, org_id: str, user_id: str, *, limit: int, window: float, now_ts: float
+    ) -> MfaAttempt | None:
+        """Count one code check against the user's budget of ``limit`` wrong codes per ``window`` seconds,
+        *before* the code is checked, so parallel checks cannot overshoot it: each is one conditional ``$inc``
+        that matches only while the window holds fewer than ``limit`` (or one ``$set`` that starts a new
+        window when the last one is over). ``reserved=False`` when the budget is spent (the window's start
+        tells when it ends); ``None`` when there is no such user in ``org_id``. A right code gives its slot
+        back (:meth:`release_mfa_attempt`). The window starts at the first failure, as a fixed window."""
+        scope = {"_id": user_id, "org_id": org_id}
+        fields = {"mfa_failures": 1, "mfa_failures_since_ts": 1}
+        for _ in range(8):  # each round trip ends unless a parallel request changed the window meanwhile
+            doc = await self.users.find_one_and_update(
+                {**scope, "mfa_failures_since_ts": {"$gt": now_ts - window}, "mfa_failures": {"$lt": limit}},
+                {"$inc": {"mfa_failures": 1}},
+                projection=fields,
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:
+                doc = await self.users.find_one_and_update(
+                    {**scope, "mfa_failures_since_ts": {"$lte": now_ts - window}},
+                    {"$set": {"mfa_failures_since_ts": now_ts, "mfa_failures": 1}},
+                    projection=fields,
+                    return_document=ReturnDocument.AFTER,
+                )
+            if doc is not None:
+                return MfaAttempt(True, float(doc["mfa_failures_since_ts"]), int(doc["mfa_failures"]))
+            doc = await self.users.find_one(scope, fields)
+            if doc is None:
+                return None
+            if "mfa_failures_since_ts" not in doc:  # first check ever: an empty, expired window (no ``$not``)
+                await self.users.update_one(
+                    {**scope, "mfa_failures_since_ts": {"$exists": False}},
+                    {"$set": {"mfa_failures_since_ts": 0.0, "mfa_failures": 0}},
+                )
+                continue
+            since, failures = float(doc["mfa_failures_since_ts"]), int(doc["mfa_failures"])
+            if since > now_ts - window and failures >= limit:
+                return MfaAttempt(False, since, failures)
+        # Parallel requests kept changing the window under this one: refuse for a second rather than check a
+        # code without counting it.
+        return MfaAttempt(False, now_ts - window + 1, limit)
+
+    async def release_mfa_attempt(self, org_id: str, user_id: str, window_start: float) -> None:
+        """Give back the slot a right code reserved in the window that started at ``window_start``. When it
+        was the window's only one, the window is emptied, so the next wrong code starts a new one (as if
+        the right code had never counted); a window that has since been replaced is left alone."""
+        scope = {"_id": user_id, "org_id": org_id, "mfa_failures_since_ts": window_start}
+        result = await self.users.update_one(
+            {**scope, "mfa_failures": 1}, {"$set": {"mfa_failures_since_ts": 0.0, "mfa_failures": 0}}
+        )
+        if result.modified_count == 0:
+            await self.users.update_one({**scope, "mfa_failures": {"$gt": 1}}, {"$inc": {"mfa_failures": -1}})
 
     async def enable_mfa(
         self, org_id: str, user_id: str, secret_enc: str, enc_key_id: str, session: Session = None
