@@ -25,6 +25,8 @@ from novapulse_runtime.revocation import RevocationList, channel_name, publish_r
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 from novapulse_runtime.testing import wait_until
+from novapulse_webhook.slots import EndpointSlots
+from novapulse_webhook.versions import EndpointVersions
 from tests.bus.conftest import running
 
 pytestmark = pytest.mark.integration
@@ -262,3 +264,24 @@ async def test_revocations_are_published_by_auth_only_and_honoured_by_every_veri
     finally:
         for verifier in verifiers.values():
             await verifier.close()
+
+
+async def test_the_webhook_service_keeps_its_endpoint_versions_and_slots_as_its_own_user(
+    client: Callable[[str], Redis],
+) -> None:
+    """The keys the webhook service writes besides the bus's (read-your-writes version tokens, cross-worker
+    endpoint concurrency slots) are allowed to the webhook user and to nobody else but admin."""
+    webhook = client("webhook")
+    versions = EndpointVersions(webhook, "novapulse")
+    assert await versions.current("o1") == "-"
+    await versions.bump("o1")
+    token = await versions.current("o1")
+    assert token not in (None, "-")  # None would mean Redis refused: the fallback that hid the missing rule
+    slots = EndpointSlots(webhook, "novapulse", ttl=10.0)
+    assert await slots.try_acquire("e1", "t1", 1) is True
+    assert await slots.try_acquire("e1", "t2", 1) is False  # the cap holds: the script ran, it did not fail open
+    await slots.release("e1", "t1")
+    assert await slots.try_acquire("e1", "t2", 1) is True
+    for other in ("auth", "notification"):
+        with pytest.raises(NoPermissionError):
+            await client(other).set(versions.key("o1"), "forged")

@@ -162,3 +162,23 @@ async def test_restore_after_redis_lost_its_data(
     finally:
         await verifier.close()
         await client.aclose()
+
+
+async def test_a_reload_keeps_what_this_process_revoked_itself(redis: Redis, names: str) -> None:
+    """The issuer notes its own revocations with add(); if its push to Redis failed, a reload (after Redis
+    lost its data, say) must not forget them before the issuer's sync rewrites them."""
+    revocations = RevocationList(redis, names)
+    own, gone = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        revocations.add({own: expiry(), gone: time.time() - 1})  # never reached Redis
+        revocations.start()
+        await wait_until(lambda: revocations.synced, timeout=5, message="subscription (and its first reload)")
+        # a session only a reload can bring in (written to the set without a push), then a reload request
+        marker = uuid.uuid4().hex
+        await redis.zadd(f"{names}:auth:revoked-sessions", {marker: expiry()})
+        await redis.publish(f"{names}:auth:revocations", '{"reload": true}')
+        await wait_until(lambda: marker in revocations._revoked, timeout=5, message="reloaded")
+        assert await revocations.is_revoked(own) is True
+        assert await revocations.is_revoked(gone) is False
+    finally:
+        await revocations.close()

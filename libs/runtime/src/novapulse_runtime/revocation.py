@@ -183,8 +183,15 @@ class RevocationList:
             log.warning(message, extra={"error": repr(exc)})
 
     async def _reload(self) -> None:
-        rows: list[Any] = await self._redis.zrangebyscore(self._key, time.time(), "+inf", withscores=True)
-        self._revoked = {str(row[0]): float(row[1]) for row in rows}
+        current = time.time()
+        rows: list[Any] = await self._redis.zrangebyscore(self._key, current, "+inf", withscores=True)
+        reloaded = {str(row[0]): float(row[1]) for row in rows}
+        # keep what this process revoked itself (add()) and Redis may not hold yet: a push that failed is
+        # rewritten by the issuer's sync, and until then the issuer must still refuse the session
+        for sid, expiry in self._revoked.items():
+            if expiry > current and expiry > reloaded.get(sid, 0.0):
+                reloaded[sid] = expiry
+        self._revoked = reloaded
 
     def _apply(self, data: Any) -> bool:
         """Apply one pushed message; True when the whole set must be reloaded."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 from redis.asyncio import Redis
@@ -32,6 +33,7 @@ class EndpointVersions:
     def __init__(self, redis: Redis, namespace: str) -> None:
         self.redis = redis
         self.prefix = f"{namespace}:webhook:endpoints-version:"
+        self._warned_at = -float("inf")
 
     def key(self, org_id: str) -> str:
         return self.prefix + org_id
@@ -52,7 +54,13 @@ class EndpointVersions:
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
                 value = await self.redis.get(self.key(org_id))
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, OSError, TimeoutError) as exc:
+            if time.monotonic() - self._warned_at >= 60.0:  # at most once a minute: this is the event path
+                self._warned_at = time.monotonic()
+                log.warning(
+                    "cannot read the endpoint version; workers follow endpoint changes within the cache lifetime",
+                    extra={"org_id": org_id, "error": repr(exc)},
+                )
             return None
         if value is None:
             return "-"
