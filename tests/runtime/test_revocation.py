@@ -62,11 +62,9 @@ async def test_pushed_revocation_is_honoured_within_the_window(
         revocations = verifier.revocations
         await wait_until(lambda: revocations.synced, timeout=5, message="subscription")
         await publish_revocations(redis, names, {sid: expiry()})
-        started = time.monotonic()
         await wait_until(lambda: sid in revocations._revoked, timeout=WINDOW, message="push reached the local copy")
         assert revocations.synced  # answered from the local copy, not by a fallback round trip
         assert await status_of(verifier, token) == 401
-        assert time.monotonic() - started < WINDOW
         assert await status_of(verifier, other) == 200  # only that session
         # a revocation in another namespace (another deployment / test) does not reach this verifier
         foreign = uuid.uuid4().hex
