@@ -175,7 +175,7 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
-        await self._sessions.announce(sids)  # their access tokens die everywhere within 1 s
+        await self._sweep_and_announce(org_id, user_id, "password-changed", sids, keep=keep_sid)
 
     async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
         return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
@@ -208,7 +208,8 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
-        await self._sessions.announce(sids)
+        if demoted:
+            await self._sweep_and_announce(org_id, user_id, "demoted", sids)
         return user_out(doc)
 
     async def acting_member(self, org_id: str, user_id: str, *roles: str) -> dict[str, Any]:
@@ -247,8 +248,23 @@ class AccountService:
                     subject=user_id,
                     session=session,
                 )
-        await self._sessions.announce(sids)
+        if changed:
+            await self._sweep_and_announce(org_id, user_id, "user-disabled", sids)
         return user_out(await self.member(org_id, user_id))
+
+    async def _sweep_and_announce(
+        self, org_id: str, user_id: str, reason: str, sids: list[str], *, keep: str | None = None
+    ) -> None:
+        """After the transaction that changed the user (and revoked the sessions it read) has committed: revoke
+        again whatever session of theirs is still live, and push the union to every verifier.
+
+        A log-in racing the change inserts its session and then re-reads the user (``SessionService.start``).
+        Under a snapshot transaction the change's read of the sessions may miss that session while the log-in's
+        re-read still sees the user unchanged (not yet committed), so neither revokes it. This sweep runs after
+        the commit: a log-in that inserted before it is caught here, one that inserts after it reads the
+        committed change and revokes itself."""
+        late = await self._repo.revoke_user_sessions(org_id, user_id, reason, keep=keep)
+        await self._sessions.announce(sids + [sid for sid in late if sid not in sids])
 
     async def member_out(self, org_id: str, user_id: str) -> UserOut:
         return user_out(await self.member(org_id, user_id))
