@@ -14,11 +14,14 @@ address's keeps the hash) and one outbox event —
 (argon2), then spends the token and creates the organisation and its owner, emits ``user.registered`` and
 signs the owner in. Without the password the link is useless: someone who registers another person's address
 never receives the link, and that person, who does, does not know the password, so neither can complete it.
-A wrong password does not spend the token; ``REGISTRATION_MAX_FAILURES`` of them void the registration.
+A wrong password does not spend the token; ``REGISTRATION_MAX_FAILURES`` of them void the registration. When
+the account cannot be created for any reason but the address being taken meanwhile (409), the registration is
+made pending again, so the same link works once the cause is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -139,8 +142,17 @@ class RegistrationService:
         claimed = await self._repo.claim_registration(doc["_id"])
         if claimed is None:
             raise ProblemError(400, BAD_LINK)
-        user, org = await self._accounts.create_owner(
-            claimed["email"], claimed["name"], claimed["organization"], claimed["password_hash"]
-        )
+        try:
+            user, org = await self._accounts.create_owner(
+                claimed["email"], claimed["name"], claimed["organization"], claimed["password_hash"]
+            )
+        except ProblemError as exc:
+            if exc.status != 409:  # 409: the address was registered meanwhile, the registration is spent for good
+                await asyncio.shield(self._repo.release_registration(claimed["_id"]))
+            raise
+        except BaseException:
+            # nothing was created (one transaction): give the link back rather than strand the registration
+            await asyncio.shield(self._repo.release_registration(claimed["_id"]))
+            raise
         pair = await self._sessions.start(user, ["pwd"])
         return user_out(user), org_out(org), pair

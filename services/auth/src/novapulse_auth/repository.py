@@ -392,6 +392,12 @@ class Repository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def release_registration(self, registration_id: str) -> None:
+        """Make a claimed registration pending again (its account could not be created): the link works again."""
+        await self.registrations.update_one(
+            {"_id": registration_id, "status": "verified"}, {"$set": {"status": "pending", "verified_ts": None}}
+        )
+
     # --- log-in failures and blocks (lockout.py) ---------------------------------------------------------------
 
     async def insert_login_failure(self, doc: Doc) -> None:

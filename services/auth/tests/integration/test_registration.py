@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from helpers_auth import GOOD_PASSWORD, AuthApp
+from pymongo.errors import AutoReconnect
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +158,31 @@ async def test_five_wrong_passwords_void_the_registration(app: AuthApp) -> None:
     assert (stored["status"], stored["failures"]) == ("void", 5)
     assert (await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})).status == 400
     assert await app.rt.db["users"].count_documents({"email": new}) == 0
+
+
+async def test_a_failure_creating_the_account_does_not_spend_the_link(
+    app: AuthApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = app.unique_email("unlucky")
+    assert (await app.post("/register", _body(new))).status == 202
+    token = await app.verification_token(new)
+    repo = app.services.repo
+    original = repo.insert_user
+    failed: list[str] = []
+
+    async def fail_once(doc: dict[str, Any], session: Any = None) -> None:
+        if not failed:
+            failed.append(doc["email"])
+            raise AutoReconnect("primary stepped down")
+        await original(doc, session)
+
+    monkeypatch.setattr(repo, "insert_user", fail_once)
+    with pytest.raises(AutoReconnect):
+        await app.services.registration.verify(token, GOOD_PASSWORD)
+    assert failed == [new]
+    stored = await app.rt.db["registrations"].find_one({"email": new})
+    assert stored is not None
+    assert stored["status"] == "pending"
+    resp = await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})
+    assert resp.status == 201, await resp.text()
+    assert await app.rt.db["users"].count_documents({"email": new}) == 1
