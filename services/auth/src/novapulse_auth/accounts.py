@@ -142,11 +142,13 @@ class AccountService:
                 await guard.failed(attempt, user, ip)
             raise ProblemError(401, INVALID_LOGIN)
         if guard is not None and attempt is not None:
-            await guard.succeeded(attempt, user)
+            await guard.succeeded(attempt)  # forgets this client's failures; known only once signed in
         if user.get("mfa_enabled"):
             token, ttl = await self._mfa.start_challenge(user, ip)
             return MfaChallengeOut(mfa_token=token, expires_in=ttl)
         pair = await self._sessions.start(user, ["pwd"])
+        if guard is not None:
+            await guard.remember(user, client)
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     async def profile(self, org_id: str, user_id: str) -> tuple[UserOut, OrgOut]:

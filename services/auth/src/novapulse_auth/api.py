@@ -303,7 +303,7 @@ def build_routes(
     )
     async def mfa_verify(request: web.Request, body: MfaVerifyIn) -> TokenOut:
         """Answer a log-in MFA challenge with a TOTP code or a recovery code."""
-        pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request))
+        pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request), client(request))
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     @routes.post("/mfa/disable", body=MfaDisableIn, auth=True, errors=(409,), rate_limits=[mfa_code_user])
