@@ -59,7 +59,7 @@ async def start_api(
                 [record] = await outbox.find({"type": "registration.verification_requested"}).to_list(10)
             finally:
                 await mongo.close()
-            verify = {"token": jsonstrict.loads(record["fields"]["data"])["token"]}
+            verify = {"token": jsonstrict.loads(record["fields"]["data"])["token"], "password": PASSWORD}
             async with http.post(f"{PREFIXES['auth']}/register/verify", json=verify) as resp:
                 assert resp.status == 201, await resp.text()
             async with http.post(f"{PREFIXES['auth']}/login", json={"email": email, "password": PASSWORD}) as resp:

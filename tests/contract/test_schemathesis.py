@@ -40,7 +40,9 @@ WAIVED: dict[tuple[str, str], str] = {
     ("POST /api/v1/auth/mfa/disable", "positive_data_acceptance"): _SECRET.format("the password and TOTP code"),
     ("POST /api/v1/auth/mfa/recovery-codes", "positive_data_acceptance"): _SECRET.format("a current TOTP code"),
     ("POST /api/v1/auth/register", "positive_data_acceptance"): _POLICY,
-    ("POST /api/v1/auth/register/verify", "positive_data_acceptance"): _SECRET.format("a mailed registration token"),
+    ("POST /api/v1/auth/register/verify", "positive_data_acceptance"): _SECRET.format(
+        "a mailed registration token and its password"
+    ),
 }
 """(operation, check) findings that are expected, each with its reason; every other finding fails the test.
 All are positive_data_acceptance on auth routes whose acceptance depends on a secret or on the password

@@ -227,7 +227,9 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
         )
         assert status == 202, body  # registration completes by the link mailed to the stack's mail catcher
         token = _mailed_token(data_dir / "mail", email)
-        status, body = _http("POST", f"{auth}/api/v1/auth/register/verify", {"token": token})
+        status, body = _http(
+            "POST", f"{auth}/api/v1/auth/register/verify", {"token": token, "password": "correct horse battery staple"}
+        )
         assert status == 201, body
         status, body = _http(
             "POST", f"{auth}/api/v1/auth/login", {"email": email, "password": "correct horse battery staple"}

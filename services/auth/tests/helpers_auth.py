@@ -86,7 +86,8 @@ class AuthApp:
         )
         if self.settings.registration_email_verification:
             assert resp.status == 202, await resp.text()
-            resp = await self.post("/register/verify", {"token": await self.verification_token(email)})
+            token = await self.verification_token(email)
+            resp = await self.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})
         assert resp.status == 201, await resp.text()
         body = await resp.json()
         acct = Account(email, GOOD_PASSWORD, body["user"]["id"], body["organization"]["id"])

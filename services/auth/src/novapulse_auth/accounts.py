@@ -142,11 +142,13 @@ class AccountService:
                 await guard.failed(attempt, user, ip)
             raise ProblemError(401, INVALID_LOGIN)
         if guard is not None and attempt is not None:
-            await guard.succeeded(attempt, user)
+            await guard.succeeded(attempt)  # forgets this client's failures; known only once signed in
         if user.get("mfa_enabled"):
             token, ttl = await self._mfa.start_challenge(user, ip)
             return MfaChallengeOut(mfa_token=token, expires_in=ttl)
         pair = await self._sessions.start(user, ["pwd"])
+        if guard is not None:
+            await guard.remember(user, client)
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     async def profile(self, org_id: str, user_id: str) -> tuple[UserOut, OrgOut]:
@@ -175,7 +177,7 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
-        await self._sessions.announce(sids)  # their access tokens die everywhere within 1 s
+        await self._sweep_and_announce(org_id, user_id, "password-changed", sids, keep=keep_sid)
 
     async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
         return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
@@ -208,7 +210,8 @@ class AccountService:
                 subject=user_id,
                 session=session,
             )
-        await self._sessions.announce(sids)
+        if demoted:
+            await self._sweep_and_announce(org_id, user_id, "demoted", sids)
         return user_out(doc)
 
     async def acting_member(self, org_id: str, user_id: str, *roles: str) -> dict[str, Any]:
@@ -247,8 +250,23 @@ class AccountService:
                     subject=user_id,
                     session=session,
                 )
-        await self._sessions.announce(sids)
+        if changed:
+            await self._sweep_and_announce(org_id, user_id, "user-disabled", sids)
         return user_out(await self.member(org_id, user_id))
+
+    async def _sweep_and_announce(
+        self, org_id: str, user_id: str, reason: str, sids: list[str], *, keep: str | None = None
+    ) -> None:
+        """After the transaction that changed the user (and revoked the sessions it read) has committed: revoke
+        again whatever session of theirs is still live, and push the union to every verifier.
+
+        A log-in racing the change inserts its session and then re-reads the user (``SessionService.start``).
+        Under a snapshot transaction the change's read of the sessions may miss that session while the log-in's
+        re-read still sees the user unchanged (not yet committed), so neither revokes it. This sweep runs after
+        the commit: a log-in that inserted before it is caught here, one that inserts after it reads the
+        committed change and revokes itself."""
+        late = await self._repo.revoke_user_sessions(org_id, user_id, reason, keep=keep)
+        await self._sessions.announce(sids + [sid for sid in late if sid not in sids])
 
     async def member_out(self, org_id: str, user_id: str) -> UserOut:
         return user_out(await self.member(org_id, user_id))

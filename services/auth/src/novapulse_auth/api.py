@@ -118,9 +118,9 @@ def build_routes(
         rate_limits=[RateLimit("register-verify-ip", settings.register_ip_limit, 3600)],
     )
     async def register_verify(request: web.Request, body: RegisterVerifyIn) -> RegisterVerifiedOut:
-        """Complete a registration with the token from the mail: the organisation and its owner are created
-        and signed in."""
-        user, org, pair = await registration.verify(body.token)
+        """Complete a registration with the token from the mail and the password given at registration: the
+        organisation and its owner are created and signed in. A wrong password answers like an unknown token."""
+        user, org, pair = await registration.verify(body.token, body.password)
         tokens = TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
         return RegisterVerifiedOut(user=user, organization=org, tokens=tokens)
 
@@ -303,7 +303,7 @@ def build_routes(
     )
     async def mfa_verify(request: web.Request, body: MfaVerifyIn) -> TokenOut:
         """Answer a log-in MFA challenge with a TOTP code or a recovery code."""
-        pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request))
+        pair = await mfa.verify(body.mfa_token, body.code, body.recovery_code, ip(request), client(request))
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     @routes.post("/mfa/disable", body=MfaDisableIn, auth=True, errors=(409,), rate_limits=[mfa_code_user])

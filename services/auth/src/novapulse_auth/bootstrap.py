@@ -120,15 +120,23 @@ async def wire(rt: Runtime) -> Services:
         session_max_age=settings.session_max_age,
         namespace=rt.tokens.revocations.namespace if rt.tokens.revocations else default_namespace(),
     )
-    mfa = MfaService(
-        repo, box, rt.redis, sessions, passwords, outbox, issuer=settings.mfa_issuer, enc_key_id=enc_key_id
-    )
     guard = LoginGuard(
         repo,
         outbox,
         client_limit=settings.login_account_limit,
         account_ceiling=settings.login_account_ceiling,
         window=settings.login_failure_window,
+    )
+    mfa = MfaService(
+        repo,
+        box,
+        rt.redis,
+        sessions,
+        passwords,
+        outbox,
+        issuer=settings.mfa_issuer,
+        enc_key_id=enc_key_id,
+        guard=guard,
     )
     accounts = AccountService(repo, passwords, sessions, mfa, outbox, guard)
     invites = InviteService(repo, passwords, outbox, ttl=settings.invite_ttl, accept_url=settings.invite_accept_url)

@@ -62,6 +62,7 @@ REFRESH_TOKEN_PREFIX = "rt_"  # noqa: S105 - a prefix, not a secret
 MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105
 INVITE_TOKEN_PREFIX = "inv_"  # noqa: S105
 REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105
+REGISTRATION_MAX_FAILURES = 5  # wrong passwords at /register/verify before the registration is void
 TOKEN_BYTES = 32
 SIGNING_ALGORITHM = "EdDSA"
 

@@ -7,8 +7,9 @@ are counted per (account, client) and per account, in MongoDB (they survive a Re
   ``novapulse_runtime.ratelimit.client_network``) within ``LOGIN_FAILURE_WINDOW`` seconds block that client
   for this account, right password or not;
 - ``LOGIN_ACCOUNT_CEILING`` failures from all clients together block every client that never presented the
-  right password for this account; a *known* client (one that did, remembered as a salted hash of its
-  network in the user's document, newest ``KNOWN_CLIENTS_MAX``) still gets in with the right password.
+  right password for this account; a *known* client (one that was issued a session with it, after the
+  second factor when MFA is on; remembered as a salted hash of its network in the user's document, newest
+  ``KNOWN_CLIENTS_MAX``) still gets in with the right password.
 
 Counters are keyed on a hash of the normalised e-mail, not on the user, so an unknown address is blocked
 exactly like a known one (no enumeration through 429s). When a block starts, ``user.login_blocked`` is
@@ -108,11 +109,16 @@ class LoginGuard:
             raise _blocked(self._window)
         return attempt
 
-    async def succeeded(self, attempt: Attempt, user: dict[str, Any]) -> None:
-        """The right password: the attempt and this client's earlier failures are forgotten, and the client
-        becomes known to the account."""
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The right password: the attempt and this client's earlier failures are forgotten. The client does
+        not become known here: with MFA on, the password alone must not push the owner's networks out of
+        ``known_clients`` (see :meth:`remember`)."""
         await self._repo.forget_login_failures(attempt.account, attempt.pair)
-        mark = known_client_hash(user["_id"], attempt.client)
+
+    async def remember(self, user: dict[str, Any], client: str) -> None:
+        """A session was issued to ``client`` (after the second factor when MFA is on): it becomes known to the
+        account, newest first, at most ``KNOWN_CLIENTS_MAX``."""
+        mark = known_client_hash(user["_id"], client)
         known = [str(k) for k in (user.get("known_clients") or [])]
         updated = [mark, *[k for k in known if k != mark]][:KNOWN_CLIENTS_MAX]
         if updated != known:

@@ -44,6 +44,7 @@ from .constants import (
     UserStatus,
 )
 from .events import Outbox
+from .lockout import LoginGuard
 from .models import MfaSetupOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
@@ -85,7 +86,9 @@ class MfaService:
         *,
         issuer: str,
         enc_key_id: str = "",
+        guard: LoginGuard | None = None,
     ) -> None:
+        self._guard = guard  # a completed challenge makes the client known to the account (lockout ceiling)
         self._enc_key_id = enc_key_id
         self._repo = repo
         self._box = box
@@ -279,8 +282,11 @@ class MfaService:
             return len(await self._repo.unused_recovery_codes(user["org_id"], user["_id"]))
         return None
 
-    async def verify(self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str) -> TokenPair:
-        """Answer a challenge with a TOTP code or a recovery code; tokens on success."""
+    async def verify(
+        self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str, client: str | None = None
+    ) -> TokenPair:
+        """Answer a challenge with a TOTP code or a recovery code; tokens on success, and ``client`` (the
+        caller's network, the log-in lockout's key) becomes known to the account."""
         if (code is None) == (recovery_code is None):
             raise ProblemError(422, "Send exactly one of code or recovery_code")
         key = MFA_CHALLENGE_KEY + token_hash(mfa_token)
@@ -318,4 +324,7 @@ class MfaService:
                 org_id=user["org_id"],
                 subject=user["_id"],
             )
-        return await self._sessions.start(user, amr)
+        pair = await self._sessions.start(user, amr)
+        if self._guard is not None and client is not None:
+            await self._guard.remember(user, client)
+        return pair

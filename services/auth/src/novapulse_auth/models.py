@@ -56,7 +56,10 @@ class RegisterAcceptedOut(BaseModel):
 
 
 class RegisterVerifyIn(StrictIn):
+    """The mailed token and the password given at ``/register``: the link alone creates nothing."""
+
     token: OpaqueToken
+    password: Password
 
 
 class LoginIn(StrictIn):

@@ -10,12 +10,18 @@ address's keeps the hash) and one outbox event —
 - a registered address gets ``user.registration_attempted`` (private: the owner is told by mail that someone
   tried to register it, from which address); its document can never be verified.
 
-``POST /register/verify {token}`` spends the token and creates the organisation and its owner (with the
-password given at registration), emits ``user.registered`` and signs the owner in.
+``POST /register/verify {token, password}`` checks the password against the one given at registration
+(argon2), then spends the token and creates the organisation and its owner, emits ``user.registered`` and
+signs the owner in. Without the password the link is useless: someone who registers another person's address
+never receives the link, and that person, who does, does not know the password, so neither can complete it.
+A wrong password does not spend the token; ``REGISTRATION_MAX_FAILURES`` of them void the registration. When
+the account cannot be created for any reason but the address being taken meanwhile (409), the registration is
+made pending again, so the same link works once the cause is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -25,7 +31,7 @@ from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRe
 from novapulse_runtime.problems import ProblemError
 
 from .accounts import AccountService, check_password, org_out, user_out
-from .constants import REGISTRATION_TOKEN_PREFIX
+from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
 from .events import Outbox
 from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
@@ -87,6 +93,7 @@ class RegistrationService:
             # a registered address's document keeps no hash of what was typed (it may be the owner's password)
             "password_hash": hashed if existing is None else "",
             "status": PENDING if existing is None else ATTEMPTED,
+            "failures": 0,  # wrong passwords at /register/verify (REGISTRATION_MAX_FAILURES voids it)
             "created_at": created,
             "expires_at": expires_at,
             "expires_ts": expires_at.timestamp(),
@@ -117,13 +124,35 @@ class RegistrationService:
                     session=session,
                 )
 
-    async def verify(self, token: str) -> tuple[UserOut, OrgOut, TokenPair]:
-        """Spend a verification token: the organisation and its owner are created, and signed in."""
-        doc = await self._repo.claim_registration(token_hash(token))
+    async def verify(self, token: str, password: str) -> tuple[UserOut, OrgOut, TokenPair]:
+        """Complete a registration: the token from the mail **and** the password given at ``/register``.
+
+        The link alone is not enough: whoever registered someone else's address knows the password but never
+        sees the link, and the address's owner has the link but not the password. A wrong password answers
+        like an unknown token and does not spend it; after ``REGISTRATION_MAX_FAILURES`` wrong passwords the
+        registration is void. An unknown token costs one argon2 verification too (same time)."""
+        doc = await self._repo.take_registration_attempt(token_hash(token), REGISTRATION_MAX_FAILURES)
+        ok = await self._passwords.verify(doc.get("password_hash") if doc else None, password)
         if doc is None:
             raise ProblemError(400, BAD_LINK)
-        user, org = await self._accounts.create_owner(
-            doc["email"], doc["name"], doc["organization"], doc["password_hash"]
-        )
+        if not ok:
+            if doc.get("failures", 0) >= REGISTRATION_MAX_FAILURES:
+                await self._repo.void_registration(doc["_id"])
+            raise ProblemError(400, BAD_LINK)
+        claimed = await self._repo.claim_registration(doc["_id"])
+        if claimed is None:
+            raise ProblemError(400, BAD_LINK)
+        try:
+            user, org = await self._accounts.create_owner(
+                claimed["email"], claimed["name"], claimed["organization"], claimed["password_hash"]
+            )
+        except ProblemError as exc:
+            if exc.status != 409:  # 409: the address was registered meanwhile, the registration is spent for good
+                await asyncio.shield(self._repo.release_registration(claimed["_id"]))
+            raise
+        except BaseException:
+            # nothing was created (one transaction): give the link back rather than strand the registration
+            await asyncio.shield(self._repo.release_registration(claimed["_id"]))
+            raise
         pair = await self._sessions.start(user, ["pwd"])
         return user_out(user), org_out(org), pair

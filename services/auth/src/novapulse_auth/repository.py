@@ -364,12 +364,38 @@ class Repository:
     async def insert_registration(self, doc: Doc, session: Session = None) -> None:
         await self.registrations.insert_one(doc, session=session)
 
-    async def claim_registration(self, token_hash: str) -> Doc | None:
-        """Atomically spend a pending, unexpired registration; ``None`` when unknown, used or expired."""
+    async def take_registration_attempt(self, token_hash: str, max_failures: int) -> Doc | None:
+        """Take one password check of a pending, unexpired registration that has fewer than ``max_failures``
+        wrong passwords (``failures`` counts it before the check, so parallel guesses cannot overshoot);
+        ``None`` when unknown, used, expired or void."""
         return await self.registrations.find_one_and_update(
-            {"token_hash": token_hash, "status": "pending", "expires_ts": {"$gt": time.time()}},
-            {"$set": {"status": "verified", "verified_ts": time.time()}},
+            {
+                "token_hash": token_hash,
+                "status": "pending",
+                "expires_ts": {"$gt": time.time()},
+                "failures": {"$lt": max_failures},
+            },
+            {"$inc": {"failures": 1}},
             return_document=ReturnDocument.AFTER,
+        )
+
+    async def void_registration(self, registration_id: str) -> None:
+        """A registration whose password was guessed wrong too often can never be verified."""
+        await self.registrations.update_one({"_id": registration_id, "status": "pending"}, {"$set": {"status": "void"}})
+
+    async def claim_registration(self, registration_id: str) -> Doc | None:
+        """Atomically spend a pending, unexpired registration whose password was right (giving back the check's
+        slot); ``None`` when it was spent meanwhile or expired."""
+        return await self.registrations.find_one_and_update(
+            {"_id": registration_id, "status": "pending", "expires_ts": {"$gt": time.time()}},
+            {"$set": {"status": "verified", "verified_ts": time.time()}, "$inc": {"failures": -1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def release_registration(self, registration_id: str) -> None:
+        """Make a claimed registration pending again (its account could not be created): the link works again."""
+        await self.registrations.update_one(
+            {"_id": registration_id, "status": "verified"}, {"$set": {"status": "pending", "verified_ts": None}}
         )
 
     # --- log-in failures and blocks (lockout.py) ---------------------------------------------------------------

@@ -56,7 +56,7 @@ async def test_owner_invites_colleague_who_turns_on_mfa(spawn: Callable[..., Any
             return bool(requested)
 
         await wait_until(verification_requested, timeout=20, message="registration.verification_requested")
-        status, reg = await call("POST", "/register/verify", {"token": requested[0]})
+        status, reg = await call("POST", "/register/verify", {"token": requested[0], "password": GOOD_PASSWORD})
         assert status == 201, reg
         status, owner = await call("POST", "/login", {"email": "owner@acme.example.com", "password": GOOD_PASSWORD})
         assert status == 200

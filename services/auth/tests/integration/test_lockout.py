@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers_auth import GOOD_PASSWORD, Account, AuthApp
+from helpers_auth import GOOD_PASSWORD, Account, AuthApp, code_at
 from redis.asyncio import Redis
+
+from novapulse_auth.lockout import known_client_hash
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +135,41 @@ async def test_parallel_guesses_cannot_slip_under_the_limit(make_app: Callable[.
         last = await _login(app, owner.email, WRONG, "203.0.113.77")
     assert last.status == 429
     assert len(await _blocked_events(app, owner)) == 1
+
+
+async def test_the_password_without_the_second_factor_makes_no_client_known(
+    make_app: Callable[..., Any], fresh_redis: str
+) -> None:
+    """Someone with the password but not the second factor signs in from 10 networks and never answers the
+    challenge: the owner's known network stays known (gets in past the ceiling). Completing MFA from a network
+    makes it known."""
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=2, login_account_ceiling=4, **PROXY)
+    owner = await app.register()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # the owner's network
+    await app.enable_mfa(owner)
+    for i in range(1, 11):  # KNOWN_CLIENTS_MAX new networks: right password, challenge left unanswered
+        resp = await _login(app, owner.email, GOOD_PASSWORD, f"203.0.113.{i}")
+        assert resp.status == 200
+        assert (await resp.json())["mfa_required"] is True
+    user = await app.services.repo.user(owner.org_id, owner.user_id)
+    assert user is not None
+    assert known_client_hash(owner.user_id, "203.0.113.1") not in user["known_clients"]
+    assert known_client_hash(owner.user_id, "198.51.100.20") in user["known_clients"]
+
+    # completing the second factor from a new network makes that network known
+    resp = await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.50")
+    challenge = (await resp.json())["mfa_token"]
+    resp = await app.post(
+        "/mfa/verify",
+        {"mfa_token": challenge, "code": code_at(owner.totp_secret, 1)},
+        headers={"X-Forwarded-For": "192.0.2.50"},
+    )
+    assert resp.status == 200, await resp.text()
+
+    for client in ("203.0.113.1", "203.0.113.2"):  # the ceiling is reached
+        for _ in range(2):
+            assert (await _login(app, owner.email, WRONG, client)).status == 401
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.99")).status == 429  # never signed in
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "203.0.113.3")).status == 429  # password only
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # still known
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.50")).status == 200  # known through MFA

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from helpers_auth import GOOD_PASSWORD, AuthApp
+from pymongo.errors import AutoReconnect
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ async def test_the_link_creates_the_organisation_once(app: AuthApp) -> None:
     assert stored is not None
     assert token not in str(stored)  # only its hash is kept
 
-    resp = await app.post("/register/verify", {"token": token})
+    resp = await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})
     assert resp.status == 201, await resp.text()
     body = await resp.json()
     assert body["user"]["email"] == new
@@ -96,7 +97,7 @@ async def test_the_link_creates_the_organisation_once(app: AuthApp) -> None:
     assert registered["data"]["org_id"] == body["organization"]["id"]
     assert (await app.post("/login", {"email": new, "password": GOOD_PASSWORD})).status == 200
 
-    assert (await app.post("/register/verify", {"token": token})).status == 400  # single use
+    assert (await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})).status == 400  # single use
     # registering the address again is now the "registered" path: no second organisation
     assert (await app.post("/register", _body(new))).status == 202
     assert len([e for e in await app.events("registration.verification_requested") if e["data"]["email"] == new]) == 1
@@ -107,12 +108,12 @@ async def test_expired_garbage_and_attempt_tokens_are_refused(app: AuthApp) -> N
     assert (await app.post("/register", _body(new))).status == 202
     token = await app.verification_token(new)
     await app.rt.db["registrations"].update_many({"email": new}, {"$set": {"expires_ts": time.time() - 1}})
-    assert (await app.post("/register/verify", {"token": token})).status == 400
+    assert (await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})).status == 400
     for garbage in ("reg_nope", "x", "\u0661\u0662"):
-        resp = await app.post("/register/verify", {"token": garbage})
+        resp = await app.post("/register/verify", {"token": garbage, "password": GOOD_PASSWORD})
         assert resp.status == 400
         assert resp.content_type == "application/problem+json"
-    assert (await app.post("/register/verify", {"token": "x" * 5000})).status == 422
+    assert (await app.post("/register/verify", {"token": "x" * 5000, "password": GOOD_PASSWORD})).status == 422
 
 
 async def test_two_pending_registrations_of_one_address_make_one_account(app: AuthApp) -> None:
@@ -123,7 +124,65 @@ async def test_two_pending_registrations_of_one_address_make_one_account(app: Au
         e["data"]["token"] for e in await app.events("registration.verification_requested") if e["data"]["email"] == new
     ]
     assert len(tokens) == 2
-    assert (await app.post("/register/verify", {"token": tokens[1]})).status == 201
-    resp = await app.post("/register/verify", {"token": tokens[0]})
+    assert (await app.post("/register/verify", {"token": tokens[1], "password": GOOD_PASSWORD})).status == 201
+    resp = await app.post("/register/verify", {"token": tokens[0], "password": GOOD_PASSWORD})
     assert resp.status == 409
+    assert await app.rt.db["users"].count_documents({"email": new}) == 1
+
+
+async def test_the_link_without_the_registration_password_creates_nothing(app: AuthApp) -> None:
+    """An attacker registers the victim's address with a password of their own; the victim follows the genuine
+    link (with a password of their own, or none they know): no account comes to exist under their address. The
+    same 400 as an unknown token, and the token is not spent."""
+    victim = app.unique_email("victim")
+    assert (await app.post("/register", _body(victim) | {"password": "attacker-chosen-Secret-42"})).status == 202
+    token = await app.verification_token(victim)
+    resp = await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})
+    unknown = await app.post("/register/verify", {"token": "reg_unknown", "password": GOOD_PASSWORD})
+    assert (resp.status, (await resp.json())["detail"]) == (400, (await unknown.json())["detail"])
+    assert await app.rt.db["users"].count_documents({"email": victim}) == 0
+    assert (await app.post("/login", {"email": victim, "password": "attacker-chosen-Secret-42"})).status == 401
+    # not spent: whoever holds both the link and the password still completes it
+    resp = await app.post("/register/verify", {"token": token, "password": "attacker-chosen-Secret-42"})
+    assert resp.status == 201, await resp.text()
+
+
+async def test_five_wrong_passwords_void_the_registration(app: AuthApp) -> None:
+    new = app.unique_email("guessed")
+    assert (await app.post("/register", _body(new))).status == 202
+    token = await app.verification_token(new)
+    for i in range(5):
+        assert (await app.post("/register/verify", {"token": token, "password": f"wrong-{i}-Password"})).status == 400
+    stored = await app.rt.db["registrations"].find_one({"email": new})
+    assert stored is not None
+    assert (stored["status"], stored["failures"]) == ("void", 5)
+    assert (await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})).status == 400
+    assert await app.rt.db["users"].count_documents({"email": new}) == 0
+
+
+async def test_a_failure_creating_the_account_does_not_spend_the_link(
+    app: AuthApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = app.unique_email("unlucky")
+    assert (await app.post("/register", _body(new))).status == 202
+    token = await app.verification_token(new)
+    repo = app.services.repo
+    original = repo.insert_user
+    failed: list[str] = []
+
+    async def fail_once(doc: dict[str, Any], session: Any = None) -> None:
+        if not failed:
+            failed.append(doc["email"])
+            raise AutoReconnect("primary stepped down")
+        await original(doc, session)
+
+    monkeypatch.setattr(repo, "insert_user", fail_once)
+    with pytest.raises(AutoReconnect):
+        await app.services.registration.verify(token, GOOD_PASSWORD)
+    assert failed == [new]
+    stored = await app.rt.db["registrations"].find_one({"email": new})
+    assert stored is not None
+    assert stored["status"] == "pending"
+    resp = await app.post("/register/verify", {"token": token, "password": GOOD_PASSWORD})
+    assert resp.status == 201, await resp.text()
     assert await app.rt.db["users"].count_documents({"email": new}) == 1

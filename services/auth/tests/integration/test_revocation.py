@@ -7,6 +7,7 @@ as another service's verifier does."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 
 from novapulse_auth.sessions import sync_revocations
 from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.revocation import set_key
 from novapulse_runtime.testing import wait_until
 
 WINDOW = 1.0  # the documented revocation window (services/auth/README.md, Revocation)
@@ -231,3 +233,47 @@ async def test_revocations_are_restored_after_redis_loses_them(
     assert await sync_revocations(app.services.repo, app.services.sessions) == 0
     fresh = await make_app(mongo_db=app.settings.mongo_db, redis_url=url)  # a verifier that never saw the push
     assert await _status(fresh, "/me", owner) == 401
+
+
+@pytest.mark.parametrize("change", ["disable", "demote"])
+async def test_login_inside_the_revoking_transaction_is_revoked_and_announced(
+    app: AuthApp, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A log-in whose session is inserted after the disable/demotion transaction read the user's sessions and
+    before it committed (so that log-in's re-read still saw the user unchanged): the transaction alone misses
+    that session; the sweep after the commit revokes it and pushes it to every verifier."""
+    owner = await app.register()
+    admin = await app.invite_and_join(owner, "admin")
+    repo = app.services.repo
+    user = await repo.user(owner.org_id, admin.user_id)
+    assert user is not None
+    original = repo.revoke_user_sessions
+    raced: list[str] = []
+
+    async def read_then_login(org_id: str, user_id: str, reason: str, session: Any = None, **kw: Any) -> list[str]:
+        sids = await original(org_id, user_id, reason, session, **kw)
+        # the change's own call (in its transaction when the deployment has them), after its read: a log-in lands
+        if not raced:
+            raced.append(uuid.uuid4().hex)
+            await repo.insert_session(
+                {"_id": raced[0], "user_id": user_id, "org_id": org_id, "amr": ["pwd"], "revoked_at": None}
+            )
+        return sids
+
+    monkeypatch.setattr(repo, "revoke_user_sessions", read_then_login)
+    if change == "disable":
+        resp = await app.post(f"/members/{admin.user_id}/disable", headers=owner.auth)
+    else:
+        resp = await app.client.patch(
+            f"/api/v1/auth/members/{admin.user_id}", json={"role": "member"}, headers=owner.auth
+        )
+    assert resp.status == 200, await resp.text()
+    [sid] = raced
+    raced_doc = await app.rt.db["sessions"].find_one({"_id": sid})
+    assert raced_doc is not None
+    assert raced_doc["revoke_reason"] == ("user-disabled" if change == "disable" else "demoted")
+    revocations = app.rt.tokens.revocations
+    assert revocations is not None
+    assert await revocations.is_revoked(sid)  # announced: this process's verifier refuses it at once
+    assert await app.rt.redis.zscore(set_key(app.services.sessions.namespace), sid) is not None  # and all others
+    assert await _status(app, "/me", admin) == 401  # the session it read in the transaction is revoked too

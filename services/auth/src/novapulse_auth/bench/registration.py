@@ -49,7 +49,7 @@ async def _run(url: str, mongo_url: str, db: str, n: int) -> tuple[list[float], 
         finally:
             mongo.close()
         for token in tokens:
-            async with http.post(f"{P}/register/verify", json={"token": token}) as resp:
+            async with http.post(f"{P}/register/verify", json={"token": token, "password": PASSWORD}) as resp:
                 assert resp.status == 201, await resp.text()
 
         async def timed(email: str) -> float:
