@@ -19,7 +19,7 @@ import pytest
 from novapulse_runtime.bus import Consumer, Event, EventBus, PermanentError
 from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.testing import Servers, wait_until
-from tests.bus.conftest import running
+from tests.bus.conftest import RuntimeFactory, running
 
 BusFactory = Callable[..., EventBus]
 
@@ -190,6 +190,47 @@ async def test_renewal_never_takes_back_an_entry_another_consumer_took_over(make
         [after] = await redis.xpending_range(stream, "notification", "-", "+", 10)
         assert after["consumer"] == "intruder"
         release.set()
+
+
+async def test_a_failed_renewal_is_logged_and_the_consumer_goes_on(
+    make_bus: BusFactory, make_runtime: RuntimeFactory, redis_url: str, names: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consumer connects as a Redis user that may not run XPENDING, so every renewal pass fails
+    (NOPERM): each failure is logged at WARNING, the passes go on, and the consumer keeps handling and
+    acknowledging events."""
+    producer = make_bus("auth")
+    stream = producer.stream()
+    redis = producer.rt.redis
+    user_name = f"lease-{names}"
+    await redis.acl_setuser(
+        user_name, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-xpending"]
+    )
+    try:
+        url = redis_url.replace("redis://", f"redis://{user_name}:pw@", 1)
+        bus = make_bus("notification", rt=make_runtime("notification", redis=url))
+        c = consumer(bus, "a")
+        release = asyncio.Event()
+        handled: list[str] = []
+
+        @c.on("user.registered")
+        async def handle(event: Event) -> None:
+            if event.subject == "slow":
+                await release.wait()
+            handled.append(event.subject or "")
+
+        def failures() -> int:
+            return sum(1 for r in caplog.records if r.getMessage().startswith("lease renewal failed"))
+
+        async with running(c.run) as stop:
+            await producer.publish("user.registered", user(1), org_id="o1", subject="slow")
+            await wait_until(lambda: failures() >= 2, timeout=10, message="two failed renewals logged")
+            release.set()
+            await producer.publish("user.registered", user(2), org_id="o1", subject="next")
+            await wait_until(lambda: handled == ["slow", "next"], timeout=10, message="both events handled")
+            await wait_until(lambda: _no_pending(producer, stream), timeout=10, message="acknowledged")
+            assert not stop.is_set()
+    finally:
+        await redis.acl_deluser(user_name)
 
 
 # Kill -9 of a consumer process holding entries mid-burst ------------------------------------------------------
