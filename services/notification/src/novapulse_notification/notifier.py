@@ -163,6 +163,10 @@ class Notifier:
         self.observer: Observer = observer or NullObserver()
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         """This worker's name on the leases it holds."""
+        self._busy: set[str] = set()
+        """Deliveries a task of this worker is settling. A lease names the worker, not the task, so without
+        this the take-over loop and a redelivered event's handler of the same worker could both claim one
+        delivery (``claim`` accepts the owner's own lease) and send it twice."""
 
     async def handle(self, event: InboundEvent) -> None:
         """Process ``event``. Raises :class:`InvalidEvent` (never retry) or :class:`RetryLater`."""
@@ -178,20 +182,23 @@ class Notifier:
         opened: list[tuple[Work | None, DeliveryState, str]] = []
         held: list[str] = []  # renewed from the first insert on, however many recipients follow
         retry: list[str] = []
-        async with self._keep(org_id, held):
-            for intent in intents:
-                for recipient in await self._resolve(org_id, intent):
-                    for channel in intent.channels:
-                        work, state = await self._open(event, org_id, intent, recipient, channel)
-                        opened.append((work, state, f"{channel}:{recipient.key}"))
-                        if work is not None:
-                            held.append(work.key)
-            for work, state, label in opened:
-                if work is not None:
-                    state = await self._settle(work)
-                self.observer.delivery(label.partition(":")[0], state.value)
-                if state in (DeliveryState.RETRYING, DeliveryState.SENDING):
-                    retry.append(f"{label}:{state}")
+        try:
+            async with self._keep(org_id, held):
+                for intent in intents:
+                    for recipient in await self._resolve(org_id, intent):
+                        for channel in intent.channels:
+                            work, state = await self._open(event, org_id, intent, recipient, channel)
+                            opened.append((work, state, f"{channel}:{recipient.key}"))
+                            if work is not None:
+                                held.append(work.key)
+                for work, state, label in opened:
+                    if work is not None:
+                        state = await self._settle(work)
+                    self.observer.delivery(label.partition(":")[0], state.value)
+                    if state in (DeliveryState.RETRYING, DeliveryState.SENDING):
+                        retry.append(f"{label}:{state}")
+        finally:
+            self._busy.difference_update(held)
         if retry:
             raise RetryLater(f"deliveries not finished: {', '.join(retry)}")
 
@@ -341,10 +348,24 @@ class Notifier:
             if state in SETTLED:
                 self.observer.delivery(channel.value, "duplicate")
                 return None, state
-            if not await self.repo.claim(org_id, key, self.lease_seconds, self.owner):
+            if key in self._busy:  # another task of this worker (a take-over) is settling it
+                return None, DeliveryState.SENDING
+            self._busy.add(key)  # before the await: the take-over loop checks it too
+            try:
+                claimed = await self.repo.claim(org_id, key, self.lease_seconds, self.owner)
+            except BaseException:
+                self._busy.discard(key)
+                raise
+            if not claimed:
+                self._busy.discard(key)
                 return None, DeliveryState.SENDING  # another worker holds the lease: the event comes back later
+        else:
+            self._busy.add(key)
         if decided is not None:
-            await self.repo.finish(org_id, key, *decided)
+            try:
+                await self.repo.finish(org_id, key, *decided)
+            finally:
+                self._busy.discard(key)
             return None, decided[0]
         assert payload is not None
         budget_taken = bool(stored.get("budget_taken")) if stored is not doc else False
@@ -467,15 +488,23 @@ class Notifier:
             nonlocal taken
             org_id, key = str(doc["org_id"]), str(doc["_id"])
             async with gate:
-                if not await self.repo.claim(org_id, key, self.lease_seconds, self.owner):
+                if key in self._busy:  # a handler of this worker is settling it (its event came back)
                     return
-                taken += 1
-                channel = Channel(doc["channel"])
-                work = Work(org_id, key, channel, str(doc["event_id"]), doc["payload"], bool(doc.get("budget_taken")))
-                log.info("taking over a delivery whose worker died", extra={"delivery": key})
-                async with self._keep(org_id, [key]):
-                    state = await self._settle(work)
-                self.observer.delivery(channel.value, state.value)
+                self._busy.add(key)
+                try:
+                    if not await self.repo.claim(org_id, key, self.lease_seconds, self.owner):
+                        return
+                    taken += 1
+                    channel = Channel(doc["channel"])
+                    work = Work(
+                        org_id, key, channel, str(doc["event_id"]), doc["payload"], bool(doc.get("budget_taken"))
+                    )
+                    log.info("taking over a delivery whose worker died", extra={"delivery": key})
+                    async with self._keep(org_id, [key]):
+                        state = await self._settle(work)
+                    self.observer.delivery(channel.value, state.value)
+                finally:
+                    self._busy.discard(key)
 
         await asyncio.gather(*(one(d) for d in orphans))
         return taken

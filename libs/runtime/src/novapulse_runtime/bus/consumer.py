@@ -1,4 +1,5 @@
-"""Consumer groups: batched XREADGROUP, bounded concurrency, pipelined XACK, retries, dead letters, reclaim."""
+"""Consumer groups: batched XREADGROUP, bounded concurrency, pipelined XACK, retries, dead letters, lease
+renewal of held entries, reclaim."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .constants import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_BLOCK_MS,
+    DEFAULT_CLAIM_IDLE,
     DEFAULT_HANDLER_TIMEOUT,
     DEFAULT_IDEMPOTENCY_TTL,
     DEFAULT_MAX_DELIVERIES,
@@ -42,6 +44,7 @@ from .constants import (
     MAX_DEAD_FIELD_CHARS,
     MAX_ENTRY_BYTES,
     MAX_ERROR_CHARS,
+    RENEW_FRACTION,
 )
 from .envelope import (
     DeadReason,
@@ -84,9 +87,15 @@ _counter = itertools.count()
 
 @dataclass(frozen=True)
 class ConsumerOptions:
-    """Tuning of one consumer. ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``; ``claim_idle``
-    0 means ``handler_timeout + 5`` s (it is always kept above the handler timeout); ``claim_interval`` 0
-    means ``claim_idle / 10`` (between 50 ms and 1 s)."""
+    """Tuning of one consumer; times in seconds.
+
+    ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``. ``claim_idle`` (default 15 s,
+    :data:`~.constants.DEFAULT_CLAIM_IDLE`; 0 means that default) is how long an entry this consumer read
+    but has not acknowledged may go without renewal before another consumer reclaims it; the consumer
+    renews every entry it holds (in flight or waiting for a retry) every ``claim_idle / 3`` s while it
+    lives, so a handler may run longer than ``claim_idle`` (up to ``handler_timeout``) and a dead or wedged
+    consumer's entries are handled by another within ``claim_idle + claim_interval``. ``claim_interval`` 0
+    means ``claim_idle / 10`` (between 50 ms and 1 s). ``backoff_base``/``backoff_max``: retry backoff."""
 
     concurrency: int = 0
     handler_timeout: float = DEFAULT_HANDLER_TIMEOUT
@@ -156,8 +165,7 @@ class Consumer:
         self.group = group
         self.sources = tuple(sources)
         concurrency = options.concurrency or rt.settings.queue_concurrency
-        claim_idle = options.claim_idle or options.handler_timeout + 5.0
-        claim_idle = max(claim_idle, options.handler_timeout + 0.5)
+        claim_idle = options.claim_idle if options.claim_idle > 0 else DEFAULT_CLAIM_IDLE
         n = next(_counter)
         name = options.name or f"{socket.gethostname()}-{os.getpid()}" + (f"-{n}" if n else "")
         self.options = replace(options, concurrency=concurrency, claim_idle=claim_idle, name=name)
@@ -167,7 +175,7 @@ class Consumer:
         self.tracer = bus.tracer
         self.dead_stream = bus.keys.dead(group)
         self.replay_stream = bus.keys.replay(group)
-        # the lease lasts as long as an entry may stay unacknowledged before another consumer reclaims it
+        # the lease lasts as long as an entry may go unrenewed before another consumer reclaims it
         self.idem = (
             Idempotency(self.redis, bus.keys, group, claim_idle, options.idempotency_ttl)
             if options.idempotent
@@ -178,7 +186,9 @@ class Consumer:
         self._any: Handler | None = None
         self._resolved: dict[str, tuple[Handler, bool] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._held: set[tuple[str, str]] = set()
+        # entries read and not yet settled (acknowledged, dead-lettered or given up) → their event id
+        self._held: dict[tuple[str, str], str | None] = {}
+        self.renewal_passes = 0
         self._slot = asyncio.Event()
         self._acks: dict[str, list[str]] = {}
         self._done: list[str] = []
@@ -296,6 +306,10 @@ class Consumer:
         claim_task = asyncio.create_task(
             supervise(f"bus-claim-{self.group}", lambda: self._claim_loop(stop), stop), name=f"bus-claim-{self.group}"
         )
+        # renewal goes on while in-flight handlers finish after ``stop``: it is cancelled once they are done
+        renew_task = asyncio.create_task(
+            supervise(f"bus-renew-{self.group}", self._renew_loop, asyncio.Event()), name=f"bus-renew-{self.group}"
+        )
         log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self._streams})
         try:
             await supervise(f"bus-read-{self.group}", lambda: self._read_loop(stop), stop)
@@ -307,13 +321,14 @@ class Consumer:
                     task.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=2.0)
+            renew_task.cancel()
             self._closing = True
             self._ack_signal.set()
             try:
                 await asyncio.wait_for(ack_task, timeout=10.0)
             except (TimeoutError, RedisError):  # pragma: no cover - the ack loop logs and retries its own errors
                 log.warning("could not flush acknowledgements at shutdown", extra={"group": self.group})
-            await asyncio.gather(claim_task, return_exceptions=True)
+            await asyncio.gather(claim_task, renew_task, return_exceptions=True)
             log.info("consumer stopped", extra={"group": self.group, "consumer": self.name})
 
     async def _ensure_groups(self) -> None:
@@ -444,13 +459,13 @@ class Consumer:
 
     def _spawn(self, held: _Held, work: Awaitable[None]) -> None:
         key = (held.stream, held.entry_id)
-        self._held.add(key)
+        self._held[key] = held.fields.get(F_ID) if held.fields else None
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            self._held.discard(key)
+            self._held.pop(key, None)
             self._slot.set()
             if not t.cancelled() and t.exception() is not None:
                 log.error("event task failed", extra={"group": self.group, "error": repr(t.exception())})
@@ -535,18 +550,24 @@ class Consumer:
             self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
             if await self._sleep(self._backoff(held.deliveries), self._stop):
                 return  # stopping: the entry stays pending and is reclaimed later
+            if not await self._owns(held.stream, held.entry_id):
+                return  # taken over by another consumer (this one stopped renewing for claim_idle)
             claimed = await self.redis.xclaim(
                 held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
             )
             if not claimed or not claimed[0][1]:
-                return  # trimmed, or taken over by another consumer
+                return  # trimmed
             held.deliveries += 1
             event = replace(event, deliveries=held.deliveries)
 
+    async def _owns(self, stream: str, entry_id: str) -> bool:
+        """True when the entry is still pending and delivered to this consumer."""
+        return bool(await pending_range(self.redis, stream, self.group, entry_id, entry_id, 1, consumer=self.name))
+
     def _backoff(self, deliveries: int) -> float:
-        """Exponential with full jitter, capped below the reclaim idle time."""
-        cap = min(self.options.backoff_max, self.options.claim_idle / 2)
-        ceiling = min(cap, self.options.backoff_base * 2 ** (deliveries - 1))
+        """Seconds before retry ``deliveries + 1``: exponential with full jitter, capped at ``backoff_max``
+        (not by ``claim_idle``: the waiting entry is renewed like one in flight)."""
+        ceiling = min(self.options.backoff_max, self.options.backoff_base * 2 ** (deliveries - 1))
         return float(ceiling / 2 + random.random() * ceiling / 2)
 
     async def _handle(self, handler: Handler, event: Event) -> tuple[DeadReason, str] | None:
@@ -674,6 +695,69 @@ class Consumer:
                 "error": printable(error[:500]),
             },
         )
+
+    # renewal -----------------------------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        interval = self.options.claim_idle / RENEW_FRACTION
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew()
+            except RedisError as exc:
+                log.warning(
+                    "lease renewal failed; entries not renewed within claim_idle go to other consumers",
+                    extra={"group": self.group, "consumer": self.name, "error": str(exc)},
+                )
+            self.renewal_passes += 1
+
+    async def _renew(self) -> None:
+        """Renew every entry this consumer holds, in two round trips whatever their number: first
+        ``XPENDING <stream> <group> <id> <id> 1 <self>`` per entry (pipelined) keeps those still delivered
+        to this consumer and not yet reclaimable (idle below ``claim_idle``), so an entry another consumer
+        took over after a stall is never taken back; then ``XCLAIM <stream> <group> <self> 0 <ids...>
+        JUSTID`` per stream (resets their idle time without counting a delivery) and one compare-and-extend
+        of their idempotency leases, pipelined. Entries settled meanwhile are left out."""
+        held = list(self._held)
+        if not held:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, entry_id in held:
+                pipe.xpending_range(stream, self.group, entry_id, entry_id, 1, consumername=self.name)
+            replies = await pipe.execute(raise_on_error=False)
+        idle_ms = self.options.claim_idle * 1000
+        owned: dict[str, list[str]] = {}
+        event_ids: list[str] = []
+        lost = 0
+        for key, reply in zip(held, replies, strict=True):
+            if isinstance(reply, Exception):
+                if is_nogroup(reply):
+                    await self._recreate_groups()
+                raise reply
+            if key not in self._held:  # settled while we asked
+                continue
+            if not reply or int(reply[0]["time_since_delivered"]) >= idle_ms:
+                lost += 1
+                continue
+            owned.setdefault(key[0], []).append(key[1])
+            event_id = self._held[key]
+            if event_id is not None:
+                event_ids.append(event_id)
+        if lost:
+            log.warning(
+                "held entries no longer renewable (reclaimable or taken over by another consumer)",
+                extra={"group": self.group, "consumer": self.name, "count": lost},
+            )
+        if not owned:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in owned.items():
+                pipe.xclaim(stream, self.group, self.name, 0, list[Any](ids), justid=True)
+            if self.idem is not None:
+                await self.idem.extend(pipe, event_ids)
+            await pipe.execute()
+        for stream, ids in owned.items():
+            self.metrics.renewed.labels(stream, self.group).inc(len(ids))
 
     # reclaiming and gauges ---------------------------------------------------------------------------------
 

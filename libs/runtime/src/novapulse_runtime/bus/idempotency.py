@@ -8,12 +8,16 @@ Protocol, per ``(group, event id)`` key ``<ns>:seen:<group>:<event id>``:
 2. after the handler succeeded: ``SET key done PX <ttl>`` (one Lua call per acknowledgement batch, in the same
    pipeline as, and before, the ``XACK``);
    a key holding anything else (a foreign write, another type, a lease without expiry) is taken over;
+   while the handler runs (and while the entry waits for a retry) the consumer extends the lease every
+   ``claim_idle / 3`` with a compare-and-extend (``PEXPIRE`` only if the key still holds this process's
+   token; one Lua call per renewal pass for every lease it holds), so a lease outlives a long handler but
+   a dead holder's lease runs out within ``claim_idle``;
 3. after the handler failed: ``DEL key`` if this process still holds the lease (compare-and-delete), so the
    retry can take it without ever freeing a lease another consumer took after ours expired.
 
 Guarantee: within ``ttl`` a handler never runs for an event id its group already handled successfully, and
-never runs twice at the same time for one event id (as long as it finishes within the lease, which is the
-consumer's reclaim idle time, always longer than the handler timeout). A process that dies after the
+never runs twice at the same time for one event id (as long as its holder renews the lease, i.e. its event
+loop is not stalled for a whole ``claim_idle``, the consumer's reclaim idle time). A process that dies after the
 handler's effect but before step 2 leaves the lease to expire; the event is then handled again
 (at-least-once), so effects must still tolerate a repeat in that narrow window, e.g. with a unique index on
 the event id.
@@ -64,6 +68,18 @@ end
 return #KEYS
 """
 
+# Extend each lease that is still ours (compare-and-extend); returns how many were extended.
+_EXTEND = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('TYPE', key)['ok'] == 'string' and redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    n = n + 1
+  end
+end
+return n
+"""
+
 # Delete the lease only if it is still ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -95,6 +111,7 @@ class Idempotency:
         self._claim_script = redis.register_script(_CLAIM)
         self._done_script = redis.register_script(_MARK_DONE)
         self._release_script = redis.register_script(_RELEASE)
+        self._extend_script = redis.register_script(_EXTEND)
 
     def key(self, event_id: str) -> str:
         return self.keys.seen(self.group, event_id)
@@ -113,6 +130,15 @@ class Idempotency:
         """Queue the ``done`` markers of ``event_ids`` on ``pipe`` (sent with the acknowledgement)."""
         if event_ids:
             await self._done_script(keys=[self.key(e) for e in event_ids], args=[self.ttl_ms], client=pipe)
+
+    async def extend(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
+        """Queue on ``pipe`` the compare-and-extend of the leases of ``event_ids`` this process holds: each
+        key still holding our token gets ``lease`` milliseconds again; ``done`` markers, other holders'
+        leases and missing keys are left alone (one Lua call for the whole batch)."""
+        if event_ids:
+            await self._extend_script(
+                keys=[self.key(e) for e in event_ids], args=[self.token, self.lease_ms], client=pipe
+            )
 
     async def release(self, event_id: str) -> None:
         """Give the lease back after a failure so a retry can take it."""

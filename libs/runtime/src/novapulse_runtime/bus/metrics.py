@@ -52,6 +52,11 @@ class BusMetrics:
         self.reclaimed: Counter = m.counter(
             "novapulse_events_reclaimed_total", "Pending entries reclaimed from idle consumers", ("stream", "group")
         )
+        self.renewed: Counter = m.counter(
+            "novapulse_events_renewed_total",
+            "Lease renewals of held entries (one per entry per renewal pass)",
+            ("stream", "group"),
+        )
         self.handler_duration: Histogram = m.histogram(
             "novapulse_event_handler_duration_seconds",
             "Time spent in event handlers",
