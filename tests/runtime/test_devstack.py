@@ -42,6 +42,7 @@ from novapulse_runtime.devstack import (
     DEFAULT_REDIS_PORT,
     ConfigError,
     _PortShift,
+    _ready,
     dev_defaults,
     discover,
     parse_port_offset,
@@ -56,13 +57,14 @@ SERVER_LINE = re.compile(r"\] (redis-server|nx-27017)\s+\S+\s+pid (\d+)")
 
 
 def _offset() -> int:
-    """A random offset whose stack ports are free now (other suites share this machine)."""
+    """A random offset whose stack ports are free now (other suites share this machine) and stay below the
+    ephemeral range (32768-), where a probe can connect to itself before the service binds its port."""
     bases = [DEFAULT_REDIS_PORT, DEFAULT_MONGO_PORT, 1025]
     for spec in discover():
         api = int(spec.settings_cls.model_fields["http_port"].default)
         bases += [api, api + WORKER_PORT_OFFSET]
     for _ in range(50):
-        offset = random.randrange(20000, 30000)
+        offset = random.randrange(1000, 5700)  # the highest base, nx-27017's 27027, stays below 32768
         if not any(port_open(base + offset) for base in bases):
             return offset
     raise AssertionError("no free port offset found")
@@ -570,3 +572,24 @@ def test_server_killed_behind_its_back_restarts_on_the_same_pid_file(tmp_path: P
         assert server.running
     finally:
         server.stop()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("answer", [b"GET /api/v1/health/ready HTTP/1.1\r\n\r\n", b"garbage\r\n\r\n", b""])
+def test_a_readiness_probe_answered_with_garbage_is_not_ready(answer: bytes) -> None:
+    """What a probe reads when it connected to itself (TCP simultaneous open on an ephemeral port) or to a
+    stranger: "not ready yet", never an exception that stops make run."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def reply() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(answer)
+
+        thread = threading.Thread(target=reply, daemon=True)
+        thread.start()
+        assert _ready(f"http://127.0.0.1:{server.getsockname()[1]}") is False
+        thread.join(timeout=5)

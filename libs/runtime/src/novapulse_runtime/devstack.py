@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import http.client
 import os
 import signal
 import subprocess
@@ -245,10 +246,13 @@ def _say(msg: str) -> None:
 
 
 def _ready(url: str) -> bool:
+    """Whether the process at ``url`` answers its readiness probe with 200. Any other answer — no listener,
+    a garbled status line (a probe to a port in the ephemeral range can connect to itself before the service
+    binds it: TCP simultaneous open), a timeout — is "not yet", never an exception."""
     try:
         with urllib.request.urlopen(url + READY_PATH, timeout=1) as resp:  # noqa: S310 - local URL we built
             return bool(resp.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException, ValueError):
         return False
 
 
