@@ -492,28 +492,7 @@ class Delivery:
         now = utcnow()
         n = job.attempts + 1
         error = clean_text(f"internal error: {type(exc).__name__}: {exc}", MAX_ERROR_CHARS)
-        self.writer.put(
-            ATTEMPTS,
-            InsertOne(
-                {
-                    "_id": f"{job.id}.{n}",
-                    "org_id": job.org_id,
-                    "message_id": job.id,
-                    "endpoint_id": job.endpoint_id,
-                    "attempt": n,
-                    "started_at": now,
-                    "url": "",
-                    "request_headers": {},
-                    "status": None,
-                    "response_body": None,
-                    "duration_ms": None,
-                    "error": error,
-                    "outcome": Outcome.FAILURE,
-                }
-            ),
-        )
-        if self._attempts is not None:
-            self._attempts.labels(Outcome.FAILURE).inc()
+        self._log_unsent_failure(job, n, now, error)
         delay = self.policy.next_delay(n - job.round_start)
         self.writer.put(
             MESSAGES,
@@ -533,10 +512,8 @@ class Delivery:
             ),
         )
 
-    def _fail_for_good(self, job: Job, error: str) -> None:
-        """A message that can never be sent (bad stored data): one ``failure`` attempt, message ``failed``."""
-        now = utcnow()
-        n = job.attempts + 1
+    def _log_unsent_failure(self, job: Job, n: int, now: datetime, error: str) -> None:
+        """Attempt ``n`` of ``job`` logged as a ``failure`` that sent nothing (no URL, headers or response)."""
         self.writer.put(
             ATTEMPTS,
             InsertOne(
@@ -559,6 +536,12 @@ class Delivery:
         )
         if self._attempts is not None:
             self._attempts.labels(Outcome.FAILURE).inc()
+
+    def _fail_for_good(self, job: Job, error: str) -> None:
+        """A message that can never be sent (bad stored data): one ``failure`` attempt, message ``failed``."""
+        now = utcnow()
+        n = job.attempts + 1
+        self._log_unsent_failure(job, n, now, error)
         self._finish(job, MessageStatus.FAILED, None, error, now, attempts=n)
 
     async def _process(self, job: Job) -> None:
