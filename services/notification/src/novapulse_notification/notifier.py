@@ -109,7 +109,7 @@ class Recipient:
 class Links:
     base_url: str
     accept_path: str
-    verify_path: str = "/verify-email"
+    verify_path: str = "/register/verify"
 
 
 @dataclass

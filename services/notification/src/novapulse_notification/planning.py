@@ -190,7 +190,7 @@ def _duration(seconds: int) -> str:
 
 
 def plan(
-    event_type: str, data: BaseModel, *, base_url: str, accept_path: str, verify_path: str = "/verify-email"
+    event_type: str, data: BaseModel, *, base_url: str, accept_path: str, verify_path: str = "/register/verify"
 ) -> list[Intent]:
     """The notifications one event asks for (an empty list when it only feeds the projection)."""
     base = base_url.rstrip("/")

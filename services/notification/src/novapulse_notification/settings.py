@@ -39,7 +39,7 @@ class NotificationSettings(ServiceSettings):
 
     public_base_url: str = Field(default="http://127.0.0.1:8100", pattern=r"^https?://[^\s]+$")
     invite_accept_path: str = Field(default="/invite/accept", pattern=r"^/[^\s?#]*$")
-    verify_email_path: str = Field(default="/verify-email", pattern=r"^/[^\s?#]*$")
+    verify_email_path: str = Field(default="/register/verify", pattern=r"^/[^\s?#]*$")
     """Path of the e-mail verification link (the front end's page, which posts the token to auth)."""
     templates_dir: str = Field(default="", max_length=4096)
     """A directory whose files override the packaged templates of the same name."""
