@@ -99,8 +99,10 @@ async def test_kill9_mid_burst_with_a_slow_relay_resumes_within_the_lease_bound(
     spawn, sink: SmtpSink, token_issuer, redis_url, mongo_url, names, tmp_path, hold: str, duplicates: int
 ):
     """A burst of 20 invitations; the relay holds every DATA; the worker is killed with 8 mails in flight.
-    A second worker (default lease: no test tuning) sends every mail within the documented bound, although
-    the bus would only redeliver the killed worker's events after EVENT_HANDLER_TIMEOUT + 5 s = 125 s.
+    A second worker (default leases: no test tuning) sends every mail within the documented bound. Which of
+    its two paths settles a held delivery — the take-over loop (delivery lease run out) or the handler of the
+    event the bus redelivers (its claim_idle, 15 s, run out) — depends on which comes first; either way each
+    delivery is settled once by the second worker.
 
     ``before-accept``: the relay never accepted the held mails → every mail exactly once.
     ``after-accept``: the relay had stored the 8 held mails before the kill (its 250 went to a dead
@@ -149,4 +151,3 @@ async def test_kill9_mid_burst_with_a_slow_relay_resumes_within_the_lease_bound(
     assert copies == [1] * (20 - duplicates) + [2] * duplicates
     for address in addresses:
         assert len({m.message["Message-ID"] for m in sink.to(address)}) == 1  # a duplicate is recognisable
-    assert second.logs().count("taking over a delivery whose worker died") == 8
