@@ -5,6 +5,7 @@ that user."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -285,3 +286,29 @@ async def test_the_webhook_service_keeps_its_endpoint_versions_and_slots_as_its_
     for other in ("auth", "notification"):
         with pytest.raises(NoPermissionError):
             await client(other).set(versions.key("o1"), "forged")
+
+
+async def test_a_consumer_renews_its_held_entries_on_another_services_stream_as_its_own_user(
+    runtime_as: Callable[[str], Runtime],
+) -> None:
+    """Lease renewal (a script checking and claiming on the producer's stream) is allowed to the consuming
+    service's user: a handler held longer than several renewal passes is handled once and nothing fails."""
+    auth_bus, notification_bus = EventBus(runtime_as("auth")), EventBus(runtime_as("notification"))
+    consumer = notification_bus.consumer(claim_idle=0.6, claim_interval=0.05, stats_interval=0.0)
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        calls.append(event.id)
+        await release.wait()
+
+    async with running(consumer.run):
+        await auth_bus.publish("user.registered", user(1), org_id="o1", subject="u1")
+        await wait_until(lambda: len(calls) == 1, timeout=10, message="handler running")
+        passes = consumer.renewal_passes
+        await wait_until(lambda: consumer.renewal_passes >= passes + 3, timeout=10, message="three renewal passes")
+        assert consumer.metrics.renewed.labels(auth_bus.stream(), "notification")._value.get() >= 3
+        release.set()
+        await wait_until(lambda: consumer.idem is not None and consumer.idem.is_done(calls[0]), message="acked")
+    assert len(calls) == 1

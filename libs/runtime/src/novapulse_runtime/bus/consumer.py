@@ -74,6 +74,23 @@ from .streams import (
 )
 from .tracing import attributes, exports_spans, extract
 
+_RENEW = """
+local renewed = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+  if #p > 0 and tonumber(p[1][3]) < tonumber(ARGV[3]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+    renewed[#renewed + 1] = id
+  end
+end
+return renewed
+"""
+"""Renew, atomically, the entries of one stream (KEYS[1]) that group ARGV[1] still delivers to consumer
+ARGV[2] and that have been idle less than ARGV[3] ms (ids: ARGV[4..]): reset their idle time with
+``XCLAIM … JUSTID`` (no delivery counted). Returns the ids renewed. Checking and claiming in one script means
+an entry another consumer took over in between is never taken back."""
+
 if TYPE_CHECKING:
     from . import EventBus
 
@@ -189,6 +206,7 @@ class Consumer:
         # entries read and not yet settled (acknowledged, dead-lettered or given up) → their event id
         self._held: dict[tuple[str, str], str | None] = {}
         self.renewal_passes = 0
+        self._renew_script = self.redis.register_script(_RENEW)
         self._slot = asyncio.Event()
         self._acks: dict[str, list[str]] = {}
         self._done: list[str] = []
@@ -712,52 +730,45 @@ class Consumer:
             self.renewal_passes += 1
 
     async def _renew(self) -> None:
-        """Renew every entry this consumer holds, in two round trips whatever their number: first
-        ``XPENDING <stream> <group> <id> <id> 1 <self>`` per entry (pipelined) keeps those still delivered
-        to this consumer and not yet reclaimable (idle below ``claim_idle``), so an entry another consumer
-        took over after a stall is never taken back; then ``XCLAIM <stream> <group> <self> 0 <ids...>
-        JUSTID`` per stream (resets their idle time without counting a delivery) and one compare-and-extend
-        of their idempotency leases, pipelined. Entries settled meanwhile are left out."""
+        """Renew every entry this consumer holds, in two round trips whatever their number: one script per
+        stream (pipelined, :data:`_RENEW`) that renews the entries still delivered to this consumer and not yet
+        reclaimable (idle below ``claim_idle``) — checked and claimed atomically, so an entry another consumer
+        took over is never taken back — then one compare-and-extend of the idempotency leases of the renewed
+        entries. Entries settled meanwhile are left out."""
         held = list(self._held)
         if not held:
             return
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in held:
+            by_stream.setdefault(stream, []).append(entry_id)
+        idle_ms = int(self.options.claim_idle * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, entry_id in held:
-                pipe.xpending_range(stream, self.group, entry_id, entry_id, 1, consumername=self.name)
+            for stream, ids in by_stream.items():
+                await self._renew_script(keys=[stream], args=[self.group, self.name, idle_ms, *ids], client=pipe)
             replies = await pipe.execute(raise_on_error=False)
-        idle_ms = self.options.claim_idle * 1000
-        owned: dict[str, list[str]] = {}
         event_ids: list[str] = []
         lost = 0
-        for key, reply in zip(held, replies, strict=True):
+        for (stream, ids), reply in zip(by_stream.items(), replies, strict=True):
             if isinstance(reply, Exception):
                 if is_nogroup(reply):
                     await self._recreate_groups()
                 raise reply
-            if key not in self._held:  # settled while we asked
-                continue
-            if not reply or int(reply[0]["time_since_delivered"]) >= idle_ms:
-                lost += 1
-                continue
-            owned.setdefault(key[0], []).append(key[1])
-            event_id = self._held[key]
-            if event_id is not None:
-                event_ids.append(event_id)
+            renewed = {r.decode() if isinstance(r, bytes) else str(r) for r in reply or []}
+            lost += sum(1 for i in ids if i not in renewed and (stream, i) in self._held)  # not settled since
+            for entry_id in renewed:
+                event_id = self._held.get((stream, entry_id))
+                if event_id is not None:
+                    event_ids.append(event_id)
+            self.metrics.renewed.labels(stream, self.group).inc(len(renewed))
         if lost:
             log.warning(
-                "held entries no longer renewable (reclaimable or taken over by another consumer)",
+                "held entries no longer renewable (settled, reclaimable or taken over by another consumer)",
                 extra={"group": self.group, "consumer": self.name, "count": lost},
             )
-        if not owned:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in owned.items():
-                pipe.xclaim(stream, self.group, self.name, 0, list[Any](ids), justid=True)
-            if self.idem is not None:
+        if event_ids and self.idem is not None:
+            async with self.redis.pipeline(transaction=False) as pipe:
                 await self.idem.extend(pipe, event_ids)
-            await pipe.execute()
-        for stream, ids in owned.items():
-            self.metrics.renewed.labels(stream, self.group).inc(len(ids))
+                await pipe.execute()
 
     # reclaiming and gauges ---------------------------------------------------------------------------------
 
