@@ -514,6 +514,22 @@ class Delivery:
 
     def _log_unsent_failure(self, job: Job, n: int, now: datetime, error: str) -> None:
         """Attempt ``n`` of ``job`` logged as a ``failure`` that sent nothing (no URL, headers or response)."""
+        self._log_attempt(job, n, now, "", {}, None, None, None, error, Outcome.FAILURE)
+
+    def _log_attempt(
+        self,
+        job: Job,
+        n: int,
+        started: datetime,
+        url: str,
+        request_headers: dict[str, str],
+        status: int | None,
+        response_body: str | None,
+        duration_ms: float | None,
+        error: str | None,
+        outcome: Outcome,
+    ) -> None:
+        """Write attempt ``n`` of ``job`` to the attempt log (id ``<message id>.<n>``) and count its outcome."""
         self.writer.put(
             ATTEMPTS,
             InsertOne(
@@ -523,19 +539,19 @@ class Delivery:
                     "message_id": job.id,
                     "endpoint_id": job.endpoint_id,
                     "attempt": n,
-                    "started_at": now,
-                    "url": "",
-                    "request_headers": {},
-                    "status": None,
-                    "response_body": None,
-                    "duration_ms": None,
+                    "started_at": started,
+                    "url": url,
+                    "request_headers": request_headers,
+                    "status": status,
+                    "response_body": response_body,
+                    "duration_ms": duration_ms,
                     "error": error,
-                    "outcome": Outcome.FAILURE,
+                    "outcome": outcome,
                 }
             ),
         )
         if self._attempts is not None:
-            self._attempts.labels(Outcome.FAILURE).inc()
+            self._attempts.labels(outcome).inc()
 
     def _fail_for_good(self, job: Job, error: str) -> None:
         """A message that can never be sent (bad stored data): one ``failure`` attempt, message ``failed``."""
@@ -646,8 +662,6 @@ class Delivery:
     ) -> None:
         now = utcnow()
         outcome = Outcome.REFUSED if result.refused else classify(result.status)
-        if self._attempts is not None:
-            self._attempts.labels(outcome).inc()
         if self._latency is not None:
             self._latency.observe(result.duration_ms / 1000)
         failing_since = as_datetime(endpoint.get("failing_since"))
@@ -675,25 +689,8 @@ class Delivery:
         error = result.error or (None if outcome is Outcome.SUCCESS else f"HTTP {result.status}")
         if retry_after_error:
             error = f"{error}; {retry_after_error}"
-        self.writer.put(
-            ATTEMPTS,
-            InsertOne(
-                {
-                    "_id": f"{job.id}.{n}",
-                    "org_id": job.org_id,
-                    "message_id": job.id,
-                    "endpoint_id": job.endpoint_id,
-                    "attempt": n,
-                    "started_at": started,
-                    "url": url,
-                    "request_headers": redact(headers),
-                    "status": result.status,
-                    "response_body": result.body,
-                    "duration_ms": result.duration_ms,
-                    "error": error,
-                    "outcome": outcome,
-                }
-            ),
+        self._log_attempt(
+            job, n, started, url, redact(headers), result.status, result.body, result.duration_ms, error, outcome
         )
         if decision.succeeded:
             status = MessageStatus.SUCCEEDED
