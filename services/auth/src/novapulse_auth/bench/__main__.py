@@ -15,26 +15,20 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import aiohttp
 import jwt
 from argon2 import PasswordHasher, Type
-from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.tokens import TokenVerifier
 
 from ..constants import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST
+from .stack import P, auth_api
 
-P = "/api/v1/auth"
 PASSWORD = "Bench-Correct-Horse-9"
 CONCURRENCY = 16
 REVOCATION_SAMPLES = 50  # per kind (raw push, /logout) and round
@@ -227,48 +221,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="repeat and report medians")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="auth-bench-") as tmp:
-        run = Path(tmp)
-        redis = redis_server(free_port(), run / "redis").start()
-        mongo = mongo_server(free_port(), run / "mongo").start()
-        port = free_port()
-        namespace = f"bench{os.getpid()}"
-        redis_url = f"redis://127.0.0.1:{redis.port}/0"
-        env = dict(os.environ)
-        env.update(
-            {
-                "REDIS_URL": redis_url,
-                "MONGO_URL": f"mongodb://127.0.0.1:{mongo.port}",
-                "MONGO_DB": "auth_bench",
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(port),
-                "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-                "AUTH_JWKS_URL": f"http://127.0.0.1:{port}{P}/.well-known/jwks.json",
-                "EVENTS_NAMESPACE": namespace,
-                "RATE_LIMIT_ENABLED": "false",
-                "REGISTRATION_EMAIL_VERIFICATION": "false",  # users are set up directly; log-ins are measured
-                "LOG_LEVEL": "WARNING",
-            }
-        )
-        log = open(run / "auth.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "novapulse_auth", "api"], env=env, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while not port_open(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"auth did not start:\n{(run / 'auth.log').read_text()}")
-                time.sleep(0.05)
-            raw = _raw_argon2_per_s()
-            results = [
-                asyncio.run(_run(f"http://127.0.0.1:{port}", args.users, args.seconds, r, redis_url, namespace))
-                for r in range(args.rounds)
-            ]
-        finally:
-            proc.terminate()
-            proc.wait(20)
-            log.close()
-            mongo.stop()
-            redis.stop()
+    # users are set up directly and log-ins measured: registration by e-mail is off
+    with auth_api("auth-bench-", "auth_bench", email_verification=False) as stack:
+        raw = _raw_argon2_per_s()
+        results = [
+            asyncio.run(_run(stack.url, args.users, args.seconds, r, stack.redis_url, stack.namespace))
+            for r in range(args.rounds)
+        ]
 
     logins = statistics.median(r[0] for r in results)
     idle_p99 = statistics.median(r[1] for r in results)

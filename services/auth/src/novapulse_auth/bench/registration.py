@@ -13,20 +13,14 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.fernet import Fernet
 from pymongo import MongoClient
 
-from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
+from .stack import P, auth_api
 
-P = "/api/v1/auth"
 PASSWORD = "Bench-Correct-Horse-9"
 
 
@@ -73,43 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=50, help="registrations of each kind")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="auth-register-bench-") as tmp:
-        run = Path(tmp)
-        redis = redis_server(free_port(), run / "redis").start()
-        mongo = mongo_server(free_port(), run / "mongo").start()
-        port = free_port()
-        mongo_url = f"mongodb://127.0.0.1:{mongo.port}"
-        env = dict(os.environ)
-        env.update(
-            {
-                "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
-                "MONGO_URL": mongo_url,
-                "MONGO_DB": "auth_register_bench",
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(port),
-                "AUTH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-                "AUTH_JWKS_URL": f"http://127.0.0.1:{port}{P}/.well-known/jwks.json",
-                "EVENTS_NAMESPACE": f"regbench{os.getpid()}",
-                "RATE_LIMIT_ENABLED": "false",
-                "REGISTRATION_EMAIL_VERIFICATION": "true",
-                "LOG_LEVEL": "WARNING",
-            }
-        )
-        log = open(run / "auth.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "novapulse_auth", "api"], env=env, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while not port_open(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"auth did not start:\n{(run / 'auth.log').read_text()}")
-                time.sleep(0.05)
-            new_ms, known_ms = asyncio.run(_run(f"http://127.0.0.1:{port}", mongo_url, "auth_register_bench", args.n))
-        finally:
-            proc.terminate()
-            proc.wait(20)
-            log.close()
-            mongo.stop()
-            redis.stop()
+    with auth_api("auth-register-bench-", "auth_register_bench", email_verification=True) as stack:
+        new_ms, known_ms = asyncio.run(_run(stack.url, stack.mongo_url, stack.mongo_db, args.n))
     new_med, known_med = statistics.median(new_ms), statistics.median(known_ms)
     print(f"{'POST /register, ' + str(args.n) + ' each':<36}{'median ms':>12}{'p90 ms':>12}")
     print(f"{'new address':<36}{new_med:>12.1f}{_p90(new_ms):>12.1f}")
