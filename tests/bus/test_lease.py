@@ -184,11 +184,25 @@ async def test_renewal_never_takes_back_an_entry_another_consumer_took_over(make
         await producer.publish("user.registered", user(1), org_id="o1", subject="u1")
         await wait_until(started.is_set, message="handler running")
         [entry] = await redis.xpending_range(stream, "notification", "-", "+", 10)
-        await redis.xclaim(stream, "notification", "intruder", 0, [entry["message_id"]], justid=True)
-        passes = c.renewal_passes
-        await wait_until(lambda: c.renewal_passes >= passes + 3, timeout=10, message="three renewal passes")
-        [after] = await redis.xpending_range(stream, "notification", "-", "+", 10)
-        assert after["consumer"] == "intruder"
+
+        async def intruder_renews() -> None:
+            # a live new owner renews its entry well within claim_idle, as a real consumer does; one that
+            # stopped renewing would rightly lose the entry to the reclaim pass after claim_idle
+            while True:
+                await redis.xclaim(stream, "notification", "intruder", 0, [entry["message_id"]], justid=True)
+                await asyncio.sleep(CLAIM_IDLE / 4)
+
+        renewer = asyncio.create_task(intruder_renews())
+        try:
+            await wait_until(lambda: c.renewal_passes >= 1, timeout=10, message="a renewal pass")
+            passes, count = c.renewal_passes, renewed(bus, stream)
+            await wait_until(lambda: c.renewal_passes >= passes + 3, timeout=10, message="three renewal passes")
+            [after] = await redis.xpending_range(stream, "notification", "-", "+", 10)
+            assert after["consumer"] == "intruder"
+            assert renewed(bus, stream) == count  # the former holder never claimed it back
+            assert reclaimed(bus, stream) == 0
+        finally:
+            renewer.cancel()
         release.set()
 
 

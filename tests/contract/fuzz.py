@@ -28,14 +28,15 @@ def run(
     *,
     include_path: str | None = None,
     exclude_path: str | None = None,
-    waived: dict[tuple[str, str], str] | None = None,
+    waived: dict[tuple[str, str], str | tuple[str, str]] | None = None,
 ) -> Report:
     """Fuzz every operation of the document at ``openapi_url`` with ``Authorization: Bearer <token>``.
 
     Phases: examples, coverage (boundary values, every negative mutation, undeclared methods), fuzzing and
     stateful; checks: every built-in check. ``include_path`` / ``exclude_path`` (regexes) select operations.
-    ``waived`` maps ``(operation label, check name)`` to the reason a finding there is expected; such
-    findings go to ``Report.waived`` instead of ``Report.findings``.
+    ``waived`` maps ``(operation label, check name)`` to the reason a finding there is expected, or to
+    ``(reason, text)`` when it is expected only if the answer's body contains ``text``; such findings go to
+    ``Report.waived`` instead of ``Report.findings``.
 
     :returns: the findings (one line per failed check, with a curl to reproduce) and engine errors.
     """
@@ -76,14 +77,21 @@ def run(
                     key = f"{operation} {check.name} {failure.title}"
                     if key in seen:
                         continue
-                    seen.add(key)
-                    reason = waived.get((operation, check.name))
-                    if reason is not None:
-                        report.waived.append(f"{operation}: {check.name}: {failure.title} (waived: {reason})")
-                        continue
                     response = recorder.find_response(case_id=case_id)
                     status = response.status_code if response is not None else "-"
-                    answer = (response.text or "")[:400] if response is not None else ""
+                    body = (response.text or "") if response is not None else ""
+                    answer = body[:400]
+                    waiver = waived.get((operation, check.name))
+                    if isinstance(waiver, tuple):
+                        reason, text = waiver
+                        if text in body:  # only this answer is expected: later findings of the key still count
+                            report.waived.append(f"{operation}: {check.name}: {failure.title} (waived: {reason})")
+                            continue
+                    elif waiver is not None:
+                        seen.add(key)
+                        report.waived.append(f"{operation}: {check.name}: {failure.title} (waived: {waiver})")
+                        continue
+                    seen.add(key)
                     report.findings.append(
                         f"{operation}: {check.name}: {failure.title} (answered {status})\n"
                         f"  {failure.message.strip()[:600]}\n  {check.failure_info.code_sample}\n  -> {answer}"
