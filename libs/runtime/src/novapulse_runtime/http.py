@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import jsonstrict
 from .constants import HEALTH_PATH, LIVE_PATH, METRICS_PATH, PROBE_PATHS, READY_PATH, REQUEST_ID_HEADER
+from .errors import DomainError, to_problem
 from .health import Health
 from .logs import request_id_var
 from .metrics import Metrics
@@ -267,7 +268,10 @@ def wrap(
         headers: dict[str, str] = {}
         if limiter is not None and route.rate_limits:
             headers = await _check_limits(route, request, body, settings, limiter)
-        result = await route.handler(request, **kwargs)
+        try:
+            result = await route.handler(request, **kwargs)
+        except DomainError as exc:
+            raise to_problem(exc, route.problems) from exc
         if isinstance(result, web.StreamResponse):
             response = result
         elif result is None:

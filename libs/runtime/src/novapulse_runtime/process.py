@@ -24,7 +24,8 @@ from .constants import FORCED_EXIT
 from .health import ProcessState
 from .http import create_app
 from .logs import configure_logging
-from .runtime import Composition, Runtime
+from .routes import Routes
+from .runtime import Runtime, Worker
 from .settings import ServiceSettings, load_settings
 
 log = logging.getLogger("novapulse.process")
@@ -32,16 +33,51 @@ log = logging.getLogger("novapulse.process")
 ROLES = ("api", "worker", "all")
 
 
+ApiRoot = Callable[[Runtime], Awaitable[Routes]]
+"""A service's composition root for the ``api`` role: wires what the views need and returns the routes."""
+WorkerRoot = Callable[[Runtime], Awaitable[Sequence[Worker]]]
+"""A service's composition root for the ``worker`` role: wires and returns the background workers."""
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service as the process runner sees it: its name, settings class and composition root."""
+    """A service as the process runner sees it.
+
+    :param name: the service name (``SERVICE_NAME``; the stream, consumer group and metrics label).
+    :param settings_cls: its settings class (a :class:`ServiceSettings`).
+    :param api: composition root of the ``api`` role (``bootstrap.api``); ``None``: no routes of its own.
+    :param worker: composition root of the ``worker`` role (``bootstrap.worker``); ``None``: no workers.
+    :param package: the importable package (``python -m <package> api|worker|all``).
+    :param title: the OpenAPI document's title.
+    :param version: the OpenAPI document's ``info.version``.
+
+    The runtime adds what every service has: the probe and metrics paths, the operations routes of the bus
+    under the service's prefix (only with ``OPERATIONS_TOKEN``), and ``rt.tokens.authenticate`` as the
+    authenticator of ``auth=True`` routes.
+    """
 
     name: str
     settings_cls: type[ServiceSettings]
-    build: Callable[[Runtime], Awaitable[Composition]]
+    api: ApiRoot | None = None
+    worker: WorkerRoot | None = None
     package: str = ""
+    title: str = ""
+    version: str = "0.1.0"
     dev_env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment ``make run`` gives this service's processes (e.g. development allow-lists)."""
+
+
+async def compose(spec: ServiceSpec, rt: Runtime) -> tuple[Routes | None, list[Worker]]:
+    """Run the composition roots ``rt.role`` needs: the routes (with the bus's operations routes mounted
+    under their prefix) and the background workers."""
+    routes: Routes | None = None
+    workers: list[Worker] = []
+    if rt.serves_api and spec.api is not None:
+        routes = await spec.api(rt)
+        routes.extend(rt.bus.routes(routes.prefix))  # operator routes: served only with OPERATIONS_TOKEN
+    if rt.runs_workers and spec.worker is not None:
+        workers = list(await spec.worker(rt))
+    return routes, workers
 
 
 SUPERVISE_BACKOFF_MAX = 5.0
@@ -120,17 +156,17 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    composition = await spec.build(rt)
+    routes, workers = await compose(spec, rt)
     app = create_app(
         settings=settings,
         metrics=rt.metrics,
         health=rt.health,
         tracer=rt.tracer,
-        routes=composition.routes if role in ("api", "all") else None,
+        routes=routes,
         limiter=rt.limiter,
-        authenticator=composition.authenticator,
-        title=composition.title,
-        version=composition.version,
+        authenticator=rt.tokens.authenticate,
+        title=spec.title or None,
+        version=spec.version,
     )
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
@@ -147,8 +183,10 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
 
     exit_code = 0
     tasks: list[asyncio.Task[None]] = []
-    if role in ("worker", "all"):
-        tasks = [asyncio.create_task(w(stop), name=f"worker-{i}") for i, w in enumerate(composition.workers)]
+    if workers:
+        tasks = [
+            asyncio.create_task(w(stop), name=getattr(w, "__qualname__", f"worker-{i}")) for i, w in enumerate(workers)
+        ]
 
         def on_done(task: asyncio.Task[None]) -> None:
             nonlocal exit_code
@@ -177,9 +215,6 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
 
     rt.health.state = ProcessState.DRAINING
     await asyncio.gather(runner.cleanup(), _finish(tasks, settings.shutdown_timeout))
-    for closer in composition.closers:
-        with contextlib.suppress(Exception):
-            await closer()
     rt.tracing.shutdown()
     await rt.close()
     log.info("stopped", extra={"role": role, "exit_code": exit_code})

@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from .errors import ErrorTable
+from .problems import ProblemError
 from .ratelimit import RateLimit
 
 Handler = Callable[..., Awaitable[Any]]
@@ -37,6 +39,8 @@ class Route:
     """Platform-operator route (``OPERATIONS_TOKEN``), never opened by a tenant token."""
     errors: tuple[int, ...] = ()
     name: str = field(default="")
+    problems: ErrorTable | None = None
+    """The service's map from domain errors to problems (:mod:`.errors`), set by :class:`Routes`."""
 
 
 class Routes:
@@ -51,12 +55,15 @@ class Routes:
     A handler receives the request plus ``body=`` and/or ``query=`` when declared, and returns a pydantic
     model (serialised with ``status``), ``None`` (answered ``status``, empty) or an aiohttp response.
     ``status`` defaults to 200 when the route declares a ``response`` model and to 204 when it does not, so
-    the OpenAPI document states the code the route really answers.
+    the OpenAPI document states the code the route really answers. A
+    :class:`~novapulse_runtime.errors.DomainError` raised by a handler is answered as ``problems`` (the
+    service's table) or the runtime's defaults say (:func:`~novapulse_runtime.errors.to_problem`).
     """
 
-    def __init__(self, prefix: str = "", tags: Sequence[str] = ()) -> None:
+    def __init__(self, prefix: str = "", tags: Sequence[str] = (), problems: ErrorTable | None = None) -> None:
         self.prefix = prefix.rstrip("/")
         self.tags = tuple(tags)
+        self.problems = problems
         self.items: list[Route] = []
 
     def route(self, method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
@@ -71,6 +78,7 @@ class Routes:
             if options["status"] == 204 and options.get("response") is not None:
                 raise ValueError(f"{handler.__name__}: a 204 route has no response body")
             full = (self.prefix + path) if path != "/" or not self.prefix else self.prefix
+            options.setdefault("problems", self.problems)
             self.items.append(Route(method.upper(), full, handler, name=handler.__name__, **options))
             return handler
 
@@ -93,6 +101,19 @@ class Routes:
 
     def extend(self, other: Routes) -> None:
         self.items.extend(other.items)
+
+
+def path_id(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    """The path parameter ``name`` when it has the shape of the ids this service hands out (``pattern``,
+    matched in full); any other value names nothing that can exist, so it is a 404 (``No such <thing>``),
+    never a query with caller-chosen text.
+
+    :raises ProblemError: 404 when the value does not match.
+    """
+    value = request.match_info.get(name, "")
+    if not pattern.fullmatch(value):
+        raise ProblemError(404, f"No such {name.removesuffix('_id').replace('_', ' ')}")
+    return value
 
 
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")

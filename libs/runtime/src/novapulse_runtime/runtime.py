@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.sdk.trace.export import SpanExporter
 from pymongo import AsyncMongoClient
@@ -13,19 +15,23 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from .health import Health, memory_check
-from .http import Authenticator
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .revocation import RevocationList
-from .routes import Routes
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
 from .tracing import Tracing
 
+if TYPE_CHECKING:
+    from .bus import EventBus
+
+T = TypeVar("T")
+
+log = logging.getLogger("novapulse.runtime")
+
 Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """Background work: runs until the event is set, then finishes what it holds and returns."""
 
-Closer = Callable[[], Awaitable[None]]
 
 MONGO_SERVER_SELECTION_TIMEOUT_MS = 3000
 """How long an operation waits for a reachable MongoDB server before raising ``ServerSelectionTimeoutError``."""
@@ -36,21 +42,14 @@ REDIS_SOCKET_TIMEOUT = 5.0
 """Seconds a Redis command waits for its reply before raising ``TimeoutError`` (→ 503 from a view)."""
 
 
-@dataclass
-class Composition:
-    """What a service's composition root hands the process: its routes (API role), its background
-    workers (worker role), an access-token authenticator, and extra resources to close at shutdown."""
-
-    routes: Routes | None = None
-    workers: list[Worker] = field(default_factory=list)
-    authenticator: Authenticator | None = None
-    closers: list[Closer] = field(default_factory=list)
-    title: str | None = None
-    version: str = "0.1.0"
-
-
 class Runtime:
-    """Created inside the running event loop; connects lazily (nothing at import or construction time)."""
+    """Everything one process shares, created inside the running event loop: settings, the MongoDB database
+    and Redis client (both connect lazily: nothing happens at import or construction time), metrics,
+    tracing, health checks, the rate limiter, the access-token verifier and the event bus (:attr:`bus`).
+
+    Resources a service opens (a mail catcher, a thread pool) are entered with :meth:`open` and closed in
+    reverse order by :meth:`close`, after the process's workers have finished.
+    """
 
     def __init__(
         self,
@@ -98,6 +97,32 @@ class Runtime:
         self.health.add("mongodb", self._ping_mongo)
         self.health.add("redis", self._ping_redis)
         self.health.add("memory", memory_check(settings.memory_limit_mb), required=False)
+        self._resources = contextlib.AsyncExitStack()
+        self._bus: EventBus | None = None
+
+    @property
+    def bus(self) -> EventBus:
+        """The process's one event bus (streams, consumers, outbox, operations routes), built on first use."""
+        if self._bus is None:
+            from .bus import EventBus
+
+            self._bus = EventBus(self)
+        return self._bus
+
+    @property
+    def serves_api(self) -> bool:
+        """Whether this process serves the service's routes (role ``api`` or ``all``)."""
+        return self.role in ("api", "all")
+
+    @property
+    def runs_workers(self) -> bool:
+        """Whether this process runs the service's background work (role ``worker`` or ``all``)."""
+        return self.role in ("worker", "all")
+
+    async def open(self, resource: AbstractAsyncContextManager[T]) -> T:
+        """Enter ``resource`` (an async context manager: one generator opens and closes it, as aiohttp's
+        ``cleanup_ctx``) and return what it yields; it is exited in reverse order by :meth:`close`."""
+        return await self._resources.enter_async_context(resource)
 
     async def _ping_mongo(self) -> None:
         await self.mongo.admin.command("ping")
@@ -106,6 +131,12 @@ class Runtime:
         await self.redis.ping()
 
     async def close(self) -> None:
+        """Exit the resources entered with :meth:`open` (latest first; an error is logged, not raised), then
+        close the token verifier and the Redis and MongoDB clients."""
+        try:
+            await self._resources.aclose()
+        except Exception:
+            log.exception("closing a resource failed")
         await self.tokens.close()
         await self.redis.aclose()
         await self.mongo.close()
