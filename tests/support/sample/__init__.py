@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from novapulse_runtime.process import ServiceSpec
 from novapulse_runtime.ratelimit import RateLimit
 from novapulse_runtime.routes import Routes
-from novapulse_runtime.runtime import Composition, Runtime
+from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.settings import ServiceSettings
 from novapulse_runtime.tokens import principal
 
@@ -75,7 +75,7 @@ class CountOut(BaseModel):
     count: int
 
 
-async def build(rt: Runtime) -> Composition:
+async def api(rt: Runtime) -> Routes:
     routes = Routes(prefix="/api/v1/sample", tags=["sample"])
 
     @routes.post("/echo", body=EchoIn, response=EchoOut, status=201)
@@ -134,11 +134,15 @@ async def build(rt: Runtime) -> Composition:
         """A literal path overlapping the template above."""
         return CountOut(count=1)
 
+    return routes
+
+
+async def worker(rt: Runtime) -> list[Worker]:
     async def ticker(stop: asyncio.Event) -> None:
         await stop.wait()
         log.info("ticker stopped")
 
-    return Composition(routes=routes, workers=[ticker], authenticator=rt.tokens.authenticate)
+    return [ticker]
 
 
-SPEC = ServiceSpec(name="sample", settings_cls=SampleSettings, build=build, package="tests.support.sample")
+SPEC = ServiceSpec(name="sample", settings_cls=SampleSettings, api=api, worker=worker, package="tests.support.sample")

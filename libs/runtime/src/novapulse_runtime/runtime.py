@@ -99,6 +99,7 @@ class Runtime:
         self.health.add("memory", memory_check(settings.memory_limit_mb), required=False)
         self._resources = contextlib.AsyncExitStack()
         self._bus: EventBus | None = None
+        self._shared: dict[str, asyncio.Future[Any]] = {}
 
     @property
     def bus(self) -> EventBus:
@@ -118,6 +119,23 @@ class Runtime:
     def runs_workers(self) -> bool:
         """Whether this process runs the service's background work (role ``worker`` or ``all``)."""
         return self.role in ("worker", "all")
+
+    async def shared(self, name: str, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The result of ``factory()``, run once per process under ``name``: what both composition roots of
+        a process with role ``all`` need (a repository whose indexes are ensured, a service graph) is wired
+        once. A factory that raised is run again by the next caller."""
+        future = self._shared.get(name)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._shared[name] = future
+            try:
+                future.set_result(await factory())
+            except BaseException as exc:
+                del self._shared[name]
+                future.set_exception(exc)
+                future.exception()  # retrieved: only the callers waiting on it see it
+                raise
+        return await asyncio.shield(future)
 
     async def open(self, resource: AbstractAsyncContextManager[T]) -> T:
         """Enter ``resource`` (an async context manager: one generator opens and closes it, as aiohttp's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from novapulse_runtime.process import ServiceSpec
 
-from .bootstrap import build
+from . import bootstrap
 from .settings import AuthSettings
 
 # Development only (make run): a fixed key so the local database stays readable across restarts.
@@ -13,7 +13,9 @@ DEV_ENCRYPTION_KEY = "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU="
 SPEC = ServiceSpec(
     name="auth",
     settings_cls=AuthSettings,
-    build=build,
+    api=bootstrap.api,
+    worker=bootstrap.worker,
+    title="NovaPulse auth",
     package="novapulse_auth",
     dev_env={"AUTH_ENCRYPTION_KEYS": DEV_ENCRYPTION_KEY},
 )

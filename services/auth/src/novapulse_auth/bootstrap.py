@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
-from novapulse_runtime.bus import EventBus
 from novapulse_runtime.revocation import default_namespace
-from novapulse_runtime.runtime import Composition, Runtime, Worker
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.secretbox import SecretBox
 
 from .accounts import AccountService
@@ -105,11 +106,15 @@ async def wire(rt: Runtime) -> Services:
     )
     await keys.create_indexes()
     await keys.ensure()
-    outbox = EventBus(rt).outbox()  # relayed to novapulse:events:auth by the worker role
-    passwords = PasswordHashing(
-        memory_kib=settings.argon2_memory_kib,
-        time_cost=settings.argon2_time_cost,
-        workers=settings.password_hash_workers,
+    outbox = rt.bus.outbox()  # relayed to novapulse:events:auth by the worker role
+    passwords = await rt.open(
+        hashing(
+            PasswordHashing(
+                memory_kib=settings.argon2_memory_kib,
+                time_cost=settings.argon2_time_cost,
+                workers=settings.password_hash_workers,
+            )
+        )
     )
     sessions = SessionService(
         repo,
@@ -152,9 +157,24 @@ async def wire(rt: Runtime) -> Services:
     return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites, registration)
 
 
-def compose(rt: Runtime, services: Services) -> Composition:
+@contextlib.asynccontextmanager
+async def hashing(passwords: PasswordHashing) -> AsyncIterator[PasswordHashing]:
+    """The password-hashing pool, shut down with the process."""
+    try:
+        yield passwords
+    finally:
+        passwords.close()
+
+
+async def _services(rt: Runtime) -> Services:
+    return await rt.shared("services", lambda: wire(rt))
+
+
+async def api(rt: Runtime) -> Routes:
+    """Composition root of the ``api`` role: the service graph and its routes."""
+    services = await _services(rt)
     settings = cast(AuthSettings, rt.settings)
-    routes = build_routes(
+    return build_routes(
         settings,
         accounts=services.accounts,
         sessions=services.sessions,
@@ -163,27 +183,14 @@ def compose(rt: Runtime, services: Services) -> Composition:
         keys=services.keys,
         registration=services.registration,
     )
-    routes.extend(EventBus(rt).routes(routes.prefix))  # operations routes: OPERATIONS_TOKEN only
 
-    async def close_hashing() -> None:
-        services.passwords.close()
 
-    relay = getattr(services.outbox, "relay", None)
-    workers = [
+async def worker(rt: Runtime) -> list[Worker]:
+    """Composition root of the ``worker`` role: key rotation, revocation sync and the outbox relay."""
+    services = await _services(rt)
+    settings = cast(AuthSettings, rt.settings)
+    return [
         rotation_worker(services, settings.key_rotation_interval),
         revocation_sync_worker(services, settings.revocation_sync_interval),
+        rt.bus.outbox().relay,
     ]
-    if relay is not None:
-        workers.append(relay)
-    return Composition(
-        routes=routes,
-        workers=workers,
-        authenticator=rt.tokens.authenticate,
-        closers=[close_hashing],
-        title="NovaPulse auth",
-    )
-
-
-async def build(rt: Runtime) -> Composition:
-    """The composition root: routes for the api role; key rotation and the outbox relay for the worker role."""
-    return compose(rt, await wire(rt))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from novapulse_runtime.devservers import free_port, port_open
 from novapulse_runtime.ratelimit import RateLimit
-from novapulse_runtime.runtime import Closer, Composition, Runtime, Worker
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.runtime import Runtime, Worker
 
 from .api import build_routes
 from .catcher import MailCatcher
-from .constants import API_PREFIX, RECIPIENT_LIMIT_NAME
-from .events import consumer_workers, operations_routes
+from .constants import RECIPIENT_LIMIT_NAME
+from .events import consumer_workers
 from .mailer import Mailer, Relay
 from .notifier import Links, Notifier, RecipientLimiter, allow_all
 from .planning import Budget
@@ -99,7 +102,9 @@ class MetricsObserver:
         self.attempts.labels(relay, outcome).inc()
 
 
-def start_catcher(settings: NotificationSettings) -> MailCatcher:
+@contextlib.asynccontextmanager
+async def local_catcher(settings: NotificationSettings) -> AsyncIterator[MailCatcher]:
+    """The local mail catcher (used when ``SMTP_HOST`` is empty), stopped with the process."""
     port = settings.mail_catcher_port
     if port == 0 or port_open(port):
         port = free_port()
@@ -108,51 +113,52 @@ def start_catcher(settings: NotificationSettings) -> MailCatcher:
         "SMTP_HOST is not set: mail goes to the local mail catcher",
         extra={"smtp": f"127.0.0.1:{catcher.port}", "directory": str(catcher.directory)},
     )
-    return catcher
+    try:
+        yield catcher
+    finally:
+        await catcher.stop()
 
 
-async def build(rt: Runtime) -> Composition:
-    """Wire the service for ``rt.role``."""
+async def _repository(rt: Runtime) -> Repository:
+    async def make() -> Repository:
+        repo = Repository(rt.db)
+        await repo.ensure_indexes()
+        return repo
+
+    return await rt.shared("repository", make)
+
+
+async def api(rt: Runtime) -> Routes:
+    """Composition root of the ``api`` role: the in-app notification and preference routes."""
+    return build_routes(await _repository(rt))
+
+
+async def worker(rt: Runtime) -> list[Worker]:
+    """Composition root of the ``worker`` role: the event consumer, its notifier and the lease take-over."""
     settings = rt.settings
     assert isinstance(settings, NotificationSettings)
-    repo = Repository(rt.db)
-    await repo.ensure_indexes()
-    workers: list[Worker] = []
-    closers: list[Closer] = []
-    routes = build_routes(repo) if rt.role in ("api", "all") else None
-    if rt.role in ("worker", "all"):
-        catcher_port = None
-        if not settings.smtp_host:
-            catcher = start_catcher(settings)
-            catcher_port = catcher.port
-            closers.append(catcher.stop)
-        primary, fallback = relays(settings, catcher_port)
-        mailer = Mailer(
-            primary,
-            fallback,
-            attempts=settings.smtp_retry_attempts,
-            base_delay=settings.smtp_retry_base_delay,
-            breaker_threshold=settings.smtp_breaker_threshold,
-            breaker_cooldown=settings.smtp_breaker_cooldown,
-        )
-        notifier = Notifier(
-            repo,
-            Renderer(settings.templates_dir),
-            mailer,
-            sender=settings.smtp_from,
-            links=Links(settings.links_base(), settings.invite_accept_path, settings.verify_email_path),
-            lease_seconds=settings.lease_seconds(),
-            limiter=recipient_limiter(rt, settings),
-            observer=MetricsObserver(rt),
-        )
-        workers.extend(consumer_workers(rt, notifier, settings))
-        workers.append(notifier.take_over)
-    if routes is not None:  # operations routes (streams, dead letters, replay): OPERATIONS_TOKEN only
-        routes.extend(operations_routes(rt, API_PREFIX))
-    return Composition(
-        routes=routes,
-        workers=workers,
-        authenticator=rt.tokens.authenticate,
-        closers=closers,
-        title="NovaPulse notification",
+    repo = await _repository(rt)
+    catcher_port = None
+    if not settings.smtp_host:
+        catcher = await rt.open(local_catcher(settings))
+        catcher_port = catcher.port
+    primary, fallback = relays(settings, catcher_port)
+    mailer = Mailer(
+        primary,
+        fallback,
+        attempts=settings.smtp_retry_attempts,
+        base_delay=settings.smtp_retry_base_delay,
+        breaker_threshold=settings.smtp_breaker_threshold,
+        breaker_cooldown=settings.smtp_breaker_cooldown,
     )
+    notifier = Notifier(
+        repo,
+        Renderer(settings.templates_dir),
+        mailer,
+        sender=settings.smtp_from,
+        links=Links(settings.links_base(), settings.invite_accept_path, settings.verify_email_path),
+        lease_seconds=settings.lease_seconds(),
+        limiter=recipient_limiter(rt, settings),
+        observer=MetricsObserver(rt),
+    )
+    return [*consumer_workers(rt, notifier, settings), notifier.take_over]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from novapulse_runtime.bus import Event, EventBus
-from novapulse_runtime.routes import Routes
+from novapulse_runtime.bus import Event
 from novapulse_runtime.runtime import Runtime, Worker
 
 from .notifier import Notifier
@@ -33,7 +32,7 @@ HANDLED_TYPES = (
 
 def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSettings) -> list[Worker]:
     """One consumer group (``notification``) over the auth, webhook, report and workflow streams."""
-    bus = EventBus(rt)
+    bus = rt.bus
     consumer = bus.consumer(
         handler_timeout=settings.event_handler_timeout, max_deliveries=settings.event_max_deliveries
     )
@@ -44,8 +43,3 @@ def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSett
     for name in HANDLED_TYPES:
         consumer.add_handler(name, handle)
     return [consumer.run]
-
-
-def operations_routes(rt: Runtime, prefix: str) -> Routes:
-    """The bus's operations routes (streams, dead letters, replay) under this service's prefix."""
-    return EventBus(rt).routes(prefix)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from novapulse_runtime.process import ServiceSpec
 
-from .bootstrap import build
+from . import bootstrap
 from .settings import WebhookSettings
 
 # Development only (make run): a fixed key and the loopback range opened so local receivers work.
@@ -14,7 +14,9 @@ DEV_SECRET_KEY = "ZGV2LW9ubHktd2ViaG9vay1rZXktZG8tbm90LXVzZSE="  # noqa: S105 - 
 SPEC = ServiceSpec(
     name="webhook",
     settings_cls=WebhookSettings,
-    build=build,
+    api=bootstrap.api,
+    worker=bootstrap.worker,
+    title="NovaPulse webhooks",
     package="novapulse_webhook",
     dev_env={
         "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",

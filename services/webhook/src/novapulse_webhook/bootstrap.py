@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from novapulse_runtime.bus import Event, EventBus, Outbox
-from novapulse_runtime.bus.keys import default_namespace
+from novapulse_runtime.bus import Event, Outbox
 from novapulse_runtime.catalog import EventData
 from novapulse_runtime.ratelimit import RateLimiter
-from novapulse_runtime.runtime import Composition, Runtime
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.settings import fail_config
 
 from .api import build_routes
@@ -57,38 +57,48 @@ def _data(event: Event) -> dict[str, Any]:
     return dict(data) if isinstance(data, dict) else {"value": data}
 
 
-async def build(rt: Runtime) -> Composition:
+async def _repository(rt: Runtime) -> Repository:
+    async def make() -> Repository:
+        repo = Repository(rt.db)
+        await repo.ensure_indexes()
+        return repo
+
+    return await rt.shared("repository", make)
+
+
+async def api(rt: Runtime) -> Routes:
+    """Composition root of the ``api`` role: the webhook service and its routes."""
     settings = rt.settings
     assert isinstance(settings, WebhookSettings)
-    box = secret_box(settings)
-    repo = Repository(rt.db)
-    await repo.ensure_indexes()
-    composition = Composition(authenticator=rt.tokens.authenticate, title="NovaPulse webhooks")
-    if rt.role in ("api", "all"):
-        routes = build_routes(WebhookService(repo, settings, box, EndpointVersions(rt.redis, default_namespace())))
-        # operations routes (streams, dead letters, replay) see every organisation's events: OPERATIONS_TOKEN only
-        routes.extend(EventBus(rt).routes(routes.prefix))
-        composition.routes = routes
-    if rt.role in ("worker", "all"):
-        bus = EventBus(rt)
-        outbox = bus.outbox()
-        policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
-        delivery = Delivery(
-            repo,
-            settings,
-            box,
-            Sender(policy, settings.webhook_dns_timeout),
-            OutboxPublisher(outbox),
-            rt.metrics,
-            EndpointVersions(rt.redis, bus.keys.namespace),
-            RateLimiter(rt.redis, rt.metrics, settings.service_name),  # always on: endpoints' own limits
-            EndpointSlots(rt.redis, bus.keys.namespace, settings.lease_seconds),
-        )
-        consumer = bus.consumer()
+    repo = await _repository(rt)
+    return build_routes(
+        WebhookService(repo, settings, secret_box(settings), EndpointVersions(rt.redis, rt.bus.keys.namespace))
+    )
 
-        @consumer.on("*")
-        async def fan_out(event: Event) -> None:
-            await delivery.on_event(event.id, event.org_id or "", event.type, _data(event), event.time)
 
-        composition.workers = [delivery.run, consumer.run, outbox.relay]
-    return composition
+async def worker(rt: Runtime) -> list[Worker]:
+    """Composition root of the ``worker`` role: delivery, the fan-out consumer and the outbox relay."""
+    settings = rt.settings
+    assert isinstance(settings, WebhookSettings)
+    repo = await _repository(rt)
+    bus = rt.bus
+    outbox = bus.outbox()
+    policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
+    delivery = Delivery(
+        repo,
+        settings,
+        secret_box(settings),
+        Sender(policy, settings.webhook_dns_timeout),
+        OutboxPublisher(outbox),
+        rt.metrics,
+        EndpointVersions(rt.redis, bus.keys.namespace),
+        RateLimiter(rt.redis, rt.metrics, settings.service_name),  # always on: endpoints' own limits
+        EndpointSlots(rt.redis, bus.keys.namespace, settings.lease_seconds),
+    )
+    consumer = bus.consumer()
+
+    @consumer.on("*")
+    async def fan_out(event: Event) -> None:
+        await delivery.on_event(event.id, event.org_id or "", event.type, _data(event), event.time)
+
+    return [delivery.run, consumer.run, outbox.relay]
