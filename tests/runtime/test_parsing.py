@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from novapulse_runtime.http import unavailable_dependency
+from novapulse_runtime.middleware import unavailable_dependency
 from novapulse_runtime.openapi import build_openapi
 from novapulse_runtime.parsing import parse_body, parse_query
 from novapulse_runtime.problems import ProblemError

@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from novapulse_runtime.errors import Conflict, ErrorTable, LimitReached, NotFound, Problem
+from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.process import ServiceSpec
 from novapulse_runtime.ratelimit import RateLimit
-from novapulse_runtime.routes import Routes
+from novapulse_runtime.routes import Routes, path_id
 from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.settings import ServiceSettings
 from novapulse_runtime.tokens import principal
@@ -75,8 +78,52 @@ class CountOut(BaseModel):
     count: int
 
 
+class ThingList(BaseModel):
+    items: list[str]
+    next_cursor: str | None
+
+
+class ThingTaken(Conflict):
+    """A domain error the sample's table maps to its own problem."""
+
+
+class Busy(LimitReached):
+    """A domain error the table leaves to the runtime's default (429 with Retry-After)."""
+
+
+PROBLEMS: ErrorTable = {ThingTaken: Problem(409, title="Thing taken", type="https://errors.example/thing-taken")}
+THINGS = [f"t{i:02d}" for i in range(5)]
+THING_ID = re.compile(r"t[0-9]{2}")
+
+
 async def api(rt: Runtime) -> Routes:
-    routes = Routes(prefix="/api/v1/sample", tags=["sample"])
+    routes = Routes(prefix="/api/v1/sample", tags=["sample"], problems=PROBLEMS)
+
+    @routes.get("/gadgets", query=PageQuery, response=ThingList)
+    async def list_things(request: web.Request, query: PageQuery) -> ThingList:
+        """Five things, paged by the runtime's rule."""
+        after = query.after
+        rows = [t for t in THINGS if after is None or t > after][: query.fetch]
+        items, cursor = page(rows, query.limit, key=lambda t: t)
+        return ThingList(items=items, next_cursor=cursor)
+
+    @routes.get("/gadgets/{gadget_id}", response=EchoOut)
+    async def get_thing(request: web.Request) -> EchoOut:
+        """One thing; ids not shaped like ``t00`` name nothing."""
+        thing = path_id(request, "gadget_id", THING_ID)
+        if thing not in THINGS:
+            raise NotFound(f"No gadget {thing}")
+        return EchoOut(name=thing, count=0)
+
+    @routes.post("/gadgets/{gadget_id}/take", response=EchoOut)
+    async def take_thing(request: web.Request) -> EchoOut:
+        """Always taken: a domain error mapped by the service's table."""
+        raise ThingTaken("That thing is taken", gadget=request.match_info["gadget_id"])
+
+    @routes.post("/busy", response=EchoOut)
+    async def busy(request: web.Request) -> EchoOut:
+        """A domain limit: the runtime's default mapping."""
+        raise Busy("Too busy", retry_after=7)
 
     @routes.post("/echo", body=EchoIn, response=EchoOut, status=201)
     async def echo(request: web.Request, body: EchoIn) -> EchoOut:

@@ -1,38 +1,32 @@
 """The aiohttp application factory every process uses.
 
-It serves the probe and metrics paths, the service's declared routes and its OpenAPI document, and wraps
-every request in the same middleware: request id, server span, structured log line, metrics by route
-template, and RFC 9457 errors (never a stack trace).
+It serves the probe and metrics paths, the service's declared routes (each wrapped by :func:`wrap`: operator
+and token checks, body and query parsing, rate limits, domain errors) and its OpenAPI document, inside the
+middleware of :mod:`.middleware` (request id, telemetry, problems).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from pydantic import BaseModel, ValidationError
-from pymongo.errors import ConnectionFailure as MongoConnectionFailure
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from opentelemetry import trace
+from pydantic import BaseModel
 
 from . import jsonstrict
-from .constants import HEALTH_PATH, LIVE_PATH, METRICS_PATH, PROBE_PATHS, READY_PATH, REQUEST_ID_HEADER
+from .constants import HEALTH_PATH, LIVE_PATH, METRICS_PATH, READY_PATH
 from .errors import DomainError, to_problem
 from .health import Health
-from .logs import request_id_var
 from .metrics import Metrics
+from .middleware import middlewares
 from .openapi import build_openapi
 from .operators import require_operator
-from .parsing import parse_body, parse_query, validation_errors
-from .problems import DEPENDENCY_RETRY_AFTER, ProblemError, from_error, problem_response
+from .parsing import parse_body, parse_query
+from .problems import ProblemError
 from .ratelimit import RateLimiter, client_key
 from .routes import Route, Routes, RouteTable, json_response
 from .settings import ServiceSettings
@@ -45,22 +39,6 @@ Authenticator = Callable[[web.Request], Awaitable[Any]]
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 HEALTH_KEY = web.AppKey("health", Health)
-
-_MAX_REQUEST_ID = 128
-
-
-def _request_id(request: web.Request) -> str:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    if 0 < len(incoming) <= _MAX_REQUEST_ID and incoming.isprintable() and incoming.isascii():
-        return incoming
-    return uuid.uuid4().hex
-
-
-def _route_template(request: web.Request) -> str:
-    info = request.match_info
-    if info.http_exception is not None or info.route.resource is None:
-        return "unmatched"
-    return info.route.resource.canonical
 
 
 class ClientFaultFilter(logging.Filter):
@@ -81,150 +59,6 @@ def _install_client_fault_filter() -> None:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ClientFaultFilter) for f in server_log.filters):
         server_log.addFilter(ClientFaultFilter())
-
-
-def unavailable_dependency(exc: BaseException) -> str | None:
-    """``"MongoDB"`` or ``"Redis"`` when ``exc`` (or an exception it was raised from) says that dependency is
-    unreachable: pymongo's ``ConnectionFailure`` family (``AutoReconnect``, ``NetworkTimeout``,
-    ``ServerSelectionTimeoutError``, ``WaitQueueTimeoutError``) or redis' ``ConnectionError`` / ``TimeoutError``.
-    ``None`` for anything else (a bug, answered 500)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MongoConnectionFailure):
-            return "MongoDB"
-        if isinstance(current, RedisConnectionError | RedisTimeoutError):
-            return "Redis"
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _dependency_counter(metrics: Metrics) -> Any:
-    counter = getattr(metrics, "_dependency_unavailable", None)
-    if counter is None:
-        counter = metrics.counter(
-            "novapulse_http_dependency_unavailable_total",
-            "Requests answered 503 because a dependency (MongoDB, Redis) was unreachable",
-            ("dependency",),
-        )
-        metrics._dependency_unavailable = counter  # type: ignore[attr-defined]
-    return counter
-
-
-def build_middleware(metrics: Metrics, tracer: trace.Tracer, table: RouteTable | None = None) -> Any:
-    """One middleware for every request: request id, server span, problem+json errors, metrics, log line.
-
-    Errors map as follows: :class:`ProblemError` → its status; aiohttp's HTTP exceptions → problem+json
-    (405 carries ``Allow`` from the declared routes); a pydantic ``ValidationError`` → 422; an unreachable
-    MongoDB or Redis (:func:`unavailable_dependency`) → 503 with ``Retry-After: DEPENDENCY_RETRY_AFTER``,
-    a warning log line and ``novapulse_http_dependency_unavailable_total{dependency}``; anything else → 500
-    with the request id (stack trace in the log only).
-    """
-    unavailable = _dependency_counter(metrics)
-
-    @web.middleware
-    async def middleware(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        rid = _request_id(request)
-        token = request_id_var.set(rid)
-        route = _route_template(request)
-        started = time.perf_counter()
-        probe = request.path in PROBE_PATHS
-        ctx = propagate.extract(dict(request.headers))
-        metrics.http_in_flight.inc()
-        with tracer.start_as_current_span(
-            f"{request.method} {route}",
-            context=ctx,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": request.method,
-                "url.path": request.path,
-                "http.route": route,
-                "client.address": request.remote or "",
-            },
-        ) as span:
-            try:
-                try:
-                    options = table.check(request.method, request.path) if table is not None else None
-                    response: web.StreamResponse = options if options is not None else await handler(request)
-                except ProblemError as err:
-                    response = from_error(err, instance=request.path)
-                except web.HTTPException as exc:
-                    response = _problem_from_http(exc, request, table)
-                except ValidationError as exc:  # a model built inside a handler from outside data
-                    response = problem_response(422, "Invalid data", errors=validation_errors(exc, "body"))
-                except Exception as exc:
-                    dependency = unavailable_dependency(exc)
-                    if dependency is None:
-                        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
-                        response = problem_response(
-                            500, "An internal error occurred; quote the request id.", request_id=rid
-                        )
-                    else:
-                        unavailable.labels(dependency).inc()
-                        log.warning(
-                            "dependency unavailable",
-                            extra={
-                                "dependency": dependency,
-                                "error": type(exc).__name__,
-                                "path": request.path,
-                                "method": request.method,
-                            },
-                        )
-                        response = problem_response(
-                            503,
-                            f"{dependency} is unreachable; retry in {DEPENDENCY_RETRY_AFTER} seconds.",
-                            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER)},
-                            instance=request.path,
-                            request_id=rid,
-                        )
-                response.headers[REQUEST_ID_HEADER] = rid
-                span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                return response
-            finally:
-                elapsed = time.perf_counter() - started
-                metrics.http_in_flight.dec()
-                status = str(getattr(locals().get("response"), "status", 500))
-                metrics.http_requests.labels(request.method, route, status).inc()
-                metrics.http_latency.labels(request.method, route).observe(elapsed)
-                if not probe:
-                    log.info(
-                        "request",
-                        extra={
-                            "method": request.method,
-                            "path": request.path,
-                            "route": route,
-                            "status": int(status),
-                            "duration_ms": round(elapsed * 1000, 2),
-                        },
-                    )
-                request_id_var.reset(token)
-
-    return middleware
-
-
-def _problem_from_http(exc: web.HTTPException, request: web.Request, table: RouteTable | None) -> web.Response:
-    if exc.status < 400:  # redirects raised as exceptions pass through
-        return web.Response(status=exc.status, headers=exc.headers)
-    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-    if exc.status == 405 and table is not None:
-        declared = table.allowed(request.path)
-        if declared:
-            headers["Allow"] = ", ".join(declared)
-    detail = None
-    if exc.status == 404:
-        detail = f"No route for {request.path}"
-    elif exc.status == 405:
-        detail = f"{request.method} is not allowed here"
-    elif exc.status == 413:
-        detail = "The request body is too large"
-    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
-        detail = exc.text
-    return problem_response(exc.status, detail, headers=headers, instance=request.path)
 
 
 async def _read_body(request: web.Request, model: type[BaseModel], max_bytes: int) -> BaseModel:
@@ -332,9 +166,7 @@ def create_app(
         visible.items = [r for r in routes.items if not r.operator]
         routes = visible
     table = RouteTable(routes.items) if routes is not None else None
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[build_middleware(metrics, tracer, table)]
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares(metrics, tracer, table))
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = metrics
     app[HEALTH_KEY] = health

@@ -46,6 +46,12 @@ class Metrics:
         self.http_in_flight = Gauge(
             "novapulse_http_requests_in_flight", "HTTP requests being served", registry=self.registry
         )
+        self.http_dependency_unavailable = Counter(
+            "novapulse_http_dependency_unavailable_total",
+            "Requests answered 503 because a dependency (MongoDB, Redis) was unreachable",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "novapulse_rate_limit_rejected_total",
             "Requests refused by a rate limit",
