@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from novapulse_runtime import clock
-from novapulse_runtime.errors import Conflict, LimitReached, NotFound, Problem, Unauthenticated, to_problem
+from novapulse_runtime.errors import Conflict, ErrorTable, LimitReached, NotFound, Problem, Unauthenticated, to_problem
 from novapulse_runtime.paging import PageQuery, decode_cursor, encode_cursor, page
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
@@ -67,7 +67,7 @@ class Slow(LimitReached):
 
 @pytest.mark.unit
 def test_domain_errors_map_by_the_most_specific_class() -> None:
-    table = {EmailTaken: Problem(409, title="Email taken", type="https://e/x")}
+    table: ErrorTable = {EmailTaken: Problem(409, title="Email taken", type="https://e/x")}
     err = to_problem(EmailTaken("That address is registered", field="email"), table)
     assert (err.status, err.title, err.type, err.detail, err.extra) == (
         409,
