@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
 .PHONY: install deploy-tools run test lint format typecheck bench bench-bus bench-auth bench-webhooks clean
 
@@ -37,7 +37,7 @@ test: install deploy-tools lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs tests $(wildcard services/*/src)
+	$(BIN)/mypy libs tests $(wildcard services/*/src) $(wildcard templates/*/src)
 
 format: install
 	$(BIN)/ruff format .

@@ -68,7 +68,7 @@ def test_uv_version_matches_the_makefile() -> None:
 def test_build_context_keeps_what_the_build_copies() -> None:
     lines = [x.strip() for x in IGNORE.read_text(encoding="utf-8").splitlines() if x.strip() and x[0] != "#"]
     assert lines[0] == "**", "start from nothing, then re-include"
-    for needed in ("pyproject.toml", "uv.lock", "libs/**", "services/**"):
+    for needed in ("pyproject.toml", "uv.lock", "libs/**", "services/**", "templates/**"):
         assert f"!{needed}" in lines
 
 

@@ -1,0 +1,49 @@
+"""Composition root of the example service: wiring only, one function per role."""
+
+from __future__ import annotations
+
+from novapulse_runtime.process import ServiceSpec
+from novapulse_runtime.routes import Routes
+from novapulse_runtime.runtime import Runtime, Worker
+
+from . import handlers
+from .api import build_routes
+from .notes import NoteService
+from .repository import Repository
+from .settings import ExampleSettings
+from .worker import RetentionWorker
+
+
+async def repository(rt: Runtime) -> Repository:
+    """The repository with its indexes ensured, once per process."""
+
+    async def make() -> Repository:
+        repo = Repository(rt.db)
+        await repo.ensure_indexes()
+        return repo
+
+    return await rt.shared("repository", make)
+
+
+async def api(rt: Runtime) -> Routes:
+    """The ``api`` role: the routes and the service layer behind them."""
+    return build_routes(NoteService(await repository(rt)))
+
+
+async def worker(rt: Runtime) -> list[Worker]:
+    """The ``worker`` role: the event consumer and the retention loop."""
+    settings = rt.settings
+    assert isinstance(settings, ExampleSettings)
+    repo = await repository(rt)
+    retention = RetentionWorker(repo, settings.note_retention_days, settings.purge_interval_seconds)
+    return [handlers.consumer(rt.bus, handlers.handlers(repo)), retention.run]
+
+
+SPEC = ServiceSpec(
+    name="example",
+    settings_cls=ExampleSettings,
+    api=api,
+    worker=worker,
+    package="novapulse_example",
+    title="NovaPulse example",
+)

@@ -1,0 +1,31 @@
+"""Events the example service reacts to: one table from event type to handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.catalog.auth import UserRegistered
+from novapulse_runtime.runtime import Worker
+
+from .repository import Repository
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+def handlers(repo: Repository) -> dict[str, Handler]:
+    """Event type → handler. Handlers are idempotent (the bus delivers at least once)."""
+
+    async def on_user_registered(event: Event) -> None:
+        data = event.data_as(UserRegistered)
+        await repo.upsert_member(data.org_id, data.user_id, data.email)
+
+    return {"user.registered": on_user_registered}
+
+
+def consumer(bus: EventBus, table: dict[str, Handler]) -> Worker:
+    """The service's consumer group (named after the service) over the streams of the handled types."""
+    group = bus.consumer()
+    for type_, handler in table.items():
+        group.add_handler(type_, handler)
+    return group.run
