@@ -22,7 +22,7 @@ $(VENV)/.synced: uv.lock $(PYPROJECTS) | $(UV)
 install: $(VENV)/.synced
 
 run: install
-	$(BIN)/python -m novapulse_runtime.devstack
+	$(BIN)/python -m novapulse_devkit.stack
 
 # promtool and nginx for tests/deploy (Debian packages); installed when missing and we are root.
 deploy-tools:
@@ -49,10 +49,10 @@ bench-bus: install
 	$(BIN)/python -m bench.bus
 
 bench-auth: install
-	$(BIN)/python -m novapulse_auth.bench
+	$(BIN)/python -m bench.auth
 
 bench-webhooks: install
-	$(BIN)/python -m novapulse_webhook.bench
+	$(BIN)/python -m bench.webhooks
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

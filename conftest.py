@@ -1,1 +1,1 @@
-pytest_plugins = ["novapulse_runtime.testing"]
+pytest_plugins = ["novapulse_devkit.testing"]

@@ -475,7 +475,7 @@ def num(v: Any) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from novapulse_runtime.devservers import free_port, redis_server
+    from novapulse_devkit.servers import free_port, redis_server
 
     missing = install_anchors()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bus-"))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from novapulse_devkit.servers import ServerProcess
+from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.devservers import ServerProcess
-from novapulse_runtime.testing import Servers, wait_until
 from tests.bus.conftest import RuntimeFactory, running
 
 pytestmark = pytest.mark.chaos

@@ -14,11 +14,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus, PermanentError
 from novapulse_runtime.bus.constants import MAX_ENTRY_BYTES
 from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import PasswordChanged, UserRegistered
-from novapulse_runtime.testing import wait_until
 from tests.bus.conftest import RuntimeFactory, running
 
 pytestmark = pytest.mark.integration

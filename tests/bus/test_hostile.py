@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Consumer, Event, EventBus
 from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.testing import wait_until
 from tests.bus.conftest import running
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Consumer, Event, EventBus, PermanentError
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.testing import Servers, wait_until
 from tests.bus.conftest import RuntimeFactory, running
 
 BusFactory = Callable[..., EventBus]

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from novapulse_devkit.servers import free_port
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.devservers import free_port
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.asyncapi import build_document, render
 from novapulse_runtime.catalog import all_types
 from novapulse_runtime.http import create_app
-from novapulse_runtime.testing import wait_until
 from tests.bus.conftest import OPS_HEADERS, running
 
 BusFactory = Callable[..., EventBus]

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
-from novapulse_runtime.testing import Servers, wait_until
 from tests.bus.conftest import running
 
 pytestmark = pytest.mark.integration

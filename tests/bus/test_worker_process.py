@@ -13,8 +13,8 @@ import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
+from novapulse_devkit.testing import ServiceProcess, wait_until
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.testing import ServiceProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import aiohttp
 from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 from novapulse_runtime import jsonstrict
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer
 
 PREFIXES = {"auth": "/api/v1/auth", "webhook": "/api/v1/webhooks", "notification": "/api/v1/notifications"}
 PASSWORD = "correct horse battery staple 42"

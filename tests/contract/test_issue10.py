@@ -8,7 +8,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 
 from .conftest import PREFIXES, start_api
 

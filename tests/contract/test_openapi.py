@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 
 from .conftest import PREFIXES, start_api
 

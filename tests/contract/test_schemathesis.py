@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 
 from . import fuzz
 from .conftest import OPERATIONS_TOKEN, PREFIXES, start_api

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from novapulse_runtime.devservers import free_port
+from novapulse_devkit.servers import free_port
 from tests.deploy.support import DEPLOY, SUITE, tool
 
 NGINX_DIR = DEPLOY / "nginx"

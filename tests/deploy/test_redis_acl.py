@@ -18,14 +18,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
+from novapulse_devkit.servers import free_port, stop_process, wait_for_port
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.devservers import free_port, stop_process, wait_for_port
 from novapulse_runtime.ratelimit import RateLimit
 from novapulse_runtime.revocation import RevocationList, channel_name, publish_revocations, set_key
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
-from novapulse_runtime.testing import wait_until
 from novapulse_webhook.slots import EndpointSlots
 from novapulse_webhook.versions import EndpointVersions
 from tests.bus.conftest import running

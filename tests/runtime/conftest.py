@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess
+from novapulse_devkit.testing import ServiceProcess
 
 SAMPLE = "tests.support.sample"
 

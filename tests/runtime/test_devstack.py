@@ -28,8 +28,7 @@ from typing import Any
 
 import pytest
 
-from novapulse_runtime.constants import WORKER_PORT_OFFSET
-from novapulse_runtime.devservers import (
+from novapulse_devkit.servers import (
     ServerProcess,
     free_port,
     mongo_server,
@@ -37,7 +36,7 @@ from novapulse_runtime.devservers import (
     process_alive,
     release_stale_pid_file,
 )
-from novapulse_runtime.devstack import (
+from novapulse_devkit.stack import (
     DEFAULT_MONGO_PORT,
     DEFAULT_REDIS_PORT,
     ConfigError,
@@ -49,7 +48,8 @@ from novapulse_runtime.devstack import (
     process_env,
     shift_loopback_url,
 )
-from novapulse_runtime.testing import wait_until
+from novapulse_devkit.testing import wait_until
+from novapulse_runtime.constants import WORKER_PORT_OFFSET
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = re.compile(r"\] (\S+)\s+(http://127\.0\.0\.1:\d+)\s+ready\s+pid (\d+)")
@@ -140,7 +140,7 @@ class Runner:
 
 
 def _devstack(data_dir: Path, *only: str) -> list[str]:
-    argv = [sys.executable, "-m", "novapulse_runtime.devstack", "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-m", "novapulse_devkit.stack", "--data-dir", str(data_dir)]
     return argv + (["--only", *only] if only else [])
 
 

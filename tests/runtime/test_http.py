@@ -9,7 +9,7 @@ import json
 import aiohttp
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess
+from novapulse_devkit.testing import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

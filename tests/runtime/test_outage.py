@@ -11,9 +11,9 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from novapulse_runtime.devservers import ServerProcess
+from novapulse_devkit.servers import ServerProcess
+from novapulse_devkit.testing import ServiceProcess, wait_until
 from novapulse_runtime.problems import DEPENDENCY_RETRY_AFTER
-from novapulse_runtime.testing import ServiceProcess, wait_until
 
 from .conftest import SAMPLE
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from novapulse_runtime.devservers import ServerProcess
+from novapulse_devkit.servers import ServerProcess
+from novapulse_devkit.testing import ServiceProcess
 from novapulse_runtime.ratelimit import client_ip, client_key, client_network
 from novapulse_runtime.settings import parse_networks
-from novapulse_runtime.testing import ServiceProcess
 
 from .conftest import SAMPLE
 

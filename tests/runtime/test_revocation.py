@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from novapulse_devkit.testing import TokenIssuer, wait_until
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.revocation import STALE_AFTER, RevocationList, publish_revocations, restore_revocations
-from novapulse_runtime.testing import TokenIssuer, wait_until
 from novapulse_runtime.tokens import TokenVerifier
 
 pytestmark = pytest.mark.integration

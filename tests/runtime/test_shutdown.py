@@ -10,7 +10,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from novapulse_runtime.testing import ServiceProcess, wait_until
+from novapulse_devkit.testing import ServiceProcess, wait_until
 
 from .conftest import SAMPLE
 

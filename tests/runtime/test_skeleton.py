@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
+from novapulse_devkit.testing import ServiceProcess
 from novapulse_runtime import clock
 from novapulse_runtime.errors import Conflict, ErrorTable, LimitReached, NotFound, Problem, Unauthenticated, to_problem
 from novapulse_runtime.paging import PageQuery, decode_cursor, encode_cursor, page
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
-from novapulse_runtime.testing import ServiceProcess
 
 # --- paging -------------------------------------------------------------------------------------------------
 

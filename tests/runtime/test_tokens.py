@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
+from novapulse_devkit.testing import TokenIssuer
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.testing import TokenIssuer
 from novapulse_runtime.tokens import TokenVerifier
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from novapulse_runtime.devservers import free_port
-from novapulse_runtime.testing import ServiceProcess
+from novapulse_devkit.servers import free_port
+from novapulse_devkit.testing import ServiceProcess
 
 from .conftest import SAMPLE
 

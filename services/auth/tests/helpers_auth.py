@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from novapulse_auth.bootstrap import Services, compose, wire
 from novapulse_auth.settings import AuthSettings
-from novapulse_runtime.devservers import free_port
+from novapulse_devkit.servers import free_port
 from novapulse_runtime.http import create_app
 from novapulse_runtime.runtime import Runtime
 

@@ -18,8 +18,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from pydantic import BaseModel
 
+from novapulse_devkit.servers import free_port
 from novapulse_runtime.bus import Event, EventBus
-from novapulse_runtime.devservers import free_port
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
-from novapulse_runtime.testing import ServiceProcess, TokenIssuer, wait_until
 
 pytestmark = pytest.mark.e2e
 

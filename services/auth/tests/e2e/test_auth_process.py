@@ -13,8 +13,8 @@ import aiohttp
 from helpers_auth import GOOD_PASSWORD, TEST_KEY, code_at, secret_of
 from redis.asyncio import Redis
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.catalog import lookup
-from novapulse_runtime.testing import wait_until
 from novapulse_runtime.tokens import TokenVerifier
 
 P = "/api/v1/auth"

@@ -35,7 +35,7 @@ async def test_the_worker_rotates_an_old_signing_key(app: AuthApp) -> None:
     import asyncio
 
     from novapulse_auth.bootstrap import rotation_worker
-    from novapulse_runtime.testing import wait_until
+    from novapulse_devkit.testing import wait_until
 
     owner = await app.register()
     stop = asyncio.Event()

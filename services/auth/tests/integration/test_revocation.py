@@ -16,9 +16,9 @@ from helpers_auth import GOOD_PASSWORD, Account, AuthApp, code_at
 from redis.asyncio import Redis
 
 from novapulse_auth.sessions import sync_revocations
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.revocation import set_key
-from novapulse_runtime.testing import wait_until
 
 WINDOW = 1.0  # the documented revocation window (services/auth/README.md, Revocation)
 

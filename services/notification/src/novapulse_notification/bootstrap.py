@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from novapulse_runtime.devservers import free_port, port_open
+from novapulse_runtime.net import free_port, port_open
 from novapulse_runtime.ratelimit import RateLimit
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker

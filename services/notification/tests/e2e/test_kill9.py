@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from helpers_notification import SmtpSink, producer
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.testing import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

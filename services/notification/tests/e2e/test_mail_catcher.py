@@ -10,9 +10,9 @@ import os
 import pytest
 from helpers_notification import producer
 
+from novapulse_devkit.servers import free_port
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.devservers import free_port
-from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

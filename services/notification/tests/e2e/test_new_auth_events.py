@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from helpers_notification import SmtpSink, producer
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from helpers_notification import SmtpSink
 
-from novapulse_runtime.testing import wait_until
+from novapulse_devkit.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from helpers_notification import FakeEvent, SmtpSink
 
+from novapulse_devkit.servers import free_port
 from novapulse_notification.mailer import Mailer, Relay
 from novapulse_notification.notifier import RetryLater
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.devservers import free_port
 
 pytestmark = pytest.mark.integration
 

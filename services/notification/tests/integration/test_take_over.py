@@ -10,10 +10,10 @@ import asyncio
 import pytest
 from helpers_notification import FakeEvent, SmtpSink
 
+from novapulse_devkit.testing import wait_until
 from novapulse_notification.notifier import Notifier, Work
 from novapulse_notification.repository import Repository, now_ms
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

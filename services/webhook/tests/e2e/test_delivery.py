@@ -11,7 +11,7 @@ import pytest
 from helpers_webhook import Api, Receiver, all_final
 from standardwebhooks.webhooks import Webhook
 
-from novapulse_runtime.testing import wait_until
+from novapulse_devkit.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

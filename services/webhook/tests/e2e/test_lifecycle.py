@@ -11,9 +11,9 @@ from helpers_webhook import Api, Receiver
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.catalog.auth import InviteDeliveryRequested, UserInvited
-from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

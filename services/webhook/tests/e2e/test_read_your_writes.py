@@ -12,9 +12,9 @@ from helpers_webhook import Api, Receiver
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.catalog.auth import UserInvited, UserRoleChanged
-from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 ORG = "org-a"

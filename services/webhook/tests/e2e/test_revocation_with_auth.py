@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from novapulse_runtime.testing import ServiceProcess, wait_until
+from novapulse_devkit.testing import ServiceProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from helpers_webhook import Api, Receiver
 
-from novapulse_runtime.testing import wait_until
+from novapulse_devkit.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 

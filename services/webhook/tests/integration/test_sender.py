@@ -62,7 +62,7 @@ async def test_hanging_receiver_times_out(receiver: Receiver) -> None:
 
 
 async def test_unreachable_port_is_a_failed_attempt() -> None:
-    from novapulse_runtime.devservers import free_port
+    from novapulse_devkit.servers import free_port
 
     sender = Sender(OPEN)
     try:

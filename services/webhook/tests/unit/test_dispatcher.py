@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from novapulse_runtime.testing import wait_until
+from novapulse_devkit.testing import wait_until
 from novapulse_webhook.dispatcher import Dispatcher, Job, RateGate
 
 pytestmark = pytest.mark.unit

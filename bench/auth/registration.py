@@ -2,7 +2,7 @@
 account enumeration by timing). A real auth api process (production argon2id parameters, e-mail verification
 on) on fresh redis-server and nx-27017; requests of both kinds interleaved, one at a time.
 
-``python -m novapulse_auth.bench.registration [--n 50]``. Last line, exactly:
+``python -m bench.auth.registration [--n 50]``. Last line, exactly:
 ``register-bench: new_median_ms=<x> known_median_ms=<y> median_ratio=<y/x> p90_ratio=<r>``
 """
 

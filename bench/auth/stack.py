@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
+from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
 
 P = "/api/v1/auth"
 START_TIMEOUT = 30.0  # seconds the API may take to listen

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .devservers import ServerProcess, free_port, mongo_server, redis_server, stop_process, wait_for_port
+from .servers import ServerProcess, free_port, mongo_server, redis_server, stop_process, wait_for_port
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Webhook benchmark: ``python -m novapulse_webhook.bench`` (``make bench-webhooks``).
+"""Webhook benchmark: ``python -m bench.webhooks`` (``make bench-webhooks``).
 
 Starts its own Redis and MongoDB-wire server, a receiver in a separate process and the real worker process,
 then measures, side by side on the same servers:
@@ -33,16 +33,15 @@ from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
-from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
-
-from .constants import ENDPOINT_CACHE_TTL
-from .models import EndpointIn
-from .repository import Repository
-from .secretbox import SecretBox
-from .service import WebhookService
-from .settings import WebhookSettings
+from novapulse_webhook.constants import ENDPOINT_CACHE_TTL
+from novapulse_webhook.models import EndpointIn
+from novapulse_webhook.repository import Repository
+from novapulse_webhook.secretbox import SecretBox
+from novapulse_webhook.service import WebhookService
+from novapulse_webhook.settings import WebhookSettings
 
 EVENT_TYPE = "user.password_changed"
 THROUGHPUT_EVENTS = 2000

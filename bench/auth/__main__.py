@@ -22,11 +22,11 @@ import jwt
 from argon2 import PasswordHasher, Type
 from redis.asyncio import Redis
 
+from novapulse_auth.constants import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.tokens import TokenVerifier
 
-from ..constants import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST
 from .stack import P, auth_api
 
 PASSWORD = "Bench-Correct-Horse-9"

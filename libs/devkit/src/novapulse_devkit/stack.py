@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from .constants import CONFIG_ERROR_EXIT, FORCED_EXIT, READY_PATH, WORKER_PORT_OFFSET
-from .devservers import (
+from novapulse_runtime.constants import CONFIG_ERROR_EXIT, FORCED_EXIT, READY_PATH, WORKER_PORT_OFFSET
+from novapulse_runtime.process import ServiceSpec
+
+from .servers import (
     STOP_SIGNALS,
     ServerProcess,
     child_setup,
@@ -49,7 +51,6 @@ from .devservers import (
     port_open,
     redis_server,
 )
-from .process import ServiceSpec
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_MONGO_PORT = 27027

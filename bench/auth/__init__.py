@@ -1,0 +1,1 @@
+"""Benchmark of the auth service (``python -m bench.auth``, ``make bench-auth``)."""

@@ -1,0 +1,1 @@
+"""Webhook pipeline benchmark (`python -m bench.webhooks`, `make bench-webhooks`)."""
