@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from novapulse_runtime.bus import Event, EventBus, Outbox
-from novapulse_runtime.bus.keys import default_namespace
 from novapulse_runtime.catalog import EventData
 from novapulse_runtime.ratelimit import RateLimiter
 from novapulse_runtime.runtime import Composition, Runtime
@@ -65,7 +64,9 @@ async def build(rt: Runtime) -> Composition:
     await repo.ensure_indexes()
     composition = Composition(authenticator=rt.tokens.authenticate, title="NovaPulse webhooks")
     if rt.role in ("api", "all"):
-        routes = build_routes(WebhookService(repo, settings, box, EndpointVersions(rt.redis, default_namespace())))
+        routes = build_routes(
+            WebhookService(repo, settings, box, EndpointVersions(rt.redis, settings.events_namespace))
+        )
         # operations routes (streams, dead letters, replay) see every organisation's events: OPERATIONS_TOKEN only
         routes.extend(EventBus(rt).routes(routes.prefix))
         composition.routes = routes
