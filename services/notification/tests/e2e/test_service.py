@@ -11,8 +11,8 @@ import pytest
 from helpers_notification import SmtpSink, producer
 
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.catalog import notification as N
 from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.catalog import workflow as N
 from novapulse_runtime.testing import wait_until
 
 pytestmark = pytest.mark.e2e

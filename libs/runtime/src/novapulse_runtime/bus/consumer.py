@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
-from .. import catalog
+from ..catalog import CATALOG
 from ..process import supervise
 from .constants import (
     D_DELIVERIES,
@@ -247,7 +247,7 @@ class Consumer:
     def streams(self) -> list[str]:
         """The streams this consumer reads."""
         sources = set(self.sources)
-        types = catalog.all_types()
+        types = CATALOG.all_types()
         for name in self._exact:
             et = lookup(name)
             if et is not None:
