@@ -268,7 +268,8 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then stop reading, let in-flight handlers finish (entries waiting
-        for a retry stay pending and are reclaimed later), flush acknowledgements and return."""
+        for a retry stay pending and are reclaimed later), flush acknowledgements and return. Raises
+        ``ValueError`` when no handler was declared. Redis failures are logged and retried, never raised."""
         self._stop = stop
         self.reading = self.streams()
         if len(self.reading) == 1 and not self._exact and not self._prefixes and self._any is None:
