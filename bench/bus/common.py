@@ -10,8 +10,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from novapulse_runtime import catalog
 from novapulse_runtime.bus import EventBus
+from novapulse_runtime.catalog import CATALOG, EventData, EventType
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 
@@ -21,7 +21,7 @@ NAMESPACE = "bench"
 PAD = "x" * 120
 
 
-class BenchPayload(catalog.EventData):
+class BenchPayload(EventData):
     """Benchmark payload (~200 bytes of JSON)."""
 
     seq: int
@@ -30,7 +30,8 @@ class BenchPayload(catalog.EventData):
     pad: str = PAD
 
 
-catalog.register(TYPE, BenchPayload, source=SOURCE, public=False)
+BENCH_EVENTS = (EventType(TYPE, BenchPayload, source=SOURCE, public=False),)
+"""The bench's own type: added to the catalogue by :func:`bus`, before any event is built or read."""
 
 
 def payload(seq: int, sent_ns: int = 0) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def runtime(redis_url: str, concurrency: int = 100, *, export_spans: bool = Fals
 
 
 def bus(rt: Runtime, tracing: bool = True) -> EventBus:
+    CATALOG.add(*BENCH_EVENTS)
     return EventBus(rt, namespace=NAMESPACE, tracing=tracing)
 
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.asyncapi import build_document, render
-from novapulse_runtime.catalog import all_types
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.http import create_app
 from tests.bus.conftest import OPS_HEADERS, running
 
@@ -109,7 +109,7 @@ def test_the_committed_asyncapi_document_is_up_to_date() -> None:
 def test_asyncapi_document_describes_every_catalogue_type() -> None:
     doc = build_document()
     assert doc["asyncapi"] == "3.0.0"
-    assert set(doc["components"]["messages"]) == {t.name for t in all_types()}
+    assert set(doc["components"]["messages"]) == {t.name for t in CATALOG.all_types()}
     msg = doc["components"]["messages"]["user.registered"]
     assert msg["payload"]["properties"]["type"]["const"] == "user.registered"
     assert msg["x-novapulse-public"] is True

@@ -39,6 +39,9 @@ GOOD = {"REDIS_URL": "redis://127.0.0.1:1/0", "MONGO_URL": "mongodb://127.0.0.1:
         ({**GOOD, "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
         ({**GOOD, "RATE_LIMIT_IPV6_PREFIX": "16"}, "RATE_LIMIT_IPV6_PREFIX"),
         ({**GOOD, "RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"),
+        ({**GOOD, "EVENTS_NAMESPACE": "a:b"}, "EVENTS_NAMESPACE"),
+        ({**GOOD, "EVENTS_NAMESPACE": "x" * 65}, "EVENTS_NAMESPACE"),
+        ({**GOOD, "EVENTS_NAMESPACE": "events*"}, "EVENTS_NAMESPACE"),
     ],
 )
 def test_bad_config_exits_with_one_clear_line(env: dict[str, str], variable: str) -> None:
@@ -61,3 +64,11 @@ def test_settings_parse_lists_and_defaults(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.log_level == "DEBUG"
     assert s.database_name() == "novapulse_novapulse"
     assert s.listen_port("worker") == s.http_port + 1000
+    assert s.events_namespace == "novapulse"
+
+
+def test_events_namespace_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("MONGO_URL", "mongodb://m:27017")
+    monkeypatch.setenv("EVENTS_NAMESPACE", "t-1.ns_2")
+    assert load_settings(ServiceSettings).events_namespace == "t-1.ns_2"

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
 from novapulse_devkit.testing import TokenIssuer
 from novapulse_runtime.problems import ProblemError
-from novapulse_runtime.tokens import TokenVerifier
+from novapulse_runtime.tokens import JWKS_ATTEMPTS, JWKS_FETCH_BUDGET, JWKS_FIRST_PAUSE, TokenVerifier
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,74 @@ async def test_forgeries_refused(verifier: TokenVerifier, token_issuer: TokenIss
     for garbage in ("", "a.b", "x" * 9000, "...", "a.b.c"):
         await _refused(verifier, garbage)
     await verifier.close()
+
+
+@contextlib.asynccontextmanager
+async def _jwks_server(answers: list[int], jwks: dict[str, Any]) -> AsyncIterator[tuple[str, list[int]]]:
+    """A JWKS endpoint on 127.0.0.1 answering with each status of ``answers`` in turn (the last one for ever
+    after); 200 serves ``jwks``. Yields its URL and the statuses it answered."""
+    served: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        status = answers[min(len(served), len(answers) - 1)]
+        served.append(status)
+        if status == 200:
+            return web.json_response(jwks)
+        return web.Response(status=status, text="unavailable")
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/jwks.json", served
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_transient_jwks_failure_is_retried_in_process() -> None:
+    issuer = TokenIssuer()
+    async with _jwks_server([503, 200], issuer.jwks) as (url, served):
+        verifier = TokenVerifier(url, issuer=issuer.issuer, audience=issuer.audience)
+        try:
+            started = time.monotonic()
+            who = await verifier.verify(issuer.mint("u1", "o1"))
+            elapsed = time.monotonic() - started
+        finally:
+            await verifier.close()
+    assert who.user_id == "u1"
+    assert served == [503, 200]
+    assert JWKS_FIRST_PAUSE * 0.9 <= elapsed < JWKS_FETCH_BUDGET
+
+
+async def test_a_jwks_that_keeps_failing_refuses_the_token_within_the_bound() -> None:
+    issuer = TokenIssuer()
+    async with _jwks_server([503], issuer.jwks) as (url, served):
+        verifier = TokenVerifier(url, issuer=issuer.issuer, audience=issuer.audience)
+        try:
+            started = time.monotonic()
+            detail = await _refused(verifier, issuer.mint("u1", "o1"))
+            elapsed = time.monotonic() - started
+        finally:
+            await verifier.close()
+    assert detail == "Unknown signing key"
+    assert served == [503] * JWKS_ATTEMPTS
+    assert elapsed < JWKS_FETCH_BUDGET + 0.5
+
+
+async def test_an_unreachable_jwks_refuses_the_token_within_the_bound() -> None:
+    issuer = TokenIssuer()
+    async with _jwks_server([200], issuer.jwks) as (url, _served):
+        pass  # the port is closed again: connections are refused
+    verifier = TokenVerifier(url, issuer=issuer.issuer, audience=issuer.audience)
+    try:
+        started = time.monotonic()
+        detail = await _refused(verifier, issuer.mint("u1", "o1"))
+        elapsed = time.monotonic() - started
+    finally:
+        await verifier.close()
+    assert detail == "Unknown signing key"
+    assert elapsed < JWKS_FETCH_BUDGET + 0.5

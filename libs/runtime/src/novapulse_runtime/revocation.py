@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -44,9 +43,6 @@ from .problems import ProblemError
 
 log = logging.getLogger(__name__)
 
-NAMESPACE_ENV = "EVENTS_NAMESPACE"
-"""The bus's namespace variable (``novapulse_runtime.bus.keys`` cannot be imported here: it imports the runtime)."""
-DEFAULT_NAMESPACE = "novapulse"
 SET_SEGMENT = "auth:revoked-sessions"
 CHANNEL_SEGMENT = "auth:revocations"
 
@@ -59,10 +55,6 @@ CHECK_TIMEOUT = 0.5
 RETRY_MAX = 2.0
 """Longest pause, in seconds, between reconnection attempts of the subscriber."""
 PRUNE_INTERVAL = 30.0
-
-
-def default_namespace() -> str:
-    return os.environ.get(NAMESPACE_ENV, "") or DEFAULT_NAMESPACE
 
 
 def set_key(namespace: str) -> str:
@@ -111,21 +103,23 @@ class RevocationList:
     """A verifier's local copy of the revoked sessions, kept fresh by a Redis subscription.
 
     :meth:`is_revoked` is the per-request check: a dict look-up while the subscription is alive, else one
-    ``ZSCORE``; raises a 503 :class:`ProblemError` when neither can answer. Created without connecting;
+    ``ZSCORE``; raises a 503 :class:`ProblemError` when neither can answer. ``namespace`` is the
+    ``EVENTS_NAMESPACE`` setting (``settings.events_namespace``): the set and channel are
+    ``<namespace>:auth:revoked-sessions`` and ``<namespace>:auth:revocations``. Created without connecting;
     the subscriber task starts on the first check (inside the running loop) and stops in :meth:`close`.
     """
 
     def __init__(
         self,
         redis: Redis,
-        namespace: str | None = None,
+        namespace: str,
         *,
         stale_after: float = STALE_AFTER,
         ping_interval: float = PING_INTERVAL,
         check_timeout: float = CHECK_TIMEOUT,
     ) -> None:
         self._redis = redis
-        self.namespace = namespace or default_namespace()
+        self.namespace = namespace
         self._key = set_key(self.namespace)
         self._channel = channel_name(self.namespace)
         self._stale_after = stale_after

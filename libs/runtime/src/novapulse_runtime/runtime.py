@@ -92,7 +92,7 @@ class Runtime:
             settings.auth_jwks_url,
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
-            revocations=RevocationList(self.redis),  # revoked sessions, pushed by auth (revocation.py)
+            revocations=RevocationList(self.redis, settings.events_namespace),  # pushed by auth (revocation.py)
         )
         self.health.add("mongodb", self._ping_mongo)
         self.health.add("redis", self._ping_redis)

@@ -60,6 +60,10 @@ class ServiceSettings(BaseSettings):
     auth_issuer: str = Field(default="novapulse-auth", min_length=1)
     auth_audience: str = Field(default="novapulse", min_length=1)
     operations_token: SecretStr = Field(default=SecretStr(""))
+    events_namespace: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    """``EVENTS_NAMESPACE``: the first segment of every bus stream and key and of the revocation list's key and
+    channel (``<namespace>:events:<service>``); tests use a unique one per test. Letters, digits, ``-``,
+    ``_`` and ``.``, 1-64 characters (a safe Redis key segment: no ``:``, spaces or glob characters)."""
 
     @field_validator("log_level", mode="before")
     @classmethod

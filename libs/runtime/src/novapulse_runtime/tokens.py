@@ -1,7 +1,11 @@
 """Access-token verification every service uses: JWTs signed by the auth service, checked against its JWKS.
 
 - The JWKS is fetched lazily, cached, and refetched when a token names an unknown ``kid`` (at most once per
-  ``min_refresh_interval``, so garbage ``kid`` values cannot make us hammer the auth service).
+  ``min_refresh_interval``, so garbage ``kid`` values cannot make us hammer the auth service). That GET is
+  idempotent, so a transient failure (connection error, timeout, 5xx) is retried in-process with
+  ``aiohttp-retry``: :data:`JWKS_ATTEMPTS` attempts, pauses doubling from :data:`JWKS_FIRST_PAUSE`, each
+  attempt cut at :data:`JWKS_ATTEMPT_TIMEOUT` and the whole fetch at :data:`JWKS_FETCH_BUDGET` seconds, so
+  a request waiting for keys never hangs: past that it is refused as signed by an unknown key (401).
 - Only asymmetric algorithms on an allow-list (EdDSA, RS256); the algorithm must match the key's type, so
   ``alg=none`` and HS256-signed-with-the-public-key are refused. ``jku``/``jwk``/``x5u``/``x5c`` headers are
   refused (we never take keys from the token). ``typ`` must be ``at+jwt``; ``iss``, ``aud``, ``exp``, ``iat``,
@@ -23,7 +27,8 @@ from typing import Any
 
 import aiohttp
 import jwt
-from aiohttp import web
+from aiohttp import ClientResponse, web
+from aiohttp_retry import ExponentialRetry, RetryClient
 
 from .problems import ProblemError
 from .revocation import RevocationList
@@ -35,6 +40,38 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
 _FORBIDDEN_HEADERS = ("jku", "jwk", "x5u", "x5c", "crit")
 _KEY_ALGS = {"OKP": "EdDSA", "RSA": "RS256"}
 MAX_TOKEN_BYTES = 8192
+
+JWKS_ATTEMPTS = 3
+"""Attempts of one JWKS fetch (the first and two retries)."""
+JWKS_FIRST_PAUSE = 0.2
+"""Seconds between the first and the second attempt; each later pause doubles (0.2 s, 0.4 s)."""
+JWKS_ATTEMPT_TIMEOUT = 2.0
+"""Seconds one attempt may take (connection, answer and body)."""
+JWKS_FETCH_BUDGET = 5.0
+"""Seconds a whole fetch, retries and pauses included, may take; a request needing the keys waits no longer."""
+
+
+class _JwksRetry(ExponentialRetry):
+    """Retries a JWKS GET after a connection error, a timeout or a 5xx answer, with pauses of
+    ``JWKS_FIRST_PAUSE * 2**(n - 1)`` seconds after attempt n; the answer being retried is closed first so
+    its connection goes back to the pool."""
+
+    def __init__(self) -> None:
+        # aiohttp-retry pauses start_timeout * factor**n after failed attempt n (n from 1)
+        super().__init__(
+            attempts=JWKS_ATTEMPTS,
+            start_timeout=JWKS_FIRST_PAUSE / 2,
+            factor=2.0,
+            max_timeout=JWKS_FETCH_BUDGET,
+            exceptions={aiohttp.ClientError, TimeoutError},
+            methods={"GET"},
+            retry_all_server_errors=True,
+        )
+
+    def get_timeout(self, attempt: int, response: ClientResponse | None = None) -> float:
+        if response is not None:
+            response.close()
+        return super().get_timeout(attempt, response)
 
 
 @dataclass(frozen=True)
@@ -84,7 +121,7 @@ class TokenVerifier:
         self._ttl = cache_ttl
         self._leeway = leeway
         self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: RetryClient | None = None
         self.revocations = revocations
         if static_jwks is not None:
             self._load(static_jwks)
@@ -103,15 +140,23 @@ class TokenVerifier:
         self._keys = keys
 
     async def _refresh(self, force: bool) -> None:
+        """Fetch the JWKS (``force``: because a token named an unknown ``kid``), at most once per
+        ``min_refresh_interval`` seconds; retried on transient failures and bounded by
+        :data:`JWKS_FETCH_BUDGET` seconds (see the module docstring). Never raises: a failed fetch is logged,
+        the keys already known are kept, and the next fetch may come 2 s later."""
         async with self._lock:
             age = time.monotonic() - self._fetched_at
             if age < self._min_refresh or (not force and age < self._ttl):
                 return
             self._fetched_at = time.monotonic()
             if self._session is None:
-                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+                self._session = RetryClient(
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=JWKS_ATTEMPT_TIMEOUT)),
+                    retry_options=_JwksRetry(),
+                    logger=log,
+                )
             try:
-                async with self._session.get(self.jwks_url) as resp:
+                async with asyncio.timeout(JWKS_FETCH_BUDGET), self._session.get(self.jwks_url) as resp:
                     if resp.status != 200:
                         raise ValueError(f"JWKS answered {resp.status}")
                     self._load(json.loads(await resp.read()))

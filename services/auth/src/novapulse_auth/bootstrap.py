@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
-from novapulse_runtime.revocation import default_namespace
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.secretbox import SecretBox
@@ -123,7 +122,7 @@ async def wire(rt: Runtime) -> Services:
         rt.tokens.revocations,
         refresh_ttl=settings.refresh_token_ttl,
         session_max_age=settings.session_max_age,
-        namespace=rt.tokens.revocations.namespace if rt.tokens.revocations else default_namespace(),
+        namespace=rt.settings.events_namespace,
     )
     guard = LoginGuard(
         repo,

@@ -14,7 +14,7 @@ from helpers_auth import GOOD_PASSWORD, TEST_KEY, code_at, secret_of
 from redis.asyncio import Redis
 
 from novapulse_devkit.testing import wait_until
-from novapulse_runtime.catalog import lookup
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.tokens import TokenVerifier
 
 P = "/api/v1/auth"
@@ -75,7 +75,7 @@ async def test_owner_invites_colleague_who_turns_on_mfa(spawn: Callable[..., Any
         assert {"user.registered", "user.invited", "invite.delivery_requested"} <= set(by_type)
         token = json.loads(by_type["invite.delivery_requested"]["data"])["token"]
         for _, fields in entries:
-            et = lookup(fields["type"])
+            et = CATALOG.lookup(fields["type"])
             assert et is not None
             if et.public:
                 assert token not in json.dumps(fields)

@@ -45,9 +45,6 @@ ATTEMPTS = "delivery_attempts"
 NOTIFICATIONS = "notifications"
 PREFERENCES = "preferences"
 
-# Consumed streams' producing services.
-CONSUMED_SOURCES = ("auth", "webhook", "report", "workflow")
-
 # E-mail.
 MESSAGE_ID_DOMAIN_FALLBACK = "novapulse.local"
 MAX_SUBJECT_CHARS = 200

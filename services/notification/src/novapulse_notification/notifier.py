@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 
-from novapulse_runtime import catalog
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.catalog import auth as auth_events
 
 from .addresses import Address, InvalidAddress, normalize
@@ -205,7 +205,7 @@ class Notifier:
     def _validated(self, event: InboundEvent) -> BaseModel:
         if isinstance(event.data, BaseModel):
             return event.data
-        et = catalog.lookup(event.type)
+        et = CATALOG.lookup(event.type)
         if et is None:
             raise InvalidEvent(f"unknown event type {event.type!r}")
         try:

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import auth as auth_events
-from novapulse_runtime.catalog import notification as notification_events
 from novapulse_runtime.catalog import report as report_events
 from novapulse_runtime.catalog import webhook as webhook_events
+from novapulse_runtime.catalog import workflow as notification_events
 
 from .constants import MAX_REQUEST_DATA_KEYS, MAX_REQUEST_VALUE_CHARS, Category, Channel
 

@@ -12,8 +12,8 @@ from helpers_notification import SmtpSink, producer
 
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.catalog import notification as N
 from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.catalog import workflow as N
 
 pytestmark = pytest.mark.e2e
 

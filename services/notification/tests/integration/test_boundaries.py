@@ -16,7 +16,7 @@ from novapulse_notification.mailer import Mailer, Relay
 from novapulse_notification.notifier import Notifier, RetryLater
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.catalog import notification as N
+from novapulse_runtime.catalog import workflow as N
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from novapulse_notification.notifier import RetryLater
 from novapulse_notification.planning import Budget, InvalidEvent
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.catalog import notification as N
 from novapulse_runtime.catalog import report as R
 from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.catalog import workflow as N
 
 pytestmark = pytest.mark.integration
 

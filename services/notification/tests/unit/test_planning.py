@@ -20,8 +20,8 @@ from novapulse_notification.planning import (
     project,
 )
 from novapulse_runtime.catalog import auth as A
-from novapulse_runtime.catalog import notification as N
 from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.catalog import workflow as N
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from novapulse_runtime import jsonstrict
-from novapulse_runtime.catalog import lookup
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.problems import ProblemError
 
 from .clock import as_datetime, from_ms, stamp, to_ms, utcnow
@@ -244,7 +244,7 @@ class WebhookService:
         if len(raw.encode()) > self.settings.webhook_max_payload_bytes:
             raise ProblemError(413, f"The event data exceeds {self.settings.webhook_max_payload_bytes} bytes")
         if check_catalogue:
-            known = lookup(body.type)
+            known = CATALOG.lookup(body.type)
             if known is not None:
                 raise ProblemError(422, f"{body.type} is a platform event type; applications cannot post it")
         fingerprint = request_fingerprint(body.type, body.data)

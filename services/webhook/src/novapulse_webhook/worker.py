@@ -27,7 +27,7 @@ from pymongo.errors import PyMongoError
 
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus import PermanentError
-from novapulse_runtime.catalog import lookup
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.catalog.webhook import EndpointDisabled, MessageFailed
 from novapulse_runtime.metrics import Metrics
 from novapulse_runtime.ratelimit import RateLimit, RateLimiter
@@ -225,7 +225,7 @@ class Delivery:
     ) -> int:
         """Fan a platform event out to the organisation's subscribed endpoints (public types only).
         Fresh messages are claimed by this worker at insert and go straight to their lanes."""
-        et = lookup(event_type)
+        et = CATALOG.lookup(event_type)
         if et is None or not et.public or not org_id:
             return 0
         endpoints = subscribed(await self.org_endpoints(org_id), event_type)

@@ -33,7 +33,7 @@ from .constants import DEFAULT_DEAD_MAXLEN, DEFAULT_STREAM_MAXLEN
 from .consumer import Consumer, ConsumerOptions, Handler
 from .envelope import DeadReason, Event, MalformedEntry, PermanentError, build, decode, encode, new_event_id, with_trace
 from .idempotency import Claim, Idempotency
-from .keys import Keys, default_namespace
+from .keys import Keys
 from .metrics import BusMetrics
 from .operations import DeadLetter, Operations, StreamStats, build_routes
 from .outbox import Outbox
@@ -63,10 +63,11 @@ __all__ = [
 class EventBus:
     """The bus of one process, built from its :class:`~novapulse_runtime.runtime.Runtime`.
 
-    ``namespace`` prefixes every stream and key (default ``EVENTS_NAMESPACE`` or ``novapulse``; tests use a
-    unique one). ``tracing=False`` skips producer/consumer spans (``traceparent`` is then not written). With
-    tracing on and no span exporter configured, the bus propagates the trace context (``traceparent`` is
-    written, handlers run in the producer's trace) without recording spans nobody would receive.
+    ``namespace`` prefixes every stream and key (default: the runtime's ``EVENTS_NAMESPACE`` setting,
+    ``rt.settings.events_namespace``; in-process tests pass a unique one). ``tracing=False`` skips
+    producer/consumer spans (``traceparent`` is then not written). With tracing on and no span exporter
+    configured, the bus propagates the trace context (``traceparent`` is written, handlers run in the
+    producer's trace) without recording spans nobody would receive.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class EventBus:
         dead_maxlen: int = DEFAULT_DEAD_MAXLEN,
     ) -> None:
         self.rt = rt
-        self.keys = Keys(namespace or default_namespace())
+        self.keys = Keys(namespace or rt.settings.events_namespace)
         self.metrics = BusMetrics.of(rt.metrics)
         self.tracer: Tracer | None = rt.tracer if tracing else None
         self.dead_maxlen = dead_maxlen

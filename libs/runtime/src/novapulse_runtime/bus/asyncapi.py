@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import catalog
+from ..catalog import CATALOG, EventType
 from .constants import DEFAULT_NAMESPACE, MAX_ENTRY_BYTES
 from .keys import Keys
 
@@ -55,8 +55,8 @@ def build_document(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    by_source: dict[str, list[catalog.EventType]] = {}
-    for et in catalog.all_types():
+    by_source: dict[str, list[EventType]] = {}
+    for et in CATALOG.all_types():
         by_source.setdefault(et.source, []).append(et)
         model_schema = et.model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in model_schema.pop("$defs", {}).items():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 DEFAULT_NAMESPACE = "novapulse"
-"""Prefix of every stream and key. ``EVENTS_NAMESPACE`` overrides it (tests use one per test)."""
-NAMESPACE_ENV = "EVENTS_NAMESPACE"
+"""Prefix of every stream and key in production; a process takes its own from the ``EVENTS_NAMESPACE``
+setting (:attr:`~novapulse_runtime.settings.ServiceSettings.events_namespace`; tests use one per test)."""
 
 EVENTS_SEGMENT = "events"  # <ns>:events:<source>       one stream per producing service
 DEAD_SEGMENT = "dead"  # <ns>:dead:<group>                dead letters of one consumer group

@@ -1,9 +1,14 @@
-"""Consumer groups: batched XREADGROUP, bounded concurrency, pipelined XACK, retries, dead letters, lease
-renewal of held entries, reclaim."""
+"""Consumer groups, reading and dispatch: batched ``XREADGROUP``, the envelope contract, bounded concurrency,
+handlers, retries with backoff.
+
+The rest of a consumer's work lives beside it: :mod:`.settle` acknowledges (batched, pipelined) and
+dead-letters the entries it holds; :mod:`.reclaim` renews their leases and reclaims the entries of dead
+consumers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -11,25 +16,17 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
-from .. import catalog
+from ..catalog import CATALOG
 from ..process import supervise
 from .constants import (
-    D_DELIVERIES,
-    D_ENTRY,
-    D_ERROR,
-    D_GROUP,
-    D_REASON,
-    D_STREAM,
-    D_TIME,
-    D_TRUNCATED,
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_BLOCK_MS,
@@ -40,11 +37,7 @@ from .constants import (
     F_ID,
     F_SOURCE,
     F_TYPE,
-    FORGET_CONSUMER_AFTER,
-    MAX_DEAD_FIELD_CHARS,
-    MAX_ENTRY_BYTES,
     MAX_ERROR_CHARS,
-    RENEW_FRACTION,
 )
 from .envelope import (
     DeadReason,
@@ -53,43 +46,14 @@ from .envelope import (
     PermanentError,
     check_envelope,
     decode,
-    entry_size,
-    format_time,
     lookup,
 )
 from .idempotency import Claim, Idempotency
 from .metrics import type_label
-from .streams import (
-    Entry,
-    autoclaim,
-    consumers_info,
-    ensure_group,
-    groups_info,
-    is_nogroup,
-    lag_of,
-    pending_range,
-    printable,
-    read_group,
-    wire,
-)
+from .reclaim import LeaseRenewer, Reclaimer, sleep_or_stop
+from .settle import HeldEntry, Settler
+from .streams import Entry, ensure_group, is_nogroup, pending_range, printable, read_group
 from .tracing import attributes, exports_spans, extract
-
-_RENEW = """
-local renewed = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
-  if #p > 0 and tonumber(p[1][3]) < tonumber(ARGV[3]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
-    renewed[#renewed + 1] = id
-  end
-end
-return renewed
-"""
-"""Renew, atomically, the entries of one stream (KEYS[1]) that group ARGV[1] still delivers to consumer
-ARGV[2] and that have been idle less than ARGV[3] ms (ids: ARGV[4..]): reset their idle time with
-``XCLAIM … JUSTID`` (no delivery counted). Returns the ids renewed. Checking and claiming in one script means
-an entry another consumer took over in between is never taken back."""
 
 if TYPE_CHECKING:
     from . import EventBus
@@ -128,29 +92,6 @@ class ConsumerOptions:
     start_id: str = "0"
     stats_interval: float = 10.0
     name: str = ""
-
-
-@dataclass(slots=True)
-class _Held:
-    stream: str
-    entry_id: str
-    fields: dict[str, str] | None
-    deliveries: int
-    claim: Claim | None = None
-
-
-def _dead_fields(fields: dict[str, str] | None) -> tuple[dict[bytes, bytes], bool]:
-    """The original fields as the bytes that were read (:func:`~.streams.wire`: an entry that is not UTF-8
-    is kept as it came), cut down when the entry is over the limit; True when cut."""
-    if not fields:
-        return {}, False
-    try:
-        small = entry_size(fields) <= MAX_ENTRY_BYTES
-    except UnicodeEncodeError:  # not UTF-8: count bytes as read
-        small = sum(len(wire(k)) + len(wire(v)) for k, v in fields.items()) <= MAX_ENTRY_BYTES
-    if small:
-        return {wire(k): wire(v) for k, v in fields.items()}, False
-    return {wire(k[:256]): wire(v[:MAX_DEAD_FIELD_CHARS]) for k, v in itertools.islice(fields.items(), 64)}, True
 
 
 def _handler_failure(exc: BaseException) -> tuple[DeadReason, str]:
@@ -203,19 +144,34 @@ class Consumer:
         self._any: Handler | None = None
         self._resolved: dict[str, tuple[Handler, bool] | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # entries read and not yet settled (acknowledged, dead-lettered or given up) → their event id
-        self._held: dict[tuple[str, str], str | None] = {}
-        self.renewal_passes = 0
-        self._renew_script = self.redis.register_script(_RENEW)
+        self.held: dict[tuple[str, str], str | None] = {}
+        """Entries read and not yet settled (acknowledged, dead-lettered or given up), by (stream, entry id)
+        → their event id (``None`` for an entry without fields): the entries whose leases are renewed."""
+        self.settler = Settler(
+            self.redis,
+            group,
+            idem=self.idem,
+            metrics=self.metrics,
+            dead_stream=self.dead_stream,
+            dead_maxlen=bus.dead_maxlen,
+        )
+        self.renewer = LeaseRenewer(self)
+        self.reclaimer = Reclaimer(self)
         self._slot = asyncio.Event()
-        self._acks: dict[str, list[str]] = {}
-        self._done: list[str] = []
-        self._ack_signal = asyncio.Event()
-        self._closing = False
         self._stop = asyncio.Event()
-        self._streams: list[str] = []
+        self.reading: list[str] = []
+        """The streams being read (:meth:`streams` less keys that turned out not to be streams)."""
         self._labels: dict[tuple[str, str], Any] = {}
         self._producers: dict[tuple[str, str], str | None] = {}
+
+    @property
+    def renewal_passes(self) -> int:
+        """Lease renewal passes done so far (:class:`~.reclaim.LeaseRenewer`)."""
+        return self.renewer.passes
+
+    def free_slots(self) -> int:
+        """Handling tasks that may start now: ``concurrency`` less those running."""
+        return self.concurrency - len(self._tasks)
 
     # declaration -------------------------------------------------------------------------------------------
 
@@ -247,7 +203,7 @@ class Consumer:
     def streams(self) -> list[str]:
         """The streams this consumer reads."""
         sources = set(self.sources)
-        types = catalog.all_types()
+        types = CATALOG.all_types()
         for name in self._exact:
             et = lookup(name)
             if et is not None:
@@ -259,7 +215,9 @@ class Consumer:
         return [*sorted(self.bus.keys.stream(s) for s in sources), self.replay_stream]
 
     def _resolve(self, type_: str) -> tuple[Handler, bool] | None:
-        """The handler of a catalogue type (and whether it gets the model rather than a dict)."""
+        """The handler of a catalogue type and its ``as_model`` flag: True when the handler gets ``data`` as
+        the type's catalogue model (exact and prefix handlers), False when it gets a dict (the ``*``
+        handler); ``None`` when no handler matches."""
         if type_ in self._resolved:
             return self._resolved[type_]
         found: tuple[Handler, bool] | None = None
@@ -310,25 +268,27 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then stop reading, let in-flight handlers finish (entries waiting
-        for a retry stay pending and are reclaimed later), flush acknowledgements and return."""
+        for a retry stay pending and are reclaimed later), flush acknowledgements and return. Raises
+        ``ValueError`` when no handler was declared. Redis failures are logged and retried, never raised."""
         self._stop = stop
-        self._streams = self.streams()
-        if len(self._streams) == 1 and not self._exact and not self._prefixes and self._any is None:
+        self.reading = self.streams()
+        if len(self.reading) == 1 and not self._exact and not self._prefixes and self._any is None:
             raise ValueError(f"consumer {self.group} has no handlers")
         if not await self._ensure_groups_until_ready(stop):
             return
-        self._closing = False
+        self.settler.reopen()
         ack_task = asyncio.create_task(
-            supervise(f"bus-ack-{self.group}", self._ack_loop, stop, until_return=True), name=f"bus-ack-{self.group}"
+            supervise(f"bus-ack-{self.group}", self.settler.run, stop, until_return=True), name=f"bus-ack-{self.group}"
         )
         claim_task = asyncio.create_task(
-            supervise(f"bus-claim-{self.group}", lambda: self._claim_loop(stop), stop), name=f"bus-claim-{self.group}"
+            supervise(f"bus-claim-{self.group}", lambda: self.reclaimer.run(stop), stop),
+            name=f"bus-claim-{self.group}",
         )
         # renewal goes on while in-flight handlers finish after ``stop``: it is cancelled once they are done
         renew_task = asyncio.create_task(
-            supervise(f"bus-renew-{self.group}", self._renew_loop, asyncio.Event()), name=f"bus-renew-{self.group}"
+            supervise(f"bus-renew-{self.group}", self.renewer.run, asyncio.Event()), name=f"bus-renew-{self.group}"
         )
-        log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self._streams})
+        log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self.reading})
         try:
             await supervise(f"bus-read-{self.group}", lambda: self._read_loop(stop), stop)
         finally:
@@ -340,8 +300,7 @@ class Consumer:
                 if pending:
                     await asyncio.wait(pending, timeout=2.0)
             renew_task.cancel()
-            self._closing = True
-            self._ack_signal.set()
+            self.settler.close()
             try:
                 await asyncio.wait_for(ack_task, timeout=10.0)
             except (TimeoutError, RedisError):  # pragma: no cover - the ack loop logs and retries its own errors
@@ -353,7 +312,7 @@ class Consumer:
         """Create the group (and consumer) on every stream read. A key that is not a stream (``WRONGTYPE``:
         written by someone else) is logged at ERROR and left out until the process restarts, so it cannot
         stop the reading of the other streams (one ``XREADGROUP`` covers them all)."""
-        for stream in list(self._streams):
+        for stream in list(self.reading):
             try:
                 created = await ensure_group(self.redis, stream, self.group, self.options.start_id)
             except ResponseError as exc:
@@ -363,14 +322,14 @@ class Consumer:
                     "key is not a stream; not reading it until restarted",
                     extra={"group": self.group, "stream": stream},
                 )
-                self._streams.remove(stream)
+                self.reading.remove(stream)
                 continue
             if created:
                 log.info("created consumer group", extra={"stream": stream, "group": self.group})
             # listed at once (XREADGROUP alone registers a consumer only when it gets an entry)
             await self.redis.xgroup_createconsumer(stream, self.group, self.name)
 
-    async def _recreate_groups(self) -> bool:
+    async def recreate_groups(self) -> bool:
         """After ``NOGROUP``: re-create the groups; False (logged) when Redis refuses."""
         log.warning("consumer group missing; re-creating it", extra={"group": self.group})
         try:
@@ -389,27 +348,17 @@ class Consumer:
             except RedisError as exc:
                 failures += 1
                 log.warning("cannot create consumer groups yet", extra={"group": self.group, "error": str(exc)})
-                await self._sleep(min(5.0, 0.1 * 2**failures), stop)
+                await sleep_or_stop(min(5.0, 0.1 * 2**failures), stop)
         return False
-
-    async def _sleep(self, delay: float, stop: asyncio.Event) -> bool:
-        """Sleep up to ``delay`` seconds; True when ``stop`` was set."""
-        if stop.is_set():
-            return True
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            return False
-        return True
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         failures = 0
-        streams: dict[Any, Any] = dict.fromkeys(self._streams, ">")
+        streams: dict[Any, Any] = dict.fromkeys(self.reading, ">")
         # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
         while not stop.is_set():
-            free = self.concurrency - len(self._tasks)
+            free = self.free_slots()
             if free < low_water:
                 self._slot.clear()
                 waiter = asyncio.ensure_future(stop.wait())
@@ -419,50 +368,50 @@ class Consumer:
                 slot.cancel()
                 continue
             if not streams:  # every key was something else than a stream: nothing to read
-                await self._sleep(1.0, stop)
+                await sleep_or_stop(1.0, stop)
                 continue
             try:
                 batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
-                if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self._recreate_groups():
-                    streams = dict.fromkeys(self._streams, ">")
+                if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
+                    streams = dict.fromkeys(self.reading, ">")
                     continue
                 failures += 1
                 log.warning(
                     "stream read failed; retrying",
                     extra={"group": self.group, "error": str(exc), "failures": failures},
                 )
-                await self._sleep(min(5.0, 0.05 * 2**failures), stop)
+                await sleep_or_stop(min(5.0, 0.05 * 2**failures), stop)
                 continue
             if batch:
-                await self._dispatch(batch, {})
+                await self.dispatch(batch, {})
 
-    async def _dispatch(self, batch: Sequence[Entry], deliveries: dict[str, int]) -> None:
+    async def dispatch(self, batch: Sequence[Entry], deliveries: dict[str, int]) -> None:
         """Start the handling of entries just read (``deliveries``: counts of reclaimed entries by id)."""
-        ready: list[tuple[_Held, Handler, bool]] = []
+        ready: list[tuple[HeldEntry, Handler, bool]] = []
         for stream, entry_id, fields, problem in batch:
-            held = _Held(stream, entry_id, fields, deliveries.get(entry_id, 1))
+            held = HeldEntry(stream, entry_id, fields, deliveries.get(entry_id, 1))
             if not fields:  # deleted or trimmed while pending
-                self._ack(held)
+                self.settler.ack(held)
                 continue
             try:
                 if problem is not None:
                     raise MalformedEntry(DeadReason.MALFORMED, problem)
                 check_envelope(fields)
             except MalformedEntry as exc:
-                self._spawn(held, self._dead_letter(held, exc.reason, str(exc)))
+                self.spawn(held, self.settler.dead_letter(held, exc.reason, str(exc)))
                 continue
             broken = self._contract(stream, fields)
             if broken is not None:
                 if broken[0] is DeadReason.UNKNOWN_TYPE and not self.options.dead_letter_unknown:
-                    self._ack(held)
+                    self.settler.ack(held)
                 else:
-                    self._spawn(held, self._dead_letter(held, *broken))
+                    self.spawn(held, self.settler.dead_letter(held, *broken))
                 continue
             resolved = self._resolve(fields[F_TYPE])
             if resolved is None:
-                self._ack(held)  # a type this group does not handle
+                self.settler.ack(held)  # a type this group does not handle
                 continue
             ready.append((held, *resolved))
         if self.idem is not None and ready:
@@ -472,25 +421,27 @@ class Consumer:
                 claims = []  # each task claims on its own
             for (held, _, _), claim in zip(ready, claims, strict=False):
                 held.claim = claim
-        for held, handler, typed in ready:
-            self._spawn(held, self._process(held, handler, typed))
+        for held, handler, as_model in ready:
+            self.spawn(held, self._process(held, handler, as_model))
 
-    def _spawn(self, held: _Held, work: Awaitable[None]) -> None:
+    def spawn(self, held: HeldEntry, work: Awaitable[None]) -> None:
+        """Run ``work`` (the handling or dead-lettering of ``held``) as a task; ``held`` counts as held (its
+        lease is renewed) and takes a slot until the task ends."""
         key = (held.stream, held.entry_id)
-        self._held[key] = held.fields.get(F_ID) if held.fields else None
+        self.held[key] = held.fields.get(F_ID) if held.fields else None
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            self._held.pop(key, None)
+            self.held.pop(key, None)
             self._slot.set()
             if not t.cancelled() and t.exception() is not None:
                 log.error("event task failed", extra={"group": self.group, "error": repr(t.exception())})
 
         task.add_done_callback(done)
 
-    async def _finish_broken(self, held: _Held, exc: BaseException) -> None:
+    async def _finish_broken(self, held: HeldEntry, exc: BaseException) -> None:
         """Last resort for a fault of the bus itself while handling an entry: dead-letter it (reason
         ``handler_failed``, with the error) rather than leave it pending for ever."""
         log.error(
@@ -499,7 +450,7 @@ class Consumer:
             extra={"group": self.group, "stream": held.stream, "entry": held.entry_id},
         )
         try:
-            await self._dead_letter(held, DeadReason.HANDLER_FAILED, f"bus error: {type(exc).__name__}: {exc}")
+            await self.settler.dead_letter(held, DeadReason.HANDLER_FAILED, f"bus error: {type(exc).__name__}: {exc}")
         except RedisError as again:
             log.warning("could not dead-letter; the entry stays pending", extra={"error": str(again)})
 
@@ -514,9 +465,11 @@ class Consumer:
             )
         return found
 
-    async def _process(self, held: _Held, handler: Handler, typed: bool) -> None:
+    async def _process(self, held: HeldEntry, handler: Handler, as_model: bool) -> None:
+        """Handle ``held`` to the end (``as_model``: see :meth:`_resolve`); a Redis failure leaves it pending,
+        any other fault of the bus dead-letters it."""
         try:
-            await self._process_entry(held, handler, typed)
+            await self._process_entry(held, handler, as_model)
         except RedisError as exc:
             log.warning(
                 "lost contact with Redis while handling; the entry stays pending",
@@ -525,7 +478,7 @@ class Consumer:
         except Exception as exc:
             await self._finish_broken(held, exc)
 
-    async def _process_entry(self, held: _Held, handler: Handler, typed: bool) -> None:
+    async def _process_entry(self, held: HeldEntry, handler: Handler, as_model: bool) -> None:
         assert held.fields is not None
         event_id = held.fields[F_ID]
         try:
@@ -534,13 +487,13 @@ class Consumer:
                 stream=held.stream,
                 entry_id=held.entry_id,
                 deliveries=held.deliveries,
-                typed=typed,
+                typed=as_model,
                 checked=True,
             )
         except MalformedEntry as exc:
             if held.claim is Claim.NEW and self.idem is not None:
                 await self.idem.release(event_id)
-            await self._dead_letter(held, exc.reason, str(exc))
+            await self.settler.dead_letter(held, exc.reason, str(exc))
             return
         while True:
             if self.idem is not None:
@@ -548,25 +501,25 @@ class Consumer:
                 held.claim = None
                 if claim is Claim.DONE:
                     self.metrics.duplicates.labels(held.stream, self.group).inc()
-                    self._ack(held)
+                    self.settler.ack(held)
                     return
                 if claim is Claim.BUSY:  # another copy of this event is being handled right now
-                    if await self._sleep(0.05 + random.random() * 0.05, self._stop):
+                    if await sleep_or_stop(0.05 + random.random() * 0.05, self._stop):
                         return
                     continue
             failure = await self._handle(handler, event)
             if failure is None:
-                self._ack(held, event_id)
+                self.settler.ack(held, event_id)
                 return
             reason, error = failure
             self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
             if self.idem is not None:
                 await self.idem.release(event_id)
             if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
-                await self._dead_letter(held, reason, error)
+                await self.settler.dead_letter(held, reason, error)
                 return
             self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
-            if await self._sleep(self._backoff(held.deliveries), self._stop):
+            if await sleep_or_stop(self._backoff(held.deliveries), self._stop):
                 return  # stopping: the entry stays pending and is reclaimed later
             if not await self._owns(held.stream, held.entry_id):
                 return  # taken over by another consumer (this one stopped renewing for claim_idle)
@@ -589,50 +542,49 @@ class Consumer:
         return float(ceiling / 2 + random.random() * ceiling / 2)
 
     async def _handle(self, handler: Handler, event: Event) -> tuple[DeadReason, str] | None:
+        """Run ``handler`` once on ``event`` within ``handler_timeout`` seconds, in the producer's trace
+        context, inside a ``process <stream>`` consumer span when spans are exported (else no span is
+        recorded). Returns ``None`` on success, else the failure: ``timeout``, ``rejected`` (the handler
+        raised :class:`~.envelope.PermanentError`) or ``handler_failed`` (any other exception)."""
         consumed, duration = self._label(event.stream, event.type)
         started = time.perf_counter()
         failure: tuple[DeadReason, str] | None = None
-        if self.tracer is None or not exports_spans(self.bus.rt.tracing.provider):
-            # no span would be exported: run in the producer's trace context without recording a span
-            parent = extract(event.traceparent, event.tracestate) if self.tracer is not None else None
-            token = otel_context.attach(parent) if parent is not None else None
-            try:
-                async with asyncio.timeout(self.options.handler_timeout):
-                    await handler(event)
-            except TimeoutError:
-                failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
-            except PermanentError as exc:
-                failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
-            except BaseException as exc:
-                failure = _handler_failure(exc)
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
-        else:
-            parent = extract(event.traceparent, event.tracestate)
-            with self.tracer.start_as_current_span(
+        parent = extract(event.traceparent, event.tracestate) if self.tracer is not None else None
+        recording = self.tracer is not None and exports_spans(self.bus.rt.tracing.provider)
+        span_scope: AbstractContextManager[Span | None] = (
+            self.tracer.start_as_current_span(
                 f"process {event.stream}",
                 context=parent,
                 kind=SpanKind.CONSUMER,
                 attributes=attributes(event.stream, "process", event.id, self.group),
                 record_exception=False,
                 set_status_on_exception=False,
-            ) as span:
-                if event.deliveries > 1:
+            )
+            if recording and self.tracer is not None
+            else contextlib.nullcontext()
+        )
+        # without a span, the handler still runs in the producer's trace context
+        token = otel_context.attach(parent) if parent is not None and not recording else None
+        try:
+            with span_scope as span:
+                if span is not None and event.deliveries > 1:
                     span.set_attribute("messaging.message.delivery_count", event.deliveries)
                 try:
                     async with asyncio.timeout(self.options.handler_timeout):
                         await handler(event)
                 except TimeoutError:
                     failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
-                    span.set_status(Status(StatusCode.ERROR, failure[1]))
                 except PermanentError as exc:
                     failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
-                    span.set_status(Status(StatusCode.ERROR, failure[1]))
                 except BaseException as exc:
                     failure = _handler_failure(exc)
-                    span.record_exception(exc)
+                    if span is not None:
+                        span.record_exception(exc)
+                if span is not None and failure is not None:
                     span.set_status(Status(StatusCode.ERROR, failure[1]))
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         duration.observe(time.perf_counter() - started)
         if failure is None:
             consumed.inc()
@@ -648,189 +600,3 @@ class Consumer:
                 },
             )
         return failure
-
-    # acknowledgements and dead letters ---------------------------------------------------------------------
-
-    def _ack(self, held: _Held, event_id: str | None = None) -> None:
-        """Queue the acknowledgement (and, with ``event_id``, the idempotency marker) for the ack loop."""
-        self._acks.setdefault(held.stream, []).append(held.entry_id)
-        if event_id is not None and self.idem is not None:
-            self._done.append(event_id)
-        self._ack_signal.set()
-
-    async def _ack_loop(self) -> None:
-        while True:
-            await self._ack_signal.wait()
-            self._ack_signal.clear()
-            try:
-                await self._flush_acks()
-            except RedisError as exc:
-                log.warning("acknowledgement failed; entries will be redelivered", extra={"error": str(exc)})
-            if self._closing and not self._acks and not self._done:
-                return
-
-    async def _flush_acks(self) -> None:
-        acks, done = self._acks, self._done
-        if not acks and not done:
-            return
-        self._acks, self._done = {}, []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if self.idem is not None:
-                await self.idem.mark_done(pipe, done)
-            for stream, ids in acks.items():
-                pipe.xack(stream, self.group, *ids)
-            await pipe.execute()
-
-    async def _dead_letter(self, held: _Held, reason: DeadReason, error: str) -> None:
-        fields, truncated = _dead_fields(held.fields)
-        type_ = printable((held.fields or {}).get(F_TYPE, ""))
-        extra = {
-            D_REASON: str(reason),
-            D_ERROR: printable(error[:MAX_ERROR_CHARS]),
-            D_STREAM: held.stream,
-            D_ENTRY: held.entry_id,
-            D_GROUP: self.group,
-            D_DELIVERIES: str(held.deliveries),
-            D_TIME: format_time(datetime.now(UTC)),
-        }
-        if truncated:
-            extra[D_TRUNCATED] = "1"
-        fields.update({k.encode(): v.encode() for k, v in extra.items()})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.dead_stream, fields, maxlen=self.bus.dead_maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.xack(held.stream, self.group, held.entry_id)
-            await pipe.execute()
-        self.metrics.dead_lettered.labels(held.stream, self.group, type_label(type_), str(reason)).inc()
-        log.warning(
-            "entry dead-lettered",
-            extra={
-                "group": self.group,
-                "stream": held.stream,
-                "entry": held.entry_id,
-                "type": type_[:100],
-                "reason": str(reason),
-                "deliveries": held.deliveries,
-                "error": printable(error[:500]),
-            },
-        )
-
-    # renewal -----------------------------------------------------------------------------------------------
-
-    async def _renew_loop(self) -> None:
-        interval = self.options.claim_idle / RENEW_FRACTION
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._renew()
-            except RedisError as exc:
-                log.warning(
-                    "lease renewal failed; entries not renewed within claim_idle go to other consumers",
-                    extra={"group": self.group, "consumer": self.name, "error": str(exc)},
-                )
-            self.renewal_passes += 1
-
-    async def _renew(self) -> None:
-        """Renew every entry this consumer holds, in two round trips whatever their number: one script per
-        stream (pipelined, :data:`_RENEW`) that renews the entries still delivered to this consumer and not yet
-        reclaimable (idle below ``claim_idle``) — checked and claimed atomically, so an entry another consumer
-        took over is never taken back — then one compare-and-extend of the idempotency leases of the renewed
-        entries. Entries settled meanwhile are left out."""
-        held = list(self._held)
-        if not held:
-            return
-        by_stream: dict[str, list[str]] = {}
-        for stream, entry_id in held:
-            by_stream.setdefault(stream, []).append(entry_id)
-        idle_ms = int(self.options.claim_idle * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                await self._renew_script(keys=[stream], args=[self.group, self.name, idle_ms, *ids], client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-        event_ids: list[str] = []
-        lost = 0
-        for (stream, ids), reply in zip(by_stream.items(), replies, strict=True):
-            if isinstance(reply, Exception):
-                if is_nogroup(reply):
-                    await self._recreate_groups()
-                raise reply
-            renewed = {r.decode() if isinstance(r, bytes) else str(r) for r in reply or []}
-            lost += sum(1 for i in ids if i not in renewed and (stream, i) in self._held)  # not settled since
-            for entry_id in renewed:
-                event_id = self._held.get((stream, entry_id))
-                if event_id is not None:
-                    event_ids.append(event_id)
-            self.metrics.renewed.labels(stream, self.group).inc(len(renewed))
-        if lost:
-            log.warning(
-                "held entries no longer renewable (settled, reclaimable or taken over by another consumer)",
-                extra={"group": self.group, "consumer": self.name, "count": lost},
-            )
-        if event_ids and self.idem is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self.idem.extend(pipe, event_ids)
-                await pipe.execute()
-
-    # reclaiming and gauges ---------------------------------------------------------------------------------
-
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        interval = self.options.claim_interval or max(0.05, min(1.0, self.options.claim_idle / 10))
-        next_stats = 0.0
-        while not await self._sleep(interval, stop):
-            try:
-                await self._reclaim()
-                if time.monotonic() >= next_stats:
-                    next_stats = time.monotonic() + self.options.stats_interval
-                    await self._update_gauges()
-            except RedisError as exc:
-                if is_nogroup(exc):
-                    await self._recreate_groups()
-                log.debug("reclaim pass failed", extra={"group": self.group, "error": str(exc)})
-
-    async def _reclaim(self) -> None:
-        idle_ms = int(self.options.claim_idle * 1000)
-        for stream in self._streams:
-            free = self.concurrency - len(self._tasks)
-            if free <= 0:
-                return
-            claimed = await autoclaim(self.redis, stream, self.group, self.name, idle_ms, free)
-            entries = [e for e in claimed if (stream, e[1]) not in self._held]
-            if not entries:
-                continue
-            ids = [e[1] for e in entries]
-            pending = await pending_range(
-                self.redis, stream, self.group, ids[0], ids[-1], len(ids) + 100, consumer=self.name
-            )
-            counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
-            self.metrics.reclaimed.labels(stream, self.group).inc(len(entries))
-            log.info(
-                "reclaimed pending entries of an idle consumer",
-                extra={"group": self.group, "stream": stream, "count": len(entries)},
-            )
-            batch: list[Entry] = []
-            for entry in entries:
-                _, eid, fields, _problem = entry
-                deliveries = counts.get(eid, 1)
-                if fields and deliveries > self.options.max_deliveries:
-                    held = _Held(stream, eid, fields, deliveries - 1)
-                    error = f"delivery cap {self.options.max_deliveries} reached (consumers died while handling)"
-                    self._spawn(held, self._dead_letter(held, DeadReason.HANDLER_FAILED, error))
-                else:
-                    batch.append(entry)
-            await self._dispatch(batch, counts)
-
-    async def _update_gauges(self) -> None:
-        for stream in self._streams:
-            for g in await groups_info(self.redis, stream):
-                if g.get("name") != self.group:
-                    continue
-                self.metrics.pending.labels(stream, self.group).set(int(g.get("pending") or 0))
-                lag = await lag_of(self.redis, stream, g)
-                if lag is not None:
-                    self.metrics.lag.labels(stream, self.group).set(lag)
-            await self._forget_dead_consumers(stream)
-
-    async def _forget_dead_consumers(self, stream: str) -> None:
-        """Remove consumers idle for over ``FORGET_CONSUMER_AFTER`` with nothing pending (killed processes)."""
-        for c in await consumers_info(self.redis, stream, self.group):
-            if c["name"] != self.name and int(c["pending"]) == 0 and int(c["idle"]) > FORGET_CONSUMER_AFTER * 1000:
-                await self.redis.xgroup_delconsumer(stream, self.group, wire(c["name"]))

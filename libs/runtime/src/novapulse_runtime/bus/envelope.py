@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .. import catalog, jsonstrict
+from .. import jsonstrict
+from ..catalog import CATALOG, EventType
 from .constants import (
     F_DATA,
     F_ID,
@@ -91,17 +92,10 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_known: dict[str, catalog.EventType] = {}
-
-
-def lookup(name: str) -> catalog.EventType | None:
-    """``catalog.lookup`` with the found types cached (a type's definition never changes once registered)."""
-    found = _known.get(name)
-    if found is None:
-        found = catalog.lookup(name)
-        if found is not None:
-            _known[name] = found
-    return found
+def lookup(name: str) -> EventType | None:
+    """The catalogue type called ``name`` (:data:`~novapulse_runtime.catalog.CATALOG`); ``None`` for a type
+    outside the catalogue."""
+    return CATALOG.lookup(name)
 
 
 def format_time(moment: datetime) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .constants import (
@@ -10,20 +9,16 @@ from .constants import (
     DEFAULT_NAMESPACE,
     EVENTS_SEGMENT,
     IDEMPOTENCY_SEGMENT,
-    NAMESPACE_ENV,
     OUTBOX_LOCK_SEGMENT,
     OUTBOX_WAKE_SEGMENT,
     REPLAY_SEGMENT,
 )
 
 
-def default_namespace() -> str:
-    return os.environ.get(NAMESPACE_ENV, "") or DEFAULT_NAMESPACE
-
-
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Every Redis name the bus uses, under one namespace (``novapulse`` in production)."""
+    """Every Redis name the bus uses, under one namespace (the ``EVENTS_NAMESPACE`` setting; ``novapulse`` in
+    production)."""
 
     namespace: str = DEFAULT_NAMESPACE
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 
-from .. import catalog
+from ..catalog import CATALOG
 from ..problems import ProblemError
 from ..routes import Routes
 from .constants import (
@@ -231,7 +231,7 @@ class Operations:
         process declares no consumer, yet its service's group reads those streams)."""
         group = group or self.bus.rt.service
         names = set(self.known_streams(group))
-        for source in {et.source for et in catalog.all_types()}:
+        for source in CATALOG.sources():
             stream = self.bus.keys.stream(source)
             if stream not in names and any(g.get("name") == group for g in await groups_info(self.redis, stream)):
                 names.add(stream)

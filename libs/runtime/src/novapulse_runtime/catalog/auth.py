@@ -1,11 +1,11 @@
-"""Events produced by the auth service (stream ``novapulse:events:auth``)."""
+"""Events produced by the auth service (stream ``<namespace>:events:auth``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
 
-from . import EventData, register
+from .registry import EventData, EventType
 
 Role = Literal["owner", "admin", "member"]
 
@@ -154,17 +154,20 @@ class LoginBlocked(EventData):
 
 
 SOURCE = "auth"
-register("user.registered", UserRegistered, source=SOURCE, public=True)
-register("user.invited", UserInvited, source=SOURCE, public=True)
-register("invite.delivery_requested", InviteDeliveryRequested, source=SOURCE, public=False)
-register("invite.accepted", InviteAccepted, source=SOURCE, public=True)
-register("user.role_changed", UserRoleChanged, source=SOURCE, public=True)
-register("user.disabled", UserDisabled, source=SOURCE, public=True)
-register("user.password_changed", PasswordChanged, source=SOURCE, public=True)
-register("mfa.enabled", MfaEnabled, source=SOURCE, public=True)
-register("mfa.disabled", MfaDisabled, source=SOURCE, public=True)
-register("mfa.recovery_code_used", MfaRecoveryCodeUsed, source=SOURCE, public=True)
-register("mfa.challenge_failed", MfaChallengeFailed, source=SOURCE, public=True)
-register("user.registration_attempted", RegistrationAttempted, source=SOURCE, public=False)
-register("registration.verification_requested", VerificationRequested, source=SOURCE, public=False)
-register("user.login_blocked", LoginBlocked, source=SOURCE, public=True)
+EVENTS = (
+    EventType("user.registered", UserRegistered, source=SOURCE, public=True),
+    EventType("user.invited", UserInvited, source=SOURCE, public=True),
+    EventType("invite.delivery_requested", InviteDeliveryRequested, source=SOURCE, public=False),
+    EventType("invite.accepted", InviteAccepted, source=SOURCE, public=True),
+    EventType("user.role_changed", UserRoleChanged, source=SOURCE, public=True),
+    EventType("user.disabled", UserDisabled, source=SOURCE, public=True),
+    EventType("user.password_changed", PasswordChanged, source=SOURCE, public=True),
+    EventType("mfa.enabled", MfaEnabled, source=SOURCE, public=True),
+    EventType("mfa.disabled", MfaDisabled, source=SOURCE, public=True),
+    EventType("mfa.recovery_code_used", MfaRecoveryCodeUsed, source=SOURCE, public=True),
+    EventType("mfa.challenge_failed", MfaChallengeFailed, source=SOURCE, public=True),
+    EventType("user.registration_attempted", RegistrationAttempted, source=SOURCE, public=False),
+    EventType("registration.verification_requested", VerificationRequested, source=SOURCE, public=False),
+    EventType("user.login_blocked", LoginBlocked, source=SOURCE, public=True),
+)
+"""The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""

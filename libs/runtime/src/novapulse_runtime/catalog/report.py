@@ -1,8 +1,8 @@
-"""Events produced by the report service (stream ``novapulse:events:report``)."""
+"""Events produced by the report service (stream ``<namespace>:events:report``)."""
 
 from __future__ import annotations
 
-from . import EventData, register
+from .registry import EventData, EventType
 
 
 class ReportCompleted(EventData):
@@ -16,4 +16,5 @@ class ReportCompleted(EventData):
     download_path: str
 
 
-register("report.completed", ReportCompleted, source="report", public=True)
+EVENTS = (EventType("report.completed", ReportCompleted, source="report", public=True),)
+"""The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""

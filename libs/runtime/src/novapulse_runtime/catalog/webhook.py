@@ -1,11 +1,11 @@
-"""Events produced by the webhook service (stream ``novapulse:events:webhook``)."""
+"""Events produced by the webhook service (stream ``<namespace>:events:webhook``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from . import EventData, register
+from .registry import EventData, EventType
 
 
 class WebhookTest(EventData):
@@ -43,6 +43,9 @@ class ApplicationEvent(EventData):
 
 
 SOURCE = "webhook"
-register("webhook.test", WebhookTest, source=SOURCE, public=True)
-register("webhook.endpoint.disabled", EndpointDisabled, source=SOURCE, public=True)
-register("webhook.message.failed", MessageFailed, source=SOURCE, public=True)
+EVENTS = (
+    EventType("webhook.test", WebhookTest, source=SOURCE, public=True),
+    EventType("webhook.endpoint.disabled", EndpointDisabled, source=SOURCE, public=True),
+    EventType("webhook.message.failed", MessageFailed, source=SOURCE, public=True),
+)
+"""The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""

@@ -1,10 +1,11 @@
-"""Command events the notification service consumes from other services (``novapulse:events:workflow``)."""
+"""Events of the workflow service (stream ``<namespace>:events:workflow``): commands the notification service
+consumes."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from . import EventData, register
+from .registry import EventData, EventType
 
 
 class NotificationRequested(EventData):
@@ -17,4 +18,5 @@ class NotificationRequested(EventData):
     data: dict[str, Any] = {}
 
 
-register("notification.requested", NotificationRequested, source="workflow", public=False)
+EVENTS = (EventType("notification.requested", NotificationRequested, source="workflow", public=False),)
+"""The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""
