@@ -107,9 +107,10 @@ def display_name(name: str) -> str:
 def build_message(
     *, sender: str, to: Address, to_name: str, rendered: Rendered, msg_id: str, event_id: str
 ) -> EmailMessage:
-    """A multipart/alternative message: plain text first, then HTML. ``to`` comes from
-    :func:`novapulse_notification.addresses.normalize`. Raises ``ValueError`` only for a sender the
-    settings should have refused."""
+    """A multipart/alternative message (RFC 2046 §5.1.4): plain text first, then HTML. ``to`` comes from
+    :func:`novapulse_notification.addresses.normalize`; ``msg_id`` from :func:`message_id`. Headers: RFC 5322
+    ``From``/``To``/``Subject``/``Message-ID``/``Date``, ``Auto-Submitted: auto-generated`` (RFC 3834 §5) and
+    ``X-NovaPulse-Event-ID``. Raises ``ValueError`` only for a sender the settings should have refused."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = HeaderAddress(display_name=display_name(to_name), username=to.local, domain=to.domain)

@@ -123,7 +123,16 @@ def _event_ms(event: InboundEvent) -> int:
 
 class Notifier:
     """Handles one event: updates the projection, plans, resolves recipients, records every delivery, then
-    delivers on each channel. :meth:`take_over` (a worker loop) finishes deliveries whose holder died."""
+    delivers on each channel. :meth:`take_over` (a worker loop) finishes deliveries whose holder died.
+
+    :param sender: ``SMTP_FROM``, one RFC 5322 §3.4 address (the ``From`` of every mail, and the domain of
+        its ``Message-ID``).
+    :param links: where links in notifications point.
+    :param lease_seconds: seconds a delivery stays leased to this worker without renewal (renewed every
+        third of it while the worker handles it).
+    :param limiter: the per-recipient e-mail budgets (:mod:`.limits`), asked once per mail before it is sent.
+    :param observer: where outcomes are counted (:class:`~.observer.MetricsObserver` in production).
+    """
 
     def __init__(
         self,
@@ -153,7 +162,17 @@ class Notifier:
         delivery (``claim`` accepts the owner's own lease) and send it twice."""
 
     async def handle(self, event: InboundEvent) -> None:
-        """Process ``event``. Raises :class:`InvalidEvent` (never retry) or :class:`RetryLater`."""
+        """Process ``event``: apply its change to the user projection (ordered by the event's time), plan its
+        notifications (:func:`~.planning.plan`), resolve their recipients, record every delivery, then send
+        each (e-mail with a ``Message-ID`` per RFC 5322 §3.6.4 that is the same on every retry) or store it
+        (in-app). A delivery already settled is left alone, so a redelivered event sends nothing twice.
+
+        :raises InvalidEvent: the event can never produce a notification (unknown type, invalid data, no or
+            two differing organisations); the bus dead-letters it at once.
+        :raises RetryLater: a recipient is not projected yet, or a delivery is not settled (relays failed
+            transiently, another worker holds it); the bus redelivers the event with backoff.
+        :raises PyMongoError: the database failed; the event is retried.
+        """
         data = self._validated(event)
         org_id = self._org(event, data)
         change = project(event.type, data)
