@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from novapulse_runtime.clock import as_datetime
 from novapulse_runtime.documents import Doc
-from novapulse_runtime.paging import PageQuery
+from novapulse_runtime.paging import MAX_CURSOR_LENGTH, PageQuery
 
 from .constants import CRITICAL_CATEGORIES, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Category, Channel, DeliveryState
 from .preferences import Matrix
@@ -32,13 +32,30 @@ class NotificationPage(BaseModel):
     next_cursor: str | None = None
 
 
+_GROUP = "[I-Za-e][C-GS-Wi-my-z0-2][ABEFIJMNQRUVYZcdghklopstwx014589][g-z0-9-]"
+CURSOR_PATTERN = rf"^(?:{_GROUP})*(?:[I-Za-e][C-GS-Wi-my-z0-2][AEIMQUYcgkosw048]|[I-Za-e][AQgw])?$"
+"""The cursors this service hands out: URL-safe base64 without padding (RFC 4648 §5, as
+:func:`novapulse_runtime.paging.encode_cursor` makes them) of a sort key of printable ASCII (digits, ``-``,
+lower-case hex; :func:`~.keys.sort_key`). Each 4-character group is 3 bytes in 0x20-0x6F (the character
+classes are the bits of those bytes), a last group of 3 or 2 characters 2 or 1 such bytes with the unused bits
+zero. So every string the schema admits decodes (a fuzzer's "valid" cursor is one the service takes), and a
+cursor that does not match is a 422 like one that does not decode."""
+
+
 class _ListQuery(PageQuery):
     """The runtime's paging query with this service's page sizes (1 to ``MAX_PAGE_SIZE``, default
-    ``DEFAULT_PAGE_SIZE``); unknown parameters are ignored, as they always were here."""
+    ``DEFAULT_PAGE_SIZE``) and its cursors (:data:`CURSOR_PATTERN`); unknown parameters are ignored, as they
+    always were here."""
 
     model_config = ConfigDict(extra="ignore")
 
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Items per page")
+    cursor: str = Field(
+        default="",
+        max_length=MAX_CURSOR_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page (opaque); empty for the first page",
+    )
 
 
 class NotificationQuery(_ListQuery):

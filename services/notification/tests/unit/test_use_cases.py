@@ -3,6 +3,10 @@ preferences with critical categories, and the problems their domain errors becom
 
 from __future__ import annotations
 
+import random
+import re
+import string
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -11,7 +15,8 @@ from pydantic import ValidationError
 from novapulse_notification.api import PROBLEMS
 from novapulse_notification.errors import CriticalNotSwitchable, NotificationNotFound
 from novapulse_notification.inbox import Inbox
-from novapulse_notification.models import NotificationQuery
+from novapulse_notification.keys import delivery_key, notice_key, sort_key
+from novapulse_notification.models import CURSOR_PATTERN, NotificationQuery
 from novapulse_notification.preferences import Preferences
 from novapulse_notification.repository import Repository
 from novapulse_runtime.errors import to_problem
@@ -107,3 +112,22 @@ async def test_preferences_keep_what_a_request_leaves_out():
     after = await prefs.update(ORG, USER, {"reports": {"in_app": False}, "webhooks": {}})
     assert after["reports"] == {"email": False, "in_app": False}
     assert after["security"] == {"email": True, "in_app": True}
+
+
+def test_every_cursor_the_schema_admits_decodes_and_every_cursor_handed_out_matches():
+    pattern = re.compile(CURSOR_PATTERN)
+    for n in range(500):
+        at = datetime.fromtimestamp(n * 7_919_993.7, UTC)
+        for key in (sort_key(at, notice_key(f"e{n}", "u1")), sort_key(at, delivery_key(f"e{n}", "u1", "email"))):
+            assert pattern.fullmatch(encode_cursor(key))
+            assert NotificationQuery(cursor=encode_cursor(key)).after == key
+
+    rng = random.Random(9)
+    pool = string.ascii_letters + string.digits + "-_"
+    admitted = 0
+    for _ in range(20_000):  # random base64url strings: every one the schema admits decodes
+        cursor = "".join(rng.choice(pool) for _ in range(rng.choice((2, 3, 4, 8, 63, 64))))
+        if pattern.fullmatch(cursor):
+            admitted += 1
+            NotificationQuery(cursor=cursor)
+    assert admitted > 100
