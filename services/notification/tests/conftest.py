@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers_notification import BASE_URL, SENDER, SmtpSink
 
-from novapulse_notification.mailer import Mailer, Relay
+from novapulse_notification.mailer import Mailer, SmtpRelay
 from novapulse_notification.notifier import Links, Notifier
 from novapulse_notification.rendering import Renderer
 from novapulse_notification.repository import Repository
@@ -57,8 +57,8 @@ def make_notifier(repo: Repository, sink: SmtpSink) -> Callable[..., Notifier]:
         **kwargs: Any,
     ) -> Notifier:
         mailer = Mailer(
-            Relay("primary", "127.0.0.1", sink.port, timeout=5),
-            Relay("fallback", "127.0.0.1", fallback.port, timeout=5) if fallback else None,
+            SmtpRelay("primary", "127.0.0.1", sink.port, timeout=5),
+            SmtpRelay("fallback", "127.0.0.1", fallback.port, timeout=5) if fallback else None,
             attempts=attempts,
             base_delay=0.01,
         )

@@ -3,15 +3,21 @@ file. The worker starts it when ``SMTP_HOST`` is empty (``make run`` on a laptop
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
+
+from novapulse_runtime.net import free_port, port_open
+
+from .settings import NotificationSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +61,21 @@ class MailCatcher:
 
     async def stop(self) -> None:
         self.controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def local_catcher(settings: NotificationSettings) -> AsyncIterator[MailCatcher]:
+    """The local mail catcher (used when ``SMTP_HOST`` is empty) on ``MAIL_CATCHER_PORT`` (a free port when
+    that is 0 or taken), stopped when the block ends (with the runtime: ``await rt.open(local_catcher(...))``)."""
+    port = settings.mail_catcher_port
+    if port == 0 or port_open(port):
+        port = free_port()
+    catcher = MailCatcher(settings.mail_catcher_dir, port).start()
+    log.warning(
+        "SMTP_HOST is not set: mail goes to the local mail catcher",
+        extra={"smtp": f"127.0.0.1:{catcher.port}", "directory": str(catcher.directory)},
+    )
+    try:
+        yield catcher
+    finally:
+        await catcher.stop()

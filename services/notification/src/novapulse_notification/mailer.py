@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -37,9 +37,12 @@ from typing import Literal
 
 import aiosmtplib
 
+from novapulse_runtime.clock import utcnow
+
 from .addresses import Address
 from .constants import MESSAGE_ID_DOMAIN_FALLBACK, SMTP_RESPONSE_MAX_CHARS
 from .rendering import Rendered, one_line
+from .settings import NotificationSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,9 @@ Outcome = Literal["sent", "transient", "permanent"]
 
 
 @dataclass(frozen=True)
-class Relay:
-    """One SMTP relay."""
+class SmtpRelay:
+    """One SMTP relay: ``name`` as the delivery log and metrics show it, ``tls`` as RFC 8314 (implicit TLS)
+    or RFC 3207 (STARTTLS) or none, ``timeout`` in seconds per conversation."""
 
     name: str
     host: str
@@ -83,8 +87,10 @@ class SendResult:
 
 
 def message_id(event_id: str, recipient: str, sender: str) -> str:
-    """``Message-ID`` derived from the event id (and the recipient, as one event may mail several people):
-    the same delivery always carries the same id, so a duplicate after a crash is recognisable."""
+    """``Message-ID`` (RFC 5322 §3.6.4: ``<id-left@id-right>``) derived from the event id (and the recipient,
+    as one event may mail several people): the same delivery always carries the same id, so a duplicate after
+    a crash is recognisable. The right part is the sender's domain (``MESSAGE_ID_DOMAIN_FALLBACK`` when it
+    has none); the left part keeps at most 80 characters of the event id that are safe there."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or MESSAGE_ID_DOMAIN_FALLBACK
     safe_event = "".join(c for c in event_id if c.isalnum() or c in "-_.")[:80] or "event"
     digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
@@ -101,9 +107,10 @@ def display_name(name: str) -> str:
 def build_message(
     *, sender: str, to: Address, to_name: str, rendered: Rendered, msg_id: str, event_id: str
 ) -> EmailMessage:
-    """A multipart/alternative message: plain text first, then HTML. ``to`` comes from
-    :func:`novapulse_notification.addresses.normalize`. Raises ``ValueError`` only for a sender the
-    settings should have refused."""
+    """A multipart/alternative message (RFC 2046 §5.1.4): plain text first, then HTML. ``to`` comes from
+    :func:`novapulse_notification.addresses.normalize`; ``msg_id`` from :func:`message_id`. Headers: RFC 5322
+    ``From``/``To``/``Subject``/``Message-ID``/``Date``, ``Auto-Submitted: auto-generated`` (RFC 3834 §5) and
+    ``X-NovaPulse-Event-ID``. Raises ``ValueError`` only for a sender the settings should have refused."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = HeaderAddress(display_name=display_name(to_name), username=to.local, domain=to.domain)
@@ -132,10 +139,10 @@ def reply_text(text: str) -> str:
     return one_line(_CONTROL.sub("", clean), SMTP_RESPONSE_MAX_CHARS)
 
 
-Sender = Callable[[EmailMessage, Relay], Awaitable[tuple[int, str]]]
+Sender = Callable[[EmailMessage, SmtpRelay], Awaitable[tuple[int, str]]]
 
 
-async def smtp_send(message: EmailMessage, relay: Relay) -> tuple[int, str]:
+async def smtp_send(message: EmailMessage, relay: SmtpRelay) -> tuple[int, str]:
     """Send with aiosmtplib; returns the final reply. Raises aiosmtplib errors or ``OSError``."""
     _errors, reply = await aiosmtplib.send(
         message,
@@ -150,9 +157,9 @@ async def smtp_send(message: EmailMessage, relay: Relay) -> tuple[int, str]:
     return 250, reply
 
 
-async def attempt_once(message: EmailMessage, relay: Relay, send: Sender = smtp_send) -> Attempt:
+async def attempt_once(message: EmailMessage, relay: SmtpRelay, send: Sender = smtp_send) -> Attempt:
     """One attempt on one relay, never raising (cancellation aside)."""
-    now = datetime.now(UTC)
+    now = utcnow()
     try:
         code, reply = await send(message, relay)
     except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -189,8 +196,8 @@ class Mailer:
 
     def __init__(
         self,
-        primary: Relay,
-        fallback: Relay | None = None,
+        primary: SmtpRelay,
+        fallback: SmtpRelay | None = None,
         *,
         attempts: int = 3,
         base_delay: float = 0.5,
@@ -212,14 +219,14 @@ class Mailer:
         self._primary_failures = 0
         self._primary_tripped_at = -float("inf")
 
-    def _relays(self) -> list[Relay]:
+    def _relays(self) -> list[SmtpRelay]:
         if self.fallback is None:
             return [self.primary]
         if self._clock() - self._primary_tripped_at < self.breaker_cooldown:
             return [self.fallback, self.primary]
         return [self.primary, self.fallback]
 
-    def _note(self, relay: Relay, outcome: Outcome) -> None:
+    def _note(self, relay: SmtpRelay, outcome: Outcome) -> None:
         if relay is not self.primary:
             return
         if outcome == "transient":
@@ -248,3 +255,32 @@ class Mailer:
                     delay = self.base_delay * (2**i)
                     await self._sleep(delay * (0.5 + random.random() / 2))
         return SendResult("transient", tuple(done))
+
+
+def relays(settings: NotificationSettings, catcher_port: int | None = None) -> tuple[SmtpRelay, SmtpRelay | None]:
+    """The primary relay (the local catcher on ``catcher_port`` when ``SMTP_HOST`` is empty) and the optional
+    fallback (``SMTP_FALLBACK_HOST``)."""
+    if catcher_port is not None:
+        primary = SmtpRelay("catcher", "127.0.0.1", catcher_port, "none", timeout=settings.smtp_timeout)
+    else:
+        primary = SmtpRelay(
+            "primary",
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_tls,
+            settings.smtp_username,
+            settings.smtp_password.get_secret_value(),
+            settings.smtp_timeout,
+        )
+    fallback = None
+    if settings.smtp_fallback_host:
+        fallback = SmtpRelay(
+            "fallback",
+            settings.smtp_fallback_host,
+            settings.smtp_fallback_port,
+            settings.smtp_fallback_tls,
+            settings.smtp_username,
+            settings.smtp_password.get_secret_value(),
+            settings.smtp_timeout,
+        )
+    return primary, fallback

@@ -27,63 +27,44 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 
 from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.catalog import auth as auth_events
+from novapulse_runtime.clock import now_ms, to_ms, utcnow
+from novapulse_runtime.documents import Doc
 
 from .addresses import Address, InvalidAddress, normalize
 from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, SWEEP_INTERVAL_SECONDS, Channel, DeliveryState
+from .keys import delivery_key, notice_key, sort_key
+from .limits import allow_all
 from .mailer import Attempt, Mailer, build_message, message_id
 from .planning import AddressTarget, Budget, Intent, InvalidEvent, RoleTarget, UserTarget, plan, project
+from .ports import InboundEvent, Observer, RecipientLimiter
 from .preferences import allows
 from .rendering import Rendered, Renderer, RenderError
-from .repository import Doc, Repository, delivery_key, notice_key, now_ms, now_utc, sort_key
+from .repository import Repository
 
 log = logging.getLogger(__name__)
-
-RecipientLimiter = Callable[[str, Budget], Awaitable[bool]]
-"""``await limiter(address, budget)`` is ``True`` when one more e-mail of that budget to that address is
-allowed now (and counts it)."""
 
 SETTLED = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SUPPRESSED)
 
 
-class Observer(Protocol):
-    """Where the notifier reports outcomes (metrics in production, nothing in unit tests)."""
-
-    def delivery(self, channel: str, outcome: str) -> None: ...
-    def attempt(self, relay: str, outcome: str) -> None: ...
-
-
 class NullObserver:
+    """An :class:`~.ports.Observer` that records nothing (the default)."""
+
     def delivery(self, channel: str, outcome: str) -> None:
         return None
 
     def attempt(self, relay: str, outcome: str) -> None:
         return None
-
-
-class InboundEvent(Protocol):
-    """What the worker needs of a bus event."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def org_id(self) -> str | None: ...
-    @property
-    def data(self) -> Any: ...
-    @property
-    def time(self) -> datetime: ...
 
 
 class RetryLater(Exception):
@@ -93,6 +74,9 @@ class RetryLater(Exception):
 
 @dataclass(frozen=True)
 class Recipient:
+    """One resolved recipient: a user of the projection (``user_id`` set, with their stored preferences) or
+    an address that is not a user yet (``user_id`` ``None``, e-mail only)."""
+
     org_id: str
     user_id: str | None
     email: str
@@ -102,11 +86,15 @@ class Recipient:
 
     @property
     def key(self) -> str:
+        """Who the delivery is for in its key: the user id, or the e-mail address for a non-user."""
         return self.user_id or self.email
 
 
 @dataclass(frozen=True)
 class Links:
+    """Where links in notifications point: ``base_url`` (``PUBLIC_BASE_URL``, no trailing slash) and the
+    front end's paths of invite acceptance and e-mail verification."""
+
     base_url: str
     accept_path: str
     verify_path: str = "/register/verify"
@@ -129,17 +117,22 @@ def _event_ms(event: InboundEvent) -> int:
     """The event's time (epoch ms) orders projection updates; events without one count as now."""
     moment = getattr(event, "time", None)
     if isinstance(moment, datetime):
-        return int(moment.timestamp() * 1000)
-    return int(datetime.now(UTC).timestamp() * 1000)
-
-
-async def allow_all(_recipient: str, _budget: Budget) -> bool:
-    return True
+        return to_ms(moment)
+    return now_ms()
 
 
 class Notifier:
     """Handles one event: updates the projection, plans, resolves recipients, records every delivery, then
-    delivers on each channel. :meth:`take_over` (a worker loop) finishes deliveries whose holder died."""
+    delivers on each channel. :meth:`take_over` (a worker loop) finishes deliveries whose holder died.
+
+    :param sender: ``SMTP_FROM``, one RFC 5322 §3.4 address (the ``From`` of every mail, and the domain of
+        its ``Message-ID``).
+    :param links: where links in notifications point.
+    :param lease_seconds: seconds a delivery stays leased to this worker without renewal (renewed every
+        third of it while the worker handles it).
+    :param limiter: the per-recipient e-mail budgets (:mod:`.limits`), asked once per mail before it is sent.
+    :param observer: where outcomes are counted (:class:`~.observer.MetricsObserver` in production).
+    """
 
     def __init__(
         self,
@@ -169,7 +162,17 @@ class Notifier:
         delivery (``claim`` accepts the owner's own lease) and send it twice."""
 
     async def handle(self, event: InboundEvent) -> None:
-        """Process ``event``. Raises :class:`InvalidEvent` (never retry) or :class:`RetryLater`."""
+        """Process ``event``: apply its change to the user projection (ordered by the event's time), plan its
+        notifications (:func:`~.planning.plan`), resolve their recipients, record every delivery, then send
+        each (e-mail with a ``Message-ID`` per RFC 5322 §3.6.4 that is the same on every retry) or store it
+        (in-app). A delivery already settled is left alone, so a redelivered event sends nothing twice.
+
+        :raises InvalidEvent: the event can never produce a notification (unknown type, invalid data, no or
+            two differing organisations); the bus dead-letters it at once.
+        :raises RetryLater: a recipient is not projected yet, or a delivery is not settled (relays failed
+            transiently, another worker holds it); the bus redelivers the event with backoff.
+        :raises PyMongoError: the database failed; the event is retried.
+        """
         data = self._validated(event)
         org_id = self._org(event, data)
         change = project(event.type, data)
@@ -320,30 +323,23 @@ class Notifier:
                 decided = (DeliveryState.FAILED, str(exc))
             except InvalidAddress as exc:
                 decided = (DeliveryState.FAILED, f"not a usable e-mail address: {exc}")
-        created = now_utc()
-        doc: Doc = {
-            "_id": key,
-            "org_id": org_id,
-            "event_id": event.id,
-            "event_type": event.type,
-            "template": intent.template,
-            "category": intent.category.value,
-            "critical": intent.critical,
-            "channel": channel.value,
-            "recipient": recipient.key,
-            "user_id": recipient.user_id,
-            "email": recipient.email,
-            "state": DeliveryState.PENDING.value,
-            "attempt_count": 0,
-            "created_at": created,
-            "sort_key": sort_key(created, key),
-            "lease_owner": self.owner,
-            "lease_until_ms": now_ms() + int(self.lease_seconds * 1000),
-        }
-        if payload is not None:
-            doc["payload"] = payload
-        stored = await self.repo.open_delivery(doc)
-        if stored is not doc:
+        stored, created = await self.repo.open_delivery(
+            key=key,
+            org_id=org_id,
+            event_id=event.id,
+            event_type=event.type,
+            template=intent.template,
+            category=intent.category.value,
+            critical=intent.critical,
+            channel=channel.value,
+            recipient=recipient.key,
+            user_id=recipient.user_id,
+            email=recipient.email,
+            owner=self.owner,
+            lease=self.lease_seconds,
+            payload=payload,
+        )
+        if not created:
             state = DeliveryState(stored["state"])
             if state in SETTLED:
                 self.observer.delivery(channel.value, "duplicate")
@@ -368,7 +364,7 @@ class Notifier:
                 self._busy.discard(key)
             return None, decided[0]
         assert payload is not None
-        budget_taken = bool(stored.get("budget_taken")) if stored is not doc else False
+        budget_taken = bool(stored.get("budget_taken")) if not created else False
         return Work(org_id, key, channel, event.id, payload, budget_taken), DeliveryState.SENDING
 
     @asynccontextmanager
@@ -454,23 +450,19 @@ class Notifier:
         p = work.payload
         nid = str(p["notice_id"])
         await self.repo.add_notice(
-            {
-                "_id": nid,
-                "org_id": work.org_id,
-                "user_id": p["user_id"],
-                "event_id": work.event_id,
-                "event_type": p["event_type"],
-                "category": p["category"],
-                "title": p["title"],
-                "body": p["body"],
-                "link": p.get("link"),
-                "created_at": now_utc(),
-                "read": False,
-                "sort_key": p["sort_key"],
-            }
+            notice_id=nid,
+            org_id=work.org_id,
+            user_id=str(p["user_id"]),
+            event_id=work.event_id,
+            event_type=str(p["event_type"]),
+            category=str(p["category"]),
+            title=str(p["title"]),
+            body=str(p["body"]),
+            link=p.get("link"),
+            sort_key=str(p["sort_key"]),
         )
         await self.repo.add_attempt(
-            work.org_id, work.key, Attempt(datetime.now(UTC), "in-app", "sent", None, f"stored notification {nid}")
+            work.org_id, work.key, Attempt(utcnow(), "in-app", "sent", None, f"stored notification {nid}")
         )
         await self.repo.finish(work.org_id, work.key, DeliveryState.SENT)
         return DeliveryState.SENT

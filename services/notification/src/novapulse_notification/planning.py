@@ -19,6 +19,7 @@ from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.catalog import report as report_events
 from novapulse_runtime.catalog import webhook as webhook_events
 from novapulse_runtime.catalog import workflow as notification_events
+from novapulse_runtime.roles import MANAGERS
 
 from .constants import MAX_REQUEST_DATA_KEYS, MAX_REQUEST_VALUE_CHARS, Category, Channel
 
@@ -78,7 +79,10 @@ GENERAL = Budget()
 
 @dataclass(frozen=True)
 class Intent:
-    """A notification the event asks for, before recipients are resolved."""
+    """A notification the event asks for, before recipients are resolved: whom (``target``), which
+    ``template`` (a name in :data:`TEMPLATES`) of which ``category``, the template ``context`` (variables
+    beyond the recipient's), on which ``channels``, whether it ignores opt-outs (``critical``) and which
+    e-mail ``budget`` it draws from."""
 
     target: Target
     template: str
@@ -91,6 +95,8 @@ class Intent:
 
 @dataclass(frozen=True)
 class TemplateInfo:
+    """What the service knows of one template: the category its notifications belong to."""
+
     category: Category
     requestable: bool = False
     """Whether ``notification.requested`` may name it."""
@@ -109,8 +115,6 @@ TEMPLATES: dict[str, TemplateInfo] = {
     "workflow_notice": TemplateInfo(Category.WORKFLOWS, requestable=True),
 }
 
-ADMINS = ("owner", "admin")
-
 
 @dataclass(frozen=True)
 class UserChange:
@@ -122,7 +126,9 @@ class UserChange:
 
 
 def project(event_type: str, data: BaseModel) -> UserChange | None:
-    """What the event changes in the user projection, if anything."""
+    """What the event changes in the user projection, if anything: registration and invite acceptance set
+    e-mail (lower-cased), name, role and ``status`` ``active``; a role change the role; a disabled user
+    ``status`` ``disabled``. ``None`` for any other event."""
     if isinstance(data, auth_events.UserRegistered):
         return UserChange(
             data.org_id,
@@ -192,7 +198,16 @@ def _duration(seconds: int) -> str:
 def plan(
     event_type: str, data: BaseModel, *, base_url: str, accept_path: str, verify_path: str = "/register/verify"
 ) -> list[Intent]:
-    """The notifications one event asks for (an empty list when it only feeds the projection)."""
+    """The notifications one event asks for (an empty list when it only feeds the projection).
+
+    ``data`` is the event's validated catalog model (:mod:`novapulse_runtime.catalog`); ``base_url`` (no
+    trailing slash needed), ``accept_path`` and ``verify_path`` build the links of invitations and
+    verification mails. Security notices are critical (they ignore opt-outs) and each kind has its own
+    budget; webhook notices go to the organisation's owners and admins (``MANAGERS``).
+
+    :raises InvalidEvent: a ``notification.requested`` that names a template it may not, both or neither of
+        ``user_id`` and ``role``, or more data than ``MAX_REQUEST_DATA_KEYS`` keys.
+    """
     base = base_url.rstrip("/")
     if isinstance(data, auth_events.UserRegistered):
         ctx: dict[str, Any] = {"organization": data.organization, "login_url": f"{base}/login"}
@@ -247,7 +262,7 @@ def plan(
     if isinstance(data, webhook_events.EndpointDisabled):
         ctx = {"endpoint_id": data.endpoint_id, "url": data.url, "reason": data.reason}
         ctx["endpoint_link"] = endpoint_link(base, data.endpoint_id)
-        return [Intent(RoleTarget(ADMINS), "webhook_endpoint_disabled", Category.WEBHOOKS, ctx)]
+        return [Intent(RoleTarget(MANAGERS), "webhook_endpoint_disabled", Category.WEBHOOKS, ctx)]
     if isinstance(data, webhook_events.MessageFailed):
         ctx = {
             "endpoint_id": data.endpoint_id,
@@ -257,7 +272,7 @@ def plan(
             "last_error": data.last_error,
             "endpoint_link": endpoint_link(base, data.endpoint_id),
         }
-        return [Intent(RoleTarget(ADMINS), "webhook_message_failed", Category.WEBHOOKS, ctx)]
+        return [Intent(RoleTarget(MANAGERS), "webhook_message_failed", Category.WEBHOOKS, ctx)]
     if isinstance(data, report_events.ReportCompleted):
         path = data.download_path if data.download_path.startswith("/") else "/" + data.download_path
         ctx = {"report_name": data.name, "format": data.format, "download_url": f"{base}{path}"}

@@ -1,10 +1,13 @@
-"""Pure logic of notification preferences: per category and channel on/off; critical categories stay on."""
+"""Notification preferences: per category and channel on/off, critical categories always on (pure rules),
+and the use cases of reading and changing a user's preferences (:class:`Preferences`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from .constants import CRITICAL_CATEGORIES, Category, Channel
+from .errors import CriticalNotSwitchable
+from .repository import Repository
 
 Matrix = dict[str, dict[str, bool]]
 
@@ -46,3 +49,32 @@ def allows(
     if critical or category in CRITICAL_CATEGORIES:
         return True
     return merge(stored)[category.value][channel.value]
+
+
+class Preferences:
+    """A user's stored preferences, read and changed (the worker reads them through :func:`allows`)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def get(self, org_id: str, user_id: str) -> Matrix:
+        """The user's effective preferences: category → channel → on, every category and channel present,
+        critical categories on."""
+        stored = await self.repo.get_preferences(org_id, user_id)
+        return merge(stored.get("channels") if stored else None)
+
+    async def update(self, org_id: str, user_id: str, requested: Mapping[str, Mapping[str, bool]]) -> Matrix:
+        """Switch the channels named in ``requested`` (category → channel → on) and keep every other setting;
+        returns the effective preferences afterwards.
+
+        :raises CriticalNotSwitchable: ``requested`` switches off a channel of a critical category (nothing is
+            changed then).
+        """
+        refused = turned_off_critical(requested)
+        if refused:
+            raise CriticalNotSwitchable(refused)
+        current = await self.get(org_id, user_id)
+        for category, switches in requested.items():
+            current[category].update(switches)
+        await self.repo.put_preferences(org_id, user_id, merge(current))
+        return await self.get(org_id, user_id)

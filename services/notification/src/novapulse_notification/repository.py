@@ -7,50 +7,21 @@ notices) and ``preferences``.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from novapulse_runtime.clock import now_ms, utcnow
+from novapulse_runtime.documents import Doc
+
 from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS, PREFERENCES, USERS, DeliveryState
+from .keys import sort_key
 from .mailer import Attempt
 
-Doc = dict[str, Any]
-
 UNSETTLED = [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.RETRYING.value]
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def now_ms() -> int:
-    """Epoch milliseconds. Times written by updates are stored as integers: the MongoDB-wire server used in
-    development turns a ``$set`` datetime into a string, which then no longer compares as a time."""
-    return int(time.time() * 1000)
-
-
-def from_ms(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(value / 1000, UTC) if isinstance(value, int | float) else None
-
-
-def delivery_key(event_id: str, recipient: str, channel: str) -> str:
-    """The unique key of one delivery: the same (event, recipient, channel) always maps to it."""
-    return hashlib.sha256(f"{event_id}\x00{recipient.lower()}\x00{channel}".encode()).hexdigest()[:40]
-
-
-def notice_key(event_id: str, user_id: str) -> str:
-    return hashlib.sha256(f"{event_id}\x00{user_id}".encode()).hexdigest()[:32]
-
-
-def sort_key(at: datetime, unique: str) -> str:
-    """A string that orders by time, then by a unique suffix: the cursor of paginated lists."""
-    return f"{int(at.timestamp() * 1000):014d}-{unique}"
 
 
 class Repository:
@@ -106,11 +77,52 @@ class Repository:
 
     # ---- deliveries ----------------------------------------------------------------------------------
 
-    async def open_delivery(self, doc: Doc) -> Doc:
-        """Record a delivery if it is new; return the stored document (new or existing)."""
+    async def open_delivery(
+        self,
+        *,
+        key: str,
+        org_id: str,
+        event_id: str,
+        event_type: str,
+        template: str,
+        category: str,
+        critical: bool,
+        channel: str,
+        recipient: str,
+        user_id: str | None,
+        email: str,
+        owner: str,
+        lease: float,
+        payload: Mapping[str, Any] | None,
+    ) -> tuple[Doc, bool]:
+        """Record a delivery (``pending``, leased to ``owner`` for ``lease`` seconds, sent later from
+        ``payload`` when given) if it is new. Returns the stored document and whether this call created it
+        (``False``: the same (event, recipient, channel) was recorded before, that document is returned)."""
+        created = utcnow()
+        doc: Doc = {
+            "_id": key,
+            "org_id": org_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "template": template,
+            "category": category,
+            "critical": critical,
+            "channel": channel,
+            "recipient": recipient,
+            "user_id": user_id,
+            "email": email,
+            "state": DeliveryState.PENDING.value,
+            "attempt_count": 0,
+            "created_at": created,
+            "sort_key": sort_key(created, key),
+            "lease_owner": owner,
+            "lease_until_ms": now_ms() + int(lease * 1000),
+        }
+        if payload is not None:
+            doc["payload"] = dict(payload)
         try:
             await self.deliveries.insert_one(doc)
-            return doc
+            return doc, True
         except DuplicateKeyError:
             found = await self.deliveries.find_one({"_id": doc["_id"], "org_id": doc["org_id"]})
             if found is None:  # the unique (event, recipient, channel) index matched a different _id
@@ -124,7 +136,7 @@ class Repository:
                 )
             if found is None:
                 raise
-            return found
+            return found, False
 
     async def claim(self, org_id: str, key: str, lease: float, owner: str) -> bool:
         """Take the lease of an unsettled delivery (``pending``, ``sending`` or ``retrying``) whose lease is
@@ -223,27 +235,63 @@ class Repository:
     async def get_delivery(self, org_id: str, key: str) -> Doc | None:
         return await self.deliveries.find_one({"_id": key, "org_id": org_id})
 
-    async def list_deliveries(self, org_id: str, filters: Mapping[str, Any], cursor: str, limit: int) -> list[Doc]:
+    async def list_deliveries(
+        self, org_id: str, filters: Mapping[str, Any], after: str | None, limit: int
+    ) -> list[Doc]:
+        """Up to ``limit`` deliveries of the organisation matching ``filters`` (field → value), newest first
+        (``sort_key`` descending), after the sort key ``after`` (``None``: from the newest)."""
         query: Doc = {"org_id": org_id, **filters}
-        if cursor:
-            query["sort_key"] = {"$lt": cursor}
+        if after:
+            query["sort_key"] = {"$lt": after}
         found = self.deliveries.find(query).sort("sort_key", DESCENDING).limit(limit)
         return [d async for d in found]
 
     # ---- in-app notifications ------------------------------------------------------------------------
 
-    async def add_notice(self, doc: Doc) -> bool:
-        """Store an in-app notice; ``False`` if this event already gave this user one."""
+    async def add_notice(
+        self,
+        *,
+        notice_id: str,
+        org_id: str,
+        user_id: str,
+        event_id: str,
+        event_type: str,
+        category: str,
+        title: str,
+        body: str,
+        link: str | None,
+        sort_key: str,
+    ) -> bool:
+        """Store an unread in-app notice; ``False`` if this event already gave this user one."""
         try:
-            await self.notifications.insert_one(doc)
+            await self.notifications.insert_one(
+                {
+                    "_id": notice_id,
+                    "org_id": org_id,
+                    "user_id": user_id,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "category": category,
+                    "title": title,
+                    "body": body,
+                    "link": link,
+                    "created_at": utcnow(),
+                    "read": False,
+                    "sort_key": sort_key,
+                }
+            )
         except DuplicateKeyError:
             return False
         return True
 
-    async def list_notices(self, org_id: str, user_id: str, cursor: str, limit: int, unread_only: bool) -> list[Doc]:
+    async def list_notices(
+        self, org_id: str, user_id: str, after: str | None, limit: int, unread_only: bool
+    ) -> list[Doc]:
+        """Up to ``limit`` notices of the user, newest first, after the sort key ``after`` (``None``: from the
+        newest); only unread ones when ``unread_only``."""
         query: Doc = {"org_id": org_id, "user_id": user_id}
-        if cursor:
-            query["sort_key"] = {"$lt": cursor}
+        if after:
+            query["sort_key"] = {"$lt": after}
         if unread_only:
             query["read"] = False
         found = self.notifications.find(query).sort("sort_key", DESCENDING).limit(limit)

@@ -89,6 +89,17 @@ async def test_register_invite_mfa_produce_mails_and_in_app_notifications(
         second = await _json(http, "GET", f"{BASE}/notifications?limit=1&cursor={first['next_cursor']}", owner)
         assert [n["id"] for n in second["items"]] == [page["items"][1]["id"]]
         assert second["next_cursor"] is None
+        exactly_full = await _json(http, "GET", f"{BASE}/notifications?limit=2", owner)
+        assert len(exactly_full["items"]) == 2
+        assert exactly_full["next_cursor"] is None  # a full last page hands out no cursor to an empty page
+        for garbage in ("not*base64", "A", "00000000000000-" + "f" * 32):
+            async with http.get(f"{BASE}/notifications", params={"cursor": garbage}, headers=owner) as resp:
+                assert resp.status == 422, garbage
+            async with http.get(f"{BASE}/deliveries", params={"cursor": garbage}, headers=owner) as resp:
+                assert resp.status == 422, garbage
+        async with http.post(f"{BASE}/notifications/not-an-id/read", headers=owner) as resp:
+            problem = await resp.json(content_type=None)
+            assert (resp.status, problem["title"], problem["detail"]) == (404, "Not Found", "No such notification")
 
         read = await _json(http, "POST", f"{BASE}/notifications/{page['items'][0]['id']}/read", owner)
         assert read["read_at"] is not None

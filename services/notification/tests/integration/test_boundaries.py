@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from helpers_notification import FakeEvent, ScriptedSmtp, SmtpSink
 
-from novapulse_notification.mailer import Mailer, Relay
+from novapulse_notification.mailer import Mailer, SmtpRelay
 from novapulse_notification.notifier import Notifier, RetryLater
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
@@ -65,7 +65,7 @@ def scripted() -> Iterator[list[ScriptedSmtp]]:
 def on_scripted(notifier: Notifier, servers: list[ScriptedSmtp], replies: list[bytes | None]) -> ScriptedSmtp:
     server = ScriptedSmtp(replies).start()
     servers.append(server)
-    notifier.mailer = Mailer(Relay("primary", "127.0.0.1", server.port, timeout=5), attempts=3, base_delay=0.01)
+    notifier.mailer = Mailer(SmtpRelay("primary", "127.0.0.1", server.port, timeout=5), attempts=3, base_delay=0.01)
     return server
 
 
@@ -113,7 +113,7 @@ async def test_any_2xx_after_data_is_sent_once(make_notifier, repo: Repository, 
 async def test_refused_credentials_are_a_relay_problem_not_a_failed_mail(make_notifier, repo: Repository, scripted):
     notifier = make_notifier()
     server = on_scripted(notifier, scripted, [])
-    relay = Relay("primary", "127.0.0.1", server.port, username="bot", password="wrong", timeout=5)
+    relay = SmtpRelay("primary", "127.0.0.1", server.port, username="bot", password="wrong", timeout=5)
     notifier.mailer = Mailer(relay, attempts=2, base_delay=0.01)
     event = invitation("f@example.test")
     with pytest.raises(RetryLater):  # kept for a later attempt, not lost
@@ -128,7 +128,7 @@ async def test_a_refused_sender_is_a_relay_problem_not_a_failed_mail(make_notifi
     notifier = make_notifier()
     server = ScriptedSmtp([], mail_from_reply=b"553 5.7.1 sender not allowed").start()
     scripted.append(server)
-    notifier.mailer = Mailer(Relay("primary", "127.0.0.1", server.port, timeout=5), attempts=1)
+    notifier.mailer = Mailer(SmtpRelay("primary", "127.0.0.1", server.port, timeout=5), attempts=1)
     event = invitation("g@example.test")
     with pytest.raises(RetryLater):
         await notifier.handle(event)
@@ -163,7 +163,7 @@ async def test_non_ascii_local_part_uses_smtputf8_when_the_relay_offers_it(make_
     utf8_sink = SmtpSink(smtputf8=True).start()
     try:
         notifier = make_notifier()
-        notifier.mailer = Mailer(Relay("primary", "127.0.0.1", utf8_sink.port, timeout=5), attempts=1)
+        notifier.mailer = Mailer(SmtpRelay("primary", "127.0.0.1", utf8_sink.port, timeout=5), attempts=1)
         event = invitation("jörg.山田@example.test")
         await notifier.handle(event)
         [mail] = utf8_sink.received
@@ -270,7 +270,7 @@ async def test_control_characters_from_events_never_reach_the_mail(make_notifier
     assert b"\x1b" not in raw
     assert mail.message["Subject"] == "Welcome to NovaPulse, Ann[2J Lee"
     assert "Hello Ann[2J\u2028 Lee," in mail.text
-    [notice] = await repo.list_notices(ORG, "u1", "", 10, False)
+    [notice] = await repo.list_notices(ORG, "u1", None, 10, False)
     assert notice["title"] == "Welcome to NovaPulse, Ann[2J Lee"
 
 

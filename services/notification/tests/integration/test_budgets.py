@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers_notification import FakeEvent, SmtpSink
 
-from novapulse_notification.bootstrap import recipient_limiter
+from novapulse_notification.limits import recipient_limiter
 from novapulse_notification.notifier import Notifier
 from novapulse_notification.repository import Repository
 from novapulse_notification.settings import NotificationSettings

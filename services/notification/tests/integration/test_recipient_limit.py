@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from novapulse_notification.bootstrap import recipient_limiter
+from novapulse_notification.limits import recipient_limiter
 from novapulse_notification.planning import GENERAL
 from novapulse_notification.settings import NotificationSettings
 from novapulse_runtime.runtime import Runtime

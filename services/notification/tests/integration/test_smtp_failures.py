@@ -6,7 +6,7 @@ import pytest
 from helpers_notification import FakeEvent, SmtpSink
 
 from novapulse_devkit.servers import free_port
-from novapulse_notification.mailer import Mailer, Relay
+from novapulse_notification.mailer import Mailer, SmtpRelay
 from novapulse_notification.notifier import RetryLater
 from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
@@ -96,8 +96,8 @@ async def test_connection_refused_is_transient_and_the_event_is_retried_later(
 
 
 async def test_unreachable_relay_is_a_transient_error(make_notifier, sink: SmtpSink, fallback_sink: SmtpSink):
-    dead = Relay("primary", "127.0.0.1", free_port(), timeout=2)
-    mailer = Mailer(dead, Relay("fallback", "127.0.0.1", fallback_sink.port), attempts=2, base_delay=0.01)
+    dead = SmtpRelay("primary", "127.0.0.1", free_port(), timeout=2)
+    mailer = Mailer(dead, SmtpRelay("fallback", "127.0.0.1", fallback_sink.port), attempts=2, base_delay=0.01)
     notifier = make_notifier()
     notifier.mailer = mailer
     await notifier.handle(registered("b@example.test"))

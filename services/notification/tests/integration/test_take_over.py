@@ -12,8 +12,9 @@ from helpers_notification import FakeEvent, SmtpSink
 
 from novapulse_devkit.testing import wait_until
 from novapulse_notification.notifier import Notifier, Work
-from novapulse_notification.repository import Repository, now_ms
+from novapulse_notification.repository import Repository
 from novapulse_runtime.catalog import auth as A
+from novapulse_runtime.clock import now_ms
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ async def test_deliveries_of_a_dead_holder_are_taken_over_once_the_lease_runs_ou
 
     await wait_until(both_taken, timeout=5, interval=0.05, message="take-over after the 0.5 s lease")
     assert [m.message["Subject"] for m in sink.to("t@example.test")][1:] == ["Two-factor authentication turned on"]
-    [notice] = [n for n in await repo.list_notices(ORG, "u1", "", 10, False) if n["event_id"] == event.id]
+    [notice] = [n for n in await repo.list_notices(ORG, "u1", None, 10, False) if n["event_id"] == event.id]
     assert notice["title"] == "Two-factor authentication turned on"
     settled = await repo.list_deliveries(ORG, {"event_id": event.id}, "", 10)
     assert sorted((d["channel"], d["state"], d["lease_owner"]) for d in settled) == [

@@ -65,7 +65,7 @@ async def test_welcome_mail_is_multipart_with_message_id_from_event(make_notifie
         "owner",
         "active",
     )
-    [notice] = await repo.list_notices(ORG, "u1", "", 10, False)
+    [notice] = await repo.list_notices(ORG, "u1", None, 10, False)
     assert notice["title"] == "Welcome to NovaPulse, Ada Lovelace"
     assert notice["read"] is False
 
@@ -141,7 +141,7 @@ async def test_security_notices_are_sent_even_when_turned_off(make_notifier, sin
     assert "3 recovery codes left" in mails[3].text
     assert "203.0.113.9" in mails[4].text
     assert "2 times" in mails[4].text
-    notices = await repo.list_notices(ORG, "u1", "", 20, False)
+    notices = await repo.list_notices(ORG, "u1", None, 20, False)
     assert len(notices) == 6
 
 
@@ -242,7 +242,7 @@ async def test_the_same_event_twice_sends_one_mail(make_notifier, sink: SmtpSink
     await notifier.handle(event)
     await make_notifier().handle(event)  # another worker, same event
     assert len(sink.to("once@example.test")) == 1
-    assert len(await repo.list_notices(ORG, "u1", "", 10, False)) == 1
+    assert len(await repo.list_notices(ORG, "u1", None, 10, False)) == 1
     deliveries = await repo.list_deliveries(ORG, {"event_id": event.id}, "", 10)
     assert sorted((d["channel"], d["state"]) for d in deliveries) == [("email", "sent"), ("in_app", "sent")]
 
@@ -398,10 +398,10 @@ async def test_delivery_log_pages_newest_first_without_gaps(make_notifier, repo:
     await register(notifier, "u1", "log@example.test", "Lo")
     for _ in range(3):
         await notifier.handle(FakeEvent("mfa.enabled", A.MfaEnabled(user_id="u1", org_id=ORG)))
-    everything = await repo.list_deliveries(ORG, {}, "", 100)
+    everything = await repo.list_deliveries(ORG, {}, None, 100)
     assert len(everything) == 8  # 4 events x (in-app, e-mail)
     seen: list[str] = []
-    cursor = ""
+    cursor: str | None = None
     while True:
         page = await repo.list_deliveries(ORG, {}, cursor, 3)
         seen += [d["_id"] for d in page]
@@ -410,7 +410,7 @@ async def test_delivery_log_pages_newest_first_without_gaps(make_notifier, repo:
         cursor = page[-1]["sort_key"]
     assert seen == [d["_id"] for d in everything]
     assert [d["sort_key"] for d in everything] == sorted((d["sort_key"] for d in everything), reverse=True)
-    assert await repo.list_deliveries(OTHER, {}, "", 100) == []
+    assert await repo.list_deliveries(OTHER, {}, None, 100) == []
 
 
 async def test_a_template_file_rewritten_is_used_by_the_next_mail(make_notifier, sink: SmtpSink, tmp_path):

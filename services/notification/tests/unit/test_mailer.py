@@ -7,12 +7,12 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from novapulse_notification.mailer import Mailer, Relay, classify, message_id
+from novapulse_notification.mailer import Mailer, SmtpRelay, classify, message_id
 
 pytestmark = pytest.mark.unit
 
-PRIMARY = Relay("primary", "p.example", 25)
-FALLBACK = Relay("fallback", "f.example", 25)
+PRIMARY = SmtpRelay("primary", "p.example", 25)
+FALLBACK = SmtpRelay("fallback", "f.example", 25)
 
 
 class Script:
@@ -22,7 +22,7 @@ class Script:
         self.plans = plans
         self.calls: list[str] = []
 
-    async def __call__(self, message: EmailMessage, relay: Relay) -> tuple[int, str]:
+    async def __call__(self, message: EmailMessage, relay: SmtpRelay) -> tuple[int, str]:
         self.calls.append(relay.name)
         step = self.plans[relay.name].pop(0) if self.plans[relay.name] else "ok"
         if step == "ok":
@@ -37,7 +37,7 @@ async def no_sleep(_delay: float) -> None:
     return None
 
 
-def mailer(script: Script, fallback: Relay | None = FALLBACK, **kw: object) -> Mailer:
+def mailer(script: Script, fallback: SmtpRelay | None = FALLBACK, **kw: object) -> Mailer:
     return Mailer(PRIMARY, fallback, send=script, sleep=no_sleep, **kw)  # type: ignore[arg-type]
 
 

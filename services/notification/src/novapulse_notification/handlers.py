@@ -1,4 +1,5 @@
-"""The worker's event consumer: every event type the service reacts to, handled by :class:`Notifier`."""
+"""Event handling: the table of event types the service reacts to, each handled by :meth:`Notifier.handle`,
+and the consumer wiring the worker root calls."""
 
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ HANDLED_TYPES = (
     "report.completed",
     "notification.requested",
 )
+"""Every event type the service handles; each goes to :meth:`Notifier.handle` (which plans per type, see
+:func:`~.planning.plan` and :func:`~.planning.project`)."""
 
 
 def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSettings) -> list[Worker]:
-    """One consumer group (``notification``) over the auth, webhook, report and workflow streams."""
-    bus = rt.bus
-    consumer = bus.consumer(
+    """One consumer group (``notification``) over the auth, webhook, report and workflow streams, with a
+    handler for each of :data:`HANDLED_TYPES`."""
+    consumer = rt.bus.consumer(
         handler_timeout=settings.event_handler_timeout, max_deliveries=settings.event_max_deliveries
     )
 
