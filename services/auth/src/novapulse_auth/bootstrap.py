@@ -60,7 +60,7 @@ def revocation_sync_worker(services: Services, interval: float) -> Worker:
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                restored = await sync_revocations(services.repo, services.sessions)
+                restored = await sync_revocations(services.repo, graph.sessions)
                 if restored:
                     log.warning("session revocations restored into Redis", extra={"count": restored})
             except Exception as exc:  # an outage must not kill the worker; retry next round
@@ -166,31 +166,32 @@ async def hashing(passwords: PasswordHashing) -> AsyncIterator[PasswordHashing]:
         passwords.close()
 
 
-async def _services(rt: Runtime) -> Services:
+async def services(rt: Runtime) -> Services:
+    """The process's one service graph (wired once, shared by the ``api`` and ``worker`` roots)."""
     return await rt.shared("services", lambda: wire(rt))
 
 
 async def api(rt: Runtime) -> Routes:
     """Composition root of the ``api`` role: the service graph and its routes."""
-    services = await _services(rt)
+    graph = await services(rt)
     settings = cast(AuthSettings, rt.settings)
     return build_routes(
         settings,
-        accounts=services.accounts,
-        sessions=services.sessions,
-        invites=services.invites,
-        mfa=services.mfa,
-        keys=services.keys,
-        registration=services.registration,
+        accounts=graph.accounts,
+        sessions=graph.sessions,
+        invites=graph.invites,
+        mfa=graph.mfa,
+        keys=graph.keys,
+        registration=graph.registration,
     )
 
 
 async def worker(rt: Runtime) -> list[Worker]:
     """Composition root of the ``worker`` role: key rotation, revocation sync and the outbox relay."""
-    services = await _services(rt)
+    graph = await services(rt)
     settings = cast(AuthSettings, rt.settings)
     return [
-        rotation_worker(services, settings.key_rotation_interval),
-        revocation_sync_worker(services, settings.revocation_sync_interval),
+        rotation_worker(graph, settings.key_rotation_interval),
+        revocation_sync_worker(graph, settings.revocation_sync_interval),
         rt.bus.outbox().relay,
     ]
