@@ -9,9 +9,20 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
-from novapulse_runtime.problems import ProblemError
 
 from .constants import Role, UserStatus
+from .errors import (
+    AccountInactive,
+    CannotManage,
+    EmailTaken,
+    InvalidCredentials,
+    MemberNotFound,
+    OwnAccount,
+    OwnerRoleFixed,
+    RoleRequired,
+    WeakPassword,
+    WrongPassword,
+)
 from .events import Outbox
 from .lockout import LoginGuard
 from .mfa import MfaService
@@ -21,8 +32,6 @@ from .repository import Repository, now
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
-
-INVALID_LOGIN = "Invalid e-mail or password"
 
 
 def user_out(doc: dict[str, Any]) -> UserOut:
@@ -45,8 +54,7 @@ def org_out(doc: dict[str, Any]) -> OrgOut:
 def check_password(password: str, *, email: str, name: str) -> None:
     problem = password_problem(password, email=email, name=name)
     if problem:
-        raise ProblemError(
-            422,
+        raise WeakPassword(
             problem,
             errors=[{"location": "body", "field": "password", "message": problem, "type": "password_policy"}],
         )
@@ -91,7 +99,7 @@ class AccountService:
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         if await self._repo.email_taken(email):
-            raise ProblemError(409, "An account with this e-mail already exists")
+            raise EmailTaken()
         hashed = await self._passwords.hash(password)
         user, org = await self.create_owner(email, name, organization, hashed)
         return user_out(user), org_out(org)
@@ -123,7 +131,7 @@ class AccountService:
                     session=session,
                 )
         except DuplicateKeyError as exc:
-            raise ProblemError(409, "An account with this e-mail already exists") from exc
+            raise EmailTaken() from exc
         return user, org
 
     async def login(self, email: str, password: str, ip: str, client: str | None = None) -> TokenOut | MfaChallengeOut:
@@ -140,7 +148,7 @@ class AccountService:
         if not ok or user is None or user.get("status") != UserStatus.ACTIVE.value:
             if guard is not None and attempt is not None:
                 await guard.failed(attempt, user, ip)
-            raise ProblemError(401, INVALID_LOGIN)
+            raise InvalidCredentials()
         if guard is not None and attempt is not None:
             await guard.succeeded(attempt)  # forgets this client's failures; known only once signed in
         if user.get("mfa_enabled"):
@@ -155,16 +163,16 @@ class AccountService:
         user = await self._repo.user(org_id, user_id)
         org = await self._repo.org(org_id)
         if user is None or org is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         return user_out(user), org_out(org)
 
     async def change_password(self, org_id: str, user_id: str, current: str, new: str, *, keep_sid: str) -> None:
         """Change the caller's password; every other session of theirs is revoked."""
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         if not await self._passwords.verify(user.get("password_hash"), current):
-            raise ProblemError(400, "The current password is wrong")
+            raise WrongPassword()
         check_password(new, email=user["email"], name=user["name"])
         hashed = await self._passwords.hash(new)
         async with self._outbox.transaction() as session:
@@ -185,7 +193,7 @@ class AccountService:
     async def member(self, org_id: str, user_id: str) -> dict[str, Any]:
         doc = await self._repo.user(org_id, user_id)
         if doc is None:
-            raise ProblemError(404, "No such member in your organisation")
+            raise MemberNotFound()
         return doc
 
     async def change_role(self, org_id: str, user_id: str, role: str, *, by: str) -> UserOut:
@@ -193,13 +201,13 @@ class AccountService:
         revokes the user's sessions everywhere and the invites they sent that are still pending."""
         target = await self.member(org_id, user_id)
         if target["role"] == Role.OWNER.value:
-            raise ProblemError(409, "The owner's role cannot change")
+            raise OwnerRoleFixed()
         demoted = target["role"] == Role.ADMIN.value and role == Role.MEMBER.value
         sids: list[str] = []
         async with self._outbox.transaction() as session:
             doc = await self._repo.set_role(org_id, user_id, role, session)
             if doc is None:
-                raise ProblemError(404, "No such member in your organisation")
+                raise MemberNotFound()
             if demoted:
                 sids = await self._repo.revoke_user_sessions(org_id, user_id, "demoted", session)
                 await self._repo.revoke_invites_by(org_id, user_id, session)
@@ -220,19 +228,19 @@ class AccountService:
         disabled or demoted user's authority ends with the change, not at their token's expiry."""
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         if roles and user.get("role") not in roles:
-            raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}")
+            raise RoleRequired(f"This needs one of the roles: {', '.join(roles)}")
         return user
 
     def check_can_manage(self, actor_role: str, actor_id: str, target: dict[str, Any]) -> None:
         """Owners manage everyone but themselves; admins manage members only."""
         if target["_id"] == actor_id:
-            raise ProblemError(409, "You cannot do this to your own account")
+            raise OwnAccount()
         if target["role"] == Role.OWNER.value or (
             actor_role == Role.ADMIN.value and target["role"] != Role.MEMBER.value
         ):
-            raise ProblemError(403, "Your role cannot manage this member")
+            raise CannotManage()
 
     async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
         """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s)

@@ -60,7 +60,7 @@ def revocation_sync_worker(services: Services, interval: float) -> Worker:
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                restored = await sync_revocations(services.repo, graph.sessions)
+                restored = await sync_revocations(services.repo, services.sessions)
                 if restored:
                     log.warning("session revocations restored into Redis", extra={"count": restored})
             except Exception as exc:  # an outage must not kill the worker; retry next round

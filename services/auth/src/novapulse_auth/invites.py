@@ -12,10 +12,19 @@ from urllib.parse import urlencode
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequested, UserInvited
-from novapulse_runtime.problems import ProblemError
 
 from .accounts import check_password, new_user_doc, org_out, user_out
 from .constants import INVITE_TOKEN_PREFIX, InviteStatus, Role, UserStatus
+from .errors import (
+    AccountInactive,
+    AlreadyMember,
+    AuthError,
+    EmailTaken,
+    InvalidInvite,
+    InviteNotFound,
+    InviteNotPending,
+    InviteOrganisationGone,
+)
 from .events import Outbox
 from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
@@ -51,11 +60,11 @@ class InviteService:
         # would let an admin probe the whole platform's users. An address registered elsewhere gets the
         # invitation like anyone; accepting it is refused (409) to the owner of that address only.
         if await self._repo.member_with_email(org_id, email):
-            raise ProblemError(409, "This e-mail address is already a member of this organisation")
+            raise AlreadyMember()
         inviter = await self._repo.user(org_id, inviter_id)
         org = await self._repo.org(org_id)
         if inviter is None or org is None:
-            raise ProblemError(401, "The account no longer exists")
+            raise AccountInactive("The account no longer exists")
         token = new_token(INVITE_TOKEN_PREFIX)
         created = now()
         invite_id = uuid.uuid4().hex
@@ -117,15 +126,15 @@ class InviteService:
         if doc is None:
             existing = await self._repo.invite(org_id, invite_id)
             if existing is None:
-                raise ProblemError(404, "No such invite in your organisation")
-            raise ProblemError(409, f"The invite is already {existing['status']}")
+                raise InviteNotFound()
+            raise InviteNotPending(f"The invite is already {existing['status']}")
         return invite_out(doc)
 
     async def accept(self, token: str, name: str, password: str) -> tuple[UserOut, OrgOut]:
         """The invitee joins the organisation with the invited role; the token is spent."""
         invite = await self._repo.claim_invite(token_hash(token))
         if invite is None:
-            raise ProblemError(400, "The invite is invalid, expired, revoked or already used")
+            raise InvalidInvite()
         # An invite carries its sender's authority: disabling or demoting them revokes their pending invites,
         # and this check closes the race with an acceptance already under way.
         inviter = await self._repo.user(invite["org_id"], invite["invited_by"])
@@ -136,18 +145,18 @@ class InviteService:
         ):
             await self._repo.revoke_invites_by(invite["org_id"], invite["invited_by"])
             await self._repo.revoke_claimed_invite(invite["_id"])
-            raise ProblemError(400, "The invite is invalid, expired, revoked or already used")
+            raise InvalidInvite()
         try:
             check_password(password, email=invite["email"], name=name)
             if await self._repo.email_taken(invite["email"]):
-                raise ProblemError(409, "This e-mail address already has an account")
+                raise EmailTaken("This e-mail address already has an account")
             hashed = await self._passwords.hash(password)
             user = new_user_doc(
                 email=invite["email"], name=name, org_id=invite["org_id"], role=invite["role"], password_hash=hashed
             )
             org = await self._repo.org(invite["org_id"])
             if org is None:
-                raise ProblemError(400, "The organisation no longer exists")
+                raise InviteOrganisationGone()
             async with self._outbox.transaction() as session:
                 await self._repo.insert_user(user, session)
                 await self._repo.mark_invite_accepted_by(invite["_id"], user["_id"], session)
@@ -168,8 +177,8 @@ class InviteService:
                 )
         except DuplicateKeyError as exc:
             await self._repo.release_invite(invite["_id"])
-            raise ProblemError(409, "This e-mail address already has an account") from exc
-        except ProblemError:
+            raise EmailTaken("This e-mail address already has an account") from exc
+        except AuthError:
             await self._repo.release_invite(invite["_id"])  # a fixable mistake must not burn the invite
             raise
         except (Exception, asyncio.CancelledError):

@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from novapulse_runtime.catalog.auth import LoginBlocked
-from novapulse_runtime.problems import ProblemError
 
 from .constants import KNOWN_CLIENTS_MAX
+from .errors import AccountLocked
 from .events import Outbox
 from .repository import Repository, now
-
-BLOCKED = "Too many failed sign-ins from here; retry later"
 
 
 def _digest(*parts: str) -> str:
@@ -147,5 +145,5 @@ class LoginGuard:
             )
 
 
-def _blocked(seconds: float) -> ProblemError:
-    return ProblemError(429, BLOCKED, headers={"Retry-After": str(max(1, math.ceil(seconds)))})
+def _blocked(seconds: float) -> AccountLocked:
+    return AccountLocked(retry_after=max(1, math.ceil(seconds)))

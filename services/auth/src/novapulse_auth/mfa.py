@@ -29,7 +29,6 @@ from typing import Any
 from redis.asyncio import Redis
 
 from novapulse_runtime.catalog.auth import MfaChallengeFailed, MfaDisabled, MfaEnabled, MfaRecoveryCodeUsed
-from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.secretbox import SecretBox
 
 from .constants import (
@@ -42,6 +41,18 @@ from .constants import (
     MFA_USER_MAX_FAILURES,
     RECOVERY_CODE_COUNT,
     UserStatus,
+)
+from .errors import (
+    InvalidChallenge,
+    MfaAlreadyOn,
+    MfaNotOn,
+    NoPendingMfaSetup,
+    OneCodeRequired,
+    TooManyWrongCodes,
+    UserNotFound,
+    WrongChallengeCode,
+    WrongCode,
+    WrongPasswordOrCode,
 )
 from .events import Outbox
 from .lockout import LoginGuard
@@ -69,9 +80,6 @@ local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 if n >= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
 return n
 """
-
-WRONG_CODE = "The code is wrong or was already used"
-BAD_CHALLENGE = "The MFA token is invalid, expired or already used"
 
 
 class MfaService:
@@ -114,12 +122,10 @@ class MfaService:
             user["org_id"], user["_id"], limit=MFA_USER_MAX_FAILURES, window=MFA_USER_FAILURE_WINDOW, now_ts=now_ts
         )
         if attempt is None:
-            raise ProblemError(404, "No such user")
+            raise UserNotFound()
         if not attempt.reserved:
             retry_after = max(1, math.ceil(attempt.window_start + MFA_USER_FAILURE_WINDOW - now_ts))
-            raise ProblemError(
-                429, "Too many wrong codes for this account; retry later", headers={"Retry-After": str(retry_after)}
-            )
+            raise TooManyWrongCodes(retry_after=retry_after)
         return attempt.window_start
 
     async def _release(self, user: dict[str, Any], window_start: float) -> None:
@@ -141,7 +147,7 @@ class MfaService:
     async def _user(self, org_id: str, user_id: str) -> dict[str, Any]:
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(404, "No such user")
+            raise UserNotFound()
         return user
 
     # --- set-up, enable, disable, regenerate -------------------------------------------------------------
@@ -150,7 +156,7 @@ class MfaService:
         """A new pending secret (replacing any earlier one) and its QR code."""
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is already on; disable it first")
+            raise MfaAlreadyOn("MFA is already on; disable it first")
         secret = new_secret()
         uri = provisioning_uri(secret, user["email"], self._issuer)
         await self._repo.update_user(
@@ -190,18 +196,18 @@ class MfaService:
         """Confirm the pending secret with a code; MFA turns on and 10 recovery codes are returned once."""
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is already on")
+            raise MfaAlreadyOn()
         pending, expires = user.get("mfa_pending_enc"), user.get("mfa_pending_expires_ts")
         if not pending or not isinstance(expires, int | float) or expires <= time.time():
-            raise ProblemError(409, "No pending MFA set-up (or it expired); call /mfa/setup first")
+            raise NoPendingMfaSetup()
         secret = self._box.decrypt(pending).decode()
         if not await self._check_totp(user, secret, code):
-            raise ProblemError(400, WRONG_CODE)
+            raise WrongCode()
         codes, docs = self._new_codes(org_id, user_id)
         async with self._outbox.transaction() as session:
             secret_enc = self._box.encrypt(secret.encode())
             if not await self._repo.enable_mfa(org_id, user_id, secret_enc, self._enc_key_id, session):
-                raise ProblemError(409, "MFA is already on")
+                raise MfaAlreadyOn()
             await self._repo.replace_recovery_codes(org_id, user_id, docs, session)
             await self._outbox.add(
                 "mfa.enabled",
@@ -215,13 +221,13 @@ class MfaService:
     async def disable(self, org_id: str, user_id: str, password: str, code: str) -> None:
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is not on")
+            raise MfaNotOn()
         window_start = await self._reserve(user)
         if not await self._passwords.verify(user.get("password_hash"), password):
-            raise ProblemError(400, "The password or the code is wrong")  # the slot stays spent
+            raise WrongPasswordOrCode()  # the slot stays spent
         await self._release(user, window_start)
         if not await self._check_totp(user, self._secret(user), code):  # checked after the password: no step burnt
-            raise ProblemError(400, "The password or the code is wrong")
+            raise WrongPasswordOrCode()
         await self._turn_off(org_id, user_id, by=user_id)
 
     async def _turn_off(self, org_id: str, user_id: str, *, by: str) -> bool:
@@ -247,9 +253,9 @@ class MfaService:
     async def regenerate(self, org_id: str, user_id: str, code: str) -> list[str]:
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is not on")
+            raise MfaNotOn()
         if not await self._check_totp(user, self._secret(user), code):
-            raise ProblemError(400, WRONG_CODE)
+            raise WrongCode()
         codes, docs = self._new_codes(org_id, user_id)
         await self._repo.replace_recovery_codes(org_id, user_id, docs)
         return codes
@@ -288,15 +294,15 @@ class MfaService:
         """Answer a challenge with a TOTP code or a recovery code; tokens on success, and ``client`` (the
         caller's network, the log-in lockout's key) becomes known to the account."""
         if (code is None) == (recovery_code is None):
-            raise ProblemError(422, "Send exactly one of code or recovery_code")
+            raise OneCodeRequired()
         key = MFA_CHALLENGE_KEY + token_hash(mfa_token)
         data = await self._redis.hgetall(key)
         if not data or "user_id" not in data:
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         user = await self._repo.user(str(data["org_id"]), str(data["user_id"]))
         if user is None or user.get("status") != UserStatus.ACTIVE.value or not user.get("mfa_enabled"):
             await self._redis.delete(key)
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         remaining: int | None = None
         if code is not None:
             ok = await self._check_totp(user, self._secret(user), code)
@@ -314,9 +320,9 @@ class MfaService:
                 org_id=user["org_id"],
                 subject=user["_id"],
             )
-            raise ProblemError(401, WRONG_CODE if failures >= 0 else BAD_CHALLENGE)
+            raise WrongChallengeCode() if failures >= 0 else InvalidChallenge()
         if await self._redis.delete(key) != 1:  # a parallel request consumed the challenge first
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         if remaining is not None:
             await self._outbox.add(
                 "mfa.recovery_code_used",

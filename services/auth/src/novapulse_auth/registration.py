@@ -28,10 +28,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRequested
-from novapulse_runtime.problems import ProblemError
 
 from .accounts import AccountService, check_password, org_out, user_out
 from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
+from .errors import EmailTaken, InvalidRegistrationLink
 from .events import Outbox
 from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
@@ -41,7 +41,6 @@ from .sessions import SessionService, TokenPair
 
 PENDING = "pending"
 ATTEMPTED = "attempted"  # a registered address: kept for the record, never verifiable
-BAD_LINK = "The verification link is invalid, expired or already used"
 
 
 def normalised_address(email: str) -> str:
@@ -134,22 +133,20 @@ class RegistrationService:
         doc = await self._repo.take_registration_attempt(token_hash(token), REGISTRATION_MAX_FAILURES)
         ok = await self._passwords.verify(doc.get("password_hash") if doc else None, password)
         if doc is None:
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         if not ok:
             if doc.get("failures", 0) >= REGISTRATION_MAX_FAILURES:
                 await self._repo.void_registration(doc["_id"])
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         claimed = await self._repo.claim_registration(doc["_id"])
         if claimed is None:
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         try:
             user, org = await self._accounts.create_owner(
                 claimed["email"], claimed["name"], claimed["organization"], claimed["password_hash"]
             )
-        except ProblemError as exc:
-            if exc.status != 409:  # 409: the address was registered meanwhile, the registration is spent for good
-                await asyncio.shield(self._repo.release_registration(claimed["_id"]))
-            raise
+        except EmailTaken:
+            raise  # the address was registered meanwhile: the registration is spent for good
         except BaseException:
             # nothing was created (one transaction): give the link back rather than strand the registration
             await asyncio.shield(self._repo.release_registration(claimed["_id"]))

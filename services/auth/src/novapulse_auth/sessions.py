@@ -18,10 +18,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.revocation import RevocationList, publish_revocations, restore_revocations
 
 from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
+from .errors import AccountChangedDuringLogin, InvalidRefreshToken
 from .opaque import new_token, token_hash
 from .repository import Repository, now
 from .signing import KeyRing
@@ -35,10 +35,6 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     sid: str
-
-
-def _invalid_refresh() -> ProblemError:
-    return ProblemError(401, "The refresh token is invalid, expired or revoked")
 
 
 class SessionService:
@@ -119,7 +115,7 @@ class SessionService:
             or current.get("password_hash") != user.get("password_hash")
         ):
             await self.revoke(sid, "user-changed-during-login")
-            raise ProblemError(401, "The account changed during log-in; log in again")
+            raise AccountChangedDuringLogin()
         return await self._pair(current, sid, amr, created + timedelta(seconds=self._max_age))
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
@@ -150,7 +146,7 @@ class SessionService:
             if spent is not None:
                 await self.revoke(spent["sid"], "refresh-token-reuse")
                 log.warning("refresh token reuse: family revoked", extra={"sid": spent["sid"]})
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         session = await self._repo.session(doc["sid"])
         # Expiry is compared on epoch seconds: numbers compare the same on every MongoDB-wire server.
         current = time.time()
@@ -160,11 +156,11 @@ class SessionService:
             or float(session["expires_ts"]) <= current
             or float(doc["expires_ts"]) <= current
         ):
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         user = await self._repo.user(doc["org_id"], doc["user_id"])
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
             await self.revoke(doc["sid"], "user-disabled")
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         family_expires = datetime.fromtimestamp(float(session["expires_ts"]), UTC)
         return await self._pair(user, doc["sid"], list(session.get("amr", ["pwd"])), family_expires)
 
