@@ -23,11 +23,11 @@ from .errors import (
     WeakPassword,
     WrongPassword,
 )
-from .events import Outbox
 from .lockout import LoginGuard
 from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
+from .ports import Outbox
 from .repository import Repository, now
 from .sessions import SessionService
 

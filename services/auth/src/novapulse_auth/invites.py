@@ -25,10 +25,10 @@ from .errors import (
     InviteNotPending,
     InviteOrganisationGone,
 )
-from .events import Outbox
 from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
+from .ports import Outbox
 from .repository import Repository, now
 
 

@@ -32,7 +32,7 @@ from novapulse_runtime.catalog.auth import LoginBlocked
 
 from .constants import KNOWN_CLIENTS_MAX
 from .errors import AccountLocked
-from .events import Outbox
+from .ports import Outbox
 from .repository import Repository, now
 
 

@@ -54,11 +54,11 @@ from .errors import (
     WrongCode,
     WrongPasswordOrCode,
 )
-from .events import Outbox
 from .lockout import LoginGuard
 from .models import MfaSetupOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
+from .ports import Outbox
 from .repository import Repository, now
 from .sessions import SessionService, TokenPair
 from .totp import (

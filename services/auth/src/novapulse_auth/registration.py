@@ -32,10 +32,10 @@ from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRe
 from .accounts import AccountService, check_password, org_out, user_out
 from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
 from .errors import EmailTaken, InvalidRegistrationLink
-from .events import Outbox
 from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
+from .ports import Outbox
 from .repository import Repository, now
 from .sessions import SessionService, TokenPair
 

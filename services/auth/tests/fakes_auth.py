@@ -1,33 +1,13 @@
-"""The event port: how the auth service records events together with the state change that caused them.
-
-The shape is the shared bus's outbox (``EventBus(rt).outbox()``, wired in the composition root):
-``transaction()`` yields a MongoDB session (or ``None``), ``add()`` records an event inside it. Unit tests use
-:class:`RecordingOutbox`.
-"""
+"""Fakes of the auth service's ports (:mod:`novapulse_auth.ports`) for unit tests."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from novapulse_runtime.catalog import EventData
-
-
-class Outbox(Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
-
-    async def add(
-        self,
-        type_: str,
-        data: EventData,
-        *,
-        org_id: str | None = None,
-        subject: str | None = None,
-        session: Any = None,
-    ) -> Any: ...
 
 
 @dataclass
@@ -40,7 +20,7 @@ class RecordedEvent:
 
 @dataclass
 class RecordingOutbox:
-    """An in-memory outbox for unit tests."""
+    """An in-memory :class:`novapulse_auth.ports.Outbox`."""
 
     events: list[RecordedEvent] = field(default_factory=list)
 
