@@ -9,8 +9,10 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.roles import Role
 
-from .constants import Role, UserStatus
+from .constants import UserStatus
 from .errors import (
     AccountInactive,
     CannotManage,
@@ -28,7 +30,7 @@ from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
 from .ports import Outbox
-from .repository import Repository, now
+from .repository import Repository
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def check_password(password: str, *, email: str, name: str) -> None:
 
 
 def new_user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> dict[str, Any]:
-    created = now()
+    created = utcnow()
     return {
         "_id": uuid.uuid4().hex,
         "email": email,
@@ -109,7 +111,7 @@ class AccountService:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A new organisation and its owner (documents), with ``user.registered``; 409 when the e-mail is taken."""
         org_id = uuid.uuid4().hex
-        org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": now()}
+        org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": utcnow()}
         user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
         org["owner_id"] = user["_id"]
         try:

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from novapulse_runtime.errors import ErrorTable, Problem
 from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
+from novapulse_runtime.roles import MANAGERS, Role
 from novapulse_runtime.routes import Routes, json_response, path_id
 from novapulse_runtime.tokens import principal, require_role
 
 from .accounts import AccountService
-from .constants import API_PREFIX, INVITE_RECIPIENT_WINDOW, Role
+from .constants import API_PREFIX, INVITE_RECIPIENT_WINDOW
 from .errors import (
     AccountChangedDuringLogin,
     AccountInactive,
@@ -83,7 +84,6 @@ from .settings import AuthSettings
 from .signing import KeyRing
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-MANAGERS = (Role.OWNER.value, Role.ADMIN.value)
 
 
 PROBLEMS: ErrorTable = {

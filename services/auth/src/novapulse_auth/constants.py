@@ -9,14 +9,6 @@ API_PREFIX = "/api/v1/auth"
 DEFAULT_HTTP_PORT = 8101
 
 
-class Role(enum.StrEnum):
-    """Roles inside an organisation."""
-
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
 class UserStatus(enum.StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"

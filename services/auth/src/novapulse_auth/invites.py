@@ -12,9 +12,11 @@ from urllib.parse import urlencode
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequested, UserInvited
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.roles import MANAGERS
 
 from .accounts import check_password, new_user_doc, org_out, user_out
-from .constants import INVITE_TOKEN_PREFIX, InviteStatus, Role, UserStatus
+from .constants import INVITE_TOKEN_PREFIX, InviteStatus, UserStatus
 from .errors import (
     AccountInactive,
     AlreadyMember,
@@ -29,7 +31,7 @@ from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository, now
+from .repository import Repository
 
 
 def invite_out(doc: dict[str, Any]) -> InviteOut:
@@ -66,7 +68,7 @@ class InviteService:
         if inviter is None or org is None:
             raise AccountInactive("The account no longer exists")
         token = new_token(INVITE_TOKEN_PREFIX)
-        created = now()
+        created = utcnow()
         invite_id = uuid.uuid4().hex
         expires_at = created + timedelta(seconds=self._ttl)
         doc: dict[str, Any] = {
@@ -138,11 +140,7 @@ class InviteService:
         # An invite carries its sender's authority: disabling or demoting them revokes their pending invites,
         # and this check closes the race with an acceptance already under way.
         inviter = await self._repo.user(invite["org_id"], invite["invited_by"])
-        if (
-            inviter is None
-            or inviter.get("status") != UserStatus.ACTIVE.value
-            or inviter.get("role") not in (Role.OWNER.value, Role.ADMIN.value)
-        ):
+        if inviter is None or inviter.get("status") != UserStatus.ACTIVE.value or inviter.get("role") not in MANAGERS:
             await self._repo.revoke_invites_by(invite["org_id"], invite["invited_by"])
             await self._repo.revoke_claimed_invite(invite["_id"])
             raise InvalidInvite()

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from novapulse_runtime.catalog.auth import LoginBlocked
+from novapulse_runtime.clock import utcnow
 
 from .constants import KNOWN_CLIENTS_MAX
 from .errors import AccountLocked
 from .ports import Outbox
-from .repository import Repository, now
+from .repository import Repository
 
 
 def _digest(*parts: str) -> str:
@@ -96,7 +97,7 @@ class LoginGuard:
         attempt = Attempt(uuid.uuid4().hex, account, pair, client)
         ts = time.time()
         await self._repo.insert_login_failure(
-            {"_id": attempt.id, "account": account, "pair": pair, "ts": ts, "at": now()}
+            {"_id": attempt.id, "account": account, "pair": pair, "ts": ts, "at": utcnow()}
         )
         # parallel attempts: only those within the budget go on to the password check
         since = ts - self._window

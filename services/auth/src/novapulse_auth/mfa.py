@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from novapulse_runtime.catalog.auth import MfaChallengeFailed, MfaDisabled, MfaEnabled, MfaRecoveryCodeUsed
+from novapulse_runtime.clock import utcnow
 from novapulse_runtime.secretbox import SecretBox
 
 from .constants import (
@@ -59,7 +60,7 @@ from .models import MfaSetupOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository, now
+from .repository import Repository
 from .sessions import SessionService, TokenPair
 from .totp import (
     hash_recovery_code,
@@ -187,7 +188,7 @@ class MfaService:
                     "salt": salt.hex(),
                     "hash": hash_recovery_code(code, salt),
                     "used_at": None,
-                    "created_at": now(),
+                    "created_at": utcnow(),
                 }
             )
         return codes, docs

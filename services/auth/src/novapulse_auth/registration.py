@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRequested
+from novapulse_runtime.clock import utcnow
 
 from .accounts import AccountService, check_password, org_out, user_out
 from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
@@ -36,7 +37,7 @@ from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository, now
+from .repository import Repository
 from .sessions import SessionService, TokenPair
 
 PENDING = "pending"
@@ -81,7 +82,7 @@ class RegistrationService:
         existing = await self._repo.user_by_email(email)
         hashed = await self._passwords.hash(password)
         token = new_token(REGISTRATION_TOKEN_PREFIX)
-        created = now()
+        created = utcnow()
         expires_at = created + timedelta(seconds=self._ttl)
         doc: dict[str, Any] = {
             "_id": uuid.uuid4().hex,

@@ -4,13 +4,15 @@ log-in (by e-mail) and token look-ups (by hash) are global, since the caller has
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.documents import Doc
 
 from .constants import (
     INVITES,
@@ -27,12 +29,7 @@ from .constants import (
     UserStatus,
 )
 
-Doc = dict[str, Any]
 Session = Any  # pymongo AsyncClientSession or None
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 class MfaAttempt(NamedTuple):
@@ -104,14 +101,14 @@ class Repository:
         return await cursor.to_list(limit)
 
     async def update_user(self, org_id: str, user_id: str, changes: Doc, session: Session = None) -> bool:
-        changes = {**changes, "updated_at": now()}
+        changes = {**changes, "updated_at": utcnow()}
         result = await self.users.update_one({"_id": user_id, "org_id": org_id}, {"$set": changes}, session=session)
         return result.matched_count == 1
 
     async def set_role(self, org_id: str, user_id: str, role: str, session: Session = None) -> Doc | None:
         return await self.users.find_one_and_update(
             {"_id": user_id, "org_id": org_id},
-            {"$set": {"role": role, "updated_at": now()}},
+            {"$set": {"role": role, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )
@@ -119,7 +116,7 @@ class Repository:
     async def disable_user(self, org_id: str, user_id: str, session: Session = None) -> bool:
         result = await self.users.update_one(
             {"_id": user_id, "org_id": org_id, "status": UserStatus.ACTIVE.value},
-            {"$set": {"status": UserStatus.DISABLED.value, "updated_at": now()}},
+            {"$set": {"status": UserStatus.DISABLED.value, "updated_at": utcnow()}},
             session=session,
         )
         return result.modified_count == 1
@@ -136,7 +133,7 @@ class Repository:
         """Mark one session revoked (``revoked_ts`` in epoch seconds); False when it already was."""
         result = await self.sessions.update_one(
             {"_id": sid, "revoked_at": None},
-            {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
+            {"$set": {"revoked_at": utcnow(), "revoked_ts": time.time(), "revoke_reason": reason}},
         )
         return result.modified_count == 1
 
@@ -150,7 +147,7 @@ class Repository:
         if sids:
             await self.sessions.update_many(
                 {"_id": {"$in": sids}, "org_id": org_id, "revoked_at": None},
-                {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
+                {"$set": {"revoked_at": utcnow(), "revoked_ts": time.time(), "revoke_reason": reason}},
                 session=session,
             )
         return sids
@@ -166,7 +163,7 @@ class Repository:
     async def use_refresh_token(self, token_hash: str) -> Doc | None:
         """Mark an unused refresh token used, atomically; ``None`` when it is unknown or already used."""
         return await self.refresh_tokens.find_one_and_update(
-            {"_id": token_hash, "used_at": None}, {"$set": {"used_at": now()}}
+            {"_id": token_hash, "used_at": None}, {"$set": {"used_at": utcnow()}}
         )
 
     async def refresh_token(self, token_hash: str) -> Doc | None:
@@ -180,7 +177,7 @@ class Repository:
     async def revoke_pending_invites(self, org_id: str, email: str, session: Session = None) -> None:
         await self.invites.update_many(
             {"org_id": org_id, "email": email, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             session=session,
         )
 
@@ -194,7 +191,7 @@ class Repository:
     async def revoke_invite(self, org_id: str, invite_id: str) -> Doc | None:
         return await self.invites.find_one_and_update(
             {"_id": invite_id, "org_id": org_id, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
 
@@ -202,7 +199,7 @@ class Repository:
         """Revoke the pending invites an inviter sent (they were disabled or lost the right to invite)."""
         result = await self.invites.update_many(
             {"org_id": org_id, "invited_by": inviter_id, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             session=session,
         )
         return result.modified_count
@@ -214,7 +211,7 @@ class Repository:
         """Atomically take a pending, unexpired invite; ``None`` when it is unknown, used, revoked or expired."""
         return await self.invites.find_one_and_update(
             {"token_hash": token_hash, "status": InviteStatus.PENDING.value, "expires_ts": {"$gt": time.time()}},
-            {"$set": {"status": InviteStatus.ACCEPTED.value, "accepted_at": now()}},
+            {"$set": {"status": InviteStatus.ACCEPTED.value, "accepted_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
 
@@ -228,7 +225,7 @@ class Repository:
         """Revoke an invite taken by :meth:`claim_invite` whose acceptance was refused for good."""
         await self.invites.update_one(
             {"_id": invite_id, "status": InviteStatus.ACCEPTED.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now(), "accepted_at": None}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow(), "accepted_at": None}},
         )
 
     async def mark_invite_accepted_by(self, invite_id: str, user_id: str, session: Session = None) -> None:
@@ -245,7 +242,9 @@ class Repository:
         return await self.recovery_codes.find({"user_id": user_id, "org_id": org_id, "used_at": None}).to_list(50)
 
     async def use_recovery_code(self, code_id: str) -> bool:
-        result = await self.recovery_codes.update_one({"_id": code_id, "used_at": None}, {"$set": {"used_at": now()}})
+        result = await self.recovery_codes.update_one(
+            {"_id": code_id, "used_at": None}, {"$set": {"used_at": utcnow()}}
+        )
         return result.modified_count == 1
 
     # --- MFA state on the user -----------------------------------------------------------------------------
@@ -332,8 +331,8 @@ class Repository:
                     "enc_key_id": enc_key_id,
                     "mfa_pending_enc": None,
                     "mfa_pending_expires_ts": None,
-                    "mfa_enabled_at": now(),
-                    "updated_at": now(),
+                    "mfa_enabled_at": utcnow(),
+                    "updated_at": utcnow(),
                 }
             },
             session=session,
@@ -349,7 +348,7 @@ class Repository:
                     "mfa_secret_enc": None,
                     "mfa_pending_enc": None,
                     "mfa_pending_expires_ts": None,
-                    "updated_at": now(),
+                    "updated_at": utcnow(),
                 }
             },
             session=session,

@@ -18,12 +18,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from novapulse_runtime.clock import utcnow
 from novapulse_runtime.revocation import RevocationList, publish_revocations, restore_revocations
 
 from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
 from .errors import AccountChangedDuringLogin, InvalidRefreshToken
 from .opaque import new_token, token_hash
-from .repository import Repository, now
+from .repository import Repository
 from .signing import KeyRing
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class SessionService:
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
         """A new session (refresh family) for ``user``, with its first token pair."""
         sid = uuid.uuid4().hex
-        created = now()
+        created = utcnow()
         await self._repo.insert_session(
             {
                 "_id": sid,
@@ -120,7 +121,7 @@ class SessionService:
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
         refresh = new_token(REFRESH_TOKEN_PREFIX)
-        issued = now()
+        issued = utcnow()
         expires = min(issued + timedelta(seconds=self._refresh_ttl), family_expires)
         await self._repo.insert_refresh_token(
             {

@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -22,11 +22,11 @@ from jwt.algorithms import OKPAlgorithm
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.documents import Doc
 from novapulse_runtime.secretbox import SecretBox
 
 from .constants import ACCESS_TOKEN_TYPE, SIGNING_ALGORITHM, KeyStatus
-
-Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class KeyRing:
 
     async def _insert(self, generation: int) -> bool:
         private = Ed25519PrivateKey.generate()
-        kid = f"{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(6)}"
+        kid = f"{utcnow():%Y%m%d}-{secrets.token_hex(6)}"
         jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
         jwk.update({"kid": kid, "use": "sig", "alg": SIGNING_ALGORITHM})
         der = private.private_bytes(
@@ -116,7 +116,7 @@ class KeyRing:
             "private_enc": self._box.encrypt(der),
             "enc_key_id": self._enc_key_id,
             "status": KeyStatus.CURRENT.value,
-            "created_at": datetime.now(UTC),
+            "created_at": utcnow(),
         }
         try:
             await self._coll.insert_one(doc)
@@ -139,7 +139,7 @@ class KeyRing:
     def rotation_due(self, interval: int) -> bool:
         if not self._keys:
             return True
-        return (datetime.now(UTC) - self._keys[0].created_at).total_seconds() >= interval
+        return (utcnow() - self._keys[0].created_at).total_seconds() >= interval
 
     def jwks(self) -> dict[str, Any]:
         """The published keys: current and previous."""
