@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
 from novapulse_runtime.clock import utcnow
+from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.roles import Role
 
 from .constants import UserStatus
@@ -189,8 +190,13 @@ class AccountService:
             )
         await self._sweep_and_announce(org_id, user_id, "password-changed", sids, keep=keep_sid)
 
-    async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
-        return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
+    async def members(self, org_id: str, query: PageQuery) -> tuple[list[UserOut], str | None]:
+        """One page of the organisation's members (disabled ones included), in id order: the page and the
+        cursor of the next one (``None`` on the last page; the runtime's one paging rule,
+        :mod:`novapulse_runtime.paging`)."""
+        docs = await self._repo.members(org_id, after=query.after, fetch=query.fetch)
+        shown, next_cursor = page(docs, query.limit, key=lambda doc: str(doc["_id"]))
+        return [user_out(d) for d in shown], next_cursor
 
     async def member(self, org_id: str, user_id: str) -> dict[str, Any]:
         doc = await self._repo.user(org_id, user_id)

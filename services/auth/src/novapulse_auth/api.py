@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from novapulse_runtime.errors import ErrorTable, Problem
+from novapulse_runtime.paging import PageQuery
 from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
 from novapulse_runtime.roles import MANAGERS, Role
 from novapulse_runtime.routes import Routes, json_response, path_id
@@ -65,7 +66,6 @@ from .models import (
     MfaDisableIn,
     MfaSetupOut,
     MfaVerifyIn,
-    PageQuery,
     PasswordChangeIn,
     RecoveryCodesOut,
     RefreshIn,
@@ -305,9 +305,11 @@ def build_routes(
 
     @routes.get("/members", query=PageQuery, response=MemberList, auth=True)
     async def list_members(request: web.Request, query: PageQuery) -> MemberList:
-        """The members of the caller's organisation."""
+        """The members of the caller's organisation, by id, one page at a time (``cursor``: the ``next_cursor``
+        of the previous page)."""
         who = principal(request)
-        return MemberList(items=await accounts.members(who.org_id, query.limit, query.offset))
+        items, next_cursor = await accounts.members(who.org_id, query)
+        return MemberList(items=items, next_cursor=next_cursor)
 
     @routes.patch("/members/{user_id}", body=RoleIn, response=UserOut, auth=True, errors=(404, 409))
     async def change_role(request: web.Request, body: RoleIn) -> UserOut:

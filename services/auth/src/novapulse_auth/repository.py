@@ -96,9 +96,12 @@ class Repository:
     async def email_taken(self, email: str) -> bool:
         return await self.users.count_documents({"email": email}, limit=1) > 0
 
-    async def members(self, org_id: str, limit: int, offset: int) -> list[Doc]:
-        cursor = self.users.find({"org_id": org_id}).sort("created_at", 1).skip(offset).limit(limit)
-        return await cursor.to_list(limit)
+    async def members(self, org_id: str, *, after: str | None, fetch: int) -> list[Doc]:
+        """Up to ``fetch`` users of the organisation with an id after ``after`` (all when ``None``), by id."""
+        query: Doc = {"org_id": org_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.users.find(query).sort("_id", 1).limit(fetch).to_list(fetch)
 
     async def update_user(self, org_id: str, user_id: str, changes: Doc, session: Session = None) -> bool:
         changes = {**changes, "updated_at": utcnow()}
