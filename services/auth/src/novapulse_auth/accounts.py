@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
-from novapulse_runtime.clock import utcnow
 from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.roles import Role
 
@@ -31,7 +29,7 @@ from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
 from .ports import Outbox
-from .repository import Repository
+from .repository import Repository, new_id, org_doc, user_doc
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
@@ -61,22 +59,6 @@ def check_password(password: str, *, email: str, name: str) -> None:
             problem,
             errors=[{"location": "body", "field": "password", "message": problem, "type": "password_policy"}],
         )
-
-
-def new_user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> dict[str, Any]:
-    created = utcnow()
-    return {
-        "_id": uuid.uuid4().hex,
-        "email": email,
-        "name": name,
-        "org_id": org_id,
-        "role": role,
-        "status": UserStatus.ACTIVE.value,
-        "password_hash": password_hash,
-        "mfa_enabled": False,
-        "created_at": created,
-        "updated_at": created,
-    }
 
 
 class AccountService:
@@ -111,10 +93,9 @@ class AccountService:
         self, email: str, name: str, organization: str, password_hash: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A new organisation and its owner (documents), with ``user.registered``; 409 when the e-mail is taken."""
-        org_id = uuid.uuid4().hex
-        org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": utcnow()}
-        user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
-        org["owner_id"] = user["_id"]
+        org_id = new_id()
+        user = user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
+        org = org_doc(org_id=org_id, name=organization, owner_id=user["_id"])
         try:
             async with self._outbox.transaction() as session:
                 await self._repo.insert_user(user, session)
@@ -179,7 +160,7 @@ class AccountService:
         check_password(new, email=user["email"], name=user["name"])
         hashed = await self._passwords.hash(new)
         async with self._outbox.transaction() as session:
-            await self._repo.update_user(org_id, user_id, {"password_hash": hashed}, session)
+            await self._repo.set_password(org_id, user_id, hashed, session)
             sids = await self._repo.revoke_user_sessions(org_id, user_id, "password-changed", session, keep=keep_sid)
             await self._outbox.add(
                 "user.password_changed",

@@ -20,6 +20,16 @@ class InviteStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class RegistrationStatus(enum.StrEnum):
+    """Life of a registration: ``pending`` (verifiable), ``attempted`` (a registered address: never
+    verifiable), ``verified`` (spent), ``void`` (too many wrong passwords)."""
+
+    PENDING = "pending"
+    ATTEMPTED = "attempted"
+    VERIFIED = "verified"
+    VOID = "void"
+
+
 class KeyStatus(enum.StrEnum):
     """Life of a signing key: signs and is published (current), is published only (previous), neither."""
 

@@ -4,19 +4,16 @@ expiring token (stored hashed) that only the notification service ever sees, in 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequested, UserInvited
-from novapulse_runtime.clock import utcnow
 from novapulse_runtime.roles import MANAGERS
 
-from .accounts import check_password, new_user_doc, org_out, user_out
-from .constants import INVITE_TOKEN_PREFIX, InviteStatus, UserStatus
+from .accounts import check_password, org_out, user_out
+from .constants import INVITE_TOKEN_PREFIX, UserStatus
 from .errors import (
     AccountInactive,
     AlreadyMember,
@@ -31,7 +28,7 @@ from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository
+from .repository import Repository, invite_doc, user_doc
 
 
 def invite_out(doc: dict[str, Any]) -> InviteOut:
@@ -68,21 +65,10 @@ class InviteService:
         if inviter is None or org is None:
             raise AccountInactive("The account no longer exists")
         token = new_token(INVITE_TOKEN_PREFIX)
-        created = utcnow()
-        invite_id = uuid.uuid4().hex
-        expires_at = created + timedelta(seconds=self._ttl)
-        doc: dict[str, Any] = {
-            "_id": invite_id,
-            "org_id": org_id,
-            "email": email,
-            "role": role,
-            "token_hash": token_hash(token),
-            "invited_by": inviter_id,
-            "status": InviteStatus.PENDING.value,
-            "created_at": created,
-            "expires_at": expires_at,
-            "expires_ts": expires_at.timestamp(),
-        }
+        doc = invite_doc(
+            org_id=org_id, email=email, role=role, token_hash=token_hash(token), invited_by=inviter_id, ttl=self._ttl
+        )
+        invite_id, expires_at = doc["_id"], doc["expires_at"]
         link = f"{self._accept_url}?{urlencode({'token': token})}"
         async with self._outbox.transaction() as session:
             await self._repo.revoke_pending_invites(org_id, email, session)  # one live invite per address
@@ -149,7 +135,7 @@ class InviteService:
             if await self._repo.email_taken(invite["email"]):
                 raise EmailTaken("This e-mail address already has an account")
             hashed = await self._passwords.hash(password)
-            user = new_user_doc(
+            user = user_doc(
                 email=invite["email"], name=name, org_id=invite["org_id"], role=invite["role"], password_hash=hashed
             )
             org = await self._repo.org(invite["org_id"])

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from novapulse_runtime.catalog.auth import LoginBlocked
-from novapulse_runtime.clock import utcnow
 
 from .constants import KNOWN_CLIENTS_MAX
 from .errors import AccountLocked
@@ -96,9 +95,7 @@ class LoginGuard:
             raise _blocked(max(b[1] for b in blocks))
         attempt = Attempt(uuid.uuid4().hex, account, pair, client)
         ts = time.time()
-        await self._repo.insert_login_failure(
-            {"_id": attempt.id, "account": account, "pair": pair, "ts": ts, "at": utcnow()}
-        )
+        await self._repo.insert_login_failure(attempt.id, account, pair, ts)
         # parallel attempts: only those within the budget go on to the password check
         since = ts - self._window
         in_pair = await self._repo.count_login_failures(account, since, pair)

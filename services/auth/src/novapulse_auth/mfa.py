@@ -23,13 +23,11 @@ import logging
 import math
 import os
 import time
-import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
 from novapulse_runtime.catalog.auth import MfaChallengeFailed, MfaDisabled, MfaEnabled, MfaRecoveryCodeUsed
-from novapulse_runtime.clock import utcnow
 from novapulse_runtime.secretbox import SecretBox
 
 from .constants import (
@@ -60,7 +58,7 @@ from .models import MfaSetupOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository
+from .repository import Repository, recovery_code_doc
 from .sessions import SessionService, TokenPair
 from .totp import (
     hash_recovery_code,
@@ -160,14 +158,8 @@ class MfaService:
             raise MfaAlreadyOn("MFA is already on; disable it first")
         secret = new_secret()
         uri = provisioning_uri(secret, user["email"], self._issuer)
-        await self._repo.update_user(
-            org_id,
-            user_id,
-            {
-                "mfa_pending_enc": self._box.encrypt(secret.encode()),
-                "enc_key_id": self._enc_key_id,
-                "mfa_pending_expires_ts": time.time() + MFA_PENDING_TTL,
-            },
+        await self._repo.set_pending_mfa(
+            org_id, user_id, self._box.encrypt(secret.encode()), self._enc_key_id, time.time() + MFA_PENDING_TTL
         )
         loop = asyncio.get_running_loop()
         png, svg = await asyncio.gather(
@@ -181,15 +173,7 @@ class MfaService:
         for code in codes:
             salt = os.urandom(16)
             docs.append(
-                {
-                    "_id": uuid.uuid4().hex,
-                    "user_id": user_id,
-                    "org_id": org_id,
-                    "salt": salt.hex(),
-                    "hash": hash_recovery_code(code, salt),
-                    "used_at": None,
-                    "created_at": utcnow(),
-                }
+                recovery_code_doc(org_id=org_id, user_id=user_id, salt=salt, code_hash=hash_recovery_code(code, salt))
             )
         return codes, docs
 

@@ -22,13 +22,9 @@ made pending again, so the same link works once the cause is gone.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRequested
-from novapulse_runtime.clock import utcnow
 
 from .accounts import AccountService, check_password, org_out, user_out
 from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
@@ -37,11 +33,8 @@ from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository
+from .repository import Repository, registration_doc
 from .sessions import SessionService, TokenPair
-
-PENDING = "pending"
-ATTEMPTED = "attempted"  # a registered address: kept for the record, never verifiable
 
 
 def normalised_address(email: str) -> str:
@@ -82,22 +75,16 @@ class RegistrationService:
         existing = await self._repo.user_by_email(email)
         hashed = await self._passwords.hash(password)
         token = new_token(REGISTRATION_TOKEN_PREFIX)
-        created = utcnow()
-        expires_at = created + timedelta(seconds=self._ttl)
-        doc: dict[str, Any] = {
-            "_id": uuid.uuid4().hex,
-            "token_hash": token_hash(token),
-            "email": email,
-            "name": name,
-            "organization": organization,
-            # a registered address's document keeps no hash of what was typed (it may be the owner's password)
-            "password_hash": hashed if existing is None else "",
-            "status": PENDING if existing is None else ATTEMPTED,
-            "failures": 0,  # wrong passwords at /register/verify (REGISTRATION_MAX_FAILURES voids it)
-            "created_at": created,
-            "expires_at": expires_at,
-            "expires_ts": expires_at.timestamp(),
-        }
+        doc = registration_doc(
+            token_hash=token_hash(token),
+            email=email,
+            name=name,
+            organization=organization,
+            password_hash=hashed,
+            attempted=existing is not None,  # keeps no hash of what was typed (it may be the owner's password)
+            ttl=self._ttl,
+        )
+        expires_at = doc["expires_at"]
         async with self._outbox.transaction() as session:
             await self._repo.insert_registration(doc, session)
             if existing is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +23,7 @@ from novapulse_runtime.revocation import RevocationList, publish_revocations, re
 from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
 from .errors import AccountChangedDuringLogin, InvalidRefreshToken
 from .opaque import new_token, token_hash
-from .repository import Repository
+from .repository import Repository, refresh_token_doc, session_doc
 from .signing import KeyRing
 
 log = logging.getLogger(__name__)
@@ -92,20 +91,9 @@ class SessionService:
 
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
         """A new session (refresh family) for ``user``, with its first token pair."""
-        sid = uuid.uuid4().hex
-        created = utcnow()
-        await self._repo.insert_session(
-            {
-                "_id": sid,
-                "user_id": user["_id"],
-                "org_id": user["org_id"],
-                "amr": amr,
-                "created_at": created,
-                "expires_at": created + timedelta(seconds=self._max_age),
-                "expires_ts": created.timestamp() + self._max_age,
-                "revoked_at": None,
-            }
-        )
+        doc = session_doc(user=user, amr=amr, max_age=self._max_age)
+        sid = doc["_id"]
+        await self._repo.insert_session(doc)
         # A disable, demotion or password change that ran while this log-in was in flight did not see this
         # session: re-read the user now that the session exists, and give up if they changed.
         current = await self._repo.user(user["org_id"], user["_id"])
@@ -117,23 +105,14 @@ class SessionService:
         ):
             await self.revoke(sid, "user-changed-during-login")
             raise AccountChangedDuringLogin()
-        return await self._pair(current, sid, amr, created + timedelta(seconds=self._max_age))
+        return await self._pair(current, sid, amr, doc["expires_at"])
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
         refresh = new_token(REFRESH_TOKEN_PREFIX)
         issued = utcnow()
         expires = min(issued + timedelta(seconds=self._refresh_ttl), family_expires)
         await self._repo.insert_refresh_token(
-            {
-                "_id": token_hash(refresh),
-                "sid": sid,
-                "user_id": user["_id"],
-                "org_id": user["org_id"],
-                "created_at": issued,
-                "expires_at": expires,
-                "expires_ts": expires.timestamp(),
-                "used_at": None,
-            }
+            refresh_token_doc(token_hash=token_hash(refresh), sid=sid, user=user, expires_at=expires)
         )
         access = await self._keys.issue(user_id=user["_id"], org_id=user["org_id"], role=user["role"], amr=amr, sid=sid)
         return TokenPair(access.token, refresh, access.expires_in, sid)
