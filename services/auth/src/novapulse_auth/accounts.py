@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def user_out(doc: dict[str, Any]) -> UserOut:
+    """The API shape of a user document (``UserOut``): no password hash, no MFA secrets."""
     return UserOut(
         id=doc["_id"],
         email=doc["email"],
@@ -49,10 +50,17 @@ def user_out(doc: dict[str, Any]) -> UserOut:
 
 
 def org_out(doc: dict[str, Any]) -> OrgOut:
+    """The API shape of an organisation document (``OrgOut``)."""
     return OrgOut(id=doc["_id"], name=doc["name"])
 
 
 def check_password(password: str, *, email: str, name: str) -> None:
+    """Apply the password policy to a new password (:func:`.passwords.password_problem`: 8 to 128 characters
+    after NFKC normalisation, not common, not repetitive, not the e-mail's local part or the name; NIST SP
+    800-63B §5.1.1.2).
+
+    :raises WeakPassword: (422) the policy's reason as ``detail`` and as a field error on ``password``.
+    """
     problem = password_problem(password, email=email, name=name)
     if problem:
         raise WeakPassword(
@@ -62,6 +70,10 @@ def check_password(password: str, *, email: str, name: str) -> None:
 
 
 class AccountService:
+    """Accounts and organisations: immediate registration, log-in, the caller's profile and password, and member
+    management (roles, disabling). Every state change records its event in the outbox in the same transaction.
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -71,6 +83,7 @@ class AccountService:
         outbox: Outbox,
         guard: LoginGuard | None = None,
     ) -> None:
+        """:param guard: the log-in lockout (:class:`.lockout.LoginGuard`); ``None`` turns it off (tests only)."""
         self._guard = guard
         self._repo = repo
         self._passwords = passwords
@@ -79,8 +92,15 @@ class AccountService:
         self._outbox = outbox
 
     async def register(self, email: str, password: str, name: str, organization: str) -> tuple[UserOut, OrgOut]:
-        """Immediate registration (``REGISTRATION_EMAIL_VERIFICATION=false``): 409 tells a registered address
-        apart, so this mode allows account enumeration (development and tests only)."""
+        """Immediate registration (``REGISTRATION_EMAIL_VERIFICATION=false``): a new organisation and its owner.
+        Telling a registered address apart (409) allows account enumeration, so this mode is for development and
+        tests only; the default path is :meth:`.registration.RegistrationService.request`.
+
+        :param email: normalised here (stripped, lower case).
+        :returns: the owner and the organisation.
+        :raises WeakPassword: the password breaks the policy.
+        :raises EmailTaken: an account with this address exists.
+        """
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         if await self._repo.email_taken(email):
@@ -92,7 +112,12 @@ class AccountService:
     async def create_owner(
         self, email: str, name: str, organization: str, password_hash: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A new organisation and its owner (documents), with ``user.registered``; 409 when the e-mail is taken."""
+        """Create an organisation and its owner in one transaction, with ``user.registered``.
+
+        :param password_hash: an argon2id PHC string (RFC 9106), already computed.
+        :returns: the user and organisation documents.
+        :raises EmailTaken: the address was registered meanwhile (unique index on ``users.email``).
+        """
         org_id = new_id()
         user = user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
         org = org_doc(org_id=org_id, name=organization, owner_id=user["_id"])
@@ -119,10 +144,19 @@ class AccountService:
         return user, org
 
     async def login(self, email: str, password: str, ip: str, client: str | None = None) -> TokenOut | MfaChallengeOut:
-        """Same status, body and (within noise) time for an unknown e-mail and a wrong password.
+        """Check an e-mail and password: tokens, or an MFA challenge when the account has MFA on.
 
-        ``client`` is the caller's network (the rate-limit client key): wrong passwords count per (account,
-        client) with a per-account ceiling that known clients pass (see :mod:`.lockout`); 429 when blocked."""
+        An unknown e-mail, a wrong password and a disabled account get the same status, body and (within noise)
+        time: the password is verified against a dummy hash when there is no user (OWASP authentication cheat
+        sheet). ``client`` is the caller's network (the rate-limit client key; ``ip`` when ``None``): wrong
+        passwords count per (account, client) with a per-account ceiling that known clients pass (:mod:`.lockout`).
+
+        :param ip: the client address, recorded in events.
+        :returns: ``TokenOut`` (``expires_in`` in seconds) or ``MfaChallengeOut`` (``mfa_token``, ``expires_in`` s).
+        :raises AccountLocked: (429) this client is blocked for this account; ``retry_after`` in seconds.
+        :raises InvalidCredentials: (401) unknown e-mail, wrong password or disabled account.
+        :raises AccountChangedDuringLogin: the user changed while the session was being created.
+        """
         email = email.strip().lower()
         client = client if client is not None else ip
         user = await self._repo.user_by_email(email)
@@ -144,6 +178,10 @@ class AccountService:
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     async def profile(self, org_id: str, user_id: str) -> tuple[UserOut, OrgOut]:
+        """The caller and their organisation.
+
+        :raises AccountInactive: (401) the user or the organisation is gone, or the user is disabled.
+        """
         user = await self._repo.user(org_id, user_id)
         org = await self._repo.org(org_id)
         if user is None or org is None or user.get("status") != UserStatus.ACTIVE.value:
@@ -151,7 +189,13 @@ class AccountService:
         return user_out(user), org_out(org)
 
     async def change_password(self, org_id: str, user_id: str, current: str, new: str, *, keep_sid: str) -> None:
-        """Change the caller's password; every other session of theirs is revoked."""
+        """Change the caller's password; every other session of theirs is revoked (``keep_sid`` stays), refresh at
+        once and access tokens everywhere within 1 s, and ``user.password_changed`` is recorded.
+
+        :raises AccountInactive: the caller is gone or disabled.
+        :raises WrongPassword: (400) ``current`` is wrong.
+        :raises WeakPassword: ``new`` breaks the password policy.
+        """
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
             raise AccountInactive()
@@ -180,14 +224,25 @@ class AccountService:
         return [user_out(d) for d in shown], next_cursor
 
     async def member(self, org_id: str, user_id: str) -> dict[str, Any]:
+        """A member of the organisation (any status), as its document.
+
+        :raises MemberNotFound: (404) no such user in ``org_id``.
+        """
         doc = await self._repo.user(org_id, user_id)
         if doc is None:
             raise MemberNotFound()
         return doc
 
     async def change_role(self, org_id: str, user_id: str, role: str, *, by: str) -> UserOut:
-        """Owner only: make a member an admin or an admin a member (the owner's own role is fixed). A demotion
-        revokes the user's sessions everywhere and the invites they sent that are still pending."""
+        """Owner only (checked by the caller): make a member an admin or an admin a member; the owner's own role is
+        fixed. A demotion revokes the user's sessions everywhere and the invites they sent that are still pending.
+        Records ``user.role_changed`` (``by``: the acting user's id).
+
+        :param role: ``admin`` or ``member``.
+        :returns: the user after the change.
+        :raises MemberNotFound: no such member in ``org_id``.
+        :raises OwnerRoleFixed: (409) the target is the owner.
+        """
         target = await self.member(org_id, user_id)
         if target["role"] == Role.OWNER.value:
             raise OwnerRoleFixed()
@@ -212,9 +267,14 @@ class AccountService:
         return user_out(doc)
 
     async def acting_member(self, org_id: str, user_id: str, *roles: str) -> dict[str, Any]:
-        """The caller as the database knows them now, not as their token says: 401 when disabled or gone,
-        403 when their current role is not one of ``roles``. Routes that change anything call this, so a
-        disabled or demoted user's authority ends with the change, not at their token's expiry."""
+        """The caller as the database knows them now, not as their token says. Routes that change anything call
+        this, so a disabled or demoted user's authority ends with the change, not at their token's expiry.
+
+        :param roles: the roles allowed (none: any).
+        :returns: the caller's user document.
+        :raises AccountInactive: (401) the caller is gone or disabled.
+        :raises RoleRequired: (403) their current role is not one of ``roles``.
+        """
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
             raise AccountInactive()
@@ -223,7 +283,12 @@ class AccountService:
         return user
 
     def check_can_manage(self, actor_role: str, actor_id: str, target: dict[str, Any]) -> None:
-        """Owners manage everyone but themselves; admins manage members only."""
+        """Owners manage everyone but themselves; admins manage members only.
+
+        :param actor_role: the acting user's current role; ``target``: the member's document.
+        :raises OwnAccount: (409) the target is the actor.
+        :raises CannotManage: (403) the target is the owner, or an admin acts on an admin.
+        """
         if target["_id"] == actor_id:
             raise OwnAccount()
         if target["role"] == Role.OWNER.value or (
@@ -232,8 +297,13 @@ class AccountService:
             raise CannotManage()
 
     async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
-        """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s)
-        and the invites they sent that are still pending are revoked."""
+        """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s) and the
+        invites they sent that are still pending are revoked; ``user.disabled`` is recorded (``by``: the acting
+        user's id). Disabling a disabled user changes nothing.
+
+        :returns: the user after the change.
+        :raises MemberNotFound: no such member in ``org_id``.
+        """
         sids: list[str] = []
         async with self._outbox.transaction() as session:
             changed = await self._repo.disable_user(org_id, user_id, session)
@@ -266,4 +336,8 @@ class AccountService:
         await self._sessions.announce(sids + [sid for sid in late if sid not in sids])
 
     async def member_out(self, org_id: str, user_id: str) -> UserOut:
+        """A member of the organisation in its API shape.
+
+        :raises MemberNotFound: no such member in ``org_id``.
+        """
         return user_out(await self.member(org_id, user_id))

@@ -32,6 +32,7 @@ from .repository import Repository, invite_doc, user_doc
 
 
 def invite_out(doc: dict[str, Any]) -> InviteOut:
+    """The API shape of an invite document (``InviteOut``): never its token or the token's hash."""
     return InviteOut(
         id=doc["_id"],
         email=doc["email"],
@@ -44,9 +45,16 @@ def invite_out(doc: dict[str, Any]) -> InviteOut:
 
 
 class InviteService:
+    """Invitations: owners and admins invite an address with a role; the invitee accepts with the token mailed to
+    them (256 random bits, stored as SHA-256 only, single use, expiring after ``ttl`` seconds).
+    """
+
     def __init__(
         self, repo: Repository, passwords: PasswordHashing, outbox: Outbox, *, ttl: int, accept_url: str
     ) -> None:
+        """:param ttl: seconds an invite stays valid (``INVITE_TTL``).
+        :param accept_url: the page the mailed link opens; the token is added as ``?token=``.
+        """
         self._repo = repo
         self._passwords = passwords
         self._outbox = outbox
@@ -54,6 +62,20 @@ class InviteService:
         self._accept_url = accept_url
 
     async def create(self, org_id: str, inviter_id: str, email: str, role: str) -> InviteOut:
+        """Invite ``email`` into ``org_id`` with ``role`` (``admin`` or ``member``), on behalf of ``inviter_id`` (a
+        manager, checked by the caller). An earlier pending invite of the same address is revoked (one live invite
+        per address). Records ``user.invited`` and the private ``invite.delivery_requested`` (token and link, for
+        the notification service only) in one transaction.
+
+        Only this organisation's own members are refused: answering "has an account" for any address would let an
+        admin probe the whole platform's users. An address registered elsewhere gets the invitation like anyone;
+        accepting it is refused to the owner of that address only.
+
+        :param email: normalised here (stripped, lower case).
+        :returns: the new invite.
+        :raises AlreadyMember: (409) the address is a member of this organisation.
+        :raises AccountInactive: (401) the inviter or the organisation no longer exists.
+        """
         email = email.strip().lower()
         # Only this organisation's own members are refused here: answering "has an account" for any address
         # would let an admin probe the whole platform's users. An address registered elsewhere gets the
@@ -107,9 +129,18 @@ class InviteService:
         return invite_out(doc)
 
     async def list(self, org_id: str, status: str | None, limit: int, offset: int) -> list[InviteOut]:
+        """The organisation's invites, newest first, optionally only those with ``status``; ``limit`` items after
+        skipping ``offset`` (offset paging, unchanged by issue 9).
+        """
         return [invite_out(d) for d in await self._repo.invites_of(org_id, status, limit, offset)]
 
     async def revoke(self, org_id: str, invite_id: str) -> InviteOut:
+        """Revoke a pending invite of the organisation.
+
+        :returns: the invite after the change.
+        :raises InviteNotFound: (404) no such invite in ``org_id``.
+        :raises InviteNotPending: (409) it was already accepted or revoked.
+        """
         doc = await self._repo.revoke_invite(org_id, invite_id)
         if doc is None:
             existing = await self._repo.invite(org_id, invite_id)
@@ -119,7 +150,18 @@ class InviteService:
         return invite_out(doc)
 
     async def accept(self, token: str, name: str, password: str) -> tuple[UserOut, OrgOut]:
-        """The invitee joins the organisation with the invited role; the token is spent."""
+        """The invitee joins the organisation with the invited role; the token is spent. An invite carries its
+        sender's authority: when the inviter is gone, disabled or no longer a manager, the invite (and their other
+        pending ones) is revoked. A mistake the invitee can fix (a weak password), a database error or a cancelled
+        request gives the invite back. Records ``invite.accepted``.
+
+        :param token: the token from the mail (``inv_`` + 43 characters).
+        :returns: the new user and their organisation.
+        :raises InvalidInvite: (400) unknown, expired, revoked or used token, or its inviter lost the right.
+        :raises WeakPassword: (422) the password breaks the policy.
+        :raises EmailTaken: (409) the address already has an account.
+        :raises InviteOrganisationGone: (400) the organisation no longer exists.
+        """
         invite = await self._repo.claim_invite(token_hash(token))
         if invite is None:
             raise InvalidInvite()

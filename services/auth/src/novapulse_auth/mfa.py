@@ -82,6 +82,11 @@ return n
 
 
 class MfaService:
+    """TOTP multi-factor authentication (RFC 6238: HMAC-SHA1, 6 digits, 30 s steps, one step of drift either
+    side; secrets of 160 bits encrypted at rest) with single-use recovery codes. See the module's docstring
+    for the replay and guessing defences.
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -95,6 +100,10 @@ class MfaService:
         enc_key_id: str = "",
         guard: LoginGuard | None = None,
     ) -> None:
+        """:param issuer: the ``issuer`` of the otpauth URI (the name authenticator apps show).
+        :param enc_key_id: fingerprint of the key secrets are encrypted under (:func:`.reencrypt.key_id`).
+        :param guard: the log-in lockout, told when a challenge completes (the client becomes known).
+        """
         self._guard = guard  # a completed challenge makes the client known to the account (lockout ceiling)
         self._enc_key_id = enc_key_id
         self._repo = repo
@@ -152,7 +161,12 @@ class MfaService:
     # --- set-up, enable, disable, regenerate -------------------------------------------------------------
 
     async def setup(self, org_id: str, user_id: str) -> MfaSetupOut:
-        """A new pending secret (replacing any earlier one) and its QR code."""
+        """A new pending secret (replacing any earlier one), valid ``MFA_PENDING_TTL`` (600) seconds, with its
+        otpauth URI and QR codes (PNG data URI and SVG).
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaAlreadyOn: (409) MFA is on; disable it first.
+        """
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
             raise MfaAlreadyOn("MFA is already on; disable it first")
@@ -178,7 +192,15 @@ class MfaService:
         return codes, docs
 
     async def enable(self, org_id: str, user_id: str, code: str) -> list[str]:
-        """Confirm the pending secret with a code; MFA turns on and 10 recovery codes are returned once."""
+        """Confirm the pending secret with a current code (RFC 6238; a code is accepted once, §5.2): MFA turns on,
+        ``mfa.enabled`` is recorded, and ``RECOVERY_CODE_COUNT`` (10) recovery codes are returned, shown once.
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaAlreadyOn: (409) MFA is on already (also when a parallel enable won).
+        :raises NoPendingMfaSetup: (409) no pending set-up, or it expired.
+        :raises TooManyWrongCodes: (429) the user's wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongCode: (400) the code is wrong or was already used.
+        """
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
             raise MfaAlreadyOn()
@@ -204,6 +226,14 @@ class MfaService:
         return codes
 
     async def disable(self, org_id: str, user_id: str, password: str, code: str) -> None:
+        """Turn MFA off with the password and a current code; ``mfa.disabled`` is recorded. The password is checked
+        first, inside the wrong-code budget, so a wrong password burns no time step.
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaNotOn: (409) MFA is off.
+        :raises TooManyWrongCodes: (429) the wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongPasswordOrCode: (400) either is wrong (not said which).
+        """
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
             raise MfaNotOn()
@@ -229,13 +259,24 @@ class MfaService:
         return True
 
     async def admin_reset(self, org_id: str, user_id: str, *, by: str) -> bool:
-        """An admin turns a member's MFA off (the member sets it up again); their sessions are revoked
-        everywhere."""
+        """A manager turns a member's MFA off (the member sets it up again); their sessions are revoked everywhere.
+        ``by``: the acting user's id, recorded in ``mfa.disabled``.
+
+        :returns: whether MFA was on (``False``: nothing changed but the sessions).
+        """
         changed = await self._turn_off(org_id, user_id, by=by)
         await self._sessions.revoke_user(org_id, user_id, "mfa-reset")
         return changed
 
     async def regenerate(self, org_id: str, user_id: str, code: str) -> list[str]:
+        """Replace the recovery codes after checking a current code (the old ones stop working).
+
+        :returns: the new codes (10), shown once.
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaNotOn: (409) MFA is off.
+        :raises TooManyWrongCodes: (429) the wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongCode: (400) the code is wrong or was already used.
+        """
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
             raise MfaNotOn()
@@ -248,6 +289,11 @@ class MfaService:
     # --- the log-in challenge ----------------------------------------------------------------------------
 
     async def start_challenge(self, user: dict[str, Any], ip: str) -> tuple[str, int]:
+        """Start the log-in challenge of a user whose password was right: a single-use ``mfa_token`` kept (as its
+        SHA-256) in Redis for ``MFA_CHALLENGE_TTL`` seconds.
+
+        :returns: the token and its lifetime in seconds.
+        """
         token = new_token(MFA_TOKEN_PREFIX)
         key = MFA_CHALLENGE_KEY + token_hash(token)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -257,7 +303,9 @@ class MfaService:
         return token, MFA_CHALLENGE_TTL
 
     async def challenge_user(self, mfa_token: str) -> str | None:
-        """The user a challenge belongs to (for the per-user rate limit), without consuming it."""
+        """The user a challenge belongs to (for the per-user rate limit), without consuming it; ``None`` when the
+        token is unknown.
+        """
         user_id = await self._redis.hget(MFA_CHALLENGE_KEY + token_hash(mfa_token), "user_id")
         return str(user_id) if user_id else None
 
@@ -276,8 +324,17 @@ class MfaService:
     async def verify(
         self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str, client: str | None = None
     ) -> TokenPair:
-        """Answer a challenge with a TOTP code or a recovery code; tokens on success, and ``client`` (the
-        caller's network, the log-in lockout's key) becomes known to the account."""
+        """Answer a log-in challenge with a TOTP code (RFC 6238, once per step) or a recovery code (single use). On
+        success the challenge is spent, tokens are issued (``amr`` ``pwd otp mfa`` or ``pwd mfa``, RFC 8176) and
+        ``client`` (the caller's network, the log-in lockout's key) becomes known to the account. A wrong code is
+        recorded as ``mfa.challenge_failed``; ``MFA_CHALLENGE_MAX_FAILURES`` of them end the challenge.
+
+        :raises OneCodeRequired: (422) not exactly one of ``code`` and ``recovery_code``.
+        :raises InvalidChallenge: (401) unknown, expired or spent token, or the user can no longer sign in.
+        :raises TooManyWrongCodes: (429) the user's wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongChallengeCode: (401) the code is wrong (the challenge lives on).
+        :raises AccountChangedDuringLogin: (401) the user changed while the session was created.
+        """
         if (code is None) == (recovery_code is None):
             raise OneCodeRequired()
         key = MFA_CHALLENGE_KEY + token_hash(mfa_token)

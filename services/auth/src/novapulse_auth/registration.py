@@ -45,6 +45,8 @@ def normalised_address(email: str) -> str:
 
 
 class RegistrationService:
+    """Registration by e-mail verification (see the module's docstring for why both paths look the same)."""
+
     def __init__(
         self,
         repo: Repository,
@@ -56,6 +58,9 @@ class RegistrationService:
         ttl: int,
         verify_url: str,
     ) -> None:
+        """:param ttl: seconds a registration link stays valid (``REGISTRATION_TTL``).
+        :param verify_url: the page the mailed link opens; the token is added as ``?token=``.
+        """
         self._repo = repo
         self._passwords = passwords
         self._outbox = outbox
@@ -66,10 +71,18 @@ class RegistrationService:
 
     @property
     def ttl(self) -> int:
+        """Seconds a registration link stays valid."""
         return self._ttl
 
     async def request(self, email: str, password: str, name: str, organization: str, ip: str) -> None:
-        """Start a registration. Returns nothing either way: the answer must not tell the two paths apart."""
+        """Start a registration. Returns nothing either way: the answer must not tell a new address from a registered
+        one. A new address gets ``registration.verification_requested`` (token and link), a registered one
+        ``user.registration_attempted`` (its owner is told); both hash the password once (argon2id, RFC 9106).
+
+        :param email: normalised here (stripped, lower case).
+        :param ip: the client address, told to the owner of a registered address.
+        :raises WeakPassword: (422) the password breaks the policy (checked before the address is looked up).
+        """
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         existing = await self._repo.user_by_email(email)
@@ -114,10 +127,16 @@ class RegistrationService:
     async def verify(self, token: str, password: str) -> tuple[UserOut, OrgOut, TokenPair]:
         """Complete a registration: the token from the mail **and** the password given at ``/register``.
 
-        The link alone is not enough: whoever registered someone else's address knows the password but never
-        sees the link, and the address's owner has the link but not the password. A wrong password answers
-        like an unknown token and does not spend it; after ``REGISTRATION_MAX_FAILURES`` wrong passwords the
-        registration is void. An unknown token costs one argon2 verification too (same time)."""
+        The link alone is not enough: whoever registered someone else's address knows the password but never sees
+        the link, and the address's owner has the link but not the password. A wrong password answers like an
+        unknown token and does not spend it; after ``REGISTRATION_MAX_FAILURES`` wrong passwords the registration
+        is void. An unknown token costs one argon2 verification too (same time).
+
+        :returns: the new owner, their organisation and their first token pair.
+        :raises InvalidRegistrationLink: (400) unknown, expired, void or used token, or a wrong password.
+        :raises EmailTaken: (409) the address was registered meanwhile (the registration is spent for good).
+        :raises AccountChangedDuringLogin: (401) the new user changed while the session was created.
+        """
         doc = await self._repo.take_registration_attempt(token_hash(token), REGISTRATION_MAX_FAILURES)
         ok = await self._passwords.verify(doc.get("password_hash") if doc else None, password)
         if doc is None:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TokenPair:
+    """A new access token (JWT, ``expires_in`` seconds) and refresh token (opaque, ``rt_`` prefix) of session
+    ``sid``.
+    """
+
     access_token: str
     refresh_token: str
     expires_in: int
@@ -52,6 +56,10 @@ class SessionService:
         session_max_age: int,
         namespace: str,
     ) -> None:
+        """:param refresh_ttl: seconds a refresh token lives (``REFRESH_TOKEN_TTL``), never past its family's end.
+        :param session_max_age: seconds a session (refresh family) lives whatever its activity (``SESSION_MAX_AGE``).
+        :param namespace: the Redis namespace of the revocation list verifiers read.
+        """
         self._repo = repo
         self._keys = keys
         self.redis = redis
@@ -61,13 +69,18 @@ class SessionService:
         self.namespace = namespace
 
     def revocation_expiry(self, revoked_ts: float) -> float:
-        """Epoch seconds after which no access token of a session revoked at ``revoked_ts`` is still valid."""
+        """Epoch seconds after which no access token of a session revoked at ``revoked_ts`` (epoch seconds) is
+        still valid: the access-token lifetime plus ``REVOCATION_MARGIN`` (60 s of leeway and clock skew).
+        """
         return revoked_ts + self._keys.access_ttl + REVOCATION_MARGIN
 
     async def announce(self, sids: list[str]) -> None:
         """Push sessions already marked revoked in MongoDB to every verifier (this process's at once). A Redis
         failure is logged, not raised: the database change stands, verifiers that cannot reach Redis fail
-        closed, and the worker's :func:`sync_revocations` rewrites the entry when Redis is back."""
+        closed, and the worker's :func:`sync_revocations` rewrites the entry when Redis is back.
+
+        :param sids: session ids.
+        """
         if not sids:
             return
         entries = dict.fromkeys(sids, self.revocation_expiry(time.time()))
@@ -84,13 +97,23 @@ class SessionService:
         await self.announce([sid])
 
     async def revoke_user(self, org_id: str, user_id: str, reason: str, *, keep: str | None = None) -> list[str]:
-        """Revoke every live session of a user (but ``keep``) and push the revocation."""
+        """Revoke every live session of a user (but ``keep``) and push the revocation.
+
+        :param reason: recorded on the sessions (``revoke_reason``).
+        :returns: the session ids revoked.
+        """
         sids = await self._repo.revoke_user_sessions(org_id, user_id, reason, keep=keep)
         await self.announce(sids)
         return sids
 
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
-        """A new session (refresh family) for ``user``, with its first token pair."""
+        """A new session (refresh family) for ``user`` with its first token pair. A disable, demotion or password
+        change that ran while this log-in was in flight did not see the new session, so the user is read again
+        once it exists; if they changed, the session is revoked.
+
+        :param amr: authentication methods (RFC 8176: ``pwd``, ``otp``, ``mfa``), carried by the access tokens.
+        :raises AccountChangedDuringLogin: (401) the user changed during the log-in.
+        """
         doc = session_doc(user=user, amr=amr, max_age=self._max_age)
         sid = doc["_id"]
         await self._repo.insert_session(doc)
@@ -118,7 +141,12 @@ class SessionService:
         return TokenPair(access.token, refresh, access.expires_in, sid)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate: the presented token is spent and a new pair is returned in the same family."""
+        """Rotate a refresh token: the presented one is spent and a new pair is returned in the same family (OAuth
+        2.0 Security BCP, RFC 9700 §4.14.2). Presenting a spent token revokes the whole family (reuse detection).
+
+        :raises InvalidRefreshToken: (401) unknown, spent, expired, its session revoked or past its maximum age,
+            or its user disabled (the session is then revoked).
+        """
         hashed = token_hash(refresh_token)
         doc = await self._repo.use_refresh_token(hashed)
         if doc is None:
@@ -145,7 +173,9 @@ class SessionService:
         return await self._pair(user, doc["sid"], list(session.get("amr", ["pwd"])), family_expires)
 
     async def logout(self, sid: str, user_id: str) -> None:
-        """Revoke the caller's session (RFC 7009 in spirit: its refresh and access tokens both stop working)."""
+        """Revoke the caller's session (RFC 7009 in spirit: its refresh and access tokens both stop working); a
+        session of someone else is left alone. Raises nothing.
+        """
         session = await self._repo.session(sid)
         if session is not None and session["user_id"] == user_id:
             await self.revoke(sid, "logout")
@@ -153,7 +183,10 @@ class SessionService:
 
 async def sync_revocations(repo: Repository, sessions: SessionService) -> int:
     """Rewrite into Redis the revocations of the last access-token lifetime that it lost (restart without
-    persistence, ``FLUSHALL``, a failed push); verifiers reload when any was missing. Returns how many."""
+    persistence, ``FLUSHALL``, a failed push); verifiers reload when any was missing.
+
+    :returns: how many entries were rewritten.
+    """
     since = time.time() - sessions.revocation_expiry(0.0)
     docs = await repo.revoked_since(since)
     entries = {str(d["_id"]): sessions.revocation_expiry(float(d["revoked_ts"])) for d in docs}
