@@ -9,7 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
 from novapulse_runtime.paging import PageQuery, page
-from novapulse_runtime.roles import Role
+from novapulse_runtime.roles import MANAGERS, Role
 
 from .constants import UserStatus
 from .errors import (
@@ -18,6 +18,7 @@ from .errors import (
     EmailTaken,
     InvalidCredentials,
     MemberNotFound,
+    MfaNotOn,
     OwnAccount,
     OwnerRoleFixed,
     RoleRequired,
@@ -295,6 +296,42 @@ class AccountService:
             actor_role == Role.ADMIN.value and target["role"] != Role.MEMBER.value
         ):
             raise CannotManage()
+
+    async def managed_member(self, org_id: str, actor_id: str, user_id: str) -> dict[str, Any]:
+        """The member ``user_id`` whom the caller ``actor_id`` (an owner or admin now, per the database) may
+        manage, as its document.
+
+        :raises AccountInactive: (401) the caller is gone or disabled.
+        :raises RoleRequired: (403) the caller is no longer an owner or admin.
+        :raises MemberNotFound: (404) no such member in ``org_id``.
+        :raises OwnAccount: (409) the target is the caller.
+        :raises CannotManage: (403) the caller's role cannot manage the target.
+        """
+        actor = await self.acting_member(org_id, actor_id, *MANAGERS)
+        target = await self.member(org_id, user_id)
+        self.check_can_manage(actor["role"], actor_id, target)
+        return target
+
+    async def disable_member(self, org_id: str, actor_id: str, user_id: str) -> UserOut:
+        """The caller disables a member they may manage (:meth:`managed_member`, whose errors it raises) with
+        :meth:`disable`.
+
+        :returns: the member after the change.
+        """
+        target = await self.managed_member(org_id, actor_id, user_id)
+        return await self.disable(org_id, target["_id"], by=actor_id)
+
+    async def reset_member_mfa(self, org_id: str, actor_id: str, user_id: str) -> UserOut:
+        """The caller turns off the MFA of a member they may manage (:meth:`managed_member`, whose errors it
+        raises); the member's sessions are revoked everywhere (:meth:`.mfa.MfaService.admin_reset`).
+
+        :returns: the member after the change.
+        :raises MfaNotOn: (409) the member's MFA is off.
+        """
+        target = await self.managed_member(org_id, actor_id, user_id)
+        if not await self._mfa.admin_reset(org_id, target["_id"], by=actor_id):
+            raise MfaNotOn("MFA is not on for this member")
+        return await self.member_out(org_id, target["_id"])
 
     async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
         """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s) and the

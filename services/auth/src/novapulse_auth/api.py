@@ -322,21 +322,13 @@ def build_routes(
     async def disable_member(request: web.Request) -> UserOut:
         """Disable a member, revoke their sessions and pending invites (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
-        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
-        target = await accounts.member(who.org_id, path_id(request, "user_id", _ID))
-        accounts.check_can_manage(actor["role"], who.user_id, target)
-        return await accounts.disable(who.org_id, target["_id"], by=who.user_id)
+        return await accounts.disable_member(who.org_id, who.user_id, path_id(request, "user_id", _ID))
 
     @routes.post("/members/{user_id}/mfa/reset", response=UserOut, auth=True, errors=(404, 409))
     async def reset_member_mfa(request: web.Request) -> UserOut:
         """Turn a member's MFA off so they can set it up again (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
-        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
-        target = await accounts.member(who.org_id, path_id(request, "user_id", _ID))
-        accounts.check_can_manage(actor["role"], who.user_id, target)
-        if not await mfa.admin_reset(who.org_id, target["_id"], by=who.user_id):
-            raise MfaNotOn("MFA is not on for this member")
-        return await accounts.member_out(who.org_id, target["_id"])
+        return await accounts.reset_member_mfa(who.org_id, who.user_id, path_id(request, "user_id", _ID))
 
     # --- MFA ---------------------------------------------------------------------------------------------
 

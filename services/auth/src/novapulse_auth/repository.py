@@ -591,7 +591,7 @@ class Repository:
         return await self.registrations.find_one_and_update(
             {
                 "token_hash": token_hash,
-                "status": "pending",
+                "status": RegistrationStatus.PENDING.value,
                 "expires_ts": {"$gt": time.time()},
                 "failures": {"$lt": max_failures},
             },
@@ -601,21 +601,28 @@ class Repository:
 
     async def void_registration(self, registration_id: str) -> None:
         """A registration whose password was guessed wrong too often can never be verified."""
-        await self.registrations.update_one({"_id": registration_id, "status": "pending"}, {"$set": {"status": "void"}})
+        await self.registrations.update_one(
+            {"_id": registration_id, "status": RegistrationStatus.PENDING.value},
+            {"$set": {"status": RegistrationStatus.VOID.value}},
+        )
 
     async def claim_registration(self, registration_id: str) -> Doc | None:
         """Atomically spend a pending, unexpired registration whose password was right (giving back the check's
         slot); ``None`` when it was spent meanwhile or expired."""
         return await self.registrations.find_one_and_update(
-            {"_id": registration_id, "status": "pending", "expires_ts": {"$gt": time.time()}},
-            {"$set": {"status": "verified", "verified_ts": time.time()}, "$inc": {"failures": -1}},
+            {"_id": registration_id, "status": RegistrationStatus.PENDING.value, "expires_ts": {"$gt": time.time()}},
+            {
+                "$set": {"status": RegistrationStatus.VERIFIED.value, "verified_ts": time.time()},
+                "$inc": {"failures": -1},
+            },
             return_document=ReturnDocument.AFTER,
         )
 
     async def release_registration(self, registration_id: str) -> None:
         """Make a claimed registration pending again (its account could not be created): the link works again."""
         await self.registrations.update_one(
-            {"_id": registration_id, "status": "verified"}, {"$set": {"status": "pending", "verified_ts": None}}
+            {"_id": registration_id, "status": RegistrationStatus.VERIFIED.value},
+            {"$set": {"status": RegistrationStatus.PENDING.value, "verified_ts": None}},
         )
 
     # --- log-in failures and blocks (lockout.py) ---------------------------------------------------------------
