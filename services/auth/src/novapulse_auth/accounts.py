@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
 from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.roles import MANAGERS, Role
@@ -30,7 +28,7 @@ from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
 from .ports import Outbox
-from .repository import Repository, new_id, org_doc, user_doc
+from .repository import EmailInUse, Repository, new_id, org_doc, user_doc
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
@@ -140,7 +138,7 @@ class AccountService:
                     subject=user["_id"],
                     session=session,
                 )
-        except DuplicateKeyError as exc:
+        except EmailInUse as exc:
             raise EmailTaken() from exc
         return user, org
 

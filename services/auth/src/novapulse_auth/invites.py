@@ -7,8 +7,6 @@ import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
-from pymongo.errors import DuplicateKeyError
-
 from novapulse_runtime.catalog.auth import InviteAccepted, InviteDeliveryRequested, UserInvited
 from novapulse_runtime.roles import MANAGERS
 
@@ -28,7 +26,7 @@ from .models import InviteOut, OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
 from .ports import Outbox
-from .repository import Repository, invite_doc, user_doc
+from .repository import EmailInUse, Repository, invite_doc, user_doc
 
 
 def invite_out(doc: dict[str, Any]) -> InviteOut:
@@ -201,7 +199,7 @@ class InviteService:
                     subject=user["_id"],
                     session=session,
                 )
-        except DuplicateKeyError as exc:
+        except EmailInUse as exc:
             await self._repo.release_invite(invite["_id"])
             raise EmailTaken("This e-mail address already has an account") from exc
         except AuthError:

@@ -41,6 +41,10 @@ from .constants import (
 Session = Any  # pymongo AsyncClientSession or None
 
 
+class EmailInUse(Exception):
+    """:meth:`Repository.insert_user` met another user with the same e-mail address (unique index)."""
+
+
 # --- document shapes ---------------------------------------------------------------------------------------
 
 
@@ -272,7 +276,14 @@ class Repository:
         await self.orgs.insert_one(doc, session=session)
 
     async def insert_user(self, doc: Doc, session: Session = None) -> None:
-        await self.users.insert_one(doc, session=session)
+        """Insert a user made by :func:`user_doc`.
+
+        :raises EmailInUse: the unique index on ``users.email`` refused it (registered meanwhile).
+        """
+        try:
+            await self.users.insert_one(doc, session=session)
+        except DuplicateKeyError as exc:
+            raise EmailInUse(doc.get("email", "")) from exc
 
     async def user_by_email(self, email: str) -> Doc | None:
         return await self.users.find_one({"email": email})
