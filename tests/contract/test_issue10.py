@@ -39,7 +39,7 @@ CASES: dict[str, list[tuple[str, str, bytes | None, dict[str, str], int, str | N
     "auth": [
         ("POST", "/login", b'{"email": "a@example.com", "password": NaN}', {}, 400, None),
         ("GET", "/members", None, {"limit": "0.5"}, 422, "limit"),
-        ("GET", "/members", None, {"offset": "false"}, 422, "offset"),
+        ("GET", "/members", None, {"cursor": "%%"}, 422, "cursor"),
     ],
 }
 

@@ -12,10 +12,12 @@ import pyotp
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
-from novapulse_auth.bootstrap import Services, compose, wire
+from novapulse_auth import bootstrap
+from novapulse_auth.bootstrap import Services
 from novapulse_auth.settings import AuthSettings
 from novapulse_devkit.servers import free_port
 from novapulse_runtime.http import create_app
+from novapulse_runtime.process import ServiceSpec, compose
 from novapulse_runtime.runtime import Runtime
 
 PREFIX = "/api/v1/auth"
@@ -178,23 +180,18 @@ async def start_app(redis_url: str, mongo_url: str, name: str, **overrides: Any)
     values.update(overrides)
     settings = AuthSettings(**values)
     rt = Runtime(settings, "api")
-    services = await wire(rt)
-    composition = compose(rt, services)
+    spec = ServiceSpec(name="auth", settings_cls=AuthSettings, api=bootstrap.api)
+    routes, _workers = await compose(spec, rt)
+    services = await bootstrap.services(rt)
     app = create_app(
         settings=settings,
         metrics=rt.metrics,
         health=rt.health,
         tracer=rt.tracer,
-        routes=composition.routes,
+        routes=routes,
         limiter=rt.limiter,
-        authenticator=composition.authenticator,
+        authenticator=rt.tokens.authenticate,
     )
-
-    async def run_closers(_app: Any) -> None:
-        for closer in composition.closers:
-            await closer()
-
-    app.on_cleanup.append(run_closers)
     from novapulse_runtime.health import ProcessState
 
     rt.health.state = ProcessState.READY

@@ -107,7 +107,9 @@ DEFAULT_PROBLEMS: ErrorTable = {
 def to_problem(error: DomainError, table: ErrorTable | None = None) -> ProblemError:
     """The :class:`ProblemError` answering ``error``: the entry of its most specific class in ``table``,
     then in :data:`DEFAULT_PROBLEMS` (walking the class's MRO). ``retry_after`` becomes ``Retry-After``;
-    a 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750 §3)."""
+    a 401 carries ``WWW-Authenticate: Bearer`` (RFC 9110 §15.5.2 requires a challenge on every 401; the
+    scheme is the one NovaPulse APIs take, RFC 6750 §3, without an ``error`` attribute: the failure is of the
+    credentials in the request, such as a password, not necessarily of a token)."""
     problem = DEFAULT_PROBLEMS[DomainError]
     for cls in type(error).__mro__:
         found = (table or {}).get(cls) or DEFAULT_PROBLEMS.get(cls)
@@ -119,7 +121,7 @@ def to_problem(error: DomainError, table: ErrorTable | None = None) -> ProblemEr
     if retry_after is not None:
         headers["Retry-After"] = str(max(0, int(retry_after)))
     if problem.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        headers["WWW-Authenticate"] = "Bearer"
     return ProblemError(
         problem.status, error.detail or None, title=problem.title, type_=problem.type, headers=headers, **error.extra
     )

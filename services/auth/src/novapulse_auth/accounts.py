@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
-from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.paging import PageQuery, page
+from novapulse_runtime.roles import MANAGERS, Role
 
-from .constants import Role, UserStatus
-from .events import Outbox
+from .constants import UserStatus
+from .errors import (
+    AccountInactive,
+    CannotManage,
+    EmailTaken,
+    InvalidCredentials,
+    MemberNotFound,
+    MfaNotOn,
+    OwnAccount,
+    OwnerRoleFixed,
+    RoleRequired,
+    WeakPassword,
+    WrongPassword,
+)
 from .lockout import LoginGuard
 from .mfa import MfaService
 from .models import MfaChallengeOut, OrgOut, TokenOut, UserOut
 from .passwords import PasswordHashing, password_problem
-from .repository import Repository, now
+from .ports import Outbox
+from .repository import EmailInUse, Repository, new_id, org_doc, user_doc
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
 
-INVALID_LOGIN = "Invalid e-mail or password"
-
 
 def user_out(doc: dict[str, Any]) -> UserOut:
+    """The API shape of a user document (``UserOut``): no password hash, no MFA secrets."""
     return UserOut(
         id=doc["_id"],
         email=doc["email"],
@@ -39,36 +49,30 @@ def user_out(doc: dict[str, Any]) -> UserOut:
 
 
 def org_out(doc: dict[str, Any]) -> OrgOut:
+    """The API shape of an organisation document (``OrgOut``)."""
     return OrgOut(id=doc["_id"], name=doc["name"])
 
 
 def check_password(password: str, *, email: str, name: str) -> None:
+    """Apply the password policy to a new password (:func:`.passwords.password_problem`: 8 to 128 characters
+    after NFKC normalisation, not common, not repetitive, not the e-mail's local part or the name; NIST SP
+    800-63B §5.1.1.2).
+
+    :raises WeakPassword: (422) the policy's reason as ``detail`` and as a field error on ``password``.
+    """
     problem = password_problem(password, email=email, name=name)
     if problem:
-        raise ProblemError(
-            422,
+        raise WeakPassword(
             problem,
             errors=[{"location": "body", "field": "password", "message": problem, "type": "password_policy"}],
         )
 
 
-def new_user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> dict[str, Any]:
-    created = now()
-    return {
-        "_id": uuid.uuid4().hex,
-        "email": email,
-        "name": name,
-        "org_id": org_id,
-        "role": role,
-        "status": UserStatus.ACTIVE.value,
-        "password_hash": password_hash,
-        "mfa_enabled": False,
-        "created_at": created,
-        "updated_at": created,
-    }
-
-
 class AccountService:
+    """Accounts and organisations: immediate registration, log-in, the caller's profile and password, and member
+    management (roles, disabling). Every state change records its event in the outbox in the same transaction.
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -78,6 +82,7 @@ class AccountService:
         outbox: Outbox,
         guard: LoginGuard | None = None,
     ) -> None:
+        """:param guard: the log-in lockout (:class:`.lockout.LoginGuard`); ``None`` turns it off (tests only)."""
         self._guard = guard
         self._repo = repo
         self._passwords = passwords
@@ -86,12 +91,19 @@ class AccountService:
         self._outbox = outbox
 
     async def register(self, email: str, password: str, name: str, organization: str) -> tuple[UserOut, OrgOut]:
-        """Immediate registration (``REGISTRATION_EMAIL_VERIFICATION=false``): 409 tells a registered address
-        apart, so this mode allows account enumeration (development and tests only)."""
+        """Immediate registration (``REGISTRATION_EMAIL_VERIFICATION=false``): a new organisation and its owner.
+        Telling a registered address apart (409) allows account enumeration, so this mode is for development and
+        tests only; the default path is :meth:`.registration.RegistrationService.request`.
+
+        :param email: normalised here (stripped, lower case).
+        :returns: the owner and the organisation.
+        :raises WeakPassword: the password breaks the policy.
+        :raises EmailTaken: an account with this address exists.
+        """
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         if await self._repo.email_taken(email):
-            raise ProblemError(409, "An account with this e-mail already exists")
+            raise EmailTaken()
         hashed = await self._passwords.hash(password)
         user, org = await self.create_owner(email, name, organization, hashed)
         return user_out(user), org_out(org)
@@ -99,11 +111,15 @@ class AccountService:
     async def create_owner(
         self, email: str, name: str, organization: str, password_hash: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A new organisation and its owner (documents), with ``user.registered``; 409 when the e-mail is taken."""
-        org_id = uuid.uuid4().hex
-        org: dict[str, Any] = {"_id": org_id, "name": organization, "created_at": now()}
-        user = new_user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
-        org["owner_id"] = user["_id"]
+        """Create an organisation and its owner in one transaction, with ``user.registered``.
+
+        :param password_hash: an argon2id PHC string (RFC 9106), already computed.
+        :returns: the user and organisation documents.
+        :raises EmailTaken: the address was registered meanwhile (unique index on ``users.email``).
+        """
+        org_id = new_id()
+        user = user_doc(email=email, name=name, org_id=org_id, role=Role.OWNER.value, password_hash=password_hash)
+        org = org_doc(org_id=org_id, name=organization, owner_id=user["_id"])
         try:
             async with self._outbox.transaction() as session:
                 await self._repo.insert_user(user, session)
@@ -122,15 +138,24 @@ class AccountService:
                     subject=user["_id"],
                     session=session,
                 )
-        except DuplicateKeyError as exc:
-            raise ProblemError(409, "An account with this e-mail already exists") from exc
+        except EmailInUse as exc:
+            raise EmailTaken() from exc
         return user, org
 
     async def login(self, email: str, password: str, ip: str, client: str | None = None) -> TokenOut | MfaChallengeOut:
-        """Same status, body and (within noise) time for an unknown e-mail and a wrong password.
+        """Check an e-mail and password: tokens, or an MFA challenge when the account has MFA on.
 
-        ``client`` is the caller's network (the rate-limit client key): wrong passwords count per (account,
-        client) with a per-account ceiling that known clients pass (see :mod:`.lockout`); 429 when blocked."""
+        An unknown e-mail, a wrong password and a disabled account get the same status, body and (within noise)
+        time: the password is verified against a dummy hash when there is no user (OWASP authentication cheat
+        sheet). ``client`` is the caller's network (the rate-limit client key; ``ip`` when ``None``): wrong
+        passwords count per (account, client) with a per-account ceiling that known clients pass (:mod:`.lockout`).
+
+        :param ip: the client address, recorded in events.
+        :returns: ``TokenOut`` (``expires_in`` in seconds) or ``MfaChallengeOut`` (``mfa_token``, ``expires_in`` s).
+        :raises AccountLocked: (429) this client is blocked for this account; ``retry_after`` in seconds.
+        :raises InvalidCredentials: (401) unknown e-mail, wrong password or disabled account.
+        :raises AccountChangedDuringLogin: the user changed while the session was being created.
+        """
         email = email.strip().lower()
         client = client if client is not None else ip
         user = await self._repo.user_by_email(email)
@@ -140,7 +165,7 @@ class AccountService:
         if not ok or user is None or user.get("status") != UserStatus.ACTIVE.value:
             if guard is not None and attempt is not None:
                 await guard.failed(attempt, user, ip)
-            raise ProblemError(401, INVALID_LOGIN)
+            raise InvalidCredentials()
         if guard is not None and attempt is not None:
             await guard.succeeded(attempt)  # forgets this client's failures; known only once signed in
         if user.get("mfa_enabled"):
@@ -152,23 +177,33 @@ class AccountService:
         return TokenOut(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
 
     async def profile(self, org_id: str, user_id: str) -> tuple[UserOut, OrgOut]:
+        """The caller and their organisation.
+
+        :raises AccountInactive: (401) the user or the organisation is gone, or the user is disabled.
+        """
         user = await self._repo.user(org_id, user_id)
         org = await self._repo.org(org_id)
         if user is None or org is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         return user_out(user), org_out(org)
 
     async def change_password(self, org_id: str, user_id: str, current: str, new: str, *, keep_sid: str) -> None:
-        """Change the caller's password; every other session of theirs is revoked."""
+        """Change the caller's password; every other session of theirs is revoked (``keep_sid`` stays), refresh at
+        once and access tokens everywhere within 1 s, and ``user.password_changed`` is recorded.
+
+        :raises AccountInactive: the caller is gone or disabled.
+        :raises WrongPassword: (400) ``current`` is wrong.
+        :raises WeakPassword: ``new`` breaks the password policy.
+        """
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         if not await self._passwords.verify(user.get("password_hash"), current):
-            raise ProblemError(400, "The current password is wrong")
+            raise WrongPassword()
         check_password(new, email=user["email"], name=user["name"])
         hashed = await self._passwords.hash(new)
         async with self._outbox.transaction() as session:
-            await self._repo.update_user(org_id, user_id, {"password_hash": hashed}, session)
+            await self._repo.set_password(org_id, user_id, hashed, session)
             sids = await self._repo.revoke_user_sessions(org_id, user_id, "password-changed", session, keep=keep_sid)
             await self._outbox.add(
                 "user.password_changed",
@@ -179,27 +214,43 @@ class AccountService:
             )
         await self._sweep_and_announce(org_id, user_id, "password-changed", sids, keep=keep_sid)
 
-    async def members(self, org_id: str, limit: int, offset: int) -> list[UserOut]:
-        return [user_out(d) for d in await self._repo.members(org_id, limit, offset)]
+    async def members(self, org_id: str, query: PageQuery) -> tuple[list[UserOut], str | None]:
+        """One page of the organisation's members (disabled ones included), in id order: the page and the
+        cursor of the next one (``None`` on the last page; the runtime's one paging rule,
+        :mod:`novapulse_runtime.paging`)."""
+        docs = await self._repo.members(org_id, after=query.after, fetch=query.fetch)
+        shown, next_cursor = page(docs, query.limit, key=lambda doc: str(doc["_id"]))
+        return [user_out(d) for d in shown], next_cursor
 
     async def member(self, org_id: str, user_id: str) -> dict[str, Any]:
+        """A member of the organisation (any status), as its document.
+
+        :raises MemberNotFound: (404) no such user in ``org_id``.
+        """
         doc = await self._repo.user(org_id, user_id)
         if doc is None:
-            raise ProblemError(404, "No such member in your organisation")
+            raise MemberNotFound()
         return doc
 
     async def change_role(self, org_id: str, user_id: str, role: str, *, by: str) -> UserOut:
-        """Owner only: make a member an admin or an admin a member (the owner's own role is fixed). A demotion
-        revokes the user's sessions everywhere and the invites they sent that are still pending."""
+        """Owner only (checked by the caller): make a member an admin or an admin a member; the owner's own role is
+        fixed. A demotion revokes the user's sessions everywhere and the invites they sent that are still pending.
+        Records ``user.role_changed`` (``by``: the acting user's id).
+
+        :param role: ``admin`` or ``member``.
+        :returns: the user after the change.
+        :raises MemberNotFound: no such member in ``org_id``.
+        :raises OwnerRoleFixed: (409) the target is the owner.
+        """
         target = await self.member(org_id, user_id)
         if target["role"] == Role.OWNER.value:
-            raise ProblemError(409, "The owner's role cannot change")
+            raise OwnerRoleFixed()
         demoted = target["role"] == Role.ADMIN.value and role == Role.MEMBER.value
         sids: list[str] = []
         async with self._outbox.transaction() as session:
             doc = await self._repo.set_role(org_id, user_id, role, session)
             if doc is None:
-                raise ProblemError(404, "No such member in your organisation")
+                raise MemberNotFound()
             if demoted:
                 sids = await self._repo.revoke_user_sessions(org_id, user_id, "demoted", session)
                 await self._repo.revoke_invites_by(org_id, user_id, session)
@@ -215,28 +266,79 @@ class AccountService:
         return user_out(doc)
 
     async def acting_member(self, org_id: str, user_id: str, *roles: str) -> dict[str, Any]:
-        """The caller as the database knows them now, not as their token says: 401 when disabled or gone,
-        403 when their current role is not one of ``roles``. Routes that change anything call this, so a
-        disabled or demoted user's authority ends with the change, not at their token's expiry."""
+        """The caller as the database knows them now, not as their token says. Routes that change anything call
+        this, so a disabled or demoted user's authority ends with the change, not at their token's expiry.
+
+        :param roles: the roles allowed (none: any).
+        :returns: the caller's user document.
+        :raises AccountInactive: (401) the caller is gone or disabled.
+        :raises RoleRequired: (403) their current role is not one of ``roles``.
+        """
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(401, "The account no longer exists or is disabled")
+            raise AccountInactive()
         if roles and user.get("role") not in roles:
-            raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}")
+            raise RoleRequired(f"This needs one of the roles: {', '.join(roles)}")
         return user
 
     def check_can_manage(self, actor_role: str, actor_id: str, target: dict[str, Any]) -> None:
-        """Owners manage everyone but themselves; admins manage members only."""
+        """Owners manage everyone but themselves; admins manage members only.
+
+        :param actor_role: the acting user's current role; ``target``: the member's document.
+        :raises OwnAccount: (409) the target is the actor.
+        :raises CannotManage: (403) the target is the owner, or an admin acts on an admin.
+        """
         if target["_id"] == actor_id:
-            raise ProblemError(409, "You cannot do this to your own account")
+            raise OwnAccount()
         if target["role"] == Role.OWNER.value or (
             actor_role == Role.ADMIN.value and target["role"] != Role.MEMBER.value
         ):
-            raise ProblemError(403, "Your role cannot manage this member")
+            raise CannotManage()
+
+    async def managed_member(self, org_id: str, actor_id: str, user_id: str) -> dict[str, Any]:
+        """The member ``user_id`` whom the caller ``actor_id`` (an owner or admin now, per the database) may
+        manage, as its document.
+
+        :raises AccountInactive: (401) the caller is gone or disabled.
+        :raises RoleRequired: (403) the caller is no longer an owner or admin.
+        :raises MemberNotFound: (404) no such member in ``org_id``.
+        :raises OwnAccount: (409) the target is the caller.
+        :raises CannotManage: (403) the caller's role cannot manage the target.
+        """
+        actor = await self.acting_member(org_id, actor_id, *MANAGERS)
+        target = await self.member(org_id, user_id)
+        self.check_can_manage(actor["role"], actor_id, target)
+        return target
+
+    async def disable_member(self, org_id: str, actor_id: str, user_id: str) -> UserOut:
+        """The caller disables a member they may manage (:meth:`managed_member`, whose errors it raises) with
+        :meth:`disable`.
+
+        :returns: the member after the change.
+        """
+        target = await self.managed_member(org_id, actor_id, user_id)
+        return await self.disable(org_id, target["_id"], by=actor_id)
+
+    async def reset_member_mfa(self, org_id: str, actor_id: str, user_id: str) -> UserOut:
+        """The caller turns off the MFA of a member they may manage (:meth:`managed_member`, whose errors it
+        raises); the member's sessions are revoked everywhere (:meth:`.mfa.MfaService.admin_reset`).
+
+        :returns: the member after the change.
+        :raises MfaNotOn: (409) the member's MFA is off.
+        """
+        target = await self.managed_member(org_id, actor_id, user_id)
+        if not await self._mfa.admin_reset(org_id, target["_id"], by=actor_id):
+            raise MfaNotOn("MFA is not on for this member")
+        return await self.member_out(org_id, target["_id"])
 
     async def disable(self, org_id: str, user_id: str, *, by: str) -> UserOut:
-        """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s)
-        and the invites they sent that are still pending are revoked."""
+        """Disable a user: their sessions are revoked (refresh at once, access tokens everywhere within 1 s) and the
+        invites they sent that are still pending are revoked; ``user.disabled`` is recorded (``by``: the acting
+        user's id). Disabling a disabled user changes nothing.
+
+        :returns: the user after the change.
+        :raises MemberNotFound: no such member in ``org_id``.
+        """
         sids: list[str] = []
         async with self._outbox.transaction() as session:
             changed = await self._repo.disable_user(org_id, user_id, session)
@@ -269,4 +371,8 @@ class AccountService:
         await self._sessions.announce(sids + [sid for sid in late if sid not in sids])
 
     async def member_out(self, org_id: str, user_id: str) -> UserOut:
+        """A member of the organisation in its API shape.
+
+        :raises MemberNotFound: no such member in ``org_id``.
+        """
         return user_out(await self.member(org_id, user_id))

@@ -8,13 +8,46 @@ from typing import Any
 
 from aiohttp import web
 
-from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.errors import ErrorTable, Problem
+from novapulse_runtime.paging import PageQuery
 from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
-from novapulse_runtime.routes import Routes, json_response
+from novapulse_runtime.roles import MANAGERS, Role
+from novapulse_runtime.routes import Routes, json_response, path_id
 from novapulse_runtime.tokens import principal, require_role
 
 from .accounts import AccountService
-from .constants import API_PREFIX, INVITE_RECIPIENT_WINDOW, Role
+from .constants import API_PREFIX, INVITE_RECIPIENT_WINDOW
+from .errors import (
+    AccountChangedDuringLogin,
+    AccountInactive,
+    AccountLocked,
+    AlreadyMember,
+    CannotManage,
+    EmailTaken,
+    InvalidChallenge,
+    InvalidCredentials,
+    InvalidInvite,
+    InvalidRefreshToken,
+    InvalidRegistrationLink,
+    InviteNotFound,
+    InviteNotPending,
+    InviteOrganisationGone,
+    MemberNotFound,
+    MfaAlreadyOn,
+    MfaNotOn,
+    NoPendingMfaSetup,
+    OneCodeRequired,
+    OwnAccount,
+    OwnerRoleFixed,
+    RoleRequired,
+    TooManyWrongCodes,
+    UserNotFound,
+    WeakPassword,
+    WrongChallengeCode,
+    WrongCode,
+    WrongPassword,
+    WrongPasswordOrCode,
+)
 from .invites import InviteService
 from .mfa import MfaService
 from .models import (
@@ -33,7 +66,6 @@ from .models import (
     MfaDisableIn,
     MfaSetupOut,
     MfaVerifyIn,
-    PageQuery,
     PasswordChangeIn,
     RecoveryCodesOut,
     RefreshIn,
@@ -52,14 +84,47 @@ from .settings import AuthSettings
 from .signing import KeyRing
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
-MANAGERS = (Role.OWNER.value, Role.ADMIN.value)
 
 
-def _path_id(request: web.Request, name: str) -> str:
-    value = request.match_info.get(name, "")
-    if not _ID.match(value):
-        raise ProblemError(404, f"No such {name.removesuffix('_id')}")
-    return value
+PROBLEMS: ErrorTable = {
+    # 400: a secret or token that does not check out
+    WrongPassword: Problem(400),
+    WrongCode: Problem(400),
+    WrongPasswordOrCode: Problem(400),
+    InvalidInvite: Problem(400),
+    InviteOrganisationGone: Problem(400),
+    InvalidRegistrationLink: Problem(400),
+    # 401: the caller could not be identified (the runtime adds WWW-Authenticate)
+    InvalidCredentials: Problem(401),
+    AccountInactive: Problem(401),
+    AccountChangedDuringLogin: Problem(401),
+    InvalidRefreshToken: Problem(401),
+    InvalidChallenge: Problem(401),
+    WrongChallengeCode: Problem(401),
+    # 403
+    RoleRequired: Problem(403),
+    CannotManage: Problem(403),
+    # 404
+    MemberNotFound: Problem(404),
+    InviteNotFound: Problem(404),
+    UserNotFound: Problem(404),
+    # 409
+    EmailTaken: Problem(409),
+    AlreadyMember: Problem(409),
+    OwnerRoleFixed: Problem(409),
+    OwnAccount: Problem(409),
+    InviteNotPending: Problem(409),
+    MfaAlreadyOn: Problem(409),
+    MfaNotOn: Problem(409),
+    NoPendingMfaSetup: Problem(409),
+    # 422: breaks a rule of the domain (WeakPassword carries ``errors`` like a validation error)
+    WeakPassword: Problem(422),
+    OneCodeRequired: Problem(422),
+    # 429: with Retry-After (seconds)
+    AccountLocked: Problem(429),
+    TooManyWrongCodes: Problem(429),
+}
+"""How each domain error of :mod:`.errors` is answered (RFC 9457 problem; title: the status phrase)."""
 
 
 def build_routes(
@@ -72,7 +137,7 @@ def build_routes(
     keys: KeyRing,
     registration: RegistrationService,
 ) -> Routes:
-    routes = Routes(prefix=API_PREFIX, tags=["auth"])
+    routes = Routes(prefix=API_PREFIX, tags=["auth"], problems=PROBLEMS)
 
     def ip(request: web.Request) -> str:
         return client_ip(request, settings.trusted_proxies)
@@ -221,7 +286,7 @@ def build_routes(
         """Revoke a pending invite (owner or admin)."""
         who = require_role(request, *MANAGERS)
         await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
-        return await invites.revoke(who.org_id, _path_id(request, "invite_id"))
+        return await invites.revoke(who.org_id, path_id(request, "invite_id", _ID))
 
     @routes.post(
         "/invites/accept",
@@ -240,36 +305,30 @@ def build_routes(
 
     @routes.get("/members", query=PageQuery, response=MemberList, auth=True)
     async def list_members(request: web.Request, query: PageQuery) -> MemberList:
-        """The members of the caller's organisation."""
+        """The members of the caller's organisation, by id, one page at a time (``cursor``: the ``next_cursor``
+        of the previous page)."""
         who = principal(request)
-        return MemberList(items=await accounts.members(who.org_id, query.limit, query.offset))
+        items, next_cursor = await accounts.members(who.org_id, query)
+        return MemberList(items=items, next_cursor=next_cursor)
 
     @routes.patch("/members/{user_id}", body=RoleIn, response=UserOut, auth=True, errors=(404, 409))
     async def change_role(request: web.Request, body: RoleIn) -> UserOut:
         """Change a member's role (owner only); demoting an admin revokes their sessions and pending invites."""
         who = require_role(request, Role.OWNER.value)
         await accounts.acting_member(who.org_id, who.user_id, Role.OWNER.value)
-        return await accounts.change_role(who.org_id, _path_id(request, "user_id"), body.role, by=who.user_id)
+        return await accounts.change_role(who.org_id, path_id(request, "user_id", _ID), body.role, by=who.user_id)
 
     @routes.post("/members/{user_id}/disable", response=UserOut, auth=True, errors=(404, 409))
     async def disable_member(request: web.Request) -> UserOut:
         """Disable a member, revoke their sessions and pending invites (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
-        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
-        target = await accounts.member(who.org_id, _path_id(request, "user_id"))
-        accounts.check_can_manage(actor["role"], who.user_id, target)
-        return await accounts.disable(who.org_id, target["_id"], by=who.user_id)
+        return await accounts.disable_member(who.org_id, who.user_id, path_id(request, "user_id", _ID))
 
     @routes.post("/members/{user_id}/mfa/reset", response=UserOut, auth=True, errors=(404, 409))
     async def reset_member_mfa(request: web.Request) -> UserOut:
         """Turn a member's MFA off so they can set it up again (owner, or admin for members)."""
         who = require_role(request, *MANAGERS)
-        actor = await accounts.acting_member(who.org_id, who.user_id, *MANAGERS)
-        target = await accounts.member(who.org_id, _path_id(request, "user_id"))
-        accounts.check_can_manage(actor["role"], who.user_id, target)
-        if not await mfa.admin_reset(who.org_id, target["_id"], by=who.user_id):
-            raise ProblemError(409, "MFA is not on for this member")
-        return await accounts.member_out(who.org_id, target["_id"])
+        return await accounts.reset_member_mfa(who.org_id, who.user_id, path_id(request, "user_id", _ID))
 
     # --- MFA ---------------------------------------------------------------------------------------------
 

@@ -1,73 +1,30 @@
-"""Composition root of the auth service: builds repositories, keys, services and routes for one process."""
+"""Composition root of the auth service (wiring only): the shared service graph (:func:`wire`, once per
+process under ``rt.shared``), the ``api`` and ``worker`` roots, and :data:`SPEC`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
+from novapulse_runtime.process import ServiceSpec
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.secretbox import SecretBox
 
 from .accounts import AccountService
 from .api import build_routes
-from .events import Outbox
 from .invites import InviteService
 from .lockout import LoginGuard
 from .mfa import MfaService
-from .passwords import PasswordHashing
-from .reencrypt import key_id, reencrypt
+from .passwords import PasswordHashing, hashing_pool
+from .ports import Outbox
+from .reencrypt import key_id
 from .registration import RegistrationService
 from .repository import Repository
-from .sessions import SessionService, sync_revocations
+from .sessions import SessionService
 from .settings import AuthSettings
 from .signing import KeyRing
-
-log = logging.getLogger(__name__)
-
-
-def rotation_worker(services: Services, interval: int, check_every: float | None = None) -> Worker:
-    """Rotates the signing key once it is older than ``KEY_ROTATION_INTERVAL``, and re-encrypts secrets still
-    under an older ``AUTH_ENCRYPTION_KEYS`` key."""
-    keys = services.keys
-    pause = check_every if check_every is not None else max(5.0, min(interval / 4, 300.0))
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await keys.load()
-                if keys.rotation_due(interval):
-                    await keys.rotate()
-                    log.info("signing key rotated")
-                await reencrypt(services.repo, services.box, services.enc_key_id)
-            except Exception as exc:  # a database outage must not kill the worker; retry next round
-                log.warning("key rotation check failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
-
-    return run
-
-
-def revocation_sync_worker(services: Services, interval: float) -> Worker:
-    """Every ``REVOCATION_SYNC_INTERVAL`` seconds, rewrites into Redis the session revocations of the last
-    access-token lifetime that Redis lost (MongoDB is the truth), so verifiers honour them again."""
-
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                restored = await sync_revocations(services.repo, services.sessions)
-                if restored:
-                    log.warning("session revocations restored into Redis", extra={"count": restored})
-            except Exception as exc:  # an outage must not kill the worker; retry next round
-                log.warning("revocation sync failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-
-    return run
+from .worker import revocation_sync_worker, rotation_worker
 
 
 @dataclass
@@ -107,12 +64,10 @@ async def wire(rt: Runtime) -> Services:
     await keys.ensure()
     outbox = rt.bus.outbox()  # relayed to novapulse:events:auth by the worker role
     passwords = await rt.open(
-        hashing(
-            PasswordHashing(
-                memory_kib=settings.argon2_memory_kib,
-                time_cost=settings.argon2_time_cost,
-                workers=settings.password_hash_workers,
-            )
+        hashing_pool(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            workers=settings.password_hash_workers,
         )
     )
     sessions = SessionService(
@@ -156,40 +111,46 @@ async def wire(rt: Runtime) -> Services:
     return Services(repo, box, enc_key_id, keys, outbox, passwords, sessions, mfa, accounts, invites, registration)
 
 
-@contextlib.asynccontextmanager
-async def hashing(passwords: PasswordHashing) -> AsyncIterator[PasswordHashing]:
-    """The password-hashing pool, shut down with the process."""
-    try:
-        yield passwords
-    finally:
-        passwords.close()
-
-
-async def _services(rt: Runtime) -> Services:
+async def services(rt: Runtime) -> Services:
+    """The process's one service graph (wired once, shared by the ``api`` and ``worker`` roots)."""
     return await rt.shared("services", lambda: wire(rt))
 
 
 async def api(rt: Runtime) -> Routes:
     """Composition root of the ``api`` role: the service graph and its routes."""
-    services = await _services(rt)
+    graph = await services(rt)
     settings = cast(AuthSettings, rt.settings)
     return build_routes(
         settings,
-        accounts=services.accounts,
-        sessions=services.sessions,
-        invites=services.invites,
-        mfa=services.mfa,
-        keys=services.keys,
-        registration=services.registration,
+        accounts=graph.accounts,
+        sessions=graph.sessions,
+        invites=graph.invites,
+        mfa=graph.mfa,
+        keys=graph.keys,
+        registration=graph.registration,
     )
 
 
 async def worker(rt: Runtime) -> list[Worker]:
     """Composition root of the ``worker`` role: key rotation, revocation sync and the outbox relay."""
-    services = await _services(rt)
+    graph = await services(rt)
     settings = cast(AuthSettings, rt.settings)
     return [
-        rotation_worker(services, settings.key_rotation_interval),
-        revocation_sync_worker(services, settings.revocation_sync_interval),
+        rotation_worker(graph.keys, graph.repo, graph.box, graph.enc_key_id, interval=settings.key_rotation_interval),
+        revocation_sync_worker(graph.repo, graph.sessions, interval=settings.revocation_sync_interval),
         rt.bus.outbox().relay,
     ]
+
+
+# Development only (make run): a fixed key so the local database stays readable across restarts.
+DEV_ENCRYPTION_KEY = "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU="
+
+SPEC = ServiceSpec(
+    name="auth",
+    settings_cls=AuthSettings,
+    api=api,
+    worker=worker,
+    title="NovaPulse auth",
+    package="novapulse_auth",
+    dev_env={"AUTH_ENCRYPTION_KEYS": DEV_ENCRYPTION_KEY},
+)

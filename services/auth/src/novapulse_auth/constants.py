@@ -9,14 +9,6 @@ API_PREFIX = "/api/v1/auth"
 DEFAULT_HTTP_PORT = 8101
 
 
-class Role(enum.StrEnum):
-    """Roles inside an organisation."""
-
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
 class UserStatus(enum.StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
@@ -26,6 +18,16 @@ class InviteStatus(enum.StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"
     REVOKED = "revoked"
+
+
+class RegistrationStatus(enum.StrEnum):
+    """Life of a registration: ``pending`` (verifiable), ``attempted`` (a registered address: never
+    verifiable), ``verified`` (spent), ``void`` (too many wrong passwords)."""
+
+    PENDING = "pending"
+    ATTEMPTED = "attempted"
+    VERIFIED = "verified"
+    VOID = "void"
 
 
 class KeyStatus(enum.StrEnum):

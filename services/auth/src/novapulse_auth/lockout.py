@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from novapulse_runtime.catalog.auth import LoginBlocked
-from novapulse_runtime.problems import ProblemError
 
 from .constants import KNOWN_CLIENTS_MAX
-from .events import Outbox
-from .repository import Repository, now
-
-BLOCKED = "Too many failed sign-ins from here; retry later"
+from .errors import AccountLocked
+from .ports import Outbox
+from .repository import Repository
 
 
 def _digest(*parts: str) -> str:
@@ -50,7 +48,9 @@ def known_client_hash(user_id: str, client: str) -> str:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One log-in attempt under way: its presumed-failure record and its keys."""
+    """One log-in attempt under way: the id of its presumed-failure record, the account's key (SHA-256 of the
+    normalised e-mail), the (account, client) key and the client network.
+    """
 
     id: str
     account: str
@@ -59,9 +59,17 @@ class Attempt:
 
 
 class LoginGuard:
-    """Per-(account, client) failure budget with a per-account ceiling that known clients pass."""
+    """Per-(account, client) failure budget with a per-account ceiling that known clients pass (see the module's
+    docstring; the per-account lockout of NIST SP 800-63B §5.2.2, keyed so that an attacker cannot lock the
+    owner out).
+    """
 
     def __init__(self, repo: Repository, outbox: Outbox, *, client_limit: int, account_ceiling: int, window: int):
+        """:param client_limit: wrong passwords per (account, client) per window (``LOGIN_ACCOUNT_LIMIT``).
+        :param account_ceiling: wrong passwords per account from unknown clients per window
+            (``LOGIN_ACCOUNT_CEILING``; raised to ``client_limit`` when below it).
+        :param window: seconds the failures are counted over (``LOGIN_FAILURE_WINDOW``).
+        """
         self._repo = repo
         self._outbox = outbox
         self._client_limit = client_limit
@@ -70,6 +78,7 @@ class LoginGuard:
 
     @staticmethod
     def is_known(user: dict[str, Any] | None, client: str) -> bool:
+        """Whether ``client`` (a network) was issued a session for ``user`` (among its ``known_clients``)."""
         if user is None:
             return False
         return known_client_hash(user["_id"], client) in (user.get("known_clients") or [])
@@ -88,8 +97,15 @@ class LoginGuard:
         return out
 
     async def begin(self, email: str, client: str, user: dict[str, Any] | None) -> Attempt:
-        """Refuse a blocked client (429, ``Retry-After``), else count the attempt as a failure until
-        :meth:`succeeded` takes it back."""
+        """Refuse a blocked client, else count the attempt as a failure until :meth:`succeeded` takes it back (so
+        parallel guesses cannot all slip under the limit).
+
+        :param email: the normalised e-mail typed (counters are keyed on it, so unknown addresses are blocked alike).
+        :param user: the account's document, or ``None`` when there is none.
+        :returns: the attempt, for :meth:`succeeded` or :meth:`failed`.
+        :raises AccountLocked: (429) the client is blocked for this account; ``retry_after`` is the seconds until
+            the block ends (at least 1).
+        """
         account, pair = _digest("account", email), _digest("pair", email, client)
         known = self.is_known(user, client)
         blocks = await self._blocks(account, pair, known)
@@ -97,9 +113,7 @@ class LoginGuard:
             raise _blocked(max(b[1] for b in blocks))
         attempt = Attempt(uuid.uuid4().hex, account, pair, client)
         ts = time.time()
-        await self._repo.insert_login_failure(
-            {"_id": attempt.id, "account": account, "pair": pair, "ts": ts, "at": now()}
-        )
+        await self._repo.insert_login_failure(attempt.id, account, pair, ts)
         # parallel attempts: only those within the budget go on to the password check
         since = ts - self._window
         in_pair = await self._repo.count_login_failures(account, since, pair)
@@ -147,5 +161,5 @@ class LoginGuard:
             )
 
 
-def _blocked(seconds: float) -> ProblemError:
-    return ProblemError(429, BLOCKED, headers={"Retry-After": str(max(1, math.ceil(seconds)))})
+def _blocked(seconds: float) -> AccountLocked:
+    return AccountLocked(retry_after=max(1, math.ceil(seconds)))

@@ -23,13 +23,11 @@ import logging
 import math
 import os
 import time
-import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
 from novapulse_runtime.catalog.auth import MfaChallengeFailed, MfaDisabled, MfaEnabled, MfaRecoveryCodeUsed
-from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.secretbox import SecretBox
 
 from .constants import (
@@ -43,12 +41,24 @@ from .constants import (
     RECOVERY_CODE_COUNT,
     UserStatus,
 )
-from .events import Outbox
+from .errors import (
+    InvalidChallenge,
+    MfaAlreadyOn,
+    MfaNotOn,
+    NoPendingMfaSetup,
+    OneCodeRequired,
+    TooManyWrongCodes,
+    UserNotFound,
+    WrongChallengeCode,
+    WrongCode,
+    WrongPasswordOrCode,
+)
 from .lockout import LoginGuard
 from .models import MfaSetupOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
-from .repository import Repository, now
+from .ports import Outbox
+from .repository import Repository, recovery_code_doc
 from .sessions import SessionService, TokenPair
 from .totp import (
     hash_recovery_code,
@@ -70,11 +80,13 @@ if n >= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end
 return n
 """
 
-WRONG_CODE = "The code is wrong or was already used"
-BAD_CHALLENGE = "The MFA token is invalid, expired or already used"
-
 
 class MfaService:
+    """TOTP multi-factor authentication (RFC 6238: HMAC-SHA1, 6 digits, 30 s steps, one step of drift either
+    side; secrets of 160 bits encrypted at rest) with single-use recovery codes. See the module's docstring
+    for the replay and guessing defences.
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -88,6 +100,10 @@ class MfaService:
         enc_key_id: str = "",
         guard: LoginGuard | None = None,
     ) -> None:
+        """:param issuer: the ``issuer`` of the otpauth URI (the name authenticator apps show).
+        :param enc_key_id: fingerprint of the key secrets are encrypted under (:func:`.reencrypt.key_id`).
+        :param guard: the log-in lockout, told when a challenge completes (the client becomes known).
+        """
         self._guard = guard  # a completed challenge makes the client known to the account (lockout ceiling)
         self._enc_key_id = enc_key_id
         self._repo = repo
@@ -114,12 +130,10 @@ class MfaService:
             user["org_id"], user["_id"], limit=MFA_USER_MAX_FAILURES, window=MFA_USER_FAILURE_WINDOW, now_ts=now_ts
         )
         if attempt is None:
-            raise ProblemError(404, "No such user")
+            raise UserNotFound()
         if not attempt.reserved:
             retry_after = max(1, math.ceil(attempt.window_start + MFA_USER_FAILURE_WINDOW - now_ts))
-            raise ProblemError(
-                429, "Too many wrong codes for this account; retry later", headers={"Retry-After": str(retry_after)}
-            )
+            raise TooManyWrongCodes(retry_after=retry_after)
         return attempt.window_start
 
     async def _release(self, user: dict[str, Any], window_start: float) -> None:
@@ -141,26 +155,25 @@ class MfaService:
     async def _user(self, org_id: str, user_id: str) -> dict[str, Any]:
         user = await self._repo.user(org_id, user_id)
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
-            raise ProblemError(404, "No such user")
+            raise UserNotFound()
         return user
 
     # --- set-up, enable, disable, regenerate -------------------------------------------------------------
 
     async def setup(self, org_id: str, user_id: str) -> MfaSetupOut:
-        """A new pending secret (replacing any earlier one) and its QR code."""
+        """A new pending secret (replacing any earlier one), valid ``MFA_PENDING_TTL`` (600) seconds, with its
+        otpauth URI and QR codes (PNG data URI and SVG).
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaAlreadyOn: (409) MFA is on; disable it first.
+        """
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is already on; disable it first")
+            raise MfaAlreadyOn("MFA is already on; disable it first")
         secret = new_secret()
         uri = provisioning_uri(secret, user["email"], self._issuer)
-        await self._repo.update_user(
-            org_id,
-            user_id,
-            {
-                "mfa_pending_enc": self._box.encrypt(secret.encode()),
-                "enc_key_id": self._enc_key_id,
-                "mfa_pending_expires_ts": time.time() + MFA_PENDING_TTL,
-            },
+        await self._repo.set_pending_mfa(
+            org_id, user_id, self._box.encrypt(secret.encode()), self._enc_key_id, time.time() + MFA_PENDING_TTL
         )
         loop = asyncio.get_running_loop()
         png, svg = await asyncio.gather(
@@ -174,34 +187,34 @@ class MfaService:
         for code in codes:
             salt = os.urandom(16)
             docs.append(
-                {
-                    "_id": uuid.uuid4().hex,
-                    "user_id": user_id,
-                    "org_id": org_id,
-                    "salt": salt.hex(),
-                    "hash": hash_recovery_code(code, salt),
-                    "used_at": None,
-                    "created_at": now(),
-                }
+                recovery_code_doc(org_id=org_id, user_id=user_id, salt=salt, code_hash=hash_recovery_code(code, salt))
             )
         return codes, docs
 
     async def enable(self, org_id: str, user_id: str, code: str) -> list[str]:
-        """Confirm the pending secret with a code; MFA turns on and 10 recovery codes are returned once."""
+        """Confirm the pending secret with a current code (RFC 6238; a code is accepted once, §5.2): MFA turns on,
+        ``mfa.enabled`` is recorded, and ``RECOVERY_CODE_COUNT`` (10) recovery codes are returned, shown once.
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaAlreadyOn: (409) MFA is on already (also when a parallel enable won).
+        :raises NoPendingMfaSetup: (409) no pending set-up, or it expired.
+        :raises TooManyWrongCodes: (429) the user's wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongCode: (400) the code is wrong or was already used.
+        """
         user = await self._user(org_id, user_id)
         if user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is already on")
+            raise MfaAlreadyOn()
         pending, expires = user.get("mfa_pending_enc"), user.get("mfa_pending_expires_ts")
         if not pending or not isinstance(expires, int | float) or expires <= time.time():
-            raise ProblemError(409, "No pending MFA set-up (or it expired); call /mfa/setup first")
+            raise NoPendingMfaSetup()
         secret = self._box.decrypt(pending).decode()
         if not await self._check_totp(user, secret, code):
-            raise ProblemError(400, WRONG_CODE)
+            raise WrongCode()
         codes, docs = self._new_codes(org_id, user_id)
         async with self._outbox.transaction() as session:
             secret_enc = self._box.encrypt(secret.encode())
             if not await self._repo.enable_mfa(org_id, user_id, secret_enc, self._enc_key_id, session):
-                raise ProblemError(409, "MFA is already on")
+                raise MfaAlreadyOn()
             await self._repo.replace_recovery_codes(org_id, user_id, docs, session)
             await self._outbox.add(
                 "mfa.enabled",
@@ -213,15 +226,23 @@ class MfaService:
         return codes
 
     async def disable(self, org_id: str, user_id: str, password: str, code: str) -> None:
+        """Turn MFA off with the password and a current code; ``mfa.disabled`` is recorded. The password is checked
+        first, inside the wrong-code budget, so a wrong password burns no time step.
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaNotOn: (409) MFA is off.
+        :raises TooManyWrongCodes: (429) the wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongPasswordOrCode: (400) either is wrong (not said which).
+        """
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is not on")
+            raise MfaNotOn()
         window_start = await self._reserve(user)
         if not await self._passwords.verify(user.get("password_hash"), password):
-            raise ProblemError(400, "The password or the code is wrong")  # the slot stays spent
+            raise WrongPasswordOrCode()  # the slot stays spent
         await self._release(user, window_start)
         if not await self._check_totp(user, self._secret(user), code):  # checked after the password: no step burnt
-            raise ProblemError(400, "The password or the code is wrong")
+            raise WrongPasswordOrCode()
         await self._turn_off(org_id, user_id, by=user_id)
 
     async def _turn_off(self, org_id: str, user_id: str, *, by: str) -> bool:
@@ -238,18 +259,29 @@ class MfaService:
         return True
 
     async def admin_reset(self, org_id: str, user_id: str, *, by: str) -> bool:
-        """An admin turns a member's MFA off (the member sets it up again); their sessions are revoked
-        everywhere."""
+        """A manager turns a member's MFA off (the member sets it up again); their sessions are revoked everywhere.
+        ``by``: the acting user's id, recorded in ``mfa.disabled``.
+
+        :returns: whether MFA was on (``False``: nothing changed but the sessions).
+        """
         changed = await self._turn_off(org_id, user_id, by=by)
         await self._sessions.revoke_user(org_id, user_id, "mfa-reset")
         return changed
 
     async def regenerate(self, org_id: str, user_id: str, code: str) -> list[str]:
+        """Replace the recovery codes after checking a current code (the old ones stop working).
+
+        :returns: the new codes (10), shown once.
+        :raises UserNotFound: (404) the user is gone or disabled.
+        :raises MfaNotOn: (409) MFA is off.
+        :raises TooManyWrongCodes: (429) the wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongCode: (400) the code is wrong or was already used.
+        """
         user = await self._user(org_id, user_id)
         if not user.get("mfa_enabled"):
-            raise ProblemError(409, "MFA is not on")
+            raise MfaNotOn()
         if not await self._check_totp(user, self._secret(user), code):
-            raise ProblemError(400, WRONG_CODE)
+            raise WrongCode()
         codes, docs = self._new_codes(org_id, user_id)
         await self._repo.replace_recovery_codes(org_id, user_id, docs)
         return codes
@@ -257,6 +289,11 @@ class MfaService:
     # --- the log-in challenge ----------------------------------------------------------------------------
 
     async def start_challenge(self, user: dict[str, Any], ip: str) -> tuple[str, int]:
+        """Start the log-in challenge of a user whose password was right: a single-use ``mfa_token`` kept (as its
+        SHA-256) in Redis for ``MFA_CHALLENGE_TTL`` seconds.
+
+        :returns: the token and its lifetime in seconds.
+        """
         token = new_token(MFA_TOKEN_PREFIX)
         key = MFA_CHALLENGE_KEY + token_hash(token)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -266,7 +303,9 @@ class MfaService:
         return token, MFA_CHALLENGE_TTL
 
     async def challenge_user(self, mfa_token: str) -> str | None:
-        """The user a challenge belongs to (for the per-user rate limit), without consuming it."""
+        """The user a challenge belongs to (for the per-user rate limit), without consuming it; ``None`` when the
+        token is unknown.
+        """
         user_id = await self._redis.hget(MFA_CHALLENGE_KEY + token_hash(mfa_token), "user_id")
         return str(user_id) if user_id else None
 
@@ -285,18 +324,27 @@ class MfaService:
     async def verify(
         self, mfa_token: str, code: str | None, recovery_code: str | None, ip: str, client: str | None = None
     ) -> TokenPair:
-        """Answer a challenge with a TOTP code or a recovery code; tokens on success, and ``client`` (the
-        caller's network, the log-in lockout's key) becomes known to the account."""
+        """Answer a log-in challenge with a TOTP code (RFC 6238, once per step) or a recovery code (single use). On
+        success the challenge is spent, tokens are issued (``amr`` ``pwd otp mfa`` or ``pwd mfa``, RFC 8176) and
+        ``client`` (the caller's network, the log-in lockout's key) becomes known to the account. A wrong code is
+        recorded as ``mfa.challenge_failed``; ``MFA_CHALLENGE_MAX_FAILURES`` of them end the challenge.
+
+        :raises OneCodeRequired: (422) not exactly one of ``code`` and ``recovery_code``.
+        :raises InvalidChallenge: (401) unknown, expired or spent token, or the user can no longer sign in.
+        :raises TooManyWrongCodes: (429) the user's wrong-code budget is spent; ``retry_after`` in seconds.
+        :raises WrongChallengeCode: (401) the code is wrong (the challenge lives on).
+        :raises AccountChangedDuringLogin: (401) the user changed while the session was created.
+        """
         if (code is None) == (recovery_code is None):
-            raise ProblemError(422, "Send exactly one of code or recovery_code")
+            raise OneCodeRequired()
         key = MFA_CHALLENGE_KEY + token_hash(mfa_token)
         data = await self._redis.hgetall(key)
         if not data or "user_id" not in data:
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         user = await self._repo.user(str(data["org_id"]), str(data["user_id"]))
         if user is None or user.get("status") != UserStatus.ACTIVE.value or not user.get("mfa_enabled"):
             await self._redis.delete(key)
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         remaining: int | None = None
         if code is not None:
             ok = await self._check_totp(user, self._secret(user), code)
@@ -314,9 +362,9 @@ class MfaService:
                 org_id=user["org_id"],
                 subject=user["_id"],
             )
-            raise ProblemError(401, WRONG_CODE if failures >= 0 else BAD_CHALLENGE)
+            raise WrongChallengeCode() if failures >= 0 else InvalidChallenge()
         if await self._redis.delete(key) != 1:  # a parallel request consumed the challenge first
-            raise ProblemError(401, BAD_CHALLENGE)
+            raise InvalidChallenge()
         if remaining is not None:
             await self._outbox.add(
                 "mfa.recovery_code_used",

@@ -167,12 +167,10 @@ class AcceptInviteOut(BaseModel):
 
 
 class MemberList(BaseModel):
+    """One page of members, by id; ``next_cursor`` (``null`` on the last page) asks for the next one."""
+
     items: list[UserOut]
-
-
-class PageQuery(StrictIn):
-    limit: int = Field(default=50, ge=1, le=200)
-    offset: int = Field(default=0, ge=0, le=100_000)
+    next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
 
 
 class RoleIn(StrictIn):

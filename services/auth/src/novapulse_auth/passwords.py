@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import unicodedata
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
@@ -94,3 +95,15 @@ class PasswordHashing:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.asynccontextmanager
+async def hashing_pool(*, memory_kib: int, time_cost: int, workers: int) -> AsyncIterator[PasswordHashing]:
+    """A :class:`PasswordHashing` whose thread pool is shut down on exit (opened with the runtime:
+    ``await rt.open(hashing_pool(...))``). ``memory_kib``: argon2 ``m`` in KiB; ``time_cost``: ``t``
+    (passes); ``workers``: threads (RFC 9106 §4 parameters)."""
+    passwords = PasswordHashing(memory_kib=memory_kib, time_cost=time_cost, workers=workers)
+    try:
+        yield passwords
+    finally:
+        passwords.close()

@@ -9,43 +9,37 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
 
+from novapulse_runtime.documents import Doc
 from novapulse_runtime.secretbox import SecretBox
 
-from .repository import Repository
+from .repository import KEY_SECRET_FIELDS, USER_SECRET_FIELDS, Repository
 
 log = logging.getLogger(__name__)
 
-_USER_FIELDS = ("mfa_secret_enc", "mfa_pending_enc")
-
 
 def key_id(key: str) -> str:
-    """A short, non-reversible fingerprint of a Fernet key."""
+    """A short, non-reversible fingerprint of a Fernet key: 16 hex digits of SHA-256."""
     return hashlib.sha256(b"novapulse-auth-key-id:" + key.encode()).hexdigest()[:16]
 
 
+def _rotated(box: SecretBox, doc: Doc, fields: tuple[str, ...]) -> tuple[Doc, Doc]:
+    """The encrypted fields of ``doc`` that are set, as stored and re-encrypted under the newest key."""
+    present = {f: doc[f] for f in fields if doc.get(f)}
+    return present, {f: box.rotate(v) for f, v in present.items()}
+
+
 async def reencrypt(repo: Repository, box: SecretBox, current: str) -> int:
-    """Re-encrypt every secret not under the newest key; returns how many records changed."""
+    """Re-encrypt every secret not under the newest key (``current``: its :func:`key_id`); returns how many
+    records changed. Each is a compare-and-set: a record changed meanwhile (a new set-up, say) is left for the
+    next round."""
     changed = 0
-    stale_users = {
-        "enc_key_id": {"$ne": current},
-        "$or": [{f: {"$nin": [None, ""]}} for f in _USER_FIELDS],
-    }
-    for doc in await repo.users.find(stale_users).to_list(None):
-        changed += await _rotate(repo.users, box, current, doc, _USER_FIELDS)
-    stale_keys = {"enc_key_id": {"$ne": current}, "private_enc": {"$nin": [None, ""]}}
-    for doc in await repo.signing_keys.find(stale_keys).to_list(None):
-        changed += await _rotate(repo.signing_keys, box, current, doc, ("private_enc",))
+    for doc in await repo.users_under_older_key(current):
+        old, new = _rotated(box, doc, USER_SECRET_FIELDS)
+        changed += await repo.swap_user_secrets(doc["_id"], old, new, current)
+    for doc in await repo.signing_keys.under_older_key(current):
+        old, new = _rotated(box, doc, KEY_SECRET_FIELDS)
+        changed += await repo.signing_keys.swap_secrets(doc["_id"], old, new, current)
     if changed:
         log.info("secrets re-encrypted under the newest key", extra={"records": changed})
     return changed
-
-
-async def _rotate(coll: Any, box: SecretBox, current: str, doc: dict[str, Any], fields: tuple[str, ...]) -> int:
-    present = {f: doc[f] for f in fields if doc.get(f)}
-    changes: dict[str, Any] = {f: box.rotate(v) for f, v in present.items()}
-    changes["enc_key_id"] = current
-    # Compare-and-set: a record changed meanwhile (new set-up, say) is left for the next round.
-    result = await coll.update_one({"_id": doc["_id"], **present}, {"$set": changes})
-    return int(result.modified_count)

@@ -22,26 +22,19 @@ made pending again, so the same link works once the cause is gone.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from novapulse_runtime.catalog.auth import RegistrationAttempted, VerificationRequested
-from novapulse_runtime.problems import ProblemError
 
 from .accounts import AccountService, check_password, org_out, user_out
 from .constants import REGISTRATION_MAX_FAILURES, REGISTRATION_TOKEN_PREFIX
-from .events import Outbox
+from .errors import EmailTaken, InvalidRegistrationLink
 from .models import OrgOut, UserOut
 from .opaque import new_token, token_hash
 from .passwords import PasswordHashing
-from .repository import Repository, now
+from .ports import Outbox
+from .repository import Repository, registration_doc
 from .sessions import SessionService, TokenPair
-
-PENDING = "pending"
-ATTEMPTED = "attempted"  # a registered address: kept for the record, never verifiable
-BAD_LINK = "The verification link is invalid, expired or already used"
 
 
 def normalised_address(email: str) -> str:
@@ -52,6 +45,8 @@ def normalised_address(email: str) -> str:
 
 
 class RegistrationService:
+    """Registration by e-mail verification (see the module's docstring for why both paths look the same)."""
+
     def __init__(
         self,
         repo: Repository,
@@ -63,6 +58,9 @@ class RegistrationService:
         ttl: int,
         verify_url: str,
     ) -> None:
+        """:param ttl: seconds a registration link stays valid (``REGISTRATION_TTL``).
+        :param verify_url: the page the mailed link opens; the token is added as ``?token=``.
+        """
         self._repo = repo
         self._passwords = passwords
         self._outbox = outbox
@@ -73,31 +71,33 @@ class RegistrationService:
 
     @property
     def ttl(self) -> int:
+        """Seconds a registration link stays valid."""
         return self._ttl
 
     async def request(self, email: str, password: str, name: str, organization: str, ip: str) -> None:
-        """Start a registration. Returns nothing either way: the answer must not tell the two paths apart."""
+        """Start a registration. Returns nothing either way: the answer must not tell a new address from a registered
+        one. A new address gets ``registration.verification_requested`` (token and link), a registered one
+        ``user.registration_attempted`` (its owner is told); both hash the password once (argon2id, RFC 9106).
+
+        :param email: normalised here (stripped, lower case).
+        :param ip: the client address, told to the owner of a registered address.
+        :raises WeakPassword: (422) the password breaks the policy (checked before the address is looked up).
+        """
         email = email.strip().lower()
         check_password(password, email=email, name=name)
         existing = await self._repo.user_by_email(email)
         hashed = await self._passwords.hash(password)
         token = new_token(REGISTRATION_TOKEN_PREFIX)
-        created = now()
-        expires_at = created + timedelta(seconds=self._ttl)
-        doc: dict[str, Any] = {
-            "_id": uuid.uuid4().hex,
-            "token_hash": token_hash(token),
-            "email": email,
-            "name": name,
-            "organization": organization,
-            # a registered address's document keeps no hash of what was typed (it may be the owner's password)
-            "password_hash": hashed if existing is None else "",
-            "status": PENDING if existing is None else ATTEMPTED,
-            "failures": 0,  # wrong passwords at /register/verify (REGISTRATION_MAX_FAILURES voids it)
-            "created_at": created,
-            "expires_at": expires_at,
-            "expires_ts": expires_at.timestamp(),
-        }
+        doc = registration_doc(
+            token_hash=token_hash(token),
+            email=email,
+            name=name,
+            organization=organization,
+            password_hash=hashed,
+            attempted=existing is not None,  # keeps no hash of what was typed (it may be the owner's password)
+            ttl=self._ttl,
+        )
+        expires_at = doc["expires_at"]
         async with self._outbox.transaction() as session:
             await self._repo.insert_registration(doc, session)
             if existing is None:
@@ -127,29 +127,33 @@ class RegistrationService:
     async def verify(self, token: str, password: str) -> tuple[UserOut, OrgOut, TokenPair]:
         """Complete a registration: the token from the mail **and** the password given at ``/register``.
 
-        The link alone is not enough: whoever registered someone else's address knows the password but never
-        sees the link, and the address's owner has the link but not the password. A wrong password answers
-        like an unknown token and does not spend it; after ``REGISTRATION_MAX_FAILURES`` wrong passwords the
-        registration is void. An unknown token costs one argon2 verification too (same time)."""
+        The link alone is not enough: whoever registered someone else's address knows the password but never sees
+        the link, and the address's owner has the link but not the password. A wrong password answers like an
+        unknown token and does not spend it; after ``REGISTRATION_MAX_FAILURES`` wrong passwords the registration
+        is void. An unknown token costs one argon2 verification too (same time).
+
+        :returns: the new owner, their organisation and their first token pair.
+        :raises InvalidRegistrationLink: (400) unknown, expired, void or used token, or a wrong password.
+        :raises EmailTaken: (409) the address was registered meanwhile (the registration is spent for good).
+        :raises AccountChangedDuringLogin: (401) the new user changed while the session was created.
+        """
         doc = await self._repo.take_registration_attempt(token_hash(token), REGISTRATION_MAX_FAILURES)
         ok = await self._passwords.verify(doc.get("password_hash") if doc else None, password)
         if doc is None:
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         if not ok:
             if doc.get("failures", 0) >= REGISTRATION_MAX_FAILURES:
                 await self._repo.void_registration(doc["_id"])
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         claimed = await self._repo.claim_registration(doc["_id"])
         if claimed is None:
-            raise ProblemError(400, BAD_LINK)
+            raise InvalidRegistrationLink()
         try:
             user, org = await self._accounts.create_owner(
                 claimed["email"], claimed["name"], claimed["organization"], claimed["password_hash"]
             )
-        except ProblemError as exc:
-            if exc.status != 409:  # 409: the address was registered meanwhile, the registration is spent for good
-                await asyncio.shield(self._repo.release_registration(claimed["_id"]))
-            raise
+        except EmailTaken:
+            raise  # the address was registered meanwhile: the registration is spent for good
         except BaseException:
             # nothing was created (one transaction): give the link back rather than strand the registration
             await asyncio.shield(self._repo.release_registration(claimed["_id"]))

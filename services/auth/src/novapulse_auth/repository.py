@@ -1,16 +1,25 @@
-"""MongoDB access of the auth service. Member, invite and session queries are scoped by ``org_id``; only
-log-in (by e-mail) and token look-ups (by hash) are global, since the caller has no organisation yet."""
+"""MongoDB access of the auth service: every document shape (the ``*_doc`` constructors) and every read and
+write. Member, invite and session queries are scoped by ``org_id``; only log-in (by e-mail) and token look-ups
+(by hash) are global, since the caller has no organisation yet.
+
+Times compared in queries are epoch seconds (``*_ts`` floats: they compare the same on MongoDB and on the
+MongoDB-wire development server); other timestamps are aware UTC datetimes (:func:`novapulse_runtime.clock.utcnow`).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+import uuid
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.documents import Doc
 
 from .constants import (
     INVITES,
@@ -24,15 +33,200 @@ from .constants import (
     SIGNING_KEYS,
     USERS,
     InviteStatus,
+    KeyStatus,
+    RegistrationStatus,
     UserStatus,
 )
 
-Doc = dict[str, Any]
 Session = Any  # pymongo AsyncClientSession or None
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+class EmailInUse(Exception):
+    """:meth:`Repository.insert_user` met another user with the same e-mail address (unique index)."""
+
+
+# --- document shapes ---------------------------------------------------------------------------------------
+
+
+def user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> Doc:
+    """A new active user (``users``): ``_id`` a 32-hex id, ``email`` normalised by the caller, ``password_hash``
+    an argon2id PHC string, MFA off."""
+    created = utcnow()
+    return {
+        "_id": new_id(),
+        "email": email,
+        "name": name,
+        "org_id": org_id,
+        "role": role,
+        "status": UserStatus.ACTIVE.value,
+        "password_hash": password_hash,
+        "mfa_enabled": False,
+        "created_at": created,
+        "updated_at": created,
+    }
+
+
+def new_id() -> str:
+    """A new document id: 32 lower-case hex digits (a random UUID), the shape ``api.py`` accepts in paths."""
+    return uuid.uuid4().hex
+
+
+def org_doc(*, org_id: str, name: str, owner_id: str) -> Doc:
+    """A new organisation (``organizations``) ``org_id`` owned by ``owner_id``."""
+    return {"_id": org_id, "name": name, "created_at": utcnow(), "owner_id": owner_id}
+
+
+def invite_doc(*, org_id: str, email: str, role: str, token_hash: str, invited_by: str, ttl: int) -> Doc:
+    """A new pending invite (``invites``) expiring ``ttl`` seconds from now (``expires_at`` and, for queries,
+    ``expires_ts`` in epoch seconds); only the token's SHA-256 is stored."""
+    created = utcnow()
+    expires_at = created + timedelta(seconds=ttl)
+    return {
+        "_id": new_id(),
+        "org_id": org_id,
+        "email": email,
+        "role": role,
+        "token_hash": token_hash,
+        "invited_by": invited_by,
+        "status": InviteStatus.PENDING.value,
+        "created_at": created,
+        "expires_at": expires_at,
+        "expires_ts": expires_at.timestamp(),
+    }
+
+
+def registration_doc(
+    *, token_hash: str, email: str, name: str, organization: str, password_hash: str, attempted: bool, ttl: int
+) -> Doc:
+    """A registration (``registrations``) expiring ``ttl`` seconds from now (MongoDB drops it then):
+    ``pending`` with the password's hash, or, for a registered address (``attempted``), ``attempted`` with no
+    hash (what was typed may be the owner's password) and never verifiable. ``failures`` counts wrong
+    passwords at ``/register/verify``."""
+    created = utcnow()
+    expires_at = created + timedelta(seconds=ttl)
+    return {
+        "_id": new_id(),
+        "token_hash": token_hash,
+        "email": email,
+        "name": name,
+        "organization": organization,
+        "password_hash": "" if attempted else password_hash,
+        "status": (RegistrationStatus.ATTEMPTED if attempted else RegistrationStatus.PENDING).value,
+        "failures": 0,
+        "created_at": created,
+        "expires_at": expires_at,
+        "expires_ts": expires_at.timestamp(),
+    }
+
+
+def session_doc(*, user: Doc, amr: list[str], max_age: int) -> Doc:
+    """A new session (``sessions``, one refresh-token family) of ``user`` that dies ``max_age`` seconds from
+    now whatever its activity; ``amr`` lists the authentication methods (RFC 8176)."""
+    created = utcnow()
+    return {
+        "_id": new_id(),
+        "user_id": user["_id"],
+        "org_id": user["org_id"],
+        "amr": amr,
+        "created_at": created,
+        "expires_at": created + timedelta(seconds=max_age),
+        "expires_ts": created.timestamp() + max_age,
+        "revoked_at": None,
+    }
+
+
+def refresh_token_doc(*, token_hash: str, sid: str, user: Doc, expires_at: datetime) -> Doc:
+    """A new unused refresh token (``refresh_tokens``, ``_id`` its SHA-256) of session ``sid``."""
+    return {
+        "_id": token_hash,
+        "sid": sid,
+        "user_id": user["_id"],
+        "org_id": user["org_id"],
+        "created_at": utcnow(),
+        "expires_at": expires_at,
+        "expires_ts": expires_at.timestamp(),
+        "used_at": None,
+    }
+
+
+def recovery_code_doc(*, org_id: str, user_id: str, salt: bytes, code_hash: str) -> Doc:
+    """An unused recovery code (``recovery_codes``): its salted hash and the salt (hex)."""
+    return {
+        "_id": new_id(),
+        "user_id": user_id,
+        "org_id": org_id,
+        "salt": salt.hex(),
+        "hash": code_hash,
+        "used_at": None,
+        "created_at": utcnow(),
+    }
+
+
+def signing_key_doc(*, kid: str, generation: int, alg: str, public_jwk: Doc, private_enc: str, enc_key_id: str) -> Doc:
+    """A new current signing key (``signing_keys``): its public JWK and its private half encrypted at rest
+    (``private_enc``, under the encryption key ``enc_key_id``)."""
+    return {
+        "kid": kid,
+        "generation": generation,
+        "alg": alg,
+        "public_jwk": public_jwk,
+        "private_enc": private_enc,
+        "enc_key_id": enc_key_id,
+        "status": KeyStatus.CURRENT.value,
+        "created_at": utcnow(),
+    }
+
+
+USER_SECRET_FIELDS = ("mfa_secret_enc", "mfa_pending_enc")
+"""Fields of a user document encrypted with ``AUTH_ENCRYPTION_KEYS`` (noted by ``enc_key_id``)."""
+KEY_SECRET_FIELDS = ("private_enc",)
+"""Fields of a signing-key document encrypted with ``AUTH_ENCRYPTION_KEYS`` (noted by ``enc_key_id``)."""
+
+
+class SigningKeyRepository:
+    """The ``signing_keys`` collection: numbered by a unique ``generation`` (and a unique ``kid``), so two
+    processes rotating at once cannot both insert the next one."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.keys: AsyncCollection[Doc] = db[SIGNING_KEYS]
+
+    async def create_indexes(self) -> None:
+        await self.keys.create_index("generation", unique=True)
+        await self.keys.create_index("kid", unique=True)
+
+    async def published(self, limit: int = 2) -> list[Doc]:
+        """The ``limit`` newest keys that are not retired, newest first."""
+        cursor = self.keys.find({"status": {"$ne": KeyStatus.RETIRED.value}}).sort("generation", -1)
+        return await cursor.to_list(limit)
+
+    async def insert(self, doc: Doc) -> bool:
+        """Insert a key made by :func:`signing_key_doc`; ``False`` when its generation exists (another process
+        rotated first)."""
+        try:
+            await self.keys.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def succeed(self, generation: int) -> None:
+        """Key ``generation`` is now current: the one before becomes previous (published, signs nothing) and
+        older ones are retired, their private halves erased."""
+        await self.keys.update_one({"generation": generation - 1}, {"$set": {"status": KeyStatus.PREVIOUS.value}})
+        await self.keys.update_many(
+            {"generation": {"$lt": generation - 1}, "status": {"$ne": KeyStatus.RETIRED.value}},
+            {"$set": {"status": KeyStatus.RETIRED.value, "private_enc": None}},
+        )
+
+    async def under_older_key(self, enc_key_id: str) -> list[Doc]:
+        """Keys whose private half is encrypted under another key than ``enc_key_id``."""
+        query = {"enc_key_id": {"$ne": enc_key_id}, "private_enc": {"$nin": [None, ""]}}
+        return await self.keys.find(query).to_list(None)
+
+    async def swap_secrets(self, key_doc_id: Any, old: Doc, new: Doc, enc_key_id: str) -> bool:
+        """Compare-and-set the encrypted fields ``old`` → ``new`` (now under ``enc_key_id``); ``False`` when the
+        document changed meanwhile."""
+        result = await self.keys.update_one({"_id": key_doc_id, **old}, {"$set": {**new, "enc_key_id": enc_key_id}})
+        return result.modified_count == 1
 
 
 class MfaAttempt(NamedTuple):
@@ -55,7 +249,7 @@ class Repository:
         self.invites: AsyncCollection[Doc] = db[INVITES]
         self.sessions: AsyncCollection[Doc] = db[SESSIONS]
         self.refresh_tokens: AsyncCollection[Doc] = db[REFRESH_TOKENS]
-        self.signing_keys: AsyncCollection[Doc] = db[SIGNING_KEYS]
+        self.signing_keys = SigningKeyRepository(db)
         self.recovery_codes: AsyncCollection[Doc] = db[RECOVERY_CODES]
         self.registrations: AsyncCollection[Doc] = db[REGISTRATIONS]
         self.login_failures: AsyncCollection[Doc] = db[LOGIN_FAILURES]
@@ -82,7 +276,14 @@ class Repository:
         await self.orgs.insert_one(doc, session=session)
 
     async def insert_user(self, doc: Doc, session: Session = None) -> None:
-        await self.users.insert_one(doc, session=session)
+        """Insert a user made by :func:`user_doc`.
+
+        :raises EmailInUse: the unique index on ``users.email`` refused it (registered meanwhile).
+        """
+        try:
+            await self.users.insert_one(doc, session=session)
+        except DuplicateKeyError as exc:
+            raise EmailInUse(doc.get("email", "")) from exc
 
     async def user_by_email(self, email: str) -> Doc | None:
         return await self.users.find_one({"email": email})
@@ -99,19 +300,47 @@ class Repository:
     async def email_taken(self, email: str) -> bool:
         return await self.users.count_documents({"email": email}, limit=1) > 0
 
-    async def members(self, org_id: str, limit: int, offset: int) -> list[Doc]:
-        cursor = self.users.find({"org_id": org_id}).sort("created_at", 1).skip(offset).limit(limit)
-        return await cursor.to_list(limit)
+    async def members(self, org_id: str, *, after: str | None, fetch: int) -> list[Doc]:
+        """Up to ``fetch`` users of the organisation with an id after ``after`` (all when ``None``), by id."""
+        query: Doc = {"org_id": org_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self.users.find(query).sort("_id", 1).limit(fetch).to_list(fetch)
+
+    async def set_password(self, org_id: str, user_id: str, password_hash: str, session: Session = None) -> bool:
+        """Replace the user's password hash (argon2id PHC string)."""
+        return await self.update_user(org_id, user_id, {"password_hash": password_hash}, session)
+
+    async def set_pending_mfa(
+        self, org_id: str, user_id: str, secret_enc: str, enc_key_id: str, expires_ts: float
+    ) -> bool:
+        """Store a pending TOTP secret (encrypted under ``enc_key_id``) until ``expires_ts`` (epoch seconds)."""
+        return await self.update_user(
+            org_id,
+            user_id,
+            {"mfa_pending_enc": secret_enc, "enc_key_id": enc_key_id, "mfa_pending_expires_ts": expires_ts},
+        )
+
+    async def users_under_older_key(self, enc_key_id: str) -> list[Doc]:
+        """Users with a secret (:data:`USER_SECRET_FIELDS`) encrypted under another key than ``enc_key_id``."""
+        query = {"enc_key_id": {"$ne": enc_key_id}, "$or": [{f: {"$nin": [None, ""]}} for f in USER_SECRET_FIELDS]}
+        return await self.users.find(query).to_list(None)
+
+    async def swap_user_secrets(self, user_id: str, old: Doc, new: Doc, enc_key_id: str) -> bool:
+        """Compare-and-set the user's encrypted fields ``old`` → ``new`` (now under ``enc_key_id``); ``False``
+        when the user changed meanwhile (a new set-up, say: left for the next round)."""
+        result = await self.users.update_one({"_id": user_id, **old}, {"$set": {**new, "enc_key_id": enc_key_id}})
+        return result.modified_count == 1
 
     async def update_user(self, org_id: str, user_id: str, changes: Doc, session: Session = None) -> bool:
-        changes = {**changes, "updated_at": now()}
+        changes = {**changes, "updated_at": utcnow()}
         result = await self.users.update_one({"_id": user_id, "org_id": org_id}, {"$set": changes}, session=session)
         return result.matched_count == 1
 
     async def set_role(self, org_id: str, user_id: str, role: str, session: Session = None) -> Doc | None:
         return await self.users.find_one_and_update(
             {"_id": user_id, "org_id": org_id},
-            {"$set": {"role": role, "updated_at": now()}},
+            {"$set": {"role": role, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )
@@ -119,7 +348,7 @@ class Repository:
     async def disable_user(self, org_id: str, user_id: str, session: Session = None) -> bool:
         result = await self.users.update_one(
             {"_id": user_id, "org_id": org_id, "status": UserStatus.ACTIVE.value},
-            {"$set": {"status": UserStatus.DISABLED.value, "updated_at": now()}},
+            {"$set": {"status": UserStatus.DISABLED.value, "updated_at": utcnow()}},
             session=session,
         )
         return result.modified_count == 1
@@ -136,7 +365,7 @@ class Repository:
         """Mark one session revoked (``revoked_ts`` in epoch seconds); False when it already was."""
         result = await self.sessions.update_one(
             {"_id": sid, "revoked_at": None},
-            {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
+            {"$set": {"revoked_at": utcnow(), "revoked_ts": time.time(), "revoke_reason": reason}},
         )
         return result.modified_count == 1
 
@@ -150,7 +379,7 @@ class Repository:
         if sids:
             await self.sessions.update_many(
                 {"_id": {"$in": sids}, "org_id": org_id, "revoked_at": None},
-                {"$set": {"revoked_at": now(), "revoked_ts": time.time(), "revoke_reason": reason}},
+                {"$set": {"revoked_at": utcnow(), "revoked_ts": time.time(), "revoke_reason": reason}},
                 session=session,
             )
         return sids
@@ -166,7 +395,7 @@ class Repository:
     async def use_refresh_token(self, token_hash: str) -> Doc | None:
         """Mark an unused refresh token used, atomically; ``None`` when it is unknown or already used."""
         return await self.refresh_tokens.find_one_and_update(
-            {"_id": token_hash, "used_at": None}, {"$set": {"used_at": now()}}
+            {"_id": token_hash, "used_at": None}, {"$set": {"used_at": utcnow()}}
         )
 
     async def refresh_token(self, token_hash: str) -> Doc | None:
@@ -180,7 +409,7 @@ class Repository:
     async def revoke_pending_invites(self, org_id: str, email: str, session: Session = None) -> None:
         await self.invites.update_many(
             {"org_id": org_id, "email": email, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             session=session,
         )
 
@@ -194,7 +423,7 @@ class Repository:
     async def revoke_invite(self, org_id: str, invite_id: str) -> Doc | None:
         return await self.invites.find_one_and_update(
             {"_id": invite_id, "org_id": org_id, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
 
@@ -202,7 +431,7 @@ class Repository:
         """Revoke the pending invites an inviter sent (they were disabled or lost the right to invite)."""
         result = await self.invites.update_many(
             {"org_id": org_id, "invited_by": inviter_id, "status": InviteStatus.PENDING.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now()}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow()}},
             session=session,
         )
         return result.modified_count
@@ -214,7 +443,7 @@ class Repository:
         """Atomically take a pending, unexpired invite; ``None`` when it is unknown, used, revoked or expired."""
         return await self.invites.find_one_and_update(
             {"token_hash": token_hash, "status": InviteStatus.PENDING.value, "expires_ts": {"$gt": time.time()}},
-            {"$set": {"status": InviteStatus.ACCEPTED.value, "accepted_at": now()}},
+            {"$set": {"status": InviteStatus.ACCEPTED.value, "accepted_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
 
@@ -228,7 +457,7 @@ class Repository:
         """Revoke an invite taken by :meth:`claim_invite` whose acceptance was refused for good."""
         await self.invites.update_one(
             {"_id": invite_id, "status": InviteStatus.ACCEPTED.value},
-            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": now(), "accepted_at": None}},
+            {"$set": {"status": InviteStatus.REVOKED.value, "revoked_at": utcnow(), "accepted_at": None}},
         )
 
     async def mark_invite_accepted_by(self, invite_id: str, user_id: str, session: Session = None) -> None:
@@ -245,7 +474,9 @@ class Repository:
         return await self.recovery_codes.find({"user_id": user_id, "org_id": org_id, "used_at": None}).to_list(50)
 
     async def use_recovery_code(self, code_id: str) -> bool:
-        result = await self.recovery_codes.update_one({"_id": code_id, "used_at": None}, {"$set": {"used_at": now()}})
+        result = await self.recovery_codes.update_one(
+            {"_id": code_id, "used_at": None}, {"$set": {"used_at": utcnow()}}
+        )
         return result.modified_count == 1
 
     # --- MFA state on the user -----------------------------------------------------------------------------
@@ -332,8 +563,8 @@ class Repository:
                     "enc_key_id": enc_key_id,
                     "mfa_pending_enc": None,
                     "mfa_pending_expires_ts": None,
-                    "mfa_enabled_at": now(),
-                    "updated_at": now(),
+                    "mfa_enabled_at": utcnow(),
+                    "updated_at": utcnow(),
                 }
             },
             session=session,
@@ -349,7 +580,7 @@ class Repository:
                     "mfa_secret_enc": None,
                     "mfa_pending_enc": None,
                     "mfa_pending_expires_ts": None,
-                    "updated_at": now(),
+                    "updated_at": utcnow(),
                 }
             },
             session=session,
@@ -371,7 +602,7 @@ class Repository:
         return await self.registrations.find_one_and_update(
             {
                 "token_hash": token_hash,
-                "status": "pending",
+                "status": RegistrationStatus.PENDING.value,
                 "expires_ts": {"$gt": time.time()},
                 "failures": {"$lt": max_failures},
             },
@@ -381,27 +612,38 @@ class Repository:
 
     async def void_registration(self, registration_id: str) -> None:
         """A registration whose password was guessed wrong too often can never be verified."""
-        await self.registrations.update_one({"_id": registration_id, "status": "pending"}, {"$set": {"status": "void"}})
+        await self.registrations.update_one(
+            {"_id": registration_id, "status": RegistrationStatus.PENDING.value},
+            {"$set": {"status": RegistrationStatus.VOID.value}},
+        )
 
     async def claim_registration(self, registration_id: str) -> Doc | None:
         """Atomically spend a pending, unexpired registration whose password was right (giving back the check's
         slot); ``None`` when it was spent meanwhile or expired."""
         return await self.registrations.find_one_and_update(
-            {"_id": registration_id, "status": "pending", "expires_ts": {"$gt": time.time()}},
-            {"$set": {"status": "verified", "verified_ts": time.time()}, "$inc": {"failures": -1}},
+            {"_id": registration_id, "status": RegistrationStatus.PENDING.value, "expires_ts": {"$gt": time.time()}},
+            {
+                "$set": {"status": RegistrationStatus.VERIFIED.value, "verified_ts": time.time()},
+                "$inc": {"failures": -1},
+            },
             return_document=ReturnDocument.AFTER,
         )
 
     async def release_registration(self, registration_id: str) -> None:
         """Make a claimed registration pending again (its account could not be created): the link works again."""
         await self.registrations.update_one(
-            {"_id": registration_id, "status": "verified"}, {"$set": {"status": "pending", "verified_ts": None}}
+            {"_id": registration_id, "status": RegistrationStatus.VERIFIED.value},
+            {"$set": {"status": RegistrationStatus.PENDING.value, "verified_ts": None}},
         )
 
     # --- log-in failures and blocks (lockout.py) ---------------------------------------------------------------
 
-    async def insert_login_failure(self, doc: Doc) -> None:
-        await self.login_failures.insert_one(doc)
+    async def insert_login_failure(self, failure_id: str, account: str, pair: str, ts: float) -> None:
+        """Count one (presumed) wrong password of ``account`` from client ``pair`` (both hashes) at ``ts``
+        (epoch seconds); MongoDB drops it after a day (``at``)."""
+        await self.login_failures.insert_one(
+            {"_id": failure_id, "account": account, "pair": pair, "ts": ts, "at": utcnow()}
+        )
 
     async def login_failures_since(self, account: str, since: float, limit: int, pair: str | None = None) -> list[Doc]:
         """The newest ``limit`` failures of the account (of one client when ``pair`` is given) after ``since``

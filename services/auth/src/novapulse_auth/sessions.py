@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,12 +17,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.clock import utcnow
 from novapulse_runtime.revocation import RevocationList, publish_revocations, restore_revocations
 
 from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
+from .errors import AccountChangedDuringLogin, InvalidRefreshToken
 from .opaque import new_token, token_hash
-from .repository import Repository, now
+from .repository import Repository, refresh_token_doc, session_doc
 from .signing import KeyRing
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TokenPair:
+    """A new access token (JWT, ``expires_in`` seconds) and refresh token (opaque, ``rt_`` prefix) of session
+    ``sid``.
+    """
+
     access_token: str
     refresh_token: str
     expires_in: int
     sid: str
-
-
-def _invalid_refresh() -> ProblemError:
-    return ProblemError(401, "The refresh token is invalid, expired or revoked")
 
 
 class SessionService:
@@ -56,6 +56,10 @@ class SessionService:
         session_max_age: int,
         namespace: str,
     ) -> None:
+        """:param refresh_ttl: seconds a refresh token lives (``REFRESH_TOKEN_TTL``), never past its family's end.
+        :param session_max_age: seconds a session (refresh family) lives whatever its activity (``SESSION_MAX_AGE``).
+        :param namespace: the Redis namespace of the revocation list verifiers read.
+        """
         self._repo = repo
         self._keys = keys
         self.redis = redis
@@ -65,13 +69,18 @@ class SessionService:
         self.namespace = namespace
 
     def revocation_expiry(self, revoked_ts: float) -> float:
-        """Epoch seconds after which no access token of a session revoked at ``revoked_ts`` is still valid."""
+        """Epoch seconds after which no access token of a session revoked at ``revoked_ts`` (epoch seconds) is
+        still valid: the access-token lifetime plus ``REVOCATION_MARGIN`` (60 s of leeway and clock skew).
+        """
         return revoked_ts + self._keys.access_ttl + REVOCATION_MARGIN
 
     async def announce(self, sids: list[str]) -> None:
         """Push sessions already marked revoked in MongoDB to every verifier (this process's at once). A Redis
         failure is logged, not raised: the database change stands, verifiers that cannot reach Redis fail
-        closed, and the worker's :func:`sync_revocations` rewrites the entry when Redis is back."""
+        closed, and the worker's :func:`sync_revocations` rewrites the entry when Redis is back.
+
+        :param sids: session ids.
+        """
         if not sids:
             return
         entries = dict.fromkeys(sids, self.revocation_expiry(time.time()))
@@ -88,27 +97,26 @@ class SessionService:
         await self.announce([sid])
 
     async def revoke_user(self, org_id: str, user_id: str, reason: str, *, keep: str | None = None) -> list[str]:
-        """Revoke every live session of a user (but ``keep``) and push the revocation."""
+        """Revoke every live session of a user (but ``keep``) and push the revocation.
+
+        :param reason: recorded on the sessions (``revoke_reason``).
+        :returns: the session ids revoked.
+        """
         sids = await self._repo.revoke_user_sessions(org_id, user_id, reason, keep=keep)
         await self.announce(sids)
         return sids
 
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
-        """A new session (refresh family) for ``user``, with its first token pair."""
-        sid = uuid.uuid4().hex
-        created = now()
-        await self._repo.insert_session(
-            {
-                "_id": sid,
-                "user_id": user["_id"],
-                "org_id": user["org_id"],
-                "amr": amr,
-                "created_at": created,
-                "expires_at": created + timedelta(seconds=self._max_age),
-                "expires_ts": created.timestamp() + self._max_age,
-                "revoked_at": None,
-            }
-        )
+        """A new session (refresh family) for ``user`` with its first token pair. A disable, demotion or password
+        change that ran while this log-in was in flight did not see the new session, so the user is read again
+        once it exists; if they changed, the session is revoked.
+
+        :param amr: authentication methods (RFC 8176: ``pwd``, ``otp``, ``mfa``), carried by the access tokens.
+        :raises AccountChangedDuringLogin: (401) the user changed during the log-in.
+        """
+        doc = session_doc(user=user, amr=amr, max_age=self._max_age)
+        sid = doc["_id"]
+        await self._repo.insert_session(doc)
         # A disable, demotion or password change that ran while this log-in was in flight did not see this
         # session: re-read the user now that the session exists, and give up if they changed.
         current = await self._repo.user(user["org_id"], user["_id"])
@@ -119,30 +127,26 @@ class SessionService:
             or current.get("password_hash") != user.get("password_hash")
         ):
             await self.revoke(sid, "user-changed-during-login")
-            raise ProblemError(401, "The account changed during log-in; log in again")
-        return await self._pair(current, sid, amr, created + timedelta(seconds=self._max_age))
+            raise AccountChangedDuringLogin()
+        return await self._pair(current, sid, amr, doc["expires_at"])
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
         refresh = new_token(REFRESH_TOKEN_PREFIX)
-        issued = now()
+        issued = utcnow()
         expires = min(issued + timedelta(seconds=self._refresh_ttl), family_expires)
         await self._repo.insert_refresh_token(
-            {
-                "_id": token_hash(refresh),
-                "sid": sid,
-                "user_id": user["_id"],
-                "org_id": user["org_id"],
-                "created_at": issued,
-                "expires_at": expires,
-                "expires_ts": expires.timestamp(),
-                "used_at": None,
-            }
+            refresh_token_doc(token_hash=token_hash(refresh), sid=sid, user=user, expires_at=expires)
         )
         access = await self._keys.issue(user_id=user["_id"], org_id=user["org_id"], role=user["role"], amr=amr, sid=sid)
         return TokenPair(access.token, refresh, access.expires_in, sid)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate: the presented token is spent and a new pair is returned in the same family."""
+        """Rotate a refresh token: the presented one is spent and a new pair is returned in the same family (OAuth
+        2.0 Security BCP, RFC 9700 §4.14.2). Presenting a spent token revokes the whole family (reuse detection).
+
+        :raises InvalidRefreshToken: (401) unknown, spent, expired, its session revoked or past its maximum age,
+            or its user disabled (the session is then revoked).
+        """
         hashed = token_hash(refresh_token)
         doc = await self._repo.use_refresh_token(hashed)
         if doc is None:
@@ -150,7 +154,7 @@ class SessionService:
             if spent is not None:
                 await self.revoke(spent["sid"], "refresh-token-reuse")
                 log.warning("refresh token reuse: family revoked", extra={"sid": spent["sid"]})
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         session = await self._repo.session(doc["sid"])
         # Expiry is compared on epoch seconds: numbers compare the same on every MongoDB-wire server.
         current = time.time()
@@ -160,16 +164,18 @@ class SessionService:
             or float(session["expires_ts"]) <= current
             or float(doc["expires_ts"]) <= current
         ):
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         user = await self._repo.user(doc["org_id"], doc["user_id"])
         if user is None or user.get("status") != UserStatus.ACTIVE.value:
             await self.revoke(doc["sid"], "user-disabled")
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         family_expires = datetime.fromtimestamp(float(session["expires_ts"]), UTC)
         return await self._pair(user, doc["sid"], list(session.get("amr", ["pwd"])), family_expires)
 
     async def logout(self, sid: str, user_id: str) -> None:
-        """Revoke the caller's session (RFC 7009 in spirit: its refresh and access tokens both stop working)."""
+        """Revoke the caller's session (RFC 7009 in spirit: its refresh and access tokens both stop working); a
+        session of someone else is left alone. Raises nothing.
+        """
         session = await self._repo.session(sid)
         if session is not None and session["user_id"] == user_id:
             await self.revoke(sid, "logout")
@@ -177,7 +183,10 @@ class SessionService:
 
 async def sync_revocations(repo: Repository, sessions: SessionService) -> int:
     """Rewrite into Redis the revocations of the last access-token lifetime that it lost (restart without
-    persistence, ``FLUSHALL``, a failed push); verifiers reload when any was missing. Returns how many."""
+    persistence, ``FLUSHALL``, a failed push); verifiers reload when any was missing.
+
+    :returns: how many entries were rewritten.
+    """
     since = time.time() - sessions.revocation_expiry(0.0)
     docs = await repo.revoked_since(since)
     entries = {str(d["_id"]): sessions.revocation_expiry(float(d["revoked_ts"])) for d in docs}

@@ -12,21 +12,19 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
+from novapulse_runtime.clock import utcnow
 from novapulse_runtime.secretbox import SecretBox
 
-from .constants import ACCESS_TOKEN_TYPE, SIGNING_ALGORITHM, KeyStatus
-
-Doc = dict[str, Any]
+from .constants import ACCESS_TOKEN_TYPE, SIGNING_ALGORITHM
+from .repository import SigningKeyRepository, signing_key_doc
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class KeyRing:
 
     def __init__(
         self,
-        keys: AsyncCollection[Doc],
+        keys: SigningKeyRepository,
         box: SecretBox,
         *,
         issuer: str,
@@ -59,7 +57,7 @@ class KeyRing:
         reload_interval: float,
         enc_key_id: str = "",
     ) -> None:
-        self._coll = keys
+        self._store = keys
         self._box = box
         self._enc_key_id = enc_key_id
         self.issuer = issuer
@@ -70,8 +68,7 @@ class KeyRing:
         self._loaded_at = -float("inf")
 
     async def create_indexes(self) -> None:
-        await self._coll.create_index("generation", unique=True)
-        await self._coll.create_index("kid", unique=True)
+        await self._store.create_indexes()
 
     async def ensure(self) -> None:
         """Load the keys, creating the first one when there is none."""
@@ -81,7 +78,7 @@ class KeyRing:
             await self.load()
 
     async def load(self) -> None:
-        docs = await self._coll.find({"status": {"$ne": KeyStatus.RETIRED.value}}).sort("generation", -1).to_list(2)
+        docs = await self._store.published(2)
         keys = []
         for doc in docs:
             private = None
@@ -102,44 +99,34 @@ class KeyRing:
 
     async def _insert(self, generation: int) -> bool:
         private = Ed25519PrivateKey.generate()
-        kid = f"{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(6)}"
+        kid = f"{utcnow():%Y%m%d}-{secrets.token_hex(6)}"
         jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
         jwk.update({"kid": kid, "use": "sig", "alg": SIGNING_ALGORITHM})
         der = private.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        doc = {
-            "kid": kid,
-            "generation": generation,
-            "alg": SIGNING_ALGORITHM,
-            "public_jwk": jwk,
-            "private_enc": self._box.encrypt(der),
-            "enc_key_id": self._enc_key_id,
-            "status": KeyStatus.CURRENT.value,
-            "created_at": datetime.now(UTC),
-        }
-        try:
-            await self._coll.insert_one(doc)
-        except DuplicateKeyError:
-            return False  # another process rotated first
-        return True
+        doc = signing_key_doc(
+            kid=kid,
+            generation=generation,
+            alg=SIGNING_ALGORITHM,
+            public_jwk=jwk,
+            private_enc=self._box.encrypt(der),
+            enc_key_id=self._enc_key_id,
+        )
+        return await self._store.insert(doc)  # False: another process rotated first
 
     async def rotate(self) -> None:
         """Make a new current key; the old current becomes previous; older keys are retired and erased."""
         await self.load()
         generation = (self._keys[0].generation if self._keys else 0) + 1
         if await self._insert(generation):
-            await self._coll.update_one({"generation": generation - 1}, {"$set": {"status": KeyStatus.PREVIOUS.value}})
-            await self._coll.update_many(
-                {"generation": {"$lt": generation - 1}, "status": {"$ne": KeyStatus.RETIRED.value}},
-                {"$set": {"status": KeyStatus.RETIRED.value, "private_enc": None}},
-            )
+            await self._store.succeed(generation)
         await self.load()
 
     def rotation_due(self, interval: int) -> bool:
         if not self._keys:
             return True
-        return (datetime.now(UTC) - self._keys[0].created_at).total_seconds() >= interval
+        return (utcnow() - self._keys[0].created_at).total_seconds() >= interval
 
     def jwks(self) -> dict[str, Any]:
         """The published keys: current and previous."""

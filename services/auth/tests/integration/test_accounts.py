@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from helpers_auth import GOOD_PASSWORD, AuthApp
+
+from novapulse_auth.errors import EmailTaken
 
 
 async def test_register_login_me_refresh_logout(app: AuthApp) -> None:
@@ -121,3 +124,13 @@ async def test_password_change_revokes_the_other_sessions(app: AuthApp) -> None:
     assert (await app.post("/login", {"email": owner.email, "password": "Another-Good-Pass-7"})).status == 200
     [event] = await app.events("user.password_changed")
     assert event["data"] == {"user_id": owner.user_id, "org_id": owner.org_id}
+
+
+async def test_an_address_registered_meanwhile_is_email_taken(app: AuthApp) -> None:
+    """The unique index decides a race past the look-up: the repository's EmailInUse becomes EmailTaken (409),
+    and nothing of the refused organisation is left behind."""
+    owner = await app.register()
+    orgs = await app.rt.db["organizations"].count_documents({})
+    with pytest.raises(EmailTaken):
+        await app.services.accounts.create_owner(owner.email, "Late Comer", "Late", "not-a-hash")
+    assert await app.rt.db["organizations"].count_documents({}) == orgs

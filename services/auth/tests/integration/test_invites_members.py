@@ -179,3 +179,39 @@ async def test_bad_path_ids_are_404_not_500(app: AuthApp) -> None:
     for bad in ["x", "../../etc", "%00", "a" * 500]:
         resp = await app.post(f"/members/{bad}/disable", headers=owner.auth)
         assert resp.status == 404, bad
+
+
+async def test_members_are_paged_by_cursor(app: AuthApp) -> None:
+    """One paging rule: a full page hands out ``next_cursor`` only when another member follows, so a last page
+    that is exactly full ends the walk with ``null``; a cursor the service did not hand out is a 422."""
+    owner = await app.register()
+    joined = [await app.invite_and_join(owner, "member") for _ in range(3)]
+    everyone = {owner.user_id, *(m.user_id for m in joined)}
+
+    resp = await app.get("/members", params={"limit": 2}, headers=owner.auth)
+    assert resp.status == 200, await resp.text()
+    first = await resp.json()
+    assert len(first["items"]) == 2
+    assert first["next_cursor"]
+    resp = await app.get("/members", params={"limit": 2, "cursor": first["next_cursor"]}, headers=owner.auth)
+    assert resp.status == 200, await resp.text()
+    last = await resp.json()
+    assert len(last["items"]) == 2  # exactly full ...
+    assert last["next_cursor"] is None  # ... and the last page
+    ids = [m["id"] for m in first["items"] + last["items"]]
+    assert ids == sorted(ids)
+    assert set(ids) == everyone
+
+    resp = await app.get("/members", params={"limit": 4}, headers=owner.auth)
+    assert (await resp.json())["next_cursor"] is None
+    resp = await app.get("/members", params={"limit": 3}, headers=owner.auth)
+    body = await resp.json()
+    assert body["next_cursor"]
+    resp = await app.get("/members", params={"limit": 3, "cursor": body["next_cursor"]}, headers=owner.auth)
+    body = await resp.json()
+    assert (len(body["items"]), body["next_cursor"]) == (1, None)
+
+    for query in ({"cursor": "not-a-cursor"}, {"cursor": "%%%"}, {"offset": 1}, {"limit": 0}):
+        resp = await app.get("/members", params=query, headers=owner.auth)
+        assert resp.status == 422, (query, await resp.text())
+        assert resp.content_type == "application/problem+json"

@@ -34,12 +34,13 @@ async def test_secrets_survive_an_encryption_key_rotation(make_app: Callable[...
 async def test_the_worker_rotates_an_old_signing_key(app: AuthApp) -> None:
     import asyncio
 
-    from novapulse_auth.bootstrap import rotation_worker
+    from novapulse_auth.worker import rotation_worker
     from novapulse_devkit.testing import wait_until
 
     owner = await app.register()
     stop = asyncio.Event()
-    task = asyncio.create_task(rotation_worker(app.services, interval=1, check_every=0.2)(stop))
+    s = app.services
+    task = asyncio.create_task(rotation_worker(s.keys, s.repo, s.box, s.enc_key_id, interval=1, check_every=0.2)(stop))
     try:
 
         async def rotated() -> bool:
