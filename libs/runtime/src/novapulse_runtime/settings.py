@@ -40,22 +40,37 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    """``SERVICE_NAME``: the service (its stream, consumer group, Redis key prefix and metrics label)."""
     redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``)."""
     mongo_url: str = Field(pattern=r"^mongodb(\+srv)?://")
+    """``MONGO_URL``: the MongoDB deployment holding the service's own database."""
     mongo_db: str = Field(default="", max_length=63, pattern=r"^[A-Za-z0-9_-]*$")
+    """``MONGO_DB``: the database name; empty means ``novapulse_<service_name>``."""
     queue_concurrency: int = Field(default=16, ge=1, le=10_000)
+    """``QUEUE_CONCURRENCY``: events a consumer handles at once."""
     http_host: str = Field(default="0.0.0.0", min_length=1)
     http_port: int = Field(default=8100, ge=0, le=65535)
+    """``HTTP_PORT``: the ``api`` (and ``all``) process's port; 0 picks a free one."""
     worker_http_port: int = Field(default=-1, ge=-1, le=65535)
+    """``WORKER_HTTP_PORT``: the ``worker`` process's probe and metrics port; -1 means ``HTTP_PORT + 1000``."""
     log_level: LogLevel = "INFO"
     otel_exporter_otlp_endpoint: str = Field(default="", pattern=r"^(https?://.*)?$")
+    """``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP/HTTP collector; empty: spans are not exported."""
     trusted_proxies: Networks = ()
+    """``TRUSTED_PROXIES``: networks whose ``X-Forwarded-For`` is believed (comma-separated CIDRs)."""
     shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)
+    """``SHUTDOWN_TIMEOUT``: seconds in-flight requests and background work get to finish after SIGTERM."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    """``MAX_BODY_BYTES``: the largest request body, in bytes (413 above)."""
     memory_limit_mb: int = Field(default=512, ge=16, le=1_048_576)
+    """``MEMORY_LIMIT_MB``: the process's memory budget in MiB (the health report's memory check)."""
     health_check_timeout: float = Field(default=1.0, gt=0, le=30)
+    """``HEALTH_CHECK_TIMEOUT``: seconds each health check (MongoDB, Redis ping) may take before it fails."""
     rate_limit_enabled: bool = True
+    """``RATE_LIMIT_ENABLED``: route rate limits on (tests of other behaviour turn them off)."""
     rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
+    """``RATE_LIMIT_IPV6_PREFIX``: IPv6 clients are limited per network of this prefix length (bits)."""
     auth_jwks_url: str = Field(default="http://127.0.0.1:8101/api/v1/auth/.well-known/jwks.json", pattern=r"^https?://")
     auth_issuer: str = Field(default="novapulse-auth", min_length=1)
     auth_audience: str = Field(default="novapulse", min_length=1)

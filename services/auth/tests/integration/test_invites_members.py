@@ -183,7 +183,7 @@ async def test_bad_path_ids_are_404_not_500(app: AuthApp) -> None:
 
 async def test_members_are_paged_by_cursor(app: AuthApp) -> None:
     """One paging rule: a full page hands out ``next_cursor`` only when another member follows, so a last page
-    that is exactly full ends the walk with ``null``; a cursor the service did not hand out is a 422."""
+    that is exactly full ends the walk with ``null``; a cursor that cannot decode is a 422."""
     owner = await app.register()
     joined = [await app.invite_and_join(owner, "member") for _ in range(3)]
     everyone = {owner.user_id, *(m.user_id for m in joined)}
@@ -211,7 +211,7 @@ async def test_members_are_paged_by_cursor(app: AuthApp) -> None:
     body = await resp.json()
     assert (len(body["items"]), body["next_cursor"]) == (1, None)
 
-    for query in ({"cursor": "not-a-cursor"}, {"cursor": "%%%"}, {"offset": 1}, {"limit": 0}):
+    for query in ({"cursor": "not a cursor"}, {"cursor": "%%%"}, {"cursor": "abcde"}, {"offset": 1}, {"limit": 0}):
         resp = await app.get("/members", params=query, headers=owner.auth)
         assert resp.status == 422, (query, await resp.text())
         assert resp.content_type == "application/problem+json"
