@@ -92,7 +92,7 @@ async def test_register_invite_mfa_produce_mails_and_in_app_notifications(
         exactly_full = await _json(http, "GET", f"{BASE}/notifications?limit=2", owner)
         assert len(exactly_full["items"]) == 2
         assert exactly_full["next_cursor"] is None  # a full last page hands out no cursor to an empty page
-        for garbage in ("not*base64", "A", "00000000000000-" + "f" * 32):
+        for garbage in ("not*base64", "A", "000000000000-" + "f" * 32):
             async with http.get(f"{BASE}/notifications", params={"cursor": garbage}, headers=owner) as resp:
                 assert resp.status == 422, garbage
             async with http.get(f"{BASE}/deliveries", params={"cursor": garbage}, headers=owner) as resp:
