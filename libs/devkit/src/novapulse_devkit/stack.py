@@ -7,9 +7,9 @@ group ``novapulse.services``), and prints one line per process with its URL, pid
 Ports: every port of the stack, and every value derived from one, moves by ``NOVAPULSE_PORT_OFFSET``: the
 embedded servers, each API (``HTTP_PORT``) and worker (``WORKER_HTTP_PORT``), every settings default that is
 a loopback URL with a port (``AUTH_JWKS_URL``, ``INVITE_ACCEPT_URL``, ``PUBLIC_BASE_URL``...), and
-``{port:N}`` in a service's ``dev_env`` (``N + offset``; ``{data_dir}`` is the stack's data directory).
+``{port:N}`` in a service's :data:`DEV_ENV` (``N + offset``; ``{data_dir}`` is the stack's data directory).
 
-Environment: the caller's environment wins over every development default (``dev_env``, shifted URLs,
+Environment: the caller's environment wins over every development default (:data:`DEV_ENV`, shifted URLs,
 ``HTTP_HOST``); only ``HTTP_PORT`` / ``WORKER_HTTP_PORT`` belong to the stack (one per process).
 
 Signals: children run in their own sessions, so a terminal's Ctrl-C reaches only this runner, which sends
@@ -63,6 +63,21 @@ DRAIN_MARGIN = 15.0
 """Seconds a child gets beyond its ``SHUTDOWN_TIMEOUT`` to exit after SIGTERM before it is killed."""
 FORCE_GRACE = 5.0
 """Seconds between the forced stop (second signal) and SIGKILL."""
+DEV_ENV: Mapping[str, Mapping[str, str]] = {
+    # a fixed key so the local database stays readable across restarts
+    "auth": {"AUTH_ENCRYPTION_KEYS": "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU="},
+    # a fixed key, and the loopback range opened so local receivers work
+    "webhook": {
+        "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_SECRET_KEYS": "ZGV2LW9ubHktd2ViaG9vay1rZXktZG8tbm90LXVzZSE=",
+    },
+    # the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET
+    "notification": {"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
+}
+"""Development-only environment ``make run`` gives each service's processes, by service name (before the
+caller's environment, which wins). Production packages carry none of it."""
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STACK_OWNED = ("HTTP_PORT", "WORKER_HTTP_PORT")
 """Variables the stack sets per process whatever the caller's environment says (one value cannot serve
@@ -210,7 +225,7 @@ def dev_defaults(spec: ServiceSpec, offset: int, data_dir: Path, ports: _PortShi
     """The development defaults of one service's processes, before the caller's environment."""
     env = {"PYTHONUNBUFFERED": "1", "HTTP_HOST": "127.0.0.1"}
     env.update(shifted_defaults(spec, offset))
-    for key, value in spec.dev_env.items():
+    for key, value in DEV_ENV.get(spec.name, {}).items():
         try:
             env[key] = value.format(data_dir=str(data_dir), port=ports)
         except (KeyError, IndexError, ValueError) as exc:

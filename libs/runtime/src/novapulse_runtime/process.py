@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -63,8 +63,6 @@ class ServiceSpec:
     package: str = ""
     title: str = ""
     version: str = "0.1.0"
-    dev_env: Mapping[str, str] = field(default_factory=dict)
-    """Extra environment ``make run`` gives this service's processes (e.g. development allow-lists)."""
 
 
 async def compose(spec: ServiceSpec, rt: Runtime) -> tuple[Routes | None, list[Worker]]:

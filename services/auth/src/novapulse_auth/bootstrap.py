@@ -142,9 +142,6 @@ async def worker(rt: Runtime) -> list[Worker]:
     ]
 
 
-# Development only (make run): a fixed key so the local database stays readable across restarts.
-DEV_ENCRYPTION_KEY = "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU="
-
 SPEC = ServiceSpec(
     name="auth",
     settings_cls=AuthSettings,
@@ -152,5 +149,4 @@ SPEC = ServiceSpec(
     worker=worker,
     title="NovaPulse auth",
     package="novapulse_auth",
-    dev_env={"AUTH_ENCRYPTION_KEYS": DEV_ENCRYPTION_KEY},
 )

@@ -75,6 +75,4 @@ SPEC = ServiceSpec(
     worker=worker,
     title="NovaPulse notification",
     package="novapulse_notification",
-    # make run: the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET.
-    dev_env={"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
 )
