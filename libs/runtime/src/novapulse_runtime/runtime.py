@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.sdk.trace.export import SpanExporter
 from pymongo import AsyncMongoClient
@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from .bus import EventBus
 
 T = TypeVar("T")
+
+
+class Indexed(Protocol):
+    """A repository: built from the service's database, with the indexes its queries rely on."""
+
+    async def ensure_indexes(self) -> None: ...
+
+
+R = TypeVar("R", bound=Indexed)
 
 log = logging.getLogger("novapulse.runtime")
 
@@ -136,6 +145,17 @@ class Runtime:
                 future.exception()  # retrieved: only the callers waiting on it see it
                 raise
         return await asyncio.shield(future)
+
+    async def repository(self, cls: Callable[[AsyncDatabase[dict[str, Any]]], R]) -> R:
+        """``cls(self.db)`` with its ``ensure_indexes()`` awaited, once per process for each ``cls`` (shared by
+        the ``api`` and ``worker`` roles of an ``all`` process)."""
+
+        async def make() -> R:
+            repo = cls(self.db)
+            await repo.ensure_indexes()
+            return repo
+
+        return await self.shared(f"repository:{getattr(cls, '__qualname__', repr(cls))}", make)
 
     async def open(self, resource: AbstractAsyncContextManager[T]) -> T:
         """Enter ``resource`` (an async context manager: one generator opens and closes it, as aiohttp's

@@ -22,18 +22,9 @@ from .repository import Repository
 from .settings import NotificationSettings
 
 
-async def _repository(rt: Runtime) -> Repository:
-    async def make() -> Repository:
-        repo = Repository(rt.db)
-        await repo.ensure_indexes()
-        return repo
-
-    return await rt.shared("repository", make)
-
-
 async def api(rt: Runtime) -> Routes:
     """Composition root of the ``api`` role: the in-app notification, preference and delivery log routes."""
-    repo = await _repository(rt)
+    repo = await rt.repository(Repository)
     return build_routes(Inbox(repo), Preferences(repo), DeliveryLog(repo))
 
 
@@ -41,7 +32,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     """Composition root of the ``worker`` role: the event consumer, its notifier and the lease take-over."""
     settings = rt.settings
     assert isinstance(settings, NotificationSettings)
-    repo = await _repository(rt)
+    repo = await rt.repository(Repository)
     catcher_port = None
     if not settings.smtp_host:
         catcher = await rt.open(local_catcher(settings))

@@ -36,13 +36,13 @@ HANDLED_TYPES = (
 def consumer_workers(rt: Runtime, notifier: Notifier, settings: NotificationSettings) -> list[Worker]:
     """One consumer group (``notification``) over the auth, webhook, report and workflow streams, with a
     handler for each of :data:`HANDLED_TYPES`."""
-    consumer = rt.bus.consumer(
-        handler_timeout=settings.event_handler_timeout, max_deliveries=settings.event_max_deliveries
-    )
 
     async def handle(event: Event) -> None:
         await notifier.handle(event)
 
-    for name in HANDLED_TYPES:
-        consumer.add_handler(name, handle)
+    consumer = rt.bus.consumer(
+        handlers=dict.fromkeys(HANDLED_TYPES, handle),
+        handler_timeout=settings.event_handler_timeout,
+        max_deliveries=settings.event_max_deliveries,
+    )
     return [consumer.run]

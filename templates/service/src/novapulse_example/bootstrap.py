@@ -14,29 +14,19 @@ from .settings import ExampleSettings
 from .worker import RetentionWorker
 
 
-async def repository(rt: Runtime) -> Repository:
-    """The repository with its indexes ensured, once per process."""
-
-    async def make() -> Repository:
-        repo = Repository(rt.db)
-        await repo.ensure_indexes()
-        return repo
-
-    return await rt.shared("repository", make)
-
-
 async def api(rt: Runtime) -> Routes:
     """The ``api`` role: the routes and the service layer behind them."""
-    return build_routes(NoteService(await repository(rt)))
+    return build_routes(NoteService(await rt.repository(Repository)))
 
 
 async def worker(rt: Runtime) -> list[Worker]:
     """The ``worker`` role: the event consumer and the retention loop."""
     settings = rt.settings
     assert isinstance(settings, ExampleSettings)
-    repo = await repository(rt)
+    repo = await rt.repository(Repository)
     retention = RetentionWorker(repo, settings.note_retention_days, settings.purge_interval_seconds)
-    return [handlers.consumer(rt.bus, handlers.handlers(repo)), retention.run]
+    consumer = rt.bus.consumer(handlers=handlers.handlers(repo))
+    return [consumer.run, retention.run]
 
 
 SPEC = ServiceSpec(

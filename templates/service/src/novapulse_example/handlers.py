@@ -1,12 +1,12 @@
-"""Events the example service reacts to: one table from event type to handler."""
+"""Events the example service reacts to: one table from event type to handler (the worker root gives it to
+``rt.bus.consumer(handlers=...)``, the consumer group named after the service)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from novapulse_runtime.bus import Event, EventBus
+from novapulse_runtime.bus import Event
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.runtime import Worker
 
 from .repository import Repository
 
@@ -21,11 +21,3 @@ def handlers(repo: Repository) -> dict[str, Handler]:
         await repo.upsert_member(data.org_id, data.user_id, data.email)
 
     return {"user.registered": on_user_registered}
-
-
-def consumer(bus: EventBus, table: dict[str, Handler]) -> Worker:
-    """The service's consumer group (named after the service) over the streams of the handled types."""
-    group = bus.consumer()
-    for type_, handler in table.items():
-        group.add_handler(type_, handler)
-    return group.run

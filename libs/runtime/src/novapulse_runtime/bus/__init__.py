@@ -21,7 +21,7 @@ The contract (envelope fields, stream names, dead letters, idempotency) is in ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.trace import Tracer
@@ -105,16 +105,23 @@ class EventBus:
         *,
         sources: Sequence[str] = (),
         options: ConsumerOptions | None = None,
+        handlers: Mapping[str, Handler] | None = None,
         **overrides: Any,
     ) -> Consumer:
         """A consumer for ``group`` (default: this service). ``sources`` adds producing services' streams to
-        those derived from the handled types; ``overrides`` are :class:`ConsumerOptions` fields."""
+        those derived from the handled types; ``handlers`` is the service's table from event type (or
+        pattern, see :meth:`Consumer.on`) to handler; ``overrides`` are :class:`ConsumerOptions` fields.
+
+        :raises ValueError: a handled type is not in the catalogue.
+        """
         opts = options or ConsumerOptions()
         if overrides:
             from dataclasses import replace
 
             opts = replace(opts, **overrides)
         consumer = Consumer(self, group or self.rt.service, sources, opts)
+        for pattern, handler in (handlers or {}).items():
+            consumer.add_handler(pattern, handler)
         self.consumers.append(consumer)
         return consumer
 
