@@ -36,11 +36,11 @@ from redis.asyncio import Redis
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.devservers import free_port, mongo_server, port_open, redis_server
+from novapulse_runtime.secretbox import SecretBox
 
 from .constants import ENDPOINT_CACHE_TTL
 from .models import EndpointIn
 from .repository import Repository
-from .secretbox import SecretBox
 from .service import WebhookService
 from .settings import WebhookSettings
 
