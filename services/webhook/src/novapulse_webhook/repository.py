@@ -254,6 +254,7 @@ class Repository:
         self.events: AsyncCollection[Doc] = db[EVENTS]
 
     async def ensure_indexes(self) -> None:
+        """Create the indexes queries rely on (idempotent; run at start-up)."""
         # (indexes naming _id are avoided: the MongoDB-wire test server cannot build them)
         await self.endpoints.create_index([("org_id", ASCENDING), ("enabled", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("endpoint_id", ASCENDING)], unique=True)
@@ -269,6 +270,7 @@ class Repository:
         await self.endpoints.insert_one(doc)
 
     async def count_endpoints(self, org_id: str) -> int:
+        """How many endpoints the organisation has."""
         return await self.endpoints.count_documents({"org_id": org_id})
 
     async def list_endpoints(self, org_id: str, fetch: int, after: str | None) -> list[Doc]:
@@ -279,11 +281,14 @@ class Repository:
         return await self.endpoints.find(query).sort("_id", DESCENDING).limit(fetch).to_list()
 
     async def get_endpoint(self, org_id: str, endpoint_id: str) -> Doc | None:
+        """The organisation's endpoint, or ``None``."""
         return await self.endpoints.find_one({"_id": endpoint_id, "org_id": org_id})
 
     async def update_endpoint(
         self, org_id: str, endpoint_id: str, changes: Doc, unset: Sequence[str] = ()
     ) -> Doc | None:
+        """``$set`` ``changes`` (and ``$unset`` ``unset``) on the organisation's endpoint; returns it after
+        the change, or ``None`` when there is no such endpoint."""
         update: Doc = {"$set": changes}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
@@ -292,6 +297,7 @@ class Repository:
         )
 
     async def delete_endpoint(self, org_id: str, endpoint_id: str) -> bool:
+        """Delete the organisation's endpoint; False when there was none."""
         result = await self.endpoints.delete_one({"_id": endpoint_id, "org_id": org_id})
         return result.deleted_count == 1
 
@@ -304,9 +310,11 @@ class Repository:
         return await self.endpoints.find_one({"_id": endpoint_id})
 
     async def set_failing_since(self, endpoint_id: str, when: datetime) -> None:
+        """Mark the endpoint failing since ``when``, unless it already is."""
         await self.endpoints.update_one({"_id": endpoint_id, "failing_since": None}, {"$set": {"failing_since": when}})
 
     async def clear_failing_since(self, endpoint_id: str) -> None:
+        """The endpoint delivered again: no longer failing."""
         await self.endpoints.update_one({"_id": endpoint_id}, {"$set": {"failing_since": None}})
 
     async def disable_endpoint(self, endpoint_id: str, reason: str, now: datetime) -> Doc | None:
@@ -341,6 +349,7 @@ class Repository:
         await self.events.update_one({"_id": event_id, "org_id": org_id}, {"$set": {"messages": count}})
 
     async def get_event(self, org_id: str, event_id: str) -> Doc | None:
+        """The organisation's accepted event, or ``None``."""
         return await self.events.find_one({"_id": event_id, "org_id": org_id})
 
     # --- messages --------------------------------------------------------------------------------------
@@ -393,6 +402,7 @@ class Repository:
         return await self.messages.find(query, _LIST_PROJECTION).sort("_id", DESCENDING).limit(fetch).to_list()
 
     async def get_message(self, org_id: str, message_id: str) -> Doc | None:
+        """The organisation's message (with its payload), or ``None``."""
         return await self.messages.find_one({"_id": message_id, "org_id": org_id})
 
     async def requeue_message(self, org_id: str, message_id: str, now: datetime) -> tuple[Doc | None, bool]:
@@ -421,6 +431,7 @@ class Repository:
     async def failed_message_ids(
         self, org_id: str, endpoint_id: str, since: datetime, until: datetime | None
     ) -> list[Doc]:
+        """Ids (and attempt counts) of the endpoint's failed messages created from ``since`` to ``until``."""
         created: Doc = {"$gte": since}
         if until is not None:
             created["$lte"] = until
@@ -430,6 +441,7 @@ class Repository:
         ).to_list()
 
     async def requeue_many(self, org_id: str, found: Sequence[Doc], now: datetime) -> int:
+        """Make these failed messages due ``now`` with a fresh retry round; returns how many changed."""
         count = 0
         for msg in found:
             result = await self.messages.update_one(
@@ -495,6 +507,7 @@ class Repository:
     # --- attempts --------------------------------------------------------------------------------------
 
     async def list_attempts(self, org_id: str, message_id: str) -> list[Doc]:
+        """Every attempt of the organisation's message, oldest first."""
         return (
             await self.attempts.find({"message_id": message_id, "org_id": org_id}).sort("attempt", ASCENDING).to_list()
         )
