@@ -36,10 +36,10 @@ from redis.asyncio import Redis
 from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
+from novapulse_runtime.secretbox import SecretBox
 from novapulse_webhook.constants import ENDPOINT_CACHE_TTL
 from novapulse_webhook.models import EndpointIn
 from novapulse_webhook.repository import Repository
-from novapulse_webhook.secretbox import SecretBox
 from novapulse_webhook.service import WebhookService
 from novapulse_webhook.settings import WebhookSettings
 

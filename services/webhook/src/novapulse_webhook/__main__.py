@@ -1,5 +1,5 @@
 from novapulse_runtime.process import main
 
-from . import SPEC
+from . import bootstrap
 
-main(SPEC)
+main(bootstrap.SPEC)

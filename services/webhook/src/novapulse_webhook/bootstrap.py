@@ -1,39 +1,26 @@
-"""Composition root: wires the repository, the secret box, the delivery worker and the event bus."""
+"""Composition root: wires the repository, the secret box, the delivery worker and the event bus, one
+function per role (``api``, ``worker``), and declares the service (:data:`SPEC`)."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from novapulse_runtime.bus import Event, Outbox
-from novapulse_runtime.catalog import EventData
+from novapulse_runtime.process import ServiceSpec
 from novapulse_runtime.ratelimit import RateLimiter
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
+from novapulse_runtime.secretbox import SecretBox, SecretBoxError
 from novapulse_runtime.settings import fail_config
 
 from .api import build_routes
+from .handlers import handlers
+from .publisher import OutboxPublisher
 from .repository import Repository
-from .secretbox import SecretBox, SecretError
 from .sender import Sender
 from .service import WebhookService
 from .settings import WebhookSettings
 from .slots import EndpointSlots
 from .ssrf import AddressPolicy
 from .versions import EndpointVersions
-from .worker import Delivery
-
-log = logging.getLogger("novapulse.webhook")
-
-
-class OutboxPublisher:
-    """Publishes this service's events through its transactional outbox."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-
-    async def publish(self, event_type: str, data: EventData, *, org_id: str, subject: str) -> None:
-        await self.outbox.add(event_type, data, org_id=org_id, subject=subject)
+from .worker import DeliveryWorker
 
 
 def secret_box(settings: WebhookSettings) -> SecretBox:
@@ -46,31 +33,20 @@ def secret_box(settings: WebhookSettings) -> SecretBox:
         )
     try:
         return SecretBox.from_setting(settings.webhook_secret_keys)
-    except SecretError as exc:
+    except SecretBoxError as exc:
         fail_config(f"WEBHOOK_SECRET_KEYS: {exc}")
 
 
-def _data(event: Event) -> dict[str, Any]:
-    data = event.data
-    if isinstance(data, EventData):
-        return data.model_dump(mode="json")
-    return dict(data) if isinstance(data, dict) else {"value": data}
-
-
-async def _repository(rt: Runtime) -> Repository:
-    async def make() -> Repository:
-        repo = Repository(rt.db)
-        await repo.ensure_indexes()
-        return repo
-
-    return await rt.shared("repository", make)
+def _settings(rt: Runtime) -> WebhookSettings:
+    settings = rt.settings
+    assert isinstance(settings, WebhookSettings)
+    return settings
 
 
 async def api(rt: Runtime) -> Routes:
     """Composition root of the ``api`` role: the webhook service and its routes."""
-    settings = rt.settings
-    assert isinstance(settings, WebhookSettings)
-    repo = await _repository(rt)
+    settings = _settings(rt)
+    repo = await rt.repository(Repository)
     return build_routes(
         WebhookService(repo, settings, secret_box(settings), EndpointVersions(rt.redis, rt.bus.keys.namespace))
     )
@@ -78,27 +54,32 @@ async def api(rt: Runtime) -> Routes:
 
 async def worker(rt: Runtime) -> list[Worker]:
     """Composition root of the ``worker`` role: delivery, the fan-out consumer and the outbox relay."""
-    settings = rt.settings
-    assert isinstance(settings, WebhookSettings)
-    repo = await _repository(rt)
+    settings = _settings(rt)
+    repo = await rt.repository(Repository)
     bus = rt.bus
     outbox = bus.outbox()
-    policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
-    delivery = Delivery(
+    delivery = DeliveryWorker(
         repo,
         settings,
         secret_box(settings),
-        Sender(policy, settings.webhook_dns_timeout),
+        Sender(
+            AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http), settings.webhook_dns_timeout
+        ),
         OutboxPublisher(outbox),
         rt.metrics,
         EndpointVersions(rt.redis, bus.keys.namespace),
         RateLimiter(rt.redis, rt.metrics, settings.service_name),  # always on: endpoints' own limits
         EndpointSlots(rt.redis, bus.keys.namespace, settings.lease_seconds),
     )
-    consumer = bus.consumer()
-
-    @consumer.on("*")
-    async def fan_out(event: Event) -> None:
-        await delivery.on_event(event.id, event.org_id or "", event.type, _data(event), event.time)
-
+    consumer = bus.consumer(handlers=handlers(delivery))
     return [delivery.run, consumer.run, outbox.relay]
+
+
+SPEC = ServiceSpec(
+    name="webhook",
+    settings_cls=WebhookSettings,
+    api=api,
+    worker=worker,
+    title="NovaPulse webhooks",
+    package="novapulse_webhook",
+)

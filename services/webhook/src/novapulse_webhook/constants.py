@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 API_PREFIX = "/api/v1/webhooks"
 SERVICE_NAME = "webhook"
@@ -14,10 +15,14 @@ MESSAGES = "messages"
 ATTEMPTS = "attempts"
 EVENTS = "events"
 
-# Identifier prefixes (ids are time-ordered so they double as pagination cursors).
+# Identifier prefixes (ids are time-ordered, so they are the sort keys of list pages).
 ENDPOINT_ID_PREFIX = "ep"
 MESSAGE_ID_PREFIX = "msg"
 EVENT_ID_PREFIX = "evt"
+ENDPOINT_ID_PATTERN = re.compile(r"ep_[A-Za-z0-9_-]{1,61}")
+"""What an endpoint id in a path may look like (at most 64 characters); anything else is a 404 unseen."""
+MESSAGE_ID_PATTERN = re.compile(r"msg_[A-Za-z0-9_-]{1,60}")
+"""What a message id in a path may look like (at most 64 characters); anything else is a 404 unseen."""
 
 # Secrets: "whsec_" + base64 of 24..64 random bytes (Standard Webhooks).
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
@@ -65,8 +70,6 @@ MAX_FILTERS = 100
 MAX_DESCRIPTION = 512
 MAX_EVENT_TYPE = 128
 MAX_IDEMPOTENCY_KEY = 256
-MAX_PAGE = 200
-DEFAULT_PAGE = 50
 MAX_ENDPOINT_CONCURRENCY = 64
 MAX_ENDPOINT_RATE = 10_000
 

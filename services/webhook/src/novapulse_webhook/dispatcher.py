@@ -36,6 +36,7 @@ class Job:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], claim: str, lease_until: datetime) -> Job:
+        """The job of message ``doc`` claimed with token ``claim`` until ``lease_until``."""
         return cls(
             id=doc["_id"],
             org_id=doc["org_id"],
@@ -58,6 +59,7 @@ class RateGate:
         self._next = 0.0
 
     async def wait(self) -> None:
+        """Wait for the next free slot (one every ``1 / rate`` seconds)."""
         now = time.monotonic()
         slot = max(self._next, now)
         self._next = slot + 1.0 / self.rate
@@ -67,6 +69,8 @@ class RateGate:
 
 @dataclass
 class Lane:
+    """One endpoint's lane: queued jobs, how many run, at most ``concurrency`` at once, optional rate gate."""
+
     queue: deque[Job] = field(default_factory=deque)
     running: int = 0
     concurrency: int = 1
@@ -87,6 +91,7 @@ class Dispatcher:
         self._idle.set()
 
     def has_room(self, endpoint_id: str) -> bool:
+        """Whether the endpoint's lane can queue one more job (``LANE_QUEUE_LIMIT``)."""
         lane = self._lanes.get(endpoint_id)
         return lane is None or len(lane.queue) < self._limit
 

@@ -118,6 +118,7 @@ class RetryPolicy:
 
     @property
     def max_attempts(self) -> int:
+        """Attempts in one round (the schedule's length)."""
         return len(self.schedule)
 
     def next_delay(

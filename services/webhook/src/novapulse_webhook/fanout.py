@@ -1,5 +1,5 @@
-"""Turning one event into messages: the payload bytes (signed and sent as they are) and one message per
-subscribed endpoint."""
+"""Turning one event into messages: the payload bytes (signed and sent as they are) and the endpoints that
+get one message each (the message document itself is :func:`.repository.message_doc`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from novapulse_runtime import jsonstrict
+from novapulse_runtime.documents import Doc
 
-from .clock import to_ms
-from .constants import MESSAGE_ID_PREFIX, SELF_EVENTS, MessageStatus
-from .domain import matches, new_id
-
-Doc = dict[str, Any]
+from .constants import SELF_EVENTS
+from .domain import matches
 
 
 def payload_body(event_type: str, data: Mapping[str, Any], timestamp: datetime) -> str:
@@ -43,34 +41,3 @@ def subscribed(endpoints: Iterable[Doc], event_type: str) -> list[Doc]:
             continue
         found.append(e)
     return found
-
-
-def new_message(
-    *,
-    org_id: str,
-    endpoint_id: str,
-    event_id: str,
-    event_type: str,
-    body: str,
-    now: datetime,
-    claim: str | None = None,
-    lease_until: datetime | None = None,
-) -> Doc:
-    """A message due now, or already claimed by the caller until ``lease_until``."""
-    return {
-        "_id": new_id(MESSAGE_ID_PREFIX),
-        "org_id": org_id,
-        "endpoint_id": endpoint_id,
-        "event_id": event_id,
-        "event_type": event_type,
-        "body": body,
-        "status": MessageStatus.SENDING if claim else MessageStatus.PENDING,
-        "claim": claim,
-        "next_attempt_at": to_ms(lease_until if claim and lease_until else now),
-        "attempts": 0,
-        "round_start": 0,
-        "last_status": None,
-        "last_error": None,
-        "created_at": now,
-        "updated_at": now,
-    }

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from novapulse_runtime.paging import PageQuery
+
 from .constants import (
-    DEFAULT_PAGE,
     FORBIDDEN_HEADERS,
     MAX_CUSTOM_HEADERS,
     MAX_DESCRIPTION,
@@ -20,13 +21,12 @@ from .constants import (
     MAX_FILTERS,
     MAX_HEADER_VALUE,
     MAX_IDEMPOTENCY_KEY,
-    MAX_PAGE,
     MAX_URL_LENGTH,
     MessageStatus,
     Outcome,
 )
 from .domain import valid_event_type, valid_filter
-from .secretbox import secret_key
+from .signing import secret_key
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
@@ -37,7 +37,7 @@ SECRET_PATTERN = (
     r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"  # noqa: S105 - a pattern
     r"|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
 )
-"""``whsec_`` + base64 of 24 to 64 bytes (what :func:`.secretbox.secret_key` accepts)."""
+"""``whsec_`` + base64 of 24 to 64 bytes (what :func:`.signing.secret_key` accepts)."""
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 _H16 = r"[0-9A-Fa-f]{1,4}"
@@ -202,11 +202,6 @@ class EndpointList(BaseModel):
     next_cursor: str | None = None
 
 
-class PageQuery(_In):
-    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
-    cursor: str | None = Field(default=None, max_length=64)
-
-
 class SecretPrevious(BaseModel):
     secret: str
     expires_at: datetime
@@ -279,6 +274,9 @@ class MessageList(BaseModel):
 
 
 class MessageQuery(PageQuery):
+    """Query of ``GET /messages``: a page (``limit``, ``cursor``) and exact filters; ``since``/``until``
+    bound the creation time (inclusive)."""
+
     endpoint_id: str | None = Field(default=None, max_length=64)
     status: MessageStatus | None = None
     event_type: str | None = Field(default=None, max_length=MAX_EVENT_TYPE)

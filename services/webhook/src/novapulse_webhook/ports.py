@@ -1,4 +1,4 @@
-"""Small interfaces the delivery code depends on (fakes implement them in unit tests)."""
+"""Small interfaces of the service's outgoing dependencies (fakes implement them in unit tests)."""
 
 from __future__ import annotations
 
@@ -10,4 +10,6 @@ from novapulse_runtime.catalog import EventData
 class EventPublisher(Protocol):
     """Publishes this service's own events (``webhook.endpoint.disabled``, ``webhook.message.failed``)."""
 
-    async def publish(self, event_type: str, data: EventData, *, org_id: str, subject: str) -> None: ...
+    async def publish(self, event_type: str, data: EventData, *, org_id: str, subject: str) -> None:
+        """Publish ``data`` as an event of ``event_type`` for ``org_id`` about ``subject`` (an id)."""
+        ...

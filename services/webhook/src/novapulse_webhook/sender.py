@@ -161,6 +161,7 @@ class Sender:
             return AttemptResult(None, None, clean_text(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS), took())
 
     async def close(self) -> None:
+        """Close the HTTP client session."""
         if self._session is not None:
             await self._session.close()
             self._session = None

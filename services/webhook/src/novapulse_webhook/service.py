@@ -1,7 +1,8 @@
-"""What the API does, without HTTP: endpoints and their secrets, accepting application events, resending.
+"""What the API does, without HTTP: endpoints and their secrets, accepting application events, listing and
+resending messages.
 
 Every operation takes the caller's organisation and only ever touches that organisation's documents.
-Errors are :class:`~novapulse_runtime.problems.ProblemError` with a 4xx status.
+Errors are the domain errors of :mod:`.errors` (``api.PROBLEMS`` says how each is answered).
 """
 
 from __future__ import annotations
@@ -13,25 +14,46 @@ from typing import Any
 
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.catalog import CATALOG
-from novapulse_runtime.problems import ProblemError
+from novapulse_runtime.clock import as_datetime, from_ms, stamp, to_ms, utcnow
+from novapulse_runtime.documents import Doc
+from novapulse_runtime.paging import PageQuery, page
+from novapulse_runtime.secretbox import SecretBox
 
-from .clock import as_datetime, from_ms, stamp, to_ms, utcnow
-from .constants import ENDPOINT_ID_PREFIX, EVENT_ID_PREFIX, EVENT_TEST, MessageStatus
+from .constants import EVENT_ID_PREFIX, EVENT_TEST, MessageStatus
 from .domain import new_id, redact
-from .fanout import new_message, payload_body, subscribed
+from .errors import (
+    DataNotJson,
+    EndpointNotEnabled,
+    EndpointNotFound,
+    IdempotencyKeyReused,
+    MessageInFlight,
+    MessageNotFound,
+    NullField,
+    PayloadTooLarge,
+    PlatformEventType,
+    TooManyEndpoints,
+    UrlNotAllowed,
+)
+from .fanout import payload_body, subscribed
 from .models import (
+    AttemptList,
+    AttemptOut,
     EndpointIn,
+    EndpointList,
     EndpointOut,
     EndpointPatch,
     EventIn,
+    MessageList,
     MessageOut,
+    MessageQuery,
+    ResendOut,
     RotateIn,
     SecretOut,
     SecretPrevious,
 )
-from .repository import Doc, Repository
-from .secretbox import SecretBox, generate_secret
+from .repository import Repository, endpoint_doc, expiring, message_doc, secret_entry
 from .settings import WebhookSettings
+from .signing import generate_secret
 from .ssrf import AddressPolicy, SsrfError, check_url, resolve
 from .versions import EndpointVersions
 
@@ -57,6 +79,8 @@ def endpoint_out(doc: Doc, *, reveal_headers: bool = True) -> EndpointOut:
 
 
 def message_out(doc: Doc, with_payload: bool = False) -> MessageOut:
+    """The message as the API shows it; ``with_payload`` adds the stored payload (``None`` when it is not
+    strict JSON, RFC 8259). ``next_attempt_at`` (stored in epoch ms) is shown only while it is pending."""
     payload = None
     if with_payload and "body" in doc:
         try:
@@ -81,6 +105,24 @@ def message_out(doc: Doc, with_payload: bool = False) -> MessageOut:
     )
 
 
+def attempt_out(doc: Doc) -> AttemptOut:
+    """One attempt of the attempt log as the API shows it (``duration_ms`` in milliseconds)."""
+    return AttemptOut(
+        id=doc["_id"],
+        message_id=doc["message_id"],
+        endpoint_id=doc["endpoint_id"],
+        attempt=doc["attempt"],
+        started_at=stamp(doc["started_at"]),
+        url=doc.get("url", ""),
+        request_headers=doc.get("request_headers") or {},
+        status=doc.get("status"),
+        response_body=doc.get("response_body"),
+        duration_ms=doc.get("duration_ms"),
+        error=doc.get("error"),
+        outcome=doc["outcome"],
+    )
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _canonical(value[k]) for k in sorted(value)}
@@ -97,7 +139,13 @@ def request_fingerprint(event_type: str, data: Mapping[str, Any]) -> str:
 
 
 class WebhookService:
-    """Application operations behind the routes."""
+    """Application operations behind the routes.
+
+    :param repo: the service's storage.
+    :param box: encryption of endpoint secrets at rest.
+    :param versions: the per-organisation endpoint versions the workers' caches follow (``None``: no
+        read-your-writes, caches live ``ENDPOINT_CACHE_TTL`` seconds).
+    """
 
     def __init__(
         self, repo: Repository, settings: WebhookSettings, box: SecretBox, versions: EndpointVersions | None = None
@@ -109,19 +157,19 @@ class WebhookService:
         self.policy = AddressPolicy(settings.webhook_allowed_cidrs, settings.webhook_allow_http)
 
     async def check_target(self, url: str) -> None:
-        """422 with a field error on ``url`` unless it is allowed and its host resolves only to allowed
-        addresses. A name that does not resolve today is accepted (the send-time check still applies)."""
+        """Check that ``url`` may be an endpoint: allowed by the address policy, and its host resolves only
+        to allowed addresses (waiting up to ``WEBHOOK_DNS_TIMEOUT`` seconds). A name that does not resolve
+        today is accepted (the send-time check still applies).
+
+        :raises UrlNotAllowed: the URL or one of its addresses is refused.
+        """
         try:
             host, port = check_url(url, self.policy)
             await resolve(host, port, self.policy, self.settings.webhook_dns_timeout)
         except SsrfError as exc:
             if str(exc).startswith("cannot resolve"):
                 return
-            raise ProblemError(
-                422,
-                f"The endpoint URL is not allowed: {exc}",
-                errors=[{"location": "body", "field": "url", "message": str(exc), "type": "url_not_allowed"}],
-            ) from exc
+            raise UrlNotAllowed(str(exc)) from exc
 
     async def changed(self, org_id: str) -> None:
         """After every write to the organisation's endpoints, before answering: the workers' caches must
@@ -132,44 +180,65 @@ class WebhookService:
     # --- endpoints -------------------------------------------------------------------------------------
 
     async def create_endpoint(self, org_id: str, body: EndpointIn) -> EndpointOut:
+        """Register an endpoint; its signing secret is ``body.secret`` or a new ``whsec_`` secret.
+
+        :raises UrlNotAllowed: the URL is refused by the address policy.
+        :raises TooManyEndpoints: the organisation has ``WEBHOOK_MAX_ENDPOINTS_PER_ORG`` already.
+        """
         await self.check_target(body.url)
         if await self.repo.count_endpoints(org_id) >= self.settings.webhook_max_endpoints_per_org:
-            raise ProblemError(
-                409, f"An organisation may have at most {self.settings.webhook_max_endpoints_per_org} endpoints"
-            )
-        now = utcnow()
-        secret = body.secret or generate_secret()
-        doc: Doc = {
-            "_id": new_id(ENDPOINT_ID_PREFIX),
-            "org_id": org_id,
-            "url": body.url,
-            "description": body.description,
-            "event_types": body.event_types,
-            "enabled": body.enabled,
-            "headers": body.headers,
-            "rate_limit": body.rate_limit,
-            "concurrency": body.concurrency or self.settings.webhook_default_concurrency,
-            "secrets": [{"value": self.box.encrypt(secret), "created_at": now, "expires_at": None}],
-            "failing_since": None,
-            "disabled_reason": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+            raise TooManyEndpoints(self.settings.webhook_max_endpoints_per_org)
+        doc = endpoint_doc(
+            org_id=org_id,
+            url=body.url,
+            description=body.description,
+            event_types=body.event_types,
+            enabled=body.enabled,
+            headers=body.headers,
+            rate_limit=body.rate_limit,
+            concurrency=body.concurrency or self.settings.webhook_default_concurrency,
+            encrypted_secret=self.box.encrypt(body.secret or generate_secret()),
+            now=utcnow(),
+        )
         await self.repo.insert_endpoint(doc)
         await self.changed(org_id)
         return endpoint_out(doc)
 
+    async def list_endpoints(self, org_id: str, query: PageQuery, *, reveal_headers: bool) -> EndpointList:
+        """One page of the organisation's endpoints, newest first (cursor paging, one rule:
+        :mod:`novapulse_runtime.paging`); ``reveal_headers`` as in :func:`endpoint_out`."""
+        docs = await self.repo.list_endpoints(org_id, query.fetch, query.after)
+        shown, cursor = page(docs, query.limit, lambda d: str(d["_id"]))
+        return EndpointList(items=[endpoint_out(d, reveal_headers=reveal_headers) for d in shown], next_cursor=cursor)
+
     async def endpoint(self, org_id: str, endpoint_id: str) -> Doc:
+        """The stored endpoint.
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         doc = await self.repo.get_endpoint(org_id, endpoint_id)
         if doc is None:
-            raise ProblemError(404, "No such endpoint")
+            raise EndpointNotFound
         return doc
 
+    async def get_endpoint(self, org_id: str, endpoint_id: str, *, reveal_headers: bool) -> EndpointOut:
+        """The endpoint as the API shows it (see :func:`endpoint_out`).
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
+        return endpoint_out(await self.endpoint(org_id, endpoint_id), reveal_headers=reveal_headers)
+
     async def update_endpoint(self, org_id: str, endpoint_id: str, body: EndpointPatch) -> EndpointOut:
+        """Change the fields ``body`` sets; enabling an endpoint clears its failure state.
+
+        :raises NullField: a field that cannot be null is set to ``null``.
+        :raises UrlNotAllowed: the new URL is refused by the address policy.
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         changes = body.model_dump(exclude_unset=True)
         for field in ("url", "description", "event_types", "enabled", "headers", "concurrency"):
             if field in changes and changes[field] is None:
-                raise ProblemError(422, f"{field} cannot be null")
+                raise NullField(field)
         if "url" in changes:
             await self.check_target(changes["url"])
         unset: list[str] = []
@@ -179,16 +248,24 @@ class WebhookService:
         changes["updated_at"] = utcnow()
         doc = await self.repo.update_endpoint(org_id, endpoint_id, changes, unset)
         if doc is None:
-            raise ProblemError(404, "No such endpoint")
+            raise EndpointNotFound
         await self.changed(org_id)
         return endpoint_out(doc)
 
     async def delete_endpoint(self, org_id: str, endpoint_id: str) -> None:
+        """Delete the endpoint (the workers fail its pending messages).
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         if not await self.repo.delete_endpoint(org_id, endpoint_id):
-            raise ProblemError(404, "No such endpoint")
+            raise EndpointNotFound
         await self.changed(org_id)
 
     async def secret(self, org_id: str, endpoint_id: str) -> SecretOut:
+        """The secret that signs now, and rotated ones still in their grace period.
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         doc = await self.endpoint(org_id, endpoint_id)
         now = utcnow()
         current = self.box.decrypt_text(doc["secrets"][0]["value"])
@@ -200,6 +277,12 @@ class WebhookService:
         return SecretOut(secret=current, previous=previous)
 
     async def rotate_secret(self, org_id: str, endpoint_id: str, body: RotateIn) -> SecretOut:
+        """Sign with a new secret from now on; the secrets that signed until now keep signing alongside for
+        ``body.grace_seconds`` (default ``WEBHOOK_ROTATION_GRACE``) seconds, at most four of them (Standard
+        Webhooks: several space-separated signatures during a rotation).
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         doc = await self.endpoint(org_id, endpoint_id)
         now = utcnow()
         grace = self.settings.webhook_rotation_grace if body.grace_seconds is None else body.grace_seconds
@@ -208,14 +291,14 @@ class WebhookService:
         for s in doc["secrets"]:
             was = as_datetime(s.get("expires_at"))
             if was is None or was > now:
-                kept.append({**s, "expires_at": to_ms(min(was, expires) if was else expires)})
+                kept.append(expiring(s, to_ms(min(was, expires) if was else expires)))
         if grace <= 0:
             kept = []
-        new = {"value": self.box.encrypt(body.secret or generate_secret()), "created_at": now, "expires_at": None}
+        new = secret_entry(self.box.encrypt(body.secret or generate_secret()), now)
         secrets = [new, *kept[:4]]  # the current secret plus at most four still in their grace period
         updated = await self.repo.update_endpoint(org_id, endpoint_id, {"secrets": secrets, "updated_at": now})
         if updated is None:
-            raise ProblemError(404, "No such endpoint")
+            raise EndpointNotFound
         await self.changed(org_id)
         return await self.secret(org_id, endpoint_id)
 
@@ -230,23 +313,21 @@ class WebhookService:
         (same event id and message count, ``duplicate`` true) and sends nothing again; the same key with a
         different request is refused with 422, as the draft says (§2.7), instead of being dropped silently.
 
-        :raises ProblemError: 413 (``data`` over ``WEBHOOK_MAX_PAYLOAD_BYTES``), 422 (platform type, ``data``
-            not strict JSON, or a reused key with a different request).
+        :raises DataNotJson: ``data`` is not strict JSON.
+        :raises PayloadTooLarge: ``data`` is over ``WEBHOOK_MAX_PAYLOAD_BYTES`` bytes as JSON.
+        :raises PlatformEventType: ``type`` is in the platform catalogue (with ``check_catalogue``).
+        :raises IdempotencyKeyReused: the key was used before with a different request.
         """
         try:
             raw = jsonstrict.dumps(body.data)
         except jsonstrict.InvalidJSON as exc:
-            raise ProblemError(
-                422,
-                f"The event data is not valid JSON: {exc}",
-                errors=[{"location": "body", "field": "data", "message": str(exc), "type": "json_invalid"}],
-            ) from exc
+            raise DataNotJson(str(exc)) from exc
         if len(raw.encode()) > self.settings.webhook_max_payload_bytes:
-            raise ProblemError(413, f"The event data exceeds {self.settings.webhook_max_payload_bytes} bytes")
+            raise PayloadTooLarge(self.settings.webhook_max_payload_bytes)
         if check_catalogue:
             known = CATALOG.lookup(body.type)
             if known is not None:
-                raise ProblemError(422, f"{body.type} is a platform event type; applications cannot post it")
+                raise PlatformEventType(body.type)
         fingerprint = request_fingerprint(body.type, body.data)
         if body.idempotency_key:
             digest = hashlib.sha256(f"{org_id}\x00{body.idempotency_key}".encode()).hexdigest()[:32]
@@ -255,34 +336,23 @@ class WebhookService:
             event_id = new_id(EVENT_ID_PREFIX)
         now = utcnow()
         fresh = await self.repo.insert_event(
-            {"_id": event_id, "org_id": org_id, "type": body.type, "request_hash": fingerprint, "created_at": now}
+            event_id=event_id, org_id=org_id, event_type=body.type, request_hash=fingerprint, now=now
         )
         if not fresh:
             existing = await self.repo.get_event(org_id, event_id)
             if existing is not None and existing.get("request_hash", fingerprint) != fingerprint:
-                raise ProblemError(
-                    422,
-                    "This idempotency key was already used with a different request; use a new key for a new event",
-                    errors=[
-                        {
-                            "location": "body",
-                            "field": "idempotency_key",
-                            "message": "already used with a different type or data",
-                            "type": "idempotency_key_reused",
-                        }
-                    ],
-                )
+                raise IdempotencyKeyReused
             if existing is None or "messages" in existing:
                 return event_id, int((existing or {}).get("messages", 0)), True
             # The first request stored the event but stopped before recording its fan-out (a crash, a database
             # error): finish it now. Messages are unique per (event, endpoint), so a concurrent first request
             # and this one cannot both create a message for one endpoint.
             await self.fan_out(org_id, event_id, body.type, body.data, now)
-            count = await self.repo.messages.count_documents({"org_id": org_id, "event_id": event_id})
-            await self.repo.events.update_one({"_id": event_id, "org_id": org_id}, {"$set": {"messages": count}})
+            count = await self.repo.count_event_messages(org_id, event_id)
+            await self.repo.set_event_messages(org_id, event_id, count)
             return event_id, count, True
         count = await self.fan_out(org_id, event_id, body.type, body.data, now)
-        await self.repo.events.update_one({"_id": event_id, "org_id": org_id}, {"$set": {"messages": count}})
+        await self.repo.set_event_messages(org_id, event_id, count)
         return event_id, count, False
 
     async def fan_out(
@@ -294,11 +364,15 @@ class WebhookService:
         now: datetime,
         endpoints: list[Doc] | None = None,
     ) -> int:
-        """Messages due now for every subscribed endpoint (the worker claims them)."""
+        """Store a message due now for every subscribed endpoint (or every one of ``endpoints``); the workers
+        claim them. Returns how many were stored (an (event, endpoint) pair already stored is skipped).
+
+        :raises novapulse_runtime.jsonstrict.InvalidJSON: ``data`` is not strict JSON.
+        """
         targets = endpoints if endpoints is not None else subscribed(await self.repo.org_endpoints(org_id), event_type)
         body = payload_body(event_type, data, now)
         docs = [
-            new_message(
+            message_doc(
                 org_id=org_id, endpoint_id=e["_id"], event_id=event_id, event_type=event_type, body=body, now=now
             )
             for e in targets
@@ -306,34 +380,86 @@ class WebhookService:
         return len(await self.repo.insert_messages(docs))
 
     async def send_test(self, org_id: str, endpoint_id: str) -> str:
+        """Queue a ``webhook.test`` message for the endpoint; returns its id.
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        :raises EndpointNotEnabled: the endpoint is disabled.
+        """
         doc = await self.endpoint(org_id, endpoint_id)
         if not doc.get("enabled"):
-            raise ProblemError(409, "The endpoint is disabled; enable it first")
+            raise EndpointNotEnabled
         now = utcnow()
         event_id = new_id(EVENT_ID_PREFIX)
         data = {"endpoint_id": endpoint_id, "message": "This is a test event from NovaPulse"}
         body = payload_body(EVENT_TEST, data, now)
-        msg = new_message(
+        msg = message_doc(
             org_id=org_id, endpoint_id=endpoint_id, event_id=event_id, event_type=EVENT_TEST, body=body, now=now
         )
         await self.repo.insert_messages([msg])
         return str(msg["_id"])
 
     async def message(self, org_id: str, message_id: str) -> Doc:
+        """The stored message.
+
+        :raises MessageNotFound: no such message in the organisation.
+        """
         doc = await self.repo.get_message(org_id, message_id)
         if doc is None:
-            raise ProblemError(404, "No such message")
+            raise MessageNotFound
         return doc
 
-    async def resend(self, org_id: str, message_id: str) -> Doc:
+    async def get_message(self, org_id: str, message_id: str) -> MessageOut:
+        """The message with its payload.
+
+        :raises MessageNotFound: no such message in the organisation.
+        """
+        return message_out(await self.message(org_id, message_id), with_payload=True)
+
+    async def list_messages(self, org_id: str, query: MessageQuery) -> MessageList:
+        """One page of the organisation's messages, newest first, filtered by ``query`` (endpoint, status,
+        event type, creation time from ``since`` to ``until`` inclusive; cursor paging,
+        :mod:`novapulse_runtime.paging`)."""
+        docs = await self.repo.list_messages(
+            org_id,
+            query.fetch,
+            query.after,
+            endpoint_id=query.endpoint_id,
+            status=str(query.status) if query.status else None,
+            event_type=query.event_type,
+            since=query.since,
+            until=query.until,
+        )
+        shown, cursor = page(docs, query.limit, lambda d: str(d["_id"]))
+        return MessageList(items=[message_out(d) for d in shown], next_cursor=cursor)
+
+    async def list_attempts(self, org_id: str, message_id: str) -> AttemptList:
+        """Every attempt of the message, oldest first.
+
+        :raises MessageNotFound: no such message in the organisation.
+        """
+        await self.message(org_id, message_id)
+        return AttemptList(items=[attempt_out(d) for d in await self.repo.list_attempts(org_id, message_id)])
+
+    async def resend(self, org_id: str, message_id: str) -> ResendOut:
+        """Make a finished message due now with a fresh retry schedule (same ``webhook-id``); returns its id
+        and new status.
+
+        :raises MessageNotFound: no such message in the organisation.
+        :raises MessageInFlight: the message is still pending or being delivered.
+        """
         doc, changed = await self.repo.requeue_message(org_id, message_id, utcnow())
         if doc is None:
-            raise ProblemError(404, "No such message")
+            raise MessageNotFound
         if not changed:
-            raise ProblemError(409, "The message is still being delivered; resend it once it has finished")
-        return doc
+            raise MessageInFlight
+        return ResendOut(id=doc["_id"], status=doc["status"])
 
     async def recover(self, org_id: str, endpoint_id: str, since: datetime, until: datetime | None) -> int:
+        """Resend every failed message of the endpoint created from ``since`` to ``until`` (naive times are
+        UTC); returns how many were requeued.
+
+        :raises EndpointNotFound: no such endpoint in the organisation.
+        """
         await self.endpoint(org_id, endpoint_id)
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)

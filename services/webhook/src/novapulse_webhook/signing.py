@@ -1,13 +1,42 @@
-"""Standard Webhooks signatures: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``."""
+"""Standard Webhooks signing (https://www.standardwebhooks.com, "Signature scheme"): endpoint secrets
+(``whsec_`` + base64 of 24 to 64 random bytes) and signatures ``v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">``. Encryption of secrets at rest is the shared
+:class:`~novapulse_runtime.secretbox.SecretBox`."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import os
 from collections.abc import Sequence
 
-from .constants import SIGNATURE_VERSION
+from novapulse_runtime.secretbox import SecretBoxError
+
+from .constants import SECRET_BYTES, SECRET_MAX_BYTES, SECRET_MIN_BYTES, SECRET_PREFIX, SIGNATURE_VERSION
+
+
+def generate_secret(size: int = SECRET_BYTES) -> str:
+    """A new ``whsec_`` secret of ``size`` random bytes."""
+    return SECRET_PREFIX + base64.b64encode(os.urandom(size)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret.
+
+    :raises novapulse_runtime.secretbox.SecretBoxError: (a ``ValueError``) the secret is not ``whsec_``
+        followed by base64 of 24 to 64 bytes.
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        raise SecretBoxError(f"a secret starts with {SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SecretBoxError("a secret is whsec_ followed by base64") from exc
+    if not SECRET_MIN_BYTES <= len(key) <= SECRET_MAX_BYTES:
+        raise SecretBoxError(f"a secret holds {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes")
+    return key
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -61,6 +61,7 @@ class EndpointSlots:
         self._renew = redis.register_script(_RENEW)
 
     def key(self, endpoint_id: str) -> str:
+        """The Redis key of the endpoint's slots."""
         return self.prefix + endpoint_id
 
     async def try_acquire(self, endpoint_id: str, token: str, limit: int) -> bool:
@@ -73,6 +74,7 @@ class EndpointSlots:
             return True
 
     async def release(self, endpoint_id: str, token: str) -> None:
+        """Give back ``token``'s slot (a failure is logged; the slot then runs out with its lease)."""
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
                 await self.redis.zrem(self.key(endpoint_id), token)

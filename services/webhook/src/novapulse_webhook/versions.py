@@ -36,6 +36,7 @@ class EndpointVersions:
         self._warned_at = -float("inf")
 
     def key(self, org_id: str) -> str:
+        """The Redis key of the organisation's version."""
         return self.prefix + org_id
 
     async def bump(self, org_id: str) -> None:

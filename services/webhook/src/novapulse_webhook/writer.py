@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
-from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from .constants import ATTEMPTS, ENDPOINTS, MESSAGES, WRITE_BATCH_DELAY, WRITE_BATCH_SIZE
-from .repository import DUPLICATE_KEY, Repository
+from .repository import DUPLICATE_KEY, Operation, Repository, Write
 
 log = logging.getLogger("novapulse.webhook.writer")
 
-Op = InsertOne[dict[str, Any]] | UpdateOne
+Op = Operation
 # Inserts first (fan-out waits for its message inserts before acknowledging the event), then updates.
 _ORDER = ((MESSAGES, "insert"), (ATTEMPTS, "insert"), (MESSAGES, "update"), (ATTEMPTS, "update"), (ENDPOINTS, "update"))
 Key = tuple[str, str]
@@ -26,8 +24,8 @@ _CONCURRENT_FLUSHES = 4
 
 
 class BatchWriter:
-    """``put`` queues a write and returns a future: True once it is durable, False when it was an insert of
-    a duplicate key (already stored), an exception when the database kept failing.
+    """``put`` queues a :class:`~.repository.Write` and returns a future: True once it is durable, False
+    when it was an insert of a duplicate key (already stored), an exception when the database kept failing.
 
     Up to four batches are written at once, so one slow round trip does not hold every caller up. Batches may
     therefore land out of order: callers only ever put an update after the insert it depends on is durable,
@@ -46,9 +44,11 @@ class BatchWriter:
         self._slots = asyncio.Semaphore(_CONCURRENT_FLUSHES)
         self._flushing: set[asyncio.Task[None]] = set()
 
-    def put(self, collection: str, op: Op) -> asyncio.Future[bool]:
+    def put(self, write: Write) -> asyncio.Future[bool]:
+        """Queue ``write`` for the next batch (written within ``WRITE_BATCH_DELAY`` seconds, or at once
+        when ``WRITE_BATCH_SIZE`` writes are queued)."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._ops[(collection, "insert" if isinstance(op, InsertOne) else "update")].append((op, fut))
+        self._ops[(write.collection, write.kind)].append((write.op, fut))
         self._pending += 1
         self._wake.set()
         if self._pending >= self._max:
@@ -106,12 +106,11 @@ class BatchWriter:
         self.batches += 1
 
     async def _write(self, name: str, items: list[tuple[Op, asyncio.Future[bool]]]) -> None:
-        coll = self._repo.db[name]
         duplicates: set[int] = set()
         error: BaseException | None = None
         for attempt in range(_RETRIES):
             try:
-                await coll.bulk_write([op for op, _ in items], ordered=False)
+                await self._repo.bulk_write(name, [op for op, _ in items])
                 break
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors", [])

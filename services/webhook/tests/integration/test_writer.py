@@ -7,10 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo import AsyncMongoClient
 
 from novapulse_webhook.constants import ATTEMPTS, MESSAGES
-from novapulse_webhook.repository import Repository
+from novapulse_webhook.repository import Repository, Write
 from novapulse_webhook.writer import BatchWriter
 
 pytestmark = pytest.mark.integration
@@ -23,10 +23,10 @@ async def test_a_bad_operation_is_isolated_and_every_caller_gets_an_answer(mongo
         writer = BatchWriter(repo, delay=0.05)
         stop = asyncio.Event()
         runner = asyncio.create_task(writer.run(stop))
-        good = [writer.put(ATTEMPTS, InsertOne({"_id": f"a{i}", "n": i})) for i in range(3)]
-        bad = writer.put(ATTEMPTS, InsertOne({"_id": "bad", "text": "lone \ud800 surrogate"}))  # not UTF-8
-        dup = writer.put(ATTEMPTS, InsertOne({"_id": "a0", "n": 0}))
-        upd = writer.put(MESSAGES, UpdateOne({"_id": "none"}, {"$set": {"x": 1}}))
+        good = [writer.put(Write.insert(ATTEMPTS, {"_id": f"a{i}", "n": i})) for i in range(3)]
+        bad = writer.put(Write.insert(ATTEMPTS, {"_id": "bad", "text": "lone \ud800 surrogate"}))  # not UTF-8
+        dup = writer.put(Write.insert(ATTEMPTS, {"_id": "a0", "n": 0}))
+        upd = writer.put(Write.update(MESSAGES, {"_id": "none"}, {"$set": {"x": 1}}))
         async with asyncio.timeout(20):
             results = await asyncio.gather(*good, dup, upd)
             with pytest.raises(UnicodeEncodeError, match="surrogates not allowed"):

@@ -116,18 +116,18 @@ def test_own_announcements_only_reach_endpoints_that_name_them() -> None:
 def test_worker_caches_are_bounded() -> None:
     import time as _time
 
-    from novapulse_webhook.worker import CACHE_MAX_ENTRIES, _make_room
+    from novapulse_webhook.endpoints import CACHE_MAX_ENTRIES, make_room
 
     now = _time.monotonic()
     cache = {f"old{i}": (now - 1, None) for i in range(CACHE_MAX_ENTRIES - 1)}
     cache["live"] = (now + 60, None)
-    _make_room(cache)
+    make_room(cache)
     assert list(cache) == ["live"]  # full: the expired entries went, the live one stayed
     full = {f"live{i}": (now + 60, None) for i in range(CACHE_MAX_ENTRIES)}
-    _make_room(full)
+    make_room(full)
     assert full == {}
     small = {"a": (now - 1, None)}
-    _make_room(small)
+    make_room(small)
     assert small == {"a": (now - 1, None)}  # below the bound nothing is scanned
 
 

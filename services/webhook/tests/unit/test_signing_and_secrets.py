@@ -8,8 +8,9 @@ import pytest
 from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from novapulse_webhook.secretbox import SecretBox, SecretError, generate_secret, secret_key
-from novapulse_webhook.signing import sign, signature_header, verify
+from novapulse_runtime.secretbox import SecretBox
+from novapulse_runtime.secretbox import SecretBoxError as SecretError
+from novapulse_webhook.signing import generate_secret, secret_key, sign, signature_header, verify
 
 pytestmark = pytest.mark.unit
 

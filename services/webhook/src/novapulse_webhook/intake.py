@@ -1,0 +1,111 @@
+"""Intake: a platform event, fanned out by the bus consumer, becomes one message per subscribed endpoint.
+Fresh messages are claimed by this worker as they are inserted and go straight to their lanes (no poll)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from novapulse_runtime import jsonstrict
+from novapulse_runtime.bus import PermanentError
+from novapulse_runtime.catalog import CATALOG
+from novapulse_runtime.clock import utcnow
+from novapulse_runtime.documents import Doc
+
+from .dispatcher import Dispatcher, Job
+from .endpoints import EndpointCache
+from .fanout import payload_body, subscribed
+from .recorder import Recorder
+from .repository import Repository, message_doc, message_insert
+from .writer import BatchWriter
+
+log = logging.getLogger("novapulse.webhook.worker")
+
+Submit = Callable[[Job, Doc | None], bool]
+"""Puts a claimed job in its endpoint's lane (configured from the endpoint); False when the lane is full."""
+
+
+class Intake:
+    """Turns events into messages.
+
+    :param lease: how long a claim taken at insert lasts before it must be renewed.
+    :param submit: puts a claimed job in its lane (``DeliveryWorker.submit``).
+    :param wake: asks the poller to look for due messages now.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        writer: BatchWriter,
+        endpoints: EndpointCache,
+        dispatcher: Dispatcher,
+        recorder: Recorder,
+        lease: timedelta,
+        submit: Submit,
+        wake: Callable[[], None],
+    ) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.endpoints = endpoints
+        self.dispatcher = dispatcher
+        self.recorder = recorder
+        self.lease = lease
+        self.submit = submit
+        self.wake = wake
+        self.closing = False
+        """Set when the worker stops: messages are then inserted due, never pre-claimed."""
+
+    async def on_event(
+        self, event_id: str, org_id: str, event_type: str, data: Mapping[str, Any], when: datetime
+    ) -> int:
+        """Fan a platform event out to the organisation's subscribed endpoints (public catalogue types only);
+        returns how many messages were stored (an event seen before stores none).
+
+        :raises novapulse_runtime.bus.PermanentError: ``data`` cannot be written as strict JSON (RFC 8259):
+            retrying cannot help, the bus dead-letters the event with the reason.
+        """
+        et = CATALOG.lookup(event_type)
+        if et is None or not et.public or not org_id:
+            return 0
+        endpoints = subscribed(await self.endpoints.org_endpoints(org_id), event_type)
+        if not endpoints:
+            return 0
+        now = utcnow()
+        try:
+            body = payload_body(event_type, data, when)
+        except jsonstrict.InvalidJSON as exc:  # retrying cannot help: dead-letter it with the reason
+            raise PermanentError(f"event data cannot be written as strict JSON: {exc}") from exc
+        lease_until = now + self.lease
+        docs, jobs = [], []
+        for ep in endpoints:
+            claim = None if self.closing or not self.dispatcher.has_room(ep["_id"]) else uuid.uuid4().hex
+            doc = message_doc(
+                org_id=org_id,
+                endpoint_id=ep["_id"],
+                event_id=event_id,
+                event_type=event_type,
+                body=body,
+                now=now,
+                claim=claim,
+                lease_until=lease_until,
+            )
+            docs.append(doc)
+            if claim:
+                jobs.append((doc, ep))
+        if self.writer.closed:  # shutting down: plain inserts, nothing pre-claimed is left to run
+            inserted = await self.repo.insert_messages(docs)
+            jobs = []
+        else:
+            stored = await asyncio.gather(*(self.writer.put(message_insert(d)) for d in docs))
+            inserted = {d["_id"] for d, ok in zip(docs, stored, strict=True) if ok}
+        for doc, ep in jobs:
+            if doc["_id"] in inserted and not self.submit(Job.from_doc(doc, doc["claim"], lease_until), ep):
+                self.recorder.release(doc["_id"], doc["claim"])  # its lane filled up meanwhile: the poller takes it
+        if len(inserted) < len(docs):
+            log.info("duplicate event ignored", extra={"event_id": event_id, "skipped": len(docs) - len(inserted)})
+        self.wake()
+        return len(inserted)
