@@ -183,7 +183,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
     tasks: list[asyncio.Task[None]] = []
     if workers:
         tasks = [
-            asyncio.create_task(w(stop), name=getattr(w, "__qualname__", f"worker-{i}")) for i, w in enumerate(workers)
+            asyncio.create_task(w(stop), name=f"{spec.name}-worker-{i}:{getattr(w, '__qualname__', 'worker')}")
+            for i, w in enumerate(workers)
         ]
 
         def on_done(task: asyncio.Task[None]) -> None:

@@ -132,19 +132,33 @@ class Runtime:
     async def shared(self, name: str, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """The result of ``factory()``, run once per process under ``name``: what both composition roots of
         a process with role ``all`` need (a repository whose indexes are ensured, a service graph) is wired
-        once. A factory that raised is run again by the next caller."""
-        future = self._shared.get(name)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._shared[name] = future
+        once. A factory that raised is run again by the next caller; one whose caller was cancelled is run
+        again by a waiting caller (the cancellation was not meant for it)."""
+        while True:
+            future = self._shared.get(name)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._shared[name] = future
+                try:
+                    result = await factory()
+                except asyncio.CancelledError:
+                    del self._shared[name]
+                    future.cancel()
+                    raise
+                except BaseException as exc:
+                    del self._shared[name]
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: only the callers waiting on it see it
+                    raise
+                future.set_result(result)
+                return result
             try:
-                future.set_result(await factory())
-            except BaseException as exc:
-                del self._shared[name]
-                future.set_exception(exc)
-                future.exception()  # retrieved: only the callers waiting on it see it
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if future.cancelled() and (task is None or not task.cancelling()):
+                    continue  # the caller running the factory was cancelled, not this one: run it here
                 raise
-        return await asyncio.shield(future)
 
     async def repository(self, cls: Callable[[AsyncDatabase[dict[str, Any]]], R]) -> R:
         """``cls(self.db)`` with its ``ensure_indexes()`` awaited, once per process for each ``cls`` (shared by
@@ -155,7 +169,8 @@ class Runtime:
             await repo.ensure_indexes()
             return repo
 
-        return await self.shared(f"repository:{getattr(cls, '__qualname__', repr(cls))}", make)
+        key = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', repr(cls))}"
+        return await self.shared(f"repository:{key}", make)
 
     async def open(self, resource: AbstractAsyncContextManager[T]) -> T:
         """Enter ``resource`` (an async context manager: one generator opens and closes it, as aiohttp's
@@ -175,6 +190,10 @@ class Runtime:
             await self._resources.aclose()
         except Exception:
             log.exception("closing a resource failed")
-        await self.tokens.close()
-        await self.redis.aclose()
-        await self.mongo.close()
+        try:
+            await self.tokens.close()
+        finally:
+            try:
+                await self.redis.aclose()
+            finally:
+                await self.mongo.close()

@@ -242,11 +242,15 @@ class TokenVerifier:
         return await self.verify(token.strip())
 
     async def close(self) -> None:
-        if self.revocations is not None:
-            await self.revocations.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the revocation list's subscription and the JWKS client session (the session even when the
+        first fails)."""
+        try:
+            if self.revocations is not None:
+                await self.revocations.close()
+        finally:
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
 
 
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)

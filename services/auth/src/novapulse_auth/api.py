@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from novapulse_runtime.errors import ErrorTable, Problem
-from novapulse_runtime.paging import PageQuery
+from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.ratelimit import RateLimit, by_org, by_user, client_ip, client_key
 from novapulse_runtime.roles import MANAGERS, Role
 from novapulse_runtime.routes import Routes, json_response, path_id
@@ -279,7 +279,9 @@ def build_routes(
     async def list_invites(request: web.Request, query: InviteListQuery) -> InviteList:
         """The organisation's invites, newest first (owner or admin)."""
         who = require_role(request, *MANAGERS)
-        return InviteList(items=await invites.list(who.org_id, query.status, query.limit, query.offset))
+        found = await invites.list(who.org_id, query.status, query.after, query.fetch)
+        items, cursor = page(found, query.limit, key=lambda invite: invite.id)
+        return InviteList(items=items, next_cursor=cursor)
 
     @routes.delete("/invites/{invite_id}", response=InviteOut, auth=True, errors=(404, 409))
     async def revoke_invite(request: web.Request) -> InviteOut:

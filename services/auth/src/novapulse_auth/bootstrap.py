@@ -47,8 +47,7 @@ class Services:
 async def wire(rt: Runtime) -> Services:
     """Create indexes, load (or create) the signing keys and build the services."""
     settings = cast(AuthSettings, rt.settings)
-    repo = Repository(rt.db)
-    await repo.create_indexes()
+    repo = await rt.repository(Repository)
     box = SecretBox(settings.auth_encryption_keys)
     enc_key_id = key_id(settings.auth_encryption_keys[0])
     keys = KeyRing(

@@ -126,11 +126,10 @@ class InviteService:
             )
         return invite_out(doc)
 
-    async def list(self, org_id: str, status: str | None, limit: int, offset: int) -> list[InviteOut]:
-        """The organisation's invites, newest first, optionally only those with ``status``; ``limit`` items after
-        skipping ``offset`` (offset paging, unchanged by issue 9).
-        """
-        return [invite_out(d) for d in await self._repo.invites_of(org_id, status, limit, offset)]
+    async def list(self, org_id: str, status: str | None, after: str | None, count: int) -> list[InviteOut]:
+        """Up to ``count`` of the organisation's invites, newest first, optionally only those with ``status``,
+        after the invite id ``after`` (a page read with ``limit + 1``, :mod:`novapulse_runtime.paging`)."""
+        return [invite_out(d) for d in await self._repo.invites_of(org_id, status, after, count)]
 
     async def revoke(self, org_id: str, invite_id: str) -> InviteOut:
         """Revoke a pending invite of the organisation.

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
+from novapulse_runtime.paging import PageQuery
+
 from .constants import EMAIL_MAX, NAME_MAX, ORG_NAME_MAX, PASSWORD_MAX
 
 _SPECIAL_USE = "|".join(
@@ -146,13 +148,14 @@ class InviteOut(BaseModel):
 
 
 class InviteList(BaseModel):
+    """One page of invites, newest first; ``next_cursor`` (``null`` on the last page) asks for the next one."""
+
     items: list[InviteOut]
+    next_cursor: str | None = Field(description="`cursor` of the next page; null on the last page")
 
 
-class InviteListQuery(StrictIn):
+class InviteListQuery(PageQuery):
     status: Literal["pending", "accepted", "revoked"] | None = None
-    limit: int = Field(default=50, ge=1, le=200)
-    offset: int = Field(default=0, ge=0, le=100_000)
 
 
 class AcceptInviteIn(StrictIn):

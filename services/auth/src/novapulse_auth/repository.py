@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from novapulse_runtime.bus.envelope import new_event_id
 from novapulse_runtime.clock import utcnow
 from novapulse_runtime.documents import Doc
 
@@ -67,8 +68,9 @@ def user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: st
 
 
 def new_id() -> str:
-    """A new document id: 32 lower-case hex digits (a random UUID), the shape ``api.py`` accepts in paths."""
-    return uuid.uuid4().hex
+    """A new document id: 32 lower-case hex digits, the shape ``api.py`` accepts in paths — a UUIDv7
+    (RFC 9562 §5.7), so ids sort in creation order and cursor paging by id lists oldest or newest first."""
+    return uuid.UUID(new_event_id()).hex
 
 
 def org_doc(*, org_id: str, name: str, owner_id: str) -> Doc:
@@ -255,7 +257,8 @@ class Repository:
         self.login_failures: AsyncCollection[Doc] = db[LOGIN_FAILURES]
         self.login_blocks: AsyncCollection[Doc] = db[LOGIN_BLOCKS]
 
-    async def create_indexes(self) -> None:
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query of the service relies on (idempotent)."""
         await self.users.create_index("email", unique=True)
         await self.users.create_index([("org_id", 1), ("created_at", 1)])
         await self.invites.create_index("token_hash", unique=True)
@@ -413,12 +416,16 @@ class Repository:
             session=session,
         )
 
-    async def invites_of(self, org_id: str, status: str | None, limit: int, offset: int) -> list[Doc]:
+    async def invites_of(self, org_id: str, status: str | None, after: str | None, count: int) -> list[Doc]:
+        """Up to ``count`` invites of ``org_id`` (only ``status`` when given), newest id first, after the id
+        ``after``."""
         query: Doc = {"org_id": org_id}
         if status:
             query["status"] = status
-        cursor = self.invites.find(query).sort("created_at", -1).skip(offset).limit(limit)
-        return await cursor.to_list(limit)
+        if after is not None:
+            query["_id"] = {"$lt": after}
+        cursor = self.invites.find(query).sort("_id", -1).limit(count)
+        return await cursor.to_list(count)
 
     async def revoke_invite(self, org_id: str, invite_id: str) -> Doc | None:
         return await self.invites.find_one_and_update(

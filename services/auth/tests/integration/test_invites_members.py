@@ -215,3 +215,32 @@ async def test_members_are_paged_by_cursor(app: AuthApp) -> None:
         resp = await app.get("/members", params=query, headers=owner.auth)
         assert resp.status == 422, (query, await resp.text())
         assert resp.content_type == "application/problem+json"
+
+
+async def test_members_come_oldest_first_and_invites_newest_first(app: AuthApp) -> None:
+    """Ids are UUIDv7, so id order is creation order: members page oldest first (the owner leads), invites
+    newest first; both by the one cursor rule, and ``offset`` is refused on both."""
+    owner = await app.register()
+    joined = [await app.invite_and_join(owner, "member") for _ in range(2)]
+    resp = await app.get("/members", params={"limit": 10}, headers=owner.auth)
+    assert [m["id"] for m in (await resp.json())["items"]] == [owner.user_id, *(m.user_id for m in joined)]
+
+    sent = []
+    for _ in range(3):
+        resp = await app.post("/invites", {"email": app.unique_email()}, headers=owner.auth)
+        assert resp.status == 201, await resp.text()
+        sent.append((await resp.json())["id"])
+    walked: list[str] = []
+    cursor = ""
+    while True:
+        params = {"limit": 2, "status": "pending", "cursor": cursor}
+        resp = await app.get("/invites", params=params, headers=owner.auth)
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        walked += [i["id"] for i in body["items"]]
+        if body["next_cursor"] is None:
+            break
+        cursor = body["next_cursor"]
+    assert walked == list(reversed(sent))  # newest first, every pending invite once
+    resp = await app.get("/invites", params={"offset": 1}, headers=owner.auth)
+    assert resp.status == 422

@@ -18,7 +18,7 @@ from novapulse_runtime.bus import PermanentError
 from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.catalog import report as report_events
 from novapulse_runtime.catalog import webhook as webhook_events
-from novapulse_runtime.catalog import workflow as notification_events
+from novapulse_runtime.catalog import workflow as workflow_events
 from novapulse_runtime.roles import MANAGERS
 
 from .constants import MAX_REQUEST_DATA_KEYS, MAX_REQUEST_VALUE_CHARS, Category, Channel
@@ -277,12 +277,12 @@ def plan(
         path = data.download_path if data.download_path.startswith("/") else "/" + data.download_path
         ctx = {"report_name": data.name, "format": data.format, "download_url": f"{base}{path}"}
         return [Intent(UserTarget(data.requested_by), "report_completed", Category.REPORTS, ctx)]
-    if isinstance(data, notification_events.NotificationRequested):
+    if isinstance(data, workflow_events.NotificationRequested):
         return [_requested(data)]
     return []
 
 
-def _requested(data: notification_events.NotificationRequested) -> Intent:
+def _requested(data: workflow_events.NotificationRequested) -> Intent:
     info = TEMPLATES.get(data.template)
     if info is None or not info.requestable:
         allowed = sorted(n for n, t in TEMPLATES.items() if t.requestable)
