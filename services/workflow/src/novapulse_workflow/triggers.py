@@ -1,0 +1,64 @@
+"""Events in: starting the runs an event triggers, and keeping the events runs may wait for."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
+from .expressions import ExpressionError, evaluate, truthy
+from .language import Definition, listened_types
+from .repository import Repository, Run
+
+log = logging.getLogger(__name__)
+
+
+class Triggers:
+    """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def on_event(self, event: dict[str, Any]) -> list[Run]:
+        """Handle one event (``{id, type, source, time, org_id, subject, data}``): keep it for the unfinished
+        runs of its organisation whose waits listen for its type (and wake those waiting), then start a run
+        of every enabled definition it triggers whose filter holds. Idempotent: the same event again keeps
+        nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream
+        trigger nothing (a workflow cannot start itself in a loop) but can be waited for. Returns the runs
+        started."""
+        org_id = event.get("org_id")
+        if not org_id:
+            return []
+        type_ = event["type"]
+        listening = await self.repo.listening_runs(org_id, type_)
+        for run_id in listening:
+            await self.repo.keep_received(run_id, org_id, event, MAX_RECEIVED_PER_RUN)
+        if listening:
+            await self.repo.wake_waiting(org_id, type_)
+        if event.get("source") == SERVICE_NAME:
+            return []
+        started: list[Run] = []
+        for record in await self.repo.triggered_by(org_id, type_):
+            body = await self.repo.get_version(org_id, record.id, record.version)
+            if body is None:
+                continue
+            defn = Definition.model_validate(body)
+            if defn.trigger.filter is not None:
+                try:
+                    if not truthy(evaluate(defn.trigger.filter, {"event": event})):
+                        continue
+                except ExpressionError as exc:
+                    log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
+                    continue
+            run = await self.repo.insert_run(
+                org_id,
+                record.id,
+                record.version,
+                event,
+                defn.steps[0].key,
+                listened_types(defn),
+                trigger_key=f"{record.id}:{event['id']}",
+            )
+            if run is not None:
+                started.append(run)
+        return started

@@ -1,0 +1,56 @@
+"""The scheduler: claims due runs (leases in MongoDB) and lets the engine advance them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .engine import Engine
+from .repository import Repository, Run
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Claims the runs that are due (new, retrying, past a delay or wait deadline, woken by an event, or
+    whose holder died: lease ran out), up to ``slots`` at a time, and runs each through the engine. Looks
+    again at once after a claim, else every ``poll_interval_seconds``."""
+
+    def __init__(self, repo: Repository, engine: Engine, slots: int, poll_interval_seconds: float) -> None:
+        self.repo = repo
+        self.engine = engine
+        self.slots = slots
+        self.poll_interval_seconds = poll_interval_seconds
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Schedule until ``stop`` is set; then let the runs in hand reach their next write and return."""
+        failures = 0
+        while not stop.is_set():
+            claimed = False
+            try:
+                while len(self.tasks) < self.slots and not stop.is_set():
+                    run = await self.repo.claim_due(self.engine.owner, self.engine.lease_ms)
+                    if run is None:
+                        break
+                    claimed = True
+                    task = asyncio.create_task(self._advance(run), name=f"run-{run.id}")
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("claiming runs failed")
+            if not claimed or len(self.tasks) >= self.slots:
+                pause = self.poll_interval_seconds * (1 if not failures else min(50, 2**failures))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=30)
+
+    async def _advance(self, run: Run) -> None:
+        try:
+            await self.engine.execute(run)
+        except Exception:  # the lease runs out and the run is taken over (or retried by this worker)
+            log.exception("advancing a run failed", extra={"run": run.id})
