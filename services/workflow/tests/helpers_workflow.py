@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
+
+from redis.asyncio import Redis
+
+from novapulse_runtime.bus import EventBus
+from novapulse_runtime.runtime import Runtime
+from novapulse_runtime.settings import ServiceSettings
 
 
 class FakeEffects:
@@ -21,3 +29,45 @@ class FakeEffects:
 
     def types(self) -> list[str]:
         return [t for _, t, _ in self.published]
+
+
+@contextlib.asynccontextmanager
+async def producer(source: str, redis_url: str, mongo_url: str, namespace: str) -> AsyncIterator[EventBus]:
+    """An event bus publishing as ``source`` (e.g. "auth") into the test's namespace."""
+    rt = Runtime(ServiceSettings(service_name=source, redis_url=redis_url, mongo_url=mongo_url), "api")
+    try:
+        yield EventBus(rt, namespace=namespace, tracing=False)
+    finally:
+        await rt.close()
+
+
+async def stream_events(redis_url: str, namespace: str, source: str = "workflow") -> list[tuple[str, str]]:
+    """(event id, type) of every entry on ``source``'s stream, in order."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries = await client.xrange(f"{namespace}:events:{source}")
+    finally:
+        await client.aclose()
+    return [(fields["id"], fields["type"]) for _, fields in entries]
+
+
+WELCOME: dict[str, Any] = {
+    "name": "Welcome",
+    "trigger": {"type": "user.registered", "filter": "event.data.role == 'owner'"},
+    "steps": [
+        {"key": "hello", "type": "notify", "template": "welcome", "user_id": "${trigger.data.user_id}"},
+        {"key": "pause", "type": "delay", "seconds": 1},
+        {
+            "key": "branch",
+            "type": "condition",
+            "branches": [{"when": "contains(trigger.data.email, '@example.com')", "next": "tell"}],
+            "default": "end",
+        },
+        {
+            "key": "tell",
+            "type": "emit",
+            "event_type": "customer.onboarded",
+            "data": {"user": "${trigger.data.user_id}", "note": "welcomed ${trigger.data.name}"},
+        },
+    ],
+}
