@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,11 +393,15 @@ class Repository:
             return None
         return await self.get_run(org_id, run_id)
 
-    async def claim_due(self, owner: str, lease_ms: int) -> Run | None:
-        """Take the lease of the run due soonest whose lease is free or ran out (its holder died)."""
+    async def claim_due(self, owner: str, lease_ms: int, skip_orgs: Sequence[str] = ()) -> Run | None:
+        """Take the lease of the run due soonest whose lease is free or ran out (its holder died), of an
+        organisation not in ``skip_orgs`` (those at their cap of runs in flight)."""
         now = now_ms()
+        query: Doc = {"status": {"$in": list(ACTIVE)}, "due_ms": {"$lte": now}, "lease_until_ms": {"$lt": now}}
+        if skip_orgs:
+            query["org_id"] = {"$nin": list(skip_orgs)}
         doc = await self.runs.find_one_and_update(
-            {"status": {"$in": list(ACTIVE)}, "due_ms": {"$lte": now}, "lease_until_ms": {"$lt": now}},
+            query,
             {"$set": {"lease_owner": owner, "lease_until_ms": now + lease_ms, "status": "running"}},
             sort=[("due_ms", ASCENDING)],
             return_document=ReturnDocument.AFTER,

@@ -23,3 +23,5 @@ class WorkflowSettings(ServiceSettings):
     """Seconds between two looks for due runs when none was found (``POLL_INTERVAL_SECONDS``)."""
     run_slots: int = Field(default=16, ge=1, le=1000)
     """Runs one worker process executes at once (``RUN_SLOTS``)."""
+    run_slots_per_org: int = Field(default=4, ge=1, le=1000)
+    """Of those, the most one organisation may hold (``RUN_SLOTS_PER_ORG``): fairness between tenants."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 
 from .engine import Engine
 from .repository import Repository, Run
@@ -15,14 +16,26 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Claims the runs that are due (new, retrying, past a delay or wait deadline, woken by an event, or
     whose holder died: lease ran out), up to ``slots`` at a time, and runs each through the engine. Looks
-    again at once after a claim, else every ``poll_interval_seconds``."""
+    again at once after a claim, else every ``poll_interval_seconds``.
 
-    def __init__(self, repo: Repository, engine: Engine, slots: int, poll_interval_seconds: float) -> None:
+    Fairness: an organisation holds at most ``slots_per_org`` of this worker's slots; while it is at that cap
+    the claim skips its runs, so one organisation's flood of due runs cannot hold back another's."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        engine: Engine,
+        slots: int,
+        poll_interval_seconds: float,
+        slots_per_org: int | None = None,
+    ) -> None:
         self.repo = repo
         self.engine = engine
         self.slots = slots
+        self.slots_per_org = max(1, min(slots, slots_per_org or slots))
         self.poll_interval_seconds = poll_interval_seconds
         self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight: Counter[str] = Counter()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule until ``stop`` is set; then let the runs in hand reach their next write and return."""
@@ -31,10 +44,12 @@ class Scheduler:
             claimed = False
             try:
                 while len(self.tasks) < self.slots and not stop.is_set():
-                    run = await self.repo.claim_due(self.engine.owner, self.engine.lease_ms)
+                    full = [org for org, n in self.in_flight.items() if n >= self.slots_per_org]
+                    run = await self.repo.claim_due(self.engine.owner, self.engine.lease_ms, full)
                     if run is None:
                         break
                     claimed = True
+                    self.in_flight[run.org_id] += 1
                     task = asyncio.create_task(self._advance(run), name=f"run-{run.id}")
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
@@ -54,3 +69,7 @@ class Scheduler:
             await self.engine.execute(run)
         except Exception:  # the lease runs out and the run is taken over (or retried by this worker)
             log.exception("advancing a run failed", extra={"run": run.id})
+        finally:
+            self.in_flight[run.org_id] -= 1
+            if self.in_flight[run.org_id] <= 0:
+                del self.in_flight[run.org_id]
