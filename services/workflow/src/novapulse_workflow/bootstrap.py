@@ -46,9 +46,10 @@ async def worker(rt: Runtime) -> list[Worker]:
     repo = await repository(rt)
     outbox = rt.bus.outbox()
     owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-    engine = Engine(repo, OutboxEffects(outbox), owner, int(settings.run_lease_seconds * 1000))
+    effects = OutboxEffects(outbox)
+    engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000))
     scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
-    return [handlers.consumer(rt.bus, handlers.handlers(Triggers(repo))), scheduler.run, outbox.relay]
+    return [handlers.consumer(rt.bus, handlers.handlers(Triggers(repo, effects))), scheduler.run, outbox.relay]
 
 
 SPEC = ServiceSpec(

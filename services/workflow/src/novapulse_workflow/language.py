@@ -139,6 +139,14 @@ class Trigger(Strict):
     filter: str | None = None
 
 
+class CancelOn(Strict):
+    """Cancel a run when an event of ``event_type`` of the organisation arrives after the run started and
+    ``match`` (an expression over ``{event, trigger}``) is true."""
+
+    event_type: str = Field(min_length=1, max_length=100)
+    match: str | None = None
+
+
 class Definition(Strict):
     """A workflow definition (one version of it)."""
 
@@ -146,6 +154,7 @@ class Definition(Strict):
     description: str = Field(default="", max_length=1000)
     trigger: Trigger
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    cancel_on: list[CancelOn] = Field(default=[], max_length=10)
 
 
 def fault(field: str, message: str, type_: str) -> dict[str, str]:
@@ -186,6 +195,16 @@ def check(defn: Definition) -> list[dict[str, str]]:
             )
         )
     _expr(faults, "trigger.filter", defn.trigger.filter)
+    for i, cancel in enumerate(defn.cancel_on):
+        if CATALOG.lookup(cancel.event_type) is None:
+            faults.append(
+                fault(
+                    f"cancel_on.{i}.event_type",
+                    f"{cancel.event_type[:100]!r} is not a catalogue event type",
+                    "unknown_event_type",
+                )
+            )
+        _expr(faults, f"cancel_on.{i}.match", cancel.match)
     keys: dict[str, int] = {}
     for i, step in enumerate(defn.steps):
         if step.key == END:
@@ -241,9 +260,11 @@ def check(defn: Definition) -> list[dict[str, str]]:
 
 
 def listened_types(defn: Definition) -> list[str]:
-    """The event types the definition's waits listen for (a run keeps the events of these types it
-    receives)."""
-    return sorted({s.event_type for s in defn.steps if isinstance(s, WaitStep)})
+    """The event types the definition's waits and ``cancel_on`` listen for (a run keeps the events of the
+    waits' types it receives)."""
+    return sorted(
+        {s.event_type for s in defn.steps if isinstance(s, WaitStep)} | {c.event_type for c in defn.cancel_on}
+    )
 
 
 def following(defn: Definition, index: int, explicit: str | None) -> str:

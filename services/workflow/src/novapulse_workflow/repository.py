@@ -373,7 +373,7 @@ class Repository:
         cursor = self.runs.find(query).sort("_id", DESCENDING).limit(count)
         return [Run.from_doc(d) async for d in cursor]
 
-    async def cancel_run(self, org_id: str, run_id: str) -> Run | None:
+    async def cancel_run(self, org_id: str, run_id: str, reason: str = "cancelled") -> Run | None:
         """Mark an unfinished run cancelled (its lease holder's next write is refused); ``None`` when the run
         had finished already."""
         now = now_ms()
@@ -384,7 +384,7 @@ class Repository:
                     "status": "cancelled",
                     "finished_ms": now,
                     "updated_ms": now,
-                    "error": "cancelled",
+                    "error": reason[:500],
                     "waiting_for": "",
                 }
             },
@@ -424,10 +424,10 @@ class Repository:
         )
         return result.modified_count
 
-    async def listening_runs(self, org_id: str, type_: str) -> list[str]:
-        """Ids of the unfinished runs of ``org_id`` whose waits listen for ``type_``."""
-        cursor = self.runs.find({"org_id": org_id, "status": {"$in": list(ACTIVE)}}, {"_id": 1, "listens": 1})
-        return [d["_id"] async for d in cursor if type_ in (d.get("listens") or [])]
+    async def listening_runs(self, org_id: str, type_: str) -> list[Run]:
+        """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_``."""
+        cursor = self.runs.find({"org_id": org_id, "status": {"$in": list(ACTIVE)}})
+        return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
 
     async def count_active(self) -> int:
         return await self.runs.count_documents({"status": {"$in": list(ACTIVE)}})

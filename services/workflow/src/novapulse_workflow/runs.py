@@ -32,6 +32,30 @@ def changed_steps(old: Definition, new: Definition) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+async def cancel_run(repo: Repository, effects: Effects, run: Run, reason: str) -> Run | None:
+    """Mark ``run`` cancelled and publish its ``workflow.run.failed`` (``cancelled``; the run's one end
+    event id); ``None`` when it had ended already."""
+    cancelled = await repo.cancel_run(run.org_id, run.id, reason)
+    if cancelled is None:
+        return None
+    await effects.publish(
+        "workflow.run.failed",
+        {
+            "org_id": run.org_id,
+            "run_id": run.id,
+            "definition_id": run.definition_id,
+            "version": run.version,
+            "step": cancelled.step,
+            "error": reason,
+            "cancelled": True,
+        },
+        org_id=run.org_id,
+        subject=run.id,
+        event_id=effect_id(run.id, run.created_ms, "$end", 0),
+    )
+    return cancelled
+
+
 class RunService:
     """Runs of an organisation. Every method takes the caller's organisation."""
 
@@ -79,24 +103,9 @@ class RunService:
         run = await self.repo.get_run(org_id, run_id)
         if run is None:
             raise RunNotFound("No such run")
-        cancelled = await self.repo.cancel_run(org_id, run_id)
+        cancelled = await cancel_run(self.repo, self.effects, run, "cancelled")
         if cancelled is None:
             raise RunFinished(f"The run has ended ({run.status})")
-        await self.effects.publish(
-            "workflow.run.failed",
-            {
-                "org_id": org_id,
-                "run_id": run_id,
-                "definition_id": run.definition_id,
-                "version": run.version,
-                "step": cancelled.step,
-                "error": "cancelled",
-                "cancelled": True,
-            },
-            org_id=org_id,
-            subject=run_id,
-            event_id=effect_id(run.id, run.created_ms, "$end", 0),
-        )
         return cancelled
 
     async def rerun(self, org_id: str, run_id: str, from_step: str, latest: bool) -> Rerun:

@@ -8,7 +8,9 @@ from typing import Any
 from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
 from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition, listened_types
+from .ports import Effects
 from .repository import Repository, Run
+from .runs import cancel_run
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +18,29 @@ log = logging.getLogger(__name__)
 class Triggers:
     """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, effects: Effects) -> None:
         self.repo = repo
+        self.effects = effects
+
+    async def _definition(self, run: Run) -> Definition | None:
+        body = await self.repo.get_version(run.org_id, run.definition_id, run.version)
+        return Definition.model_validate(body) if body is not None else None
+
+    async def _cancels(self, run: Run, defn: Definition, event: dict[str, Any]) -> bool:
+        for cancel in defn.cancel_on:
+            if cancel.event_type != event["type"]:
+                continue
+            try:
+                if cancel.match is None or truthy(evaluate(cancel.match, {"event": event, "trigger": run.trigger})):
+                    return True
+            except ExpressionError as exc:
+                log.warning("cancel_on match failed", extra={"run": run.id, "error": str(exc)})
+        return False
 
     async def on_event(self, event: dict[str, Any]) -> list[Run]:
-        """Handle one event (``{id, type, source, time, org_id, subject, data}``): keep it for the unfinished
-        runs of its organisation whose waits listen for its type (and wake those waiting), then start a run
+        """Handle one event (``{id, type, source, time, org_id, subject, data}``): cancel the unfinished runs
+        of its organisation whose ``cancel_on`` it matches, keep it for the others whose waits listen for its
+        type (and wake those waiting), then start a run
         of every enabled definition it triggers whose filter holds. Idempotent: the same event again keeps
         nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream
         trigger nothing (a workflow cannot start itself in a loop) but can be waited for. Returns the runs
@@ -31,8 +50,12 @@ class Triggers:
             return []
         type_ = event["type"]
         listening = await self.repo.listening_runs(org_id, type_)
-        for run_id in listening:
-            await self.repo.keep_received(run_id, org_id, event, MAX_RECEIVED_PER_RUN)
+        for held in listening:
+            defn = await self._definition(held)
+            if defn is not None and await self._cancels(held, defn, event):
+                await cancel_run(self.repo, self.effects, held, f"cancelled by {type_} {event['id']}")
+                continue
+            await self.repo.keep_received(held.id, org_id, event, MAX_RECEIVED_PER_RUN)
         if listening:
             await self.repo.wake_waiting(org_id, type_)
         if event.get("source") == SERVICE_NAME:
@@ -50,7 +73,7 @@ class Triggers:
                 except ExpressionError as exc:
                     log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
                     continue
-            run = await self.repo.insert_run(
+            new = await self.repo.insert_run(
                 org_id,
                 record.id,
                 record.version,
@@ -59,6 +82,6 @@ class Triggers:
                 listened_types(defn),
                 trigger_key=f"{record.id}:{event['id']}",
             )
-            if run is not None:
-                started.append(run)
+            if new is not None:
+                started.append(new)
         return started

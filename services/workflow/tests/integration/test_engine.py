@@ -157,7 +157,7 @@ async def test_a_wait_counts_an_event_that_came_before_it_began(repo: Repository
         ],
     }
     def_id = await define(repo, body)
-    triggers = Triggers(repo)
+    triggers = Triggers(repo, effects)
     started = await triggers.on_event(event("user.registered", {"user_id": "u1", "org_id": ORG}, "e1"))
     assert len(started) == 1
     assert await triggers.on_event(event("user.registered", {"user_id": "u1", "org_id": ORG}, "e1")) == []  # again
@@ -200,3 +200,34 @@ async def _claim_and_run(repo: Repository, engine: Engine) -> bool:
         return False
     await engine.execute(claimed)
     return True
+
+
+async def test_cancel_on_a_matching_event(repo: Repository, effects: FakeEffects) -> None:
+    engine = Engine(repo, effects, "w1", 5000)
+    body = {
+        "name": "Cancellable",
+        "trigger": {"type": "user.registered"},
+        "cancel_on": [{"event_type": "user.disabled", "match": "event.data.user_id == trigger.data.user_id"}],
+        "steps": [
+            {"key": "pause", "type": "delay", "seconds": 600},
+            {"key": "tell", "type": "emit", "event_type": "app.told", "data": {}},
+        ],
+    }
+    await define(repo, body)
+    triggers = Triggers(repo, effects)
+    [run] = await triggers.on_event(event("user.registered", {"user_id": "u1", "org_id": ORG}, "e1"))
+    claimed = await repo.claim_due("w1", 5000)
+    assert claimed is not None
+    await engine.execute(claimed)
+    await triggers.on_event(event("user.disabled", {"user_id": "someone-else", "org_id": ORG}, "e2"))
+    still = await repo.get_run(ORG, run.id)
+    assert still is not None
+    assert still.status == "waiting"
+    await triggers.on_event(event("user.disabled", {"user_id": "u1", "org_id": ORG}, "e3"))
+    cancelled = await repo.get_run(ORG, run.id)
+    assert cancelled is not None
+    assert cancelled.status == "cancelled"
+    assert "e3" in cancelled.error
+    assert effects.published[-1][1] == "workflow.run.failed"
+    assert effects.published[-1][2]["cancelled"] is True
+    assert "workflow.emitted" not in effects.types()

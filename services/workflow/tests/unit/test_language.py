@@ -145,3 +145,8 @@ def test_templates_render_whole_values_and_text() -> None:
         "n": 3,
         "s": "Hi Ada (3)",
     }
+
+
+def test_cancel_on_faults_name_their_paths() -> None:
+    body = base(cancel_on=[{"event_type": "user.disabled", "match": "event.data.user_id =="}, {"event_type": "x"}])
+    assert faults(body) == {"cancel_on.0.match": "expression", "cancel_on.1.event_type": "unknown_event_type"}
