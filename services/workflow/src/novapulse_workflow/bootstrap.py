@@ -14,11 +14,12 @@ from .api import build_routes
 from .definitions import DefinitionService
 from .effects import OutboxEffects
 from .engine import Engine
+from .observer import MetricsObserver
 from .repository import Repository
 from .runs import RunService
 from .settings import WorkflowSettings
 from .triggers import Triggers
-from .worker import Scheduler
+from .worker import Housekeeper, Scheduler
 
 
 async def repository(rt: Runtime) -> Repository:
@@ -47,9 +48,12 @@ async def worker(rt: Runtime) -> list[Worker]:
     outbox = rt.bus.outbox()
     owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
     effects = OutboxEffects(outbox)
-    engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000))
+    observer = MetricsObserver(rt)
+    engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000), observer=observer)
     scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
-    return [handlers.consumer(rt.bus, handlers.handlers(Triggers(repo, effects))), scheduler.run, outbox.relay]
+    housekeeper = Housekeeper(repo, observer, settings.run_retention_days, settings.housekeeping_interval_seconds)
+    table = handlers.handlers(Triggers(repo, effects))
+    return [handlers.consumer(rt.bus, table), scheduler.run, housekeeper.run, outbox.relay]
 
 
 SPEC = ServiceSpec(

@@ -41,3 +41,5 @@ MAX_RECEIVED_PER_RUN = 200
 
 END = "end"
 """The step key that ends a run (``next``/``catch``/branches may name it)."""
+PURGE_BATCH = 200
+"""Finished runs deleted per round trip by the retention pass."""

@@ -37,7 +37,7 @@ from .language import (
     WaitStep,
     following,
 )
-from .ports import Effects
+from .ports import Effects, NoObserver, Observer
 from .repository import Attempt, Repository, Run
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,11 @@ class Engine:
         lease_ms: int,
         *,
         rng: Callable[[], float] = random.random,
+        observer: Observer | None = None,
     ) -> None:
         self.repo = repo
         self.effects = effects
+        self.observer: Observer = observer or NoObserver()
         self.owner = owner
         self.lease_ms = lease_ms
         self.rng = rng
@@ -176,6 +178,7 @@ class Engine:
             )
             if not await self._write(run, {"started": True}):
                 return
+            self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
         while True:
@@ -197,6 +200,10 @@ class Engine:
                 started = now_ms()
                 attempts = await self.repo.journal_of(run.id)
                 outcome = await self.attempt(run, defn, index, step, attempts)
+                status = (
+                    "completed" if isinstance(outcome, Done) else "failed" if isinstance(outcome, Failed) else "sleep"
+                )
+                self.observer.step(step.type, status, (now_ms() - started) / 1000)
                 if isinstance(outcome, Done):
                     await self.repo.journal_attempt(
                         run,
@@ -299,7 +306,7 @@ class Engine:
                 event_id=effect_id(run.id, run.created_ms, "$end", 0),
             )
         now = now_ms()
-        await self._write(
+        if await self._write(
             run,
             {
                 "status": status,
@@ -309,7 +316,8 @@ class Engine:
                 "lease_owner": "",
                 "lease_until_ms": 0,
             },
-        )
+        ):
+            self.observer.run_finished(status)
 
     async def attempt(self, run: Run, defn: Definition, index: int, step: Step, attempts: list[Attempt]) -> Outcome:
         """One attempt of ``step``: its outcome (done with an output and the next key, asleep until a time,

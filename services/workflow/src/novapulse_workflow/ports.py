@@ -13,3 +13,31 @@ class Effects(Protocol):
         consumers dedupe by id. Raises ``ValueError``/``ValidationError`` for data that does not fit the
         catalogue type."""
         ...
+
+
+class Observer(Protocol):
+    """What the engine reports for metrics (durations in seconds)."""
+
+    def run_started(self) -> None: ...
+
+    def run_finished(self, status: str) -> None: ...
+
+    def step(self, type_: str, status: str, seconds: float) -> None: ...
+
+    def schedule_lag(self, seconds: float) -> None: ...
+
+
+class NoObserver:
+    """Reports nothing (unit tests, tools)."""
+
+    def run_started(self) -> None:
+        return None
+
+    def run_finished(self, status: str) -> None:
+        return None
+
+    def step(self, type_: str, status: str, seconds: float) -> None:
+        return None
+
+    def schedule_lag(self, seconds: float) -> None:
+        return None

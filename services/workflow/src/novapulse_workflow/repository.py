@@ -190,6 +190,7 @@ class Repository:
         await self.runs.create_index([("org_id", ASCENDING)])
         await self.runs.create_index([("due_ms", ASCENDING)])
         await self.runs.create_index([("status", ASCENDING)])
+        await self.runs.create_index([("finished_ms", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
 
@@ -429,8 +430,24 @@ class Repository:
         cursor = self.runs.find({"org_id": org_id, "status": {"$in": list(ACTIVE)}})
         return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
 
-    async def count_active(self) -> int:
-        return await self.runs.count_documents({"status": {"$in": list(ACTIVE)}})
+    async def count_active_and_timers(self) -> tuple[int, int]:
+        """(unfinished runs, runs waiting on a delay or wait deadline) of every organisation."""
+        active = await self.runs.count_documents({"status": {"$in": list(ACTIVE)}})
+        timers = await self.runs.count_documents({"status": "waiting"})
+        return active, timers
+
+    async def purge_finished(self, before_ms: int, batch: int) -> int:
+        """Delete up to ``batch`` runs finished before ``before_ms`` (epoch ms), with their journal and kept
+        events; returns how many runs went."""
+        cursor = self.runs.find(
+            {"status": {"$in": list(FINISHED)}, "finished_ms": {"$gt": 0, "$lt": before_ms}}, {"_id": 1}
+        ).limit(batch)
+        ids = [d["_id"] async for d in cursor]
+        if not ids:
+            return 0
+        await self.journal.delete_many({"run_id": {"$in": ids}})
+        await self.received.delete_many({"run_id": {"$in": ids}})
+        return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
     # journal -----------------------------------------------------------------------------------------------
 

@@ -25,3 +25,7 @@ class WorkflowSettings(ServiceSettings):
     """Runs one worker process executes at once (``RUN_SLOTS``)."""
     run_slots_per_org: int = Field(default=4, ge=1, le=1000)
     """Of those, the most one organisation may hold (``RUN_SLOTS_PER_ORG``): fairness between tenants."""
+    run_retention_days: int = Field(default=30, ge=1, le=3650)
+    """Days a finished run (with its journal) is kept (``RUN_RETENTION_DAYS``); older ones are deleted."""
+    housekeeping_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    """Seconds between two housekeeping passes: gauges and retention (``HOUSEKEEPING_INTERVAL_SECONDS``)."""

@@ -7,7 +7,11 @@ import contextlib
 import logging
 from collections import Counter
 
+from novapulse_runtime.clock import now_ms
+
+from .constants import PURGE_BATCH
 from .engine import Engine
+from .observer import MetricsObserver
 from .repository import Repository, Run
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class Scheduler:
                         break
                     claimed = True
                     self.in_flight[run.org_id] += 1
+                    self.engine.observer.schedule_lag(max(0, now_ms() - run.due_ms) / 1000)
                     task = asyncio.create_task(self._advance(run), name=f"run-{run.id}")
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
@@ -73,3 +78,40 @@ class Scheduler:
             self.in_flight[run.org_id] -= 1
             if self.in_flight[run.org_id] <= 0:
                 del self.in_flight[run.org_id]
+
+
+class Housekeeper:
+    """Every ``interval_seconds``: sets the gauges of active runs and pending timers, and deletes runs that
+    finished more than ``retention_days`` ago with their journal and kept events, ``PURGE_BATCH`` at a
+    time."""
+
+    def __init__(
+        self, repo: Repository, observer: MetricsObserver | None, retention_days: int, interval_seconds: float
+    ) -> None:
+        self.repo = repo
+        self.observer = observer
+        self.retention_ms = retention_days * 86_400_000
+        self.interval_seconds = interval_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; a failed pass is logged and retried at the next interval."""
+        while not stop.is_set():
+            try:
+                await self.once()
+            except Exception:
+                log.exception("housekeeping pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
+
+    async def once(self) -> int:
+        """One pass; returns how many finished runs were deleted."""
+        if self.observer is not None:
+            active, timers = await self.repo.count_active_and_timers()
+            self.observer.counts(active, timers)
+        before = now_ms() - self.retention_ms
+        total = 0
+        while (deleted := await self.repo.purge_finished(before, PURGE_BATCH)) > 0:
+            total += deleted
+        if total:
+            log.info("finished runs deleted", extra={"count": total})
+        return total

@@ -113,6 +113,10 @@ async def test_a_registration_runs_a_definition_end_to_end(
         assert listed["next_cursor"] is None
         status, _ = await owner.call("GET", "/runs", trigger_event_id="nothing")
         assert status == 200
+        async with http.get(worker.url + "/api/v1/metrics") as r:
+            metrics = await r.text()
+        assert 'novapulse_workflow_runs_total{event="completed"} 1.0' in metrics
+        assert "novapulse_workflow_schedule_lag_seconds_count" in metrics
         stranger = Client(http, api.url + PREFIX, token_issuer.mint("u3", "other-org", "owner"))
         assert (await stranger.call("GET", f"/runs/{run['id']}"))[0] == 404
         assert (await stranger.call("GET", f"/definitions/{def_id}"))[0] == 404
