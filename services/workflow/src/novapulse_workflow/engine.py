@@ -157,7 +157,25 @@ class Engine:
         return await self.repo.update_held(run.id, self.owner, changes)
 
     async def execute(self, run: Run) -> None:
-        """Advance ``run`` (claimed by this worker) until it sleeps, finishes, or the lease is lost."""
+        """Advance ``run`` (claimed by this worker) until it sleeps, finishes, or the lease is lost. The lease
+        is renewed every third of its length meanwhile, so a long step attempt keeps it."""
+        renewer = asyncio.create_task(self._renew(run.id), name=f"lease-{run.id}")
+        try:
+            await self._execute(run)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _renew(self, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                if not await self.repo.renew_lease(run_id, self.owner, self.lease_ms):
+                    return
+            except Exception:  # the next renewal (or the lease's end) settles it
+                log.warning("renewing a run lease failed", extra={"run": run_id})
+
+    async def _execute(self, run: Run) -> None:
         defn = await self.definition(run)
         if defn is None:
             await self.finish(run, "failed", "definition version is missing")

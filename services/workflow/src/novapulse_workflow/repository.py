@@ -418,6 +418,14 @@ class Repository:
         )
         return result.matched_count == 1
 
+    async def renew_lease(self, run_id: str, owner: str, lease_ms: int) -> bool:
+        """Extend the lease ``owner`` holds on a running run to now + ``lease_ms``; False when it is gone."""
+        result = await self.runs.update_one(
+            {"_id": run_id, "lease_owner": owner, "status": "running"},
+            {"$set": {"lease_until_ms": now_ms() + lease_ms}},
+        )
+        return result.matched_count == 1
+
     async def wake_waiting(self, org_id: str, type_: str) -> int:
         """Make the runs of ``org_id`` waiting for ``type_`` due now; returns how many."""
         result = await self.runs.update_many(

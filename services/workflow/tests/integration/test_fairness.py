@@ -68,3 +68,30 @@ async def test_a_flooding_org_does_not_hold_back_another(repo: Repository) -> No
         effects.gate.set()
         stop.set()
         await task
+
+
+async def test_a_long_step_keeps_its_lease(repo: Repository) -> None:
+    defn = Definition.model_validate(BODY)
+    record = await repo.insert_definition("org-a", "u", defn.model_dump(mode="json", exclude_none=True), "manual")
+    run = await repo.insert_run("org-a", record.id, 1, {"id": "a0"}, "tell", [])
+    assert run is not None
+    effects = GatedEffects("org-a")
+    engine = Engine(repo, effects, "w1", 300)
+    claimed = await repo.claim_due("w1", 300)
+    assert claimed is not None
+    first_lease = (await repo.runs.find_one({"_id": run.id}) or {})["lease_until_ms"]
+    task = asyncio.create_task(engine.execute(claimed))
+    try:
+
+        async def renewed_twice() -> bool:
+            doc = await repo.runs.find_one({"_id": run.id})
+            return doc is not None and doc["lease_until_ms"] > first_lease + 300
+
+        await wait_until(renewed_twice, timeout=10, message="lease renewed")
+        assert await repo.claim_due("w2", 300) is None  # nobody takes a run whose holder is alive
+    finally:
+        effects.gate.set()
+        await task
+    done = await repo.get_run("org-a", run.id)
+    assert done is not None
+    assert done.status == "completed"
