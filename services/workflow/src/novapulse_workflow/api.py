@@ -25,6 +25,7 @@ from .errors import (
     DefinitionInvalid,
     DefinitionLimitReached,
     DefinitionNotFound,
+    DuplicateTrigger,
     RunFinished,
     RunNotFound,
     UnknownStep,
@@ -55,6 +56,7 @@ PROBLEMS: ErrorTable = {
     DefinitionLimitReached: Problem(409, title="Definition limit reached"),
     DefinitionDisabled: Problem(409, title="Definition disabled"),
     RunFinished: Problem(409, title="Run finished"),
+    DuplicateTrigger: Problem(409, title="Duplicate trigger"),
     UnknownStep: Problem(422, title="Unknown step"),
 }
 """How each domain error of this service is answered (RFC 9457 problems)."""

@@ -43,3 +43,5 @@ END = "end"
 """The step key that ends a run (``next``/``catch``/branches may name it)."""
 PURGE_BATCH = 200
 """Finished runs deleted per round trip by the retention pass."""
+CONCURRENCY_RETRY_MS = 250
+"""Milliseconds before a run that found every concurrency slot of its key taken looks again."""

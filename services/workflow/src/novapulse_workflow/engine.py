@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from novapulse_runtime.catalog.workflow import Emitted, NotificationRequested
 from novapulse_runtime.clock import now_ms
 
-from .constants import END, MAX_RECEIVED_PER_RUN, MAX_RUN_TRANSITIONS, MAX_STEP_OUTPUT_BYTES
+from .constants import CONCURRENCY_RETRY_MS, END, MAX_RECEIVED_PER_RUN, MAX_RUN_TRANSITIONS, MAX_STEP_OUTPUT_BYTES
 from .expressions import ExpressionError, evaluate, json_size, render, truthy
 from .language import (
     ConditionStep,
@@ -179,6 +179,22 @@ class Engine:
         defn = await self.definition(run)
         if defn is None:
             await self.finish(run, "failed", "definition version is missing")
+            return
+        if (
+            not run.started
+            and run.concurrency_key
+            and not await self.repo.take_slot(run.concurrency_key, run.concurrency_limit, run.id)
+        ):
+            # every slot of the key is taken: look again soon, holding no lease meanwhile
+            await self._write(
+                run,
+                {
+                    "status": "pending",
+                    "due_ms": now_ms() + CONCURRENCY_RETRY_MS,
+                    "lease_owner": "",
+                    "lease_until_ms": 0,
+                },
+            )
             return
         if not run.started:
             await self.effects.publish(
@@ -336,6 +352,8 @@ class Engine:
             },
         ):
             self.observer.run_finished(status)
+        if run.concurrency_key:
+            await self.repo.free_slots(run.id)
 
     async def attempt(self, run: Run, defn: Definition, index: int, step: Step, attempts: list[Attempt]) -> Outcome:
         """One attempt of ``step``: its outcome (done with an output and the next key, asleep until a time,

@@ -33,3 +33,7 @@ class RunFinished(Conflict):
 
 class UnknownStep(Invalid):
     """A rerun from a step key the definition does not have."""
+
+
+class DuplicateTrigger(Conflict):
+    """A manual trigger whose idempotency key a run started within the window already."""

@@ -147,6 +147,38 @@ class CancelOn(Strict):
     match: str | None = None
 
 
+class Idempotency(Strict):
+    """At most one run per value of ``key`` (an expression over ``{event}``) within ``window_seconds``; a
+    trigger whose key is held starts nothing. A ``null`` key applies no limit."""
+
+    key: str
+    window_seconds: float = Field(gt=0, le=MAX_RUN_SECONDS)
+
+
+class Debounce(Strict):
+    """Start a run only once ``seconds`` passed without another trigger of the same ``key``: a newer trigger
+    replaces the run waiting to start (it is cancelled as ``debounced``)."""
+
+    key: str
+    seconds: float = Field(gt=0, le=86_400)
+
+
+class Concurrency(Strict):
+    """At most ``limit`` runs of the definition with the same ``key`` run at once; the others wait (``pending``)
+    until a slot frees."""
+
+    key: str
+    limit: int = Field(ge=1, le=100)
+
+
+class Flow(Strict):
+    """Flow control of a definition's runs (keys are expressions over ``{event}``, the trigger event)."""
+
+    idempotency: Idempotency | None = None
+    debounce: Debounce | None = None
+    concurrency: Concurrency | None = None
+
+
 class Definition(Strict):
     """A workflow definition (one version of it)."""
 
@@ -155,6 +187,7 @@ class Definition(Strict):
     trigger: Trigger
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     cancel_on: list[CancelOn] = Field(default=[], max_length=10)
+    flow: Flow | None = None
 
 
 def fault(field: str, message: str, type_: str) -> dict[str, str]:
@@ -195,6 +228,11 @@ def check(defn: Definition) -> list[dict[str, str]]:
             )
         )
     _expr(faults, "trigger.filter", defn.trigger.filter)
+    if defn.flow is not None:
+        for name in ("idempotency", "debounce", "concurrency"):
+            control = getattr(defn.flow, name)
+            if control is not None:
+                _expr(faults, f"flow.{name}.key", control.key)
     for i, cancel in enumerate(defn.cancel_on):
         if CATALOG.lookup(cancel.event_type) is None:
             faults.append(

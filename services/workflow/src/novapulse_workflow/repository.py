@@ -96,6 +96,8 @@ class Run:
     updated_ms: int
     finished_ms: int
     lease_owner: str = ""
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
 
     @classmethod
     def from_doc(cls, doc: Doc) -> Run:
@@ -121,6 +123,8 @@ class Run:
             updated_ms=int(doc.get("updated_ms") or doc["created_ms"]),
             finished_ms=int(doc.get("finished_ms", 0)),
             lease_owner=doc.get("lease_owner", ""),
+            concurrency_key=doc.get("concurrency_key", ""),
+            concurrency_limit=int(doc.get("concurrency_limit") or 0),
         )
 
 
@@ -180,6 +184,8 @@ class Repository:
         self.runs = db["runs"]
         self.journal = db["journal"]
         self.received = db["received"]
+        self.keys = db["keys"]
+        self.slots = db["slots"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -191,6 +197,8 @@ class Repository:
         await self.runs.create_index([("due_ms", ASCENDING)])
         await self.runs.create_index([("status", ASCENDING)])
         await self.runs.create_index([("finished_ms", ASCENDING)])
+        await self.runs.create_index([("debounce_key", ASCENDING)])
+        await self.slots.create_index([("holder", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
 
@@ -307,6 +315,10 @@ class Repository:
         rerun_of: str = "",
         gen: int = 0,
         held: bool = False,
+        delay_ms: int = 0,
+        debounce_key: str = "",
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
     ) -> Run | None:
         """A new pending run, due now (``held``: not due until :meth:`release_run`); ``None`` when a run for
         ``trigger_key`` exists (the same trigger event again: idempotent)."""
@@ -324,7 +336,10 @@ class Repository:
             "step": first_step,
             "attempt": 1,
             "gen": gen,
-            "due_ms": now + (10 * 365 * 86_400_000 if held else 0),
+            "due_ms": now + (10 * 365 * 86_400_000 if held else delay_ms),
+            "debounce_key": debounce_key,
+            "concurrency_key": concurrency_key,
+            "concurrency_limit": concurrency_limit,
             "lease_owner": "",
             "lease_until_ms": 0,
             "timer_gen": -1,
@@ -392,6 +407,7 @@ class Repository:
         )
         if result.modified_count != 1:
             return None
+        await self.free_slots(run_id)
         return await self.get_run(org_id, run_id)
 
     async def claim_due(self, owner: str, lease_ms: int, skip_orgs: Sequence[str] = ()) -> Run | None:
@@ -417,6 +433,52 @@ class Repository:
             {"_id": run_id, "lease_owner": owner, "status": {"$in": list(ACTIVE)}}, {"$set": changes}
         )
         return result.matched_count == 1
+
+    async def hold_key(self, key_id: str, holder: str, window_ms: int) -> bool:
+        """Hold the idempotency key ``key_id`` for ``holder`` (a trigger event id) for ``window_ms``: True when
+        it was free, expired, or held by the same holder already (a redelivered event); False when another
+        holder has it within its window."""
+        now = now_ms()
+        try:
+            await self.keys.update_one(
+                {"_id": key_id, "$or": [{"until_ms": {"$lt": now}}, {"holder": holder}]},
+                {"$set": {"holder": holder, "until_ms": now + window_ms}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def supersede(self, debounce_key: str, newest: str) -> int:
+        """Cancel (``debounced``) the runs of ``debounce_key`` that have not started, except ``newest``."""
+        now = now_ms()
+        result = await self.runs.update_many(
+            {"debounce_key": debounce_key, "status": "pending", "started": False, "_id": {"$ne": newest}},
+            {"$set": {"status": "cancelled", "error": "debounced", "finished_ms": now, "updated_ms": now}},
+        )
+        return result.modified_count
+
+    async def take_slot(self, concurrency_key: str, limit: int, run_id: str) -> bool:
+        """Take one of the ``limit`` slots of ``concurrency_key`` for ``run_id`` (True when it holds one,
+        possibly from before a crash)."""
+        if await self.slots.find_one({"key": concurrency_key, "holder": run_id}):
+            return True
+        for i in range(limit):
+            try:
+                result = await self.slots.update_one(
+                    {"_id": f"{concurrency_key}#{i}", "holder": ""},
+                    {"$set": {"holder": run_id, "key": concurrency_key}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                continue
+            if result.matched_count == 1 or result.upserted_id is not None:
+                return True
+        return False
+
+    async def free_slots(self, run_id: str) -> None:
+        """Give back the concurrency slots ``run_id`` holds."""
+        await self.slots.update_many({"holder": run_id}, {"$set": {"holder": ""}})
 
     async def renew_lease(self, run_id: str, owner: str, lease_ms: int) -> bool:
         """Extend the lease ``owner`` holds on a running run to now + ``lease_ms``; False when it is gone."""

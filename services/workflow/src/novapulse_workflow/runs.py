@@ -8,10 +8,11 @@ from typing import Any
 
 from .definitions import DefinitionService, sample_event
 from .engine import effect_id
-from .errors import DefinitionDisabled, RunFinished, RunNotFound, UnknownStep
+from .errors import DefinitionDisabled, DuplicateTrigger, RunFinished, RunNotFound, UnknownStep
 from .language import Definition, listened_types
 from .ports import Effects
 from .repository import Attempt, Repository, Run, RunFilter
+from .starting import start_run
 
 
 @dataclass(frozen=True)
@@ -67,21 +68,15 @@ class RunService:
     async def trigger(self, org_id: str, def_id: str, data: dict[str, Any], subject: str | None) -> Run:
         """Start a run of the current version now, its trigger event built from ``data`` (a fresh id).
 
-        :raises DefinitionNotFound: no such definition. :raises DefinitionDisabled: it is disabled."""
+        :raises DefinitionNotFound: no such definition. :raises DefinitionDisabled: it is disabled.
+        :raises DuplicateTrigger: the definition's idempotency key is held within its window."""
         current = await self.definitions.get(org_id, def_id)
         if not current.record.enabled:
             raise DefinitionDisabled("The definition is disabled")
         event = sample_event(org_id, current.body.trigger.type, data, subject)
-        run = await self.repo.insert_run(
-            org_id,
-            def_id,
-            current.version,
-            event,
-            current.body.steps[0].key,
-            listened_types(current.body),
-            trigger_key=f"{def_id}:{event['id']}",
-        )
-        assert run is not None  # a fresh event id cannot collide
+        run = await start_run(self.repo, def_id, current.version, current.body, event)
+        if run is None:
+            raise DuplicateTrigger("A run with the same idempotency key started within its window")
         return run
 
     async def listing(self, org_id: str, filters: RunFilter, after: str | None, count: int) -> list[Run]:

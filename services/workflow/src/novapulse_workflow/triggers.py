@@ -7,10 +7,11 @@ from typing import Any
 
 from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
 from .expressions import ExpressionError, evaluate, truthy
-from .language import Definition, listened_types
+from .language import Definition
 from .ports import Effects
 from .repository import Repository, Run
 from .runs import cancel_run
+from .starting import start_run
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,7 @@ class Triggers:
                 except ExpressionError as exc:
                     log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
                     continue
-            new = await self.repo.insert_run(
-                org_id,
-                record.id,
-                record.version,
-                event,
-                defn.steps[0].key,
-                listened_types(defn),
-                trigger_key=f"{record.id}:{event['id']}",
-            )
+            new = await start_run(self.repo, record.id, record.version, defn, event)
             if new is not None:
                 started.append(new)
         return started

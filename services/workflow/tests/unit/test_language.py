@@ -150,3 +150,10 @@ def test_templates_render_whole_values_and_text() -> None:
 def test_cancel_on_faults_name_their_paths() -> None:
     body = base(cancel_on=[{"event_type": "user.disabled", "match": "event.data.user_id =="}, {"event_type": "x"}])
     assert faults(body) == {"cancel_on.0.match": "expression", "cancel_on.1.event_type": "unknown_event_type"}
+
+
+def test_flow_control_key_faults_name_their_paths() -> None:
+    body = base(flow={"idempotency": {"key": "a[", "window_seconds": 5}, "concurrency": {"key": "ok", "limit": 0}})
+    assert faults(body) == {"flow.concurrency.limit": "greater_than_equal"}
+    body["flow"]["concurrency"]["limit"] = 2
+    assert faults(body) == {"flow.idempotency.key": "expression"}
