@@ -6,8 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiohttp import web
 from redis.asyncio import Redis
 
+from novapulse_devkit.servers import free_port
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
@@ -55,7 +57,7 @@ WELCOME: dict[str, Any] = {
     "name": "Welcome",
     "trigger": {"type": "user.registered", "filter": "event.data.role == 'owner'"},
     "steps": [
-        {"key": "hello", "type": "notify", "template": "welcome", "user_id": "${trigger.data.user_id}"},
+        {"key": "hello", "type": "notify", "template": "workflow_notice", "user_id": "${trigger.data.user_id}"},
         {"key": "pause", "type": "delay", "seconds": 1},
         {
             "key": "branch",
@@ -71,3 +73,31 @@ WELCOME: dict[str, Any] = {
         },
     ],
 }
+
+
+class Hooks:
+    """A bare HTTP receiver on 127.0.0.1: records the JSON body of every POST."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Hooks:
+        app = web.Application()
+
+        async def record(request: web.Request) -> web.Response:
+            self.bodies.append(await request.json())
+            return web.Response(status=204)
+
+        app.router.add_post("/hook", record)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()

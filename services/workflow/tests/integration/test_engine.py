@@ -59,7 +59,7 @@ WELCOME = {
     "name": "Welcome",
     "trigger": {"type": "user.registered"},
     "steps": [
-        {"key": "hello", "type": "notify", "template": "welcome", "user_id": "${trigger.data.user_id}"},
+        {"key": "hello", "type": "notify", "template": "workflow_notice", "user_id": "${trigger.data.user_id}"},
         {"key": "pause", "type": "delay", "seconds": 0.3},
         {
             "key": "branch",

@@ -26,7 +26,7 @@ def base(**over: Any) -> dict[str, Any]:
         "name": "Welcome",
         "trigger": {"type": "user.registered"},
         "steps": [
-            {"key": "hello", "type": "notify", "template": "welcome", "user_id": "${trigger.data.user_id}"},
+            {"key": "hello", "type": "notify", "template": "workflow_notice", "user_id": "${trigger.data.user_id}"},
             {"key": "pause", "type": "delay", "seconds": 1},
             {
                 "key": "branch",
