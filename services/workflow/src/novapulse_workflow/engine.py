@@ -215,6 +215,8 @@ class Engine:
             self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
+        # the journal is read once per claim; this worker appends what it writes while it holds the lease
+        attempts = await self.repo.journal_of(run.id)
         while True:
             if run.transitions >= MAX_RUN_TRANSITIONS:
                 await self.finish(run, "failed", f"more than {MAX_RUN_TRANSITIONS} step attempts")
@@ -224,7 +226,7 @@ class Engine:
                 await self.finish(run, "failed", f"the definition has no step {run.step!r}")
                 return
             step = defn.steps[index]
-            journaled = await self.repo.attempt_of(run.id, run.gen)
+            journaled = next((a for a in attempts if a.gen == run.gen), None)
             outcome: Outcome
             if journaled is not None and journaled.status == "completed":
                 outcome = Done(journaled.output, journaled.next)
@@ -232,14 +234,13 @@ class Engine:
                 outcome = Failed(journaled.error)
             else:
                 started = now_ms()
-                attempts = await self.repo.journal_of(run.id)
                 outcome = await self.attempt(run, defn, index, step, attempts)
                 status = (
                     "completed" if isinstance(outcome, Done) else "failed" if isinstance(outcome, Failed) else "sleep"
                 )
                 self.observer.step(step.type, status, (now_ms() - started) / 1000)
                 if isinstance(outcome, Done):
-                    await self.repo.journal_attempt(
+                    journaled = await self.repo.journal_attempt(
                         run,
                         step.key,
                         step.type,
@@ -252,9 +253,11 @@ class Engine:
                         started_ms=started,
                     )
                 elif isinstance(outcome, Failed):
-                    await self.repo.journal_attempt(
+                    journaled = await self.repo.journal_attempt(
                         run, step.key, step.type, "failed", error=outcome.error, started_ms=started
                     )
+                if journaled is not None:
+                    attempts.append(journaled)
             if isinstance(outcome, Sleep):
                 await self.sleep(run, outcome)
                 return

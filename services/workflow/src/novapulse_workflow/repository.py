@@ -12,7 +12,8 @@ Collections (every query is scoped by organisation, except the worker's claim of
   ``gen`` (attempt generation: +1 at every attempt of any step; effect ids derive from it), ``due_ms``,
   ``lease_owner``, ``lease_until_ms``, ``timer_gen``/``timer_ms`` (the deadline of a delay or wait of
   generation ``timer_gen``), ``waiting_for`` (event type of the wait in progress, ``""`` else),
-  ``listens`` (types the run's waits listen for), ``started`` (the started event is written),
+  ``listens`` (types the run's waits and ``cancel_on`` listen for; ``listening``: the list is not empty, so
+  the consumer reads only such runs), ``started`` (the started event is written),
   ``transitions``, ``error``, ``rerun_of``, ``created_ms``, ``updated_ms``, ``finished_ms``.
 - ``journal`` (insert-only): one document per step attempt, ``_id`` = ``<run id>:<gen, 6 digits>``:
   ``run_id``, ``org_id``, ``key``, ``type``, ``attempt``, ``gen``, ``status`` (``completed``, ``failed``,
@@ -346,6 +347,7 @@ class Repository:
             "timer_ms": 0,
             "waiting_for": "",
             "listens": listens,
+            "listening": bool(listens),
             "started": False,
             "transitions": 0,
             "error": "",
@@ -497,7 +499,7 @@ class Repository:
 
     async def listening_runs(self, org_id: str, type_: str) -> list[Run]:
         """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_``."""
-        cursor = self.runs.find({"org_id": org_id, "status": {"$in": list(ACTIVE)}})
+        cursor = self.runs.find({"org_id": org_id, "listening": True, "status": {"$in": list(ACTIVE)}})
         return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
 
     async def count_active_and_timers(self) -> tuple[int, int]:
@@ -535,29 +537,30 @@ class Repository:
         started_ms: int = 0,
         gen: int | None = None,
         attempt: int | None = None,
-    ) -> None:
-        """Record one attempt (idempotent: the same generation written again after a crash is ignored)."""
+    ) -> Attempt:
+        """Record one attempt and return it (idempotent: the same generation written again after a crash is
+        ignored)."""
         g = run.gen if gen is None else gen
         now = now_ms()
+        doc: Doc = {
+            "_id": f"{run.id}:{g:06d}",
+            "run_id": run.id,
+            "org_id": run.org_id,
+            "key": key,
+            "type": type_,
+            "attempt": run.attempt if attempt is None else attempt,
+            "gen": g,
+            "status": status,
+            "output": output,
+            "next": next_key,
+            "error": error,
+            "effect_id": effect_id,
+            "started_ms": started_ms or now,
+            "finished_ms": now,
+        }
         with contextlib.suppress(DuplicateKeyError):
-            await self.journal.insert_one(
-                {
-                    "_id": f"{run.id}:{g:06d}",
-                    "run_id": run.id,
-                    "org_id": run.org_id,
-                    "key": key,
-                    "type": type_,
-                    "attempt": run.attempt if attempt is None else attempt,
-                    "gen": g,
-                    "status": status,
-                    "output": output,
-                    "next": next_key,
-                    "error": error,
-                    "effect_id": effect_id,
-                    "started_ms": started_ms or now,
-                    "finished_ms": now,
-                }
-            )
+            await self.journal.insert_one(doc)
+        return Attempt.from_doc(doc)
 
     async def journal_of(self, run_id: str) -> list[Attempt]:
         """Every attempt of a run, in generation order."""
