@@ -52,7 +52,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000), observer=observer)
     scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
     housekeeper = Housekeeper(repo, observer, settings.run_retention_days, settings.housekeeping_interval_seconds)
-    table = handlers.handlers(Triggers(repo, effects))
+    table = handlers.handlers(Triggers(repo, effects, on_start=scheduler.wake))
     return [handlers.consumer(rt.bus, table), scheduler.run, housekeeper.run, outbox.relay]
 
 

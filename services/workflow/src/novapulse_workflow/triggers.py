@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
@@ -19,9 +20,11 @@ log = logging.getLogger(__name__)
 class Triggers:
     """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
 
-    def __init__(self, repo: Repository, effects: Effects) -> None:
+    def __init__(self, repo: Repository, effects: Effects, on_start: Callable[[], None] | None = None) -> None:
         self.repo = repo
         self.effects = effects
+        self.on_start = on_start
+        """Called after runs were started or woken (the scheduler of this process looks at once)."""
 
     async def _definition(self, run: Run) -> Definition | None:
         body = await self.repo.get_version(run.org_id, run.definition_id, run.version)
@@ -57,8 +60,8 @@ class Triggers:
                 await cancel_run(self.repo, self.effects, held, f"cancelled by {type_} {event['id']}")
                 continue
             await self.repo.keep_received(held.id, org_id, event, MAX_RECEIVED_PER_RUN)
-        if listening:
-            await self.repo.wake_waiting(org_id, type_)
+        if listening and await self.repo.wake_waiting(org_id, type_) and self.on_start is not None:
+            self.on_start()
         if event.get("source") == SERVICE_NAME:
             return []
         started: list[Run] = []
@@ -77,4 +80,6 @@ class Triggers:
             new = await start_run(self.repo, record.id, record.version, defn, event)
             if new is not None:
                 started.append(new)
+        if started and self.on_start is not None:
+            self.on_start()
         return started

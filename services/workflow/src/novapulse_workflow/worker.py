@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Claims the runs that are due (new, retrying, past a delay or wait deadline, woken by an event, or
     whose holder died: lease ran out), up to ``slots`` at a time, and runs each through the engine. Looks
-    again at once after a claim, else every ``poll_interval_seconds``.
+    again at once after a claim, when a run ends, or when :meth:`wake` is called (a trigger in this process
+    started a run), else every ``poll_interval_seconds``.
 
     Fairness: an organisation holds at most ``slots_per_org`` of this worker's slots; while it is at that cap
     the claim skips its runs, so one organisation's flood of due runs cannot hold back another's."""
@@ -40,12 +41,27 @@ class Scheduler:
         self.poll_interval_seconds = poll_interval_seconds
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due runs now (a run was just started in this process, or a slot freed)."""
+        self._wake.set()
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        stopper = asyncio.ensure_future(stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({stopper, waker}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            waker.cancel()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule until ``stop`` is set; then let the runs in hand reach their next write and return."""
         failures = 0
         while not stop.is_set():
             claimed = False
+            self._wake.clear()
             try:
                 while len(self.tasks) < self.slots and not stop.is_set():
                     full = [org for org, n in self.in_flight.items() if n >= self.slots_per_org]
@@ -64,8 +80,7 @@ class Scheduler:
                 log.exception("claiming runs failed")
             if not claimed or len(self.tasks) >= self.slots:
                 pause = self.poll_interval_seconds * (1 if not failures else min(50, 2**failures))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=pause)
+                await self._pause(stop, pause)
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=30)
 
@@ -78,6 +93,7 @@ class Scheduler:
             self.in_flight[run.org_id] -= 1
             if self.in_flight[run.org_id] <= 0:
                 del self.in_flight[run.org_id]
+            self.wake()
 
 
 class Housekeeper:

@@ -12,6 +12,7 @@ from novapulse_devkit.testing import wait_until
 from novapulse_workflow.engine import Engine
 from novapulse_workflow.language import Definition
 from novapulse_workflow.repository import Repository, RunFilter
+from novapulse_workflow.triggers import Triggers
 from novapulse_workflow.worker import Scheduler
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,28 @@ async def test_a_long_step_keeps_its_lease(repo: Repository) -> None:
     done = await repo.get_run("org-a", run.id)
     assert done is not None
     assert done.status == "completed"
+
+
+async def test_a_trigger_in_the_process_wakes_the_scheduler(repo: Repository) -> None:
+    body = {**BODY, "trigger": {"type": "user.registered"}}
+    defn = Definition.model_validate(body)
+    await repo.insert_definition("org-a", "u", defn.model_dump(mode="json", exclude_none=True), "user.registered")
+    effects = FakeEffects()
+    scheduler = Scheduler(repo, Engine(repo, effects, "w1", 5000), 4, 600.0)  # polls only every 10 minutes
+    triggers = Triggers(repo, effects, on_start=scheduler.wake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await wait_until(lambda: scheduler._wake.is_set() is False, timeout=5, message="scheduler idle")
+        [run] = await triggers.on_event(
+            {"id": "e1", "type": "user.registered", "source": "auth", "org_id": "org-a", "data": {"user_id": "u"}}
+        )
+
+        async def done() -> bool:
+            got = await repo.get_run("org-a", run.id)
+            return got is not None and got.status == "completed"
+
+        await wait_until(done, timeout=10, message="woken scheduler ran the new run")
+    finally:
+        stop.set()
+        await task
