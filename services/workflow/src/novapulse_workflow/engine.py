@@ -154,6 +154,8 @@ class Engine:
         return self._definitions[key]
 
     async def _write(self, run: Run, changes: dict[str, Any]) -> bool:
+        if run.started:
+            changes = {**changes, "started": True}
         return await self.repo.update_held(run.id, self.owner, changes)
 
     async def execute(self, run: Run) -> None:
@@ -210,8 +212,8 @@ class Engine:
                 subject=run.id,
                 event_id=effect_id(run.id, run.created_ms, "$started", 0),
             )
-            if not await self._write(run, {"started": True}):
-                return
+            # ``started`` is written with the next state change (every write of the engine carries it): a
+            # crash before then publishes the started event again under the same id, which consumers drop
             self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
