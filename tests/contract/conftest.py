@@ -13,7 +13,12 @@ from pymongo import AsyncMongoClient
 from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 from novapulse_runtime import jsonstrict
 
-PREFIXES = {"auth": "/api/v1/auth", "webhook": "/api/v1/webhooks", "notification": "/api/v1/notifications"}
+PREFIXES = {
+    "auth": "/api/v1/auth",
+    "webhook": "/api/v1/webhooks",
+    "notification": "/api/v1/notifications",
+    "workflow": "/api/v1/workflows",
+}
 PASSWORD = "correct horse battery staple 42"
 OPERATIONS_TOKEN = "contract-operations-token-0123456789abcdef"
 

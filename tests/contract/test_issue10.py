@@ -36,6 +36,12 @@ CASES: dict[str, list[tuple[str, str, bytes | None, dict[str, str], int, str | N
         ("GET", "/notifications", None, {"unread": "1"}, 422, "unread"),
         ("GET", "/deliveries", None, {"state": "nope"}, 422, "state"),
     ],
+    "workflow": [
+        ("POST", "/definitions/wd_x/trigger", b'{"data": {"n": NaN}}', {}, 400, None),
+        ("GET", "/runs", None, {"limit": "0.5"}, 422, "limit"),
+        ("GET", "/runs", None, {"status": "nope"}, 422, "status"),
+        ("GET", "/runs", None, {"since": "0.5"}, 422, "since"),
+    ],
     "auth": [
         ("POST", "/login", b'{"email": "a@example.com", "password": NaN}', {}, 400, None),
         ("GET", "/members", None, {"limit": "0.5"}, 422, "limit"),

@@ -174,8 +174,12 @@ def build(
     source: str,
     org_id: str | None = None,
     subject: str | None = None,
+    event_id: str | None = None,
 ) -> Event:
     """A new event of ``type_`` from ``source``; ``data`` is checked against the catalogue model.
+
+    ``event_id`` (default: a fresh UUIDv7) lets a producer whose effect may be redone after a crash give the
+    redone event the same id, so consumers dedupe it (it must match :data:`EVENT_ID`; else ``ValueError``).
 
     ``org_id`` defaults to ``data.org_id`` when the model has one. Raises ``ValueError`` for a catalogue type
     produced by another service or an ``org_id`` that differs from ``data.org_id`` (consumers would
@@ -199,8 +203,10 @@ def build(
             org_id = inner
     elif not isinstance(data, BaseModel | dict):
         raise TypeError("event data must be a pydantic model or a dict")
+    if event_id is not None and not EVENT_ID.fullmatch(event_id):
+        raise ValueError(f"event id {event_id[:140]!r} does not match {EVENT_ID.pattern}")
     return Event(
-        id=new_event_id(),
+        id=event_id or new_event_id(),
         type=type_,
         source=source,
         time=datetime.now(UTC),

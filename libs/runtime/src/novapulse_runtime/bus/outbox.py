@@ -96,14 +96,21 @@ class Outbox:
         subject: str | None = None,
         key: str | None = None,
         session: AsyncClientSession | None = None,
+        event_id: str | None = None,
     ) -> Event:
         """Write one event to the outbox (inside ``session``'s transaction when given) and return it.
+
+        ``event_id`` (default: a fresh UUIDv7) is the envelope id; a producer that may redo an effect after a
+        crash derives it from what it redoes, so consumers dedupe the copy. The record's ``_id`` is the event
+        id: adding the same id while the first record still waits raises pymongo's ``DuplicateKeyError``
+        (the event is already on its way). Records are relayed in ``_id`` order, so a derived id should
+        start with a time-ordered prefix (a UUIDv7 shape) to keep its place.
 
         ``key`` is the aggregate key (default ``subject``, else ``org_id``): records of one key are published
         in the order they were added. Raises ``ValueError``/``TypeError``/``ValidationError`` for data that
         does not fit the catalogue.
         """
-        event = build(type_, data, source=self.rt.service, org_id=org_id, subject=subject)
+        event = build(type_, data, source=self.rt.service, org_id=org_id, subject=subject, event_id=event_id)
         fields = self._fields(event)
         await self.collection.insert_one(self._record(event, fields, key), session=session)
         if session is None or not session.in_transaction:

@@ -1,5 +1,5 @@
 """Events of the workflow service (stream ``<namespace>:events:workflow``): commands the notification service
-consumes."""
+consumes, the run lifecycle, and the application events a workflow's ``emit`` step sends."""
 
 from __future__ import annotations
 
@@ -18,5 +18,55 @@ class NotificationRequested(EventData):
     data: dict[str, Any] = {}
 
 
-EVENTS = (EventType("notification.requested", NotificationRequested, source="workflow", public=False),)
+class RunStarted(EventData):
+    """A workflow run started (its first step is about to run)."""
+
+    org_id: str
+    run_id: str
+    definition_id: str
+    version: int
+    trigger_event_id: str
+
+
+class RunCompleted(EventData):
+    """A workflow run reached its end."""
+
+    org_id: str
+    run_id: str
+    definition_id: str
+    version: int
+
+
+class RunFailed(EventData):
+    """A workflow run failed (a step failed past its retries with no ``catch``) or was cancelled."""
+
+    org_id: str
+    run_id: str
+    definition_id: str
+    version: int
+    step: str
+    error: str
+    cancelled: bool = False
+
+
+class Emitted(EventData):
+    """An application event a workflow's ``emit`` step sent: ``type`` is the organisation's own type name,
+    ``data`` its payload. The envelope type is always ``workflow.emitted`` (one catalogue entry, public, so
+    the webhook service delivers it to the endpoints subscribed to ``workflow.emitted``)."""
+
+    org_id: str
+    type: str
+    data: dict[str, Any] = {}
+    run_id: str
+    step: str
+
+
+SOURCE = "workflow"
+EVENTS = (
+    EventType("notification.requested", NotificationRequested, source=SOURCE, public=False),
+    EventType("workflow.run.started", RunStarted, source=SOURCE, public=True),
+    EventType("workflow.run.completed", RunCompleted, source=SOURCE, public=True),
+    EventType("workflow.run.failed", RunFailed, source=SOURCE, public=True),
+    EventType("workflow.emitted", Emitted, source=SOURCE, public=True),
+)
 """The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""

@@ -1,0 +1,85 @@
+"""Events in: starting the runs an event triggers, and keeping the events runs may wait for."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
+from .expressions import ExpressionError, evaluate, truthy
+from .language import Definition
+from .ports import Effects
+from .repository import Repository, Run
+from .runs import cancel_run
+from .starting import start_run
+
+log = logging.getLogger(__name__)
+
+
+class Triggers:
+    """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
+
+    def __init__(self, repo: Repository, effects: Effects, on_start: Callable[[], None] | None = None) -> None:
+        self.repo = repo
+        self.effects = effects
+        self.on_start = on_start
+        """Called after runs were started or woken (the scheduler of this process looks at once)."""
+
+    async def _definition(self, run: Run) -> Definition | None:
+        body = await self.repo.get_version(run.org_id, run.definition_id, run.version)
+        return Definition.model_validate(body) if body is not None else None
+
+    async def _cancels(self, run: Run, defn: Definition, event: dict[str, Any]) -> bool:
+        for cancel in defn.cancel_on:
+            if cancel.event_type != event["type"]:
+                continue
+            try:
+                if cancel.match is None or truthy(evaluate(cancel.match, {"event": event, "trigger": run.trigger})):
+                    return True
+            except ExpressionError as exc:
+                log.warning("cancel_on match failed", extra={"run": run.id, "error": str(exc)})
+        return False
+
+    async def on_event(self, event: dict[str, Any]) -> list[Run]:
+        """Handle one event (``{id, type, source, time, org_id, subject, data}``): cancel the unfinished runs
+        of its organisation whose ``cancel_on`` it matches, keep it for the others whose waits listen for its
+        type (and wake those waiting), then start a run
+        of every enabled definition it triggers whose filter holds. Idempotent: the same event again keeps
+        nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream
+        trigger nothing (a workflow cannot start itself in a loop) but can be waited for. Returns the runs
+        started."""
+        org_id = event.get("org_id")
+        if not org_id:
+            return []
+        type_ = event["type"]
+        listening = await self.repo.listening_runs(org_id, type_)
+        for held in listening:
+            defn = await self._definition(held)
+            if defn is not None and await self._cancels(held, defn, event):
+                await cancel_run(self.repo, self.effects, held, f"cancelled by {type_} {event['id']}")
+                continue
+            await self.repo.keep_received(held.id, org_id, event, MAX_RECEIVED_PER_RUN)
+        if listening and await self.repo.wake_waiting(org_id, type_) and self.on_start is not None:
+            self.on_start()
+        if event.get("source") == SERVICE_NAME:
+            return []
+        started: list[Run] = []
+        for record in await self.repo.triggered_by(org_id, type_):
+            body = await self.repo.get_version(org_id, record.id, record.version)
+            if body is None:
+                continue
+            defn = Definition.model_validate(body)
+            if defn.trigger.filter is not None:
+                try:
+                    if not truthy(evaluate(defn.trigger.filter, {"event": event})):
+                        continue
+                except ExpressionError as exc:
+                    log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
+                    continue
+            new = await start_run(self.repo, record.id, record.version, defn, event)
+            if new is not None:
+                started.append(new)
+        if started and self.on_start is not None:
+            self.on_start()
+        return started

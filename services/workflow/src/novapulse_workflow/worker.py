@@ -1,0 +1,133 @@
+"""The scheduler: claims due runs (leases in MongoDB) and lets the engine advance them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+
+from novapulse_runtime.clock import now_ms
+
+from .constants import PURGE_BATCH
+from .engine import Engine
+from .observer import MetricsObserver
+from .repository import Repository, Run
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Claims the runs that are due (new, retrying, past a delay or wait deadline, woken by an event, or
+    whose holder died: lease ran out), up to ``slots`` at a time, and runs each through the engine. Looks
+    again at once after a claim, when a run ends, or when :meth:`wake` is called (a trigger in this process
+    started a run), else every ``poll_interval_seconds``.
+
+    Fairness: an organisation holds at most ``slots_per_org`` of this worker's slots; while it is at that cap
+    the claim skips its runs, so one organisation's flood of due runs cannot hold back another's."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        engine: Engine,
+        slots: int,
+        poll_interval_seconds: float,
+        slots_per_org: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.engine = engine
+        self.slots = slots
+        self.slots_per_org = max(1, min(slots, slots_per_org or slots))
+        self.poll_interval_seconds = poll_interval_seconds
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due runs now (a run was just started in this process, or a slot freed)."""
+        self._wake.set()
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        stopper = asyncio.ensure_future(stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({stopper, waker}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            waker.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Schedule until ``stop`` is set; then let the runs in hand reach their next write and return."""
+        failures = 0
+        while not stop.is_set():
+            claimed = False
+            self._wake.clear()
+            try:
+                while len(self.tasks) < self.slots and not stop.is_set():
+                    full = [org for org, n in self.in_flight.items() if n >= self.slots_per_org]
+                    run = await self.repo.claim_due(self.engine.owner, self.engine.lease_ms, full)
+                    if run is None:
+                        break
+                    claimed = True
+                    self.in_flight[run.org_id] += 1
+                    self.engine.observer.schedule_lag(max(0, now_ms() - run.due_ms) / 1000)
+                    task = asyncio.create_task(self._advance(run), name=f"run-{run.id}")
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("claiming runs failed")
+            if not claimed or len(self.tasks) >= self.slots:
+                pause = self.poll_interval_seconds * (1 if not failures else min(50, 2**failures))
+                await self._pause(stop, pause)
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=30)
+
+    async def _advance(self, run: Run) -> None:
+        try:
+            await self.engine.execute(run)
+        except Exception:  # the lease runs out and the run is taken over (or retried by this worker)
+            log.exception("advancing a run failed", extra={"run": run.id})
+        finally:
+            self.in_flight[run.org_id] -= 1
+            if self.in_flight[run.org_id] <= 0:
+                del self.in_flight[run.org_id]
+            self.wake()
+
+
+class Housekeeper:
+    """Every ``interval_seconds``: sets the gauges of active runs and pending timers, and deletes runs that
+    finished more than ``retention_days`` ago with their journal and kept events, ``PURGE_BATCH`` at a
+    time."""
+
+    def __init__(
+        self, repo: Repository, observer: MetricsObserver | None, retention_days: int, interval_seconds: float
+    ) -> None:
+        self.repo = repo
+        self.observer = observer
+        self.retention_ms = retention_days * 86_400_000
+        self.interval_seconds = interval_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; a failed pass is logged and retried at the next interval."""
+        while not stop.is_set():
+            try:
+                await self.once()
+            except Exception:
+                log.exception("housekeeping pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
+
+    async def once(self) -> int:
+        """One pass; returns how many finished runs were deleted."""
+        if self.observer is not None:
+            active, timers = await self.repo.count_active_and_timers()
+            self.observer.counts(active, timers)
+        before = now_ms() - self.retention_ms
+        total = 0
+        while (deleted := await self.repo.purge_finished(before, PURGE_BATCH)) > 0:
+            total += deleted
+        if total:
+            log.info("finished runs deleted", extra={"count": total})
+        return total
