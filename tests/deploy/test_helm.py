@@ -18,6 +18,7 @@ from tests.deploy.support import (
     SUITE,
     common_env_vars,
     load_yaml,
+    present_services,
     require_module,
     required_env_vars,
     service_specs,
@@ -107,7 +108,7 @@ def test_validation_catches_a_broken_manifest(minimal: list[dict[str, Any]]) -> 
 def test_enabled_services_get_separate_api_and_worker_deployments(
     minimal: list[dict[str, Any]], full: list[dict[str, Any]]
 ) -> None:
-    defaults = {"auth", "webhook", "notification"}
+    defaults = set(present_services())  # every service whose package exists is enabled by default
     assert set(by_kind(minimal, "Deployment")) == {f"{FULL}-{s}-{r}" for s in defaults for r in ("api", "worker")}
     assert set(by_kind(full, "Deployment")) == {f"{FULL}-{s}-{r}" for s in SUITE for r in ("api", "worker")}
     for name, dep, container in containers(full):

@@ -215,12 +215,13 @@ def test_every_service_has_a_user_and_compose_connects_each_as_its_own() -> None
 
 
 def test_the_chart_connects_each_service_as_its_own_redis_user() -> None:
+    from tests.deploy.support import present_services
     from tests.deploy.test_helm import _minimal_values, helm, render
 
     values = _minimal_values()
     values["redisAcl"] = {"enabled": True}
     del values["secrets"]["values"]["REDIS_URL"]
-    services = ("auth", "webhook", "notification")
+    services = tuple(present_services())
     with pytest.raises(helm.HelmError, match=r"REDIS_URL_AUTH is required with redisAcl\.enabled"):
         render(values)
     for name in services:
