@@ -69,6 +69,8 @@ MAX_URL_LENGTH = 2048
 MAX_FILTERS = 100
 MAX_DESCRIPTION = 512
 MAX_EVENT_TYPE = 128
+EVENT_TYPE_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
+"""An event type name: dot-separated segments of lower-case letters, digits, ``_`` and ``-``."""
 MAX_IDEMPOTENCY_KEY = 256
 MAX_ENDPOINT_CONCURRENCY = 64
 MAX_ENDPOINT_RATE = 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.clock import utcnow
 from novapulse_runtime.documents import Doc
 
+from .constants import EVENT_TYPE_PATTERN, MAX_EVENT_TYPE
 from .dispatcher import Dispatcher, Job
 from .endpoints import EndpointCache
 from .fanout import payload_body, subscribed
@@ -60,16 +62,34 @@ class Intake:
         """Set when the worker stops: messages are then inserted due, never pre-claimed."""
 
     async def on_event(
-        self, event_id: str, org_id: str, event_type: str, data: Mapping[str, Any], when: datetime
+        self,
+        event_id: str,
+        org_id: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        when: datetime,
+        *,
+        application: bool = False,
     ) -> int:
-        """Fan a platform event out to the organisation's subscribed endpoints (public catalogue types only);
-        returns how many messages were stored (an event seen before stores none).
+        """Fan an event out to the organisation's subscribed endpoints; returns how many messages were stored
+        (an event seen before stores none). A platform event goes out only when its catalogue type is public;
+        an ``application`` event (an organisation's own type, sent by a workflow's ``emit`` step) goes out
+        under its own type name, which must not be a catalogue type (an organisation cannot forge platform
+        events).
 
-        :raises novapulse_runtime.bus.PermanentError: ``data`` cannot be written as strict JSON (RFC 8259):
-            retrying cannot help, the bus dead-letters the event with the reason.
+        :raises novapulse_runtime.bus.PermanentError: ``data`` cannot be written as strict JSON (RFC 8259), or
+            an application event names a catalogue type or an invalid type name: retrying cannot help, the bus
+            dead-letters the event with the reason.
         """
         et = CATALOG.lookup(event_type)
-        if et is None or not et.public or not org_id:
+        if application:
+            if et is not None:
+                raise PermanentError(f"an application event cannot take the platform type {event_type!r}")
+            if len(event_type) > MAX_EVENT_TYPE or not re.fullmatch(EVENT_TYPE_PATTERN, event_type):
+                raise PermanentError(f"not an event type name: {event_type[:140]!r}")
+        elif et is None or not et.public:
+            return 0
+        if not org_id:
             return 0
         endpoints = subscribed(await self.endpoints.org_endpoints(org_id), event_type)
         if not endpoints:

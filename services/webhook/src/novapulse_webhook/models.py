@@ -12,6 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 from novapulse_runtime.paging import PageQuery
 
 from .constants import (
+    EVENT_TYPE_PATTERN,
     FORBIDDEN_HEADERS,
     MAX_CUSTOM_HEADERS,
     MAX_DESCRIPTION,
@@ -31,7 +32,6 @@ from .signing import secret_key
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
 # The validators' rules, stated in the schema too, so the OpenAPI document says what the API accepts.
-EVENT_TYPE_PATTERN = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$"
 FILTER_PATTERN = r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"
 SECRET_PATTERN = (
     r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"  # noqa: S105 - a pattern

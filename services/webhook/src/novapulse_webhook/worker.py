@@ -123,11 +123,18 @@ class DeliveryWorker:
         )
 
     async def on_event(
-        self, event_id: str, org_id: str, event_type: str, data: Mapping[str, Any], when: datetime
+        self,
+        event_id: str,
+        org_id: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        when: datetime,
+        *,
+        application: bool = False,
     ) -> int:
-        """Fan a platform event out to the organisation's subscribed endpoints (see
-        :meth:`.intake.Intake.on_event`); returns how many messages were stored."""
-        return await self.intake.on_event(event_id, org_id, event_type, data, when)
+        """Fan an event out to the organisation's subscribed endpoints (see :meth:`.intake.Intake.on_event`);
+        returns how many messages were stored."""
+        return await self.intake.on_event(event_id, org_id, event_type, data, when, application=application)
 
     def submit(self, job: Job, endpoint: Doc | None) -> bool:
         """Put a claimed ``job`` in its endpoint's lane, with the endpoint's ``concurrency`` (and, without a

@@ -51,8 +51,9 @@ class RunFailed(EventData):
 
 class Emitted(EventData):
     """An application event a workflow's ``emit`` step sent: ``type`` is the organisation's own type name,
-    ``data`` its payload. The envelope type is always ``workflow.emitted`` (one catalogue entry, public, so
-    the webhook service delivers it to the endpoints subscribed to ``workflow.emitted``)."""
+    ``data`` its payload. The envelope type is always ``workflow.emitted`` (one catalogue entry); the webhook
+    service delivers the event it carries under ``type``, with ``data`` as its payload, to the endpoints
+    subscribed to that type, as it does for ``POST /api/v1/webhooks/events``."""
 
     org_id: str
     type: str
