@@ -1,0 +1,58 @@
+"""Ports: the outgoing dependencies of the report service layer, as small protocols.
+
+:class:`FileStore` keeps report files (parts while a report runs, then the finished file); its
+implementation is :class:`~novapulse_report.filestore.GridFsStore` (MongoDB GridFS, the default store).
+:class:`Outbox` records events with the state change that caused them (``rt.bus.outbox()``).
+Unit-test fakes live in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from novapulse_runtime.catalog import EventData
+
+
+class FileStore(Protocol):
+    """Named binary files, written and read as streams (memory bounded by one piece)."""
+
+    async def write(self, name: str, pieces: AsyncIterable[bytes], metadata: dict[str, Any]) -> int:
+        """Store ``pieces`` as file ``name`` (replacing any file of that name); returns its size in bytes."""
+        ...
+
+    def read(self, name: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive; ``None``: to the end) of file ``name``, piece by piece.
+
+        :raises FileNotFoundError: no file ``name``.
+        """
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Delete file ``name`` (nothing when there is none)."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every file whose name starts with ``prefix``; returns how many went."""
+        ...
+
+
+class Outbox(Protocol):
+    """Where the service layer records the events of a state change (relayed to ``<ns>:events:report``)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A MongoDB transaction (yields its session, or ``None`` where transactions are unavailable)."""
+        ...
+
+    async def add(
+        self,
+        type_: str,
+        data: EventData,
+        *,
+        org_id: str | None = None,
+        subject: str | None = None,
+        session: Any = None,
+    ) -> Any:
+        """Record event ``type_`` with ``data`` (a catalogue model), inside ``session`` when given."""
+        ...
