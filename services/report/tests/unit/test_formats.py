@@ -173,13 +173,15 @@ def test_parameters_and_dedup_key() -> None:
     )
     assert dedup_key("o", "auth_activity", "csv", params) != dedup_key("o2", "auth_activity", "csv", params)
     assert dedup_key("o", "auth_activity", "csv", params) != dedup_key("o", "auth_activity", "xlsx", params)
+    start = T0.replace(month=1)
     for bad in (
-        ReportRequest("nope", "csv", T0, end),
-        ReportRequest("auth_activity", "csv", end, T0),
-        ReportRequest("auth_activity", "csv", T0, end, "Mars/Olympus"),
-        ReportRequest("auth_activity", "csv", T0, end, "../../etc/passwd"),
-        ReportRequest("auth_activity", "csv", T0, end, filters={"email": "x"}),
-        ReportRequest("auth_activity", "csv", T0.replace(year=2024), end),
+        ReportRequest("nope", "csv", start, end),
+        ReportRequest("auth_activity", "csv", end, start),
+        ReportRequest("auth_activity", "csv", start, start),
+        ReportRequest("auth_activity", "csv", start, end, "Mars/Olympus"),
+        ReportRequest("auth_activity", "csv", start, end, "../../etc/passwd"),
+        ReportRequest("auth_activity", "csv", start, end, filters={"email": "x"}),
+        ReportRequest("auth_activity", "csv", start.replace(year=2024), end),
     ):
         with pytest.raises(InvalidParameters):
             normalize(bad, 366)
