@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
 
-from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
 from novapulse_report.repository import Repository
 
@@ -52,12 +52,14 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
         at_kill = (await db["reports"].find_one({"_id": victim["id"]}) or {})["rows_done"]
         assert 0 < at_kill < ROWS, "the kill must land mid-report"
         progress = seen["progress"]
-        assert progress["estimated_total"] == ROWS and 0 < progress["percent"] < 100
+        assert progress["estimated_total"] == ROWS
+        assert 0 < progress["percent"] < 100
         assert progress["bytes"] > 0
 
         spawn("novapulse_report", "worker", env=settings)  # takes over once the lease (2 s) runs out
         resumed = await finished(http, f"{api.url}{PREFIX}/{victim['id']}", headers["o1"], timeout=60)
-        assert resumed["status"] == "succeeded" and resumed["row_count"] == ROWS
+        assert resumed["status"] == "succeeded"
+        assert resumed["row_count"] == ROWS
         doc = await db["reports"].find_one({"_id": victim["id"]}) or {}
         assert doc["attempts"] == 2  # resumed by the second worker, not started over by the first
 
@@ -65,7 +67,8 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
             straight = await r.json()
         clean = await finished(http, f"{api.url}{PREFIX}/{straight['id']}", headers["o2"], timeout=60)
         assert clean["status"] == "succeeded"
-        assert resumed["sha256"] == clean["sha256"] and resumed["size"] == clean["size"]
+        assert resumed["sha256"] == clean["sha256"]
+        assert resumed["size"] == clean["size"]
         async with http.get(api.url + resumed["download_url"]) as r:
             import hashlib
 

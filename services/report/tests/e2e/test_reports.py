@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import openpyxl
 import pytest
-from pypdf import PdfReader
-from pymongo import AsyncMongoClient
-
 from helpers_report import FEB, JAN, PREFIX, SECRET, auth_rows, env, finished, seed
+from pymongo import AsyncMongoClient
+from pypdf import PdfReader
+
 from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
 from novapulse_report.repository import Repository
 from novapulse_report.signing import LinkSigner
@@ -99,8 +99,10 @@ async def test_each_format_from_events_to_download(
                 assert first["status"] in ("queued", "running", "succeeded")
             body = await finished(http, api.url + location, owner)
             assert body["status"] == "succeeded", (body, worker.logs()[-3000:])
-            assert body["row_count"] == 2 and body["progress"]["percent"] == 100.0
-            assert body["progress"]["rows_done"] == 2 and body["progress"]["bytes"] == body["size"]
+            assert body["row_count"] == 2
+            assert body["progress"]["percent"] == 100.0
+            assert body["progress"]["rows_done"] == 2
+            assert body["progress"]["bytes"] == body["size"]
             async with http.get(api.url + body["download_url"]) as r:
                 assert r.status == 200
                 data = await r.read()
@@ -124,16 +126,19 @@ async def test_each_format_from_events_to_download(
         rows = list(csv.DictReader(io.StringIO(files["csv"].decode(), newline="")))
         assert [r["event"] for r in rows] == ["user.registered", "mfa.challenge_failed"]  # once each, time order
         assert all(r["time"].endswith("+05:30") for r in rows)
-        assert rows[1]["ip"] == "203.0.113.9" and rows[0]["email"] == "a@example.com"
+        assert rows[1]["ip"] == "203.0.113.9"
+        assert rows[0]["email"] == "a@example.com"
         lines = [json.loads(line) for line in files["ndjson"].decode().splitlines()]
         assert [line["event"] for line in lines] == ["user.registered", "mfa.challenge_failed"]
         assert lines[0]["time"] == rows[0]["time"]
         book = openpyxl.load_workbook(io.BytesIO(files["xlsx"]), read_only=True)
         sheet = [list(r) for r in book["data"].iter_rows(values_only=True)]
-        assert sheet[0][:3] == ["time", "event", "user_id"] and sheet[2][1] == "mfa.challenge_failed"
+        assert sheet[0][:3] == ["time", "event", "user_id"]
+        assert sheet[2][1] == "mfa.challenge_failed"
         assert sheet[1][0] == rows[0]["time"]
         text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(files["pdf"])).pages)
-        assert "Sign-in, MFA and membership activity" in text and "Asia/Kolkata" in text
+        assert "Sign-in, MFA and membership activity" in text
+        assert "Asia/Kolkata" in text
         assert "mfa.challenge_failed" in text
 
         # a range of the CSV
@@ -142,7 +147,8 @@ async def test_each_format_from_events_to_download(
             assert await r.read() == files["csv"][5:15]
             assert r.headers["Content-Range"] == f"bytes 5-14/{len(files['csv'])}"
         async with http.get(api.url + bodies["csv"]["download_url"], headers={"Range": "bytes=-4"}) as r:
-            assert r.status == 206 and await r.read() == files["csv"][-4:]
+            assert r.status == 206
+            assert await r.read() == files["csv"][-4:]
         async with http.get(api.url + bodies["csv"]["download_url"], headers={"Range": "bytes=99999-"}) as r:
             assert r.status == 416
             assert r.headers["Content-Range"] == f"bytes */{len(files['csv'])}"
@@ -156,14 +162,17 @@ async def test_each_format_from_events_to_download(
             body = await finished(http, api.url + location, owner)
             async with http.get(api.url + body["download_url"]) as r:
                 (row,) = list(csv.DictReader(io.StringIO((await r.read()).decode(), newline="")))
-            assert row["detail"] == expected and row["attempts"] == "5" and row["outcome"] == "failed"
+            assert row["detail"] == expected
+            assert row["attempts"] == "5"
+            assert row["outcome"] == "failed"
 
         # deduplication: the same request gets the same report
         ask = {"type": "auth_activity", "format": "csv", "time_zone": "Asia/Kolkata", **window}
         async with http.post(base, json=ask, headers=owner) as r:
             assert r.status == 202
             again = await r.json()
-        assert again["id"] == bodies["csv"]["id"] and again["deduplicated"] is True
+        assert again["id"] == bodies["csv"]["id"]
+        assert again["deduplicated"] is True
         # ...but not another organisation's, nor another zone
         async with http.post(base, json=ask | {"time_zone": "UTC"}, headers=owner) as r:
             assert (await r.json())["id"] != bodies["csv"]["id"]
@@ -191,7 +200,8 @@ async def test_each_format_from_events_to_download(
             if page["next_cursor"] is None:
                 break
             cursor = page["next_cursor"]
-        assert len(seen) == 7 and seen == sorted(seen, reverse=True)
+        assert len(seen) == 7
+        assert seen == sorted(seen, reverse=True)
         async with http.get(base, params={"type": "webhook_outcomes"}, headers=owner) as r:
             assert len((await r.json())["items"]) == 2
 
@@ -222,9 +232,11 @@ async def test_each_format_from_events_to_download(
             entries = await rt.redis.xrange(stream)
             datas = [json.loads(f["data"]) for _, f in entries if f.get("type") == "report.completed"]
             pdf_event = next(d for d in datas if d["report_id"] == bodies["pdf"]["id"])
-            assert pdf_event["sha256"] == bodies["pdf"]["sha256"] and pdf_event["requested_by"] == "u1"
+            assert pdf_event["sha256"] == bodies["pdf"]["sha256"]
+            assert pdf_event["requested_by"] == "u1"
             async with http.get(api.url + pdf_event["download_path"]) as r:
-                assert r.status == 200 and hashlib.sha256(await r.read()).hexdigest() == pdf_event["sha256"]
+                assert r.status == 200
+                assert hashlib.sha256(await r.read()).hexdigest() == pdf_event["sha256"]
         finally:
             await rt.close()
 
@@ -257,11 +269,13 @@ async def test_limits_and_parameters(
         async with http.post(base, json=ask, headers=owner) as r:
             assert r.status == 422
             problem = await r.json()
-            assert problem["title"] == "Report too large" and "6 rows" in problem["detail"]
+            assert problem["title"] == "Report too large"
+            assert "6 rows" in problem["detail"]
         async with http.post(base, json=ask | {"filters": {"event": "mfa.enabled"}}, headers=owner) as r:
             assert r.status == 202
             queued = await r.json()
-            assert queued["progress"]["estimated_total"] == 4 and queued["status"] == "queued"
+            assert queued["progress"]["estimated_total"] == 4
+            assert queued["status"] == "queued"
         async with http.post(base, json=ask | {"filters": {"event": "user.login_blocked"}}, headers=owner) as r:
             assert r.status == 429
             assert r.headers["Retry-After"] == "10"
