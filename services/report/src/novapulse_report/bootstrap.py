@@ -14,6 +14,7 @@ from .api import build_routes
 from .datasets import DataSets
 from .filestore import GridFsStore
 from .generation import GenerationConfig, Generator
+from .observer import MetricsObserver
 from .reports import Limits, ReportService
 from .repository import Repository
 from .settings import ReportSettings
@@ -90,12 +91,13 @@ async def worker(rt: Runtime) -> list[Worker]:
         max_rows=s.max_rows_per_report,
     )
     owner = f"{socket.gethostname()}-{os.getpid()}"
-    generator = Generator(repo, store, outbox, signer(s), config, owner)
+    observer = MetricsObserver(rt.metrics)
+    generator = Generator(repo, store, outbox, signer(s), config, owner, observer)
     table = handlers.handlers(DataSets(repo), await reports(rt))
     return [
         handlers.consumer(rt.bus, table),
         GenerationWorker(repo, generator, lease_ms, s.poll_interval_seconds).run,
-        RetentionWorker(repo, store, s.retention_interval_seconds).run,
+        RetentionWorker(repo, store, observer, s.retention_interval_seconds).run,
         outbox.relay,
     ]
 

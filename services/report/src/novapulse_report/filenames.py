@@ -6,13 +6,9 @@ from .report_types import FORMATS
 from .repository import Report
 
 
-def parts_prefix(report_id: str) -> str:
-    return f"{report_id}/part-"
-
-
 def part_name(report_id: str, index: int) -> str:
     """Part ``index`` (0-based) of a running report: ``CHUNK_ROWS`` rows, already encoded."""
-    return f"{parts_prefix(report_id)}{index:06d}"
+    return f"{report_id}/part-{index:06d}"
 
 
 def file_name(report: Report) -> str:
@@ -23,3 +19,8 @@ def file_name(report: Report) -> str:
 def manifest_name(report: Report) -> str:
     """The manifest stored with the file (row count, checksum, size, parameters; JSON)."""
     return f"{report.id}/manifest.json"
+
+
+def metadata(report_id: str, kind: str) -> dict[str, str]:
+    """What every file of a report carries: its report and kind (``part``, ``file``, ``manifest``)."""
+    return {"report_id": report_id, "kind": kind}

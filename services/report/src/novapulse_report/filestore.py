@@ -4,7 +4,6 @@ database), through pymongo's asynchronous GridFS bucket. Files are streamed in a
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -20,14 +19,15 @@ BUCKET = "files"
 
 
 class GridFsStore:
-    """Report files in GridFS; a file's name is its address (``<report id>/part-000001``)."""
+    """Report files in GridFS; a file's name is its address (``<report id>/part-000001``), its metadata
+    names its report and kind (``{"report_id", "kind"}``) for deleting them together."""
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.db = db
         self.bucket = AsyncGridFSBucket(db, bucket_name=BUCKET)
 
     async def ensure_indexes(self) -> None:
-        await self.db[f"{BUCKET}.files"].create_index("filename")
+        await self.db[f"{BUCKET}.files"].create_index("metadata.report_id")
 
     async def write(self, name: str, pieces: AsyncIterable[bytes], metadata: dict[str, Any]) -> int:
         """Store ``pieces`` as ``name``; an earlier file of that name (a part written by a worker that died)
@@ -68,9 +68,13 @@ class GridFsStore:
         async for found in self.bucket.find({"filename": name}):
             await self.bucket.delete(found._id)
 
-    async def delete_prefix(self, prefix: str) -> int:
-        count = 0
-        async for found in self.bucket.find({"filename": {"$regex": "^" + re.escape(prefix)}}):
-            await self.bucket.delete(found._id)
-            count += 1
-        return count
+    async def delete_files(self, report_id: str, kind: str | None = None) -> int:
+        # equality on metadata only: the MongoDB-wire development server answers range and regex queries
+        # on GridFS file names with nothing
+        query: Doc = {"metadata.report_id": report_id}
+        if kind is not None:
+            query["metadata.kind"] = kind
+        ids = [found._id async for found in self.bucket.find(query)]
+        for file_id in ids:
+            await self.bucket.delete(file_id)
+        return len(ids)

@@ -31,7 +31,7 @@ from pathlib import Path
 from novapulse_runtime.catalog.report import ReportCompleted, ReportFailed
 from novapulse_runtime.clock import from_ms, now_ms
 
-from .filenames import file_name, manifest_name, part_name, parts_prefix
+from .filenames import file_name, manifest_name, metadata, part_name
 from .formats import (
     Row,
     csv_chunk,
@@ -43,7 +43,7 @@ from .formats import (
     row_values,
     staged_chunk,
 )
-from .ports import FileStore, Outbox
+from .ports import FileStore, Observer, Outbox
 from .report_types import REPORT_TYPES, ReportType
 from .reports import zone_of
 from .repository import Report, Repository
@@ -86,6 +86,7 @@ class Generator:
         signer: LinkSigner,
         config: GenerationConfig,
         owner: str,
+        observer: Observer,
     ) -> None:
         self.repo = repo
         self.files = files
@@ -93,10 +94,18 @@ class Generator:
         self.signer = signer
         self.config = config
         self.owner = owner
+        self.observer = observer
 
     async def run(self, report: Report, stop: asyncio.Event) -> str:
         """Generate ``report`` (claimed by this worker). Returns the outcome: ``succeeded``, ``failed``,
         ``lost`` (cancelled or taken over), ``released`` (stopping, or an error worth another attempt)."""
+        started = time.monotonic()
+        self.observer.claimed(max(0.0, (now_ms() - report.created_ms) / 1000), first=report.attempts == 1)
+        outcome = await self._run(report, stop)
+        self.observer.run(report.type, report.format, outcome, time.monotonic() - started)
+        return outcome
+
+    async def _run(self, report: Report, stop: asyncio.Event) -> str:
         lost = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(report.id, lost))
         try:
@@ -134,7 +143,7 @@ class Generator:
     async def _drop_parts_if_cancelled(self, report_id: str) -> None:
         current = await self.repo.get_any_report(report_id)
         if current is None or current.status == "cancelled":
-            await self.files.delete_prefix(parts_prefix(report_id))
+            await self.files.delete_files(report_id, "part")
 
     # stage 1: rows → parts, with checkpoints ---------------------------------------------------------------
 
@@ -168,8 +177,9 @@ class Generator:
                 if done + len(chunk) > self.config.max_rows:
                     raise TooLarge(f"the report holds more than {self.config.max_rows} rows")
                 data = self._encode(report, rtype, chunk, first=part == 0)
-                stored += await self.files.write(part_name(report.id, part), _one(data), {"report_id": report.id})
+                stored += await self.files.write(part_name(report.id, part), _one(data), metadata(report.id, "part"))
                 part, key, done = part + 1, last, done + len(chunk)
+                self.observer.rows_written(report.format, len(chunk))
                 elapsed = time.monotonic() - started
                 ok = await self.repo.checkpoint(
                     report.id,
@@ -210,7 +220,7 @@ class Generator:
         name = file_name(report)
         if report.format in ("csv", "ndjson"):
             size = await self.files.write(
-                name, _hashed(self._parts(report.id, parts), digest), {"report_id": report.id}
+                name, _hashed(self._parts(report.id, parts), digest), metadata(report.id, "file")
             )
         else:
             with tempfile.TemporaryDirectory(prefix="novapulse-report-") as tmp:
@@ -219,7 +229,7 @@ class Generator:
                     async for piece in self._parts(report.id, parts):
                         fh.write(piece)
                 await asyncio.to_thread(self._render, report, rtype, staged, out, rows)
-                size = await self.files.write(name, _hashed(_file_pieces(out), digest), {"report_id": report.id})
+                size = await self.files.write(name, _hashed(_file_pieces(out), digest), metadata(report.id, "file"))
         if lost.is_set():
             raise Lost
         sha256 = digest.hexdigest()
@@ -237,7 +247,7 @@ class Generator:
             "created_ms": report.created_ms,
         }
         await self.files.write(
-            manifest_name(report), _one(json.dumps(manifest, sort_keys=True).encode()), {"report_id": report.id}
+            manifest_name(report), _one(json.dumps(manifest, sort_keys=True).encode()), metadata(report.id, "manifest")
         )
         link = self.signer.path(report.id, report.org_id, expires // 1000)
         async with self.outbox.transaction() as session:
@@ -272,10 +282,9 @@ class Generator:
                     session=session,
                 )
         if not finished:
-            await self.files.delete(name)
-            await self.files.delete(manifest_name(report))
+            await self.files.delete_files(report.id)
             raise Lost
-        await self.files.delete_prefix(parts_prefix(report.id))
+        await self.files.delete_files(report.id, "part")
         log.info("report generated", extra={"report_id": report.id, "rows": rows, "bytes": size})
 
     def _render(self, report: Report, rtype: ReportType, staged: Path, out: Path, rows: int) -> None:
@@ -320,7 +329,7 @@ class Generator:
                     subject=report.id,
                     session=session,
                 )
-        await self.files.delete_prefix(parts_prefix(report.id))
+        await self.files.delete_files(report.id, "part")
         await self.repo.release_dedup(report.dedup_key, report.id)
 
 

@@ -33,8 +33,9 @@ class FileStore(Protocol):
         """Delete file ``name`` (nothing when there is none)."""
         ...
 
-    async def delete_prefix(self, prefix: str) -> int:
-        """Delete every file whose name starts with ``prefix``; returns how many went."""
+    async def delete_files(self, report_id: str, kind: str | None = None) -> int:
+        """Delete the files written with metadata ``report_id`` (and ``kind``, when given: ``part``, ``file``,
+        ``manifest``); returns how many went."""
         ...
 
 
@@ -55,4 +56,24 @@ class Outbox(Protocol):
         session: Any = None,
     ) -> Any:
         """Record event ``type_`` with ``data`` (a catalogue model), inside ``session`` when given."""
+        ...
+
+
+class Observer(Protocol):
+    """Where generation and retention report what they did (Prometheus in production)."""
+
+    def run(self, type_: str, format_: str, outcome: str, seconds: float) -> None:
+        """A run of a report ended with ``outcome`` after ``seconds``."""
+        ...
+
+    def claimed(self, waited_seconds: float, first: bool) -> None:
+        """A report was claimed ``waited_seconds`` after its request (``first``: its first claim)."""
+        ...
+
+    def rows_written(self, format_: str, count: int) -> None:
+        """``count`` rows went into a part."""
+        ...
+
+    def retention(self, expired: int, bytes_stored: int) -> None:
+        """A retention pass expired ``expired`` reports; ``bytes_stored`` bytes of files remain."""
         ...

@@ -24,7 +24,7 @@ from .errors import (
     TooManyInFlight,
     TooManyRows,
 )
-from .filenames import file_name, manifest_name, parts_prefix
+from .filenames import file_name
 from .ports import FileStore
 from .report_types import FORMATS, REPORT_TYPES, ReportType
 from .repository import IN_FLIGHT, Report, Repository, RowQuery
@@ -251,9 +251,7 @@ class ReportService:
         await self.repo.release_dedup(report.dedup_key, report.id)
         if report.status in IN_FLIGHT and await self.repo.cancel(org_id, report_id, now_ms()):
             return "cancelled"
-        await self.files.delete_prefix(parts_prefix(report.id))
-        await self.files.delete(file_name(report))
-        await self.files.delete(manifest_name(report))
+        await self.files.delete_files(report.id)
         await self.repo.delete_report(org_id, report_id)
         return "deleted"
 

@@ -302,6 +302,13 @@ class Repository:
             total += int(d.get("size") or 0)
         return total
 
+    async def total_bytes_stored(self) -> int:
+        """Bytes of every organisation's stored files (the ``bytes stored`` metric)."""
+        total = 0
+        async for d in self.reports.find({"status": "succeeded"}, {"size": 1}):
+            total += int(d.get("size") or 0)
+        return total
+
     async def cancel(self, org_id: str, report_id: str, now_ms: int) -> bool:
         """Mark a queued or running report ``cancelled`` (its worker stops at its next checkpoint)."""
         result = await self.reports.update_one(

@@ -10,9 +10,8 @@ import logging
 from novapulse_runtime.clock import now_ms
 
 from .constants import PURGE_BATCH
-from .filenames import file_name, manifest_name, parts_prefix
 from .generation import Generator
-from .ports import FileStore
+from .ports import FileStore, Observer
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,9 @@ class RetentionWorker:
     """Every ``interval_seconds``: reports whose file is past its expiry become ``expired`` and their files
     (and manifests, and parts left by cancelled runs) are deleted."""
 
-    def __init__(self, repo: Repository, files: FileStore, interval_seconds: float) -> None:
+    def __init__(self, repo: Repository, files: FileStore, observer: Observer, interval_seconds: float) -> None:
         self.repo = repo
+        self.observer = observer
         self.files = files
         self.interval_seconds = interval_seconds
 
@@ -69,12 +69,11 @@ class RetentionWorker:
         now = now_ms()
         while reports := await self.repo.due_for_expiry(now, PURGE_BATCH):
             for report in reports:
-                await self.files.delete(file_name(report))
-                await self.files.delete(manifest_name(report))
-                await self.files.delete_prefix(parts_prefix(report.id))
+                await self.files.delete_files(report.id)
                 await self.repo.mark_expired(report.id, now)
                 await self.repo.release_dedup(report.dedup_key, report.id)
                 total += 1
+        self.observer.retention(total, await self.repo.total_bytes_stored())
         if total:
             log.info("expired reports deleted", extra={"count": total})
         return total

@@ -23,12 +23,15 @@ ROWS = 8_000
 
 @pytest.mark.parametrize("fmt", ["csv"])
 async def test_kill9_mid_report_resumes_with_the_same_checksum(
-    spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo_url: str, fmt: str
+    spawn: Callable[..., ServiceProcess],
+    token_issuer: TokenIssuer,
+    names: str,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    fmt: str,
 ) -> None:
     settings = token_issuer.env() | env(names, CHUNK_ROWS="200", BATCH_ROWS="200")
     api = spawn("novapulse_report", "api", env=settings)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
-    db = client[api.env["MONGO_DB"]]
+    db = mongo[api.env["MONGO_DB"]]
     repo = Repository(db)
     # the same rows in two organisations: one report is interrupted, the other is not
     await seed(repo, auth_rows("o1", ROWS) + auth_rows("o2", ROWS))
@@ -62,6 +65,13 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
         assert resumed["row_count"] == ROWS
         doc = await db["reports"].find_one({"_id": victim["id"]}) or {}
         assert doc["attempts"] == 2  # resumed by the second worker, not started over by the first
+        files = db["files.files"]
+
+        async def parts_removed() -> bool:  # the parts go right after the report ends
+            kinds = [d["metadata"]["kind"] async for d in files.find({"metadata.report_id": victim["id"]})]
+            return sorted(kinds) == ["file", "manifest"]
+
+        await wait_until(parts_removed, timeout=10, message="parts deleted, file and manifest kept")
 
         async with http.post(api.url + PREFIX, json=ask, headers=headers["o2"]) as r:
             straight = await r.json()
@@ -73,4 +83,3 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
             import hashlib
 
             assert hashlib.sha256(await r.read()).hexdigest() == resumed["sha256"]
-    await client.close()

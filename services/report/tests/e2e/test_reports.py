@@ -67,6 +67,7 @@ async def test_each_format_from_events_to_download(
     names: str,
     redis_url: str,
     mongo_url: str,
+    mongo: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     settings = token_issuer.env() | env(names)
     api = spawn("novapulse_report", "api", env=settings)
@@ -75,8 +76,7 @@ async def test_each_format_from_events_to_download(
     member = {"Authorization": f"Bearer {token_issuer.mint('u2', 'o1', 'member')}"}
     stranger = {"Authorization": f"Bearer {token_issuer.mint('u3', 'o2', 'owner')}"}
     await publish_source_events(redis_url, mongo_url, names, "o1")
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
-    facts = client[api.env["MONGO_DB"]]["facts"]
+    facts = mongo[api.env["MONGO_DB"]]["facts"]
 
     async def projected() -> bool:
         return await facts.count_documents({"org_id": "o1"}) == 3
@@ -240,6 +240,11 @@ async def test_each_format_from_events_to_download(
         finally:
             await rt.close()
 
+        async with http.get(worker.url + "/api/v1/metrics") as r:
+            exposition = await r.text()
+        assert 'novapulse_report_runs_total{format="pdf",outcome="succeeded",type="auth_activity"} 1.0' in exposition
+        assert 'novapulse_report_rows_total{format="csv"}' in exposition
+
         # cancel or delete
         async with http.delete(f"{base}/{bodies['ndjson']['id']}", headers=owner) as r:
             assert r.status == 204
@@ -247,11 +252,10 @@ async def test_each_format_from_events_to_download(
             assert r.status == 404
         async with http.get(api.url + bodies["ndjson"]["download_url"]) as r:
             assert r.status == 404
-    await client.close()
 
 
 async def test_limits_and_parameters(
-    spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo_url: str
+    spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     """Without a worker, reports stay queued: the in-flight limit, the row limit and bad parameters."""
     api = spawn(
@@ -259,8 +263,7 @@ async def test_limits_and_parameters(
         "api",
         env=token_issuer.env() | env(names, MAX_IN_FLIGHT_PER_ORG="1", MAX_ROWS_PER_REPORT="5", MAX_RANGE_DAYS="40"),
     )
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
-    repo = Repository(client[api.env["MONGO_DB"]])
+    repo = Repository(mongo[api.env["MONGO_DB"]])
     await seed(repo, auth_rows("o1", 6))
     owner = {"Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}"}
     base = api.url + PREFIX
@@ -298,4 +301,3 @@ async def test_limits_and_parameters(
             types = {t["name"]: t for t in (await r.json())["items"]}
             assert types["auth_activity"]["columns"][0] == {"name": "time", "type": "datetime"}
             assert types["workflow_runs"]["fed_by"] == []
-    await client.close()
