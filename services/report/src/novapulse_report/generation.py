@@ -156,24 +156,22 @@ class Generator:
         done, stored = report.rows_done, report.bytes_done
         estimate = await self.repo.count_rows(rows)
         started, resumed_at = time.monotonic(), done
-        while True:
-            if lost.is_set():
-                raise Lost
-            if stop.is_set():
-                raise Stopping
-            chunk: list[Row] = []
-            last = key
-            exhausted = False
-            while len(chunk) < chunk_rows:
-                want = min(self.config.batch_rows, chunk_rows - len(chunk))
-                batch = await self.repo.read_rows(rows, last, want)
-                chunk.extend(row_values(rtype, values, zone) for _, values in batch)
-                if batch:
-                    last = batch[-1][0]
-                if len(batch) < want:
-                    exhausted = True
+        source = self.repo.stream_rows(rows, key, self.config.batch_rows)
+        try:
+            while True:
+                if lost.is_set():
+                    raise Lost
+                if stop.is_set():
+                    raise Stopping
+                chunk: list[Row] = []
+                last = key
+                async for row_key, values in source:
+                    chunk.append(row_values(rtype, values, zone))
+                    last = row_key
+                    if len(chunk) >= chunk_rows:
+                        break
+                if not chunk and part > 0:
                     break
-            if chunk or part == 0:
                 if done + len(chunk) > self.config.max_rows:
                     raise TooLarge(f"the report holds more than {self.config.max_rows} rows")
                 data = self._encode(report, rtype, chunk, first=part == 0)
@@ -195,8 +193,10 @@ class Generator:
                 )
                 if not ok:
                     raise Lost
-            if exhausted or not chunk:
-                break
+                if len(chunk) < chunk_rows:
+                    break
+        finally:
+            await source.aclose()
         await self._assemble(report, rtype, part, done, lost)
 
     def _encode(self, report: Report, rtype: ReportType, chunk: list[Row], *, first: bool) -> bytes:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,11 +197,17 @@ class Repository:
     async def count_rows(self, rows: RowQuery) -> int:
         return await self.facts.count_documents(rows.to_query())
 
-    async def read_rows(self, rows: RowQuery, after: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        """Up to ``limit`` rows after key ``after`` (``""``: from the first), in key order, as
-        ``(key, values)`` — one keyset page: the next page starts after the last key."""
-        cursor = self.facts.find(rows.to_query(after)).sort("key", ASCENDING).limit(limit)
-        return [(d["key"], fact_values(d)) async for d in cursor]
+    async def stream_rows(
+        self, rows: RowQuery, after: str, batch_size: int
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+        """Every row after key ``after`` (``""``: from the first), in key order, as ``(key, values)``, read
+        through one cursor ``batch_size`` documents at a time (memory: one batch)."""
+        cursor = self.facts.find(rows.to_query(after)).sort("key", ASCENDING).batch_size(batch_size)
+        try:
+            async for d in cursor:
+                yield d["key"], fact_values(d)
+        finally:
+            await cursor.close()
 
     # reports ------------------------------------------------------------------------------------------------
 
