@@ -11,8 +11,8 @@ Starts its own Redis and MongoDB-wire server, seeds ``BENCH_REPORT_ROWS`` rows (
 3. the worker's peak RSS (``VmHWM`` of the process, after both reports).
 
 The last line printed is ``report-bench: csv_vs_raw=<x> csv_rows_per_s=<n> xlsx_rows_per_s=<n> peak_rss_mb=<n>``.
-The MongoDB-wire development server has no query planner for ranges (each keyset batch scans), so the worker
-runs with large batches here (``BATCH_ROWS``); on MongoDB the default batch size is right.
+The worker runs with its default ``BATCH_ROWS`` and ``CHUNK_ROWS`` (``BENCH_REPORT_BATCH_ROWS`` and
+``BENCH_REPORT_CHUNK_ROWS`` override them).
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ async def run(tmp: Path) -> str:
             "WORKER_HTTP_PORT": str(free_port()),
             "REPORT_DOWNLOAD_SECRET": "bench-only-report-link-secret-0123456789",
             "POLL_INTERVAL_SECONDS": "0.05",
-            "BATCH_ROWS": os.environ.get("BENCH_REPORT_BATCH_ROWS", "25000"),
-            "CHUNK_ROWS": "50000",
+            "BATCH_ROWS": os.environ.get("BENCH_REPORT_BATCH_ROWS", "2000"),
+            "CHUNK_ROWS": os.environ.get("BENCH_REPORT_CHUNK_ROWS", "20000"),
             "LOG_LEVEL": "WARNING",
         }
         with (tmp / "worker.log").open("wb") as log:
