@@ -13,7 +13,12 @@ from pymongo import AsyncMongoClient
 from novapulse_devkit.testing import ServiceProcess, TokenIssuer
 from novapulse_runtime import jsonstrict
 
-PREFIXES = {"auth": "/api/v1/auth", "webhook": "/api/v1/webhooks", "notification": "/api/v1/notifications"}
+PREFIXES = {
+    "auth": "/api/v1/auth",
+    "webhook": "/api/v1/webhooks",
+    "notification": "/api/v1/notifications",
+    "report": "/api/v1/reports",
+}
 PASSWORD = "correct horse battery staple 42"
 OPERATIONS_TOKEN = "contract-operations-token-0123456789abcdef"
 
@@ -77,5 +82,7 @@ async def start_api(
                 "WEBHOOK_ALLOW_HTTP": "true",
             }
         )
+    if service == "report":
+        env["REPORT_DOWNLOAD_SECRET"] = "contract-report-link-secret-0123456789abcdef"
     api = spawn(f"novapulse_{service}", "api", env=env)
     return LiveApi(service, api, token_issuer.mint("u-contract", f"org-{names}", "owner"))

@@ -10,11 +10,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from novapulse_runtime.clock import from_ms
 from novapulse_runtime.paging import PageQuery
 
-from .report_types import REPORT_TYPES
 from .repository import Report
 
 Format = Literal["csv", "ndjson", "xlsx", "pdf"]
 Status = Literal["queued", "running", "succeeded", "failed", "expired", "cancelled"]
+ReportTypeName = Literal["auth_activity", "webhook_outcomes", "notification_deliveries", "workflow_runs"]
+"""The names of :data:`~novapulse_report.report_types.REPORT_TYPES` (a unit test keeps them equal)."""
 
 
 class ReportIn(BaseModel):
@@ -22,7 +23,7 @@ class ReportIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(description=f"One of {sorted(REPORT_TYPES)}", max_length=64)
+    type: ReportTypeName = Field(description="The report type (`GET /types`)")
     format: Format
     start: AwareDatetime
     end: AwareDatetime
@@ -113,7 +114,7 @@ class ReportQuery(PageQuery):
     """List filters: ``status`` and ``type``."""
 
     status: Status | None = None
-    type: str | None = Field(default=None, max_length=64)
+    type: ReportTypeName | None = None
 
 
 class DownloadQuery(BaseModel):

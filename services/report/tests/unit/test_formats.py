@@ -8,6 +8,7 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 import openpyxl
@@ -25,6 +26,7 @@ from novapulse_report.formats import (
     render_xlsx,
     row_values,
 )
+from novapulse_report.models import Format, ReportTypeName
 from novapulse_report.report_types import FORMATS, REPORT_TYPES
 from novapulse_report.reports import ReportRequest, dedup_key, normalize
 from novapulse_report.signing import LinkSigner
@@ -51,6 +53,8 @@ def test_the_report_type_table() -> None:
             assert CATALOG.lookup(event_type) is not None, event_type
     assert AUTH.roles == MANAGERS
     assert set(FORMATS) == {"csv", "ndjson", "xlsx", "pdf"}
+    assert set(get_args(ReportTypeName)) == set(REPORT_TYPES)
+    assert set(get_args(Format)) == set(FORMATS)
 
 
 @pytest.mark.parametrize(
