@@ -156,7 +156,9 @@ class Generator:
         done, stored = report.rows_done, report.bytes_done
         estimate = await self.repo.count_rows(rows)
         started, resumed_at = time.monotonic(), done
-        source = self.repo.stream_rows(rows, key, self.config.batch_rows)
+        # windows of row time expected to hold about one part each (at least a second)
+        window_ms = max(1000, (rows.end_ms - rows.start_ms) * chunk_rows // max(1, estimate))
+        source = self.repo.stream_rows(rows, key, self.config.batch_rows, window_ms)
         try:
             while True:
                 if lost.is_set():
