@@ -51,6 +51,8 @@ from .signing import LinkSigner
 
 log = logging.getLogger(__name__)
 
+STREAMED = ("csv", "ndjson")
+"""Formats whose parts, concatenated, are the file (no copy at the end; downloads read across parts)."""
 MAX_ATTEMPTS = 3
 """Claims of one report before an error fails it (a worker killed mid-report does not count as an error)."""
 
@@ -158,6 +160,15 @@ class Generator:
         started, resumed_at = time.monotonic(), done
         # windows of row time expected to hold about one part each (at least a second)
         window_ms = max(1000, (rows.end_ms - rows.start_ms) * chunk_rows // max(1, estimate))
+        streamed = report.format in STREAMED
+        digest, sizes = hashlib.sha256(), []
+        if streamed:  # resuming: the checksum so far, from the parts already stored
+            for index in range(part):
+                size = 0
+                async for piece in self.files.read(part_name(report.id, index)):
+                    digest.update(piece)
+                    size += len(piece)
+                sizes.append(size)
         source = self.repo.stream_rows(rows, key, self.config.batch_rows, window_ms)
         try:
             while True:
@@ -178,6 +189,9 @@ class Generator:
                     raise TooLarge(f"the report holds more than {self.config.max_rows} rows")
                 data = self._encode(report, rtype, chunk, first=part == 0)
                 stored += await self.files.write(part_name(report.id, part), _one(data), metadata(report.id, "part"))
+                if streamed:
+                    digest.update(data)
+                    sizes.append(len(data))
                 part, key, done = part + 1, last, done + len(chunk)
                 self.observer.rows_written(report.format, len(chunk))
                 elapsed = time.monotonic() - started
@@ -199,7 +213,7 @@ class Generator:
                     break
         finally:
             await source.aclose()
-        await self._assemble(report, rtype, part, done, lost)
+        await self._assemble(report, rtype, part, done, lost, digest if streamed else None, sizes)
 
     def _encode(self, report: Report, rtype: ReportType, chunk: list[Row], *, first: bool) -> bytes:
         p = report.params
@@ -217,13 +231,22 @@ class Generator:
 
     # stage 2: parts → file, manifest, event -----------------------------------------------------------------
 
-    async def _assemble(self, report: Report, rtype: ReportType, parts: int, rows: int, lost: asyncio.Event) -> None:
-        digest = hashlib.sha256()
+    async def _assemble(
+        self,
+        report: Report,
+        rtype: ReportType,
+        parts: int,
+        rows: int,
+        lost: asyncio.Event,
+        streamed: hashlib._Hash | None,
+        sizes: list[int],
+    ) -> None:
+        """CSV and NDJSON (``streamed``: their checksum so far): the parts, in order, are the file; nothing is
+        copied. XLSX and PDF: rendered from the staged parts into one file, hashed as it is stored."""
+        digest = streamed or hashlib.sha256()
         name = file_name(report)
-        if report.format in ("csv", "ndjson"):
-            size = await self.files.write(
-                name, _hashed(self._parts(report.id, parts), digest), metadata(report.id, "file")
-            )
+        if streamed is not None:
+            size = sum(sizes)
         else:
             with tempfile.TemporaryDirectory(prefix="novapulse-report-") as tmp:
                 staged, out = Path(tmp) / "rows.ndjson", Path(tmp) / f"report.{report.format}"
@@ -247,6 +270,8 @@ class Generator:
             "size": size,
             "sha256": sha256,
             "created_ms": report.created_ms,
+            "files": [part_name(report.id, i) for i in range(parts)] if streamed is not None else [name],
+            "part_sizes": sizes if streamed is not None else [size],
         }
         await self.files.write(
             manifest_name(report), _one(json.dumps(manifest, sort_keys=True).encode()), metadata(report.id, "manifest")
@@ -264,6 +289,7 @@ class Generator:
                 sha256=sha256,
                 size=size,
                 expires_ms=expires,
+                part_sizes=sizes if streamed is not None else [],
             )
             if finished:
                 await self.outbox.add(
@@ -286,7 +312,8 @@ class Generator:
         if not finished:
             await self.files.delete_files(report.id)
             raise Lost
-        await self.files.delete_files(report.id, "part")
+        if streamed is None:
+            await self.files.delete_files(report.id, "part")
         log.info("report generated", extra={"report_id": report.id, "rows": rows, "bytes": size})
 
     def _render(self, report: Report, rtype: ReportType, staged: Path, out: Path, rows: int) -> None:

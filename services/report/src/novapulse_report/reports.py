@@ -24,7 +24,7 @@ from .errors import (
     TooManyInFlight,
     TooManyRows,
 )
-from .filenames import file_name
+from .filenames import file_name, part_name
 from .ports import FileStore
 from .report_types import FORMATS, REPORT_TYPES, ReportType
 from .repository import IN_FLIGHT, Report, Repository, RowQuery
@@ -285,4 +285,19 @@ class ReportService:
             start, end = first, size if last is None else min(last + 1, size)
         if (start >= end and size > 0) or start > size:
             raise RangeNotSatisfiable(f"The file has {size} bytes", size=size)
-        return Download(report, size, start, end, self.files.read(file_name(report), start, end))
+        pieces = (
+            self._across_parts(report, start, end)
+            if report.part_sizes
+            else self.files.read(file_name(report), start, end)
+        )
+        return Download(report, size, start, end, pieces)
+
+    async def _across_parts(self, report: Report, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start``..``end`` of a file stored as consecutive parts (CSV, NDJSON)."""
+        offset = 0
+        for index, size in enumerate(report.part_sizes):
+            low, high = max(start, offset), min(end, offset + size)
+            if low < high:
+                async for piece in self.files.read(part_name(report.id, index), low - offset, high - offset):
+                    yield piece
+            offset += size

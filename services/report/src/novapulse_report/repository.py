@@ -99,6 +99,8 @@ class Report:
     error: str
     attempts: int
     chunk_rows: int
+    part_sizes: list[int]
+    """Bytes of each part when the parts are the file (CSV, NDJSON); empty otherwise."""
 
     @classmethod
     def from_doc(cls, d: Doc) -> Report:
@@ -127,6 +129,7 @@ class Report:
             error=str(d.get("error") or ""),
             attempts=int(d.get("attempts") or 0),
             chunk_rows=int(d.get("chunk_rows") or 0),
+            part_sizes=[int(n) for n in d.get("part_sizes") or []],
         )
 
     def rows(self) -> RowQuery:
