@@ -156,7 +156,7 @@ class Generator:
         chunk_rows = report.chunk_rows or self.config.chunk_rows
         part, key = report.parts, report.checkpoint_key
         done, stored = report.rows_done, report.bytes_done
-        estimate = await self.repo.count_rows(rows)
+        estimate = report.estimated_total  # counted when it was asked (over the same snapshot)
         started, resumed_at = time.monotonic(), done
         # windows of row time expected to hold about one part each (at least a second)
         window_ms = max(1000, (rows.end_ms - rows.start_ms) * chunk_rows // max(1, estimate))

@@ -47,5 +47,9 @@ async def test_expired_files_are_deleted(
             assert (await r.json())["status"] == "expired"
         async with http.get(api.url + body["download_url"]) as r:
             assert r.status == 410
-        async with http.get(worker.url + "/api/v1/metrics") as r:
-            assert "novapulse_report_expired_total 1.0" in await r.text()
+
+        async def counted() -> bool:  # the pass counts once it has handled the batch
+            async with http.get(worker.url + "/api/v1/metrics") as r:
+                return "novapulse_report_expired_total 1.0" in await r.text()
+
+        await wait_until(counted, timeout=10, message="the expired report counted")
