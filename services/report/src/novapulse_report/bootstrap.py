@@ -96,7 +96,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     table = handlers.handlers(DataSets(repo), await reports(rt))
     return [
         handlers.consumer(rt.bus, table),
-        GenerationWorker(repo, generator, lease_ms, s.poll_interval_seconds).run,
+        GenerationWorker(repo, generator, lease_ms, s.poll_interval_seconds, rt.tracer).run,
         RetentionWorker(repo, store, observer, s.retention_interval_seconds).run,
         outbox.relay,
     ]

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from novapulse_runtime.bus.tracing import inject_current
 from novapulse_runtime.clock import now_ms, to_ms
 
 from .errors import (
@@ -178,6 +179,7 @@ class ReportService:
             dedup_key=key,
             now_ms=now,
             estimated_total=estimate,
+            traceparent=inject_current()[0] or "",
         )
         holder = await self.repo.claim_dedup(key, report.id)
         if holder is None:

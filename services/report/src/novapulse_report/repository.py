@@ -101,6 +101,8 @@ class Report:
     chunk_rows: int
     part_sizes: list[int]
     """Bytes of each part when the parts are the file (CSV, NDJSON); empty otherwise."""
+    traceparent: str
+    """W3C trace context of the request that asked for it (the worker's span continues that trace)."""
 
     @classmethod
     def from_doc(cls, d: Doc) -> Report:
@@ -130,6 +132,7 @@ class Report:
             attempts=int(d.get("attempts") or 0),
             chunk_rows=int(d.get("chunk_rows") or 0),
             part_sizes=[int(n) for n in d.get("part_sizes") or []],
+            traceparent=str(d.get("traceparent") or ""),
         )
 
     def rows(self) -> RowQuery:
@@ -239,6 +242,7 @@ class Repository:
         dedup_key: str,
         now_ms: int,
         estimated_total: int,
+        traceparent: str = "",
     ) -> Report:
         """Store a new ``queued`` report with a fresh id: ``rp_`` + 12 hex of the creation time in epoch ms
         + 20 random hex, so ids sort by creation."""
@@ -262,6 +266,7 @@ class Repository:
             "lease_until_ms": 0,
             "attempts": 0,
             "expires_ms": 0,
+            "traceparent": traceparent,
         }
         await self.reports.insert_one(doc)
         return Report.from_doc(doc)

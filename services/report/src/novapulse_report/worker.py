@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import logging
 
+from opentelemetry.trace import Tracer
+
+from novapulse_runtime.bus.tracing import extract
 from novapulse_runtime.clock import now_ms
 
 from .constants import PURGE_BATCH
@@ -21,8 +24,11 @@ class GenerationWorker:
     """Takes the oldest queued report (or a running one whose worker died: its lease ran out) and generates
     it; waits ``poll_seconds`` when there is none. One report at a time per loop."""
 
-    def __init__(self, repo: Repository, generator: Generator, lease_ms: int, poll_seconds: float) -> None:
+    def __init__(
+        self, repo: Repository, generator: Generator, lease_ms: int, poll_seconds: float, tracer: Tracer
+    ) -> None:
         self.repo = repo
+        self.tracer = tracer
         self.generator = generator
         self.lease_ms = lease_ms
         self.poll_seconds = poll_seconds
@@ -35,7 +41,17 @@ class GenerationWorker:
             try:
                 report = await self.repo.claim_next(self.generator.owner, now_ms(), self.lease_ms)
                 if report is not None:
-                    outcome = await self.generator.run(report, stop)
+                    attributes: dict[str, str | int] = {
+                        "report.id": report.id,
+                        "report.type": report.type,
+                        "report.format": report.format,
+                        "report.attempt": report.attempts,
+                    }
+                    with self.tracer.start_as_current_span(
+                        "report.generate", context=extract(report.traceparent or None, None), attributes=attributes
+                    ) as span:  # continues the trace of the request that asked for it
+                        outcome = await self.generator.run(report, stop)
+                        span.set_attribute("report.outcome", outcome)
                     log.info("report run ended", extra={"report_id": report.id, "outcome": outcome})
                     continue
             except Exception:
