@@ -149,6 +149,7 @@ async def run(tmp: Path) -> str:
             )
         csv_rate = await generate(repo, "csv")
         print(f"report csv: {csv_rate:,.0f} rows/s ({csv_rate / raw:.2f}x raw)", flush=True)
+        print(f"worker peak RSS after the CSV: {peak_rss_mb(worker.pid):.0f} MB", flush=True)
         xlsx_rate = await generate(repo, "xlsx")
         print(f"report xlsx: {xlsx_rate:,.0f} rows/s", flush=True)
         rss = peak_rss_mb(worker.pid)
