@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 STREAMED = ("csv", "ndjson")
 """Formats whose parts, concatenated, are the file (no copy at the end; downloads read across parts)."""
 MAX_ATTEMPTS = 3
-"""Claims of one report before an error fails it (a worker killed mid-report does not count as an error)."""
+"""Claims of one report (those of workers that died included) after which an error fails it instead of
+releasing it for another attempt."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,12 @@ class Generator:
         interval = self.config.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            if not await self.repo.heartbeat(report_id, self.owner, now_ms() + self.config.lease_ms):
+            try:
+                held = await self.repo.heartbeat(report_id, self.owner, now_ms() + self.config.lease_ms)
+            except Exception:  # a failed renewal is retried at the next beat; the lease outlasts two of them
+                log.warning("lease renewal failed", exc_info=True, extra={"report_id": report_id})
+                continue
+            if not held:
                 lost.set()
                 return
 
