@@ -36,7 +36,6 @@ async def test_expired_files_are_deleted(
         report_id = body["id"]
         files = db["files.files"]
 
-
         async def purged() -> bool:
             return [d async for d in files.find({"metadata.report_id": report_id})] == []
 
