@@ -30,7 +30,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from novapulse_devkit.servers import free_port, mongo_server, redis_server
-from novapulse_report.repository import Fact, Repository, RowQuery
+from novapulse_report.repository import Fact, Repository, RowQuery, new_report_id
 
 ROWS = int(os.environ.get("BENCH_REPORT_ROWS", "500000"))
 ORG = "bench-org"
@@ -89,14 +89,16 @@ async def generate(repo: Repository, fmt: str) -> float:
         "csv_bom": False,
         "neutralize_formulas": True,
     }
+    now = int(time.time() * 1000)
     report = await repo.insert_report(
+        report_id=new_report_id(now),
         org_id=ORG,
         requested_by="bench",
         type_="auth_activity",
         format_=fmt,
         params=params,
         dedup_key=f"bench-{fmt}",
-        now_ms=int(time.time() * 1000),
+        now_ms=now,
         estimated_total=ROWS,
     )
     while True:

@@ -3,6 +3,7 @@ and open the file for download. Domain logic only: raises domain errors (``error
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -28,8 +29,13 @@ from .errors import (
 from .filenames import file_name, part_name
 from .ports import FileStore
 from .report_types import FORMATS, REPORT_TYPES, ReportType
-from .repository import IN_FLIGHT, Report, Repository, RowQuery
+from .repository import IN_FLIGHT, Report, Repository, RowQuery, new_report_id
 from .signing import LinkSigner
+
+DEDUP_TRIES = 3
+"""Rounds of claiming a deduplication key that other requests keep re-pointing before storing anyway."""
+DEDUP_SETTLE_SECONDS = 2.0
+"""How long a request waits for the report of an identical request that claimed the key first."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,20 @@ class ReportService:
                 f"The report would hold {estimate} rows, more than {self.limits.max_rows}: "
                 "narrow the time range or add filters"
             )
+        # the key is claimed before the report is stored, so an identical request racing this one never
+        # sees a report that is then withdrawn
+        report_id = new_report_id(now)
+        for _ in range(DEDUP_TRIES):
+            holder = await self.repo.claim_dedup(key, report_id)
+            if holder is None:
+                break
+            other = await self._stored(org_id, holder)
+            if other is not None and self._is_current(other, now):  # an identical request won the race
+                return Asked(other, True)
+            if await self.repo.move_dedup(key, holder, report_id):
+                break
         report = await self.repo.insert_report(
+            report_id=report_id,
             org_id=org_id,
             requested_by=user_id,
             type_=rtype.name,
@@ -181,15 +200,17 @@ class ReportService:
             estimated_total=estimate,
             traceparent=inject_current()[0] or "",
         )
-        holder = await self.repo.claim_dedup(key, report.id)
-        if holder is None:
-            return Asked(report, False)
-        other = await self.repo.get_report(org_id, holder) if holder else None
-        if other is not None and self._is_current(other, now):  # an identical request won the race
-            await self.repo.delete_report(org_id, report.id)
-            return Asked(other, True)
-        await self.repo.move_dedup(key, holder, report.id)
         return Asked(report, False)
+
+    async def _stored(self, org_id: str, report_id: str) -> Report | None:
+        """The report a deduplication key points to, waiting up to ``DEDUP_SETTLE_SECONDS`` for the request
+        that claimed the key to store it; ``None`` when it never appears (that request failed)."""
+        deadline = asyncio.get_running_loop().time() + DEDUP_SETTLE_SECONDS
+        while True:
+            report = await self.repo.get_report(org_id, report_id)
+            if report is not None or asyncio.get_running_loop().time() > deadline:
+                return report
+            await asyncio.sleep(0.02)
 
     async def _current(self, org_id: str, key: str, now: int) -> Report | None:
         holder = await self.repo.dedup_holder(key)

@@ -140,6 +140,12 @@ class Report:
         return RowQuery(self.type, self.org_id, p["start_ms"], p["end_ms"], self.created_ms, dict(p["filters"]))
 
 
+def new_report_id(now_ms: int) -> str:
+    """A fresh report id: ``rp_`` + 12 hex of the creation time in epoch ms + 20 random hex, so ids sort by
+    creation."""
+    return f"rp_{now_ms:012x}{secrets.token_hex(10)}"
+
+
 def fact_key(at_ms: int, event_id: str) -> str:
     """The sort and checkpoint key of a row: time first (13 digits of epoch ms), then the event id."""
     return f"{at_ms:013d}|{event_id}"
@@ -234,6 +240,7 @@ class Repository:
     async def insert_report(
         self,
         *,
+        report_id: str,
         org_id: str,
         requested_by: str,
         type_: str,
@@ -244,10 +251,9 @@ class Repository:
         estimated_total: int,
         traceparent: str = "",
     ) -> Report:
-        """Store a new ``queued`` report with a fresh id: ``rp_`` + 12 hex of the creation time in epoch ms
-        + 20 random hex, so ids sort by creation."""
+        """Store a new ``queued`` report (``report_id`` from :func:`new_report_id`)."""
         doc: Doc = {
-            "_id": f"rp_{now_ms:012x}{secrets.token_hex(10)}",
+            "_id": report_id,
             "org_id": org_id,
             "requested_by": requested_by,
             "type": type_,
