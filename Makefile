@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
-.PHONY: install deploy-tools run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow clean
+.PHONY: install deploy-tools run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,7 +43,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-bus bench-auth bench-webhooks bench-workflow
+bench: bench-bus bench-auth bench-webhooks bench-workflow bench-report
 
 bench-bus: install
 	$(BIN)/python -m bench.bus
@@ -56,6 +56,9 @@ bench-webhooks: install
 
 bench-workflow: install
 	$(BIN)/python -m bench.workflow
+
+bench-report: install
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

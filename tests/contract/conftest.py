@@ -18,6 +18,7 @@ PREFIXES = {
     "webhook": "/api/v1/webhooks",
     "notification": "/api/v1/notifications",
     "workflow": "/api/v1/workflows",
+    "report": "/api/v1/reports",
 }
 PASSWORD = "correct horse battery staple 42"
 OPERATIONS_TOKEN = "contract-operations-token-0123456789abcdef"
@@ -82,5 +83,7 @@ async def start_api(
                 "WEBHOOK_ALLOW_HTTP": "true",
             }
         )
+    if service == "report":
+        env["REPORT_DOWNLOAD_SECRET"] = "contract-report-link-secret-0123456789abcdef"
     api = spawn(f"novapulse_{service}", "api", env=env)
     return LiveApi(service, api, token_issuer.mint("u-contract", f"org-{names}", "owner"))

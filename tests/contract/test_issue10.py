@@ -42,6 +42,21 @@ CASES: dict[str, list[tuple[str, str, bytes | None, dict[str, str], int, str | N
         ("GET", "/runs", None, {"status": "nope"}, 422, "status"),
         ("GET", "/runs", None, {"since": "0.5"}, 422, "since"),
     ],
+    "report": [
+        ("POST", "", b'{"type": "auth_activity", "format": "csv", "start": NaN}', {}, 400, None),
+        ("GET", "", None, {"limit": "0.5"}, 422, "limit"),
+        ("GET", "", None, {"cursor": "%%"}, 422, "cursor"),
+        ("GET", "", None, {"status": "nope"}, 422, "status"),
+        (
+            "POST",
+            "",
+            b'{"type": "auth_activity", "format": "csv", "start": "2026-01-01T00:00:00Z",'
+            b' "end": "2026-01-02T00:00:00Z", "csv_bom": 1}',
+            {},
+            422,
+            "csv_bom",
+        ),
+    ],
     "auth": [
         ("POST", "/login", b'{"email": "a@example.com", "password": NaN}', {}, 400, None),
         ("GET", "/members", None, {"limit": "0.5"}, 422, "limit"),

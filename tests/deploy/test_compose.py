@@ -171,6 +171,7 @@ def test_env_example_names_every_required_variable() -> None:
 TEST_ENV = {
     "AUTH_ENCRYPTION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "WEBHOOK_SECRET_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+    "REPORT_DOWNLOAD_SECRET": "not-a-real-secret-but-long-enough-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "not-a-secret",
     **{
         f"REDIS_PASSWORD_{u}": f"not-a-secret-{u.lower()}"

@@ -34,6 +34,7 @@ SECRETS = {
     "MONGO_URL": "mongodb://mongo:27017/?replicaSet=rs0",
     "AUTH_ENCRYPTION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "WEBHOOK_SECRET_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+    "REPORT_DOWNLOAD_SECRET": "not-a-real-secret-but-long-enough-0123456789",
 }
 
 helm: Any = require_module("helm_python")

@@ -74,6 +74,8 @@ DEV_ENV: Mapping[str, Mapping[str, str]] = {
     },
     # the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET
     "notification": {"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
+    # a fixed key for the download links, so links stay valid across restarts
+    "report": {"REPORT_DOWNLOAD_SECRET": "development-only-report-link-secret-0123456789"},
 }
 """Development-only environment ``make run`` gives each service's processes, by service name (before the
 caller's environment, which wins). Production packages carry none of it."""

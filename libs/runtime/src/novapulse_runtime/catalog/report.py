@@ -14,7 +14,28 @@ class ReportCompleted(EventData):
     name: str
     format: str
     download_path: str
+    """A signed link path (``/api/v1/reports/<id>/download?expires=…&sig=…``) valid until the file expires."""
+    row_count: int = 0
+    sha256: str = ""
+    """Hex SHA-256 of the file (the manifest's checksum): a download can be checked for truncation."""
+    expires_at: str = ""
+    """RFC 3339 time the file is deleted (empty from producers older than this field)."""
 
 
-EVENTS = (EventType("report.completed", ReportCompleted, source="report", public=True),)
+class ReportFailed(EventData):
+    """A requested report could not be generated (or exceeded a limit while running)."""
+
+    report_id: str
+    org_id: str
+    requested_by: str
+    name: str
+    format: str
+    error: str
+
+
+SOURCE = "report"
+EVENTS = (
+    EventType("report.completed", ReportCompleted, source=SOURCE, public=True),
+    EventType("report.failed", ReportFailed, source=SOURCE, public=True),
+)
 """The types this service produces (registered in :data:`~novapulse_runtime.catalog.CATALOG`)."""

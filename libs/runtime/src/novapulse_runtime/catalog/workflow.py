@@ -1,8 +1,9 @@
-"""Events of the workflow service (stream ``<namespace>:events:workflow``): commands the notification service
-consumes, the run lifecycle, and the application events a workflow's ``emit`` step sends."""
+"""Events of the workflow service (stream ``<namespace>:events:workflow``): commands the notification and
+report services consume, the run lifecycle, and the application events a workflow's ``emit`` step sends."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from .registry import EventData, EventType
@@ -62,9 +63,28 @@ class Emitted(EventData):
     step: str
 
 
+class ReportRequested(EventData):
+    """Private command to the report service: generate a report for ``requested_by`` with the semantics of
+    ``POST /api/v1/reports`` (same parameters, limits and deduplication; ``request_id`` names the request
+    for the workflow's own bookkeeping). Times are RFC 3339 with an offset; ``time_zone`` an IANA name."""
+
+    org_id: str
+    requested_by: str
+    type: str
+    format: Literal["csv", "ndjson", "xlsx", "pdf"]
+    start: datetime
+    end: datetime
+    time_zone: str = "UTC"
+    filters: dict[str, str] = {}
+    csv_bom: bool = False
+    neutralize_formulas: bool = True
+    request_id: str = ""
+
+
 SOURCE = "workflow"
 EVENTS = (
     EventType("notification.requested", NotificationRequested, source=SOURCE, public=False),
+    EventType("report.requested", ReportRequested, source=SOURCE, public=False),
     EventType("workflow.run.started", RunStarted, source=SOURCE, public=True),
     EventType("workflow.run.completed", RunCompleted, source=SOURCE, public=True),
     EventType("workflow.run.failed", RunFailed, source=SOURCE, public=True),

@@ -1,0 +1,26 @@
+"""Names, id shapes and limits of the report service (units in the names or the comments)."""
+
+from __future__ import annotations
+
+import re
+
+SERVICE_NAME = "report"
+DEFAULT_HTTP_PORT = 8105
+API_PREFIX = "/api/v1/reports"
+CONSUMER_GROUP = "report"
+
+REPORT_ID = re.compile(r"rp_[0-9a-f]{32}")
+"""The shape of report ids; any other path value is a 404 (``routes.path_id``)."""
+
+XLSX_MAX_ROWS_PER_SHEET = 1_048_576
+"""Rows of one Excel worksheet (the header included); the next row starts a new sheet."""
+PDF_TABLE_ROWS = 200
+"""Rows the PDF's table shows (the summary counts every row; the full data is in the other formats)."""
+PDF_CHART_GROUPS = 12
+"""Bars of the PDF's chart; smaller groups are summed under "other"."""
+DOWNLOAD_PIECE_BYTES = 256 * 1024
+"""Bytes read from the file store per write to the HTTP response."""
+PURGE_BATCH = 100
+"""Expired reports handled per round trip by the retention job."""
+RETRY_AFTER_SECONDS = 2
+"""``Retry-After`` of a 202: when a client should poll the report again."""

@@ -1,0 +1,92 @@
+"""The data sets: this service's own projections of other services' events (never their databases).
+
+Each consumed event becomes one row of one data set (:data:`PROJECTIONS`: event type → row builder). The
+row's time is the event's ``time``; its id is the event id, so at-least-once delivery stores it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from novapulse_runtime.bus import Event
+from novapulse_runtime.catalog import auth as A
+from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.clock import now_ms, to_ms
+
+from .repository import Fact, Repository
+
+RowBuilder = Callable[[Any], tuple[str, dict[str, Any]]]
+"""Event data → (data set, column values)."""
+
+
+def _auth(event: str, user_id: str, actor_id: str, **more: Any) -> tuple[str, dict[str, Any]]:
+    return "auth_activity", {"event": event, "user_id": user_id, "actor_id": actor_id, **more}
+
+
+PROJECTIONS: dict[str, RowBuilder] = {
+    "user.registered": lambda d: _auth("user.registered", d.user_id, d.user_id, role=d.role, email=d.email),
+    "invite.accepted": lambda d: _auth("invite.accepted", d.user_id, d.invited_by, role=d.role, email=d.email),
+    "user.role_changed": lambda d: _auth("user.role_changed", d.user_id, d.changed_by, role=d.role),
+    "user.disabled": lambda d: _auth("user.disabled", d.user_id, d.disabled_by),
+    "user.password_changed": lambda d: _auth("user.password_changed", d.user_id, d.user_id),
+    "user.login_blocked": lambda d: _auth(
+        "user.login_blocked",
+        d.user_id,
+        "",
+        ip=d.ip,
+        detail=f"{d.scope} blocked after {d.failures} failures for {d.retry_after_s} s",
+    ),
+    "mfa.enabled": lambda d: _auth("mfa.enabled", d.user_id, d.user_id),
+    "mfa.disabled": lambda d: _auth("mfa.disabled", d.user_id, d.by),
+    "mfa.recovery_code_used": lambda d: _auth(
+        "mfa.recovery_code_used", d.user_id, d.user_id, detail=f"{d.remaining} recovery codes left"
+    ),
+    "mfa.challenge_failed": lambda d: _auth(
+        "mfa.challenge_failed", d.user_id, d.user_id, ip=d.ip, detail=f"attempt {d.attempts}"
+    ),
+    "webhook.message.failed": lambda d: (
+        "webhook_outcomes",
+        {
+            "outcome": "failed",
+            "endpoint_id": d.endpoint_id,
+            "message_id": d.message_id,
+            "event_type": d.event_type,
+            "attempts": d.attempts,
+            "detail": d.last_error,
+        },
+    ),
+    "webhook.endpoint.disabled": lambda d: (
+        "webhook_outcomes",
+        {"outcome": "endpoint_disabled", "endpoint_id": d.endpoint_id, "detail": f"{d.reason} ({d.url})"},
+    ),
+}
+"""Event type → the row it adds. The models are the catalogue's (``catalog/auth.py``, ``catalog/webhook.py``)."""
+
+_MODELS = {
+    **{et.name: et.model for et in A.EVENTS},
+    **{et.name: et.model for et in W.EVENTS},
+}
+
+
+def fact_of(event: Event) -> Fact:
+    """The row ``event`` adds to its data set.
+
+    :raises KeyError: ``event.type`` is not in :data:`PROJECTIONS`.
+    """
+    build = PROJECTIONS[event.type]
+    data = event.data_as(_MODELS[event.type])
+    dataset, values = build(data)
+    org_id = event.org_id or str(getattr(data, "org_id", ""))
+    return Fact(event.id, dataset, org_id, to_ms(event.time), values)
+
+
+class DataSets:
+    """Feeds the data sets from events."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def record(self, event: Event) -> bool:
+        """Store the row of ``event`` (idempotent). Returns whether it was new."""
+        return await self.repo.add_fact(fact_of(event), now_ms())

@@ -1,0 +1,54 @@
+"""Events the report service reacts to: one table from event type to handler, and the consumer (group
+``report``) the worker root runs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from novapulse_runtime.bus import Event, EventBus, PermanentError
+from novapulse_runtime.catalog.workflow import ReportRequested
+from novapulse_runtime.errors import DomainError
+from novapulse_runtime.runtime import Worker
+
+from .datasets import PROJECTIONS, DataSets
+from .reports import ReportRequest, ReportService
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+def handlers(datasets: DataSets, reports: ReportService) -> dict[str, Handler]:
+    """Event type → handler. Handlers are idempotent (the bus delivers at least once): a row is stored once
+    per event id, and a repeated ``report.requested`` is deduplicated like an identical API request."""
+
+    async def on_fact(event: Event) -> None:
+        await datasets.record(event)
+
+    async def on_report_requested(event: Event) -> None:
+        data = event.data_as(ReportRequested)
+        req = ReportRequest(
+            type=data.type,
+            format=data.format,
+            start=data.start,
+            end=data.end,
+            time_zone=data.time_zone,
+            filters=dict(data.filters),
+            csv_bom=data.csv_bom,
+            neutralize_formulas=data.neutralize_formulas,
+        )
+        try:
+            # the command comes from the platform (private type): the role check is the workflow's
+            await reports.request(data.org_id, data.requested_by, "owner", req)
+        except DomainError as exc:  # a request the API would refuse: retrying cannot help
+            raise PermanentError(f"report.requested refused: {exc.detail}") from exc
+
+    table: dict[str, Handler] = dict.fromkeys(PROJECTIONS, on_fact)
+    table["report.requested"] = on_report_requested
+    return table
+
+
+def consumer(bus: EventBus, table: dict[str, Handler]) -> Worker:
+    """The service's consumer group (``report``) over the streams of the handled types."""
+    group = bus.consumer()
+    for type_, handler in table.items():
+        group.add_handler(type_, handler)
+    return group.run
