@@ -8,27 +8,7 @@ session (or ``None``), ``add()`` records an event inside it. The unit-test fake 
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from novapulse_runtime.bus.ports import OutboxPort
 
-from novapulse_runtime.catalog import EventData
-
-
-class Outbox(Protocol):
-    """Where the service layer records the events of a state change (relayed to ``novapulse:events:auth``)."""
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        """A MongoDB transaction (yields its session, or ``None`` where transactions are unavailable)."""
-        ...
-
-    async def add(
-        self,
-        type_: str,
-        data: EventData,
-        *,
-        org_id: str | None = None,
-        subject: str | None = None,
-        session: Any = None,
-    ) -> Any:
-        """Record event ``type_`` with ``data`` (a catalog model), inside ``session`` when given."""
-        ...
+Outbox = OutboxPort
+"""The runtime's outbox port (:class:`novapulse_runtime.bus.ports.OutboxPort`)."""

@@ -28,17 +28,6 @@ def settings_of(rt: Runtime) -> ReportSettings:
     return settings
 
 
-async def repository(rt: Runtime) -> Repository:
-    """The repository with its indexes ensured, once per process."""
-
-    async def make() -> Repository:
-        repo = Repository(rt.db)
-        await repo.ensure_indexes()
-        return repo
-
-    return await rt.shared("repository", make)
-
-
 async def files(rt: Runtime) -> GridFsStore:
     """The file store (GridFS in the service's database), once per process."""
 
@@ -62,7 +51,7 @@ async def reports(rt: Runtime) -> ReportService:
             max_range_days=s.max_range_days,
             dedup_window_ms=s.dedup_window_seconds * 1000,
         )
-        return ReportService(await repository(rt), await files(rt), signer(s), limits)
+        return ReportService(await rt.repository(Repository), await files(rt), signer(s), limits)
 
     return await rt.shared("reports", make)
 
@@ -80,7 +69,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     """The ``worker`` role: the consumer (data sets, ``report.requested``), the generation loop, the
     retention job and the outbox relay."""
     s = settings_of(rt)
-    repo, store = await repository(rt), await files(rt)
+    repo, store = await rt.repository(Repository), await files(rt)
     outbox = rt.bus.outbox()
     lease_ms = int(s.lease_seconds * 1000)
     config = GenerationConfig(

@@ -9,10 +9,9 @@ Unit-test fakes live in the tests.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from novapulse_runtime.catalog import EventData
+from novapulse_runtime.bus.ports import OutboxPort
 
 
 class FileStore(Protocol):
@@ -39,24 +38,8 @@ class FileStore(Protocol):
         ...
 
 
-class Outbox(Protocol):
-    """Where the service layer records the events of a state change (relayed to ``<ns>:events:report``)."""
-
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        """A MongoDB transaction (yields its session, or ``None`` where transactions are unavailable)."""
-        ...
-
-    async def add(
-        self,
-        type_: str,
-        data: EventData,
-        *,
-        org_id: str | None = None,
-        subject: str | None = None,
-        session: Any = None,
-    ) -> Any:
-        """Record event ``type_`` with ``data`` (a catalogue model), inside ``session`` when given."""
-        ...
+Outbox = OutboxPort
+"""The runtime's outbox port (:class:`novapulse_runtime.bus.ports.OutboxPort`)."""
 
 
 class Observer(Protocol):

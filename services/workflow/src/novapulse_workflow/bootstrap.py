@@ -22,20 +22,9 @@ from .triggers import Triggers
 from .worker import Housekeeper, Scheduler
 
 
-async def repository(rt: Runtime) -> Repository:
-    """The repository with its indexes ensured, once per process."""
-
-    async def make() -> Repository:
-        repo = Repository(rt.db)
-        await repo.ensure_indexes()
-        return repo
-
-    return await rt.shared("repository", make)
-
-
 async def api(rt: Runtime) -> Routes:
     """The ``api`` role: the routes and the service layer behind them (cancel events go to the outbox)."""
-    repo = await repository(rt)
+    repo = await rt.repository(Repository)
     definitions = DefinitionService(repo)
     return build_routes(definitions, RunService(repo, definitions, OutboxEffects(rt.bus.outbox())))
 
@@ -44,7 +33,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     """The ``worker`` role: the scheduler and engine, the consumer (triggers and waits), the outbox relay."""
     settings = rt.settings
     assert isinstance(settings, WorkflowSettings)
-    repo = await repository(rt)
+    repo = await rt.repository(Repository)
     outbox = rt.bus.outbox()
     owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
     effects = OutboxEffects(outbox)
