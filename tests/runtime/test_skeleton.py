@@ -3,17 +3,20 @@ answered by a service's table, path ids, the clock, and the per-process ``shared
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 
-from novapulse_devkit.testing import ServiceProcess
+from novapulse_devkit.testing import ServiceProcess, wait_until
 from novapulse_runtime import clock
 from novapulse_runtime.errors import Conflict, ErrorTable, LimitReached, NotFound, Problem, Unauthenticated, to_problem
 from novapulse_runtime.paging import PageQuery, decode_cursor, encode_cursor, page
+from novapulse_runtime.process import periodic
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 
@@ -199,3 +202,33 @@ async def test_the_sample_service_pages_and_answers_domain_errors(
     async with http.post(base + "/busy") as r:
         await _problem(r, 429)
         assert r.headers["Retry-After"] == "7"
+
+
+# --- periodic workers ---------------------------------------------------------------------------------------
+
+
+async def test_a_periodic_worker_repeats_survives_failures_and_stops_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    passes = 0
+    stop = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 2:
+            raise RuntimeError("MongoDB went away")
+        if passes == 4:
+            stop.set()
+
+    worker = periodic("sweep", 0.01, work)
+    assert worker.__qualname__ == "sweep"
+    with caplog.at_level(logging.WARNING, logger="novapulse.process"):
+        await asyncio.wait_for(worker(stop), timeout=5)
+    assert passes == 4  # the failed second pass did not end the loop
+    [failed] = [r for r in caplog.records if r.getMessage() == "periodic task failed"]
+    assert failed.task == "sweep"  # type: ignore[attr-defined]
+    long = periodic("slow", 3600, work)
+    stop2 = asyncio.Event()
+    task = asyncio.create_task(long(stop2))
+    await wait_until(lambda: passes == 5, timeout=5, message="first pass at once")
+    stop2.set()
+    await asyncio.wait_for(task, timeout=1)  # the hour-long wait ends on stop

@@ -123,6 +123,25 @@ async def supervise(
         log.error("background task returned before shutdown; restarting", extra={"task": name})
 
 
+def periodic(name: str, interval_seconds: float, work: Callable[[], Awaitable[object]]) -> Worker:
+    """A background worker that awaits ``work()`` at once and then every ``interval_seconds`` until ``stop``
+    is set (the wait ends at once on ``stop``). A pass that raises is logged at WARNING with its traceback
+    (``periodic task failed``, field ``task`` = ``name``) and tried again at the next interval: an outage of
+    MongoDB or Redis never ends the loop. The worker's ``__qualname__`` is ``name`` (its task name)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await work()
+            except Exception as exc:
+                log.warning("periodic task failed", exc_info=exc, extra={"task": name, "error": repr(exc)[:500]})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+
+    run.__qualname__ = run.__name__ = name
+    return run
+
+
 def main(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=f"python -m {spec.package or spec.name}", description=f"NovaPulse {spec.name} service"

@@ -1,12 +1,12 @@
-"""Background loops of the auth service's ``worker`` role (each ``async def run(stop)``, returned by a factory
-that binds what it needs): signing-key rotation with re-encryption of secrets, and the revocation sync."""
+"""Background loops of the auth service's ``worker`` role (each a :func:`~novapulse_runtime.process.periodic`
+worker returned by a factory that binds what it needs): signing-key rotation with re-encryption of secrets,
+and the revocation sync."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
+from novapulse_runtime.process import periodic
 from novapulse_runtime.runtime import Worker
 from novapulse_runtime.secretbox import SecretBox
 
@@ -39,20 +39,14 @@ def rotation_worker(
     failed round (a database outage) is logged and retried at the next check."""
     pause = check_every if check_every is not None else max(ROTATION_CHECK_MIN, min(interval / 4, ROTATION_CHECK_MAX))
 
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await keys.load()
-                if keys.rotation_due(interval):
-                    await keys.rotate()
-                    log.info("signing key rotated")
-                await reencrypt(repo, box, enc_key_id)
-            except Exception as exc:  # a database outage must not kill the worker; retry next round
-                log.warning("key rotation check failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+    async def check() -> None:
+        await keys.load()
+        if keys.rotation_due(interval):
+            await keys.rotate()
+            log.info("signing key rotated")
+        await reencrypt(repo, box, enc_key_id)
 
-    return run
+    return periodic("key-rotation", pause, check)
 
 
 def revocation_sync_worker(repo: Repository, sessions: SessionService, *, interval: float) -> Worker:
@@ -60,15 +54,9 @@ def revocation_sync_worker(repo: Repository, sessions: SessionService, *, interv
     of the last access-token lifetime that Redis lost (MongoDB is the truth), so verifiers honour them again
     (:func:`.sessions.sync_revocations`). A failed round is logged and retried."""
 
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                restored = await sync_revocations(repo, sessions)
-                if restored:
-                    log.warning("session revocations restored into Redis", extra={"count": restored})
-            except Exception as exc:  # an outage must not kill the worker; retry next round
-                log.warning("revocation sync failed", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+    async def sync() -> None:
+        restored = await sync_revocations(repo, sessions)
+        if restored:
+            log.warning("session revocations restored into Redis", extra={"count": restored})
 
-    return run
+    return periodic("revocation-sync", interval, sync)

@@ -3,12 +3,13 @@ consumer with its notifier and the lease take-over loop (``worker``); :data:`SPE
 
 from __future__ import annotations
 
-from novapulse_runtime.process import ServiceSpec
+from novapulse_runtime.process import ServiceSpec, periodic
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 
 from .api import build_routes
 from .catcher import local_catcher
+from .constants import SWEEP_INTERVAL_SECONDS
 from .delivery_log import DeliveryLog
 from .handlers import consumer_workers
 from .inbox import Inbox
@@ -56,7 +57,8 @@ async def worker(rt: Runtime) -> list[Worker]:
         limiter=recipient_limiter(rt, settings),
         observer=MetricsObserver(rt),
     )
-    return [*consumer_workers(rt, notifier, settings), notifier.take_over]
+    take_over = periodic("delivery-take-over", SWEEP_INTERVAL_SECONDS, notifier.take_over_once)
+    return [*consumer_workers(rt, notifier, settings), take_over]
 
 
 SPEC = ServiceSpec(

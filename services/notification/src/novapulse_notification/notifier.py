@@ -12,7 +12,8 @@ Exactly-once in effect per (event, recipient, channel):
 Every delivery of an event is recorded (with the rendered message: its *payload*) before the first one is
 sent, under a lease of this worker (``lease_owner``, ``lease_until_ms``) that a background task renews every
 third of the lease while the handler runs. The lease is short (``SMTP_TIMEOUT`` + 5 s by default): when the
-holder dies, every worker's :meth:`Notifier.take_over` loop finds the delivery once its lease has run out and
+holder dies, every worker's take-over loop (:meth:`Notifier.take_over_once`, every ``SWEEP_INTERVAL_SECONDS``) finds the
+delivery once its lease has run out and
 sends it from the payload, so a killed worker's mail goes out within lease + ``SWEEP_INTERVAL_SECONDS``.
 
 A worker killed between the relay accepting the mail (step 3) and the ``sent`` mark leaves the document
@@ -42,7 +43,7 @@ from novapulse_runtime.clock import now_ms, to_ms, utcnow
 from novapulse_runtime.documents import Doc
 
 from .addresses import Address, InvalidAddress, normalize
-from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, SWEEP_INTERVAL_SECONDS, Channel, DeliveryState
+from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, Channel, DeliveryState
 from .keys import delivery_key, notice_key, sort_key
 from .limits import allow_all
 from .mailer import Attempt, Mailer, build_message, message_id
@@ -500,14 +501,3 @@ class Notifier:
 
         await asyncio.gather(*(one(d) for d in orphans))
         return taken
-
-    async def take_over(self, stop: asyncio.Event) -> None:
-        """Worker loop: every ``SWEEP_INTERVAL_SECONDS`` take over deliveries whose holder died. A failed
-        round is logged and the loop goes on (it never dies silently)."""
-        while not stop.is_set():
-            try:
-                await self.take_over_once()
-            except Exception as exc:
-                log.warning("taking over orphaned deliveries failed; trying again", extra={"error": repr(exc)})
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_SECONDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from novapulse_runtime.process import ServiceSpec
+from novapulse_runtime.process import ServiceSpec, periodic
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 
@@ -82,11 +82,12 @@ async def worker(rt: Runtime) -> list[Worker]:
     owner = f"{socket.gethostname()}-{os.getpid()}"
     observer = MetricsObserver(rt.metrics)
     generator = Generator(repo, store, outbox, signer(s), config, owner, observer)
+    retention = RetentionWorker(repo, store, observer, s.retention_interval_seconds)
     table = handlers.handlers(DataSets(repo), await reports(rt))
     return [
-        handlers.consumer(rt.bus, table),
+        rt.bus.consumer(handlers=table).run,
         GenerationWorker(repo, generator, lease_ms, s.poll_interval_seconds, rt.tracer).run,
-        RetentionWorker(repo, store, observer, s.retention_interval_seconds).run,
+        periodic("retention", s.retention_interval_seconds, retention.purge_once),
         outbox.relay,
     ]
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from novapulse_runtime.bus import Event, EventBus, PermanentError
+from novapulse_runtime.bus import Event, PermanentError
 from novapulse_runtime.catalog.workflow import ReportRequested
 from novapulse_runtime.errors import DomainError
-from novapulse_runtime.runtime import Worker
 
 from .datasets import PROJECTIONS, DataSets
 from .reports import ReportRequest, ReportService
@@ -44,11 +43,3 @@ def handlers(datasets: DataSets, reports: ReportService) -> dict[str, Handler]:
     table: dict[str, Handler] = dict.fromkeys(PROJECTIONS, on_fact)
     table["report.requested"] = on_report_requested
     return table
-
-
-def consumer(bus: EventBus, table: dict[str, Handler]) -> Worker:
-    """The service's consumer group (``report``) over the streams of the handled types."""
-    group = bus.consumer()
-    for type_, handler in table.items():
-        group.add_handler(type_, handler)
-    return group.run

@@ -70,15 +70,6 @@ class RetentionWorker:
         self.files = files
         self.interval_seconds = interval_seconds
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.purge_once()
-            except Exception:
-                log.exception("retention pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
-
     async def purge_once(self) -> int:
         """One pass; returns how many reports expired."""
         total = 0

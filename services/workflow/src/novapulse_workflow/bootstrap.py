@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from novapulse_runtime.process import ServiceSpec
+from novapulse_runtime.process import ServiceSpec, periodic
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 
@@ -42,7 +42,12 @@ async def worker(rt: Runtime) -> list[Worker]:
     scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
     housekeeper = Housekeeper(repo, observer, settings.run_retention_days, settings.housekeeping_interval_seconds)
     table = handlers.handlers(Triggers(repo, effects, on_start=scheduler.wake))
-    return [handlers.consumer(rt.bus, table), scheduler.run, housekeeper.run, outbox.relay]
+    return [
+        rt.bus.consumer(handlers=table).run,
+        scheduler.run,
+        periodic("housekeeping", housekeeper.interval_seconds, housekeeper.once),
+        outbox.relay,
+    ]
 
 
 SPEC = ServiceSpec(

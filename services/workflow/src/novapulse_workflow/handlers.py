@@ -8,8 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from novapulse_runtime.bus import Event, EventBus
-from novapulse_runtime.runtime import Worker
+from novapulse_runtime.bus import Event
 
 from .triggers import Triggers
 
@@ -38,11 +37,3 @@ def handlers(triggers: Triggers) -> dict[str, Handler]:
         await triggers.on_event(event_doc(event))
 
     return {"*": on_any}
-
-
-def consumer(bus: EventBus, table: dict[str, Handler]) -> Worker:
-    """The consumer group ``workflow`` over the streams of every producing service."""
-    group = bus.consumer()
-    for pattern, handler in table.items():
-        group.add_handler(pattern, handler)
-    return group.run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 
@@ -108,16 +107,6 @@ class Housekeeper:
         self.observer = observer
         self.retention_ms = retention_days * 86_400_000
         self.interval_seconds = interval_seconds
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set; a failed pass is logged and retried at the next interval."""
-        while not stop.is_set():
-            try:
-                await self.once()
-            except Exception:
-                log.exception("housekeeping pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
 
     async def once(self) -> int:
         """One pass; returns how many finished runs were deleted."""

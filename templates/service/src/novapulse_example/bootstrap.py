@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from novapulse_runtime.process import ServiceSpec
+from novapulse_runtime.process import ServiceSpec, periodic
 from novapulse_runtime.routes import Routes
 from novapulse_runtime.runtime import Runtime, Worker
 
@@ -11,7 +11,7 @@ from .api import build_routes
 from .notes import NoteService
 from .repository import Repository
 from .settings import ExampleSettings
-from .worker import RetentionWorker
+from .worker import Retention
 
 
 async def api(rt: Runtime) -> Routes:
@@ -24,9 +24,9 @@ async def worker(rt: Runtime) -> list[Worker]:
     settings = rt.settings
     assert isinstance(settings, ExampleSettings)
     repo = await rt.repository(Repository)
-    retention = RetentionWorker(repo, settings.note_retention_days, settings.purge_interval_seconds)
+    retention = Retention(repo, settings.note_retention_days)
     consumer = rt.bus.consumer(handlers=handlers.handlers(repo))
-    return [consumer.run, retention.run]
+    return [consumer.run, periodic("retention", settings.purge_interval_seconds, retention.purge_once)]
 
 
 SPEC = ServiceSpec(

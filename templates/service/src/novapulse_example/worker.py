@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from novapulse_runtime.clock import now_ms
@@ -14,23 +12,13 @@ from .repository import Repository
 log = logging.getLogger(__name__)
 
 
-class RetentionWorker:
-    """Deletes notes older than ``retention_days``, every ``interval_seconds``, ``PURGE_BATCH`` at a time."""
+class Retention:
+    """Deletes notes older than ``retention_days``, ``PURGE_BATCH`` at a time (the worker root runs
+    :meth:`purge_once` every ``PURGE_INTERVAL_SECONDS`` with :func:`~novapulse_runtime.process.periodic`)."""
 
-    def __init__(self, repo: Repository, retention_days: int, interval_seconds: float) -> None:
+    def __init__(self, repo: Repository, retention_days: int) -> None:
         self.repo = repo
         self.retention_ms = retention_days * 86_400_000
-        self.interval_seconds = interval_seconds
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Purge until ``stop`` is set; a failed pass is logged and retried at the next interval."""
-        while not stop.is_set():
-            try:
-                await self.purge_once()
-            except Exception:
-                log.exception("retention pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds)
 
     async def purge_once(self) -> int:
         """One pass: delete every expired note, batch by batch. Returns how many were deleted."""
