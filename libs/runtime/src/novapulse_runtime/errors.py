@@ -16,6 +16,12 @@ from typing import Any
 from .problems import ProblemError
 
 
+def field_error(field: str, message: str, type_: str, location: str = "body") -> dict[str, str]:
+    """One entry of a problem's ``errors`` list, the shape every 422 uses (request parsing too): where
+    (``body``, ``query``), which ``field`` (dotted path), a ``message`` for humans and a machine ``type``."""
+    return {"location": location, "field": field, "message": message, "type": type_}
+
+
 class DomainError(Exception):
     """Base of every domain error.
 

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import jsonstrict
+from .errors import field_error
 from .problems import ProblemError
 
 RFC3339 = re.compile(
@@ -47,16 +48,13 @@ def validation_errors(exc: ValidationError, where: str, model: type[BaseModel] |
     gets one error: the first that is not "should be None" (the branch a client did not mean)."""
     errors = exc.errors(include_url=False, include_input=False)
     if model is None:
-        return [
-            {"location": where, "field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
-            for e in errors
-        ]
+        return [field_error(".".join(str(p) for p in e["loc"]), e["msg"], e["type"], where) for e in errors]
     schema = _schema(model)
     defs = schema.get("$defs", {})
     out: dict[str, dict[str, Any]] = {}
     for e in sorted(errors, key=lambda e: e["type"] == "none_required"):
         field = _field_path(e["loc"], schema, defs)
-        out.setdefault(field, {"location": where, "field": field, "message": e["msg"], "type": e["type"]})
+        out.setdefault(field, field_error(field, e["msg"], e["type"], where))
     return list(out.values())
 
 

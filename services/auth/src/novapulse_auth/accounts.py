@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
+from novapulse_runtime.errors import field_error
 from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.roles import MANAGERS, Role
 
@@ -64,7 +65,7 @@ def check_password(password: str, *, email: str, name: str) -> None:
     if problem:
         raise WeakPassword(
             problem,
-            errors=[{"location": "body", "field": "password", "message": problem, "type": "password_policy"}],
+            errors=[field_error("password", problem, "password_policy")],
         )
 
 

@@ -6,14 +6,7 @@ and extra fields (``errors=[...]``) travel with the error.
 
 from __future__ import annotations
 
-from typing import Any
-
-from novapulse_runtime.errors import Conflict, Invalid, NotFound
-
-
-def field_error(field: str, message: str, type_: str) -> dict[str, Any]:
-    """One entry of a problem's ``errors`` list: a field of the request body and what is wrong with it."""
-    return {"location": "body", "field": field, "message": message, "type": type_}
+from novapulse_runtime.errors import Conflict, Invalid, NotFound, field_error
 
 
 class EndpointNotFound(NotFound):

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from novapulse_runtime.catalog import CATALOG
+from novapulse_runtime.errors import field_error
 
 from .constants import (
     APP_EVENT_TYPE,
@@ -190,18 +191,13 @@ class Definition(Strict):
     flow: Flow | None = None
 
 
-def fault(field: str, message: str, type_: str) -> dict[str, str]:
-    """One fault, in the shape of the runtime's request faults (``location`` ``body``)."""
-    return {"location": "body", "field": field, "message": message, "type": type_}
-
-
 def _expr(faults: list[dict[str, str]], field: str, text: str | None) -> None:
     if text is None:
         return
     try:
         compile_expression(text)
     except ExpressionError as exc:
-        faults.append(fault(field, str(exc), "expression"))
+        faults.append(field_error(field, str(exc), "expression"))
 
 
 def _templates(faults: list[dict[str, str]], field: str, value: Any) -> None:
@@ -216,12 +212,12 @@ def check(defn: Definition) -> list[dict[str, str]]:
     faults: list[dict[str, str]] = []
     size = len(json.dumps(defn.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode())
     if size > MAX_DEFINITION_BYTES:
-        faults.append(fault("", f"definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", "too_large"))
+        faults.append(field_error("", f"definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", "too_large"))
     ttype = defn.trigger.type
     et = CATALOG.lookup(ttype)
     if ttype != MANUAL and (et is None or et.source == SERVICE_NAME):
         faults.append(
-            fault(
+            field_error(
                 "trigger.type",
                 f"{ttype[:100]!r} is not a catalogue event type of another service",
                 "unknown_event_type",
@@ -236,7 +232,7 @@ def check(defn: Definition) -> list[dict[str, str]]:
     for i, cancel in enumerate(defn.cancel_on):
         if CATALOG.lookup(cancel.event_type) is None:
             faults.append(
-                fault(
+                field_error(
                     f"cancel_on.{i}.event_type",
                     f"{cancel.event_type[:100]!r} is not a catalogue event type",
                     "unknown_event_type",
@@ -246,17 +242,17 @@ def check(defn: Definition) -> list[dict[str, str]]:
     keys: dict[str, int] = {}
     for i, step in enumerate(defn.steps):
         if step.key == END:
-            faults.append(fault(f"steps.{i}.key", f"{END!r} is reserved: it ends the run", "reserved_key"))
+            faults.append(field_error(f"steps.{i}.key", f"{END!r} is reserved: it ends the run", "reserved_key"))
         elif step.key in keys:
             faults.append(
-                fault(f"steps.{i}.key", f"key {step.key!r} is used by steps.{keys[step.key]}", "duplicate_key")
+                field_error(f"steps.{i}.key", f"key {step.key!r} is used by steps.{keys[step.key]}", "duplicate_key")
             )
         else:
             keys[step.key] = i
 
     def target(field: str, key: str | None) -> None:
         if key is not None and key != END and key not in keys:
-            faults.append(fault(field, f"no step has the key {key[:48]!r}", "unknown_step"))
+            faults.append(field_error(field, f"no step has the key {key[:48]!r}", "unknown_step"))
 
     for i, step in enumerate(defn.steps):
         at = f"steps.{i}"
@@ -265,23 +261,25 @@ def check(defn: Definition) -> list[dict[str, str]]:
             target(f"{at}.catch.next", step.catch.next)
         if isinstance(step, NotifyStep):
             if (step.user_id is None) == (step.role is None):
-                faults.append(fault(f"{at}.user_id", "give exactly one of user_id and role", "conflict"))
+                faults.append(field_error(f"{at}.user_id", "give exactly one of user_id and role", "conflict"))
             _templates(faults, f"{at}.user_id", step.user_id)
             _templates(faults, f"{at}.data", step.data)
         elif isinstance(step, EmitStep):
             if CATALOG.lookup(step.event_type) is not None:
                 faults.append(
-                    fault(f"{at}.event_type", f"{step.event_type} is a platform event type", "reserved_event_type")
+                    field_error(
+                        f"{at}.event_type", f"{step.event_type} is a platform event type", "reserved_event_type"
+                    )
                 )
             _templates(faults, f"{at}.data", step.data)
         elif isinstance(step, DelayStep):
             if (step.seconds is None) == (step.until is None):
-                faults.append(fault(f"{at}.seconds", "give exactly one of seconds and until", "conflict"))
+                faults.append(field_error(f"{at}.seconds", "give exactly one of seconds and until", "conflict"))
             _templates(faults, f"{at}.until", step.until)
         elif isinstance(step, WaitStep):
             if CATALOG.lookup(step.event_type) is None:
                 faults.append(
-                    fault(
+                    field_error(
                         f"{at}.event_type",
                         f"{step.event_type[:100]!r} is not a catalogue event type",
                         "unknown_event_type",
