@@ -74,6 +74,11 @@ DEV_ENV: Mapping[str, Mapping[str, str]] = {
     },
     # the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET
     "notification": {"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
+    # fixed keys so a signed-in browser stays signed in across restarts; plain-HTTP loopback cookies
+    "console": {
+        "CONSOLE_SESSION_KEYS": "bm92YXB1bHNlLWRldi1vbmx5LWNvbnNvbGUta2V5ISE=",
+        "CONSOLE_COOKIE_SECURE": "false",
+    },
     # a fixed key for the download links, so links stay valid across restarts
     "report": {"REPORT_DOWNLOAD_SECRET": "development-only-report-link-secret-0123456789"},
 }
@@ -186,6 +191,14 @@ def discover() -> list[ServiceSpec]:
 
 def _default_port(spec: ServiceSpec) -> int:
     return int(spec.settings_cls.model_fields["http_port"].default)
+
+
+def roles(spec: ServiceSpec, api_port: int) -> list[tuple[str, int]]:
+    """The processes ``make run`` starts for ``spec``: ``api`` always, ``worker`` when it has workers."""
+    found = [("api", api_port)]
+    if spec.worker is not None:
+        found.append(("worker", api_port + WORKER_PORT_OFFSET))
+    return found
 
 
 def parse_port_offset(raw: str) -> int:
@@ -326,7 +339,7 @@ class DevStack:
             ports.append(("nx-27017", DEFAULT_MONGO_PORT + self.offset))
         for spec in self.specs:
             api = _default_port(spec) + self.offset
-            ports += [(f"{spec.name}-api", api), (f"{spec.name}-worker", api + WORKER_PORT_OFFSET)]
+            ports += [(f"{spec.name}-{role}", port) for role, port in roles(spec, api)]
             shift = _PortShift(self.offset)
             dev_defaults(spec, self.offset, self.data_dir, shift)
             ports += [(f"{spec.name} (dev_env)", port) for port in shift.ports]
@@ -361,7 +374,7 @@ class DevStack:
         for spec in self.specs:
             api = _default_port(spec) + self.offset
             defaults = dev_defaults(spec, self.offset, self.data_dir, _PortShift(self.offset))
-            for role, port in (("api", api), ("worker", api + WORKER_PORT_OFFSET)):
+            for role, port in roles(spec, api):
                 stack = {**urls, "HTTP_PORT": str(api), "WORKER_HTTP_PORT": str(port)}
                 env = process_env(defaults, self.caller, stack)
                 label = f"{spec.name}-{role}"

@@ -37,6 +37,9 @@ ApiRoot = Callable[[Runtime], Awaitable[Routes]]
 """A service's composition root for the ``api`` role: wires what the views need and returns the routes."""
 WorkerRoot = Callable[[Runtime], Awaitable[Sequence[Worker]]]
 """A service's composition root for the ``worker`` role: wires and returns the background workers."""
+PagesRoot = Callable[[Runtime, web.Application], Awaitable[None]]
+"""A composition root for pages outside the JSON API (the console's HTML): adds aiohttp routes, middlewares
+and startup/cleanup hooks to the process's application before it starts (``api`` and ``all`` roles)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class ServiceSpec:
     :param settings_cls: its settings class (a :class:`ServiceSettings`).
     :param api: composition root of the ``api`` role (``bootstrap.api``); ``None``: no routes of its own.
     :param worker: composition root of the ``worker`` role (``bootstrap.worker``); ``None``: no workers.
+    :param pages: composition root of non-API pages served by the ``api`` role (``bootstrap.pages``: the
+        console's HTML); they sit behind the same request-id, telemetry and error middlewares as the routes.
     :param package: the importable package (``python -m <package> api|worker|all``).
     :param title: the OpenAPI document's title.
     :param version: the OpenAPI document's ``info.version``.
@@ -60,6 +65,7 @@ class ServiceSpec:
     settings_cls: type[ServiceSettings]
     api: ApiRoot | None = None
     worker: WorkerRoot | None = None
+    pages: PagesRoot | None = None
     package: str = ""
     title: str = ""
     version: str = "0.1.0"
@@ -185,6 +191,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, role: str) -> int:
         title=spec.title or None,
         version=spec.version,
     )
+    if rt.serves_api and spec.pages is not None:
+        await spec.pages(rt, app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
     port = settings.listen_port(role)

@@ -85,15 +85,18 @@ class Runtime:
             health_check_interval=15,
             retry_on_timeout=False,
         )
-        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongo_url,
-            tz_aware=True,
-            serverSelectionTimeoutMS=MONGO_SERVER_SELECTION_TIMEOUT_MS,
-            socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS,
-            connectTimeoutMS=2000,
-            appname=f"novapulse-{settings.service_name}-{role}",
-        )
-        self.db: AsyncDatabase[dict[str, Any]] = self.mongo[settings.database_name()]
+        self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
+        self._db: AsyncDatabase[dict[str, Any]] | None = None
+        if settings.uses_database:
+            self._mongo = AsyncMongoClient(
+                settings.mongo_url,
+                tz_aware=True,
+                serverSelectionTimeoutMS=MONGO_SERVER_SELECTION_TIMEOUT_MS,
+                socketTimeoutMS=MONGO_SOCKET_TIMEOUT_MS,
+                connectTimeoutMS=2000,
+                appname=f"novapulse-{settings.service_name}-{role}",
+            )
+            self._db = self._mongo[settings.database_name()]
         self.limiter = (
             RateLimiter(self.redis, self.metrics, settings.service_name) if settings.rate_limit_enabled else None
         )
@@ -103,12 +106,28 @@ class Runtime:
             audience=settings.auth_audience,
             revocations=RevocationList(self.redis, settings.events_namespace),  # pushed by auth (revocation.py)
         )
-        self.health.add("mongodb", self._ping_mongo)
+        if self._mongo is not None:
+            self.health.add("mongodb", self._ping_mongo)
         self.health.add("redis", self._ping_redis)
         self.health.add("memory", memory_check(settings.memory_limit_mb), required=False)
         self._resources = contextlib.AsyncExitStack()
         self._bus: EventBus | None = None
         self._shared: dict[str, asyncio.Future[Any]] = {}
+
+    @property
+    def mongo(self) -> AsyncMongoClient[dict[str, Any]]:
+        """The MongoDB client (connects lazily). Raises ``RuntimeError`` for a service whose settings say it
+        owns no database (``uses_database = False``: the console)."""
+        if self._mongo is None:
+            raise RuntimeError(f"{self.service} owns no database (its settings' uses_database is False)")
+        return self._mongo
+
+    @property
+    def db(self) -> AsyncDatabase[dict[str, Any]]:
+        """The service's own database (``MONGO_DB`` or ``novapulse_<service>``); ``RuntimeError`` as :attr:`mongo`."""
+        if self._db is None:
+            raise RuntimeError(f"{self.service} owns no database (its settings' uses_database is False)")
+        return self._db
 
     @property
     def bus(self) -> EventBus:
@@ -196,4 +215,5 @@ class Runtime:
             try:
                 await self.redis.aclose()
             finally:
-                await self.mongo.close()
+                if self._mongo is not None:
+                    await self._mongo.close()

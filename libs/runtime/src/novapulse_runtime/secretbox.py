@@ -53,9 +53,11 @@ class SecretBox:
         data = plain.encode() if isinstance(plain, str) else plain
         return self._fernet.encrypt(data).decode()
 
-    def decrypt(self, token: str) -> bytes:
+    def decrypt(self, token: str, ttl: int | None = None) -> bytes:
+        """The plain bytes of ``token``; with ``ttl`` (seconds) a token encrypted longer ago than that is
+        refused too. Raises :class:`SecretBoxError` for a token no key opens, tampered or too old."""
         try:
-            return self._fernet.decrypt(token.encode())
+            return self._fernet.decrypt(token.encode(), ttl=ttl)
         except InvalidToken as exc:
             raise SecretBoxError("a stored secret cannot be decrypted with the configured keys") from exc
 

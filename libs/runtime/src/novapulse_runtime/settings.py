@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    uses_database: ClassVar[bool] = True
+    """Whether the service owns a MongoDB database. A service without one (the console) sets it False and may
+    leave ``MONGO_URL`` unset: the runtime builds no client and adds no ``mongodb`` health check."""
 
     service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     """``SERVICE_NAME``: the service (its stream, consumer group, Redis key prefix and metrics label)."""

@@ -1,0 +1,16 @@
+"""The home page: the organisation and the sections the user may open."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..web import Console, console_of, signed_in
+
+
+@signed_in
+async def home(request: web.Request) -> web.StreamResponse:
+    return console_of(request).render(request, "home.html")
+
+
+def register(console: Console, router: web.UrlDispatcher) -> None:
+    router.add_get("/", home)
