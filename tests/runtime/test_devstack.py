@@ -46,10 +46,10 @@ from novapulse_devkit.stack import (
     discover,
     parse_port_offset,
     process_env,
+    roles,
     shift_loopback_url,
 )
 from novapulse_devkit.testing import wait_until
-from novapulse_runtime.constants import WORKER_PORT_OFFSET
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = re.compile(r"\] (\S+)\s+(http://127\.0\.0\.1:\d+)\s+ready\s+pid (\d+)")
@@ -62,7 +62,7 @@ def _offset() -> int:
     bases = [DEFAULT_REDIS_PORT, DEFAULT_MONGO_PORT, 1025]
     for spec in discover():
         api = int(spec.settings_cls.model_fields["http_port"].default)
-        bases += [api, api + WORKER_PORT_OFFSET]
+        bases += [port for _role, port in roles(spec, api)]
     for _ in range(50):
         offset = random.randrange(1000, 5700)  # the highest base, nx-27017's 27027, stays below 32768
         if not any(port_open(base + offset) for base in bases):
@@ -210,7 +210,7 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
     try:
         runner.wait_for("all started")
         ready = runner.ready()
-        assert len(ready) == 2 * len(specs), runner.output
+        assert len(ready) == sum(len(roles(s, 0)) for s in specs), runner.output
         assert set(runner.servers()) == {"redis-server", "nx-27017"}, runner.output
         for url, _pid in ready.values():
             assert int(url.rsplit(":", 1)[1]) > offset
