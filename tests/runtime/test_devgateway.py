@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from novapulse_console.client import forwarded_for
 from yarl import URL
 
 from novapulse_devkit.gateway import (
@@ -79,6 +80,7 @@ async def _echo(request: web.Request) -> web.Response:
         "method": request.method,
         "body": body.decode(),
         "headers": dict(request.headers),
+        "forwarded_for": forwarded_for(request),  # what the console would send the services
     }
     return web.json_response(seen)
 
@@ -129,6 +131,12 @@ async def test_dev_gateway_routes_root_to_the_console_and_api_prefixes_to_their_
         assert seen["headers"]["X-Forwarded-Host"] == host
         assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
         assert len(seen["headers"]["X-Request-ID"]) == 32
+    # The console appends its peer (the gateway) to the chain, as a proxy does: services trusting the
+    # gateway and the console read right to left past both and find the browser.
+    async with http.get(dev_gateway + "/", headers={"X-Forwarded-For": "203.0.113.9"}) as resp:
+        seen = await resp.json()
+    assert seen["forwarded_for"] == "203.0.113.9, 127.0.0.1, 127.0.0.1"
+
     form = {"csrf_token": "t", "email": "a@example.com"}
     async with http.post(dev_gateway + "/sign-in", data=form, headers={"Origin": dev_gateway}) as resp:
         seen = await resp.json()
