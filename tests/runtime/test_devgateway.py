@@ -204,4 +204,5 @@ def test_gateway_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None
         )
     assert out.returncode == 1, out.stdout
     assert f"port {GATEWAY_PORT + offset} (gateway) is in use" in out.stdout
+    assert "NOVAPULSE_NGINX=off" in out.stdout
     assert "ready" not in out.stdout

@@ -601,7 +601,8 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
     try:
         busy = stack.busy_service_ports()
         for label, port in busy:
-            _say(f"port {port} ({label}) is in use: another stack? stop it or set NOVAPULSE_PORT_OFFSET")
+            way_out = " (or NOVAPULSE_NGINX=off: no gateway)" if label == "gateway" else ""
+            _say(f"port {port} ({label}) is in use: another stack? stop it or set NOVAPULSE_PORT_OFFSET{way_out}")
         if busy:
             return 1
         _announce(stack)
