@@ -45,3 +45,11 @@ PURGE_BATCH = 200
 """Finished runs deleted per round trip by the retention pass."""
 CONCURRENCY_RETRY_MS = 250
 """Milliseconds before a run that found every concurrency slot of its key taken looks again."""
+REPORT_TIMEOUT_SECONDS = 3600
+"""Seconds a ``report`` step waits for the report service's answer when it gives no ``timeout_seconds``."""
+MAX_REPORT_RANGE_SECONDS = 366 * 86_400
+"""Longest ``last_seconds`` of a ``report`` step (the report service applies its own range limit too)."""
+REPORT_REPLIES = ("report.completed", "report.failed")
+"""The report service's answers a ``report`` step waits for (correlated by ``data.request_id``)."""
+REPORT_WAIT = "report"
+"""The ``waiting_for`` of a run waiting for a report's answer."""

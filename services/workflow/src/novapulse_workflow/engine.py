@@ -24,7 +24,15 @@ from pydantic import ValidationError
 from novapulse_runtime.catalog.workflow import Emitted, NotificationRequested
 from novapulse_runtime.clock import now_ms
 
-from .constants import CONCURRENCY_RETRY_MS, END, MAX_RECEIVED_PER_RUN, MAX_RUN_TRANSITIONS, MAX_STEP_OUTPUT_BYTES
+from .constants import (
+    CONCURRENCY_RETRY_MS,
+    END,
+    MAX_RECEIVED_PER_RUN,
+    MAX_RUN_TRANSITIONS,
+    MAX_STEP_OUTPUT_BYTES,
+    REPORT_TIMEOUT_SECONDS,
+    REPORT_WAIT,
+)
 from .expressions import ExpressionError, evaluate, json_size, render, truthy
 from .language import (
     ConditionStep,
@@ -32,12 +40,14 @@ from .language import (
     DelayStep,
     EmitStep,
     NotifyStep,
+    ReportStep,
     RetryPolicy,
     Step,
     WaitStep,
     following,
 )
 from .ports import Effects, NoObserver, Observer
+from .reporting import ReportFailedError, report_output, report_request
 from .repository import Attempt, Repository, Run
 
 log = logging.getLogger(__name__)
@@ -87,10 +97,20 @@ class Done:
     next: str
 
 
+EFFECT_STEPS = ("notify", "emit", "report")
+"""Step types whose attempt publishes an event (its id is the attempt's effect id)."""
+
+
 @dataclass(frozen=True)
 class Sleep:
+    """Park the run until ``until_ms``; ``waiting_for``: the event type (or ``report``) that wakes it sooner;
+    ``seen``: how many such events the attempt saw (more after the write means one came meanwhile);
+    ``report_request``: the request id whose answer wakes it."""
+
     until_ms: int
     waiting_for: str = ""
+    seen: int = 0
+    report_request: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,7 +270,7 @@ class Engine:
                         output=outcome.output,
                         next_key=outcome.next,
                         effect_id=effect_id(run.id, run.created_ms, step.key, run.gen)
-                        if step.type in ("notify", "emit")
+                        if step.type in EFFECT_STEPS
                         else "",
                         started_ms=started,
                     )
@@ -307,23 +327,30 @@ class Engine:
             run = replace(run, step=next_key, attempt=1, gen=run.gen + 1, transitions=run.transitions + 1, timer_gen=-1)
 
     async def sleep(self, run: Run, outcome: Sleep) -> None:
-        """Park the run until ``outcome.until_ms`` (a wait also until an event of its type arrives)."""
-        before = len(await self.repo.received_for(run.id, outcome.waiting_for)) if outcome.waiting_for else 0
-        written = await self._write(
-            run,
-            {
-                "status": "waiting",
-                "due_ms": outcome.until_ms,
-                "timer_gen": run.gen,
-                "timer_ms": outcome.until_ms,
-                "waiting_for": outcome.waiting_for,
-                "lease_owner": "",
-                "lease_until_ms": 0,
-            },
-        )
-        # an event that arrived between the look and the write above did not wake us: look again
-        if written and outcome.waiting_for and len(await self.repo.received_for(run.id, outcome.waiting_for)) > before:
-            await self.repo.wake_waiting(run.org_id, outcome.waiting_for)
+        """Park the run until ``outcome.until_ms`` (a wait also until an event of its type arrives, a report
+        step until its answer arrives)."""
+        changes: dict[str, Any] = {
+            "status": "waiting",
+            "due_ms": outcome.until_ms,
+            "timer_gen": run.gen,
+            "timer_ms": outcome.until_ms,
+            "waiting_for": outcome.waiting_for,
+            "lease_owner": "",
+            "lease_until_ms": 0,
+        }
+        if outcome.report_request:
+            changes["report_request"] = outcome.report_request
+        written = await self._write(run, changes)
+        if not written or not outcome.waiting_for:
+            return
+        # an event that arrived between the attempt's look and the write above did not wake the run (it was
+        # not waiting yet): look again, and make it due now if one came
+        if outcome.report_request:
+            came = await self.repo.reply_for(run.org_id, outcome.report_request) is not None
+        else:
+            came = await self.repo.count_received(run.id, outcome.waiting_for) > outcome.seen
+        if came:
+            await self.repo.wake_run(run.id)
 
     async def finish(self, run: Run, status: str, error: str, *, step: str = "") -> None:
         """End the run: the lifecycle event first (its id is fixed per run), then the state."""
@@ -422,8 +449,10 @@ class Engine:
             if due <= now:
                 return Done({"due_ms": due, "fired_ms": now}, following(defn, index, step.next))
             return Sleep(due)
+        if isinstance(step, ReportStep):
+            return await self._report(run, defn, index, step, ctx, eid, now)
         assert isinstance(step, WaitStep)
-        found = await self._matching(run, step, ctx, attempts)
+        found, seen = await self._matching(run, step, ctx, attempts)
         if found is not None:
             return Done({"event": found}, following(defn, index, step.next))
         if run.timer_gen == run.gen:
@@ -431,25 +460,54 @@ class Engine:
                 if step.on_timeout is not None:
                     return Done({"event": None, "timed_out": True}, step.on_timeout)
                 raise StepError(f"no matching {step.event_type} within {step.wait_seconds} s")
-            return Sleep(run.timer_ms, step.event_type)
-        return Sleep(now + int(step.wait_seconds * 1000), step.event_type)
+            return Sleep(run.timer_ms, step.event_type, seen)
+        return Sleep(now + int(step.wait_seconds * 1000), step.event_type, seen)
+
+    async def _report(
+        self, run: Run, defn: Definition, index: int, step: ReportStep, ctx: dict[str, Any], eid: str, now: int
+    ) -> Outcome:
+        """The ``report`` step: the answer to request ``eid`` when it came (done, or failed for
+        ``report.failed``); else past the deadline a failure; else (the first look of this attempt) send
+        ``report.requested`` with ``request_id`` = ``eid`` and sleep until the answer or the deadline. After
+        a crash between the request and the sleep the request is sent again under the same id (the report
+        service files one report per request id)."""
+        reply = await self.repo.reply_for(run.org_id, eid)
+        if reply is not None:
+            try:
+                return Done(report_output(reply), following(defn, index, step.next))
+            except ReportFailedError as exc:
+                raise StepError(f"report failed: {exc}") from None
+        if run.timer_gen == run.gen:
+            if now >= run.timer_ms:
+                raise StepError(f"no answer to the report request within {self._report_timeout(step):g} s")
+            return Sleep(run.timer_ms, REPORT_WAIT, report_request=eid)
+        data = report_request(step, ctx, run.org_id, eid, now)
+        await self.effects.publish(
+            "report.requested", data.model_dump(mode="json"), org_id=run.org_id, subject=run.id, event_id=eid
+        )
+        return Sleep(now + int(self._report_timeout(step) * 1000), REPORT_WAIT, report_request=eid)
+
+    @staticmethod
+    def _report_timeout(step: ReportStep) -> float:
+        return step.timeout_seconds if step.timeout_seconds is not None else REPORT_TIMEOUT_SECONDS
 
     async def _matching(
         self, run: Run, step: WaitStep, ctx: dict[str, Any], attempts: list[Attempt]
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any] | None, int]:
         """The oldest event kept for the run of the wait's type that matches and that no earlier wait of the
-        run took."""
+        run took (``None`` when none), and how many events of the type are kept."""
         taken = {
             a.output["event"]["id"]
             for a in attempts
             if a.type == "wait_for_event" and isinstance(a.output, dict) and isinstance(a.output.get("event"), dict)
         }
-        for event in await self.repo.received_for(run.id, step.event_type):
+        kept = await self.repo.received_for(run.id, step.event_type)
+        for event in kept:
             if event.get("id") in taken:
                 continue
             if step.match is None or truthy(evaluate(step.match, {**ctx, "event": event})):
                 if json_size(event) > MAX_STEP_OUTPUT_BYTES:
                     raise StepError("the matching event is larger than the step output limit")
                 result: dict[str, Any] = event
-                return result
-        return None
+                return result, len(kept)
+        return None, len(kept)

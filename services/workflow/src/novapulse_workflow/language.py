@@ -32,6 +32,7 @@ from .constants import (
     APP_EVENT_TYPE,
     END,
     MAX_DEFINITION_BYTES,
+    MAX_REPORT_RANGE_SECONDS,
     MAX_RETRY_ATTEMPTS,
     MAX_RUN_SECONDS,
     MAX_STEPS,
@@ -129,7 +130,30 @@ class ConditionStep(StepBase):
     default: str | None = Field(default=None, max_length=48)
 
 
-Step = Annotated[NotifyStep | EmitStep | DelayStep | WaitStep | ConditionStep, Field(discriminator="type")]
+class ReportStep(StepBase):
+    """Ask the report service for a report (``report.requested``, whose ``request_id`` is the step's effect
+    id) and wait for its answer: ``report.completed`` carrying that ``request_id`` completes the step with
+    ``{report_id, row_count, sha256, expires_at, request_id}``; ``report.failed`` fails it (``retry`` and
+    ``catch`` apply). ``timeout_seconds`` bounds the wait (default ``REPORT_TIMEOUT_SECONDS``).
+
+    The period is ``start``/``end`` (templates giving RFC 3339 times with an offset; ``start`` included,
+    ``end`` excluded) or ``last_seconds`` (the period ending at the attempt). ``requested_by`` (a template
+    giving a user id) is the user the report service files it under."""
+
+    type: Literal["report"]
+    report_type: str = Field(min_length=1, max_length=64, description="A report type of the report service")
+    format: Literal["csv", "ndjson", "xlsx", "pdf"] = "csv"
+    requested_by: str = Field(min_length=1, max_length=600)
+    start: str | None = Field(default=None, max_length=600)
+    end: str | None = Field(default=None, max_length=600)
+    last_seconds: float | None = Field(default=None, gt=0, le=MAX_REPORT_RANGE_SECONDS)
+    time_zone: str = Field(default="UTC", min_length=1, max_length=64)
+    filters: dict[str, str] = Field(default={}, max_length=20)
+    csv_bom: bool = False
+    neutralize_formulas: bool = True
+
+
+Step = Annotated[NotifyStep | EmitStep | DelayStep | WaitStep | ConditionStep | ReportStep, Field(discriminator="type")]
 
 
 class Trigger(Strict):
@@ -292,6 +316,16 @@ def check(defn: Definition) -> list[dict[str, str]]:
                 _expr(faults, f"{at}.branches.{j}.when", branch.when)
                 target(f"{at}.branches.{j}.next", branch.next)
             target(f"{at}.default", step.default)
+        elif isinstance(step, ReportStep):
+            period = step.start is not None or step.end is not None
+            if period == (step.last_seconds is not None) or (period and (step.start is None or step.end is None)):
+                faults.append(
+                    field_error(f"{at}.last_seconds", "give either start and end, or last_seconds", "conflict")
+                )
+            _templates(faults, f"{at}.requested_by", step.requested_by)
+            _templates(faults, f"{at}.start", step.start)
+            _templates(faults, f"{at}.end", step.end)
+            _templates(faults, f"{at}.filters", step.filters)
     return faults
 
 

@@ -13,12 +13,16 @@ Collections (every query is scoped by organisation, except the worker's claim of
   ``lease_owner``, ``lease_until_ms``, ``timer_gen``/``timer_ms`` (the deadline of a delay or wait of
   generation ``timer_gen``), ``waiting_for`` (event type of the wait in progress, ``""`` else),
   ``listens`` (types the run's waits and ``cancel_on`` listen for; ``listening``: the list is not empty, so
-  the consumer reads only such runs), ``started`` (the started event is written),
+  the consumer reads only such runs), ``report_request`` (the request id a ``report`` step waits on),
+  ``started`` (the started event is written),
   ``transitions``, ``error``, ``rerun_of``, ``created_ms``, ``updated_ms``, ``finished_ms``.
 - ``journal`` (insert-only): one document per step attempt, ``_id`` = ``<run id>:<gen, 6 digits>``:
   ``run_id``, ``org_id``, ``key``, ``type``, ``attempt``, ``gen``, ``status`` (``completed``, ``failed``,
   ``reused``), ``output``, ``next``, ``error``, ``effect_id``, ``started_ms``, ``finished_ms``.
 - ``received`` (insert-only): events kept for a run's waits, ``_id`` = ``<run id>:<event id>``.
+- ``replies`` (insert-only): the report service's answers to ``report`` steps, ``_id`` = the request id
+  (``data.request_id``, the step attempt's effect id), ``org_id``, ``event`` (as JSON), ``received_ms``; kept
+  whether or not the run already sleeps on it, so an answer faster than the run's sleep is not lost.
 
 Times are integer epoch milliseconds (the MongoDB-wire development server stores datetimes written by
 ``$set`` as strings; docs/architecture.md). Lists of sub-documents live in insert-only collections (its
@@ -187,6 +191,7 @@ class Repository:
         self.received = db["received"]
         self.keys = db["keys"]
         self.slots = db["slots"]
+        self.replies = db["replies"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -199,6 +204,8 @@ class Repository:
         await self.runs.create_index([("status", ASCENDING)])
         await self.runs.create_index([("finished_ms", ASCENDING)])
         await self.runs.create_index([("debounce_key", ASCENDING)])
+        await self.runs.create_index([("report_request", ASCENDING)])
+        await self.replies.create_index([("received_ms", ASCENDING)])
         await self.slots.create_index([("holder", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
@@ -521,6 +528,10 @@ class Repository:
         await self.received.delete_many({"run_id": {"$in": ids}})
         return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
+    async def purge_replies(self, before_ms: int) -> int:
+        """Delete the report answers received before ``before_ms`` (epoch ms); returns how many."""
+        return (await self.replies.delete_many({"received_ms": {"$lt": before_ms}})).deleted_count
+
     # journal -----------------------------------------------------------------------------------------------
 
     async def journal_attempt(
@@ -588,6 +599,32 @@ class Repository:
                     "received_ms": now_ms(),
                 }
             )
+
+    async def count_received(self, run_id: str, type_: str) -> int:
+        """How many events of ``type_`` are kept for ``run_id``."""
+        return await self.received.count_documents({"run_id": run_id, "type": type_})
+
+    async def wake_run(self, run_id: str) -> bool:
+        """Make a waiting run due now (an event it waits for came while it went to sleep)."""
+        result = await self.runs.update_one({"_id": run_id, "status": "waiting"}, {"$set": {"due_ms": now_ms()}})
+        return result.modified_count == 1
+
+    async def keep_reply(self, org_id: str, request_id: str, event: Doc) -> bool:
+        """Keep the report service's answer ``event`` to request ``request_id`` (idempotent; the first answer
+        stays) and make the run waiting on it due now; True when a run was woken."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.replies.insert_one(
+                {"_id": request_id, "org_id": org_id, "event": event, "received_ms": now_ms()}
+            )
+        result = await self.runs.update_one(
+            {"org_id": org_id, "report_request": request_id, "status": "waiting"}, {"$set": {"due_ms": now_ms()}}
+        )
+        return result.modified_count == 1
+
+    async def reply_for(self, org_id: str, request_id: str) -> Doc | None:
+        """The answer kept for report request ``request_id`` of ``org_id`` (the event as JSON), or ``None``."""
+        doc = await self.replies.find_one({"_id": request_id, "org_id": org_id})
+        return doc["event"] if doc else None
 
     async def received_for(self, run_id: str, type_: str) -> list[Doc]:
         """Events of ``type_`` kept for ``run_id``, oldest first (each the event as JSON)."""

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .constants import MAX_RECEIVED_PER_RUN, SERVICE_NAME
+from .constants import MAX_RECEIVED_PER_RUN, REPORT_REPLIES, SERVICE_NAME
 from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition
 from .ports import Effects
@@ -44,7 +44,8 @@ class Triggers:
     async def on_event(self, event: dict[str, Any]) -> list[Run]:
         """Handle one event (``{id, type, source, time, org_id, subject, data}``): cancel the unfinished runs
         of its organisation whose ``cancel_on`` it matches, keep it for the others whose waits listen for its
-        type (and wake those waiting), then start a run
+        type (and wake those waiting), keep a report service's answer for the ``report`` step that asked
+        (``data.request_id``), then start a run
         of every enabled definition it triggers whose filter holds. Idempotent: the same event again keeps
         nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream
         trigger nothing (a workflow cannot start itself in a loop) but can be waited for. Returns the runs
@@ -53,6 +54,11 @@ class Triggers:
         if not org_id:
             return []
         type_ = event["type"]
+        if type_ in REPORT_REPLIES:
+            request_id = (event.get("data") or {}).get("request_id")
+            woken = isinstance(request_id, str) and request_id and await self.repo.keep_reply(org_id, request_id, event)
+            if woken and self.on_start is not None:
+                self.on_start()
         listening = await self.repo.listening_runs(org_id, type_)
         for held in listening:
             defn = await self._definition(held)

@@ -71,6 +71,8 @@ def test_semantic_faults_name_their_paths() -> None:
     steps.append({"key": "w", "type": "wait_for_event", "event_type": "nope", "wait_seconds": 5, "on_timeout": "x"})
     steps.append({"key": "n2", "type": "notify", "template": "t", "user_id": "u", "role": "owner"})
     steps.append({"key": "c2", "type": "emit", "event_type": "a.b", "catch": {"next": "zz"}})
+    report = {"key": "r", "type": "report", "report_type": "signups", "requested_by": "${x[}", "last_seconds": 60}
+    steps.append({**report, "start": "2030-01-01T00:00:00Z", "filters": {"role": "${y[}"}})  # period conflict
     assert faults(body) == {
         "trigger.type": "unknown_event_type",
         "trigger.filter": "expression",
@@ -85,6 +87,9 @@ def test_semantic_faults_name_their_paths() -> None:
         "steps.5.on_timeout": "unknown_step",
         "steps.6.user_id": "conflict",
         "steps.7.catch.next": "unknown_step",
+        "steps.8.last_seconds": "conflict",
+        "steps.8.requested_by": "expression",
+        "steps.8.filters.role": "expression",
     }
 
 
