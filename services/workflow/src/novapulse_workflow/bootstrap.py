@@ -11,6 +11,7 @@ from novapulse_runtime.runtime import Runtime, Worker
 
 from . import handlers
 from .api import build_routes
+from .app_events import AppEvents
 from .definitions import DefinitionService
 from .effects import OutboxEffects
 from .engine import Engine
@@ -26,7 +27,7 @@ async def api(rt: Runtime) -> Routes:
     """The ``api`` role: the routes and the service layer behind them (cancel events go to the outbox)."""
     repo = await rt.repository(Repository)
     definitions = DefinitionService(repo)
-    return build_routes(definitions, RunService(repo, definitions, OutboxEffects(rt.bus.outbox())))
+    return build_routes(definitions, RunService(repo, definitions, OutboxEffects(rt.bus.outbox())), AppEvents(repo))
 
 
 async def worker(rt: Runtime) -> list[Worker]:

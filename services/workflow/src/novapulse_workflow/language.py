@@ -21,6 +21,8 @@ Steps run in list order unless ``next`` (or a branch, ``catch``, ``on_timeout``)
 from __future__ import annotations
 
 import json
+import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +32,9 @@ from novapulse_runtime.errors import field_error
 
 from .constants import (
     APP_EVENT_TYPE,
+    APP_TRIGGER_TYPE,
     END,
+    MAX_APP_EVENT_TYPE,
     MAX_DEFINITION_BYTES,
     MAX_REPORT_RANGE_SECONDS,
     MAX_RETRY_ATTEMPTS,
@@ -43,6 +47,23 @@ from .expressions import ExpressionError, compile_expression, template_expressio
 
 MANUAL = "manual"
 """The trigger type of a definition started only by the API's manual trigger."""
+
+
+@cache
+def _platform_domains() -> frozenset[str]:
+    return frozenset(t.name.split(".")[0] for t in CATALOG.all_types())
+
+
+def is_application_type(name: str) -> bool:
+    """Whether ``name`` is an application event type (``APP_TRIGGER_TYPE``): lower-case dotted words, not a
+    catalogue type and not under a platform domain, so ``user.registerd`` (a typo) is refused, not taken as
+    an application's own type."""
+    return (
+        len(name) <= MAX_APP_EVENT_TYPE
+        and re.fullmatch(APP_TRIGGER_TYPE, name) is not None
+        and CATALOG.lookup(name) is None
+        and name.split(".")[0] not in _platform_domains()
+    )
 
 
 class Strict(BaseModel):
@@ -157,8 +178,8 @@ Step = Annotated[NotifyStep | EmitStep | DelayStep | WaitStep | ConditionStep | 
 
 
 class Trigger(Strict):
-    """The event type that starts a run (a catalogue type, or ``manual``) and an optional ``filter``
-    expression over ``{event}``."""
+    """The event type that starts a run (a catalogue type, an application event type posted to
+    ``POST /events``, or ``manual``) and an optional ``filter`` expression over ``{event}``."""
 
     type: str = Field(min_length=1, max_length=100)
     filter: str | None = None
@@ -239,11 +260,12 @@ def check(defn: Definition) -> list[dict[str, str]]:
         faults.append(field_error("", f"definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", "too_large"))
     ttype = defn.trigger.type
     et = CATALOG.lookup(ttype)
-    if ttype != MANUAL and (et is None or et.source == SERVICE_NAME):
+    if ttype != MANUAL and not is_application_type(ttype) and (et is None or et.source == SERVICE_NAME):
         faults.append(
             field_error(
                 "trigger.type",
-                f"{ttype[:100]!r} is not a catalogue event type of another service",
+                f"{ttype[:100]!r} is neither a catalogue event type of another service nor an application "
+                "event type (lower-case dotted words outside the platform's domains)",
                 "unknown_event_type",
             )
         )

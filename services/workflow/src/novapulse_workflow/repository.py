@@ -192,6 +192,7 @@ class Repository:
         self.keys = db["keys"]
         self.slots = db["slots"]
         self.replies = db["replies"]
+        self.app_events = db["app_events"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -206,6 +207,8 @@ class Repository:
         await self.runs.create_index([("debounce_key", ASCENDING)])
         await self.runs.create_index([("report_request", ASCENDING)])
         await self.replies.create_index([("received_ms", ASCENDING)])
+        await self.app_events.create_index([("received_ms", ASCENDING)])
+        await self.runs.create_index([("trigger_event_id", ASCENDING)])
         await self.slots.create_index([("holder", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
@@ -529,8 +532,40 @@ class Repository:
         return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
     async def purge_replies(self, before_ms: int) -> int:
-        """Delete the report answers received before ``before_ms`` (epoch ms); returns how many."""
-        return (await self.replies.delete_many({"received_ms": {"$lt": before_ms}})).deleted_count
+        """Delete the report answers and posted application events received before ``before_ms`` (epoch ms);
+        returns how many."""
+        replies = await self.replies.delete_many({"received_ms": {"$lt": before_ms}})
+        events = await self.app_events.delete_many({"received_ms": {"$lt": before_ms}})
+        return replies.deleted_count + events.deleted_count
+
+    # application events ------------------------------------------------------------------------------------
+
+    async def insert_app_event(self, org_id: str, event: Doc, fingerprint: str, user_id: str) -> tuple[Doc, bool]:
+        """Keep a posted application event (``event``: the trigger event as JSON) under ``<org>:<event id>``
+        with the request's ``fingerprint``; returns the document kept and whether it is new — the earlier one
+        (not new) when that event id was posted before (compare its ``fingerprint``)."""
+        doc: Doc = {
+            "_id": f"{org_id}:{event['id']}",
+            "org_id": org_id,
+            "event": event,
+            "fingerprint": fingerprint,
+            "posted_by": user_id,
+            "received_ms": now_ms(),
+        }
+        try:
+            await self.app_events.insert_one(doc)
+        except DuplicateKeyError:
+            earlier = await self.app_events.find_one({"_id": doc["_id"], "org_id": org_id})
+            if earlier is not None:
+                return earlier, False
+        return doc, True
+
+    async def runs_of_event(self, org_id: str, event_id: str, limit: int) -> list[str]:
+        """Ids of up to ``limit`` runs of ``org_id`` started by the trigger event ``event_id``, oldest first."""
+        cursor = self.runs.find({"org_id": org_id, "trigger_event_id": event_id}, {"_id": 1, "created_ms": 1})
+        docs = await cursor.to_list()
+        docs.sort(key=lambda d: (int(d["created_ms"]), d["_id"]))
+        return [d["_id"] for d in docs[:limit]]
 
     # journal -----------------------------------------------------------------------------------------------
 

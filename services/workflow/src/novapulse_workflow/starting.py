@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from .expressions import ExpressionError, evaluate
+from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition, listened_types
 from .repository import Repository, Run
 
@@ -25,6 +25,30 @@ def flow_key(expression: str, event: dict[str, Any]) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+async def start_triggered(repo: Repository, event: dict[str, Any]) -> list[Run]:
+    """Start a run of every enabled definition of ``event``'s organisation whose trigger is ``event``'s type
+    and whose filter holds (a filter that fails on the event starts nothing); the runs started. Idempotent:
+    the same event again starts no second run (unique ``<definition id>:<event id>``)."""
+    org_id = event.get("org_id") or ""
+    started: list[Run] = []
+    for record in await repo.triggered_by(org_id, event["type"]):
+        body = await repo.get_version(org_id, record.id, record.version)
+        if body is None:
+            continue
+        defn = Definition.model_validate(body)
+        if defn.trigger.filter is not None:
+            try:
+                if not truthy(evaluate(defn.trigger.filter, {"event": event})):
+                    continue
+            except ExpressionError as exc:
+                log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
+                continue
+        new = await start_run(repo, record.id, record.version, defn, event)
+        if new is not None:
+            started.append(new)
+    return started
 
 
 async def start_run(repo: Repository, def_id: str, version: int, defn: Definition, event: dict[str, Any]) -> Run | None:

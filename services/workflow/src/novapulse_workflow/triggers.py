@@ -12,7 +12,7 @@ from .language import Definition
 from .ports import Effects
 from .repository import Repository, Run
 from .runs import cancel_run
-from .starting import start_run
+from .starting import start_triggered
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +70,7 @@ class Triggers:
             self.on_start()
         if event.get("source") == SERVICE_NAME:
             return []
-        started: list[Run] = []
-        for record in await self.repo.triggered_by(org_id, type_):
-            body = await self.repo.get_version(org_id, record.id, record.version)
-            if body is None:
-                continue
-            defn = Definition.model_validate(body)
-            if defn.trigger.filter is not None:
-                try:
-                    if not truthy(evaluate(defn.trigger.filter, {"event": event})):
-                        continue
-                except ExpressionError as exc:
-                    log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
-                    continue
-            new = await start_run(self.repo, record.id, record.version, defn, event)
-            if new is not None:
-                started.append(new)
+        started = await start_triggered(self.repo, event)
         if started and self.on_start is not None:
             self.on_start()
         return started
