@@ -34,6 +34,7 @@ from .errors import (
     RunFinished,
     RunNotFound,
     UnknownStep,
+    UnstorableData,
 )
 from .language import Definition
 from .models import (
@@ -65,9 +66,10 @@ PROBLEMS: ErrorTable = {
     RunFinished: Problem(409, title="Run finished"),
     DuplicateTrigger: Problem(409, title="Duplicate trigger"),
     UnknownStep: Problem(422, title="Unknown step"),
-    NotAnApplicationEventType: Problem(422, title="Not an application event type"),
+    NotAnApplicationEventType: Problem(422, title="Invalid event"),
     EventTooLarge: Problem(413, title="Event too large"),
-    EventIdReused: Problem(422, title="Event id reused"),
+    UnstorableData: Problem(422, title="Invalid event"),
+    EventIdReused: Problem(409, title="Event id reused"),
     BadIdempotencyKey: Problem(422, title="Invalid Idempotency-Key"),
 }
 """How each domain error of this service is answered (RFC 9457 problems)."""
@@ -169,7 +171,7 @@ def build_routes(definitions: DefinitionService, runs: RunService, app_events: A
         """Post an application event: start a run of every enabled definition whose trigger is its ``type``
         (and whose filter holds). Idempotent by the event ``id`` or the ``Idempotency-Key`` header: the same
         event again starts nothing new and answers the first post's runs (``duplicate``); the same id with
-        a different event is a 422. ``data`` over 64 000 bytes is a 413."""
+        a different event is a 409. ``data`` over 64 000 bytes is a 413."""
         who = require_role(request, *MANAGERS)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:

@@ -13,7 +13,7 @@ from novapulse_runtime.clock import utcnow
 from novapulse_runtime.errors import field_error
 
 from .constants import MAX_APP_EVENT_BYTES, MAX_RUNS_PER_EVENT
-from .errors import EventIdReused, EventTooLarge, NotAnApplicationEventType
+from .errors import EventIdReused, EventTooLarge, NotAnApplicationEventType, UnstorableData
 from .expressions import json_size
 from .language import is_application_type
 from .repository import Repository
@@ -31,6 +31,30 @@ class Accepted:
     event_id: str
     runs: list[str]
     duplicate: bool
+
+
+def unstorable(value: Any, path: str = "data") -> str | None:
+    """The path of the first part of ``value`` (parsed JSON) a document cannot hold — a key with a NUL
+    character or starting with ``$``, text with a lone surrogate (``"\\ud800"``) — or ``None``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key or key.startswith("$") or unstorable(key) is not None:
+                return f"{path}.{key.encode('utf-8', 'backslashreplace').decode()[:50]}"
+            found = unstorable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = unstorable(item, f"{path}.{i}")
+            if found is not None:
+                return found
+    return None
 
 
 def event_id_for(org_id: str, event_id: str | None, idempotency_key: str | None) -> str:
@@ -67,12 +91,14 @@ class AppEvents:
         Idempotent per event id (the caller's ``event_id``, or one derived from ``idempotency_key``): the
         same event posted again starts nothing new and answers the runs the first post started
         (``duplicate`` true) — a post that stopped half-way is finished; the same id with a different
-        ``type``/``subject``/``data`` is refused (the draft Idempotency-Key header's rule, §2.7).
+        ``type``/``subject``/``data`` is refused (409, a conflict with the stored event; the draft
+        Idempotency-Key header, §2.7, suggests 422, but the request is valid in itself).
 
         :raises NotAnApplicationEventType: ``type_`` is a catalogue type, under a platform domain, or not
             lower-case dotted words (422, ``errors`` names ``type``).
+        :raises UnstorableData: a key with a NUL character or a leading ``$``, or a lone surrogate (422).
         :raises EventTooLarge: ``data`` is over ``MAX_APP_EVENT_BYTES`` bytes as JSON (413).
-        :raises EventIdReused: the id was posted before with a different event (422).
+        :raises EventIdReused: the id was posted before with a different event (409).
         """
         if not is_application_type(type_):
             raise NotAnApplicationEventType(
@@ -85,6 +111,12 @@ class AppEvents:
                         location="body",
                     )
                 ],
+            )
+        fault = unstorable(data) or (unstorable(subject, "subject") if subject is not None else None)
+        if fault is not None:
+            raise UnstorableData(
+                "The event holds a key with a NUL character or a leading $, or text with a lone surrogate",
+                errors=[field_error(fault, "not storable", "unstorable", location="body")],
             )
         if json_size(data) > MAX_APP_EVENT_BYTES:
             raise EventTooLarge(f"The event data exceeds {MAX_APP_EVENT_BYTES} bytes")

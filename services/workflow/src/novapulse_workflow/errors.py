@@ -40,12 +40,18 @@ class NotAnApplicationEventType(Invalid):
     lower-case dotted words; ``errors`` names the field."""
 
 
+class UnstorableData(Invalid):
+    """Posted data a document cannot hold (a key with a NUL character or a leading ``$``, a lone surrogate);
+    ``errors`` names the path."""
+
+
 class EventTooLarge(Invalid):
     """``POST /events`` with ``data`` over ``MAX_APP_EVENT_BYTES`` bytes as JSON (413)."""
 
 
-class EventIdReused(Invalid):
-    """``POST /events`` with an event id (or ``Idempotency-Key``) used before for a different event."""
+class EventIdReused(Conflict):
+    """``POST /events`` with an event id (or ``Idempotency-Key``) used before for a different event (409: the
+    request is valid in itself; it conflicts with the event stored under that id)."""
 
 
 class BadIdempotencyKey(Invalid):

@@ -68,7 +68,7 @@ async def test_posted_application_events_trigger_definitions(
         assert status == 202
         assert again == {**first, "duplicate": True}
         status, ctype, problem = await call("POST", "/events", {**event, "data": {"amount": 1}}, keyed)
-        assert (status, ctype, problem["title"]) == (422, "application/problem+json", "Event id reused")
+        assert (status, ctype, problem["title"]) == (409, "application/problem+json", "Event id reused")
         # the caller's own event id works the same way; the filter decides
         small = {"type": "invoice.paid", "id": "evt-small-1", "data": {"invoice": "in_2", "amount": 5}}
         status, _, filtered = await call("POST", "/events", small, owner)
