@@ -15,7 +15,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +46,7 @@ from .language import (
     WaitStep,
     following,
 )
-from .ports import Effects, NoObserver, Observer
+from .ports import Effects, NoObserver, Observer, Publication
 from .reporting import ReportFailedError, report_output, report_request
 from .repository import Attempt, Repository, Run
 
@@ -99,6 +99,20 @@ class Done:
 
 EFFECT_STEPS = ("notify", "emit", "report")
 """Step types whose attempt publishes an event (its id is the attempt's effect id)."""
+PURE_STEPS = ("condition", "delay")
+"""Step types whose attempt has no effect and reads nothing but the run: redone after a crash they give
+the same outcome, so their journal entries and transitions are written with the run's next write."""
+
+
+@dataclass
+class _Unwritten:
+    """What one pass over a run holds back for its next write (``Engine._write``): lifecycle events, journal
+    documents of attempts, and run changes. Effects are never held back; before every attempt that is not
+    pure (``PURE_STEPS``) everything held is written, so the order *effect, journal, transition* stands."""
+
+    events: list[Publication] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,7 @@ class Engine:
         self.lease_ms = lease_ms
         self.rng = rng
         self._definitions: dict[tuple[str, int], Definition] = {}
+        self._unwritten: dict[str, _Unwritten] = {}
 
     async def definition(self, run: Run) -> Definition | None:
         """The pinned version of ``run`` (cached: versions are immutable)."""
@@ -174,17 +189,37 @@ class Engine:
         return self._definitions[key]
 
     async def _write(self, run: Run, changes: dict[str, Any]) -> bool:
+        """Write what the pass held back — its events (one outbox insert), its journal entries (one insert)
+        and its run changes, merged with ``changes`` into one fenced update — in that order. False when the
+        lease or the run is gone. With no changes at all nothing is updated (True)."""
+        held = self._unwritten.get(run.id)
+        if held is not None:
+            if held.events:
+                await self.effects.publish_many(held.events)
+                held.events = []
+            if held.journal:
+                await self.repo.insert_attempts(held.journal)
+                held.journal = []
+            changes = {**held.changes, **changes}
+            held.changes = {}
+        if not changes:
+            return True
         if run.started:
             changes = {**changes, "started": True}
         return await self.repo.update_held(run.id, self.owner, changes)
+
+    def _hold(self, run: Run) -> _Unwritten:
+        return self._unwritten.setdefault(run.id, _Unwritten())
 
     async def execute(self, run: Run) -> None:
         """Advance ``run`` (claimed by this worker) until it sleeps, finishes, or the lease is lost. The lease
         is renewed every third of its length meanwhile, so a long step attempt keeps it."""
         renewer = asyncio.create_task(self._renew(run.id), name=f"lease-{run.id}")
+        self._unwritten[run.id] = _Unwritten()
         try:
             await self._execute(run)
         finally:
+            self._unwritten.pop(run.id, None)
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
 
@@ -219,21 +254,24 @@ class Engine:
             )
             return
         if not run.started:
-            await self.effects.publish(
-                "workflow.run.started",
-                {
-                    "org_id": run.org_id,
-                    "run_id": run.id,
-                    "definition_id": run.definition_id,
-                    "version": run.version,
-                    "trigger_event_id": run.trigger_event_id,
-                },
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$started", 0),
+            self._hold(run).events.append(
+                Publication(
+                    "workflow.run.started",
+                    {
+                        "org_id": run.org_id,
+                        "run_id": run.id,
+                        "definition_id": run.definition_id,
+                        "version": run.version,
+                        "trigger_event_id": run.trigger_event_id,
+                    },
+                    run.org_id,
+                    run.id,
+                    effect_id(run.id, run.created_ms, "$started", 0),
+                )
             )
-            # ``started`` is written with the next state change (every write of the engine carries it): a
-            # crash before then publishes the started event again under the same id, which consumers drop
+            # the started event goes out with the pass's first write, and ``started`` is written with the
+            # next state change (every write of the engine carries it): a crash before then publishes the
+            # started event again under the same id, which consumers drop
             self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
@@ -255,14 +293,17 @@ class Engine:
             elif journaled is not None and journaled.status == "failed":
                 outcome = Failed(journaled.error)
             else:
+                if step.type not in PURE_STEPS and not await self._write(run, {}):
+                    return  # what was held back could not be written: the lease is gone
                 started = now_ms()
                 outcome = await self.attempt(run, defn, index, step, attempts)
                 status = (
                     "completed" if isinstance(outcome, Done) else "failed" if isinstance(outcome, Failed) else "sleep"
                 )
                 self.observer.step(step.type, status, (now_ms() - started) / 1000)
+                doc: dict[str, Any] | None = None
                 if isinstance(outcome, Done):
-                    journaled = await self.repo.journal_attempt(
+                    doc = self.repo.attempt_doc(
                         run,
                         step.key,
                         step.type,
@@ -275,11 +316,13 @@ class Engine:
                         started_ms=started,
                     )
                 elif isinstance(outcome, Failed):
-                    journaled = await self.repo.journal_attempt(
+                    doc = self.repo.attempt_doc(
                         run, step.key, step.type, "failed", error=outcome.error, started_ms=started
                     )
-                if journaled is not None:
-                    attempts.append(journaled)
+                if doc is not None:
+                    # written with the run's next write (before the next effect, sleep or end)
+                    self._hold(run).journal.append(doc)
+                    attempts.append(Attempt.from_doc(doc))
             if isinstance(outcome, Sleep):
                 await self.sleep(run, outcome)
                 return
@@ -322,8 +365,8 @@ class Engine:
                 "waiting_for": "",
                 "lease_until_ms": now_ms() + self.lease_ms,
             }
-            if not await self._write(run, changes):
-                return
+            # held back until the pass's next write: a crash before it redoes this step under the same generation
+            self._hold(run).changes.update(changes)
             run = replace(run, step=next_key, attempt=1, gen=run.gen + 1, transitions=run.transitions + 1, timer_gen=-1)
 
     async def sleep(self, run: Run, outcome: Sleep) -> None:
@@ -353,24 +396,16 @@ class Engine:
             await self.repo.wake_run(run.id)
 
     async def finish(self, run: Run, status: str, error: str, *, step: str = "") -> None:
-        """End the run: the lifecycle event first (its id is fixed per run), then the state."""
+        """End the run: the lifecycle event first (its id is fixed per run; it goes out in one outbox insert
+        with the events held back), then the journal held back, then the state."""
         base = {"org_id": run.org_id, "run_id": run.id, "definition_id": run.definition_id, "version": run.version}
+        end_id = effect_id(run.id, run.created_ms, "$end", 0)
         if status == "completed":
-            await self.effects.publish(
-                "workflow.run.completed",
-                base,
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$end", 0),
-            )
+            ending = Publication("workflow.run.completed", base, run.org_id, run.id, end_id)
         else:
-            await self.effects.publish(
-                "workflow.run.failed",
-                {**base, "step": step or run.step, "error": error[:500]},
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$end", 0),
-            )
+            data = {**base, "step": step or run.step, "error": error[:500]}
+            ending = Publication("workflow.run.failed", data, run.org_id, run.id, end_id)
+        self._hold(run).events.append(ending)
         now = now_ms()
         if await self._write(
             run,

@@ -39,11 +39,13 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms
 from novapulse_runtime.documents import Doc
 
+DUPLICATE_KEY = 11000
+"""MongoDB's error code of a duplicate key."""
 ACTIVE = ("pending", "running", "waiting")
 """Statuses of a run that is not finished."""
 FINISHED = ("completed", "failed", "cancelled")
@@ -531,7 +533,7 @@ class Repository:
         await self.received.delete_many({"run_id": {"$in": ids}})
         return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
-    async def purge_replies(self, before_ms: int) -> int:
+    async def purge_answers_and_posts(self, before_ms: int) -> int:
         """Delete the report answers and posted application events received before ``before_ms`` (epoch ms);
         returns how many."""
         replies = await self.replies.delete_many({"received_ms": {"$lt": before_ms}})
@@ -586,6 +588,50 @@ class Repository:
     ) -> Attempt:
         """Record one attempt and return it (idempotent: the same generation written again after a crash is
         ignored)."""
+        doc = self.attempt_doc(
+            run,
+            key,
+            type_,
+            status,
+            output=output,
+            next_key=next_key,
+            error=error,
+            effect_id=effect_id,
+            started_ms=started_ms,
+            gen=gen,
+            attempt=attempt,
+        )
+        with contextlib.suppress(DuplicateKeyError):
+            await self.journal.insert_one(doc)
+        return Attempt.from_doc(doc)
+
+    async def insert_attempts(self, docs: list[Doc]) -> None:
+        """Record several attempts built by :meth:`attempt_doc` in one write; generations journaled already
+        (written again after a crash) are left as they are."""
+        if not docs:
+            return
+        try:
+            await self.journal.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    @staticmethod
+    def attempt_doc(
+        run: Run,
+        key: str,
+        type_: str,
+        status: str,
+        *,
+        output: Any = None,
+        next_key: str = "",
+        error: str = "",
+        effect_id: str = "",
+        started_ms: int = 0,
+        gen: int | None = None,
+        attempt: int | None = None,
+    ) -> Doc:
+        """The journal document of one attempt (``gen``/``attempt`` default to the run's)."""
         g = run.gen if gen is None else gen
         now = now_ms()
         doc: Doc = {
@@ -604,9 +650,7 @@ class Repository:
             "started_ms": started_ms or now,
             "finished_ms": now,
         }
-        with contextlib.suppress(DuplicateKeyError):
-            await self.journal.insert_one(doc)
-        return Attempt.from_doc(doc)
+        return doc
 
     async def journal_of(self, run_id: str) -> list[Attempt]:
         """Every attempt of a run, in generation order."""

@@ -117,7 +117,7 @@ class Housekeeper:
         total = 0
         while (deleted := await self.repo.purge_finished(before, PURGE_BATCH)) > 0:
             total += deleted
-        await self.repo.purge_replies(before)
+        await self.repo.purge_answers_and_posts(before)
         if total:
             log.info("finished runs deleted", extra={"count": total})
         return total
