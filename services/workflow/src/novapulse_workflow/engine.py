@@ -48,7 +48,7 @@ from .language import (
 )
 from .ports import Effects, NoObserver, Observer, Publication
 from .reporting import ReportFailedError, report_output, report_request
-from .repository import Attempt, Repository, Run
+from .repository import ENDED, Attempt, Repository, Run
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +411,7 @@ class Engine:
             run,
             {
                 "status": status,
+                **ENDED,
                 "error": error[:500],
                 "finished_ms": now,
                 "waiting_for": "",

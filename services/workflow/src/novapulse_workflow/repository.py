@@ -49,6 +49,11 @@ DUPLICATE_KEY = 11000
 ACTIVE = ("pending", "running", "waiting")
 """Statuses of a run that is not finished."""
 FINISHED = ("completed", "failed", "cancelled")
+NEVER_DUE_MS = 2**53
+"""The ``due_ms`` of a finished run: out of the range every claim scans (``due_ms <= now``), so the claim's
+index walk does not grow with the runs kept for their retention."""
+ENDED: Doc = {"due_ms": NEVER_DUE_MS, "listening": False}
+"""What every end of a run writes besides its status: no longer due, no longer listening for events."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ class Repository:
         await self.runs.create_index([("status", ASCENDING)])
         await self.runs.create_index([("finished_ms", ASCENDING)])
         await self.runs.create_index([("debounce_key", ASCENDING)])
+        await self.runs.create_index([("listening", ASCENDING)])
         await self.runs.create_index([("report_request", ASCENDING)])
         await self.replies.create_index([("received_ms", ASCENDING)])
         await self.app_events.create_index([("received_ms", ASCENDING)])
@@ -412,6 +418,7 @@ class Repository:
             {
                 "$set": {
                     "status": "cancelled",
+                    **ENDED,
                     "finished_ms": now,
                     "updated_ms": now,
                     "error": reason[:500],
@@ -468,7 +475,7 @@ class Repository:
         now = now_ms()
         result = await self.runs.update_many(
             {"debounce_key": debounce_key, "status": "pending", "started": False, "_id": {"$ne": newest}},
-            {"$set": {"status": "cancelled", "error": "debounced", "finished_ms": now, "updated_ms": now}},
+            {"$set": {"status": "cancelled", **ENDED, "error": "debounced", "finished_ms": now, "updated_ms": now}},
         )
         return result.modified_count
 
@@ -510,8 +517,9 @@ class Repository:
         return result.modified_count
 
     async def listening_runs(self, org_id: str, type_: str) -> list[Run]:
-        """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_``."""
-        cursor = self.runs.find({"org_id": org_id, "listening": True, "status": {"$in": list(ACTIVE)}})
+        """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_`` (a run stops
+        ``listening`` when it ends, so the index on it keeps this look small)."""
+        cursor = self.runs.find({"listening": True, "org_id": org_id, "status": {"$in": list(ACTIVE)}})
         return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
 
     async def count_active_and_timers(self) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from helpers_workflow import FakeEffects
 from novapulse_devkit.testing import wait_until
 from novapulse_workflow.engine import Engine, effect_id
 from novapulse_workflow.language import Definition, listened_types
-from novapulse_workflow.repository import Repository, Run
+from novapulse_workflow.repository import NEVER_DUE_MS, Repository, Run
 from novapulse_workflow.triggers import Triggers
 
 pytestmark = pytest.mark.integration
@@ -94,6 +94,9 @@ async def test_notify_delay_branch_emit(repo: Repository, effects: FakeEffects) 
         ("tell", "completed"),
     ]
     assert journal[1].output["fired_ms"] >= journal[1].output["due_ms"]
+    ended = await repo.runs.find_one({"_id": run.id})
+    assert ended is not None
+    assert (ended["due_ms"], ended["listening"]) == (NEVER_DUE_MS, False)  # out of every claim's range
     # the other branch: a member ends at the condition
     effects.published.clear()
     other = await start(repo, def_id, event("user.registered", {"user_id": "u8", "role": "member"}, "e2"))
@@ -228,6 +231,9 @@ async def test_cancel_on_a_matching_event(repo: Repository, effects: FakeEffects
     assert cancelled is not None
     assert cancelled.status == "cancelled"
     assert "e3" in cancelled.error
+    ended = await repo.runs.find_one({"_id": run.id})
+    assert ended is not None
+    assert (ended["due_ms"], ended["listening"]) == (NEVER_DUE_MS, False)
     assert effects.published[-1][1] == "workflow.run.failed"
     assert effects.published[-1][2]["cancelled"] is True
     assert "workflow.emitted" not in effects.types()
