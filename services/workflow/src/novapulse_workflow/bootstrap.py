@@ -40,7 +40,14 @@ async def worker(rt: Runtime) -> list[Worker]:
     effects = OutboxEffects(outbox)
     observer = MetricsObserver(rt)
     engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000), observer=observer)
-    scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
+    scheduler = Scheduler(
+        repo,
+        engine,
+        settings.run_slots,
+        settings.poll_interval_seconds,
+        settings.run_slots_per_org,
+        org_cap=settings.org_runs_in_flight,
+    )
     housekeeper = Housekeeper(repo, observer, settings.run_retention_days, settings.housekeeping_interval_seconds)
     table = handlers.handlers(Triggers(repo, effects, on_start=scheduler.wake))
     return [

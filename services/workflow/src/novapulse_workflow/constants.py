@@ -58,6 +58,9 @@ END = "end"
 """The step key that ends a run (``next``/``catch``/branches may name it)."""
 PURGE_BATCH = 200
 """Finished runs deleted per round trip by the retention pass."""
+ORG_CAP_RETRY_MS = 250
+"""Milliseconds the claim skips an organisation whose every slot of the global cap was held (its claimed
+run is given back, due again then)."""
 CONCURRENCY_RETRY_MS = 250
 """Milliseconds before a run that found every concurrency slot of its key taken looks again."""
 REPORT_TIMEOUT_SECONDS = 3600

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -110,6 +110,8 @@ class Run:
     lease_owner: str = ""
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    prior_status: str = ""
+    """The status the run had before this worker claimed it (``Repository.claim_due``)."""
 
     @classmethod
     def from_doc(cls, doc: Doc) -> Run:
@@ -200,6 +202,7 @@ class Repository:
         self.slots = db["slots"]
         self.replies = db["replies"]
         self.app_events = db["app_events"]
+        self.org_slots = db["org_slots"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -218,6 +221,8 @@ class Repository:
         await self.app_events.create_index([("received_ms", ASCENDING)])
         await self.runs.create_index([("trigger_event_id", ASCENDING)])
         await self.slots.create_index([("holder", ASCENDING)])
+        await self.org_slots.create_index([("org_id", ASCENDING)])
+        await self.org_slots.create_index([("owner", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
 
@@ -438,13 +443,55 @@ class Repository:
         query: Doc = {"status": {"$in": list(ACTIVE)}, "due_ms": {"$lte": now}, "lease_until_ms": {"$lt": now}}
         if skip_orgs:
             query["org_id"] = {"$nin": list(skip_orgs)}
+        claimed = {"lease_owner": owner, "lease_until_ms": now + lease_ms, "status": "running"}
         doc = await self.runs.find_one_and_update(
-            query,
-            {"$set": {"lease_owner": owner, "lease_until_ms": now + lease_ms, "status": "running"}},
-            sort=[("due_ms", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
+            query, {"$set": claimed}, sort=[("due_ms", ASCENDING)], return_document=ReturnDocument.BEFORE
         )
-        return Run.from_doc(doc) if doc else None
+        return replace(Run.from_doc({**doc, **claimed}), prior_status=doc["status"]) if doc else None
+
+    async def unclaim(self, run: Run, owner: str, due_ms: int) -> bool:
+        """Give back a run ``owner`` claimed but will not advance (its organisation is at its cap of runs in
+        flight): its status before the claim, no lease, due again at ``due_ms`` (epoch ms)."""
+        return await self.update_held(
+            run.id,
+            owner,
+            {"status": run.prior_status or "pending", "lease_owner": "", "lease_until_ms": 0, "due_ms": due_ms},
+        )
+
+    # organisation slots: the global cap of runs in flight per organisation --------------------------------
+
+    async def take_org_slot(self, org_id: str, cap: int, owner: str, lease_ms: int) -> str | None:
+        """Take one of the ``cap`` slots of ``org_id`` for the worker ``owner`` for ``lease_ms`` (renewed by
+        :meth:`renew_org_slots`): a free one (released, or its holder's lease ran out), else a new one while
+        fewer than ``cap`` exist. Atomic per slot (a conditional update, or an insert whose id is the slot's
+        number), so the organisation's runs in flight across every worker never exceed ``cap``. Returns the
+        slot's id, or ``None`` when all ``cap`` are held."""
+        now = now_ms()
+        lease = {"owner": owner, "until_ms": now + lease_ms}
+        doc = await self.org_slots.find_one_and_update(
+            {"org_id": org_id, "until_ms": {"$lt": now}, "i": {"$lt": cap}}, {"$set": lease}
+        )
+        if doc is not None:
+            return str(doc["_id"])
+        existing = await self.org_slots.count_documents({"org_id": org_id})
+        for i in range(existing, cap):
+            slot_id = f"{org_id}#{i}"
+            try:
+                await self.org_slots.insert_one({"_id": slot_id, "org_id": org_id, "i": i, **lease})
+            except DuplicateKeyError:  # another worker made slot i first
+                continue
+            return slot_id
+        return None
+
+    async def renew_org_slots(self, owner: str, lease_ms: int) -> None:
+        """Extend every organisation slot ``owner`` holds to now + ``lease_ms``."""
+        await self.org_slots.update_many({"owner": owner}, {"$set": {"until_ms": now_ms() + lease_ms}})
+
+    async def free_org_slots(self, owner: str, slot_ids: Sequence[str]) -> None:
+        """Give back the slots ``slot_ids`` ``owner`` holds."""
+        await self.org_slots.update_many(
+            {"_id": {"$in": list(slot_ids)}, "owner": owner}, {"$set": {"owner": "", "until_ms": 0}}
+        )
 
     async def update_held(self, run_id: str, owner: str, changes: Doc) -> bool:
         """Write ``changes`` to a run ``owner`` still holds and that is not finished (nor cancelled): the
