@@ -275,8 +275,9 @@ class Engine:
             self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
-        # the journal is read once per claim; this worker appends what it writes while it holds the lease
-        attempts = await self.repo.journal_of(run.id)
+        # the journal is read once per claim (not at all for a run nobody advanced yet: it has none); this
+        # worker appends what it writes while it holds the lease
+        attempts = [] if run.fresh else await self.repo.journal_of(run.id)
         while True:
             if run.transitions >= MAX_RUN_TRANSITIONS:
                 await self.finish(run, "failed", f"more than {MAX_RUN_TRANSITIONS} step attempts")

@@ -112,6 +112,9 @@ class Run:
     concurrency_limit: int = 0
     prior_status: str = ""
     """The status the run had before this worker claimed it (``Repository.claim_due``)."""
+    fresh: bool = False
+    """No worker has advanced the run since it was inserted (claimed ``pending`` with no lease holder, at
+    generation 0, not started, no transition): its journal is empty and need not be read."""
 
     @classmethod
     def from_doc(cls, doc: Doc) -> Run:
@@ -447,7 +450,16 @@ class Repository:
         doc = await self.runs.find_one_and_update(
             query, {"$set": claimed}, sort=[("due_ms", ASCENDING)], return_document=ReturnDocument.BEFORE
         )
-        return replace(Run.from_doc({**doc, **claimed}), prior_status=doc["status"]) if doc else None
+        if doc is None:
+            return None
+        fresh = (
+            doc["status"] == "pending"
+            and not doc.get("lease_owner")
+            and int(doc.get("gen", 0)) == 0
+            and not doc.get("started")
+            and int(doc.get("transitions", 0)) == 0
+        )
+        return replace(Run.from_doc({**doc, **claimed}), prior_status=doc["status"], fresh=fresh)
 
     async def unclaim(self, run: Run, owner: str, due_ms: int) -> bool:
         """Give back a run ``owner`` claimed but will not advance (its organisation is at its cap of runs in

@@ -364,3 +364,37 @@ async def test_a_report_step_times_out_and_an_early_answer_counts(repo: Reposito
     # a rendered value of the wrong kind fails the step (a missing filter value is not text)
     bad = await start(repo, await define(repo, body), event("user.registered", {"user_id": "u3"}, "e3"))
     assert "valid string" in (await drive(engine, repo, bad.id)).error
+
+
+async def test_only_a_run_nobody_advanced_is_claimed_fresh(repo: Repository, effects: FakeEffects) -> None:
+    engine = Engine(repo, effects, "w1", 5000)
+    run = await start(repo, await define(repo, WELCOME), event("user.registered", {"user_id": "u7"}, "e1"))
+    first = await repo.claim_due("w1", 5000)
+    assert first is not None
+    assert (first.id, first.fresh, first.prior_status) == (run.id, True, "pending")
+    await engine.execute(first)  # notify, then asleep on the delay
+    again = await drive_one(repo, "w1")
+    assert again is not None
+    assert again.fresh is False  # its journal has the notify attempt: read it
+    # a holder that died after its claim: taken over, not fresh either
+    other = await start(repo, await define(repo, WELCOME), event("user.registered", {"user_id": "u8"}, "e2"))
+    assert (await repo.claim_due("dead", 1)) is not None
+
+    async def taken_over() -> bool:
+        claimed = await repo.claim_due("w2", 5000)
+        return claimed is not None and claimed.id == other.id and not claimed.fresh
+
+    await wait_until(taken_over, timeout=10, message="the dead holder's run taken over")
+
+
+async def drive_one(repo: Repository, owner: str) -> Run | None:
+    """The next claim of ``owner``, waiting for the run's delay to end."""
+    claimed: Run | None = None
+
+    async def got() -> bool:
+        nonlocal claimed
+        claimed = await repo.claim_due(owner, 5000)
+        return claimed is not None
+
+    await wait_until(got, timeout=10, message="a run due again")
+    return claimed
