@@ -49,6 +49,7 @@ from .language import (
 from .ports import Effects, NoObserver, Observer, Publication
 from .reporting import ReportFailedError, report_output, report_request
 from .repository import ENDED, Attempt, Repository, Run
+from .tracing import TRACER, in_run_trace
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,8 @@ class Engine:
         renewer = asyncio.create_task(self._renew(run.id), name=f"lease-{run.id}")
         self._unwritten[run.id] = _Unwritten()
         try:
-            await self._execute(run)
+            with in_run_trace(run.traceparent):
+                await self._execute(run)
         finally:
             self._unwritten.pop(run.id, None)
             renewer.cancel()
@@ -297,10 +299,24 @@ class Engine:
                 if step.type not in PURE_STEPS and not await self._write(run, {}):
                     return  # what was held back could not be written: the lease is gone
                 started = now_ms()
-                outcome = await self.attempt(run, defn, index, step, attempts)
-                status = (
-                    "completed" if isinstance(outcome, Done) else "failed" if isinstance(outcome, Failed) else "sleep"
-                )
+                with TRACER.start_as_current_span(
+                    f"workflow step {step.type}",
+                    attributes={
+                        "workflow.run_id": run.id,
+                        "workflow.step": step.key,
+                        "workflow.attempt": run.attempt,
+                        "workflow.gen": run.gen,
+                    },
+                ) as span:
+                    outcome = await self.attempt(run, defn, index, step, attempts)
+                    status = (
+                        "completed"
+                        if isinstance(outcome, Done)
+                        else "failed"
+                        if isinstance(outcome, Failed)
+                        else "sleep"
+                    )
+                    span.set_attribute("workflow.outcome", status)
                 self.observer.step(step.type, status, (now_ms() - started) / 1000)
                 doc: dict[str, Any] | None = None
                 if isinstance(outcome, Done):

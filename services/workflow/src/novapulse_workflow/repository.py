@@ -14,7 +14,7 @@ Collections (every query is scoped by organisation, except the worker's claim of
   generation ``timer_gen``), ``waiting_for`` (event type of the wait in progress, ``""`` else),
   ``listens`` (types the run's waits and ``cancel_on`` listen for; ``listening``: the list is not empty, so
   the consumer reads only such runs), ``report_request`` (the request id a ``report`` step waits on),
-  ``started`` (the started event is written),
+  ``started`` (the started event is written), ``traceparent`` (the run's span),
   ``transitions``, ``error``, ``rerun_of``, ``created_ms``, ``updated_ms``, ``finished_ms``.
 - ``journal`` (insert-only): one document per step attempt, ``_id`` = ``<run id>:<gen, 6 digits>``:
   ``run_id``, ``org_id``, ``key``, ``type``, ``attempt``, ``gen``, ``status`` (``completed``, ``failed``,
@@ -112,6 +112,8 @@ class Run:
     concurrency_limit: int = 0
     prior_status: str = ""
     """The status the run had before this worker claimed it (``Repository.claim_due``)."""
+    traceparent: str = ""
+    """W3C trace context of the run's span (``tracing.run_span``): every step's span is its child."""
     fresh: bool = False
     """No worker has advanced the run since it was inserted (claimed ``pending`` with no lease holder, at
     generation 0, not started, no transition): its journal is empty and need not be read."""
@@ -142,6 +144,7 @@ class Run:
             lease_owner=doc.get("lease_owner", ""),
             concurrency_key=doc.get("concurrency_key", ""),
             concurrency_limit=int(doc.get("concurrency_limit") or 0),
+            traceparent=doc.get("traceparent") or "",
         )
 
 
@@ -346,6 +349,7 @@ class Repository:
         debounce_key: str = "",
         concurrency_key: str = "",
         concurrency_limit: int = 0,
+        traceparent: str = "",
     ) -> Run | None:
         """A new pending run, due now (``held``: not due until :meth:`release_run`); ``None`` when a run for
         ``trigger_key`` exists (the same trigger event again: idempotent)."""
@@ -367,6 +371,7 @@ class Repository:
             "debounce_key": debounce_key,
             "concurrency_key": concurrency_key,
             "concurrency_limit": concurrency_limit,
+            "traceparent": traceparent,
             "lease_owner": "",
             "lease_until_ms": 0,
             "timer_gen": -1,

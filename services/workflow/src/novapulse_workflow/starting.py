@@ -10,6 +10,7 @@ from typing import Any
 from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition, listened_types
 from .repository import Repository, Run
+from .tracing import run_span
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,22 @@ async def start_run(repo: Repository, def_id: str, version: int, defn: Definitio
         if key is not None:
             concurrency_key = f"{def_id}:{key}"
             concurrency_limit = flow.concurrency.limit
-    run = await repo.insert_run(
-        event.get("org_id") or "",
-        def_id,
-        version,
-        event,
-        defn.steps[0].key,
-        listened_types(defn),
-        trigger_key=f"{def_id}:{event['id']}",
-        delay_ms=delay_ms,
-        debounce_key=debounce_key,
-        concurrency_key=concurrency_key,
-        concurrency_limit=concurrency_limit,
-    )
+    with run_span(event.get("org_id") or "", def_id, version) as (span, traceparent):
+        run = await repo.insert_run(
+            event.get("org_id") or "",
+            def_id,
+            version,
+            event,
+            defn.steps[0].key,
+            listened_types(defn),
+            trigger_key=f"{def_id}:{event['id']}",
+            delay_ms=delay_ms,
+            debounce_key=debounce_key,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            traceparent=traceparent,
+        )
+        span.set_attribute("workflow.run_id", run.id if run is not None else "")
     if run is not None and debounce_key:
         await repo.supersede(debounce_key, run.id)
     return run
