@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from .expressions import ExpressionError, evaluate, truthy
@@ -28,17 +29,44 @@ def flow_key(expression: str, event: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-async def start_triggered(repo: Repository, event: dict[str, Any]) -> list[Run]:
+class Versions:
+    """Parsed definition versions, kept (versions are immutable, so a kept one is never stale): at most
+    ``size`` of them, the least recently used dropped first."""
+
+    def __init__(self, repo: Repository, size: int = 1024) -> None:
+        self.repo = repo
+        self.size = size
+        self._kept: OrderedDict[tuple[str, str, int], Definition] = OrderedDict()
+
+    async def get(self, org_id: str, def_id: str, version: int) -> Definition | None:
+        """Version ``version`` of definition ``def_id`` of ``org_id``; ``None`` when there is none."""
+        key = (org_id, def_id, version)
+        found = self._kept.get(key)
+        if found is not None:
+            self._kept.move_to_end(key)
+            return found
+        body = await self.repo.get_version(org_id, def_id, version)
+        if body is None:
+            return None
+        defn = Definition.model_validate(body)
+        self._kept[key] = defn
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return defn
+
+
+async def start_triggered(repo: Repository, event: dict[str, Any], versions: Versions | None = None) -> list[Run]:
     """Start a run of every enabled definition of ``event``'s organisation whose trigger is ``event``'s type
     and whose filter holds (a filter that fails on the event starts nothing); the runs started. Idempotent:
-    the same event again starts no second run (unique ``<definition id>:<event id>``)."""
+    the same event again starts no second run (unique ``<definition id>:<event id>``). ``versions`` keeps
+    the parsed versions between calls."""
     org_id = event.get("org_id") or ""
+    versions = versions or Versions(repo)
     started: list[Run] = []
     for record in await repo.triggered_by(org_id, event["type"]):
-        body = await repo.get_version(org_id, record.id, record.version)
-        if body is None:
+        defn = await versions.get(org_id, record.id, record.version)
+        if defn is None:
             continue
-        defn = Definition.model_validate(body)
         if defn.trigger.filter is not None:
             try:
                 if not truthy(evaluate(defn.trigger.filter, {"event": event})):

@@ -12,7 +12,7 @@ from .language import Definition
 from .ports import Effects
 from .repository import Repository, Run
 from .runs import cancel_run
-from .starting import start_triggered
+from .starting import Versions, start_triggered
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ class Triggers:
         self.effects = effects
         self.on_start = on_start
         """Called after runs were started or woken (the scheduler of this process looks at once)."""
+        self.versions = Versions(repo)
 
     async def _definition(self, run: Run) -> Definition | None:
-        body = await self.repo.get_version(run.org_id, run.definition_id, run.version)
-        return Definition.model_validate(body) if body is not None else None
+        return await self.versions.get(run.org_id, run.definition_id, run.version)
 
     async def _cancels(self, run: Run, defn: Definition, event: dict[str, Any]) -> bool:
         for cancel in defn.cancel_on:
@@ -70,7 +70,7 @@ class Triggers:
             self.on_start()
         if event.get("source") == SERVICE_NAME:
             return []
-        started = await start_triggered(self.repo, event)
+        started = await start_triggered(self.repo, event, self.versions)
         if started and self.on_start is not None:
             self.on_start()
         return started
