@@ -28,9 +28,10 @@ class Scheduler:
     Global cap (``org_cap``, across every worker): each run in flight holds one of its organisation's
     ``org_cap`` slot documents (``Repository.take_org_slot``, leased like runs and renewed every third of
     the lease). A worker keeps the slots it took while it claims more runs of the organisation and gives
-    back the ones it does not use when its claim loop ends, so a steady flow of one organisation's runs costs
-    no slot write per run. A claimed run that finds every slot held is given back (due again in
-    ``ORG_CAP_RETRY_MS``), and the claim skips its organisation until then. ``None``: no global cap."""
+    back the ones it does not use every third of the lease (when it renews the others), so a flow of one
+    organisation's runs costs no slot write per run. A claimed run that finds every slot held is given back
+    (due again in ``ORG_CAP_RETRY_MS``), and the claim skips its organisation until then. ``None``: no
+    global cap."""
 
     def __init__(
         self,
@@ -93,7 +94,6 @@ class Scheduler:
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
                 failures = 0
-                await self._free_unused_org_slots()
             except Exception:
                 failures += 1
                 log.exception("claiming runs failed")
@@ -122,8 +122,7 @@ class Scheduler:
         return False
 
     async def _free_unused_org_slots(self) -> None:
-        """Give back the slots held beyond the runs in flight (the claim loop ended: none is about to be
-        used)."""
+        """Give back the slots held beyond the runs in flight (every third of the lease, and at stop)."""
         spare: list[str] = []
         for org, held in list(self.org_slots.items()):
             extra = len(held) - self.in_flight[org]
@@ -138,11 +137,15 @@ class Scheduler:
             await self.repo.free_org_slots(self.engine.owner, spare)
 
     async def _renew_org_slots(self) -> None:
-        """Every third of the lease, extend the slots this worker holds (one write for all of them)."""
+        """Every third of the lease, give back the slots no run of this worker uses, then extend the others
+        (one write for all of them). Spare slots are kept until then, so a trickle of one organisation's runs
+        reuses them instead of taking and giving back a slot per run."""
         now = now_ms()
         if self.org_slots and now - self._renewed_ms >= self.engine.lease_ms / 3:
             self._renewed_ms = now
-            await self.repo.renew_org_slots(self.engine.owner, self.engine.lease_ms)
+            await self._free_unused_org_slots()
+            if self.org_slots:
+                await self.repo.renew_org_slots(self.engine.owner, self.engine.lease_ms)
 
     async def _advance(self, run: Run) -> None:
         try:
