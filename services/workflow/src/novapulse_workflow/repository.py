@@ -583,8 +583,13 @@ class Repository:
     async def listening_runs(self, org_id: str, type_: str) -> list[Run]:
         """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_`` (a run stops
         ``listening`` when it ends, so the index on it keeps this look small)."""
+        return [run for run, listens in await self.all_listening_runs(org_id) if type_ in listens]
+
+    async def all_listening_runs(self, org_id: str) -> list[tuple[Run, list[str]]]:
+        """Every unfinished run of ``org_id`` whose waits or ``cancel_on`` listen for events, with the types
+        they listen for."""
         cursor = self.runs.find({"listening": True, "org_id": org_id, "status": {"$in": list(ACTIVE)}})
-        return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
+        return [(Run.from_doc(d), list(d.get("listens") or [])) async for d in cursor]
 
     async def count_active_and_timers(self) -> tuple[int, int]:
         """(unfinished runs, runs waiting on a delay or wait deadline) of every organisation."""

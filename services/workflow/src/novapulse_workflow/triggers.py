@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,40 @@ from .starting import Versions, start_triggered
 log = logging.getLogger(__name__)
 
 
+class ListeningLookup:
+    """The runs of an organisation listening for events, looked up once for every event of that organisation
+    handled at the same time (the consumer handles up to ``QUEUE_CONCURRENCY`` at once): the first handler
+    opens a batch, lets the others join it for one turn of the event loop, closes it and reads the runs once
+    for all of them. Every event's look starts after the event arrived, so a run that started before an
+    event arrived is always seen by it."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._open: dict[str, asyncio.Future[list[tuple[Run, list[str]]]]] = {}
+
+    async def runs(self, org_id: str, type_: str) -> list[Run]:
+        """The unfinished runs of ``org_id`` listening for ``type_``."""
+        batch = self._open.get(org_id)
+        if batch is None:
+            batch = asyncio.get_running_loop().create_future()
+            self._open[org_id] = batch
+            try:
+                await asyncio.sleep(0)  # the events handled alongside this one join the batch
+            finally:
+                del self._open[org_id]  # closed: a later event opens its own look
+            try:
+                batch.set_result(await self.repo.all_listening_runs(org_id))
+            except Exception as exc:
+                batch.set_exception(exc)
+                batch.exception()  # retrieved: the handlers that joined get it too, none is left unseen
+                raise
+            except BaseException:
+                batch.cancel()
+                raise
+        found = await asyncio.shield(batch)
+        return [run for run, listens in found if type_ in listens]
+
+
 class Triggers:
     """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
 
@@ -26,6 +61,7 @@ class Triggers:
         self.on_start = on_start
         """Called after runs were started or woken (the scheduler of this process looks at once)."""
         self.versions = Versions(repo)
+        self.listening = ListeningLookup(repo)
 
     async def _definition(self, run: Run) -> Definition | None:
         return await self.versions.get(run.org_id, run.definition_id, run.version)
@@ -59,7 +95,7 @@ class Triggers:
             woken = isinstance(request_id, str) and request_id and await self.repo.keep_reply(org_id, request_id, event)
             if woken and self.on_start is not None:
                 self.on_start()
-        listening = await self.repo.listening_runs(org_id, type_)
+        listening = await self.listening.runs(org_id, type_)
         for held in listening:
             defn = await self._definition(held)
             if defn is not None and await self._cancels(held, defn, event):

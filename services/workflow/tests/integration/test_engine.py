@@ -4,6 +4,7 @@ ids."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from novapulse_devkit.testing import wait_until
 from novapulse_workflow.engine import Engine, effect_id
 from novapulse_workflow.language import Definition, listened_types
 from novapulse_workflow.repository import NEVER_DUE_MS, Repository, Run
-from novapulse_workflow.triggers import Triggers
+from novapulse_workflow.triggers import ListeningLookup, Triggers
 
 pytestmark = pytest.mark.integration
 
@@ -398,3 +399,29 @@ async def drive_one(repo: Repository, owner: str) -> Run | None:
 
     await wait_until(got, timeout=10, message="a run due again")
     return claimed
+
+
+class CountingRepository(Repository):
+    """The real repository, counting its looks for listening runs."""
+
+    looks = 0
+
+    async def all_listening_runs(self, org_id: str) -> list[tuple[Run, list[str]]]:
+        self.looks += 1
+        return await super().all_listening_runs(org_id)
+
+
+async def test_events_handled_together_share_one_look_for_listening_runs(repo: Repository) -> None:
+    counting = CountingRepository(repo.runs.database)
+    lookup = ListeningLookup(counting)
+    first = await counting.insert_run(ORG, "wd_x", 1, {"id": "t1"}, "s", ["mfa.enabled"])
+    assert first is not None
+    found = await asyncio.gather(*(lookup.runs(ORG, "mfa.enabled") for _ in range(10)))
+    assert [[r.id for r in runs] for runs in found] == [[first.id]] * 10
+    assert counting.looks == 1
+    assert await lookup.runs(ORG, "user.disabled") == []  # another type: filtered from the same look
+    # a run started before an event arrives is seen by it: a later event opens a new look
+    second = await counting.insert_run(ORG, "wd_x", 1, {"id": "t2"}, "s", ["mfa.enabled"])
+    assert second is not None
+    assert {r.id for r in await lookup.runs(ORG, "mfa.enabled")} == {first.id, second.id}
+    assert counting.looks == 3
