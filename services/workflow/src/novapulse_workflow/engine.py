@@ -424,6 +424,12 @@ class Engine:
             ending = Publication("workflow.run.failed", data, run.org_id, run.id, end_id)
         self._hold(run).events.append(ending)
         now = now_ms()
+        # the run's lifetime as one span of its trace (the run's own span ended when the run was stored)
+        TRACER.start_span(
+            "workflow run ended",
+            start_time=run.created_ms * 1_000_000,
+            attributes={"workflow.run_id": run.id, "workflow.status": status, "workflow.step": step or run.step},
+        ).end()
         if await self._write(
             run,
             {

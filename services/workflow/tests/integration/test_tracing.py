@@ -96,6 +96,12 @@ async def test_a_run_is_one_trace_under_its_trigger(repo: Repository, spans: InM
         assert s.context.trace_id == trace_id
         assert s.parent is not None
         assert s.parent.span_id == run_span.context.span_id
+    [ended] = [s for s in finished if s.name == "workflow run ended"]
+    assert ended.parent is not None
+    assert ended.parent.span_id == run_span.context.span_id
+    assert (ended.attributes or {})["workflow.status"] == "completed"
+    assert ended.start_time is not None
+    assert ended.start_time == run.created_ms * 1_000_000  # the run's lifetime: from its creation to its end
     # the emitted event carries the step's span, in the run's trace
     emitted = effects.traceparents["workflow.emitted"]
     assert emitted is not None
