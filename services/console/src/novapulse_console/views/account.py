@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -80,7 +81,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         session: Session = request["session"]
         session.mfa_token = answer["mfa_token"]
         request["session_changed"] = True
-        return redirect(request, f"/sign-in/mfa?next={nxt}")
+        return redirect(request, f"/sign-in/mfa?next={quote(nxt, safe='/')}")
     await establish(request, answer)
     return redirect(request, nxt)
 
