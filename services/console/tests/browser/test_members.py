@@ -7,7 +7,16 @@ import re
 from collections.abc import Callable
 
 from conftest import SignedIn
-from helpers_console import PASSWORD, check_accessibility, link_in, path_of, screenshot, unique_email
+from helpers_console import (
+    PASSWORD,
+    add_member,
+    check_accessibility,
+    enable_mfa,
+    link_in,
+    path_of,
+    screenshot,
+    unique_email,
+)
 from playwright.sync_api import Page, expect
 
 
@@ -101,9 +110,23 @@ def test_a_member_sees_the_list_without_controls(signed_in_page: Callable[..., S
 
 def test_an_admin_manages_members_but_not_roles(signed_in_page: Callable[..., SignedIn]) -> None:
     who = signed_in_page(role="admin")
-    page = who.page
+    page, stack = who.page, who.stack
+    member = add_member(stack, who.owner, "member", name="Max Member")
+    enable_mfa(stack, member)
     page.goto("/members")
     expect(page.get_by_role("heading", name="Invite someone")).to_be_visible()
     owner_row = page.get_by_role("row").filter(has_text=who.owner.email)
     assert owner_row.get_by_role("button").count() == 0  # an admin cannot disable or reset the owner
     assert page.get_by_role("button", name=re.compile("Change role")).count() == 0  # roles: the owner's
+    # the member's two-factor sign-in reset, then the member disabled
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Reset two-factor of Max Member").click()
+    expect(page.get_by_role("status").first).to_contain_text("Two-factor sign-in is reset")
+    row = page.get_by_role("row").filter(has_text=member.email)
+    expect(row.get_by_role("cell").nth(4)).to_have_text("off")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Disable Max Member").click()
+    expect(page.get_by_role("status").first).to_contain_text("The member is disabled")
+    expect(page.get_by_role("row").filter(has_text=member.email)).to_contain_text("disabled")
+    status, _ = stack.api("auth", "POST", "/login", {"email": member.email, "password": member.password})
+    assert status == 401

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from conftest import SignedIn
-from helpers_console import check_accessibility, screenshot
+from helpers_console import api_token, check_accessibility, screenshot
 from playwright.sync_api import Page, expect
 
 
@@ -31,6 +31,28 @@ def test_inbox_badge_and_read(signed_in_page: Callable[..., SignedIn]) -> None:
     expect(page.locator("#unread-count .badge")).to_have_text("1 unread")
     check_accessibility(page)
     screenshot(page, "notifications")
+    # read elsewhere (the API): the open page's count goes within one polling period, without a reload
+    page.goto("/notifications/preferences")
+    expect(page.locator("#unread-count .badge")).to_have_text("1 unread")
+    page.evaluate("() => { window.notReloaded = true; }")
+    _s, found = who.stack.api("notification", "GET", "/notifications", token=_token(who), expect=200)
+    [welcome] = [n for n in found["items"] if "Welcome" in n["title"]]
+    who.stack.api("notification", "POST", f"/notifications/{welcome['id']}/read", token=_token(who), expect=200)
+    expect(page.locator("#unread-count .badge")).to_have_count(0, timeout=25_000)
+    assert page.evaluate("() => window.notReloaded === true")  # the same document: htmx swapped the count
+
+    # and read in the page
+    page.goto("/notifications")
+    expect(page.locator("ul.notices li.read").filter(has_text="Welcome")).to_have_count(1)
+    page.get_by_role("link", name="Show unread only").click()
+    expect(page.locator("main")).to_contain_text("Nothing unread")
+
+
+def test_mark_one_read_in_the_page(signed_in_page: Callable[..., SignedIn]) -> None:
+    who = signed_in_page()
+    page = who.page
+    _wait_for_notice(page, "Welcome")
+    notice = page.locator("ul.notices li.unread").filter(has_text="Welcome")
     notice.get_by_role("button", name="Mark read").click()
     expect(page.locator("ul.notices li.read").filter(has_text="Welcome")).to_have_count(1)
     expect(page.locator("#unread-count .badge")).to_have_count(0)
@@ -64,6 +86,4 @@ def test_read_all_and_preferences(signed_in_page: Callable[..., SignedIn]) -> No
 
 
 def _token(who: SignedIn) -> str:
-    from helpers_console import api_token
-
     return api_token(who.stack, who.account)
