@@ -21,15 +21,17 @@ $(VENV)/.synced: uv.lock $(PYPROJECTS) | $(UV)
 
 install: $(VENV)/.synced
 
-run: install
+run: install deploy-tools
 	$(BIN)/python -m novapulse_devkit.stack
 
-# promtool and nginx for tests/deploy (Debian packages); installed when missing and we are root.
+# promtool and nginx for tests/deploy and make run's gateway (Debian packages); installed when missing and we
+# are root. Never fails: without them make run opens the console directly and their deploy tests skip.
 deploy-tools:
 	@if command -v promtool >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; \
-	else echo "promtool/nginx missing and not root: their deploy tests will skip"; fi
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; } \
+	  || echo "could not install promtool/nginx: make run starts without its gateway, their deploy tests skip"; \
+	else echo "promtool/nginx missing and not root: make run starts without its gateway, their deploy tests skip"; fi
 
 # Debian's chromium and axe-core (npm, locked) for the console's browser tests; chromium installed when
 # missing and we are root (without it those tests skip), axe-core whenever npm is there.
