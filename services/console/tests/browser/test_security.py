@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import SignedIn
 from cryptography.fernet import Fernet
-from helpers_console import Stack, new_page, path_of
+from helpers_console import Stack, check_accessibility, new_page, path_of
 from playwright.sync_api import Browser, Page, expect
 
 from novapulse_console.constants import CONTENT_SECURITY_POLICY
@@ -130,6 +130,7 @@ def test_posts_without_the_token_or_from_elsewhere_are_refused(
         page.get_by_role("button", name="Go").click()
     assert posted.value.status == 403
     expect(page.get_by_role("heading", name="Request refused")).to_be_visible()
+    check_accessibility(page)  # the error page
 
 
 def _cookie(page: Page) -> dict[str, Any]:
