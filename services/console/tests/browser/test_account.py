@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from conftest import SignedIn
 from helpers_console import (
     PASSWORD,
+    SignedIn,
     api_token,
     check_accessibility,
     path_of,
