@@ -11,10 +11,10 @@ from novapulse_runtime.secretbox import SecretBox
 from .client import ApiClient
 from .session import SessionCodec
 from .settings import ConsoleSettings
-from .views import account, home
+from .views import account, home, members, mfa, notifications
 from .web import CONSOLE_KEY, PACKAGE_DIR, Console, console_middleware
 
-PAGES = (account, home)
+PAGES = (account, home, mfa, members, notifications)
 """The page modules, in navigation order; each has ``register(console, router)``."""
 
 
