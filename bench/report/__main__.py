@@ -12,7 +12,8 @@ Starts its own Redis and MongoDB-wire server, seeds ``BENCH_REPORT_ROWS`` rows (
 
 The last line printed is ``report-bench: csv_vs_raw=<x> csv_rows_per_s=<n> xlsx_rows_per_s=<n> peak_rss_mb=<n>``.
 The worker runs with its default ``BATCH_ROWS`` and ``CHUNK_ROWS`` (``BENCH_REPORT_BATCH_ROWS`` and
-``BENCH_REPORT_CHUNK_ROWS`` override them).
+``BENCH_REPORT_CHUNK_ROWS`` override them). ``BENCH_REPORT_PROFILE=<dir>`` also samples the worker with py-spy
+during each report (``<dir>/<format>.txt``, collapsed stacks, subprocesses and idle time included).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +81,9 @@ async def raw_loop(repo: Repository, out: Path) -> float:
     return ROWS / (time.perf_counter() - started)
 
 
-async def generate(repo: Repository, fmt: str) -> float:
+async def generate(repo: Repository, fmt: str, worker_pid: int) -> float:
     """Rows/s of the worker for one report in ``fmt`` (claim to end)."""
+    profiler = profile(worker_pid, fmt)
     params = {
         "start_ms": START_MS,
         "end_ms": START_MS + ROWS * 50 + 1,
@@ -106,10 +109,24 @@ async def generate(repo: Repository, fmt: str) -> float:
         if doc["status"] not in ("queued", "running"):
             break
         await asyncio.sleep(0.2)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
     assert doc["status"] == "succeeded", doc
     assert int(doc["row_count"]) == ROWS
     seconds = (int(doc["finished_ms"]) - int(doc["started_ms"])) / 1000
     return ROWS / seconds
+
+
+def profile(pid: int, fmt: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the worker until interrupted, when ``BENCH_REPORT_PROFILE`` names a directory."""
+    where = os.environ.get("BENCH_REPORT_PROFILE")
+    if not where:
+        return None
+    Path(where).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--idle", "--threads", "--rate", "50"]
+    return subprocess.Popen([*argv, "--output", f"{where}/{fmt}.txt"], stdout=subprocess.DEVNULL)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -149,10 +166,10 @@ async def run(tmp: Path) -> str:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "novapulse_report", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        csv_rate = await generate(repo, "csv")
+        csv_rate = await generate(repo, "csv", worker.pid)
         print(f"report csv: {csv_rate:,.0f} rows/s ({csv_rate / raw:.2f}x raw)", flush=True)
         print(f"worker peak RSS after the CSV: {peak_rss_mb(worker.pid):.0f} MB", flush=True)
-        xlsx_rate = await generate(repo, "xlsx")
+        xlsx_rate = await generate(repo, "xlsx", worker.pid)
         print(f"report xlsx: {xlsx_rate:,.0f} rows/s", flush=True)
         rss = peak_rss_mb(worker.pid)
         return (
