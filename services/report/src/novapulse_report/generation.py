@@ -32,6 +32,7 @@ from typing import TypeVar
 from novapulse_runtime.catalog.report import ReportCompleted, ReportFailed
 from novapulse_runtime.clock import from_ms, now_ms
 
+from .constants import WINDOW_ROWS
 from .filenames import file_name, manifest_name, metadata, part_name
 from .formats import (
     PdfSummary,
@@ -174,8 +175,8 @@ class Generator:
         done, stored = report.rows_done, report.bytes_done
         estimate = report.estimated_total  # counted when it was asked (over the same snapshot)
         started, resumed_at = time.monotonic(), done
-        # windows of row time expected to hold about one part each (at least a second)
-        window_ms = max(1000, (rows.end_ms - rows.start_ms) * chunk_rows // max(1, estimate))
+        # windows of row time expected to hold about WINDOW_ROWS rows each (at least a second)
+        window_ms = max(1000, (rows.end_ms - rows.start_ms) * WINDOW_ROWS // max(1, estimate))
         streamed = report.format in STREAMED
         digest, sizes = hashlib.sha256(), []
         build = row_builder(rtype, zone_of(report.params["time_zone"]), [column_field(c) for c in rtype.column_names])

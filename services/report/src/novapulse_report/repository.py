@@ -205,7 +205,13 @@ class Repository:
                 await self.facts.insert_many([fact_doc(f, ingested_ms) for f in facts], ordered=False)
 
     async def count_rows(self, rows: RowQuery) -> int:
-        return await self.facts.count_documents(rows.to_query())
+        """How many rows ``rows`` holds, with the ``count`` command: exact with a query (MongoDB counts
+        through the ``org_id, ds, key`` index; only a sharded cluster's orphans could make it drift, and the
+        report re-checks while running). Not ``count_documents``: its ``$group`` pipeline takes the
+        MongoDB-wire development server 13 s over 200k rows (past the client's 10 s socket timeout: a 503)
+        where ``count`` takes 0.4 s."""
+        reply = await self.facts.database.command({"count": self.facts.name, "query": rows.to_query()})
+        return int(reply["n"])
 
     async def stream_rows(
         self, rows: RowQuery, after: str, batch_size: int, window_ms: int
