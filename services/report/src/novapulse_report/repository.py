@@ -9,6 +9,8 @@ Collections:
 - ``reports``: one document per report (shape in :meth:`Repository.insert_report`). Times compared in
   queries (leases, expiry) are integer epoch milliseconds (``*_ms``): the MongoDB-wire development server
   stores datetimes written by ``$set`` as strings.
+- ``run_starts``: ``_id`` = ``<org id>|<run id>`` → ``at_ms``, the start of a workflow run not yet ended
+  (its end row's ``duration_ms`` is computed from it; deleted at the end).
 - ``dedup``: ``_id`` = deduplication key → the report it points to; the unique ``_id`` makes two identical
   requests racing each other share one report.
 
@@ -179,6 +181,7 @@ class Repository:
         self.facts = db["facts"]
         self.reports = db["reports"]
         self.dedup = db["dedup"]
+        self.run_starts = db["run_starts"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent). Compound indexes leave ``_id`` out:
@@ -203,6 +206,18 @@ class Repository:
         if facts:
             with contextlib.suppress(BulkWriteError):  # duplicates only: the others are inserted (unordered)
                 await self.facts.insert_many([fact_doc(f, ingested_ms) for f in facts], ordered=False)
+
+    async def remember_run_start(self, org_id: str, run_id: str, at_ms: int) -> None:
+        """Keep when a workflow run started (epoch ms) until its end (idempotent)."""
+        await self.run_starts.update_one({"_id": f"{org_id}|{run_id}"}, {"$set": {"at_ms": at_ms}}, upsert=True)
+
+    async def run_start(self, org_id: str, run_id: str) -> int | None:
+        """When a workflow run started (epoch ms), or ``None`` when its start was not seen."""
+        found = await self.run_starts.find_one({"_id": f"{org_id}|{run_id}"})
+        return int(found["at_ms"]) if found else None
+
+    async def forget_run_start(self, org_id: str, run_id: str) -> None:
+        await self.run_starts.delete_one({"_id": f"{org_id}|{run_id}"})
 
     async def count_rows(self, rows: RowQuery) -> int:
         """How many rows ``rows`` holds, with the ``count`` command: exact with a query (MongoDB counts
