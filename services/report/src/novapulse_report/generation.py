@@ -8,11 +8,13 @@ recorded with the report's first checkpoint, so every worker cuts alike), and pa
 function of its rows and of whether it is the first (header, BOM). After storing part ``n`` the worker records
 ``parts = n + 1`` and the last key written. A worker killed at any instruction leaves at most a half-written
 part ``n`` that the next worker overwrites: it resumes after the recorded key with part ``n``. The file is
-then the concatenation of the parts (CSV, NDJSON), or rendered from them by a deterministic renderer with
-fixed document times (XLSX, PDF): the same bytes, the same SHA-256, whatever the interruptions.
+then the concatenation of the parts (CSV, NDJSON), or the output of a deterministic renderer with fixed
+document times (XLSX, PDF) fed every row in order — as the rows come, and on a resume first the rows of the
+stored (staged) parts: the same bytes, the same SHA-256, whatever the interruptions.
 
-Memory is bounded by one part (``chunk_rows`` rows) plus the renderer's own constant state (XlsxWriter
-flushes each row in ``constant_memory`` mode; the PDF keeps ``PDF_TABLE_ROWS`` rows and a count per group).
+Memory is bounded by one part's bytes plus a few batches of rows (the one being worked on and
+``PREFETCH_BATCHES`` read ahead) and the renderer's own constant state (XlsxWriter flushes each row in
+``constant_memory`` mode; the PDF keeps ``PDF_TABLE_ROWS`` rows and a count per group).
 """
 
 from __future__ import annotations
