@@ -3,8 +3,9 @@
 Starts its own Redis and MongoDB-wire server, seeds ``BENCH_REPORT_ROWS`` rows (default 500,000) of the
 ``auth_activity`` data set, then, on the same servers:
 
-1. the ceiling: one pymongo cursor over the same rows, in the same order, into stdlib ``csv.writer`` on a
-   local file (no time zone formatting, no parts, no GridFS);
+1. the ceilings: one pymongo cursor over the same rows, in the same order, into stdlib ``csv.writer`` on a
+   local file (no time zone formatting, no parts, no GridFS); and the same into XlsxWriter in
+   ``constant_memory`` mode (XlsxWriter's own ceiling, printed beside the report's XLSX figure);
 2. the real worker process (``python -m novapulse_report worker``) generating the same rows as CSV, then as
    XLSX: rows/s from the report's claim to its end (parts, checkpoints, GridFS, assembly and SHA-256
    included);
@@ -12,7 +13,8 @@ Starts its own Redis and MongoDB-wire server, seeds ``BENCH_REPORT_ROWS`` rows (
 
 The last line printed is ``report-bench: csv_vs_raw=<x> csv_rows_per_s=<n> xlsx_rows_per_s=<n> peak_rss_mb=<n>``.
 The worker runs with its default ``BATCH_ROWS`` and ``CHUNK_ROWS`` (``BENCH_REPORT_BATCH_ROWS`` and
-``BENCH_REPORT_CHUNK_ROWS`` override them).
+``BENCH_REPORT_CHUNK_ROWS`` override them). ``BENCH_REPORT_PROFILE=<dir>`` also samples the worker with py-spy
+during each report (``<dir>/<format>.txt``, collapsed stacks, subprocesses and idle time included).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +82,37 @@ async def raw_loop(repo: Repository, out: Path) -> float:
     return ROWS / (time.perf_counter() - started)
 
 
-async def generate(repo: Repository, fmt: str) -> float:
+async def raw_xlsx_loop(repo: Repository, out: Path) -> float:
+    """Rows/s of XlsxWriter's own ceiling: the same pymongo cursor → XlsxWriter in ``constant_memory`` mode,
+    the same 8 cells per row (the time as the stored epoch-ms number, as in the CSV ceiling; the rest as
+    strings), closed into a file (zip included); no parts, no GridFS."""
+    import xlsxwriter
+
+    query = RowQuery("auth_activity", ORG, START_MS, START_MS + ROWS * 50 + 1, 2**62).to_query()
+    columns = ["time", "event", "user_id", "actor_id", "role", "email", "ip", "detail"]
+    started = time.perf_counter()
+    book = xlsxwriter.Workbook(
+        str(out), {"constant_memory": True, "strings_to_formulas": False, "tmpdir": str(out.parent)}
+    )
+    sheet = book.add_worksheet("data")
+    for c, name in enumerate(columns):
+        sheet.write_string(0, c, name)
+    line = 1
+    async for doc in repo.facts.find(query).sort("key", 1).batch_size(5000):
+        sheet.write_number(line, 0, doc["at_ms"])
+        for c, name in enumerate(columns[1:], 1):
+            value = doc.get(f"v_{name}")
+            if value is not None:
+                sheet.write_string(line, c, value)
+        line += 1
+    book.close()
+    assert line == ROWS + 1, line
+    return ROWS / (time.perf_counter() - started)
+
+
+async def generate(repo: Repository, fmt: str, worker_pid: int) -> float:
     """Rows/s of the worker for one report in ``fmt`` (claim to end)."""
+    profiler = profile(worker_pid, fmt)
     params = {
         "start_ms": START_MS,
         "end_ms": START_MS + ROWS * 50 + 1,
@@ -106,10 +138,24 @@ async def generate(repo: Repository, fmt: str) -> float:
         if doc["status"] not in ("queued", "running"):
             break
         await asyncio.sleep(0.2)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
     assert doc["status"] == "succeeded", doc
     assert int(doc["row_count"]) == ROWS
     seconds = (int(doc["finished_ms"]) - int(doc["started_ms"])) / 1000
     return ROWS / seconds
+
+
+def profile(pid: int, fmt: str) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the worker until interrupted, when ``BENCH_REPORT_PROFILE`` names a directory."""
+    where = os.environ.get("BENCH_REPORT_PROFILE")
+    if not where:
+        return None
+    Path(where).mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--idle", "--threads", "--rate", "50"]
+    return subprocess.Popen([*argv, "--output", f"{where}/{fmt}.txt"], stdout=subprocess.DEVNULL)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -133,6 +179,8 @@ async def run(tmp: Path) -> str:
         print(f"seeded {ROWS} rows in {time.perf_counter() - t:.1f} s", flush=True)
         raw = await raw_loop(repo, tmp / "raw.csv")
         print(f"raw pymongo → csv.writer: {raw:,.0f} rows/s", flush=True)
+        raw_xlsx = await raw_xlsx_loop(repo, tmp / "raw.xlsx")
+        print(f"raw pymongo → XlsxWriter (constant_memory): {raw_xlsx:,.0f} rows/s", flush=True)
         env = dict(os.environ) | {
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "MONGO_URL": mongo_url,
@@ -149,11 +197,11 @@ async def run(tmp: Path) -> str:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "novapulse_report", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        csv_rate = await generate(repo, "csv")
+        csv_rate = await generate(repo, "csv", worker.pid)
         print(f"report csv: {csv_rate:,.0f} rows/s ({csv_rate / raw:.2f}x raw)", flush=True)
         print(f"worker peak RSS after the CSV: {peak_rss_mb(worker.pid):.0f} MB", flush=True)
-        xlsx_rate = await generate(repo, "xlsx")
-        print(f"report xlsx: {xlsx_rate:,.0f} rows/s", flush=True)
+        xlsx_rate = await generate(repo, "xlsx", worker.pid)
+        print(f"report xlsx: {xlsx_rate:,.0f} rows/s ({xlsx_rate / raw_xlsx:.2f}x XlsxWriter's ceiling)", flush=True)
         rss = peak_rss_mb(worker.pid)
         return (
             f"report-bench: csv_vs_raw={csv_rate / raw:.2f} csv_rows_per_s={csv_rate:.0f} "

@@ -24,3 +24,9 @@ PURGE_BATCH = 100
 """Expired reports handled per round trip by the retention job."""
 RETRY_AFTER_SECONDS = 2
 """``Retry-After`` of a 202: when a client should poll the report again."""
+WINDOW_ROWS = 100_000
+"""Rows one query window of a report is expected to hold (its time span is the report's span scaled by this
+over the estimated total). Each window is one query the server answers sorted; fewer, larger windows cost
+the MongoDB-wire development server less (it scans per query: 0.7x the speed of one cursor with 20k-row
+windows, 0.9-1.4x with 100k at 300k rows), while a whole 500k-row report in one query outlasts the client's
+10 s socket timeout there."""

@@ -6,12 +6,14 @@ row's time is the event's ``time``; its id is the event id, so at-least-once del
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from novapulse_runtime.bus import Event
 from novapulse_runtime.catalog import auth as A
 from novapulse_runtime.catalog import webhook as W
+from novapulse_runtime.catalog import workflow as F
 from novapulse_runtime.clock import now_ms, to_ms
 
 from .repository import Fact, Repository
@@ -22,6 +24,12 @@ RowBuilder = Callable[[Any], tuple[str, dict[str, Any]]]
 
 def _auth(event: str, user_id: str, actor_id: str, **more: Any) -> tuple[str, dict[str, Any]]:
     return "auth_activity", {"event": event, "user_id": user_id, "actor_id": actor_id, **more}
+
+
+def _run(d: Any, status: str, error: str = "") -> tuple[str, dict[str, Any]]:
+    """A ``workflow_runs`` row: ``workflow_id`` is the definition's id and version (``wf_1@3``)."""
+    values = {"workflow_id": f"{d.definition_id}@{d.version}", "run_id": d.run_id, "status": status}
+    return "workflow_runs", values | ({"error": error} if error else {})
 
 
 PROJECTIONS: dict[str, RowBuilder] = {
@@ -60,12 +68,26 @@ PROJECTIONS: dict[str, RowBuilder] = {
         "webhook_outcomes",
         {"outcome": "endpoint_disabled", "endpoint_id": d.endpoint_id, "detail": f"{d.reason} ({d.url})"},
     ),
+    "workflow.run.started": lambda d: _run(d, "started"),
+    "workflow.run.completed": lambda d: _run(d, "completed"),
+    "workflow.run.failed": lambda d: _run(
+        d, "cancelled" if d.cancelled else "failed", error="" if d.cancelled else f"step {d.step}: {d.error}"
+    ),
 }
-"""Event type → the row it adds. The models are the catalogue's (``catalog/auth.py``, ``catalog/webhook.py``)."""
+"""Event type → the row it adds. The models are the catalogue's (``catalog/auth.py``, ``catalog/webhook.py``,
+``catalog/workflow.py``). The notification service publishes no event yet: ``notification_deliveries`` has
+no feed."""
+
+RUN_STARTED = "workflow.run.started"
+RUN_ENDS = ("workflow.run.completed", "workflow.run.failed")
+"""A run's end row gets ``duration_ms``: its time minus the time of the run's ``workflow.run.started``,
+remembered by the report service (:meth:`~.repository.Repository.remember_run_start`) since the end events
+do not carry it; empty when the start was never seen (a run started before the ``report`` group existed)."""
 
 _MODELS = {
     **{et.name: et.model for et in A.EVENTS},
     **{et.name: et.model for et in W.EVENTS},
+    **{et.name: et.model for et in F.EVENTS},
 }
 
 
@@ -88,5 +110,17 @@ class DataSets:
         self.repo = repo
 
     async def record(self, event: Event) -> bool:
-        """Store the row of ``event`` (idempotent). Returns whether it was new."""
-        return await self.repo.add_fact(fact_of(event), now_ms())
+        """Store the row of ``event`` (idempotent). Returns whether it was new. A run's start is also
+        remembered until its end, whose row then gets the run's ``duration_ms``."""
+        fact = fact_of(event)
+        run = (fact.org_id, str(fact.values.get("run_id", "")))
+        if event.type == RUN_STARTED:
+            await self.repo.remember_run_start(*run, fact.at_ms)
+        elif event.type in RUN_ENDS:
+            started = await self.repo.run_start(*run)
+            if started is not None:
+                fact = dataclasses.replace(fact, values=fact.values | {"duration_ms": max(0, fact.at_ms - started)})
+        new = await self.repo.add_fact(fact, now_ms())
+        if event.type in RUN_ENDS:
+            await self.repo.forget_run_start(*run)
+        return new

@@ -1,14 +1,21 @@
 """The default :class:`~novapulse_report.ports.FileStore`: MongoDB GridFS (bucket ``files`` of the service's
-database), through pymongo's asynchronous GridFS bucket. Files are streamed in and out in GridFS chunks
-(255 KiB): memory never holds a whole file."""
+database). Files are streamed in and out in GridFS chunks (255 KiB): memory never holds a whole file.
+
+Reads go through pymongo's asynchronous GridFS bucket. Writes insert the chunks and then the file document
+themselves (the GridFS spec's two collections and shapes, so the bucket reads them): pymongo's upload stream
+holds up to 48 MB of chunks before it sends them (``_UPLOAD_BUFFER_SIZE``), which for a 13 MB XLSX file was
+a 20-30 MB peak in the worker; here at most ``FLUSH_CHUNKS`` chunks wait."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
+from bson import Int64, ObjectId
 from gridfs.asynchronous.grid_file import AsyncGridFSBucket
 from gridfs.errors import NoFile
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from novapulse_runtime.documents import Doc
@@ -16,6 +23,10 @@ from novapulse_runtime.documents import Doc
 from .constants import DOWNLOAD_PIECE_BYTES
 
 BUCKET = "files"
+CHUNK_BYTES = 255 * 1024
+"""GridFS's default chunk size."""
+FLUSH_CHUNKS = 4
+"""Chunks sent per ``insert_many`` while writing a file (memory: about 1 MB)."""
 
 
 class GridFsStore:
@@ -25,23 +36,51 @@ class GridFsStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.db = db
         self.bucket = AsyncGridFSBucket(db, bucket_name=BUCKET)
+        self.chunks = db[f"{BUCKET}.chunks"]
 
     async def ensure_indexes(self) -> None:
+        """The GridFS spec's indexes (the bucket would make them on its first upload; this store uploads
+        itself) and the one :meth:`delete_files` queries by."""
+        await self.db[f"{BUCKET}.files"].create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+        await self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
         await self.db[f"{BUCKET}.files"].create_index("metadata.report_id")
 
     async def write(self, name: str, pieces: AsyncIterable[bytes], metadata: dict[str, Any]) -> int:
         """Store ``pieces`` as ``name``; an earlier file of that name (a part written by a worker that died)
-        is deleted first, and a failed upload leaves no file behind. Returns the size in bytes."""
+        is deleted first, and a failed upload leaves no file behind (the file document, written last, is
+        what makes a file visible; chunks of a failed upload are deleted). Returns the size in bytes."""
         await self.delete(name)
-        upload = self.bucket.open_upload_stream(name, metadata=metadata)
-        size = 0
+        file_id = ObjectId()
+        size = number = 0
+        pending = bytearray()
+        batch: list[Doc] = []
         try:
             async for piece in pieces:
-                await upload.write(piece)
                 size += len(piece)
-            await upload.close()
+                pending += piece
+                while len(pending) >= CHUNK_BYTES:
+                    batch.append({"files_id": file_id, "n": number, "data": bytes(pending[:CHUNK_BYTES])})
+                    del pending[:CHUNK_BYTES]
+                    number += 1
+                    if len(batch) >= FLUSH_CHUNKS:
+                        await self.chunks.insert_many(batch)
+                        batch = []
+            if pending:
+                batch.append({"files_id": file_id, "n": number, "data": bytes(pending)})
+            if batch:
+                await self.chunks.insert_many(batch)
+            await self.db[f"{BUCKET}.files"].insert_one(
+                {
+                    "_id": file_id,
+                    "length": Int64(size),
+                    "chunkSize": CHUNK_BYTES,
+                    "uploadDate": datetime.now(UTC),
+                    "filename": name,
+                    "metadata": metadata,
+                }
+            )
         except BaseException:
-            await upload.abort()
+            await self.chunks.delete_many({"files_id": file_id})
             raise
         return size
 

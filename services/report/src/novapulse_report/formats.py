@@ -12,8 +12,8 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,34 +27,74 @@ Row = list[Cell]
 BOM = "\ufeff".encode()
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 """Leading characters a spreadsheet may read as a formula (OWASP "CSV Injection")."""
+_TRIGGER_SET = frozenset(FORMULA_TRIGGERS)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def format_time(ms: int, zone: ZoneInfo) -> str:
-    """Epoch milliseconds as RFC 3339 in ``zone``, with milliseconds and the zone's offset at that instant."""
-    return datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="milliseconds")
+    """Epoch milliseconds as RFC 3339 in ``zone``, with milliseconds and the zone's offset at that instant
+    (integer arithmetic: no float rounding of the milliseconds)."""
+    return (EPOCH + timedelta(milliseconds=ms)).astimezone(zone).isoformat(timespec="milliseconds")
+
+
+class TimeFormatter:
+    """:func:`format_time` for one zone, fast over rows in time order: the date, hour, minute and offset of a
+    UTC minute are worked out once (the zone's offset at the minute's first and last second; a minute in
+    which the offset changes, or an offset with seconds, falls back to :func:`format_time` row by row), and
+    each row adds its seconds and milliseconds. Holds one minute, whatever the report's length."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self._minute: int | None = None
+        self._prefix: str | None = None
+        self._suffix = ""
+
+    def __call__(self, ms: int) -> str:
+        minute = ms // 60_000
+        if minute != self._minute:
+            self._enter(minute)
+        if self._prefix is None:
+            return format_time(ms, self.zone)
+        return f"{self._prefix}{ms // 1000 % 60:02d}.{ms % 1000:03d}{self._suffix}"
+
+    def _enter(self, minute: int) -> None:
+        self._minute = minute
+        first = (EPOCH + timedelta(minutes=minute)).astimezone(self.zone)
+        last = (EPOCH + timedelta(minutes=minute, seconds=59, milliseconds=999)).astimezone(self.zone)
+        offset = first.utcoffset()
+        if offset is None or offset != last.utcoffset() or offset.total_seconds() % 60:
+            self._prefix = None
+            return
+        text = first.isoformat(timespec="milliseconds")  # 2026-03-29T03:30:00.000+02:00
+        self._prefix, self._suffix = text[:17], text[23:]
 
 
 def row_values(rtype: ReportType, row: dict[str, Any], zone: ZoneInfo) -> Row:
     """The cells of one data-set row in ``rtype``'s column order: datetimes (epoch ms) formatted in
     ``zone``, integers as ``int``, strings as ``str``; a missing value is ``None``."""
-    out: Row = []
-    for col in rtype.columns:
-        value = row.get(col.name)
-        if value is None:
-            out.append(None)
-        elif col.kind == "datetime":
-            out.append(format_time(int(value), zone))
-        elif col.kind == "integer":
-            out.append(int(value))
-        else:
-            out.append(str(value))
-    return out
+    return row_builder(rtype, zone, rtype.column_names)(row)
+
+
+def row_builder(rtype: ReportType, zone: ZoneInfo, fields: Sequence[str]) -> Callable[[Mapping[str, Any]], Row]:
+    """A function from one stored row (a mapping holding column ``i``'s value under ``fields[i]``) to its
+    cells, as :func:`row_values` gives them. Built once per report: the conversions are chosen per column
+    up front and the time zone's offsets are cached (:class:`TimeFormatter`), so a row costs one lookup and
+    one conversion per cell."""
+    time_of = TimeFormatter(zone)
+    convert: dict[str, Callable[[Any], Cell]] = {"datetime": lambda v: time_of(int(v)), "integer": int, "string": str}
+    spec = [(field, convert[col.kind]) for field, col in zip(fields, rtype.columns, strict=True)]
+
+    def build(row: Mapping[str, Any]) -> Row:
+        get = row.get
+        return [None if (v := get(field)) is None else conv(v) for field, conv in spec]
+
+    return build
 
 
 def neutralize(value: str) -> str:
     """``value`` made inert for spreadsheets: a leading ``= + - @``, tab or carriage return gets a ``'``
     prefix (OWASP CSV-injection advice), so ``=HYPERLINK(...)`` is shown as text, never evaluated."""
-    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    return "'" + value if value[:1] in _TRIGGER_SET else value
 
 
 def csv_chunk(
@@ -66,10 +106,11 @@ def csv_chunk(
     writer = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     if header:
         writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            ["" if v is None else (neutralize(v) if neutralize_formulas and isinstance(v, str) else v) for v in row]
-        )
+    if neutralize_formulas:  # None is written as an empty field by the csv module itself
+        triggers = _TRIGGER_SET
+        writer.writerows([("'" + v if isinstance(v, str) and v[:1] in triggers else v) for v in row] for row in rows)
+    else:
+        writer.writerows(rows)
     data = buf.getvalue().encode()
     return BOM + data if header and bom else data
 
@@ -82,17 +123,86 @@ def ndjson_chunk(rows: Iterable[Row], columns: Sequence[str]) -> bytes:
     )
 
 
-def staged_chunk(rows: Iterable[Row]) -> bytes:
-    """Rows staged for a renderer that needs the whole report (XLSX, PDF): one JSON array per line."""
-    return b"".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for row in rows)
+def staged_chunk(rows: Sequence[Row]) -> bytes:
+    """Rows staged for a renderer that needs the whole report (XLSX, PDF): one JSON array of rows per line
+    (one line per call, nothing for no rows), so staged chunks concatenate."""
+    if not rows:
+        return b""
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def read_staged(lines: Iterable[bytes]) -> Iterable[Row]:
-    """The rows of staged lines (:func:`staged_chunk`)."""
+def read_staged(lines: Iterable[bytes]) -> Iterator[list[Row]]:
+    """The rows of staged lines (:func:`staged_chunk`), one list per line; a line holding a single row (the
+    staging of earlier versions, which a resumed report may still have) gives a list of one."""
     for line in lines:
         if line.strip():
-            row: Row = json.loads(line)
-            yield row
+            value = json.loads(line)
+            yield value if value and isinstance(value[0], list) else [value]
+
+
+class XlsxSink:
+    """An XLSX file at ``out`` written with XlsxWriter in constant-memory mode, rows added as they come
+    (each row is flushed as it is written: memory is XlsxWriter's constant state). A sheet holds
+    ``sheet_rows`` rows including its header; the next row starts a new sheet (``data``, ``data 2``…).
+    Strings are written as strings, never as formulas, URLs or numbers, so a cell ``=HYPERLINK(...)`` is
+    inert. Times stay RFC 3339 strings with their offset (an Excel date has no zone). The file is
+    byte-for-byte reproducible: fixed document times (``created``) and zip entry times."""
+
+    def __init__(
+        self, rtype: ReportType, out: Path, created: datetime, *, sheet_rows: int = XLSX_MAX_ROWS_PER_SHEET
+    ) -> None:
+        import xlsxwriter  # imported here: only the worker renders
+
+        self.rtype = rtype
+        self.sheet_rows = sheet_rows
+        self.workbook = xlsxwriter.Workbook(
+            str(out),
+            {
+                "constant_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+                "tmpdir": str(out.parent),
+            },
+        )
+        self.workbook.set_properties({"title": rtype.title, "created": created.replace(tzinfo=None)})
+        self.sheets = 0
+        self._sheet: Any = None
+        self._line = sheet_rows
+
+    def _next_sheet(self) -> None:
+        self.sheets += 1
+        self._sheet = self.workbook.add_worksheet("data" if self.sheets == 1 else f"data {self.sheets}")
+        for c, name in enumerate(self.rtype.column_names):
+            self._sheet.write_string(0, c, name)
+        self._line = 1
+
+    def add(self, rows: Iterable[Row]) -> None:
+        """Write ``rows`` after those already written."""
+        line, limit = self._line, self.sheet_rows
+        write_string: Any = None
+        write_number: Any = None
+        if self._sheet is not None:
+            write_string, write_number = self._sheet.write_string, self._sheet.write_number
+        for row in rows:
+            if line >= limit:
+                self._next_sheet()
+                line = self._line
+                write_string, write_number = self._sheet.write_string, self._sheet.write_number
+            for c, value in enumerate(row):
+                if isinstance(value, int):
+                    write_number(line, c, value)
+                elif value is not None:
+                    write_string(line, c, value)
+            line += 1
+        self._line = line
+
+    def close(self) -> int:
+        """Finish the file (an empty report gets one sheet with its header). Returns the number of sheets."""
+        if self.sheets == 0:
+            self._next_sheet()
+        self.workbook.close()
+        return self.sheets
 
 
 def render_xlsx(
@@ -103,55 +213,38 @@ def render_xlsx(
     *,
     sheet_rows: int = XLSX_MAX_ROWS_PER_SHEET,
 ) -> int:
-    """Write ``rows`` to an XLSX file at ``out`` with XlsxWriter in constant-memory mode (each row is flushed
-    as it is written). A sheet holds ``sheet_rows`` rows including its header; the next row starts a new
-    sheet (``data``, ``data 2``…). Strings are written as strings, never as formulas, URLs or numbers, so a
-    cell ``=HYPERLINK(...)`` is inert. Times stay RFC 3339 strings with their offset (an Excel date has no
-    zone). The file is byte-for-byte reproducible: fixed document times (``created``) and zip entry times.
-
-    :returns: the number of sheets written.
-    """
-    import xlsxwriter  # imported here: only the worker renders
-
-    workbook = xlsxwriter.Workbook(
-        str(out),
-        {
-            "constant_memory": True,
-            "strings_to_formulas": False,
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-            "tmpdir": str(out.parent),
-        },
-    )
-    workbook.set_properties({"title": rtype.title, "created": created.replace(tzinfo=None)})
-    sheets = 0
-    sheet: Any = None
-    line = sheet_rows
-    for row in rows:
-        if line >= sheet_rows:
-            sheets += 1
-            sheet = workbook.add_worksheet("data" if sheets == 1 else f"data {sheets}")
-            for c, name in enumerate(rtype.column_names):
-                sheet.write_string(0, c, name)
-            line = 1
-        for c, value in enumerate(row):
-            if isinstance(value, int):
-                sheet.write_number(line, c, value)
-            elif value is not None:
-                sheet.write_string(line, c, value)
-        line += 1
-    if sheets == 0:
-        sheet = workbook.add_worksheet("data")
-        for c, name in enumerate(rtype.column_names):
-            sheet.write_string(0, c, name)
-        sheets = 1
-    workbook.close()
-    return sheets
+    """Write ``rows`` to an XLSX file at ``out`` (:class:`XlsxSink`). Returns the number of sheets."""
+    sink = XlsxSink(rtype, out, created, sheet_rows=sheet_rows)
+    sink.add(rows)
+    return sink.close()
 
 
 def _latin1(text: str) -> str:
     """The PDF's core fonts are Latin-1: other characters are shown as ``?``."""
     return text.encode("latin-1", "replace").decode("latin-1")
+
+
+class PdfSummary:
+    """What the PDF shows, gathered as rows come: one count per ``rtype.group_by`` value and the first
+    ``PDF_TABLE_ROWS`` rows (memory: those rows and one counter per distinct group value)."""
+
+    def __init__(self, rtype: ReportType) -> None:
+        self.rtype = rtype
+        self.group_index = rtype.column_names.index(rtype.group_by)
+        self.counts: Counter[str] = Counter()
+        self.shown: list[Row] = []
+
+    def add(self, rows: Iterable[Row]) -> None:
+        """Count ``rows`` (and keep them while fewer than ``PDF_TABLE_ROWS`` are kept)."""
+        index, counts, shown = self.group_index, self.counts, self.shown
+        for row in rows:
+            counts[str(row[index] or "")] += 1
+            if len(shown) < PDF_TABLE_ROWS:
+                shown.append(row)
+
+    def render(self, out: Path, created: datetime, *, parameters: Sequence[tuple[str, str]], total_rows: int) -> None:
+        """Write the PDF at ``out`` (see :func:`render_pdf`)."""
+        _write_pdf(self, out, created, parameters=parameters, total_rows=total_rows)
 
 
 def render_pdf(
@@ -166,20 +259,26 @@ def render_pdf(
     """Write a PDF summary of ``rows`` at ``out`` with fpdf2: the parameters, the row count, a bar chart
     of rows per ``rtype.group_by`` value (the ``PDF_CHART_GROUPS`` largest, the rest as ``other``) and a
     table of the first ``PDF_TABLE_ROWS`` rows (the full data is in the CSV, NDJSON or XLSX formats).
-    Memory: the shown rows and one counter per distinct group value. Reproducible: the document's
-    creation time is ``created``.
+    Memory: the shown rows and one counter per distinct group value (:class:`PdfSummary`). Reproducible:
+    the document's creation time is ``created``.
     """
+    summary = PdfSummary(rtype)
+    summary.add(rows)
+    summary.render(out, created, parameters=parameters, total_rows=total_rows)
+
+
+def _write_pdf(
+    summary: PdfSummary,
+    out: Path,
+    created: datetime,
+    *,
+    parameters: Sequence[tuple[str, str]],
+    total_rows: int,
+) -> None:
     from fpdf import FPDF
     from fpdf.enums import XPos, YPos
 
-    group_index = rtype.column_names.index(rtype.group_by)
-    counts: Counter[str] = Counter()
-    shown: list[Row] = []
-    for row in rows:
-        counts[str(row[group_index] or "")] += 1
-        if len(shown) < PDF_TABLE_ROWS:
-            shown.append(row)
-
+    rtype, counts, shown = summary.rtype, summary.counts, summary.shown
     pdf = FPDF(orientation="L", format="A4")
     pdf.set_creation_date(created)
     pdf.set_title(_latin1(rtype.title))

@@ -8,11 +8,13 @@ recorded with the report's first checkpoint, so every worker cuts alike), and pa
 function of its rows and of whether it is the first (header, BOM). After storing part ``n`` the worker records
 ``parts = n + 1`` and the last key written. A worker killed at any instruction leaves at most a half-written
 part ``n`` that the next worker overwrites: it resumes after the recorded key with part ``n``. The file is
-then the concatenation of the parts (CSV, NDJSON), or rendered from them by a deterministic renderer with
-fixed document times (XLSX, PDF): the same bytes, the same SHA-256, whatever the interruptions.
+then the concatenation of the parts (CSV, NDJSON), or the output of a deterministic renderer with fixed
+document times (XLSX, PDF) fed every row in order — as the rows come, and on a resume first the rows of the
+stored (staged) parts: the same bytes, the same SHA-256, whatever the interruptions.
 
-Memory is bounded by one part (``chunk_rows`` rows) plus the renderer's own constant state (XlsxWriter
-flushes each row in ``constant_memory`` mode; the PDF keeps ``PDF_TABLE_ROWS`` rows and a count per group).
+Memory is bounded by one part's bytes plus a few batches of rows (the one being worked on and
+``PREFETCH_BATCHES`` read ahead) and the renderer's own constant state (XlsxWriter flushes each row in
+``constant_memory`` mode; the PDF keeps ``PDF_TABLE_ROWS`` rows and a count per group).
 """
 
 from __future__ import annotations
@@ -24,35 +26,41 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from novapulse_runtime.catalog.report import ReportCompleted, ReportFailed
 from novapulse_runtime.clock import from_ms, now_ms
 
+from .constants import WINDOW_ROWS
 from .filenames import file_name, manifest_name, metadata, part_name
 from .formats import (
+    PdfSummary,
     Row,
+    XlsxSink,
     csv_chunk,
     format_time,
     ndjson_chunk,
     read_staged,
-    render_pdf,
-    render_xlsx,
-    row_values,
+    row_builder,
     staged_chunk,
 )
 from .ports import FileStore, Observer, Outbox
 from .report_types import REPORT_TYPES, ReportType
 from .reports import zone_of
-from .repository import Report, Repository
+from .repository import Report, Repository, column_field
 from .signing import LinkSigner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STREAMED = ("csv", "ndjson")
 """Formats whose parts, concatenated, are the file (no copy at the end; downloads read across parts)."""
+PREFETCH_BATCHES = 2
+"""Batches of rows read ahead while the current one is encoded, rendered and stored."""
 MAX_ATTEMPTS = 3
 """Claims of one report (those of workers that died included) after which an error fails it instead of
 releasing it for another attempt."""
@@ -98,6 +106,13 @@ class Generator:
         self.config = config
         self.owner = owner
         self.observer = observer
+        self._renderer = ThreadPoolExecutor(1, thread_name_prefix="report-render")
+
+    async def _render_thread(self, work: Callable[..., None], *args: Any) -> None:
+        """Run rendering ``work`` off the event loop, always in the same one thread: rendering is Python
+        (it holds the GIL), so a second thread would not render faster, and every thread that allocates
+        gets a malloc arena of its own that keeps its freed memory (peak RSS)."""
+        await asyncio.get_running_loop().run_in_executor(self._renderer, work, *args)
 
     async def run(self, report: Report, stop: asyncio.Event) -> str:
         """Generate ``report`` (claimed by this worker). Returns the outcome: ``succeeded``, ``failed``,
@@ -156,70 +171,100 @@ class Generator:
     # stage 1: rows → parts, with checkpoints ---------------------------------------------------------------
 
     async def _generate(self, report: Report, stop: asyncio.Event, lost: asyncio.Event) -> None:
+        with tempfile.TemporaryDirectory(prefix="novapulse-report-") as tmp:
+            await self._generate_in(report, stop, lost, Path(tmp))
+
+    async def _generate_in(self, report: Report, stop: asyncio.Event, lost: asyncio.Event, tmp: Path) -> None:
+        """Rows → parts (a checkpoint after each) → :meth:`_assemble`. XLSX and PDF are rendered as the rows
+        come (in a thread, while the next batch is read), from the staged parts first when resuming; the
+        staged parts are what a resumed run renders again. ``tmp``: a local directory for the renderer."""
         rtype = REPORT_TYPES[report.type]
-        zone = zone_of(report.params["time_zone"])
         rows = report.rows()
         chunk_rows = report.chunk_rows or self.config.chunk_rows
         part, key = report.parts, report.checkpoint_key
         done, stored = report.rows_done, report.bytes_done
         estimate = report.estimated_total  # counted when it was asked (over the same snapshot)
         started, resumed_at = time.monotonic(), done
-        # windows of row time expected to hold about one part each (at least a second)
-        window_ms = max(1000, (rows.end_ms - rows.start_ms) * chunk_rows // max(1, estimate))
+        # windows of row time expected to hold about WINDOW_ROWS rows each (at least a second)
+        window_ms = max(1000, (rows.end_ms - rows.start_ms) * WINDOW_ROWS // max(1, estimate))
         streamed = report.format in STREAMED
         digest, sizes = hashlib.sha256(), []
-        if streamed:  # resuming: the checksum so far, from the parts already stored
-            for index in range(part):
-                size = 0
-                async for piece in self.files.read(part_name(report.id, index)):
-                    digest.update(piece)
-                    size += len(piece)
-                sizes.append(size)
-        source = self.repo.stream_rows(rows, key, self.config.batch_rows, window_ms)
+        build = row_builder(rtype, zone_of(report.params["time_zone"]), [column_field(c) for c in rtype.column_names])
+        sink = None if streamed else self._sink(report, rtype, tmp)
+        render = self._render_thread
+        for index in range(part):  # resuming: the checksum so far, or the rows so far rendered again
+            data = b"".join([piece async for piece in self.files.read(part_name(report.id, index))])
+            if streamed:
+                digest.update(data)
+                sizes.append(len(data))
+            elif sink is not None:
+                for batch in read_staged(data.splitlines()):
+                    await render(sink.add, batch)
+        pieces: list[bytes] = []
+        count, last = 0, key
+
+        async def store() -> None:
+            """Store the part gathered in ``pieces`` and record the checkpoint after it."""
+            nonlocal part, key, done, stored, pieces, count
+            data = b"".join(pieces) if pieces else self._encode(report, rtype, [], first=part == 0)
+            stored += await self.files.write(part_name(report.id, part), _one(data), metadata(report.id, "part"))
+            if streamed:
+                digest.update(data)
+                sizes.append(len(data))
+            part, key, done = part + 1, last, done + count
+            self.observer.rows_written(report.format, count)
+            pieces, count = [], 0
+            elapsed = time.monotonic() - started
+            ok = await self.repo.checkpoint(
+                report.id,
+                self.owner,
+                now_ms() + self.config.lease_ms,
+                parts=part,
+                checkpoint_key=key,
+                rows_done=done,
+                bytes_done=stored,
+                chunk_rows=chunk_rows,
+                estimated_total=max(estimate, done),
+                rows_per_s=round((done - resumed_at) / elapsed, 1) if elapsed > 0 else 0.0,
+            )
+            if not ok:
+                raise Lost
+
+        def check() -> None:
+            if lost.is_set():
+                raise Lost
+            if stop.is_set():
+                raise Stopping
+
+        check()
+        batches = _ahead(self.repo.stream_rows(rows, key, self.config.batch_rows, window_ms), PREFETCH_BATCHES)
         try:
-            while True:
-                if lost.is_set():
-                    raise Lost
-                if stop.is_set():
-                    raise Stopping
-                chunk: list[Row] = []
-                last = key
-                async for row_key, values in source:
-                    chunk.append(row_values(rtype, values, zone))
-                    last = row_key
-                    if len(chunk) >= chunk_rows:
-                        break
-                if not chunk and part > 0:
-                    break
-                if done + len(chunk) > self.config.max_rows:
-                    raise TooLarge(f"the report holds more than {self.config.max_rows} rows")
-                data = self._encode(report, rtype, chunk, first=part == 0)
-                stored += await self.files.write(part_name(report.id, part), _one(data), metadata(report.id, "part"))
-                if streamed:
-                    digest.update(data)
-                    sizes.append(len(data))
-                part, key, done = part + 1, last, done + len(chunk)
-                self.observer.rows_written(report.format, len(chunk))
-                elapsed = time.monotonic() - started
-                ok = await self.repo.checkpoint(
-                    report.id,
-                    self.owner,
-                    now_ms() + self.config.lease_ms,
-                    parts=part,
-                    checkpoint_key=key,
-                    rows_done=done,
-                    bytes_done=stored,
-                    chunk_rows=chunk_rows,
-                    estimated_total=max(estimate, done),
-                    rows_per_s=round((done - resumed_at) / elapsed, 1) if elapsed > 0 else 0.0,
-                )
-                if not ok:
-                    raise Lost
-                if len(chunk) < chunk_rows:
-                    break
+            async for docs in batches:
+                offset = 0
+                while offset < len(docs):
+                    take = docs[offset : offset + chunk_rows - count]
+                    offset += len(take)
+                    if done + count + len(take) > self.config.max_rows:
+                        raise TooLarge(f"the report holds more than {self.config.max_rows} rows")
+                    cells = [build(d) for d in take]
+                    pieces.append(self._encode(report, rtype, cells, first=part == 0 and count == 0))
+                    if sink is not None:
+                        await render(sink.add, cells)
+                    count, last = count + len(take), take[-1]["key"]
+                    if count == chunk_rows:
+                        await store()
+                        check()
+            if count or part == 0:  # the last, shorter part (or the first and only part of an empty report)
+                await store()
         finally:
-            await source.aclose()
-        await self._assemble(report, rtype, part, done, lost, digest if streamed else None, sizes)
+            await batches.aclose()
+        await self._assemble(report, rtype, part, done, lost, digest if streamed else None, sizes, sink, tmp)
+
+    def _sink(self, report: Report, rtype: ReportType, tmp: Path) -> XlsxSink | PdfSummary:
+        """Where an XLSX or PDF report's rows go as they come."""
+        if report.format == "xlsx":
+            return XlsxSink(rtype, tmp / "report.xlsx", from_ms(report.created_ms))
+        return PdfSummary(rtype)
 
     def _encode(self, report: Report, rtype: ReportType, chunk: list[Row], *, first: bool) -> bytes:
         p = report.params
@@ -246,21 +291,21 @@ class Generator:
         lost: asyncio.Event,
         streamed: hashlib._Hash | None,
         sizes: list[int],
+        sink: XlsxSink | PdfSummary | None,
+        tmp: Path,
     ) -> None:
         """CSV and NDJSON (``streamed``: their checksum so far): the parts, in order, are the file; nothing is
-        copied. XLSX and PDF: rendered from the staged parts into one file, hashed as it is stored."""
+        copied. XLSX and PDF: ``sink`` (every row added) finishes the file in ``tmp``, hashed as it is
+        stored."""
         digest = streamed or hashlib.sha256()
         name = file_name(report)
         if streamed is not None:
             size = sum(sizes)
         else:
-            with tempfile.TemporaryDirectory(prefix="novapulse-report-") as tmp:
-                staged, out = Path(tmp) / "rows.ndjson", Path(tmp) / f"report.{report.format}"
-                with staged.open("wb") as fh:
-                    async for piece in self._parts(report.id, parts):
-                        fh.write(piece)
-                await asyncio.to_thread(self._render, report, rtype, staged, out, rows)
-                size = await self.files.write(name, _hashed(_file_pieces(out), digest), metadata(report.id, "file"))
+            assert sink is not None
+            out = tmp / f"report.{report.format}"
+            await self._render_thread(self._finish, report, sink, out, rows)
+            size = await self.files.write(name, _hashed(_file_pieces(out), digest), metadata(report.id, "file"))
         if lost.is_set():
             raise Lost
         sha256 = digest.hexdigest()
@@ -323,26 +368,19 @@ class Generator:
             await self.files.delete_files(report.id, "part")
         log.info("report generated", extra={"report_id": report.id, "rows": rows, "bytes": size})
 
-    def _render(self, report: Report, rtype: ReportType, staged: Path, out: Path, rows: int) -> None:
-        created = from_ms(report.created_ms)
-        with staged.open("rb") as fh:
-            if report.format == "xlsx":
-                render_xlsx(read_staged(fh), rtype, out, created)
-            else:
-                zone = zone_of(report.params["time_zone"])
-                p = report.params
-                parameters = [
-                    ("from", format_time(p["start_ms"], zone)),
-                    ("to", format_time(p["end_ms"], zone)),
-                    ("time zone", p["time_zone"]),
-                    ("filters", ", ".join(f"{k}={v}" for k, v in p["filters"].items()) or "none"),
-                ]
-                render_pdf(read_staged(fh), rtype, out, created, parameters=parameters, total_rows=rows)
-
-    async def _parts(self, report_id: str, parts: int) -> AsyncIterator[bytes]:
-        for index in range(parts):
-            async for piece in self.files.read(part_name(report_id, index)):
-                yield piece
+    def _finish(self, report: Report, sink: XlsxSink | PdfSummary, out: Path, rows: int) -> None:
+        if isinstance(sink, XlsxSink):
+            sink.close()
+            return
+        zone = zone_of(report.params["time_zone"])
+        p = report.params
+        parameters = [
+            ("from", format_time(p["start_ms"], zone)),
+            ("to", format_time(p["end_ms"], zone)),
+            ("time zone", p["time_zone"]),
+            ("filters", ", ".join(f"{k}={v}" for k, v in p["filters"].items()) or "none"),
+        ]
+        sink.render(out, from_ms(report.created_ms), parameters=parameters, total_rows=rows)
 
     async def _fail(self, report: Report, error: str) -> None:
         rtype = REPORT_TYPES.get(report.type)
@@ -372,6 +410,37 @@ class Generator:
 
 class TooLarge(Exception):
     """The report outgrew ``MAX_ROWS_PER_REPORT`` while running."""
+
+
+async def _ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncGenerator[T, None]:
+    """The items of ``source``, read up to ``depth`` items ahead by a task, so the next round trip to the
+    server overlaps the caller's work on the current item. Closing this generator stops the task and
+    closes ``source``; an error of ``source`` is raised here, after the items before it."""
+    queue: asyncio.Queue[tuple[bool, T | Exception | None]] = asyncio.Queue(depth)
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                await queue.put((True, item))
+        except Exception as exc:  # handed to the reader
+            await queue.put((False, exc))
+        else:
+            await queue.put((False, None))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            more, item = await queue.get()
+            if not more:
+                if isinstance(item, Exception):
+                    raise item
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.aclose()
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:

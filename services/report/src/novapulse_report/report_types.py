@@ -101,7 +101,7 @@ REPORT_TYPES: dict[str, ReportType] = {
             filters=("workflow_id", "status"),
             roles=ALL_ROLES,
             group_by="status",
-            fed_by=(),
+            fed_by=("workflow.run.started", "workflow.run.completed", "workflow.run.failed"),
         ),
     )
 }

@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL mid-report: another worker takes the report over when the lease runs out,
-resumes at the checkpoint, and the file is byte-for-byte the file of an uninterrupted run (same SHA-256).
-Also the 200k-row CSV in bounded memory."""
+resumes at the checkpoint, and the file is byte-for-byte the file of an uninterrupted run (same SHA-256); an
+XLSX or PDF (whose document time is its own report's) holds the same cells or text."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import openpyxl
 import pytest
 from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
+from pypdf import PdfReader
 
 from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
 from novapulse_report.repository import Repository
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 ROWS = 8_000
 
 
-@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "pdf"])
 async def test_kill9_mid_report_resumes_with_the_same_checksum(
     spawn: Callable[..., ServiceProcess],
     token_issuer: TokenIssuer,
@@ -69,7 +70,7 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
         doc = await db["reports"].find_one({"_id": victim["id"]}) or {}
         assert doc["attempts"] == 2  # resumed by the second worker, not started over by the first
         files = db["files.files"]
-        # a CSV's parts are its file (no copy); an XLSX is rendered from staged parts, deleted right after
+        # a CSV's parts are its file (no copy); XLSX and PDF parts are staged rows, deleted once the file is
         expected = ["manifest"] + ["part"] * (ROWS // 200) if fmt == "csv" else ["file", "manifest"]
 
         async def stored() -> bool:
@@ -85,6 +86,19 @@ async def test_kill9_mid_report_resumes_with_the_same_checksum(
         async with http.get(api.url + resumed["download_url"]) as r:
             whole = await r.read()
             assert hashlib.sha256(whole).hexdigest() == resumed["sha256"]
+        if fmt == "pdf":
+            # the resumed worker rendered the summary of every row: the rows of the first worker's parts
+            # again, then the rest (each document's creation time is its own report's: compare the text)
+            async with http.get(api.url + clean["download_url"]) as r:
+                reference = await r.read()
+            texts = [
+                "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+                for data in (whole, reference)
+            ]
+            assert f"rows: {ROWS}" in texts[0]
+            assert str(ROWS * 3 // 4) in texts[0]  # the chart's count of mfa.enabled, 3 rows in 4
+            assert texts[0] == texts[1]
+            return
         if fmt == "xlsx":
             # the document's creation time is each report's own, so compare the cells of the two files
             async with http.get(api.url + clean["download_url"]) as r:

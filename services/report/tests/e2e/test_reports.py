@@ -300,4 +300,9 @@ async def test_limits_and_parameters(
         async with http.get(base + "/types", headers=owner) as r:
             types = {t["name"]: t for t in (await r.json())["items"]}
             assert types["auth_activity"]["columns"][0] == {"name": "time", "type": "datetime"}
-            assert types["workflow_runs"]["fed_by"] == []
+            assert types["workflow_runs"]["fed_by"] == [
+                "workflow.run.started",
+                "workflow.run.completed",
+                "workflow.run.failed",
+            ]
+            assert types["notification_deliveries"]["fed_by"] == []  # the notification service publishes none
