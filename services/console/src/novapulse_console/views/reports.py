@@ -11,6 +11,7 @@ streams the file from the report service.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import available_timezones
@@ -68,9 +69,9 @@ def _render_list(
         statuses=STATUSES,
         zones=_ZONES,
         filters=filters,
-        values={**defaults, **(values or {})},
+        values=defaultdict(str, {**defaults, **(values or {})}),
         error=error,
-        errors=errors or {},
+        errors=defaultdict(str, errors or {}),
         list_query="&".join(f"{k}={v}" for k, v in filters.items() if v),
     )
 
@@ -84,7 +85,7 @@ async def _listing(request: web.Request) -> tuple[dict[str, Any], dict[str, str]
     if re.fullmatch(r"[a-z_]{1,64}", shown["type"]):
         params["type"] = shown["type"]
     try:
-        answer = await console.client.call(request, SERVICE, "GET", "/", params=params)
+        answer = await console.client.call(request, SERVICE, "GET", "", params=params)
     except ApiProblem as problem:
         if problem.status != 422:
             raise
@@ -123,7 +124,7 @@ async def ask(request: web.Request) -> web.StreamResponse:
         error = str(exc)
     if not error:
         try:
-            made = await console.client.call(request, SERVICE, "POST", "/", json_body=body)
+            made = await console.client.call(request, SERVICE, "POST", "", json_body=body)
         except ApiProblem as problem:
             if problem.status >= 500:
                 raise

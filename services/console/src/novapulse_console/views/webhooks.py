@@ -11,6 +11,7 @@ are a 404 from the API, shown as such.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
@@ -103,7 +104,7 @@ def _render_form(
 ) -> web.Response:
     picked = {t for t in values.get("picked", "").split(",") if t}
     known = {t["name"] for t in types}
-    values = {**values, "other_types": values.get("other_types") or ", ".join(sorted(picked - known))}
+    values = defaultdict(str, {**values, "other_types": values.get("other_types") or ", ".join(sorted(picked - known))})
     return console_of(request).render(
         request,
         "webhooks/endpoint_form.html",
@@ -113,7 +114,7 @@ def _render_form(
         picked=picked,
         values=values,
         error=error,
-        errors=errors or {},
+        errors=defaultdict(str, errors or {}),
     )
 
 

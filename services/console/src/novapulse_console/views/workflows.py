@@ -1,5 +1,5 @@
 """Workflow pages: definitions (list, view with versions, create and edit as JSON — the language's faults
-shown with their JSON paths —, enable/disable, delete, dry run with a sample event), runs (list with
+shown with their JSON paths —, enable/disable, delete, dry run with a sample event, run now), runs (list with
 filters and paging, a run's timeline, cancel, rerun from a step on the pinned or the latest version).
 
 Every page calls the workflow API (``/api/v1/workflows``) with the user's token; members read, owners and
@@ -205,6 +205,33 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
     return await definition_page(request)
 
 
+@managers_only
+async def trigger(request: web.Request) -> web.StreamResponse:
+    """Start a run now with the sample event of the dry-run form (a ``manual`` trigger, or any other)."""
+    console = console_of(request)
+    definition_id = ident(request, "definition_id")
+    text = (await form(request)).get("sample", "")
+    request["sample"] = text
+    try:
+        sample = _parse_json(text, "sample event")
+        if not isinstance(sample, dict):
+            raise ValueError('The sample event is a JSON object: {"data": {...}, "subject": "..."}.')
+        run = await console.client.call(
+            request, SERVICE, "POST", f"/definitions/{definition_id}/trigger", json_body=sample
+        )
+    except ValueError as exc:
+        request["dry_error"] = str(exc)
+    except ApiProblem as problem:
+        if problem.status >= 500 or problem.status == 404:
+            raise
+        request["dry_error"] = problem.message
+    else:
+        request["session"].flash_message("ok", "The run has started.")
+        request["session_changed"] = True
+        return redirect(request, f"/workflows/runs/{run['id']}")
+    return await definition_page(request)
+
+
 @signed_in
 async def runs_page(request: web.Request) -> web.StreamResponse:
     """Runs, newest first, filtered by definition, status, trigger event and creation time; paged."""
@@ -320,6 +347,7 @@ def register(console: Console, router: web.UrlDispatcher) -> None:
     router.add_post("/workflows/definitions/{definition_id}/{action:enable|disable}", set_enabled)
     router.add_post("/workflows/definitions/{definition_id}/delete", delete_definition)
     router.add_post("/workflows/definitions/{definition_id}/dry-run", dry_run)
+    router.add_post("/workflows/definitions/{definition_id}/trigger", trigger)
     router.add_get("/workflows/runs", runs_page)
     router.add_get("/workflows/runs/{run_id}", run_page)
     router.add_post("/workflows/runs/{run_id}/cancel", cancel_run)

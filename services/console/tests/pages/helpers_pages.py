@@ -1,0 +1,100 @@
+"""Test helpers of the console's pages: a cookie-jar HTTP client that fills forms like a browser, and page
+text extraction."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+PASSWORD = "Correct-Horse-Battery-9"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Page:
+    status: int
+    text: str
+    url: str
+
+    @property
+    def path(self) -> str:
+        return "/" + self.url.split("/", 3)[3] if self.url.count("/") >= 3 else "/"
+
+    @property
+    def csrf(self) -> str:
+        found = CSRF.search(self.text)
+        assert found, f"no CSRF token in {self.url}"
+        return found[1]
+
+    def flash(self) -> list[str]:
+        return [html.unescape(m) for m in re.findall(r'class="flash flash-\w+"[^>]*>(.*?)</p>', self.text, re.S)]
+
+    def by_id(self, element_id: str) -> str:
+        """The text inside the element with id ``element_id`` (tags removed, spaces collapsed)."""
+        match = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:p|dd|div|ul|section|table)>', self.text, re.S)
+        assert match, f"no #{element_id} in {self.url}"
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match[1])).split())
+
+
+class Browser:
+    """An HTTP client with a cookie jar: pages are fetched, forms posted with the page's CSRF token and an
+    ``Origin`` of the console, redirects followed."""
+
+    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.http = http
+
+    async def get(self, path: str, **headers: str) -> Page:
+        async with self.http.get(self.base + path, headers=headers) as resp:
+            return Page(resp.status, await resp.text(), str(resp.url))
+
+    async def post(self, path: str, fields: dict[str, Any] | list[tuple[str, str]], page: Page | None = None) -> Page:
+        """POST ``fields`` with the CSRF token of ``page`` (default: a fresh page of the console)."""
+        token = (page or await self.get("/sign-in")).csrf
+        data = list(fields.items()) if isinstance(fields, dict) else list(fields)
+        data.append(("csrf_token", token))
+        async with self.http.post(self.base + path, data=data, headers={"Origin": self.base}) as resp:
+            return Page(resp.status, await resp.text(), str(resp.url))
+
+    async def register(self, email: str, organization: str | None = None) -> Page:
+        page = await self.post(
+            "/register",
+            {"email": email, "name": "Tester", "organization": organization or f"Org of {email}", "password": PASSWORD},
+        )
+        assert page.status == 200, page.text[:2000]
+        return page
+
+    async def sign_in(self, email: str) -> Page:
+        page = await self.post("/sign-in", {"email": email, "password": PASSWORD, "next": "/"})
+        assert (page.status, page.path) == (200, "/"), (page.status, page.url, page.flash())
+        return page
+
+
+class Api:
+    """A service's API called directly with a user's token (to check what the pages changed)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http = http
+        self.base = base
+        self.token = token
+
+    @classmethod
+    async def login(cls, http: aiohttp.ClientSession, auth_url: str, base: str, email: str) -> Api:
+        async with http.post(f"{auth_url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+        return cls(http, base, body["access_token"])
+
+    async def call(self, method: str, path: str, json: Any = None, **params: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.request(method, self.base + path, json=json, headers=headers, params=params) as resp:
+            return resp.status, (await resp.json(content_type=None) if resp.status != 204 else None)
+
+    async def ok(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
+        status, body = await self.call(method, path, json, **params)
+        assert 200 <= status < 300, (status, body)
+        return body
