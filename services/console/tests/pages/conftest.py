@@ -23,10 +23,7 @@ from novapulse_devkit.testing import Servers, ServiceProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers_pages import Browser
-
-OPERATIONS_TOKEN = "pages-operations-token-" + "0123456789abcdef" * 2
-OPERATOR = "ops@example.com"
+from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser
 
 
 @dataclass

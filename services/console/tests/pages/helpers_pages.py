@@ -11,6 +11,9 @@ from typing import Any
 import aiohttp
 
 PASSWORD = "Correct-Horse-Battery-9"
+OPERATIONS_TOKEN = "pages-operations-token-" + "0123456789abcdef" * 2
+OPERATOR = "ops@example.com"
+"""The operator of the pages' stacks (``CONSOLE_OPERATOR_EMAILS``)."""
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -37,7 +40,8 @@ class Page:
         """The text inside the element with id ``element_id`` (tags removed, spaces collapsed)."""
         match = re.search(rf'id="{element_id}"[^>]*>(.*?)</(?:p|dd|div|ul|section|table)>', self.text, re.S)
         assert match, f"no #{element_id} in {self.url}"
-        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match[1])).split())
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match[1])).split())
+        return re.sub(r" ([):,.;])", r"\1", text)
 
 
 class Browser:
