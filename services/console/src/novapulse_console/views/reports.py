@@ -68,7 +68,7 @@ def _render_list(
         formats=FORMATS,
         statuses=STATUSES,
         zones=_ZONES,
-        filters=filters,
+        filters=defaultdict(str, filters),
         values=defaultdict(str, {**defaults, **(values or {})}),
         error=error,
         errors=defaultdict(str, errors or {}),
