@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
-.PHONY: install deploy-tools run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
+.PHONY: install deploy-tools browser-tools console-screenshots run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -31,8 +31,26 @@ deploy-tools:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; \
 	else echo "promtool/nginx missing and not root: their deploy tests will skip"; fi
 
-test: install deploy-tools lint
+# Debian's chromium and axe-core (npm, locked) for the console's browser tests; chromium installed when
+# missing and we are root (without it those tests skip), axe-core whenever npm is there.
+BROWSER_DIR := services/console/tests/browser
+browser-tools:
+	@if command -v chromium >/dev/null || test -x /usr/bin/chromium; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 chromium fonts-dejavu-core; \
+	else echo "chromium missing and not root: the console's browser tests will skip"; fi
+	@if [ -f $(BROWSER_DIR)/node_modules/.package-lock.json ] && \
+	  [ ! $(BROWSER_DIR)/package-lock.json -nt $(BROWSER_DIR)/node_modules/.package-lock.json ]; then :; \
+	elif command -v npm >/dev/null; then cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm missing: the console's accessibility checks will skip"; fi
+
+test: install deploy-tools browser-tools lint
 	$(BIN)/pytest
+
+# PNGs of the console's pages into docs/console/ (the browser tests, with CONSOLE_SCREENSHOTS=1).
+console-screenshots: install browser-tools
+	CONSOLE_SCREENSHOTS=1 $(BIN)/pytest services/console/tests -q
 
 lint: install
 	$(BIN)/ruff check .

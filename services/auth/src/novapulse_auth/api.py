@@ -65,6 +65,7 @@ from .models import (
     MfaCodeIn,
     MfaDisableIn,
     MfaSetupOut,
+    MfaStatusOut,
     MfaVerifyIn,
     PasswordChangeIn,
     RecoveryCodesOut,
@@ -337,6 +338,13 @@ def build_routes(
     # the signed-in routes that check a TOTP code (enable, disable, recovery codes) get a per-user budget of
     # their own, the same size as /mfa/verify's, so guesses there are bounded as well
     mfa_code_user = RateLimit("mfa-code-user", settings.mfa_verify_user_limit, 300, key=by_user)
+
+    @routes.get("/mfa", response=MfaStatusOut, auth=True, errors=(404,))
+    async def mfa_status(request: web.Request) -> MfaStatusOut:
+        """Whether the caller's MFA is on and how many unused recovery codes they have left."""
+        who = principal(request)
+        enabled, remaining = await mfa.status(who.org_id, who.user_id)
+        return MfaStatusOut(enabled=enabled, recovery_codes_remaining=remaining)
 
     @routes.post("/mfa/setup", response=MfaSetupOut, auth=True, errors=(409,))
     async def mfa_setup(request: web.Request) -> MfaSetupOut:

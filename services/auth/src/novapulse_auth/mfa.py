@@ -158,7 +158,17 @@ class MfaService:
             raise UserNotFound()
         return user
 
-    # --- set-up, enable, disable, regenerate -------------------------------------------------------------
+    # --- status, set-up, enable, disable, regenerate -----------------------------------------------------
+
+    async def status(self, org_id: str, user_id: str) -> tuple[bool, int]:
+        """Whether the user's MFA is on, and how many of their recovery codes are still unused (0 when off).
+
+        :raises UserNotFound: (404) the user is gone or disabled.
+        """
+        user = await self._user(org_id, user_id)
+        if not user.get("mfa_enabled"):
+            return False, 0
+        return True, len(await self._repo.unused_recovery_codes(org_id, user_id))
 
     async def setup(self, org_id: str, user_id: str) -> MfaSetupOut:
         """A new pending secret (replacing any earlier one), valid ``MFA_PENDING_TTL`` (600) seconds, with its

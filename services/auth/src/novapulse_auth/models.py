@@ -187,6 +187,11 @@ class MfaSetupOut(BaseModel):
     expires_in: int
 
 
+class MfaStatusOut(BaseModel):
+    enabled: bool
+    recovery_codes_remaining: int = Field(description="unused recovery codes (0 when MFA is off)")
+
+
 class MfaCodeIn(StrictIn):
     code: TotpCode
 

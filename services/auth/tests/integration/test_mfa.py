@@ -283,3 +283,24 @@ async def test_admin_reset_of_a_members_mfa(app: AuthApp) -> None:
     [event] = await app.events("mfa.disabled")
     assert event["data"] == {"user_id": member.user_id, "org_id": owner.org_id, "by": admin.user_id}
     assert not await app.rt.db["recovery_codes"].count_documents({"user_id": member.user_id})
+
+
+async def test_status_counts_the_unused_recovery_codes(app: AuthApp) -> None:
+    """``GET /mfa``: off → 0 codes; on → 10; a recovery code spent → 9; regenerated → 10; each user sees only
+    their own state, and only with a token."""
+    owner = await app.register()
+    other = await app.register(org="Other")
+    assert (await app.get("/mfa")).status == 401
+    resp = await app.get("/mfa", headers=owner.auth)
+    assert resp.status == 200
+    assert await resp.json() == {"enabled": False, "recovery_codes_remaining": 0}
+    await app.enable_mfa(owner)
+    assert await (await app.get("/mfa", headers=owner.auth)).json() == {"enabled": True, "recovery_codes_remaining": 10}
+    token = await _challenge(app, owner)
+    status, body = await _verify(app, token, recovery_code=owner.recovery_codes[0])
+    assert status == 200, body
+    assert await (await app.get("/mfa", headers=owner.auth)).json() == {"enabled": True, "recovery_codes_remaining": 9}
+    assert await (await app.get("/mfa", headers=other.auth)).json() == {"enabled": False, "recovery_codes_remaining": 0}
+    resp = await app.post("/mfa/recovery-codes", {"code": code_at(owner.totp_secret, 1)}, headers=owner.auth)
+    assert resp.status == 200, await resp.text()
+    assert (await (await app.get("/mfa", headers=owner.auth)).json())["recovery_codes_remaining"] == 10

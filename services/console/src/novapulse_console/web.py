@@ -194,7 +194,8 @@ def console_middleware(console: Console) -> Any:
                 request, "error.html", status=exc.status, title=exc.reason, message=exc.text or ""
             )
         _secure_headers(response)
-        if request["session_changed"] and not response.prepared:
+        # a flash message added by the handler must reach the next page even when nothing else changed
+        if (request["session_changed"] or request["session"].flash) and not response.prepared:
             console.codec.store(response, request["session"])
         return response
 
@@ -211,7 +212,9 @@ def _secure_headers(response: web.StreamResponse) -> None:
         return
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: under no-referrer browsers send ``Origin: null`` with the console's own form
+    # posts (Fetch: the origin is serialised under the referrer policy), which the CSRF check must refuse
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
