@@ -108,8 +108,8 @@ def pages_stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture
-async def browser(pages_stack: PagesStack) -> AsyncIterator[Any]:
-    """``await browser()`` → a new :class:`Browser` on the stack's console (each with its own cookies)."""
+async def visitor(pages_stack: PagesStack) -> AsyncIterator[Any]:
+    """``await visitor()`` → a new :class:`Browser` on the stack's console (each with its own cookies)."""
     made: list[Browser] = []
 
     async def make() -> Browser:

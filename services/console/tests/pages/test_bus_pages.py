@@ -54,9 +54,9 @@ async def poison(redis_url: str, names: str, n: int) -> None:
 
 
 async def test_operator_sees_the_bus_and_replays_dead_letters_tenant_gets_404(
-    browser, pages_stack, http, email: str
+    visitor, pages_stack, http, email: str
 ) -> None:
-    tenant: Browser = await browser()
+    tenant: Browser = await visitor()
     await tenant.register(email)
     home = await tenant.sign_in(email)
     assert 'href="/bus"' not in home.text
@@ -64,7 +64,7 @@ async def test_operator_sees_the_bus_and_replays_dead_letters_tenant_gets_404(
         assert (await tenant.get(path)).status == 404, path
     assert (await tenant.post("/bus/webhook/dead-letters/replay", {}, home)).status == 404
 
-    ops: Browser = await browser()
+    ops: Browser = await visitor()
     await ops.register(OPERATOR)
     home = await ops.sign_in(OPERATOR)
     assert 'href="/bus"' in home.text

@@ -61,8 +61,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def owner(browser, pages_stack, http, email: str) -> tuple[Browser, Api]:
-    b: Browser = await browser()
+async def owner(visitor, pages_stack, http, email: str) -> tuple[Browser, Api]:
+    b: Browser = await visitor()
     await b.register(email)
     await b.sign_in(email)
     api = await Api.login(http, pages_stack.url("auth-api"), pages_stack.url("webhook-api") + HOOKS, email)
@@ -75,9 +75,9 @@ async def message_status(b: Browser, message_id: str, wanted: str) -> str:
 
 
 async def test_endpoint_lifecycle_test_event_log_attempts_resend_secret_recover(
-    browser, pages_stack, http, receiver: Receiver, email: str
+    visitor, pages_stack, http, receiver: Receiver, email: str
 ) -> None:
-    b, api = await owner(browser, pages_stack, http, email)
+    b, api = await owner(visitor, pages_stack, http, email)
 
     home = await b.get("/")
     assert 'href="/webhooks"' in home.text
@@ -218,15 +218,15 @@ async def test_endpoint_lifecycle_test_event_log_attempts_resend_secret_recover(
 
 
 async def test_another_organisation_cannot_open_or_change_by_id_and_csrf_is_required(
-    browser, pages_stack, http, receiver: Receiver, email: str
+    visitor, pages_stack, http, receiver: Receiver, email: str
 ) -> None:
-    a, api_a = await owner(browser, pages_stack, http, email)
+    a, api_a = await owner(visitor, pages_stack, http, email)
     endpoint = await api_a.ok("POST", "/endpoints", {"url": receiver.url})
     sent = await api_a.ok("POST", f"/endpoints/{endpoint['id']}/test")
     message_id = sent["message_id"]
     await wait_until(lambda: len(receiver.seen) == 1, timeout=30, message="delivered")
 
-    b, _api_b = await owner(browser, pages_stack, http, "other-" + email)
+    b, _api_b = await owner(visitor, pages_stack, http, "other-" + email)
     for path in (
         f"/webhooks/endpoints/{endpoint['id']}",
         f"/webhooks/endpoints/{endpoint['id']}/edit",

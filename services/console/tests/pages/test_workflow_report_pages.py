@@ -4,7 +4,7 @@ Workflows: a definition created from JSON (not-JSON and the language's faults sh
 a dry run, disable/enable, a manual run waiting at a delay, cancelled from its timeline, the definition
 edited to version 2 and the run rerun from the delay on the latest version (the first step reused).
 Reports: one requested with the type picker, its progress followed, downloaded through the console (the
-signed link never reaches the browser), refused to another organisation, deleted."""
+signed link never reaches the visitor), refused to another organisation, deleted."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def definition(pause: float) -> dict[str, object]:
 
 
 async def test_workflow_definitions_dry_run_runs_timeline_cancel_and_rerun(
-    browser, pages_stack, http, email: str
+    visitor, pages_stack, http, email: str
 ) -> None:
-    b: Browser = await browser()
+    b: Browser = await visitor()
     await b.register(email)
     await b.sign_in(email)
     api = await Api.login(http, pages_stack.url("auth-api"), pages_stack.url("workflow-api") + FLOWS, email)
@@ -130,9 +130,9 @@ async def test_workflow_definitions_dry_run_runs_timeline_cancel_and_rerun(
 
 
 async def test_report_requested_followed_downloaded_through_the_console_and_deleted(
-    browser, pages_stack, http, email: str
+    visitor, pages_stack, http, email: str
 ) -> None:
-    b: Browser = await browser()
+    b: Browser = await visitor()
     await b.register(email)
     await b.sign_in(email)
     api = await Api.login(http, pages_stack.url("auth-api"), pages_stack.url("report-api") + REPORTS, email)
@@ -189,7 +189,7 @@ async def test_report_requested_followed_downloaded_through_the_console_and_dele
     )
     assert zone.status == 422
 
-    other: Browser = await browser()
+    other: Browser = await visitor()
     await other.register("other-" + email)
     await other.sign_in("other-" + email)
     assert (await other.get(f"/reports/{report_id}")).status == 404
