@@ -3,12 +3,15 @@ text extraction."""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from redis.asyncio import Redis
 
 PASSWORD = "Correct-Horse-Battery-9"
 OPERATIONS_TOKEN = "pages-operations-token-" + "0123456789abcdef" * 2
@@ -102,3 +105,36 @@ class Api:
         status, body = await self.call(method, path, json, **params)
         assert 200 <= status < 300, (status, body)
         return body
+
+
+async def invite_member(
+    http: aiohttp.ClientSession, auth_url: str, redis_url: str, names: str, owner_email: str, email: str, role: str
+) -> None:
+    """Invite ``email`` into the owner's organisation with ``role`` and accept (auth's API; the invite's token
+    read from auth's private ``invite.delivery_requested`` event on the stream, as the notification service
+    would mail it)."""
+    base = f"{auth_url}/api/v1/auth"
+    async with http.post(f"{base}/login", json={"email": owner_email, "password": PASSWORD}) as resp:
+        token = (await resp.json())["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(f"{base}/invites", json={"email": email, "role": role}, headers=headers) as resp:
+        invite = await resp.json()
+        assert resp.status == 201, invite
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for _ in range(300):
+            found = [
+                json.loads(f["data"])["token"]
+                for _id, f in await redis.xrange(f"{names}:events:auth")
+                if f.get("type") == "invite.delivery_requested" and json.loads(f["data"])["invite_id"] == invite["id"]
+            ]
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the invite never reached the stream")
+    finally:
+        await redis.aclose()
+    accept = {"token": found[0], "name": "Mia Member", "password": PASSWORD}
+    async with http.post(f"{base}/invites/accept", json=accept) as resp:
+        assert resp.status == 201, await resp.text()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers_pages import Api, Browser
+from helpers_pages import Api, Browser, invite_member
 
 from novapulse_devkit.testing import wait_until
 
@@ -259,3 +259,35 @@ async def test_another_organisation_cannot_open_or_change_by_id_and_csrf_is_requ
     ) as resp:
         assert resp.status == 403
     assert (await api_a.ok("GET", f"/endpoints/{endpoint['id']}"))["enabled"] is True
+
+
+async def test_a_member_reads_the_portal_but_every_change_is_hidden_and_refused(
+    visitor, pages_stack, http, receiver: Receiver, email: str
+) -> None:
+    _owner, api = await owner(visitor, pages_stack, http, email)
+    endpoint = await api.ok("POST", "/endpoints", {"url": receiver.url, "headers": {"Authorization": "Bearer s3cr3t"}})
+    sent = await api.ok("POST", f"/endpoints/{endpoint['id']}/test")
+    member_email = "member-" + email
+    await invite_member(
+        http, pages_stack.url("auth-api"), pages_stack.redis_url, pages_stack.names, email, member_email, "member"
+    )
+    m: Browser = await visitor()
+    await m.sign_in(member_email)
+    listing = await m.get("/webhooks")
+    assert endpoint["id"] in listing.text
+    assert "Add an endpoint" not in listing.text
+    page = await m.get(f"/webhooks/endpoints/{endpoint['id']}")
+    assert page.status == 200
+    assert "s3cr3t" not in page.text  # credentials in custom headers are masked for members
+    for hidden in ("Send a test event", "Reveal the secret", "Rotate", "Delete", "Count them"):
+        assert hidden not in page.text, hidden
+    message = await m.get(f"/webhooks/messages/{sent['message_id']}")
+    assert message.status == 200
+    assert ">Resend<" not in message.text
+    for path in (f"/webhooks/endpoints/{endpoint['id']}/secret", "/webhooks/endpoints/new"):
+        assert (await m.get(path)).status == 403, path
+    for path in (f"/webhooks/endpoints/{endpoint['id']}/disable", f"/webhooks/endpoints/{endpoint['id']}/test"):
+        assert (await m.post(path, {}, listing)).status == 403, path
+    assert (await api.ok("GET", f"/endpoints/{endpoint['id']}"))["enabled"] is True
+    # the workflow and report pages hide their changes from members too
+    assert "New definition" not in (await m.get("/workflows")).text
