@@ -76,9 +76,13 @@ async def bus_page(request: web.Request) -> web.StreamResponse:
     letters: list[dict[str, Any]] = []
     for entry in stats["dead_counts"]:
         if entry["length"]:
-            page = await console.client.call(
-                request, entry["service"], "GET", "/events/dead-letters", params={"limit": 50}, operator=True
-            )
+            try:
+                page = await console.client.call(
+                    request, entry["service"], "GET", "/events/dead-letters", params={"limit": 50}, operator=True
+                )
+            except ApiProblem as problem:
+                stats["down"].append((entry["service"], problem.message))
+                continue
             letters.append({"service": entry["service"], **page})
     return console.render(request, "bus/bus.html", letters=letters, **stats)
 

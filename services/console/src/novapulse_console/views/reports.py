@@ -29,6 +29,8 @@ STATUSES = ("queued", "running", "succeeded", "failed", "expired", "cancelled")
 ACTIVE = ("queued", "running")
 PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length", "ETag", "X-Content-SHA256", "X-Row-Count")
 _ZONES = sorted(available_timezones())
+DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+"""A file may take longer than ``CONSOLE_API_TIMEOUT`` to stream; only a stall of 60 s ends it."""
 
 
 async def _types(request: web.Request) -> list[dict[str, Any]]:
@@ -169,7 +171,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(reason="Not ready", text="The report has no file to download (yet).")
     base = console.client.urls[SERVICE]
     try:
-        async with console.client.http.get(base + link) as upstream:
+        async with console.client.http.get(base + link, timeout=DOWNLOAD_TIMEOUT) as upstream:
             if upstream.status != 200:
                 body = await upstream.content.read(64 * 1024)
                 raise problem_of(upstream.status, dict(upstream.headers), body)
