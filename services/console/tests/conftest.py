@@ -14,6 +14,7 @@ Tests are plain (sync) functions: the Playwright sync API must not run inside an
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,7 +57,9 @@ def stack(servers: Servers, run_dir: Path) -> Iterator[Stack]:
     """The whole suite as real processes, once per test session."""
     if chromium_missing():
         pytest.skip(chromium_missing())
-    started = start_stack(servers.redis_url, servers.mongo_url, run_dir, "console-tests")
+    # a namespace (bus streams, database names) of its own: REDIS_URL / MONGO_URL may name servers that outlive
+    # the session, where accounts of an earlier run still exist
+    started = start_stack(servers.redis_url, servers.mongo_url, run_dir, f"console{uuid.uuid4().hex[:8]}")
     try:
         yield started
     finally:

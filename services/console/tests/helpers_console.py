@@ -299,6 +299,13 @@ class Account:
             time.sleep(1.0)
 
 
+def wrong_code(acct: Account) -> str:
+    """Six digits that are none of ``acct``'s codes auth would accept now (spends no time step)."""
+    now = int(time.time() // 30)
+    valid = {pyotp.TOTP(acct.totp_secret).at(step * 30) for step in range(now - 2, now + 3)}
+    return next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555") if c not in valid)
+
+
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
 

@@ -32,7 +32,9 @@ class ConsoleSettings(ServiceSettings):
     turns it off for plain-HTTP loopback."""
     console_operator_emails: str = Field(default="", max_length=4096)
     """``CONSOLE_OPERATOR_EMAILS``: comma-separated addresses of the platform's operators; only they see the
-    event-bus pages, which the console calls with ``OPERATIONS_TOKEN`` (never a tenant's token)."""
+    event-bus pages, which the console calls with ``OPERATIONS_TOKEN`` (never a tenant's token). A listed
+    user is an operator only while their account has MFA on: operators see every tenant's events, so they
+    must sign in with two factors (one who turns MFA off loses the operator pages at once)."""
     console_api_timeout: float = Field(default=10.0, gt=0, le=120)
     """``CONSOLE_API_TIMEOUT``: seconds each call to a service's API may take."""
 

@@ -40,3 +40,5 @@ def test_register_then_sign_in_and_out(page: Page, stack: Stack) -> None:
     assert path_of(page) == "/sign-in"
     page.goto("/")
     assert path_of(page) == "/sign-in"
+    page.goto("/login")  # the welcome mail's link
+    assert path_of(page) == "/sign-in"

@@ -1,21 +1,29 @@
-"""Sign-in (password, then the MFA step with a code or a recovery code), sign-out and registration."""
+"""Sign-in (password, then the MFA step with a code or a recovery code), sign-out, registration, and the
+``/account`` page (profile, sign-in method, password change)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from ..client import ApiProblem
 from ..session import Session
-from ..web import Console, console_of, form, redirect, safe_next
+from ..web import Console, console_of, form, redirect, safe_next, signed_in
+
+FEW_RECOVERY_CODES = 3
+"""At or below this many unused recovery codes the console warns (after sign-in and on ``/account/mfa``)."""
 
 
 async def establish(request: web.Request, tokens: dict[str, Any]) -> None:
     """Turn a token pair into a signed-in session: a new CSRF token (no fixation across sign-in) and the
-    user's profile from auth ``GET /me``."""
+    user's profile from auth ``GET /me``. The user is an operator only when their address is listed in
+    ``CONSOLE_OPERATOR_EMAILS`` *and* their account has MFA on (operators see every tenant's events). With
+    MFA on, auth ``GET /mfa`` tells how many recovery codes are left: a warning at
+    :data:`FEW_RECOVERY_CODES` or fewer."""
     console = console_of(request)
     old: Session = request["session"]
     session = Session.anonymous()
@@ -30,7 +38,20 @@ async def establish(request: web.Request, tokens: dict[str, Any]) -> None:
     session.user_id, session.email, session.name = user["id"], user["email"], user["name"]
     session.role, session.mfa_enabled = user["role"], bool(user["mfa_enabled"])
     session.org_id, session.org_name = org["id"], org["name"]
-    session.operator = user["email"].lower() in console.settings.operator_emails()
+    session.operator = session.mfa_enabled and user["email"].lower() in console.settings.operator_emails()
+    if session.mfa_enabled:
+        with contextlib.suppress(ApiProblem):  # only a warning: the sign-in stands without it
+            status = await console.client.call(request, "auth", "GET", "/mfa")
+            warn_if_few_codes(session, int(status.get("recovery_codes_remaining", 0)))
+    elif user["email"].lower() in console.settings.operator_emails():
+        session.flash_message("warning", "Operator pages need two-factor sign-in: turn it on, then sign in again.")
+
+
+def warn_if_few_codes(session: Session, remaining: int) -> None:
+    """A flash warning when ``remaining`` recovery codes are :data:`FEW_RECOVERY_CODES` or fewer."""
+    if remaining <= FEW_RECOVERY_CODES:
+        noun = "recovery code is" if remaining == 1 else "recovery codes are"
+        session.flash_message("warning", f"Only {remaining} {noun} left: make new ones on the two-factor page.")
 
 
 async def sign_in_page(request: web.Request) -> web.StreamResponse:
@@ -60,7 +81,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         session: Session = request["session"]
         session.mfa_token = answer["mfa_token"]
         request["session_changed"] = True
-        return redirect(request, f"/sign-in/mfa?next={nxt}")
+        return redirect(request, f"/sign-in/mfa?next={quote(nxt, safe='/')}")
     await establish(request, answer)
     return redirect(request, nxt)
 
@@ -101,9 +122,6 @@ async def mfa_verify(request: web.Request) -> web.StreamResponse:
         )
     session.mfa_token = ""
     await establish(request, answer)
-    remaining = answer.get("recovery_codes_remaining")
-    if isinstance(remaining, int) and remaining <= 3:
-        request["session"].flash_message("warning", f"Only {remaining} recovery codes are left: regenerate them.")
     return redirect(request, nxt)
 
 
@@ -179,7 +197,63 @@ async def verify(request: web.Request) -> web.StreamResponse:
     return redirect(request, "/")
 
 
+async def login_redirect(request: web.Request) -> web.StreamResponse:
+    """``/login`` (the welcome mail's link) is the sign-in page."""
+    return redirect(request, "/sign-in")
+
+
+@signed_in
+async def account_page(request: web.Request) -> web.StreamResponse:
+    """Profile (auth ``GET /me``), sign-in method and the password form."""
+    console = console_of(request)
+    me = await console.client.call(request, "auth", "GET", "/me")
+    return _account(request, me, errors={}, error="")
+
+
+def _account(
+    request: web.Request, me: dict[str, Any], *, errors: dict[str, str], error: str, status: int = 200
+) -> web.Response:
+    session: Session = request["session"]
+    if bool(me["user"]["mfa_enabled"]) != session.mfa_enabled:  # changed elsewhere (an admin's reset)
+        session.mfa_enabled = bool(me["user"]["mfa_enabled"])
+        session.operator = session.operator and session.mfa_enabled
+        request["session_changed"] = True
+    return console_of(request).render(request, "account/account.html", status=status, me=me, errors=errors, error=error)
+
+
+@signed_in
+async def change_password(request: web.Request) -> web.StreamResponse:
+    """auth ``POST /password``: the other sessions end; this one stays."""
+    console = console_of(request)
+    fields = await form(request)
+    errors: dict[str, str] = {}
+    if fields.get("new_password", "") != fields.get("confirm_password", ""):
+        errors["confirm_password"] = "The two new passwords differ."  # noqa: S105 - a message
+    else:
+        body = {"current_password": fields.get("current_password", ""), "new_password": fields.get("new_password", "")}
+        try:
+            await console.client.call(request, "auth", "POST", "/password", json_body=body)
+        except ApiProblem as problem:
+            if problem.status >= 500 or problem.status == 429:
+                raise
+            errors = problem.field_errors()
+            if "password" in errors:  # the password policy names the new password "password"
+                errors["new_password"] = errors.pop("password")
+            if problem.status == 400:
+                errors["current_password"] = "That is not your current password."  # noqa: S105 - a message
+            elif not errors:
+                errors["new_password"] = problem.message
+    if errors:
+        me = await console.client.call(request, "auth", "GET", "/me")
+        return _account(request, me, errors=errors, error="The password was not changed.", status=422)
+    request["session"].flash_message("ok", "Your password is changed; your other sessions have been signed out.")
+    return redirect(request, "/account")
+
+
 def register(console: Console, router: web.UrlDispatcher) -> None:
+    router.add_get("/login", login_redirect)
+    router.add_get("/account", account_page)
+    router.add_post("/account/password", change_password)
     router.add_get("/sign-in", sign_in_page)
     router.add_post("/sign-in", sign_in)
     router.add_get("/sign-in/mfa", mfa_page)
