@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser
+from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser, enable_mfa, sign_in_with_code
 from redis.asyncio import Redis
 
 from novapulse_devkit.testing import wait_until
@@ -66,7 +66,12 @@ async def test_operator_sees_the_bus_and_replays_dead_letters_tenant_gets_404(
 
     ops: Browser = await visitor()
     await ops.register(OPERATOR)
-    home = await ops.sign_in(OPERATOR)
+    listed_only = await ops.sign_in(OPERATOR)
+    assert 'href="/bus"' not in listed_only.text  # listed, but without MFA no operator
+    assert (await ops.get("/bus")).status == 404
+    await ops.post("/sign-out", {}, listed_only)
+    secret = await enable_mfa(http, pages_stack.url("auth-api"), OPERATOR)
+    home = await sign_in_with_code(ops, OPERATOR, secret)
     assert 'href="/bus"' in home.text
 
     webhook = pages_stack.url("webhook-api")
