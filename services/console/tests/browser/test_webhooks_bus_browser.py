@@ -167,10 +167,12 @@ def test_operator_replays_a_dead_letter_tenant_gets_404(
 
     # a dead letter: an auth event whose data breaks its catalogue model (every group refuses it at once)
     event_id = str(uuid.uuid4())
+    _s, streams = stack.api("webhook", "GET", "/events/streams", token=OPERATIONS_TOKEN, expect=200)
+    auth_stream = next(s["name"] for s in streams["streams"] if s["name"].endswith(":events:auth"))
     redis = Redis.from_url(servers.redis_url, decode_responses=True)
     try:
         redis.xadd(
-            "console-tests:events:auth",
+            auth_stream,
             {
                 "id": event_id,
                 "type": "user.registered",
@@ -199,7 +201,7 @@ def test_operator_replays_a_dead_letter_tenant_gets_404(
     accept_dialogs(page)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Event bus").click()
     assert path_of(page) == "/bus"
-    expect(page.locator("#streams")).to_contain_text("console-tests:events:auth")
+    expect(page.locator("#streams")).to_contain_text(auth_stream)
     expect(page.locator("main")).to_contain_text(event_id)
     check_accessibility(page)
     screenshot(page, "bus")
