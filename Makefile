@@ -21,28 +21,34 @@ $(VENV)/.synced: uv.lock $(PYPROJECTS) | $(UV)
 
 install: $(VENV)/.synced
 
-run: install
+run: install deploy-tools
 	$(BIN)/python -m novapulse_devkit.stack
 
-# promtool and nginx for tests/deploy (Debian packages); installed when missing and we are root.
+# promtool and nginx for tests/deploy and make run's gateway (Debian packages); installed when missing and we
+# are root. Never fails: without them make run opens the console directly and their deploy tests skip.
 deploy-tools:
 	@if command -v promtool >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; \
-	else echo "promtool/nginx missing and not root: their deploy tests will skip"; fi
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus nginx; } \
+	  || echo "could not install promtool/nginx: make run starts without its gateway, their deploy tests skip"; \
+	else echo "promtool/nginx missing and not root: make run starts without its gateway, their deploy tests skip"; fi
 
 # Debian's chromium and axe-core (npm, locked) for the console's browser tests; chromium installed when
-# missing and we are root (without it those tests skip), axe-core whenever npm is there.
+# missing and we are root, axe-core whenever npm is there. Never fails: without chromium the browser tests
+# skip (saying why), without axe-core their accessibility checks do.
 BROWSER_DIR := services/console/tests/browser
 browser-tools:
 	@if command -v chromium >/dev/null || test -x /usr/bin/chromium; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    -o DPkg::Lock::Timeout=600 chromium fonts-dejavu-core; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 chromium fonts-dejavu-core; } \
+	  || echo "could not install chromium: the console's browser tests will skip"; \
 	else echo "chromium missing and not root: the console's browser tests will skip"; fi
 	@if [ -f $(BROWSER_DIR)/node_modules/.package-lock.json ] && \
 	  [ ! $(BROWSER_DIR)/package-lock.json -nt $(BROWSER_DIR)/node_modules/.package-lock.json ]; then :; \
-	elif command -v npm >/dev/null; then cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
+	elif command -v npm >/dev/null; then \
+	  (cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error) \
+	  || echo "could not install axe-core: the console's accessibility checks will skip"; \
 	else echo "npm missing: the console's accessibility checks will skip"; fi
 
 test: install deploy-tools browser-tools lint

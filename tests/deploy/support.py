@@ -60,6 +60,36 @@ def service_specs() -> dict[str, ServiceSpec]:
     return specs
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """What the deploy files must run for one service: its api port, its processes and whether it owns a
+    database."""
+
+    name: str
+    port: int
+    roles: tuple[str, ...]
+    database: bool
+
+
+def deployed_services() -> dict[str, Deployed]:
+    """The suite (installed or not) and every installed service (the console), by name. A service runs a
+    worker unless its spec says ``worker is None``; it owns a database unless its settings say
+    ``uses_database = False``."""
+    specs = service_specs()
+    found: dict[str, Deployed] = {}
+    for name in sorted(set(SUITE) | set(present_services())):
+        spec = specs.get(name)
+        if name in SUITE:
+            port = SUITE[name][0]
+        else:
+            assert spec is not None, f"services/{name} is not installed: make install"
+            port = int(spec.settings_cls.model_fields["http_port"].default)
+        roles = ("api",) if spec is not None and spec.worker is None else ("api", "worker")
+        database = spec is None or spec.settings_cls.uses_database
+        found[name] = Deployed(name, port, roles, database)
+    return found
+
+
 def common_env_vars() -> set[str]:
     """Every variable the shared runtime reads."""
     return {name.upper() for name in ServiceSettings.model_fields}

@@ -18,6 +18,7 @@ from tests.deploy.support import (
     ROOT,
     SUITE,
     common_env_vars,
+    deployed_services,
     load_yaml,
     present_services,
     require_module,
@@ -43,18 +44,21 @@ def _duration(text: str) -> float:
     return total
 
 
-def test_every_service_has_an_api_and_a_worker(compose: dict[str, Any]) -> None:
+def test_every_service_has_an_api_and_a_worker_unless_it_has_none(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in set(SUITE) | set(present_services()):
+    for name, svc in deployed_services().items():
         for role in ROLES:
-            assert f"{name}-{role}" in services, f"{name}-{role} missing from docker-compose.yml"
+            if role in svc.roles:
+                assert f"{name}-{role}" in services, f"{name}-{role} missing from docker-compose.yml"
+            else:  # the console: its spec has no worker
+                assert f"{name}-{role}" not in services, f"{name} has no {role}"
 
 
 def test_services_not_written_yet_are_behind_a_profile(compose: dict[str, Any]) -> None:
     """`docker compose up` builds only services whose package exists; the others wait behind a profile."""
     present = set(present_services())
-    for name in SUITE:
-        for role in ROLES:
+    for name, deployed in deployed_services().items():
+        for role in deployed.roles:
             svc = compose["services"][f"{name}-{role}"]
             if name in present:
                 assert "profiles" not in svc, f"{name}-{role} exists and must start by default"
@@ -63,8 +67,9 @@ def test_services_not_written_yet_are_behind_a_profile(compose: dict[str, Any]) 
 
 
 def test_containers_build_from_the_shared_dockerfile_with_the_right_ports(compose: dict[str, Any]) -> None:
-    for name, (port, _prefix) in SUITE.items():
-        for role in ROLES:
+    for name, deployed in deployed_services().items():
+        port = deployed.port
+        for role in deployed.roles:
             svc = compose["services"][f"{name}-{role}"]
             assert svc["build"] == {
                 "context": ".",
@@ -77,7 +82,11 @@ def test_containers_build_from_the_shared_dockerfile_with_the_right_ports(compos
             assert env["SERVICE_NAME"] == name
             assert env["HTTP_PORT"] == str(port)
             assert env["WORKER_HTTP_PORT"] == str(worker_port(port))
-            assert env["MONGO_DB"] == f"novapulse_{name}"
+            if deployed.database:
+                assert env["MONGO_DB"] == f"novapulse_{name}"
+            else:  # no database (the console): no MongoDB URL, no database name
+                assert env["MONGO_URL"] == ""
+                assert "MONGO_DB" not in env
             listen = port if role == "api" else worker_port(port)
             assert svc["expose"] == [str(listen)]
             check = " ".join(svc["healthcheck"]["test"])
@@ -86,10 +95,11 @@ def test_containers_build_from_the_shared_dockerfile_with_the_right_ports(compos
 
 def test_environment_covers_every_setting(compose: dict[str, Any]) -> None:
     specs = service_specs()
-    for name in SUITE:
-        for role in ROLES:
+    for name, deployed in deployed_services().items():
+        for role in deployed.roles:
             env = compose["services"][f"{name}-{role}"]["environment"]
-            assert common_env_vars() <= set(env), sorted(common_env_vars() - set(env))
+            common = common_env_vars() - (set() if deployed.database else {"MONGO_DB"})  # no database: no name
+            assert common <= set(env), sorted(common - set(env))
             if name in specs:
                 needed = required_env_vars(specs[name].settings_cls)
                 assert needed <= set(env), f"{name}-{role} lacks {sorted(needed - set(env))}"
@@ -100,11 +110,13 @@ def test_environment_covers_every_setting(compose: dict[str, Any]) -> None:
 
 def test_dependencies_wait_for_healthy(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in SUITE:
-        for role in ROLES:
+    for name, deployed in deployed_services().items():
+        for role in deployed.roles:
             deps = services[f"{name}-{role}"]["depends_on"]
-            for infra in ("mongo", "redis"):
+            for infra in ("mongo", "redis") if deployed.database else ("redis",):
                 assert deps[infra] == {"condition": "service_healthy"}, f"{name}-{role} -> {infra}"
+            if not deployed.database:
+                assert "mongo" not in deps, f"{name} owns no database"
     assert services["notification-worker"]["depends_on"]["mailpit"] == {"condition": "service_healthy"}
     gateway = services["gateway"]["depends_on"]
     for name in present_services():
@@ -133,8 +145,8 @@ def test_mongodb_is_a_replica_set_that_initiates_itself(compose: dict[str, Any])
 
 
 def test_shutdown_and_hardening(compose: dict[str, Any]) -> None:
-    for name in SUITE:
-        for role in ROLES:
+    for name, deployed in deployed_services().items():
+        for role in deployed.roles:
             svc = compose["services"][f"{name}-{role}"]
             shutdown = float(svc["environment"]["SHUTDOWN_TIMEOUT"])
             assert _duration(svc["stop_grace_period"]) > shutdown, f"{name}-{role}: SIGKILL before the drain ends"
@@ -144,11 +156,31 @@ def test_shutdown_and_hardening(compose: dict[str, Any]) -> None:
             assert any(t.startswith("/tmp") for t in svc["tmpfs"])
 
 
-def test_gateway_is_the_only_trusted_proxy(compose: dict[str, Any]) -> None:
+def test_the_gateway_and_the_console_are_the_only_trusted_proxies(compose: dict[str, Any]) -> None:
+    """The console calls the services for the browser and forwards its X-Forwarded-For: the services trust
+    it and the gateway, by fixed address, and nobody else."""
     gateway = compose["services"]["gateway"]
-    address = gateway["networks"]["novapulse"]["ipv4_address"]
-    assert compose["x-service-env"]["TRUSTED_PROXIES"] == f"{address}/32"
+    addresses = [gateway["networks"]["novapulse"]["ipv4_address"]]
+    if "console" in present_services():
+        addresses.append(compose["services"]["console-api"]["networks"]["novapulse"]["ipv4_address"])
+    assert compose["x-service-env"]["TRUSTED_PROXIES"] == ",".join(f"{a}/32" for a in addresses)
     assert gateway["ports"] == ["127.0.0.1:${GATEWAY_PORT:-8080}:8080"]
+
+
+def test_the_console_is_behind_the_gateway_and_calls_the_services_by_their_names(compose: dict[str, Any]) -> None:
+    if "console" not in present_services():
+        pytest.skip("no console in this checkout")
+    services = compose["services"]
+    console = services["console-api"]
+    assert services["gateway"]["depends_on"]["console-api"] == {"condition": "service_healthy"}
+    assert "ports" not in console, "reached through the gateway only"
+    env = console["environment"]
+    for name, (port, _prefix) in SUITE.items():
+        assert env[f"{name.upper()}_API_URL"] == f"http://{name}-api:{port}"
+    assert env["REDIS_URL"] == "redis://console:${REDIS_PASSWORD_CONSOLE}@redis:6379/0"
+    assert env["OPERATIONS_TOKEN"] == "${OPERATIONS_TOKEN:-}"  # the services' own token
+    upstreams = (DEPLOY / "nginx" / "upstreams.conf").read_text(encoding="utf-8")
+    assert re.search(r"^\s*console\s+console-api:8100;", upstreams, flags=re.M)
 
 
 def test_bind_mounts_exist(compose: dict[str, Any]) -> None:
@@ -172,10 +204,11 @@ TEST_ENV = {
     "AUTH_ENCRYPTION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "WEBHOOK_SECRET_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "REPORT_DOWNLOAD_SECRET": "not-a-real-secret-but-long-enough-0123456789",
+    "CONSOLE_SESSION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "GRAFANA_ADMIN_PASSWORD": "not-a-secret",
     **{
         f"REDIS_PASSWORD_{u}": f"not-a-secret-{u.lower()}"
-        for u in ("ADMIN", "AUTH", "WEBHOOK", "NOTIFICATION", "WORKFLOW", "REPORT")
+        for u in ("ADMIN", "AUTH", "WEBHOOK", "NOTIFICATION", "WORKFLOW", "REPORT", "CONSOLE")
     },
 }
 _VARIABLE = re.compile(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}")

@@ -17,6 +17,7 @@ from tests.deploy.support import (
     RULES,
     SUITE,
     common_env_vars,
+    deployed_services,
     load_yaml,
     present_services,
     require_module,
@@ -35,6 +36,7 @@ SECRETS = {
     "AUTH_ENCRYPTION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "WEBHOOK_SECRET_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
     "REPORT_DOWNLOAD_SECRET": "not-a-real-secret-but-long-enough-0123456789",
+    "CONSOLE_SESSION_KEYS": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
 }
 
 helm: Any = require_module("helm_python")
@@ -110,8 +112,9 @@ def test_enabled_services_get_separate_api_and_worker_deployments(
     minimal: list[dict[str, Any]], full: list[dict[str, Any]]
 ) -> None:
     defaults = set(present_services())  # every service whose package exists is enabled by default
-    assert set(by_kind(minimal, "Deployment")) == {f"{FULL}-{s}-{r}" for s in defaults for r in ("api", "worker")}
-    assert set(by_kind(full, "Deployment")) == {f"{FULL}-{s}-{r}" for s in SUITE for r in ("api", "worker")}
+    deployed = deployed_services()  # a worker Deployment only for a service that has one (not the console)
+    assert set(by_kind(minimal, "Deployment")) == {f"{FULL}-{s}-{r}" for s in defaults for r in deployed[s].roles}
+    assert set(by_kind(full, "Deployment")) == {f"{FULL}-{s}-{r}" for s, d in deployed.items() for r in d.roles}
     for name, dep, container in containers(full):
         service, role = name.removeprefix(f"{FULL}-").rsplit("-", 1)
         assert container["args"] == [role]
@@ -125,9 +128,10 @@ def test_enabled_services_get_separate_api_and_worker_deployments(
 def test_probes_ports_and_env(full: list[dict[str, Any]]) -> None:
     config = next(iter(by_kind(full, "ConfigMap").values()))["data"]
     specs = service_specs()
+    deployed = deployed_services()
     for name, _dep, c in containers(full):
         service, role = name.removeprefix(f"{FULL}-").rsplit("-", 1)
-        port = SUITE[service][0] if role == "api" else worker_port(SUITE[service][0])
+        port = deployed[service].port if role == "api" else worker_port(deployed[service].port)
         assert c["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
         assert c["livenessProbe"]["httpGet"] == {"path": LIVE_PATH, "port": "http"}
         assert c["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "http"}
@@ -135,16 +139,58 @@ def test_probes_ports_and_env(full: list[dict[str, Any]]) -> None:
         assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 30
         env = {e["name"]: e for e in c["env"]}
         assert env["SERVICE_NAME"]["value"] == service
-        assert env["HTTP_PORT"]["value"] == str(SUITE[service][0])
-        assert env["WORKER_HTTP_PORT"]["value"] == str(worker_port(SUITE[service][0]))
-        assert env["MONGO_DB"]["value"] == f"novapulse_{service}"
+        assert env["HTTP_PORT"]["value"] == str(deployed[service].port)
+        assert env["WORKER_HTTP_PORT"]["value"] == str(worker_port(deployed[service].port))
         provided = set(env) | set(config)
-        assert common_env_vars() <= provided, sorted(common_env_vars() - provided)
+        if deployed[service].database:
+            assert env["MONGO_DB"]["value"] == f"novapulse_{service}"
+            assert common_env_vars() <= provided, sorted(common_env_vars() - provided)
+        else:  # the console owns no database: neither a MongoDB URL nor a database name
+            assert not {"MONGO_DB", "MONGO_URL"} & set(env)
+            assert common_env_vars() - {"MONGO_DB", "MONGO_URL"} <= provided
         if service in specs:
             needed = required_env_vars(specs[service].settings_cls)
             assert needed <= provided, f"{service} needs {sorted(needed - provided)}"
-        for key in ("REDIS_URL", "MONGO_URL"):
+        for key in ("REDIS_URL", "MONGO_URL") if deployed[service].database else ("REDIS_URL",):
             assert env[key]["valueFrom"]["secretKeyRef"] == {"name": f"{FULL}-secrets", "key": key}
+
+
+def test_the_console_calls_the_release_services_with_a_secure_cookie_and_the_shared_operations_token(
+    full: list[dict[str, Any]],
+) -> None:
+    if "console" not in present_services():
+        pytest.skip("no console in this checkout")
+    deployments = by_kind(full, "Deployment")
+    console = deployments[f"{FULL}-console-api"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in console["env"]}
+    for service, (port, _prefix) in SUITE.items():
+        assert env[f"{service.upper()}_API_URL"]["value"] == f"http://{FULL}-{service}-api:{port}"
+        assert f"{FULL}-{service}-api" in by_kind(full, "Service")
+    assert env["CONSOLE_COOKIE_SECURE"]["value"] == "true"
+    assert env["CONSOLE_SESSION_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{FULL}-secrets",
+        "key": "CONSOLE_SESSION_KEYS",
+    }
+    auth = deployments[f"{FULL}-auth-api"]["spec"]["template"]["spec"]["containers"][0]
+    auth_token = next(e for e in auth["env"] if e["name"] == "OPERATIONS_TOKEN")
+    assert env["OPERATIONS_TOKEN"] == auth_token  # the same key of the same Secret as the services
+    assert "CONSOLE_SESSION_KEYS" not in {e["name"] for e in auth["env"]}  # least privilege
+
+    values = _minimal_values()
+    values["services"] = {"report": {"enabled": False}}
+    docs = render(values)
+    env = {
+        e["name"]: e
+        for e in by_kind(docs, "Deployment")[f"{FULL}-console-api"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["REPORT_API_URL"]["value"] == ""  # a service not deployed: its pages are hidden
+    values["services"] = {"auth": {"enabled": False}}
+    with pytest.raises(helm.HelmError, match=r"needs services\.auth\.enabled"):
+        render(values)
+    values = _minimal_values()
+    del values["secrets"]["values"]["CONSOLE_SESSION_KEYS"]
+    with pytest.raises(helm.HelmError, match="CONSOLE_SESSION_KEYS is required by the console service"):
+        render(values)
 
 
 def test_graceful_shutdown_fits_in_the_grace_period(full: list[dict[str, Any]]) -> None:
@@ -229,7 +275,16 @@ def test_api_services_ingress_and_scaling(full: list[dict[str, Any]], minimal: l
     deployments = by_kind(full, "Deployment")
     ingress = next(iter(by_kind(full, "Ingress").values()))
     paths = {p["path"]: p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
-    assert set(paths) == {prefix for _port, prefix in SUITE.values()}
+    expected = {prefix for _port, prefix in SUITE.values()}
+    if "console" in present_services():
+        # the console takes every other path; other /api/v1 paths (probes, metrics) go to a Service with no
+        # endpoints, never to the console
+        expected |= {"/", "/api/v1"}
+        assert paths["/"]["backend"]["service"] == {"name": f"{FULL}-console-api", "port": {"name": "http"}}
+        assert paths["/"]["pathType"] == paths["/api/v1"]["pathType"] == "Prefix"
+        unrouted = services[paths["/api/v1"]["backend"]["service"]["name"]]
+        assert "selector" not in unrouted["spec"]
+    assert set(paths) == expected
     for service, (port, prefix) in SUITE.items():
         svc = services[f"{FULL}-{service}-api"]
         assert svc["spec"]["ports"][0]["port"] == port
@@ -249,6 +304,7 @@ def test_api_services_ingress_and_scaling(full: list[dict[str, Any]], minimal: l
     assert by_kind(minimal, "Deployment")[f"{FULL}-auth-api"]["spec"]["replicas"] == 2
     pdbs = by_kind(full, "PodDisruptionBudget")
     assert set(pdbs) == set(deployments)
+    assert set(hpas) <= set(deployments)
     for name, pdb in pdbs.items():
         pods = deployments[name]["spec"]["template"]["metadata"]["labels"]
         assert pdb["spec"]["selector"]["matchLabels"].items() <= pods.items()
@@ -266,8 +322,10 @@ def test_monitoring_objects(full: list[dict[str, Any]], minimal: list[dict[str, 
     assert relabel["role"]["sourceLabels"] == ["__meta_kubernetes_service_label_app_kubernetes_io_component"]
     # Every process (api and worker) sits behind a Service the monitor selects.
     services = by_kind(full, "Service")
-    for service in SUITE:
-        for role in ("api", "worker"):
+    for service, deployed in deployed_services().items():
+        if "worker" not in deployed.roles:
+            assert f"{FULL}-{service}-worker" not in services
+        for role in deployed.roles:
             svc = services[f"{FULL}-{service}-{role}"]
             assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
             assert svc["metadata"]["labels"]["novapulse.io/service"] == service
@@ -282,8 +340,11 @@ def test_network_policies_admit_ingress_and_scrapes(full: list[dict[str, Any]]) 
     policies = by_kind(full, "NetworkPolicy")
     api = policies[f"{FULL}-api"]["spec"]
     worker = policies[f"{FULL}-worker"]["spec"]
-    assert {p["port"] for p in api["ingress"][0]["ports"]} == {port for port, _ in SUITE.values()}
-    assert {p["port"] for p in worker["ingress"][0]["ports"]} == {worker_port(port) for port, _ in SUITE.values()}
+    deployed = deployed_services().values()
+    assert {p["port"] for p in api["ingress"][0]["ports"]} == {d.port for d in deployed}
+    assert {p["port"] for p in worker["ingress"][0]["ports"]} == {
+        worker_port(d.port) for d in deployed if "worker" in d.roles
+    }
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from tests.deploy.support import (
     DEPLOY,
     OPERATIONS,
     RULES,
-    SUITE,
     TARGET_LABELS,
     common_env_vars,
+    deployed_services,
     load_yaml,
     promql_labels,
     promql_series,
@@ -155,9 +155,12 @@ def test_compose_scrape_config_gives_the_contract_labels() -> None:
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "novapulse"]
     assert job["metrics_path"] == "/api/v1/metrics"
     targets = {name: sd["port"] for sd in job["dns_sd_configs"] for name in sd["names"]}
-    for service, (port, _prefix) in SUITE.items():
-        assert targets[f"{service}-api"] == port
-        assert targets[f"{service}-worker"] == worker_port(port)
+    for service, deployed in deployed_services().items():  # the suite and the console (api only)
+        assert targets[f"{service}-api"] == deployed.port
+        if "worker" in deployed.roles:
+            assert targets[f"{service}-worker"] == worker_port(deployed.port)
+        else:
+            assert f"{service}-worker" not in targets
     relabel = {r["target_label"]: r for r in job["relabel_configs"]}
     assert set(relabel) == {"service", "role"}
     for label, replacement in (("service", "auth"), ("role", "worker")):

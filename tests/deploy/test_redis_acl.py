@@ -22,7 +22,8 @@ from novapulse_devkit.servers import free_port, stop_process, wait_for_port
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
-from novapulse_runtime.ratelimit import RateLimit
+from novapulse_runtime.metrics import Metrics
+from novapulse_runtime.ratelimit import RateLimit, RateLimiter
 from novapulse_runtime.revocation import RevocationList, channel_name, publish_revocations, set_key
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "deploy" / "redis" / "entrypoint.sh"
-USERS = ("admin", "auth", "webhook", "notification", "workflow", "report")
+USERS = ("admin", "auth", "webhook", "notification", "workflow", "report", "console")
 
 
 def password(user: str) -> str:
@@ -203,10 +204,15 @@ def test_every_service_has_a_user_and_compose_connects_each_as_its_own() -> None
     redis = compose["services"]["redis"]
     assert redis["entrypoint"] == ["sh", "/etc/novapulse/redis/entrypoint.sh"]
     assert "./deploy/redis:/etc/novapulse/redis:ro" in redis["volumes"]
-    names = set(service_specs()) | {"workflow", "report"}
+    specs = service_specs()
+    names = set(specs) | {"workflow", "report"}
     for name in names:
         assert f"user {name} on >${{REDIS_PASSWORD_{name.upper()}}} " in template
-        assert f" ~novapulse:events:{name} " in template
+        if name in specs and specs[name].worker is None:  # no worker (the console): no stream of its own
+            assert f"novapulse:events:{name}" not in template
+            assert f" ~novapulse:rl:{name}:*" in template
+        else:
+            assert f" ~novapulse:events:{name} " in template
         for role in ("api", "worker"):
             service = compose["services"].get(f"{name}-{role}")
             if service is not None:
@@ -215,7 +221,7 @@ def test_every_service_has_a_user_and_compose_connects_each_as_its_own() -> None
 
 
 def test_the_chart_connects_each_service_as_its_own_redis_user() -> None:
-    from tests.deploy.support import present_services
+    from tests.deploy.support import deployed_services, present_services
     from tests.deploy.test_helm import _minimal_values, helm, render
 
     values = _minimal_values()
@@ -232,7 +238,8 @@ def test_the_chart_connects_each_service_as_its_own_redis_user() -> None:
         if doc["kind"] == "Deployment":
             env = {e["name"]: e for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
             keys[doc["metadata"]["name"]] = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"]
-    assert len(keys) == 2 * len(services)
+    deployed = deployed_services()
+    assert len(keys) == sum(len(deployed[name].roles) for name in services)
     assert all(key == f"REDIS_URL_{name.split('-')[-2].upper()}" for name, key in keys.items())
     [acl] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-redis-acl")]
     assert acl["data"]["users.acl.template"] == (ROOT / "deploy" / "redis" / "users.acl.template").read_text().rstrip(
@@ -313,3 +320,35 @@ async def test_a_consumer_renews_its_held_entries_on_another_services_stream_as_
         release.set()
         await wait_until(lambda: consumer.idem is not None and consumer.idem.is_done(calls[0]), message="acked")
     assert len(calls) == 1
+
+
+async def test_the_console_user_checks_its_rate_limits_and_answers_health_checks_and_nothing_else(
+    client: Callable[[str], Redis],
+) -> None:
+    """The console has no stream and no database: its Redis user may run the rate-limit script on its own
+    buckets and PING (the health check), and touch nothing else."""
+    console = client("console")
+    assert await console.ping()
+    limiter = RateLimiter(console, Metrics("console", "api"), "console")
+    limit = RateLimit("acl-console", 1, 60)
+    # allowed then refused: the script ran (a refused command would fail open and allow both)
+    assert [(await limiter.hit(limit, "k")).allowed for _ in range(2)] == [True, False]
+    assert await client("admin").exists("novapulse:rl:console:acl-console:k") == 1
+    refused: list[tuple[str, ...]] = [
+        ("XADD", "novapulse:events:console", "*", "a", "b"),
+        ("XRANGE", "novapulse:events:auth", "-", "+"),
+        ("XREADGROUP", "GROUP", "console", "c", "STREAMS", "novapulse:events:auth", ">"),
+        ("GET", "novapulse:rl:auth:login:x"),
+        ("SET", "novapulse:console:x", "1"),
+        ("ZSCORE", set_key("novapulse"), "s-1"),
+        ("SUBSCRIBE", channel_name("novapulse")),
+        ("PUBLISH", channel_name("novapulse"), "{}"),
+        ("DEL", "novapulse:rl:console:acl-console:k"),
+        ("KEYS", "*"),
+        ("FLUSHALL",),
+        ("CONFIG", "GET", "*"),
+        ("CLIENT", "KILL", "ID", "1"),
+    ]
+    for command in refused:
+        with pytest.raises(NoPermissionError):
+            await console.execute_command(*command)

@@ -10,6 +10,7 @@ import asyncio
 import email.parser as email_parser
 import email.policy as email_policy
 import fcntl
+import http.cookiejar
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from novapulse_devkit.gateway import GATEWAY_PORT, nginx_binary
 from novapulse_devkit.servers import (
     ServerProcess,
     free_port,
@@ -46,10 +48,10 @@ from novapulse_devkit.stack import (
     discover,
     parse_port_offset,
     process_env,
+    roles,
     shift_loopback_url,
 )
 from novapulse_devkit.testing import wait_until
-from novapulse_runtime.constants import WORKER_PORT_OFFSET
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = re.compile(r"\] (\S+)\s+(http://127\.0\.0\.1:\d+)\s+ready\s+pid (\d+)")
@@ -59,10 +61,10 @@ SERVER_LINE = re.compile(r"\] (redis-server|nx-27017)\s+\S+\s+pid (\d+)")
 def _offset() -> int:
     """A random offset whose stack ports are free now (other suites share this machine) and stay below the
     ephemeral range (32768-), where a probe can connect to itself before the service binds its port."""
-    bases = [DEFAULT_REDIS_PORT, DEFAULT_MONGO_PORT, 1025]
+    bases = [DEFAULT_REDIS_PORT, DEFAULT_MONGO_PORT, 1025, GATEWAY_PORT]
     for spec in discover():
         api = int(spec.settings_cls.model_fields["http_port"].default)
-        bases += [api, api + WORKER_PORT_OFFSET]
+        bases += [port for _role, port in roles(spec, api)]
     for _ in range(50):
         offset = random.randrange(1000, 5700)  # the highest base, nx-27017's 27027, stays below 32768
         if not any(port_open(base + offset) for base in bases):
@@ -162,6 +164,30 @@ def _http(method: str, url: str, body: dict[str, Any] | None = None, token: str 
         return exc.code, json.loads(exc.read() or b"null")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def _console_sign_in(base: str, email: str, password: str) -> str:
+    """Sign in to the console at ``base`` as a browser does (cookie, CSRF field, Origin); the home page."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect)
+    with opener.open(f"{base}/sign-in", timeout=30) as resp:
+        page = resp.read().decode()
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    fields = urllib.parse.urlencode({"csrf_token": found[1], "email": email, "password": password, "next": "/"})
+    request = urllib.request.Request(f"{base}/sign-in", data=fields.encode(), headers={"Origin": base})  # noqa: S310
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the 303 is not followed
+        opener.open(request, timeout=30)
+    with refused.value as answer:
+        assert answer.code == 303, answer.read().decode()
+        assert answer.headers["Location"] == "/"
+    with opener.open(f"{base}/", timeout=30) as resp:
+        assert resp.url == f"{base}/"
+        return str(resp.read().decode())
+
+
 def _mailed_token(mail_dir: Path, email: str, timeout: float = 30.0) -> str:
     """The verification token in the mail the catcher stored for ``email`` (polled with a deadline)."""
     found: list[str] = []
@@ -210,7 +236,7 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
     try:
         runner.wait_for("all started")
         ready = runner.ready()
-        assert len(ready) == 2 * len(specs), runner.output
+        assert len(ready) == sum(len(roles(s, 0)) for s in specs), runner.output
         assert set(runner.servers()) == {"redis-server", "nx-27017"}, runner.output
         for url, _pid in ready.values():
             assert int(url.rsplit(":", 1)[1]) > offset
@@ -225,7 +251,12 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
         status, body = _http(
             "POST",
             f"{auth}/api/v1/auth/register",
-            {"email": email, "password": "correct horse battery staple", "name": "Dev", "organization": "Dev"},
+            {
+                "email": email,
+                "password": "correct horse battery staple",
+                "name": "Dev",
+                "organization": f"Acme-{email}",
+            },
         )
         assert status == 202, body  # registration completes by the link mailed to the stack's mail catcher
         token = _mailed_token(data_dir / "mail", email)
@@ -242,6 +273,17 @@ def test_one_ctrl_c_on_make_run_drains_every_process_and_a_shifted_stack_authent
         assert status == 200, body
         status, body = _http("GET", f"{ready['notification-api'][0]}/api/v1/notifications/preferences", token=token)
         assert status == 200, body
+
+        # The gateway (nginx installed): its URL is the first thing printed; / is the console (a browser's
+        # sign-in, CSRF and Origin checked, works through it), /api/v1/auth/ is auth.
+        if nginx_binary() is not None:
+            gateway = f"http://127.0.0.1:{GATEWAY_PORT + offset}"
+            said = [line for line in runner.lines if line.startswith("[novapulse]")]
+            assert f"Open {gateway}/" in "".join(said[:3]), runner.output
+            status, body = _http("GET", f"{gateway}/api/v1/auth/me", token=token)
+            assert (status, body["user"]["email"]) == (200, email)
+            assert f"Acme-{email}" in _console_sign_in(gateway, email, "correct horse battery staple")
+            assert _environ(ready["auth-api"][1])["REGISTRATION_VERIFY_URL"] == f"{gateway}/register/verify"
 
         webhook_env = _environ(ready["webhook-api"][1])
         assert webhook_env["WEBHOOK_ALLOWED_CIDRS"] == "10.0.0.0/8"

@@ -36,6 +36,8 @@ from novapulse_devkit.stack import _default_port, _PortShift, dev_defaults, disc
 from novapulse_runtime.constants import READY_PATH
 
 HERE = Path(__file__).parent
+INVITE_ACCEPT_PATH = "/invites/accept"
+"""Where ``make run``'s invite mails link to (``INVITE_ACCEPT_PATH`` in the devkit's ``DEV_ENV``)."""
 REPO = HERE.parents[2]
 CHROMIUM = os.environ.get("CONSOLE_TEST_CHROMIUM", "/usr/bin/chromium")
 """The browser the tests drive: Debian's ``chromium`` (``make browser-tools``); without it they skip."""
@@ -162,7 +164,7 @@ class Stack:
 
 
 def link_in(msg: EmailMessage, path: str) -> str:
-    """The first link of ``msg``'s text whose path is ``path`` (e.g. the invite's ``/invite/accept?token=…``)."""
+    """The first link of ``msg``'s text whose path is ``path`` (e.g. the invite's ``/invites/accept?token=…``)."""
     part = msg.get_body(preferencelist=("plain", "html"))
     assert part is not None, "mail without a body"
     text = part.get_content()
@@ -221,10 +223,12 @@ def start_stack(redis_url: str, mongo_url: str, run_dir: Path, names: str) -> St
         "LOG_LEVEL": "WARNING",
         "SHUTDOWN_TIMEOUT": "5",
     }
-    stack = Stack(console_url="", api_urls={}, mail_dir=data_dir / "mail", offset=offset)
+    console_url = "".join(f"http://127.0.0.1:{_default_port(s) + offset}" for s in specs if s.name == "console")
+    stack = Stack(console_url=console_url, api_urls={}, mail_dir=data_dir / "mail", offset=offset)
     for spec in specs:
         api_port = _default_port(spec) + offset
-        defaults = dev_defaults(spec, offset, data_dir, _PortShift(offset))
+        # no gateway here: mailed links open the console itself
+        defaults = dev_defaults(spec, offset, data_dir, _PortShift(offset), public=console_url)
         for role, port in roles(spec, api_port):
             env = process_env(defaults, caller, {})
             env.update(common)
@@ -247,9 +251,7 @@ def start_stack(redis_url: str, mongo_url: str, run_dir: Path, names: str) -> St
                     stdin=subprocess.DEVNULL,
                 )
             stack.processes.append(StackProcess(label, f"http://127.0.0.1:{port}", proc, log_path))
-        if spec.name == "console":
-            stack.console_url = f"http://127.0.0.1:{api_port}"
-        else:
+        if spec.name != "console":
             stack.api_urls[spec.name] = f"http://127.0.0.1:{api_port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT
     pending = list(stack.processes)
@@ -343,7 +345,7 @@ def add_member(stack: Stack, owner: Account, role: str = "member", name: str = "
     acct = Account(unique_email(role), PASSWORD, name, owner.org_name, role=role, org_id=owner.org_id)
     token = api_token(stack, owner)
     stack.api("auth", "POST", "/invites", {"email": acct.email, "role": role}, token, expect=201)
-    link = link_in(stack.wait_for_mail(acct.email), "/invite/accept")
+    link = link_in(stack.wait_for_mail(acct.email), INVITE_ACCEPT_PATH)
     invite_token = parse_qs(urlsplit(link).query)["token"][0]
     body = {"token": invite_token, "name": name, "password": PASSWORD}
     _s, answer = stack.api("auth", "POST", "/invites/accept", body, expect=201)

@@ -4,6 +4,13 @@ Starts Redis and a MongoDB-wire server when ``REDIS_URL`` / ``MONGO_URL`` are no
 ``NOVAPULSE_DATA_DIR``, default ``.data/``), then the API and worker of every installed service (entry point
 group ``novapulse.services``), and prints one line per process with its URL, pid and log file.
 
+Gateway: when nginx is installed (``nginx`` on ``PATH`` or in /usr/sbin), the production gateway config
+(deploy/nginx/nginx.conf) runs in front of everything on port 8080: ``/`` is the console, ``/api/v1/<prefix>/``
+each service (:mod:`.gateway`; config, scratch files and pid under ``<data dir>/gateway/``, log in
+``logs/gateway.log``). The first thing printed is the URL to open: the gateway's, or without nginx the
+console's own (one line says why). Links in mails (``{public}`` in :data:`DEV_ENV`) point at that URL too.
+``NOVAPULSE_NGINX``: the nginx program to use, or ``off`` for no gateway.
+
 Ports: every port of the stack, and every value derived from one, moves by ``NOVAPULSE_PORT_OFFSET``: the
 embedded servers, each API (``HTTP_PORT``) and worker (``WORKER_HTTP_PORT``), every settings default that is
 a loopback URL with a port (``AUTH_JWKS_URL``, ``INVITE_ACCEPT_URL``, ``PUBLIC_BASE_URL``...), and
@@ -41,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 from novapulse_runtime.constants import CONFIG_ERROR_EXIT, FORCED_EXIT, READY_PATH, WORKER_PORT_OFFSET
 from novapulse_runtime.process import ServiceSpec
 
+from .gateway import GATEWAY_PORT, GatewayConfigError, gateway_config, gateway_server, nginx_binary
 from .servers import (
     STOP_SIGNALS,
     ServerProcess,
@@ -63,27 +71,54 @@ DRAIN_MARGIN = 15.0
 """Seconds a child gets beyond its ``SHUTDOWN_TIMEOUT`` to exit after SIGTERM before it is killed."""
 FORCE_GRACE = 5.0
 """Seconds between the forced stop (second signal) and SIGKILL."""
+DEV_OPERATIONS_TOKEN = "development-only-operations-token-0123456789"  # noqa: S105 - dev only
+"""``OPERATIONS_TOKEN`` of every process of ``make run`` (the console's event-bus pages call the services with
+it); at least 32 characters, as the runtime requires."""
+DEV_OPERATOR_EMAIL = "operator@example.com"
+"""The console's ``CONSOLE_OPERATOR_EMAILS`` in ``make run``: register this address to see the operator pages."""
+DEV_ENV_ALL: Mapping[str, str] = {
+    "OPERATIONS_TOKEN": DEV_OPERATIONS_TOKEN,
+    # the gateway and the console reach the services from loopback: their X-Forwarded-For is believed
+    # (only from loopback: every other peer's header is ignored)
+    "TRUSTED_PROXIES": "127.0.0.0/8,::1/128",
+}
+"""Development-only environment of every service's processes (before :data:`DEV_ENV` and the caller's)."""
 DEV_ENV: Mapping[str, Mapping[str, str]] = {
-    # a fixed key so the local database stays readable across restarts
-    "auth": {"AUTH_ENCRYPTION_KEYS": "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU="},
+    # a fixed key so the local database stays readable across restarts; mailed links open the console's
+    # pages ({public}: the gateway, or the console itself without nginx)
+    "auth": {
+        "AUTH_ENCRYPTION_KEYS": "z1C65EF0K1fn-djyWZoFI3NpRzw0eprb7cWRvGWQMiU=",
+        "REGISTRATION_VERIFY_URL": "{public}/register/verify",
+        "INVITE_ACCEPT_URL": "{public}/invites/accept",
+    },
     # a fixed key, and the loopback range opened so local receivers work
     "webhook": {
         "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
         "WEBHOOK_ALLOW_HTTP": "true",
         "WEBHOOK_SECRET_KEYS": "ZGV2LW9ubHktd2ViaG9vay1rZXktZG8tbm90LXVzZSE=",
     },
-    # the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET
-    "notification": {"MAIL_CATCHER_DIR": "{data_dir}/mail", "MAIL_CATCHER_PORT": "{port:1025}"},
-    # fixed keys so a signed-in browser stays signed in across restarts; plain-HTTP loopback cookies
+    # the catcher keeps its mail under the stack's data dir and moves with NOVAPULSE_PORT_OFFSET; the links
+    # in mails (verification, invitation, webhook notices, report downloads) open the console / gateway
+    "notification": {
+        "MAIL_CATCHER_DIR": "{data_dir}/mail",
+        "MAIL_CATCHER_PORT": "{port:1025}",
+        "PUBLIC_BASE_URL": "{public}",
+        "INVITE_ACCEPT_PATH": "/invites/accept",
+    },
+    # fixed keys so a signed-in browser stays signed in across restarts; plain-HTTP loopback cookies; the
+    # documented operator address
     "console": {
         "CONSOLE_SESSION_KEYS": "bm92YXB1bHNlLWRldi1vbmx5LWNvbnNvbGUta2V5ISE=",
         "CONSOLE_COOKIE_SECURE": "false",
+        "CONSOLE_OPERATOR_EMAILS": DEV_OPERATOR_EMAIL,
     },
     # a fixed key for the download links, so links stay valid across restarts
     "report": {"REPORT_DOWNLOAD_SECRET": "development-only-report-link-secret-0123456789"},
 }
 """Development-only environment ``make run`` gives each service's processes, by service name (before the
-caller's environment, which wins). Production packages carry none of it."""
+caller's environment, which wins). Production packages carry none of it. ``{data_dir}``: the stack's data
+directory; ``{port:N}``: port N moved by the offset; ``{public}``: the URL people open (:func:`public_url`)."""
+CONSOLE_PORT = 8100
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STACK_OWNED = ("HTTP_PORT", "WORKER_HTTP_PORT")
@@ -236,13 +271,22 @@ def shifted_defaults(spec: ServiceSpec, offset: int) -> dict[str, str]:
     return out
 
 
-def dev_defaults(spec: ServiceSpec, offset: int, data_dir: Path, ports: _PortShift) -> dict[str, str]:
-    """The development defaults of one service's processes, before the caller's environment."""
+def public_url(offset: int, gateway: bool) -> str:
+    """The URL people open (no trailing slash): the gateway's, or without it the console's own."""
+    return f"http://127.0.0.1:{(GATEWAY_PORT if gateway else CONSOLE_PORT) + offset}"
+
+
+def dev_defaults(
+    spec: ServiceSpec, offset: int, data_dir: Path, ports: _PortShift, public: str | None = None
+) -> dict[str, str]:
+    """The development defaults of one service's processes, before the caller's environment. ``public``:
+    the URL people open (default: the gateway's, :func:`public_url`)."""
     env = {"PYTHONUNBUFFERED": "1", "HTTP_HOST": "127.0.0.1"}
     env.update(shifted_defaults(spec, offset))
-    for key, value in DEV_ENV.get(spec.name, {}).items():
+    public = public_url(offset, gateway=True) if public is None else public
+    for key, value in {**DEV_ENV_ALL, **DEV_ENV.get(spec.name, {})}.items():
         try:
-            env[key] = value.format(data_dir=str(data_dir), port=ports)
+            env[key] = value.format(data_dir=str(data_dir), port=ports, public=public)
         except (KeyError, IndexError, ValueError) as exc:
             raise StackError(f"{spec.name}: dev_env {key}={value!r}: {exc}") from None
     return env
@@ -322,6 +366,8 @@ class DevStack:
     offset: int
     caller: dict[str, str]
     signals: StopRequests
+    nginx: str | None = None
+    """The nginx binary of the gateway; ``None``: no gateway (the console is opened directly)."""
     servers: list[Server] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     failed: bool = False
@@ -330,9 +376,24 @@ class DevStack:
     def logs(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def gateway_port(self) -> int:
+        return GATEWAY_PORT + self.offset
+
+    @property
+    def public(self) -> str:
+        """The URL people open (no trailing slash): the gateway's, or the console's without nginx."""
+        return public_url(self.offset, gateway=self.nginx is not None)
+
+    @property
+    def has_console(self) -> bool:
+        return any(spec.name == "console" for spec in self.specs)
+
     def plan(self) -> list[tuple[str, int]]:
         """Every port this stack will use, by owner: servers, APIs, workers, ``{port:N}`` in dev_env."""
         ports = []
+        if self.nginx is not None:
+            ports.append(("gateway", self.gateway_port))
         if not self.caller.get("REDIS_URL"):
             ports.append(("redis-server", DEFAULT_REDIS_PORT + self.offset))
         if not self.caller.get("MONGO_URL"):
@@ -341,14 +402,15 @@ class DevStack:
             api = _default_port(spec) + self.offset
             ports += [(f"{spec.name}-{role}", port) for role, port in roles(spec, api)]
             shift = _PortShift(self.offset)
-            dev_defaults(spec, self.offset, self.data_dir, shift)
+            dev_defaults(spec, self.offset, self.data_dir, shift, self.public)
             ports += [(f"{spec.name} (dev_env)", port) for port in shift.ports]
         return ports
 
     def busy_service_ports(self) -> list[tuple[str, int]]:
-        """API and worker ports another process already listens on (the embedded servers and the mail
-        catcher move to a free port instead)."""
-        return [(label, port) for label, port in self.plan() if label.endswith(("-api", "-worker")) and port_open(port)]
+        """Gateway, API and worker ports another process already listens on (the embedded servers and the
+        mail catcher move to a free port instead)."""
+        owned = ("-api", "-worker", "gateway")
+        return [(label, port) for label, port in self.plan() if label.endswith(owned) and port_open(port)]
 
     def start_servers(self) -> dict[str, str]:
         urls: dict[str, str] = {}
@@ -373,7 +435,7 @@ class DevStack:
     def start_services(self, urls: Mapping[str, str]) -> None:
         for spec in self.specs:
             api = _default_port(spec) + self.offset
-            defaults = dev_defaults(spec, self.offset, self.data_dir, _PortShift(self.offset))
+            defaults = dev_defaults(spec, self.offset, self.data_dir, _PortShift(self.offset), self.public)
             for role, port in roles(spec, api):
                 stack = {**urls, "HTTP_PORT": str(api), "WORKER_HTTP_PORT": str(port)}
                 env = process_env(defaults, self.caller, stack)
@@ -390,6 +452,24 @@ class DevStack:
                         preexec_fn=child_setup,  # safe: the runner has no threads
                     )
                 self.children.append(Child(label, f"http://127.0.0.1:{port}", proc, log_path))
+
+    def start_gateway(self) -> None:
+        """nginx with the shipped config in front of every service's api process (``console`` at ``/``).
+        A gateway that cannot start is reported (the stack goes on: the console's own URL still works)."""
+        if self.nginx is None:
+            return
+        upstreams = {spec.name: _default_port(spec) + self.offset for spec in self.specs}
+        directory = self.data_dir / "gateway"
+        try:
+            conf = gateway_config(directory, self.gateway_port, upstreams)
+            proc = gateway_server(self.nginx, conf, self.gateway_port, self.logs / "gateway.log")
+            proc.start(setup=child_setup)
+        except (GatewayConfigError, RuntimeError, OSError) as exc:
+            self.failed = True
+            fallback = public_url(self.offset, gateway=False)
+            _say(f"gateway: cannot start nginx: {exc}; open the console directly: {fallback}/")
+            return
+        self._server("gateway", f"{self.public}/", proc, directory)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -499,7 +579,8 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
         _say(f"configuration error: --only: no service named {', '.join(unknown)}; installed: {names}")
         return CONFIG_ERROR_EXIT
     data_dir = data_dir.resolve()
-    stack = DevStack(data_dir, specs, port_offset, dict(os.environ), signals)
+    nginx = nginx_binary(os.environ.get("NOVAPULSE_NGINX", ""))
+    stack = DevStack(data_dir, specs, port_offset, dict(os.environ), signals, nginx=nginx)
     try:
         check_ports(stack.plan(), port_offset)
         try:
@@ -520,11 +601,14 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
     try:
         busy = stack.busy_service_ports()
         for label, port in busy:
-            _say(f"port {port} ({label}) is in use: another stack? stop it or set NOVAPULSE_PORT_OFFSET")
+            way_out = " (or NOVAPULSE_NGINX=off: no gateway)" if label == "gateway" else ""
+            _say(f"port {port} ({label}) is in use: another stack? stop it or set NOVAPULSE_PORT_OFFSET{way_out}")
         if busy:
             return 1
+        _announce(stack)
         try:
             urls = stack.start_servers()
+            stack.start_gateway()
             stack.start_services(urls)
         except (StackError, RuntimeError, OSError) as exc:
             _say(f"cannot start: {exc}")
@@ -532,7 +616,12 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
         else:
             stack.wait_ready()
             if not stack.signals.stopping:
-                _say("all started; Ctrl-C stops everything" if not stack.failed else "started with errors (above)")
+                opened = f"; open {stack.public}/" if stack.has_console else ""
+                _say(
+                    f"all started{opened}; Ctrl-C stops everything"
+                    if not stack.failed
+                    else "started with errors (above)"
+                )
                 stack.watch()
     finally:
         stack.stop()
@@ -540,6 +629,26 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
     code = FORCED_EXIT if signals.forced else 1 if stack.failed else 0
     _say(f"stopped (exit status {code})")
     return code
+
+
+def _announce(stack: DevStack) -> None:
+    """The first lines of ``make run``: the one URL to open (the gateway's, else the console's own)."""
+    if stack.nginx is None:
+        why = (
+            "NOVAPULSE_NGINX=" + stack.caller["NOVAPULSE_NGINX"] if stack.caller.get("NOVAPULSE_NGINX") else "no nginx"
+        )
+        _say(
+            f"{why}: no gateway on port {stack.gateway_port}; the console calls the services directly "
+            "(make deploy-tools installs nginx as root)"
+        )
+    if stack.has_console:
+        rule = "=" * 64
+        through = "the console and every API, through the gateway" if stack.nginx else "the console"
+        _say(rule)
+        _say(f"  Open {stack.public}/   ({through})")
+        _say(rule)
+    elif stack.nginx is not None:
+        _say(f"gateway: {stack.public}/api/v1/<service>/...")
 
 
 def cli() -> None:

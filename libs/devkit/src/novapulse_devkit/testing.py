@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -269,3 +270,55 @@ def token_issuer() -> Iterator[TokenIssuer]:
     yield issuer
     server.shutdown()
     server.server_close()
+
+
+# --- index audit ---------------------------------------------------------------------------------------------
+# Every test run records the shape of each query our code sends (novapulse_runtime.querylog, in this process
+# and, through the environment, in every service process the tests start) and, at the end, fails the run if
+# one is not served by a declared index (novapulse_devkit.indexaudit). NOVAPULSE_INDEX_AUDIT=0 turns it off.
+
+INDEX_AUDIT_ENV = "NOVAPULSE_INDEX_AUDIT"
+_QUERY_LOG_DIR = pytest.StashKey[Path]()
+_UNSERVED = pytest.StashKey[list[Any]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from novapulse_runtime.querylog import QUERY_LOG_ENV, install_from_env
+
+    if os.environ.get(INDEX_AUDIT_ENV, "1") == "0":
+        return
+    directory = Path(os.environ.get(QUERY_LOG_ENV) or tempfile.mkdtemp(prefix="novapulse-querylog-"))
+    os.environ[QUERY_LOG_ENV] = str(directory)
+    config.stash[_QUERY_LOG_DIR] = directory
+    install_from_env()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from novapulse_runtime.querylog import install_from_env
+
+    from .indexaudit import report
+
+    directory = session.config.stash.get(_QUERY_LOG_DIR, None)
+    if directory is None:
+        return
+    recorder = install_from_env()
+    if recorder is not None:
+        recorder.write()
+    problems = report(directory)
+    session.config.stash[_UNSERVED] = problems
+    if problems and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    problems = config.stash.get(_UNSERVED, None)
+    if problems is None:
+        return
+    if problems:
+        terminalreporter.section("index audit: queries no declared index serves", red=True)
+        for item in problems:
+            terminalreporter.line(item.describe())
+        terminalreporter.line("declare an index (the repository's ensure_indexes) or, for a deliberate scan, a")
+        terminalreporter.line("waiver with its reason in novapulse_devkit.indexaudit.WAIVERS")
+    else:
+        terminalreporter.line("index audit: every recorded query is served by a declared index")

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from .health import Health, memory_check
 from .metrics import Metrics
+from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
 from .revocation import RevocationList
 from .settings import ServiceSettings
@@ -74,6 +75,7 @@ class Runtime:
         self.metrics = Metrics(settings.service_name, role)
         self.tracing = Tracing(settings.service_name, role, settings.otel_exporter_otlp_endpoint, span_exporter)
         self.tracer = self.tracing.tracer
+        install_query_log()  # NOVAPULSE_QUERY_LOG (tests, make run): the index audit's query shapes
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
             self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)

@@ -25,7 +25,7 @@ class AuthSettings(ServiceSettings):
     """Seconds a session (refresh-token family) lives, whatever its activity."""
     invite_ttl: int = Field(default=7 * 86400, ge=300, le=30 * 86400)
     """Seconds an invitation link is valid."""
-    invite_accept_url: str = Field(default="http://127.0.0.1:8101/invite/accept", pattern=r"^https?://")
+    invite_accept_url: str = Field(default="http://127.0.0.1:8100/invite/accept", pattern=r"^https?://")
     key_rotation_interval: int = Field(default=30 * 86400, ge=60, le=365 * 86400)
     """Seconds between signing-key rotations (longer than ``access_token_ttl``)."""
     key_reload_interval: float = Field(default=30.0, gt=0, le=3600)
@@ -61,7 +61,7 @@ class AuthSettings(ServiceSettings):
     registration_email_verification: bool = True
     registration_ttl: int = Field(default=86400, ge=300, le=7 * 86400)
     """Seconds a registration link is valid."""
-    registration_verify_url: str = Field(default="http://127.0.0.1:8101/register/verify", pattern=r"^https?://")
+    registration_verify_url: str = Field(default="http://127.0.0.1:8100/register/verify", pattern=r"^https?://")
     register_email_limit: int = Field(default=3, ge=1)
     """Registrations per recipient mailbox per 3600 seconds."""
     # invitations: per recipient address (normalised), across all organisations, per day

@@ -1,11 +1,12 @@
 """Calls to the services' public HTTP APIs on behalf of the signed-in user.
 
 Every call carries the user's access token, the request id of the page that made it and the browser's
-address (``X-Forwarded-For``: the services' rate limits and lockouts then see the user, not the console,
-when the console's address is in their ``TRUSTED_PROXIES``). An access token about to expire, or answered
-401, is exchanged once for a new pair with the refresh token; a refresh the auth service refuses ends the
-session (:class:`SessionExpired`). Every error answer becomes :class:`ApiProblem`, whose ``message`` is
-meant for people (RFC 9457 ``title`` / ``detail`` and each field error).
+address (``X-Forwarded-For``, :func:`forwarded_for`: the services' rate limits and lockouts then see the
+user, not the console, when the console's and the gateway's addresses are in their ``TRUSTED_PROXIES``).
+An access token about to expire, or answered 401, is exchanged once for a new pair with the refresh
+token; a refresh the auth service refuses ends the session (:class:`SessionExpired`). Every error answer
+becomes :class:`ApiProblem`, whose ``message`` is meant for people (RFC 9457 ``title`` / ``detail`` and each
+field error).
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class ApiClient:
         """
         session: Session = request["session"]
         headers = {"X-Request-ID": request.get("request_id", "") or "", "Accept": "application/json"}
-        if request.remote:
-            headers["X-Forwarded-For"] = request.remote
+        if chain := forwarded_for(request):
+            headers["X-Forwarded-For"] = chain
         if operator:
             if not self.operations_token:
                 raise ApiProblem(404, "Not available", "OPERATIONS_TOKEN is not configured for the console.")
@@ -175,8 +176,8 @@ class ApiClient:
         if not session.refresh_token:
             raise SessionExpired
         headers = {"X-Request-ID": request.get("request_id", "") or ""}
-        if request.remote:
-            headers["X-Forwarded-For"] = request.remote
+        if chain := forwarded_for(request):
+            headers["X-Forwarded-For"] = chain
         status, _h, body = await self._send(
             "POST", self.url("auth", "/refresh"), headers, {"refresh_token": session.refresh_token}, {}
         )
@@ -187,6 +188,17 @@ class ApiClient:
         session.refresh_token = pair["refresh_token"]
         session.access_expires_at = time.time() + float(pair.get("expires_in", 0))
         request["session_changed"] = True
+
+
+def forwarded_for(request: web.Request) -> str:
+    """The ``X-Forwarded-For`` the console sends: the chain it received with its own peer appended, as a
+    proxy does. Behind the gateway the peer is the gateway, so the services (trusting the gateway's and the
+    console's addresses, ``TRUSTED_PROXIES``) read right to left past both and find the browser; a chain
+    forged by a direct caller stops at that caller's own address."""
+    hops = [h.strip() for line in request.headers.getall("X-Forwarded-For", []) for h in line.split(",") if h.strip()]
+    if request.remote:
+        hops.append(request.remote)
+    return ", ".join(hops)
 
 
 def problem_of(status: int, headers: dict[str, str], body: bytes) -> ApiProblem:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from conftest import SignedIn
 from helpers_console import (
+    INVITE_ACCEPT_PATH,
     PASSWORD,
     add_member,
     check_accessibility,
@@ -43,8 +44,8 @@ def test_invite_accept_and_change_role(signed_in_page: Callable[..., SignedIn], 
     expect(owner_page.get_by_label("E-mail address")).to_have_attribute("aria-invalid", "true")
 
     # the invite mail's link opens the console's accept page (in another browser: anonymous)
-    link = link_in(stack.wait_for_mail(invitee, "invit"), "/invite/accept")
-    assert link.startswith(f"{stack.console_url}/invite/accept?token=")
+    link = link_in(stack.wait_for_mail(invitee, "invit"), INVITE_ACCEPT_PATH)
+    assert link.startswith(f"{stack.console_url}{INVITE_ACCEPT_PATH}?token=")
     page.goto(link)
     expect(page.get_by_role("heading", name="Accept your invitation")).to_be_visible()
     check_accessibility(page)

@@ -28,7 +28,13 @@ SIGNED_IN_PAGES = (
     "/notifications",
     "/notifications/preferences",
 )
-ANONYMOUS_PAGES = ("/sign-in", "/register", "/register/verify?token=x", "/invite/accept?token=x")
+ANONYMOUS_PAGES = (
+    "/sign-in",
+    "/register",
+    "/register/verify?token=x",
+    "/invites/accept?token=x",
+    "/invite/accept?token=x",
+)
 
 
 def _check_headers(page: Page, path: str) -> None:

@@ -197,11 +197,6 @@ async def verify(request: web.Request) -> web.StreamResponse:
     return redirect(request, "/")
 
 
-async def login_redirect(request: web.Request) -> web.StreamResponse:
-    """``/login`` (the welcome mail's link) is the sign-in page."""
-    return redirect(request, "/sign-in")
-
-
 @signed_in
 async def account_page(request: web.Request) -> web.StreamResponse:
     """Profile (auth ``GET /me``), sign-in method and the password form."""
@@ -251,7 +246,6 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 
 def register(console: Console, router: web.UrlDispatcher) -> None:
-    router.add_get("/login", login_redirect)
     router.add_get("/account", account_page)
     router.add_post("/account/password", change_password)
     router.add_get("/sign-in", sign_in_page)

@@ -22,8 +22,10 @@ ID = re.compile(r"^[0-9a-f]{32}$")
 ROLES = ("member", "admin")
 """Roles an invite or a role change may give (``owner`` is fixed)."""
 PAGE_SIZE = 50
-INVITE_ACCEPT_PATH = "/invite/accept"
-"""The page the invite mail links to: the notification service's default ``INVITE_ACCEPT_PATH``."""
+INVITE_ACCEPT_PATH = "/invites/accept"
+"""The page the invite mail links to (the notification service's ``INVITE_ACCEPT_PATH``, auth's
+``INVITE_ACCEPT_URL``); ``/invite/accept``, their built-in default, shows the same page."""
+INVITE_ACCEPT_ALIAS = "/invite/accept"
 
 
 def _id(request: web.Request, name: str) -> str:
@@ -154,12 +156,14 @@ async def reset_mfa(request: web.Request) -> web.StreamResponse:
 async def accept_page(request: web.Request) -> web.StreamResponse:
     """The invite mail's link (``?token=``): choose a name and a password."""
     token = request.query.get("token", "")[:256]
-    return console_of(request).render(request, "members/accept.html", token=token, name="", errors={}, error="")
-
-
-async def accept_alias(request: web.Request) -> web.StreamResponse:
-    return redirect(
-        request, f"{INVITE_ACCEPT_PATH}?{request.query_string}" if request.query_string else INVITE_ACCEPT_PATH
+    return console_of(request).render(
+        request,
+        "members/accept.html",
+        action=INVITE_ACCEPT_PATH,
+        token=token,
+        name="",
+        errors={},
+        error="",
     )
 
 
@@ -191,6 +195,7 @@ async def accept(request: web.Request) -> web.StreamResponse:
             return console.render(
                 request,
                 "members/accept.html",
+                action=INVITE_ACCEPT_PATH,
                 status=problem.status,
                 token=token,
                 name=name,
@@ -199,7 +204,14 @@ async def accept(request: web.Request) -> web.StreamResponse:
             )
     if errors:
         return console.render(
-            request, "members/accept.html", status=422, token=token, name=name, errors=errors, error=""
+            request,
+            "members/accept.html",
+            action=INVITE_ACCEPT_PATH,
+            status=422,
+            token=token,
+            name=name,
+            errors=errors,
+            error="",
         )
     email, org = answer["user"]["email"], answer["organization"]["name"]
     with contextlib.suppress(ApiProblem, KeyError):
@@ -224,4 +236,4 @@ def register(console: Console, router: web.UrlDispatcher) -> None:
     router.add_post("/members/{user_id}/mfa-reset", reset_mfa)
     router.add_get(INVITE_ACCEPT_PATH, accept_page)
     router.add_post(INVITE_ACCEPT_PATH, accept)
-    router.add_get("/invites/accept", accept_alias)
+    router.add_get(INVITE_ACCEPT_ALIAS, accept_page)

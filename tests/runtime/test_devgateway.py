@@ -1,0 +1,208 @@
+"""`make run`'s gateway: the shipped nginx config (deploy/nginx/nginx.conf) with only its listen address and
+scratch paths moved, and a generated upstreams file naming the local processes. A real nginx (skipped when
+it is not installed) in front of real aiohttp upstreams: ``/`` is the console, ``/api/v1/auth/`` is auth,
+a service the stack does not run is a 404 problem, probes stay internal. Without nginx, ``make run`` says so
+in one line and sends people (and mailed links) to the console itself."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from novapulse_console.client import forwarded_for
+from yarl import URL
+
+from novapulse_devkit.gateway import (
+    GATEWAY_PORT,
+    GatewayConfigError,
+    gateway_config,
+    gateway_server,
+    nginx_binary,
+    shipped_config_dir,
+)
+from novapulse_devkit.servers import child_setup, free_port, process_alive
+from novapulse_devkit.stack import CONSOLE_PORT, DEV_OPERATOR_EMAIL
+from tests.runtime.test_devstack import ROOT, Runner, _caller_env, _environ, _offset
+
+NAME_KEY = web.AppKey("name", str)
+
+
+def _nginx() -> str:
+    found = nginx_binary()
+    if found is None:
+        pytest.skip("nginx not installed (make deploy-tools as root; Debian: apt-get install -y nginx)")
+    return found
+
+
+@pytest.mark.unit
+def test_dev_config_is_the_shipped_config_with_listen_address_and_scratch_paths_moved(tmp_path: Path) -> None:
+    conf = gateway_config(tmp_path / "gw", 18080, {"console": 18100, "auth": 18101})
+    shipped = (shipped_config_dir() / "nginx.conf").read_text(encoding="utf-8").splitlines()
+    generated = conf.read_text(encoding="utf-8").splitlines()
+    changed = [
+        line
+        for line in difflib.unified_diff(shipped, generated, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    removed = [line[1:] for line in changed if line.startswith("-")]
+    added = [line[1:] for line in changed if line.startswith("+")]
+    assert all("/tmp/" in line or "listen 8080" in line for line in removed), removed
+    assert all(f"{tmp_path}/gw/" in line or "listen 127.0.0.1:18080" in line or line.startswith("#") for line in added)
+    assert "    include upstreams.conf;" in generated
+    upstreams = (tmp_path / "gw" / "upstreams.conf").read_text(encoding="utf-8")
+    assert "console      127.0.0.1:18100;" in upstreams
+    assert "auth         127.0.0.1:18101;" in upstreams
+    assert "resolver" not in upstreams  # IP literals only
+
+
+@pytest.mark.unit
+def test_a_shipped_config_without_the_listen_directive_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "nginx.conf").write_text("events {}\nhttp { server { listen 9999; } }\n", encoding="utf-8")
+    with pytest.raises(GatewayConfigError, match="listen 8080"):
+        gateway_config(tmp_path / "gw", 18080, {}, shipped=tmp_path)
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    seen = {
+        "upstream": request.app[NAME_KEY],
+        "path": request.raw_path,
+        "method": request.method,
+        "body": body.decode(),
+        "headers": dict(request.headers),
+        "forwarded_for": forwarded_for(request),  # what the console would send the services
+    }
+    return web.json_response(seen)
+
+
+@pytest.fixture
+async def dev_gateway(tmp_path: Path) -> AsyncIterator[str]:
+    """The dev gateway (as ``make run`` starts it) in front of two echo apps standing for console and auth."""
+    nginx = _nginx()
+    runners: list[web.AppRunner] = []
+    upstreams: dict[str, int] = {}
+    for name in ("console", "auth"):
+        app = web.Application()
+        app[NAME_KEY] = name
+        app.router.add_route("*", "/{tail:.*}", _echo)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        upstreams[name] = port
+    listen = free_port()
+    conf = gateway_config(tmp_path / "gateway", listen, upstreams)
+    server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
+    try:
+        await asyncio.to_thread(server.start, 15.0, setup=child_setup)
+        yield f"http://127.0.0.1:{listen}"
+    finally:
+        server.stop()
+        for runner in runners:
+            await runner.cleanup()
+    pid_file = tmp_path / "gateway" / "nginx.pid"
+    assert not pid_file.exists() or not process_alive(int(pid_file.read_text().strip() or 0))
+
+
+@pytest.mark.integration
+async def test_dev_gateway_routes_root_to_the_console_and_api_prefixes_to_their_service(
+    dev_gateway: str, http: aiohttp.ClientSession
+) -> None:
+    host = dev_gateway.removeprefix("http://")
+    for path in ("/", "/sign-in?next=%2Fwebhooks", "/static/console.css", "/webhooks/endpoints/ep_1", "/api"):
+        async with http.get(URL(dev_gateway + path, encoded=True), allow_redirects=False) as resp:
+            assert resp.status == 200, path
+            seen = await resp.json()
+        assert seen["upstream"] == "console", path
+        assert seen["path"] == path, "the gateway must not rewrite the URI"
+        # the console compares a form's Origin with the host the browser sees: the port must reach it
+        assert seen["headers"]["Host"] == host
+        assert seen["headers"]["X-Forwarded-Host"] == host
+        assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
+        assert len(seen["headers"]["X-Request-ID"]) == 32
+    # The console appends its peer (the gateway) to the chain, as a proxy does: services trusting the
+    # gateway and the console read right to left past both and find the browser.
+    async with http.get(dev_gateway + "/", headers={"X-Forwarded-For": "203.0.113.9"}) as resp:
+        seen = await resp.json()
+    assert seen["forwarded_for"] == "203.0.113.9, 127.0.0.1, 127.0.0.1"
+
+    form = {"csrf_token": "t", "email": "a@example.com"}
+    async with http.post(dev_gateway + "/sign-in", data=form, headers={"Origin": dev_gateway}) as resp:
+        seen = await resp.json()
+    assert (seen["upstream"], seen["method"]) == ("console", "POST")
+    assert seen["body"] == "csrf_token=t&email=a%40example.com"
+
+    for path in ("/api/v1/auth/login", "/api/v1/auth/.well-known/jwks.json", "/api/v1/auth"):
+        async with http.post(dev_gateway + path, json={"x": 1}) as resp:
+            assert resp.status == 200, path
+            seen = await resp.json()
+        assert (seen["upstream"], seen["path"]) == ("auth", path)
+
+    # not run by this stack, unknown, or internal: the gateway's own 404 problem, never the console's page
+    for path in ("/api/v1/webhooks/endpoints", "/api/v1/nope", "/api/v1", "/api/v1/health/ready", "/api/v1/metrics"):
+        async with http.get(dev_gateway + path) as resp:
+            assert resp.status == 404, path
+            assert resp.headers["Content-Type"].startswith("application/problem+json"), path
+            assert json.loads(await resp.text())["status"] == 404
+
+
+@pytest.mark.e2e
+def test_without_nginx_make_run_says_so_and_sends_everyone_to_the_console(tmp_path: Path) -> None:
+    offset = _offset()
+    data_dir = tmp_path / "data"
+    env = _caller_env(NOVAPULSE_NGINX="off", NOVAPULSE_PORT_OFFSET=str(offset))
+    argv = [sys.executable, "-m", "novapulse_devkit.stack", "--data-dir", str(data_dir), "--only", "auth", "console"]
+    runner = Runner(argv, env)
+    try:
+        runner.wait_for("all started")
+        console = f"http://127.0.0.1:{CONSOLE_PORT + offset}"
+        lines = [line for line in runner.lines if line.startswith("[novapulse]")]
+        assert "NOVAPULSE_NGINX=off: no gateway" in lines[0], runner.output
+        assert f"Open {console}/" in "".join(lines[1:4]), runner.output
+        assert f"all started; open {console}/" in runner.output
+        assert "gateway " not in runner.output.replace("no gateway ", "")
+        assert not (data_dir / "gateway").exists()
+        auth_env = _environ(runner.ready()["auth-api"][1])
+        assert auth_env["REGISTRATION_VERIFY_URL"] == f"{console}/register/verify"
+        assert auth_env["INVITE_ACCEPT_URL"] == f"{console}/invites/accept"
+        assert auth_env["TRUSTED_PROXIES"] == "127.0.0.0/8,::1/128"
+        console_env = _environ(runner.ready()["console-api"][1])
+        assert console_env["CONSOLE_OPERATOR_EMAILS"] == DEV_OPERATOR_EMAIL
+        assert console_env["OPERATIONS_TOKEN"] == auth_env["OPERATIONS_TOKEN"]
+        assert len(console_env["OPERATIONS_TOKEN"]) >= 32
+        runner.group_signal(signal.SIGTERM)
+        assert runner.wait() == 0, runner.output
+    finally:
+        runner.close()
+
+
+@pytest.mark.e2e
+def test_gateway_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    _nginx()
+    offset = _offset()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", GATEWAY_PORT + offset))
+        sock.listen()
+        out = subprocess.run(
+            [sys.executable, "-m", "novapulse_devkit.stack", "--data-dir", str(tmp_path / "d"), "--only", "auth"],
+            env=_caller_env(NOVAPULSE_PORT_OFFSET=str(offset)),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1, out.stdout
+    assert f"port {GATEWAY_PORT + offset} (gateway) is in use" in out.stdout
+    assert "NOVAPULSE_NGINX=off" in out.stdout
+    assert "ready" not in out.stdout
