@@ -1,19 +1,19 @@
-"""Fixtures of the webhook, event-bus, workflow and report pages' tests: one stack of real processes per
-module (auth, webhook, workflow and report APIs and workers, the console) on the session's Redis and
-MongoDB-wire servers, and :class:`Browser`, an HTTP client with a cookie jar that fills forms the way a
-browser does (the CSRF token taken from the page's form)."""
+"""Fixtures of the webhook, event-bus, workflow and report pages' tests: ``pages_stack``, one stack of real
+processes per module (auth, webhook, workflow and report APIs and workers, the console) on the session's
+Redis and MongoDB-wire servers, and ``email``, a fresh address. The tests themselves are async scenarios
+wrapped by ``helpers_pages.own_loop`` (their own event loop in their own thread, whatever Playwright's sync
+API holds in the main thread), driving the pages with ``helpers_pages.Browser``, an HTTP client with a
+cookie jar that fills forms the way a browser does (the CSRF token taken from the page's form)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
@@ -23,7 +23,7 @@ from novapulse_devkit.testing import Servers, ServiceProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser
+from helpers_pages import OPERATIONS_TOKEN, OPERATOR
 
 
 @dataclass
@@ -105,21 +105,6 @@ def pages_stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
     finally:
         for proc in procs.values():
             proc.stop()
-
-
-@pytest.fixture
-async def visitor(pages_stack: PagesStack) -> AsyncIterator[Any]:
-    """``await visitor()`` → a new :class:`Browser` on the stack's console (each with its own cookies)."""
-    made: list[Browser] = []
-
-    async def make() -> Browser:
-        b = Browser(pages_stack.console, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        await b.http.close()
 
 
 @pytest.fixture

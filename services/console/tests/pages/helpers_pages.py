@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pyotp
+from aiohttp import web
 from redis.asyncio import Redis
 
 PASSWORD = "Correct-Horse-Battery-9"
@@ -165,3 +169,75 @@ async def sign_in_with_code(b: Browser, email: str, secret: str) -> Page:
     page = await b.post("/sign-in/mfa", {"code": code, "next": "/"}, first)
     assert (page.status, page.path) == (200, "/"), (page.status, page.url, page.flash())
     return page
+
+
+class Receiver:
+    """A real HTTP server recording what it is sent; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> Receiver:
+        async def handle(request: web.Request) -> web.Response:
+            self.seen.append((dict(request.headers), await request.read()))
+            return web.Response(status=self.status, text=f"receiver says {self.status}")
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+
+def own_loop(scenario: Callable[..., Awaitable[None]]) -> Callable[[Any, str], None]:
+    """A pytest test running ``scenario`` on an event loop of its own, in a thread of its own.
+
+    Playwright's sync API (the browser tests' session-wide ``browser`` fixture) keeps an event loop running
+    in the main thread for the rest of the session, where pytest-asyncio then cannot run a loop: these tests
+    must not depend on which ran first. The test takes the fixtures ``pages_stack`` and ``email``; the
+    scenario may ask, by parameter name, for ``pages_stack``, ``email``, ``http`` (an ``aiohttp`` session),
+    ``visitor`` (``await visitor()`` → a new :class:`Browser`) and ``receiver`` (a started :class:`Receiver`).
+    """
+    wanted = set(inspect.signature(scenario).parameters)
+
+    async def main(pages_stack: Any, email: str) -> None:
+        made: list[Browser] = []
+        receiver = await Receiver().start() if "receiver" in wanted else None
+
+        async def visitor() -> Browser:
+            b = Browser(pages_stack.console, aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+            made.append(b)
+            return b
+
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                given = {
+                    "pages_stack": pages_stack,
+                    "email": email,
+                    "http": http,
+                    "visitor": visitor,
+                    "receiver": receiver,
+                }
+                await scenario(**{k: v for k, v in given.items() if k in wanted})
+        finally:
+            for b in made:
+                await b.http.close()
+            if receiver is not None and receiver.runner is not None:
+                await receiver.runner.cleanup()
+
+    def test(pages_stack: Any, email: str) -> None:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, main(pages_stack, email)).result()
+
+    test.__name__ = scenario.__name__
+    test.__qualname__ = scenario.__qualname__
+    test.__doc__ = scenario.__doc__
+    test.__module__ = scenario.__module__
+    return test

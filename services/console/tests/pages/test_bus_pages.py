@@ -5,11 +5,10 @@ the live fragment answers alone; a tenant gets 404 for every bus page and never 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser, enable_mfa, sign_in_with_code
+from helpers_pages import OPERATIONS_TOKEN, OPERATOR, Browser, enable_mfa, own_loop, sign_in_with_code
 from redis.asyncio import Redis
 
 from novapulse_devkit.testing import wait_until
@@ -17,12 +16,6 @@ from novapulse_devkit.testing import wait_until
 pytestmark = pytest.mark.e2e
 
 OPS = {"Authorization": f"Bearer {OPERATIONS_TOKEN}"}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 async def dead_letters(http: aiohttp.ClientSession, base: str) -> list[dict[str, str]]:
@@ -53,6 +46,7 @@ async def poison(redis_url: str, names: str, n: int) -> None:
         await redis.aclose()
 
 
+@own_loop
 async def test_operator_sees_the_bus_and_replays_dead_letters_tenant_gets_404(
     visitor, pages_stack, http, email: str
 ) -> None:

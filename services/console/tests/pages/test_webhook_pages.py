@@ -7,58 +7,16 @@ API. Another organisation cannot open or touch any of it by id; a form without t
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import pytest
-from aiohttp import web
-from helpers_pages import Api, Browser, invite_member
+from helpers_pages import Api, Browser, Receiver, invite_member, own_loop
 
 from novapulse_devkit.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
 HOOKS = "/api/v1/webhooks"
-
-
-class Receiver:
-    """A real HTTP server recording what it is sent; answers ``status``."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> Receiver:
-        async def handle(request: web.Request) -> web.Response:
-            self.seen.append((dict(request.headers), await request.read()))
-            return web.Response(status=self.status, text=f"receiver says {self.status}")
-
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    assert r.runner is not None
-    await r.runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 async def owner(visitor, pages_stack, http, email: str) -> tuple[Browser, Api]:
@@ -74,6 +32,7 @@ async def message_status(b: Browser, message_id: str, wanted: str) -> str:
     return page.by_id("message-status") if wanted in page.by_id("message-status") else ""
 
 
+@own_loop
 async def test_endpoint_lifecycle_test_event_log_attempts_resend_secret_recover(
     visitor, pages_stack, http, receiver: Receiver, email: str
 ) -> None:
@@ -217,6 +176,7 @@ async def test_endpoint_lifecycle_test_event_log_attempts_resend_secret_recover(
     assert (await api.call("GET", f"/endpoints/{endpoint_id}"))[0] == 404
 
 
+@own_loop
 async def test_another_organisation_cannot_open_or_change_by_id_and_csrf_is_required(
     visitor, pages_stack, http, receiver: Receiver, email: str
 ) -> None:
@@ -261,6 +221,7 @@ async def test_another_organisation_cannot_open_or_change_by_id_and_csrf_is_requ
     assert (await api_a.ok("GET", f"/endpoints/{endpoint['id']}"))["enabled"] is True
 
 
+@own_loop
 async def test_a_member_reads_the_portal_but_every_change_is_hidden_and_refused(
     visitor, pages_stack, http, receiver: Receiver, email: str
 ) -> None:

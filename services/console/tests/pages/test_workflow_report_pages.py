@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import pytest
-from helpers_pages import Api, Browser
+from helpers_pages import Api, Browser, own_loop
 
 from novapulse_devkit.testing import wait_until
 
@@ -23,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 FLOWS = "/api/v1/workflows"
 REPORTS = "/api/v1/reports"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 def definition(pause: float) -> dict[str, object]:
@@ -42,6 +34,7 @@ def definition(pause: float) -> dict[str, object]:
     }
 
 
+@own_loop
 async def test_workflow_definitions_dry_run_runs_timeline_cancel_and_rerun(
     visitor, pages_stack, http, email: str
 ) -> None:
@@ -129,6 +122,7 @@ async def test_workflow_definitions_dry_run_runs_timeline_cancel_and_rerun(
     assert (await api.call("GET", f"/definitions/{definition_id}"))[0] == 404
 
 
+@own_loop
 async def test_report_requested_followed_downloaded_through_the_console_and_deleted(
     visitor, pages_stack, http, email: str
 ) -> None:
