@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -78,19 +79,44 @@ def test_indexes_of_another_database_of_the_same_service_count() -> None:
 async def test_the_recorder_keeps_shapes_of_our_code_and_index_keys(mongo_url: str, tmp_path: Path, names: str) -> None:
     recorder = QueryRecorder(tmp_path / "1.jsonl")
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url, event_listeners=[recorder])
+    # The run's own audit (every client) sees an index on "kind" made by another client, so the deliberately
+    # unindexed query below fails only this test's recorder, not the whole run.
+    other: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_url)
+    try:
+        await other[f"{names}_novapulse_audit"]["things"].create_index("kind")
+    finally:
+        await other.close()
     try:
         coll = client[f"{names}_novapulse_audit"]["things"]
         await coll.create_index([("org_id", 1), ("at", 1)])
         await coll.insert_one({"org_id": "o", "at": 1, "kind": "k"})
         # sent from this test file: not a query the services run, so not kept
         assert await coll.find_one({"kind": "k"}) is not None
+        # from our code: a query by an unindexed field is kept; find_one({}) reads one document, not kept
+        await _service_queries(coll)
     finally:
         await client.close()
     recorder.write()
     records = [json.loads(line) for line in (tmp_path / "1.jsonl").read_text().splitlines()]
     assert {"kind": "index", "db": f"{names}_novapulse_audit", "coll": "things", "key": ["org_id", "at"]} in records
-    assert not [r for r in records if r["kind"] == "query"]
-    assert report(tmp_path) == []
+    queries = [r for r in records if r["kind"] == "query"]
+    assert [(q["op"], q["fields"]) for q in queries] == [("find", [["kind"]])]
+    [item] = report(tmp_path)
+    assert item.fields == ("kind",)
+
+
+_SERVICE_CODE = """
+async def service_queries(coll):
+    await coll.find_one({"kind": "k"})
+    await coll.find_one({})
+"""
+
+
+async def _service_queries(coll: Any) -> None:
+    """Run two queries from a function whose code object says it lives in a service package."""
+    namespace: dict[str, Any] = {}
+    exec(compile(_SERVICE_CODE, "/repo/services/fake/src/novapulse_fake/repository.py", "exec"), namespace)  # noqa: S102
+    await namespace["service_queries"](coll)
 
 
 @pytest.mark.parametrize("flt", [{"kind": "k"}, {"$or": [{"org_id": "o"}, {"kind": "k"}]}])

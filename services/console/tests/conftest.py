@@ -5,7 +5,9 @@
   reason when chromium is missing. Each ``launch`` gets a fresh temporary user-data directory from Playwright.
 - ``page``: an anonymous page on the console in a fresh context.
 - ``signed_in_page(role="owner", mfa=False, operator=False)``: a new organisation (and, for ``admin`` or
-  ``member``, a user invited into it), signed in through the console's pages; returns :class:`SignedIn`.
+  ``member``, a user invited into it), signed in through the console's pages; returns
+  :class:`helpers_console.SignedIn` (import it from ``helpers_console``: test modules should not import
+  ``conftest``, a name every test folder has).
 
 Every page these fixtures make is checked at teardown for Content-Security-Policy violations in its console.
 Tests are plain (sync) functions: the Playwright sync API must not run inside an asyncio loop.
@@ -20,13 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 from helpers_console import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    Account,
+    SignedIn,
     Stack,
     add_member,
     chromium_missing,
@@ -92,17 +93,6 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     yield made
     made.context.close()
     _no_csp_violations([made])
-
-
-@dataclass
-class SignedIn:
-    """A signed-in browser page and who it is: ``account`` (the user signed in) and ``owner`` (their
-    organisation's owner; the same account when ``role="owner"``)."""
-
-    page: Page
-    account: Account
-    owner: Account
-    stack: Stack
 
 
 @pytest.fixture

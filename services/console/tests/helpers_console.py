@@ -353,6 +353,17 @@ def add_member(stack: Stack, owner: Account, role: str = "member", name: str = "
     return acct
 
 
+@dataclass
+class SignedIn:
+    """What the ``signed_in_page`` fixture gives: a signed-in browser page and who it is — ``account`` (the
+    user signed in) and ``owner`` (their organisation's owner; the same account when ``role="owner"``)."""
+
+    page: Page
+    account: Account
+    owner: Account
+    stack: Stack
+
+
 # --- the browser ---------------------------------------------------------------------------------------------
 
 

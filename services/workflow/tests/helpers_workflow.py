@@ -13,6 +13,7 @@ from novapulse_devkit.servers import free_port
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
+from novapulse_workflow.ports import Publication
 
 
 class FakeEffects:
@@ -28,6 +29,10 @@ class FakeEffects:
         if type_ in self.crash_after:
             self.crash_after.discard(type_)
             raise RuntimeError("crash after the effect")
+
+    async def publish_many(self, events: list[Publication]) -> None:
+        for p in events:
+            await self.publish(p.type, p.data, org_id=p.org_id, subject=p.subject, event_id=p.event_id)
 
     def types(self) -> list[str]:
         return [t for _, t, _ in self.published]

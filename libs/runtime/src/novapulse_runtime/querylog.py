@@ -95,7 +95,10 @@ class QueryRecorder(monitoring.CommandListener):
         shapes: list[tuple[Any, Any]] = []
         if name in QUERY_COMMANDS:
             flt_field, sort_field = QUERY_COMMANDS[name]
-            shapes.append((cmd.get(flt_field), cmd.get(sort_field) if sort_field else None))
+            sort = cmd.get(sort_field) if sort_field else None
+            if name == "find" and cmd.get("limit") in (1, -1) and not cmd.get(flt_field) and not sort:
+                return  # find_one({}): the first document in natural order, not a scan (GridFS's index check)
+            shapes.append((cmd.get(flt_field), sort))
         elif name == "update":
             shapes += [(u.get("q"), None) for u in cmd.get("updates", [])]
         elif name == "delete":

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from conftest import SignedIn
 from helpers_console import (
     PASSWORD,
+    SignedIn,
     api_token,
     check_accessibility,
     path_of,
@@ -70,7 +70,17 @@ def test_two_factor_set_up_sign_in_and_recovery_codes(signed_in_page: Callable[.
 
     # sign out, in again with the MFA step
     _sign_out(page)
-    sign_in(page, acct)
+    page.get_by_label("E-mail address").fill(acct.email)
+    page.get_by_label("Password").fill(acct.password)
+    page.get_by_role("button", name="Sign in").click()
+    assert path_of(page) == "/sign-in/mfa"
+    check_accessibility(page)
+    screenshot(page, "sign-in-mfa")
+    page.get_by_label("Code from your authenticator app").fill(wrong_code(acct))
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_contain_text("That code is not right")
+    page.get_by_label("Code from your authenticator app").fill(acct.code())
+    page.get_by_role("button", name="Verify").click()
     assert path_of(page) == "/"
     _sign_out(page)
     # the recovery-code fallback

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from conftest import SignedIn
 from helpers_console import (
     INVITE_ACCEPT_PATH,
     PASSWORD,
+    SignedIn,
     add_member,
     check_accessibility,
     enable_mfa,

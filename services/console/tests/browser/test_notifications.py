@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from conftest import SignedIn
-from helpers_console import api_token, check_accessibility, screenshot
+from helpers_console import SignedIn, api_token, check_accessibility, screenshot
 from playwright.sync_api import Page, expect
 
 
@@ -86,4 +85,5 @@ def test_read_all_and_preferences(signed_in_page: Callable[..., SignedIn]) -> No
 
 
 def _token(who: SignedIn) -> str:
-    return api_token(who.stack, who.account)
+    token: str = api_token(who.stack, who.account)
+    return token

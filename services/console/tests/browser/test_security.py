@@ -12,9 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import SignedIn
 from cryptography.fernet import Fernet
-from helpers_console import Stack, new_page, path_of
+from helpers_console import SignedIn, Stack, check_accessibility, new_page, path_of
 from playwright.sync_api import Browser, Page, expect
 
 from novapulse_console.constants import CONTENT_SECURITY_POLICY
@@ -130,6 +129,7 @@ def test_posts_without_the_token_or_from_elsewhere_are_refused(
         page.get_by_role("button", name="Go").click()
     assert posted.value.status == 403
     expect(page.get_by_role("heading", name="Request refused")).to_be_visible()
+    check_accessibility(page)  # the error page
 
 
 def _cookie(page: Page) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def test_tampered_or_expired_cookie_sends_to_sign_in(signed_in_page: Callable[..
     # tampered: one character changed → not opened → anonymous → sign-in, and back after
     value = good["value"]
     bad = value[:40] + ("A" if value[40] != "A" else "B") + value[41:]
-    page.context.add_cookies([{**good, "value": bad}])  # type: ignore[list-item]
+    page.context.add_cookies([{**good, "value": bad}])
     page.goto("/account")
     assert path_of(page) == "/sign-in"
     assert "next=%2Faccount" in page.url
@@ -154,11 +154,11 @@ def test_tampered_or_expired_cookie_sends_to_sign_in(signed_in_page: Callable[..
     session = json.loads(fernet.decrypt(value.encode()))
     assert session["email"] == who.account.email
     old = fernet.encrypt_at_time(json.dumps(session).encode(), int(time.time()) - 43_200 - 60).decode()
-    page.context.add_cookies([{**good, "value": old}])  # type: ignore[list-item]
+    page.context.add_cookies([{**good, "value": old}])
     page.goto("/members")
     assert path_of(page) == "/sign-in"
     # the untouched cookie still works
-    page.context.add_cookies([good])  # type: ignore[list-item]
+    page.context.add_cookies([good])
     page.goto("/account")
     assert path_of(page) == "/account"
 

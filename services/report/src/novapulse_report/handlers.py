@@ -33,6 +33,7 @@ def handlers(datasets: DataSets, reports: ReportService) -> dict[str, Handler]:
             filters=dict(data.filters),
             csv_bom=data.csv_bom,
             neutralize_formulas=data.neutralize_formulas,
+            request_id=data.request_id,
         )
         try:
             # the command comes from the platform (private type): the role check is the workflow's

@@ -62,6 +62,10 @@ class ReportRequest:
     filters: dict[str, str] | None = None
     csv_bom: bool = False
     neutralize_formulas: bool = True
+    request_id: str = ""
+    """Set by the ``report.requested`` command: the report carries it into its ``report.completed`` /
+    ``report.failed``, and deduplication is per request id (each command gets its own answer; the same
+    command redelivered gets the same report)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class ReportService:
         rtype, params = normalize(req, self.limits.max_range_days)
         if role not in rtype.roles:
             raise RoleNotAllowed(f"Report type {rtype.name} is for the roles {list(rtype.roles)}")
-        key = dedup_key(org_id, rtype.name, req.format, params)
+        key = dedup_key(org_id, rtype.name, req.format, {"request_id": req.request_id} if req.request_id else params)
         now = now_ms()
         current = await self._current(org_id, key, now)
         if current is not None:
@@ -199,6 +203,7 @@ class ReportService:
             now_ms=now,
             estimated_total=estimate,
             traceparent=inject_current()[0] or "",
+            request_id=req.request_id,
         )
         return Asked(report, False)
 

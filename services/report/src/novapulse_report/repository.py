@@ -103,6 +103,8 @@ class Report:
     """Bytes of each part when the parts are the file (CSV, NDJSON); empty otherwise."""
     traceparent: str
     """W3C trace context of the request that asked for it (the worker's span continues that trace)."""
+    request_id: str
+    """The ``report.requested`` command's ``request_id`` (``""`` for API requests), echoed in its events."""
 
     @classmethod
     def from_doc(cls, d: Doc) -> Report:
@@ -133,6 +135,7 @@ class Report:
             chunk_rows=int(d.get("chunk_rows") or 0),
             part_sizes=[int(n) for n in d.get("part_sizes") or []],
             traceparent=str(d.get("traceparent") or ""),
+            request_id=str(d.get("request_id") or ""),
         )
 
     def rows(self) -> RowQuery:
@@ -250,6 +253,7 @@ class Repository:
         now_ms: int,
         estimated_total: int,
         traceparent: str = "",
+        request_id: str = "",
     ) -> Report:
         """Store a new ``queued`` report (``report_id`` from :func:`new_report_id`)."""
         doc: Doc = {
@@ -273,6 +277,7 @@ class Repository:
             "attempts": 0,
             "expires_ms": 0,
             "traceparent": traceparent,
+            "request_id": request_id,
         }
         await self.reports.insert_one(doc)
         return Report.from_doc(doc)

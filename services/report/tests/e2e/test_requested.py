@@ -1,8 +1,10 @@
-"""``report.requested`` (the workflow service's command) has the API's semantics: a report is made, an
-identical command shares it, and a command the API would refuse is dead-lettered, not retried."""
+"""``report.requested`` (the workflow service's command) has the API's semantics: a report is made, the
+same command again (same ``request_id``) shares it, its ``report.completed`` carries the ``request_id``, and a
+command the API would refuse is dead-lettered, not retried."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +79,18 @@ async def test_report_requested_command(
                 return any(f.get("dead_reason") == "rejected" for _, f in entries)
 
             await wait_until(dead_lettered, timeout=20, message="the refused command dead-lettered")
+
+            answers: list[dict[str, Any]] = []
+
+            async def answered() -> bool:
+                nonlocal answers
+                entries = await rt.redis.xrange(f"{names}:events:report")
+                answers = [json.loads(f["data"]) for _, f in entries if f.get("type") == "report.completed"]
+                return bool(answers)
+
+            # the answer names the command's request, so the workflow step that asked can take it
+            await wait_until(answered, timeout=20, message="report.completed on the stream")
+            assert [(a["report_id"], a["request_id"]) for a in answers] == [(body["id"], "run-1:step-2")]
             async with http.get(api.url + PREFIX, headers=owner) as r:
                 assert len((await r.json())["items"]) == 1
     finally:

@@ -11,24 +11,30 @@ import re
 from aiohttp import web
 
 from novapulse_runtime.clock import to_ms
-from novapulse_runtime.errors import ErrorTable, Problem
+from novapulse_runtime.errors import ErrorTable, Problem, field_error
 from novapulse_runtime.paging import PageQuery, page
 from novapulse_runtime.ratelimit import RateLimit, by_org
 from novapulse_runtime.roles import MANAGERS
 from novapulse_runtime.routes import Routes, path_id
 from novapulse_runtime.tokens import principal, require_role
 
-from .constants import API_PREFIX, DEFINITION_ID, RUN_ID
+from .app_events import AppEvents
+from .constants import API_PREFIX, DEFINITION_ID, MAX_IDEMPOTENCY_KEY, RUN_ID
 from .definitions import DefinitionService
 from .errors import (
+    BadIdempotencyKey,
     DefinitionDisabled,
     DefinitionInvalid,
     DefinitionLimitReached,
     DefinitionNotFound,
     DuplicateTrigger,
+    EventIdReused,
+    EventTooLarge,
+    NotAnApplicationEventType,
     RunFinished,
     RunNotFound,
     UnknownStep,
+    UnstorableData,
 )
 from .language import Definition
 from .models import (
@@ -38,6 +44,8 @@ from .models import (
     DefinitionSummary,
     DryRunOut,
     DryRunStep,
+    EventAccepted,
+    EventIn,
     RerunIn,
     RerunOut,
     RunDetail,
@@ -58,6 +66,11 @@ PROBLEMS: ErrorTable = {
     RunFinished: Problem(409, title="Run finished"),
     DuplicateTrigger: Problem(409, title="Duplicate trigger"),
     UnknownStep: Problem(422, title="Unknown step"),
+    NotAnApplicationEventType: Problem(422, title="Invalid event"),
+    EventTooLarge: Problem(413, title="Event too large"),
+    UnstorableData: Problem(422, title="Invalid event"),
+    EventIdReused: Problem(409, title="Event id reused"),
+    BadIdempotencyKey: Problem(422, title="Invalid Idempotency-Key"),
 }
 """How each domain error of this service is answered (RFC 9457 problems)."""
 
@@ -65,10 +78,12 @@ WRITE_LIMIT = RateLimit("workflow-write-org", 120, 60, key=by_org)
 """120 changes a minute per organisation."""
 TRIGGER_LIMIT = RateLimit("workflow-trigger-org", 600, 60, key=by_org)
 """600 manual triggers and reruns a minute per organisation."""
+EVENT_LIMIT = RateLimit("workflow-events-org", 1200, 60, key=by_org)
+"""1 200 posted application events a minute per organisation."""
 VERSION = re.compile(r"[1-9][0-9]{0,5}")
 
 
-def build_routes(definitions: DefinitionService, runs: RunService) -> Routes:
+def build_routes(definitions: DefinitionService, runs: RunService, app_events: AppEvents) -> Routes:
     """The service's routes under ``/api/v1/workflows``."""
     routes = Routes(prefix=API_PREFIX, tags=["workflows"], problems=PROBLEMS)
 
@@ -150,6 +165,24 @@ def build_routes(definitions: DefinitionService, runs: RunService) -> Routes:
         who = principal(request)
         version, passes, path = await definitions.dry_run(who.org_id, def_id(request), body.data, body.subject)
         return DryRunOut(version=version, filter_passes=passes, path=[DryRunStep(**p) for p in path])
+
+    @routes.post("/events", body=EventIn, response=EventAccepted, status=202, auth=True, rate_limits=[EVENT_LIMIT])
+    async def post_event(request: web.Request, body: EventIn) -> EventAccepted:
+        """Post an application event: start a run of every enabled definition whose trigger is its ``type``
+        (and whose filter holds). Idempotent by the event ``id`` or the ``Idempotency-Key`` header: the same
+        event again starts nothing new and answers the first post's runs (``duplicate``); the same id with
+        a different event is a 409. ``data`` over 64 000 bytes is a 413."""
+        who = require_role(request, *MANAGERS)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadIdempotencyKey(
+                f"Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                errors=[field_error("Idempotency-Key", "1 to 256 characters", "string_length", location="header")],
+            )
+        accepted = await app_events.accept(
+            who.org_id, who.user_id, body.type, body.data, body.subject, event_id=body.id, idempotency_key=key
+        )
+        return EventAccepted(event_id=accepted.event_id, runs=accepted.runs, duplicate=accepted.duplicate)
 
     @routes.get("/runs", query=RunQuery, response=RunList, auth=True)
     async def list_runs(request: web.Request, query: RunQuery) -> RunList:

@@ -11,6 +11,7 @@ from novapulse_runtime.runtime import Runtime, Worker
 
 from . import handlers
 from .api import build_routes
+from .app_events import AppEvents
 from .definitions import DefinitionService
 from .effects import OutboxEffects
 from .engine import Engine
@@ -26,7 +27,7 @@ async def api(rt: Runtime) -> Routes:
     """The ``api`` role: the routes and the service layer behind them (cancel events go to the outbox)."""
     repo = await rt.repository(Repository)
     definitions = DefinitionService(repo)
-    return build_routes(definitions, RunService(repo, definitions, OutboxEffects(rt.bus.outbox())))
+    return build_routes(definitions, RunService(repo, definitions, OutboxEffects(rt.bus.outbox())), AppEvents(repo))
 
 
 async def worker(rt: Runtime) -> list[Worker]:
@@ -39,7 +40,14 @@ async def worker(rt: Runtime) -> list[Worker]:
     effects = OutboxEffects(outbox)
     observer = MetricsObserver(rt)
     engine = Engine(repo, effects, owner, int(settings.run_lease_seconds * 1000), observer=observer)
-    scheduler = Scheduler(repo, engine, settings.run_slots, settings.poll_interval_seconds, settings.run_slots_per_org)
+    scheduler = Scheduler(
+        repo,
+        engine,
+        settings.run_slots,
+        settings.poll_interval_seconds,
+        settings.run_slots_per_org,
+        org_cap=settings.org_runs_in_flight,
+    )
     housekeeper = Housekeeper(repo, observer, settings.run_retention_days, settings.housekeeping_interval_seconds)
     table = handlers.handlers(Triggers(repo, effects, on_start=scheduler.wake))
     return [

@@ -6,14 +6,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from novapulse_runtime.bus import new_event_id
-from novapulse_runtime.clock import utcnow
+from novapulse_runtime.clock import now_ms, utcnow
 
 from .constants import END, MAX_DEFINITIONS_PER_ORG, MAX_RUN_TRANSITIONS
 from .engine import context_of
 from .errors import DefinitionInvalid, DefinitionLimitReached, DefinitionNotFound
 from .expressions import ExpressionError, evaluate, render, truthy
-from .language import ConditionStep, Definition, DelayStep, EmitStep, NotifyStep, WaitStep, check, following
+from .language import (
+    ConditionStep,
+    Definition,
+    DelayStep,
+    EmitStep,
+    NotifyStep,
+    ReportStep,
+    WaitStep,
+    check,
+    following,
+)
+from .reporting import report_request
 from .repository import DefinitionRecord, Repository, Run
 
 
@@ -164,6 +177,10 @@ def simulate(defn: Definition, ctx: dict[str, Any]) -> list[dict[str, Any]]:
             elif isinstance(step, WaitStep):
                 inputs = {"event_type": step.event_type, "match": step.match, "wait_seconds": step.wait_seconds}
                 nxt = step.on_timeout or nxt
+            elif isinstance(step, ReportStep):
+                inputs = report_request(step, ctx, ctx["trigger"].get("org_id") or "", "", now_ms()).model_dump(
+                    mode="json", exclude={"request_id"}
+                )
             elif isinstance(step, ConditionStep):
                 nxt = following(defn, i, step.default or step.next)
                 for j, branch in enumerate(step.branches):
@@ -171,8 +188,8 @@ def simulate(defn: Definition, ctx: dict[str, Any]) -> list[dict[str, Any]]:
                         nxt = branch.next
                         inputs = {"branch": j}
                         break
-        except ExpressionError as exc:
-            error = str(exc)
+        except (ExpressionError, ValueError) as exc:
+            error = str(exc) if not isinstance(exc, ValidationError) else exc.errors()[0]["msg"]
             nxt = step.catch.next if step.catch is not None else END
         path.append({"key": step.key, "type": step.type, "inputs": inputs, "next": nxt, "error": error})
         ctx = {**ctx, "steps": {**ctx["steps"], step.key: output}}

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,15 @@ from pydantic import ValidationError
 from novapulse_runtime.catalog.workflow import Emitted, NotificationRequested
 from novapulse_runtime.clock import now_ms
 
-from .constants import CONCURRENCY_RETRY_MS, END, MAX_RECEIVED_PER_RUN, MAX_RUN_TRANSITIONS, MAX_STEP_OUTPUT_BYTES
+from .constants import (
+    CONCURRENCY_RETRY_MS,
+    END,
+    MAX_RECEIVED_PER_RUN,
+    MAX_RUN_TRANSITIONS,
+    MAX_STEP_OUTPUT_BYTES,
+    REPORT_TIMEOUT_SECONDS,
+    REPORT_WAIT,
+)
 from .expressions import ExpressionError, evaluate, json_size, render, truthy
 from .language import (
     ConditionStep,
@@ -32,13 +40,16 @@ from .language import (
     DelayStep,
     EmitStep,
     NotifyStep,
+    ReportStep,
     RetryPolicy,
     Step,
     WaitStep,
     following,
 )
-from .ports import Effects, NoObserver, Observer
-from .repository import Attempt, Repository, Run
+from .ports import Effects, NoObserver, Observer, Publication
+from .reporting import ReportFailedError, report_output, report_request
+from .repository import ENDED, Attempt, Repository, Run
+from .tracing import TRACER, in_run_trace
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +98,34 @@ class Done:
     next: str
 
 
+EFFECT_STEPS = ("notify", "emit", "report")
+"""Step types whose attempt publishes an event (its id is the attempt's effect id)."""
+PURE_STEPS = ("condition", "delay")
+"""Step types whose attempt has no effect and reads nothing but the run: redone after a crash they give
+the same outcome, so their journal entries and transitions are written with the run's next write."""
+
+
+@dataclass
+class _Unwritten:
+    """What one pass over a run holds back for its next write (``Engine._write``): lifecycle events, journal
+    documents of attempts, and run changes. Effects are never held back; before every attempt that is not
+    pure (``PURE_STEPS``) everything held is written, so the order *effect, journal, transition* stands."""
+
+    events: list[Publication] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Sleep:
+    """Park the run until ``until_ms``; ``waiting_for``: the event type (or ``report``) that wakes it sooner;
+    ``seen``: how many such events the attempt saw (more after the write means one came meanwhile);
+    ``report_request``: the request id whose answer wakes it."""
+
     until_ms: int
     waiting_for: str = ""
+    seen: int = 0
+    report_request: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +177,7 @@ class Engine:
         self.lease_ms = lease_ms
         self.rng = rng
         self._definitions: dict[tuple[str, int], Definition] = {}
+        self._unwritten: dict[str, _Unwritten] = {}
 
     async def definition(self, run: Run) -> Definition | None:
         """The pinned version of ``run`` (cached: versions are immutable)."""
@@ -154,17 +190,38 @@ class Engine:
         return self._definitions[key]
 
     async def _write(self, run: Run, changes: dict[str, Any]) -> bool:
+        """Write what the pass held back — its events (one outbox insert), its journal entries (one insert)
+        and its run changes, merged with ``changes`` into one fenced update — in that order. False when the
+        lease or the run is gone. With no changes at all nothing is updated (True)."""
+        held = self._unwritten.get(run.id)
+        if held is not None:
+            if held.events:
+                await self.effects.publish_many(held.events)
+                held.events = []
+            if held.journal:
+                await self.repo.insert_attempts(held.journal)
+                held.journal = []
+            changes = {**held.changes, **changes}
+            held.changes = {}
+        if not changes:
+            return True
         if run.started:
             changes = {**changes, "started": True}
         return await self.repo.update_held(run.id, self.owner, changes)
+
+    def _hold(self, run: Run) -> _Unwritten:
+        return self._unwritten.setdefault(run.id, _Unwritten())
 
     async def execute(self, run: Run) -> None:
         """Advance ``run`` (claimed by this worker) until it sleeps, finishes, or the lease is lost. The lease
         is renewed every third of its length meanwhile, so a long step attempt keeps it."""
         renewer = asyncio.create_task(self._renew(run.id), name=f"lease-{run.id}")
+        self._unwritten[run.id] = _Unwritten()
         try:
-            await self._execute(run)
+            with in_run_trace(run.traceparent):
+                await self._execute(run)
         finally:
+            self._unwritten.pop(run.id, None)
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
 
@@ -199,26 +256,30 @@ class Engine:
             )
             return
         if not run.started:
-            await self.effects.publish(
-                "workflow.run.started",
-                {
-                    "org_id": run.org_id,
-                    "run_id": run.id,
-                    "definition_id": run.definition_id,
-                    "version": run.version,
-                    "trigger_event_id": run.trigger_event_id,
-                },
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$started", 0),
+            self._hold(run).events.append(
+                Publication(
+                    "workflow.run.started",
+                    {
+                        "org_id": run.org_id,
+                        "run_id": run.id,
+                        "definition_id": run.definition_id,
+                        "version": run.version,
+                        "trigger_event_id": run.trigger_event_id,
+                    },
+                    run.org_id,
+                    run.id,
+                    effect_id(run.id, run.created_ms, "$started", 0),
+                )
             )
-            # ``started`` is written with the next state change (every write of the engine carries it): a
-            # crash before then publishes the started event again under the same id, which consumers drop
+            # the started event goes out with the pass's first write, and ``started`` is written with the
+            # next state change (every write of the engine carries it): a crash before then publishes the
+            # started event again under the same id, which consumers drop
             self.observer.run_started()
             run = replace(run, started=True)
         index_of = {s.key: i for i, s in enumerate(defn.steps)}
-        # the journal is read once per claim; this worker appends what it writes while it holds the lease
-        attempts = await self.repo.journal_of(run.id)
+        # the journal is read once per claim (not at all for a run nobody advanced yet: it has none); this
+        # worker appends what it writes while it holds the lease
+        attempts = [] if run.fresh else await self.repo.journal_of(run.id)
         while True:
             if run.transitions >= MAX_RUN_TRANSITIONS:
                 await self.finish(run, "failed", f"more than {MAX_RUN_TRANSITIONS} step attempts")
@@ -235,14 +296,31 @@ class Engine:
             elif journaled is not None and journaled.status == "failed":
                 outcome = Failed(journaled.error)
             else:
+                if step.type not in PURE_STEPS and not await self._write(run, {}):
+                    return  # what was held back could not be written: the lease is gone
                 started = now_ms()
-                outcome = await self.attempt(run, defn, index, step, attempts)
-                status = (
-                    "completed" if isinstance(outcome, Done) else "failed" if isinstance(outcome, Failed) else "sleep"
-                )
+                with TRACER.start_as_current_span(
+                    f"workflow step {step.type}",
+                    attributes={
+                        "workflow.run_id": run.id,
+                        "workflow.step": step.key,
+                        "workflow.attempt": run.attempt,
+                        "workflow.gen": run.gen,
+                    },
+                ) as span:
+                    outcome = await self.attempt(run, defn, index, step, attempts)
+                    status = (
+                        "completed"
+                        if isinstance(outcome, Done)
+                        else "failed"
+                        if isinstance(outcome, Failed)
+                        else "sleep"
+                    )
+                    span.set_attribute("workflow.outcome", status)
                 self.observer.step(step.type, status, (now_ms() - started) / 1000)
+                doc: dict[str, Any] | None = None
                 if isinstance(outcome, Done):
-                    journaled = await self.repo.journal_attempt(
+                    doc = self.repo.attempt_doc(
                         run,
                         step.key,
                         step.type,
@@ -250,16 +328,18 @@ class Engine:
                         output=outcome.output,
                         next_key=outcome.next,
                         effect_id=effect_id(run.id, run.created_ms, step.key, run.gen)
-                        if step.type in ("notify", "emit")
+                        if step.type in EFFECT_STEPS
                         else "",
                         started_ms=started,
                     )
                 elif isinstance(outcome, Failed):
-                    journaled = await self.repo.journal_attempt(
+                    doc = self.repo.attempt_doc(
                         run, step.key, step.type, "failed", error=outcome.error, started_ms=started
                     )
-                if journaled is not None:
-                    attempts.append(journaled)
+                if doc is not None:
+                    # written with the run's next write (before the next effect, sleep or end)
+                    self._hold(run).journal.append(doc)
+                    attempts.append(Attempt.from_doc(doc))
             if isinstance(outcome, Sleep):
                 await self.sleep(run, outcome)
                 return
@@ -302,53 +382,59 @@ class Engine:
                 "waiting_for": "",
                 "lease_until_ms": now_ms() + self.lease_ms,
             }
-            if not await self._write(run, changes):
-                return
+            # held back until the pass's next write: a crash before it redoes this step under the same generation
+            self._hold(run).changes.update(changes)
             run = replace(run, step=next_key, attempt=1, gen=run.gen + 1, transitions=run.transitions + 1, timer_gen=-1)
 
     async def sleep(self, run: Run, outcome: Sleep) -> None:
-        """Park the run until ``outcome.until_ms`` (a wait also until an event of its type arrives)."""
-        before = len(await self.repo.received_for(run.id, outcome.waiting_for)) if outcome.waiting_for else 0
-        written = await self._write(
-            run,
-            {
-                "status": "waiting",
-                "due_ms": outcome.until_ms,
-                "timer_gen": run.gen,
-                "timer_ms": outcome.until_ms,
-                "waiting_for": outcome.waiting_for,
-                "lease_owner": "",
-                "lease_until_ms": 0,
-            },
-        )
-        # an event that arrived between the look and the write above did not wake us: look again
-        if written and outcome.waiting_for and len(await self.repo.received_for(run.id, outcome.waiting_for)) > before:
-            await self.repo.wake_waiting(run.org_id, outcome.waiting_for)
+        """Park the run until ``outcome.until_ms`` (a wait also until an event of its type arrives, a report
+        step until its answer arrives)."""
+        changes: dict[str, Any] = {
+            "status": "waiting",
+            "due_ms": outcome.until_ms,
+            "timer_gen": run.gen,
+            "timer_ms": outcome.until_ms,
+            "waiting_for": outcome.waiting_for,
+            "lease_owner": "",
+            "lease_until_ms": 0,
+        }
+        if outcome.report_request:
+            changes["report_request"] = outcome.report_request
+        written = await self._write(run, changes)
+        if not written or not outcome.waiting_for:
+            return
+        # an event that arrived between the attempt's look and the write above did not wake the run (it was
+        # not waiting yet): look again, and make it due now if one came
+        if outcome.report_request:
+            came = await self.repo.reply_for(run.org_id, outcome.report_request) is not None
+        else:
+            came = await self.repo.count_received(run.id, outcome.waiting_for) > outcome.seen
+        if came:
+            await self.repo.wake_run(run.id)
 
     async def finish(self, run: Run, status: str, error: str, *, step: str = "") -> None:
-        """End the run: the lifecycle event first (its id is fixed per run), then the state."""
+        """End the run: the lifecycle event first (its id is fixed per run; it goes out in one outbox insert
+        with the events held back), then the journal held back, then the state."""
         base = {"org_id": run.org_id, "run_id": run.id, "definition_id": run.definition_id, "version": run.version}
+        end_id = effect_id(run.id, run.created_ms, "$end", 0)
         if status == "completed":
-            await self.effects.publish(
-                "workflow.run.completed",
-                base,
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$end", 0),
-            )
+            ending = Publication("workflow.run.completed", base, run.org_id, run.id, end_id)
         else:
-            await self.effects.publish(
-                "workflow.run.failed",
-                {**base, "step": step or run.step, "error": error[:500]},
-                org_id=run.org_id,
-                subject=run.id,
-                event_id=effect_id(run.id, run.created_ms, "$end", 0),
-            )
+            data = {**base, "step": step or run.step, "error": error[:500]}
+            ending = Publication("workflow.run.failed", data, run.org_id, run.id, end_id)
+        self._hold(run).events.append(ending)
         now = now_ms()
+        # the run's lifetime as one span of its trace (the run's own span ended when the run was stored)
+        TRACER.start_span(
+            "workflow run ended",
+            start_time=run.created_ms * 1_000_000,
+            attributes={"workflow.run_id": run.id, "workflow.status": status, "workflow.step": step or run.step},
+        ).end()
         if await self._write(
             run,
             {
                 "status": status,
+                **ENDED,
                 "error": error[:500],
                 "finished_ms": now,
                 "waiting_for": "",
@@ -422,8 +508,10 @@ class Engine:
             if due <= now:
                 return Done({"due_ms": due, "fired_ms": now}, following(defn, index, step.next))
             return Sleep(due)
+        if isinstance(step, ReportStep):
+            return await self._report(run, defn, index, step, ctx, eid, now)
         assert isinstance(step, WaitStep)
-        found = await self._matching(run, step, ctx, attempts)
+        found, seen = await self._matching(run, step, ctx, attempts)
         if found is not None:
             return Done({"event": found}, following(defn, index, step.next))
         if run.timer_gen == run.gen:
@@ -431,25 +519,54 @@ class Engine:
                 if step.on_timeout is not None:
                     return Done({"event": None, "timed_out": True}, step.on_timeout)
                 raise StepError(f"no matching {step.event_type} within {step.wait_seconds} s")
-            return Sleep(run.timer_ms, step.event_type)
-        return Sleep(now + int(step.wait_seconds * 1000), step.event_type)
+            return Sleep(run.timer_ms, step.event_type, seen)
+        return Sleep(now + int(step.wait_seconds * 1000), step.event_type, seen)
+
+    async def _report(
+        self, run: Run, defn: Definition, index: int, step: ReportStep, ctx: dict[str, Any], eid: str, now: int
+    ) -> Outcome:
+        """The ``report`` step: the answer to request ``eid`` when it came (done, or failed for
+        ``report.failed``); else past the deadline a failure; else (the first look of this attempt) send
+        ``report.requested`` with ``request_id`` = ``eid`` and sleep until the answer or the deadline. After
+        a crash between the request and the sleep the request is sent again under the same id (the report
+        service files one report per request id)."""
+        reply = await self.repo.reply_for(run.org_id, eid)
+        if reply is not None:
+            try:
+                return Done(report_output(reply), following(defn, index, step.next))
+            except ReportFailedError as exc:
+                raise StepError(f"report failed: {exc}") from None
+        if run.timer_gen == run.gen:
+            if now >= run.timer_ms:
+                raise StepError(f"no answer to the report request within {self._report_timeout(step):g} s")
+            return Sleep(run.timer_ms, REPORT_WAIT, report_request=eid)
+        data = report_request(step, ctx, run.org_id, eid, now)
+        await self.effects.publish(
+            "report.requested", data.model_dump(mode="json"), org_id=run.org_id, subject=run.id, event_id=eid
+        )
+        return Sleep(now + int(self._report_timeout(step) * 1000), REPORT_WAIT, report_request=eid)
+
+    @staticmethod
+    def _report_timeout(step: ReportStep) -> float:
+        return step.timeout_seconds if step.timeout_seconds is not None else REPORT_TIMEOUT_SECONDS
 
     async def _matching(
         self, run: Run, step: WaitStep, ctx: dict[str, Any], attempts: list[Attempt]
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any] | None, int]:
         """The oldest event kept for the run of the wait's type that matches and that no earlier wait of the
-        run took."""
+        run took (``None`` when none), and how many events of the type are kept."""
         taken = {
             a.output["event"]["id"]
             for a in attempts
             if a.type == "wait_for_event" and isinstance(a.output, dict) and isinstance(a.output.get("event"), dict)
         }
-        for event in await self.repo.received_for(run.id, step.event_type):
+        kept = await self.repo.received_for(run.id, step.event_type)
+        for event in kept:
             if event.get("id") in taken:
                 continue
             if step.match is None or truthy(evaluate(step.match, {**ctx, "event": event})):
                 if json_size(event) > MAX_STEP_OUTPUT_BYTES:
                     raise StepError("the matching event is larger than the step output limit")
                 result: dict[str, Any] = event
-                return result
-        return None
+                return result, len(kept)
+        return None, len(kept)

@@ -35,5 +35,28 @@ class UnknownStep(Invalid):
     """A rerun from a step key the definition does not have."""
 
 
+class NotAnApplicationEventType(Invalid):
+    """``POST /events`` with a type of the platform catalogue or of a platform domain (``user.*``), or not
+    lower-case dotted words; ``errors`` names the field."""
+
+
+class UnstorableData(Invalid):
+    """Posted data a document cannot hold (a key with a NUL character or a leading ``$``, a lone surrogate);
+    ``errors`` names the path."""
+
+
+class EventTooLarge(Invalid):
+    """``POST /events`` with ``data`` over ``MAX_APP_EVENT_BYTES`` bytes as JSON (413)."""
+
+
+class EventIdReused(Conflict):
+    """``POST /events`` with an event id (or ``Idempotency-Key``) used before for a different event (409: the
+    request is valid in itself; it conflicts with the event stored under that id)."""
+
+
+class BadIdempotencyKey(Invalid):
+    """An ``Idempotency-Key`` header that is empty or longer than ``MAX_IDEMPOTENCY_KEY`` characters."""
+
+
 class DuplicateTrigger(Conflict):
     """A manual trigger whose idempotency key a run started within the window already."""

@@ -21,6 +21,8 @@ Steps run in list order unless ``next`` (or a branch, ``catch``, ``on_timeout``)
 from __future__ import annotations
 
 import json
+import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,8 +32,11 @@ from novapulse_runtime.errors import field_error
 
 from .constants import (
     APP_EVENT_TYPE,
+    APP_TRIGGER_TYPE,
     END,
+    MAX_APP_EVENT_TYPE,
     MAX_DEFINITION_BYTES,
+    MAX_REPORT_RANGE_SECONDS,
     MAX_RETRY_ATTEMPTS,
     MAX_RUN_SECONDS,
     MAX_STEPS,
@@ -42,6 +47,23 @@ from .expressions import ExpressionError, compile_expression, template_expressio
 
 MANUAL = "manual"
 """The trigger type of a definition started only by the API's manual trigger."""
+
+
+@cache
+def _platform_domains() -> frozenset[str]:
+    return frozenset(t.name.split(".")[0] for t in CATALOG.all_types())
+
+
+def is_application_type(name: str) -> bool:
+    """Whether ``name`` is an application event type (``APP_TRIGGER_TYPE``): lower-case dotted words, not a
+    catalogue type and not under a platform domain, so ``user.registerd`` (a typo) is refused, not taken as
+    an application's own type."""
+    return (
+        len(name) <= MAX_APP_EVENT_TYPE
+        and re.fullmatch(APP_TRIGGER_TYPE, name) is not None
+        and CATALOG.lookup(name) is None
+        and name.split(".")[0] not in _platform_domains()
+    )
 
 
 class Strict(BaseModel):
@@ -129,12 +151,35 @@ class ConditionStep(StepBase):
     default: str | None = Field(default=None, max_length=48)
 
 
-Step = Annotated[NotifyStep | EmitStep | DelayStep | WaitStep | ConditionStep, Field(discriminator="type")]
+class ReportStep(StepBase):
+    """Ask the report service for a report (``report.requested``, whose ``request_id`` is the step's effect
+    id) and wait for its answer: ``report.completed`` carrying that ``request_id`` completes the step with
+    ``{report_id, row_count, sha256, expires_at, request_id}``; ``report.failed`` fails it (``retry`` and
+    ``catch`` apply). ``timeout_seconds`` bounds the wait (default ``REPORT_TIMEOUT_SECONDS``).
+
+    The period is ``start``/``end`` (templates giving RFC 3339 times with an offset; ``start`` included,
+    ``end`` excluded) or ``last_seconds`` (the period ending at the attempt). ``requested_by`` (a template
+    giving a user id) is the user the report service files it under."""
+
+    type: Literal["report"]
+    report_type: str = Field(min_length=1, max_length=64, description="A report type of the report service")
+    format: Literal["csv", "ndjson", "xlsx", "pdf"] = "csv"
+    requested_by: str = Field(min_length=1, max_length=600)
+    start: str | None = Field(default=None, max_length=600)
+    end: str | None = Field(default=None, max_length=600)
+    last_seconds: float | None = Field(default=None, gt=0, le=MAX_REPORT_RANGE_SECONDS)
+    time_zone: str = Field(default="UTC", min_length=1, max_length=64)
+    filters: dict[str, str] = Field(default={}, max_length=20)
+    csv_bom: bool = False
+    neutralize_formulas: bool = True
+
+
+Step = Annotated[NotifyStep | EmitStep | DelayStep | WaitStep | ConditionStep | ReportStep, Field(discriminator="type")]
 
 
 class Trigger(Strict):
-    """The event type that starts a run (a catalogue type, or ``manual``) and an optional ``filter``
-    expression over ``{event}``."""
+    """The event type that starts a run (a catalogue type, an application event type posted to
+    ``POST /events``, or ``manual``) and an optional ``filter`` expression over ``{event}``."""
 
     type: str = Field(min_length=1, max_length=100)
     filter: str | None = None
@@ -215,11 +260,12 @@ def check(defn: Definition) -> list[dict[str, str]]:
         faults.append(field_error("", f"definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}", "too_large"))
     ttype = defn.trigger.type
     et = CATALOG.lookup(ttype)
-    if ttype != MANUAL and (et is None or et.source == SERVICE_NAME):
+    if ttype != MANUAL and not is_application_type(ttype) and (et is None or et.source == SERVICE_NAME):
         faults.append(
             field_error(
                 "trigger.type",
-                f"{ttype[:100]!r} is not a catalogue event type of another service",
+                f"{ttype[:100]!r} is neither a catalogue event type of another service nor an application "
+                "event type (lower-case dotted words outside the platform's domains)",
                 "unknown_event_type",
             )
         )
@@ -292,6 +338,16 @@ def check(defn: Definition) -> list[dict[str, str]]:
                 _expr(faults, f"{at}.branches.{j}.when", branch.when)
                 target(f"{at}.branches.{j}.next", branch.next)
             target(f"{at}.default", step.default)
+        elif isinstance(step, ReportStep):
+            period = step.start is not None or step.end is not None
+            if period == (step.last_seconds is not None) or (period and (step.start is None or step.end is None)):
+                faults.append(
+                    field_error(f"{at}.last_seconds", "give either start and end, or last_seconds", "conflict")
+                )
+            _templates(faults, f"{at}.requested_by", step.requested_by)
+            _templates(faults, f"{at}.start", step.start)
+            _templates(faults, f"{at}.end", step.end)
+            _templates(faults, f"{at}.filters", step.filters)
     return faults
 
 

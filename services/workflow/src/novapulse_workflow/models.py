@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from novapulse_runtime.clock import from_ms
 from novapulse_runtime.paging import PageQuery
 
-from .constants import STEP_KEY
+from .constants import APP_EVENT_ID, APP_TRIGGER_TYPE, MAX_APP_EVENT_TYPE, STEP_KEY
 from .definitions import VersionedDefinition
 from .language import Definition
 from .repository import Attempt, DefinitionRecord, Run
@@ -62,6 +62,28 @@ class TriggerIn(BaseModel):
 
     data: dict[str, Any] = {}
     subject: str | None = Field(default=None, max_length=200)
+
+
+class EventIn(BaseModel):
+    """An application event (``POST /events``): the organisation's own ``type`` (lower-case dotted words,
+    neither a platform type nor under a platform domain), ``data`` (a JSON object, at most 64 000 bytes),
+    ``subject``, and optionally the caller's event ``id`` (else the ``Idempotency-Key`` header names it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=MAX_APP_EVENT_TYPE, pattern=APP_TRIGGER_TYPE, examples=["invoice.paid"])
+    data: dict[str, Any] = {}
+    subject: str | None = Field(default=None, max_length=200)
+    id: str | None = Field(default=None, pattern=APP_EVENT_ID, description="The event's id (idempotency)")
+
+
+class EventAccepted(BaseModel):
+    """What a posted event did: its id, the runs it started (the first ones, if the same event came before:
+    ``duplicate`` true)."""
+
+    event_id: str
+    runs: list[str]
+    duplicate: bool
 
 
 class DryRunStep(BaseModel):

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One event the engine publishes: catalogue ``type``, ``data``, the organisation, the subject (the run
+    id) and the event id the engine derived."""
+
+    type: str
+    data: dict[str, Any]
+    org_id: str
+    subject: str
+    event_id: str
 
 
 class Effects(Protocol):
@@ -12,6 +25,11 @@ class Effects(Protocol):
         """Publish one event (through the outbox). Publishing the same ``event_id`` twice must be harmless:
         consumers dedupe by id. Raises ``ValueError``/``ValidationError`` for data that does not fit the
         catalogue type."""
+        ...
+
+    async def publish_many(self, events: list[Publication]) -> None:
+        """Publish several events in order, in one write where the outbox can; the same rules as
+        :meth:`publish` (an event whose id was published before is harmless)."""
         ...
 
 

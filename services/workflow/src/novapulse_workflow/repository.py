@@ -13,12 +13,16 @@ Collections (every query is scoped by organisation, except the worker's claim of
   ``lease_owner``, ``lease_until_ms``, ``timer_gen``/``timer_ms`` (the deadline of a delay or wait of
   generation ``timer_gen``), ``waiting_for`` (event type of the wait in progress, ``""`` else),
   ``listens`` (types the run's waits and ``cancel_on`` listen for; ``listening``: the list is not empty, so
-  the consumer reads only such runs), ``started`` (the started event is written),
+  the consumer reads only such runs), ``report_request`` (the request id a ``report`` step waits on),
+  ``started`` (the started event is written), ``traceparent`` (the run's span),
   ``transitions``, ``error``, ``rerun_of``, ``created_ms``, ``updated_ms``, ``finished_ms``.
 - ``journal`` (insert-only): one document per step attempt, ``_id`` = ``<run id>:<gen, 6 digits>``:
   ``run_id``, ``org_id``, ``key``, ``type``, ``attempt``, ``gen``, ``status`` (``completed``, ``failed``,
   ``reused``), ``output``, ``next``, ``error``, ``effect_id``, ``started_ms``, ``finished_ms``.
 - ``received`` (insert-only): events kept for a run's waits, ``_id`` = ``<run id>:<event id>``.
+- ``replies`` (insert-only): the report service's answers to ``report`` steps, ``_id`` = the request id
+  (``data.request_id``, the step attempt's effect id), ``org_id``, ``event`` (as JSON), ``received_ms``; kept
+  whether or not the run already sleeps on it, so an answer faster than the run's sleep is not lost.
 
 Times are integer epoch milliseconds (the MongoDB-wire development server stores datetimes written by
 ``$set`` as strings; docs/architecture.md). Lists of sub-documents live in insert-only collections (its
@@ -30,19 +34,26 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms
 from novapulse_runtime.documents import Doc
 
+DUPLICATE_KEY = 11000
+"""MongoDB's error code of a duplicate key."""
 ACTIVE = ("pending", "running", "waiting")
 """Statuses of a run that is not finished."""
 FINISHED = ("completed", "failed", "cancelled")
+NEVER_DUE_MS = 2**53
+"""The ``due_ms`` of a finished run: out of the range every claim scans (``due_ms <= now``), so the claim's
+index walk does not grow with the runs kept for their retention."""
+ENDED: Doc = {"due_ms": NEVER_DUE_MS, "listening": False}
+"""What every end of a run writes besides its status: no longer due, no longer listening for events."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,13 @@ class Run:
     lease_owner: str = ""
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    prior_status: str = ""
+    """The status the run had before this worker claimed it (``Repository.claim_due``)."""
+    traceparent: str = ""
+    """W3C trace context of the run's span (``tracing.run_span``): every step's span is its child."""
+    fresh: bool = False
+    """No worker has advanced the run since it was inserted (claimed ``pending`` with no lease holder, at
+    generation 0, not started, no transition): its journal is empty and need not be read."""
 
     @classmethod
     def from_doc(cls, doc: Doc) -> Run:
@@ -126,6 +144,7 @@ class Run:
             lease_owner=doc.get("lease_owner", ""),
             concurrency_key=doc.get("concurrency_key", ""),
             concurrency_limit=int(doc.get("concurrency_limit") or 0),
+            traceparent=doc.get("traceparent") or "",
         )
 
 
@@ -187,6 +206,9 @@ class Repository:
         self.received = db["received"]
         self.keys = db["keys"]
         self.slots = db["slots"]
+        self.replies = db["replies"]
+        self.app_events = db["app_events"]
+        self.org_slots = db["org_slots"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -199,7 +221,14 @@ class Repository:
         await self.runs.create_index([("status", ASCENDING)])
         await self.runs.create_index([("finished_ms", ASCENDING)])
         await self.runs.create_index([("debounce_key", ASCENDING)])
+        await self.runs.create_index([("listening", ASCENDING)])
+        await self.runs.create_index([("report_request", ASCENDING)])
+        await self.replies.create_index([("received_ms", ASCENDING)])
+        await self.app_events.create_index([("received_ms", ASCENDING)])
+        await self.runs.create_index([("trigger_event_id", ASCENDING)])
         await self.slots.create_index([("holder", ASCENDING)])
+        await self.org_slots.create_index([("org_id", ASCENDING)])
+        await self.org_slots.create_index([("owner", ASCENDING)])
         await self.journal.create_index([("run_id", ASCENDING)])
         await self.received.create_index([("run_id", ASCENDING)])
 
@@ -320,6 +349,7 @@ class Repository:
         debounce_key: str = "",
         concurrency_key: str = "",
         concurrency_limit: int = 0,
+        traceparent: str = "",
     ) -> Run | None:
         """A new pending run, due now (``held``: not due until :meth:`release_run`); ``None`` when a run for
         ``trigger_key`` exists (the same trigger event again: idempotent)."""
@@ -341,6 +371,7 @@ class Repository:
             "debounce_key": debounce_key,
             "concurrency_key": concurrency_key,
             "concurrency_limit": concurrency_limit,
+            "traceparent": traceparent,
             "lease_owner": "",
             "lease_until_ms": 0,
             "timer_gen": -1,
@@ -400,6 +431,7 @@ class Repository:
             {
                 "$set": {
                     "status": "cancelled",
+                    **ENDED,
                     "finished_ms": now,
                     "updated_ms": now,
                     "error": reason[:500],
@@ -419,13 +451,64 @@ class Repository:
         query: Doc = {"status": {"$in": list(ACTIVE)}, "due_ms": {"$lte": now}, "lease_until_ms": {"$lt": now}}
         if skip_orgs:
             query["org_id"] = {"$nin": list(skip_orgs)}
+        claimed = {"lease_owner": owner, "lease_until_ms": now + lease_ms, "status": "running"}
         doc = await self.runs.find_one_and_update(
-            query,
-            {"$set": {"lease_owner": owner, "lease_until_ms": now + lease_ms, "status": "running"}},
-            sort=[("due_ms", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
+            query, {"$set": claimed}, sort=[("due_ms", ASCENDING)], return_document=ReturnDocument.BEFORE
         )
-        return Run.from_doc(doc) if doc else None
+        if doc is None:
+            return None
+        fresh = (
+            doc["status"] == "pending"
+            and not doc.get("lease_owner")
+            and int(doc.get("gen", 0)) == 0
+            and not doc.get("started")
+            and int(doc.get("transitions", 0)) == 0
+        )
+        return replace(Run.from_doc({**doc, **claimed}), prior_status=doc["status"], fresh=fresh)
+
+    async def unclaim(self, run: Run, owner: str, due_ms: int) -> bool:
+        """Give back a run ``owner`` claimed but will not advance (its organisation is at its cap of runs in
+        flight): its status before the claim, no lease, due again at ``due_ms`` (epoch ms)."""
+        return await self.update_held(
+            run.id,
+            owner,
+            {"status": run.prior_status or "pending", "lease_owner": "", "lease_until_ms": 0, "due_ms": due_ms},
+        )
+
+    # organisation slots: the global cap of runs in flight per organisation --------------------------------
+
+    async def take_org_slot(self, org_id: str, cap: int, owner: str, lease_ms: int) -> str | None:
+        """Take one of the ``cap`` slots of ``org_id`` for the worker ``owner`` for ``lease_ms`` (renewed by
+        :meth:`renew_org_slots`): a free one (released, or its holder's lease ran out), else a new one while
+        fewer than ``cap`` exist. Atomic per slot (a conditional update, or an insert whose id is the slot's
+        number), so the organisation's runs in flight across every worker never exceed ``cap``. Returns the
+        slot's id, or ``None`` when all ``cap`` are held."""
+        now = now_ms()
+        lease = {"owner": owner, "until_ms": now + lease_ms}
+        doc = await self.org_slots.find_one_and_update(
+            {"org_id": org_id, "until_ms": {"$lt": now}, "i": {"$lt": cap}}, {"$set": lease}
+        )
+        if doc is not None:
+            return str(doc["_id"])
+        existing = await self.org_slots.count_documents({"org_id": org_id})
+        for i in range(existing, cap):
+            slot_id = f"{org_id}#{i}"
+            try:
+                await self.org_slots.insert_one({"_id": slot_id, "org_id": org_id, "i": i, **lease})
+            except DuplicateKeyError:  # another worker made slot i first
+                continue
+            return slot_id
+        return None
+
+    async def renew_org_slots(self, owner: str, lease_ms: int) -> None:
+        """Extend every organisation slot ``owner`` holds to now + ``lease_ms``."""
+        await self.org_slots.update_many({"owner": owner}, {"$set": {"until_ms": now_ms() + lease_ms}})
+
+    async def free_org_slots(self, owner: str, slot_ids: Sequence[str]) -> None:
+        """Give back the slots ``slot_ids`` ``owner`` holds."""
+        await self.org_slots.update_many(
+            {"_id": {"$in": list(slot_ids)}, "owner": owner}, {"$set": {"owner": "", "until_ms": 0}}
+        )
 
     async def update_held(self, run_id: str, owner: str, changes: Doc) -> bool:
         """Write ``changes`` to a run ``owner`` still holds and that is not finished (nor cancelled): the
@@ -456,7 +539,7 @@ class Repository:
         now = now_ms()
         result = await self.runs.update_many(
             {"debounce_key": debounce_key, "status": "pending", "started": False, "_id": {"$ne": newest}},
-            {"$set": {"status": "cancelled", "error": "debounced", "finished_ms": now, "updated_ms": now}},
+            {"$set": {"status": "cancelled", **ENDED, "error": "debounced", "finished_ms": now, "updated_ms": now}},
         )
         return result.modified_count
 
@@ -498,9 +581,15 @@ class Repository:
         return result.modified_count
 
     async def listening_runs(self, org_id: str, type_: str) -> list[Run]:
-        """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_``."""
-        cursor = self.runs.find({"org_id": org_id, "listening": True, "status": {"$in": list(ACTIVE)}})
-        return [Run.from_doc(d) async for d in cursor if type_ in (d.get("listens") or [])]
+        """The unfinished runs of ``org_id`` whose waits or ``cancel_on`` listen for ``type_`` (a run stops
+        ``listening`` when it ends, so the index on it keeps this look small)."""
+        return [run for run, listens in await self.all_listening_runs(org_id) if type_ in listens]
+
+    async def all_listening_runs(self, org_id: str) -> list[tuple[Run, list[str]]]:
+        """Every unfinished run of ``org_id`` whose waits or ``cancel_on`` listen for events, with the types
+        they listen for."""
+        cursor = self.runs.find({"listening": True, "org_id": org_id, "status": {"$in": list(ACTIVE)}})
+        return [(Run.from_doc(d), list(d.get("listens") or [])) async for d in cursor]
 
     async def count_active_and_timers(self) -> tuple[int, int]:
         """(unfinished runs, runs waiting on a delay or wait deadline) of every organisation."""
@@ -521,6 +610,42 @@ class Repository:
         await self.received.delete_many({"run_id": {"$in": ids}})
         return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
+    async def purge_answers_and_posts(self, before_ms: int) -> int:
+        """Delete the report answers and posted application events received before ``before_ms`` (epoch ms);
+        returns how many."""
+        replies = await self.replies.delete_many({"received_ms": {"$lt": before_ms}})
+        events = await self.app_events.delete_many({"received_ms": {"$lt": before_ms}})
+        return replies.deleted_count + events.deleted_count
+
+    # application events ------------------------------------------------------------------------------------
+
+    async def insert_app_event(self, org_id: str, event: Doc, fingerprint: str, user_id: str) -> tuple[Doc, bool]:
+        """Keep a posted application event (``event``: the trigger event as JSON) under ``<org>:<event id>``
+        with the request's ``fingerprint``; returns the document kept and whether it is new — the earlier one
+        (not new) when that event id was posted before (compare its ``fingerprint``)."""
+        doc: Doc = {
+            "_id": f"{org_id}:{event['id']}",
+            "org_id": org_id,
+            "event": event,
+            "fingerprint": fingerprint,
+            "posted_by": user_id,
+            "received_ms": now_ms(),
+        }
+        try:
+            await self.app_events.insert_one(doc)
+        except DuplicateKeyError:
+            earlier = await self.app_events.find_one({"_id": doc["_id"], "org_id": org_id})
+            if earlier is not None:
+                return earlier, False
+        return doc, True
+
+    async def runs_of_event(self, org_id: str, event_id: str, limit: int) -> list[str]:
+        """Ids of up to ``limit`` runs of ``org_id`` started by the trigger event ``event_id``, oldest first."""
+        cursor = self.runs.find({"org_id": org_id, "trigger_event_id": event_id}, {"_id": 1, "created_ms": 1})
+        docs = await cursor.to_list()
+        docs.sort(key=lambda d: (int(d["created_ms"]), d["_id"]))
+        return [d["_id"] for d in docs[:limit]]
+
     # journal -----------------------------------------------------------------------------------------------
 
     async def journal_attempt(
@@ -540,6 +665,50 @@ class Repository:
     ) -> Attempt:
         """Record one attempt and return it (idempotent: the same generation written again after a crash is
         ignored)."""
+        doc = self.attempt_doc(
+            run,
+            key,
+            type_,
+            status,
+            output=output,
+            next_key=next_key,
+            error=error,
+            effect_id=effect_id,
+            started_ms=started_ms,
+            gen=gen,
+            attempt=attempt,
+        )
+        with contextlib.suppress(DuplicateKeyError):
+            await self.journal.insert_one(doc)
+        return Attempt.from_doc(doc)
+
+    async def insert_attempts(self, docs: list[Doc]) -> None:
+        """Record several attempts built by :meth:`attempt_doc` in one write; generations journaled already
+        (written again after a crash) are left as they are."""
+        if not docs:
+            return
+        try:
+            await self.journal.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    @staticmethod
+    def attempt_doc(
+        run: Run,
+        key: str,
+        type_: str,
+        status: str,
+        *,
+        output: Any = None,
+        next_key: str = "",
+        error: str = "",
+        effect_id: str = "",
+        started_ms: int = 0,
+        gen: int | None = None,
+        attempt: int | None = None,
+    ) -> Doc:
+        """The journal document of one attempt (``gen``/``attempt`` default to the run's)."""
         g = run.gen if gen is None else gen
         now = now_ms()
         doc: Doc = {
@@ -558,9 +727,7 @@ class Repository:
             "started_ms": started_ms or now,
             "finished_ms": now,
         }
-        with contextlib.suppress(DuplicateKeyError):
-            await self.journal.insert_one(doc)
-        return Attempt.from_doc(doc)
+        return doc
 
     async def journal_of(self, run_id: str) -> list[Attempt]:
         """Every attempt of a run, in generation order."""
@@ -588,6 +755,32 @@ class Repository:
                     "received_ms": now_ms(),
                 }
             )
+
+    async def count_received(self, run_id: str, type_: str) -> int:
+        """How many events of ``type_`` are kept for ``run_id``."""
+        return await self.received.count_documents({"run_id": run_id, "type": type_})
+
+    async def wake_run(self, run_id: str) -> bool:
+        """Make a waiting run due now (an event it waits for came while it went to sleep)."""
+        result = await self.runs.update_one({"_id": run_id, "status": "waiting"}, {"$set": {"due_ms": now_ms()}})
+        return result.modified_count == 1
+
+    async def keep_reply(self, org_id: str, request_id: str, event: Doc) -> bool:
+        """Keep the report service's answer ``event`` to request ``request_id`` (idempotent; the first answer
+        stays) and make the run waiting on it due now; True when a run was woken."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.replies.insert_one(
+                {"_id": request_id, "org_id": org_id, "event": event, "received_ms": now_ms()}
+            )
+        result = await self.runs.update_one(
+            {"org_id": org_id, "report_request": request_id, "status": "waiting"}, {"$set": {"due_ms": now_ms()}}
+        )
+        return result.modified_count == 1
+
+    async def reply_for(self, org_id: str, request_id: str) -> Doc | None:
+        """The answer kept for report request ``request_id`` of ``org_id`` (the event as JSON), or ``None``."""
+        doc = await self.replies.find_one({"_id": request_id, "org_id": org_id})
+        return doc["event"] if doc else None
 
     async def received_for(self, run_id: str, type_: str) -> list[Doc]:
         """Events of ``type_`` kept for ``run_id``, oldest first (each the event as JSON)."""

@@ -13,6 +13,7 @@ from .language import Definition, listened_types
 from .ports import Effects
 from .repository import Attempt, Repository, Run, RunFilter
 from .starting import start_run
+from .tracing import run_span
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,20 @@ class RunService:
                 break
             if a.status in ("completed", "reused"):
                 reuse[a.key] = a
-        run = await self.repo.insert_run(
-            org_id,
-            original.definition_id,
-            chosen.version,
-            original.trigger,
-            from_step,
-            listened_types(chosen.body),
-            rerun_of=original.id,
-            gen=len(reuse),
-            held=True,
-        )
+        with run_span(org_id, original.definition_id, chosen.version) as (span, traceparent):
+            run = await self.repo.insert_run(
+                org_id,
+                original.definition_id,
+                chosen.version,
+                original.trigger,
+                from_step,
+                listened_types(chosen.body),
+                rerun_of=original.id,
+                gen=len(reuse),
+                held=True,
+                traceparent=traceparent,
+            )
+            span.set_attribute("workflow.run_id", run.id if run is not None else "")
         assert run is not None  # a rerun's trigger key holds its own run id
         for gen, a in enumerate(reuse.values()):
             await self.repo.journal_attempt(

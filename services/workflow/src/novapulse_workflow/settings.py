@@ -24,7 +24,11 @@ class WorkflowSettings(ServiceSettings):
     run_slots: int = Field(default=16, ge=1, le=1000)
     """Runs one worker process executes at once (``RUN_SLOTS``)."""
     run_slots_per_org: int = Field(default=4, ge=1, le=1000)
-    """Of those, the most one organisation may hold (``RUN_SLOTS_PER_ORG``): fairness between tenants."""
+    """Of those, the most one organisation may hold (``RUN_SLOTS_PER_ORG``): fairness between tenants within
+    one worker."""
+    org_runs_in_flight: int = Field(default=64, ge=1, le=10_000)
+    """Runs of one organisation in flight at once across every worker (``ORG_RUNS_IN_FLIGHT``): the global
+    cap, enforced through slot documents in the database."""
     run_retention_days: int = Field(default=30, ge=1, le=3650)
     """Days a finished run (with its journal) is kept (``RUN_RETENTION_DAYS``); older ones are deleted."""
     housekeeping_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)

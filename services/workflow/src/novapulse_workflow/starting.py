@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
-from .expressions import ExpressionError, evaluate
+from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition, listened_types
 from .repository import Repository, Run
+from .tracing import run_span
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,57 @@ def flow_key(expression: str, event: dict[str, Any]) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class Versions:
+    """Parsed definition versions, kept (versions are immutable, so a kept one is never stale): at most
+    ``size`` of them, the least recently used dropped first."""
+
+    def __init__(self, repo: Repository, size: int = 1024) -> None:
+        self.repo = repo
+        self.size = size
+        self._kept: OrderedDict[tuple[str, str, int], Definition] = OrderedDict()
+
+    async def get(self, org_id: str, def_id: str, version: int) -> Definition | None:
+        """Version ``version`` of definition ``def_id`` of ``org_id``; ``None`` when there is none."""
+        key = (org_id, def_id, version)
+        found = self._kept.get(key)
+        if found is not None:
+            self._kept.move_to_end(key)
+            return found
+        body = await self.repo.get_version(org_id, def_id, version)
+        if body is None:
+            return None
+        defn = Definition.model_validate(body)
+        self._kept[key] = defn
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return defn
+
+
+async def start_triggered(repo: Repository, event: dict[str, Any], versions: Versions | None = None) -> list[Run]:
+    """Start a run of every enabled definition of ``event``'s organisation whose trigger is ``event``'s type
+    and whose filter holds (a filter that fails on the event starts nothing); the runs started. Idempotent:
+    the same event again starts no second run (unique ``<definition id>:<event id>``). ``versions`` keeps
+    the parsed versions between calls."""
+    org_id = event.get("org_id") or ""
+    versions = versions or Versions(repo)
+    started: list[Run] = []
+    for record in await repo.triggered_by(org_id, event["type"]):
+        defn = await versions.get(org_id, record.id, record.version)
+        if defn is None:
+            continue
+        if defn.trigger.filter is not None:
+            try:
+                if not truthy(evaluate(defn.trigger.filter, {"event": event})):
+                    continue
+            except ExpressionError as exc:
+                log.warning("trigger filter failed", extra={"definition": record.id, "error": str(exc)})
+                continue
+        new = await start_run(repo, record.id, record.version, defn, event)
+        if new is not None:
+            started.append(new)
+    return started
 
 
 async def start_run(repo: Repository, def_id: str, version: int, defn: Definition, event: dict[str, Any]) -> Run | None:
@@ -53,19 +106,22 @@ async def start_run(repo: Repository, def_id: str, version: int, defn: Definitio
         if key is not None:
             concurrency_key = f"{def_id}:{key}"
             concurrency_limit = flow.concurrency.limit
-    run = await repo.insert_run(
-        event.get("org_id") or "",
-        def_id,
-        version,
-        event,
-        defn.steps[0].key,
-        listened_types(defn),
-        trigger_key=f"{def_id}:{event['id']}",
-        delay_ms=delay_ms,
-        debounce_key=debounce_key,
-        concurrency_key=concurrency_key,
-        concurrency_limit=concurrency_limit,
-    )
+    with run_span(event.get("org_id") or "", def_id, version) as (span, traceparent):
+        run = await repo.insert_run(
+            event.get("org_id") or "",
+            def_id,
+            version,
+            event,
+            defn.steps[0].key,
+            listened_types(defn),
+            trigger_key=f"{def_id}:{event['id']}",
+            delay_ms=delay_ms,
+            debounce_key=debounce_key,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            traceparent=traceparent,
+        )
+        span.set_attribute("workflow.run_id", run.id if run is not None else "")
     if run is not None and debounce_key:
         await repo.supersede(debounce_key, run.id)
     return run

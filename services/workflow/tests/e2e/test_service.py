@@ -135,7 +135,7 @@ async def test_bad_definitions_are_422s_naming_each_fault(
     async with aiohttp.ClientSession() as http:
         owner = Client(http, api.url + PREFIX, token_issuer.mint("u1", "o1", "owner"))
         bad = copy.deepcopy(WELCOME)
-        bad["trigger"]["type"] = "no.such"
+        bad["trigger"]["type"] = "user.no_such"  # under a platform domain: not an application type
         bad["steps"][1]["next"] = "nowhere"
         bad["steps"][2]["branches"][0]["when"] = "a ||"
         status, problem = await owner.call("POST", "/definitions", bad)

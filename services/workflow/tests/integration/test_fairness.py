@@ -121,3 +121,77 @@ async def test_a_trigger_in_the_process_wakes_the_scheduler(repo: Repository) ->
     finally:
         stop.set()
         await task
+
+
+class CountingGate(GatedEffects):
+    """``GatedEffects`` that also counts the effects of ``held`` waiting at the gate at once (runs in flight)."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__(held)
+        self.waiting = 0
+        self.most = 0
+
+    async def publish(self, type_: str, data: dict[str, Any], *, org_id: str, subject: str, event_id: str) -> None:
+        if org_id == self.held and type_ == "workflow.emitted":
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+            try:
+                await self.gate.wait()
+            finally:
+                self.waiting -= 1
+        await FakeEffects.publish(self, type_, data, org_id=org_id, subject=subject, event_id=event_id)
+
+
+async def test_the_cap_of_runs_in_flight_holds_across_workers(repo: Repository) -> None:
+    defn = Definition.model_validate(BODY)
+    body = defn.model_dump(mode="json", exclude_none=True)
+    flood = await repo.insert_definition("org-a", "u", body, "manual")
+    single = await repo.insert_definition("org-b", "u", body, "manual")
+    for i in range(10):
+        await repo.insert_run("org-a", flood.id, 1, {"id": f"a{i}"}, "tell", [])
+    effects = CountingGate("org-a")
+    # two workers (as two processes would be: their own owners, slots and counters), each willing to run
+    # 8 runs of one organisation; the global cap is 3
+    workers = [
+        Scheduler(repo, Engine(repo, effects, f"w{n}", 30_000), 8, 0.02, slots_per_org=8, org_cap=3) for n in (1, 2)
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        await wait_until(lambda: effects.waiting == 3, timeout=20, message="three of org A's runs in flight")
+        # the cap leaves org B alone
+        lone = await repo.insert_run("org-b", single.id, 1, {"id": "b0"}, "tell", [])
+        assert lone is not None
+
+        async def lone_done() -> bool:
+            run = await repo.get_run("org-b", lone.id)
+            return run is not None and run.status == "completed"
+
+        await wait_until(lone_done, timeout=20, message="org B's run completed while org A is at its cap")
+        assert effects.waiting == 3
+        assert await repo.org_slots.count_documents({"org_id": "org-a", "until_ms": {"$gt": 0}}) == 3
+        effects.gate.set()
+
+        async def flood_done() -> bool:
+            return len(await repo.list_runs("org-a", RunFilter(status="completed"), None, 100)) == 10
+
+        await wait_until(flood_done, timeout=30, message="org A's runs completed")
+        assert effects.most == 3  # never more than the cap at once, across both workers
+        assert {r.status for r in await repo.list_runs("org-a", RunFilter(), None, 100)} == {"completed"}
+    finally:
+        effects.gate.set()
+        stop.set()
+        await asyncio.gather(*tasks)
+    # stopped workers give their slots back
+    assert await repo.org_slots.count_documents({"owner": {"$ne": ""}}) == 0
+
+
+async def test_a_dead_workers_org_slots_are_taken_over(repo: Repository) -> None:
+    held = [await repo.take_org_slot("org-a", 2, "dead", 200) for _ in range(2)]
+    assert None not in held
+    assert await repo.take_org_slot("org-a", 2, "alive", 5000) is None  # both held
+
+    async def taken() -> bool:
+        return await repo.take_org_slot("org-a", 2, "alive", 5000) is not None
+
+    await wait_until(taken, timeout=10, message="an expired slot taken over")

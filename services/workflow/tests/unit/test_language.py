@@ -16,7 +16,7 @@ from novapulse_workflow.expressions import (
     evaluate,
     render,
 )
-from novapulse_workflow.language import Definition, check
+from novapulse_workflow.language import Definition, check, is_application_type
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +60,7 @@ def test_a_good_definition_has_no_fault() -> None:
 
 
 def test_semantic_faults_name_their_paths() -> None:
-    body = base(trigger={"type": "no.such.type", "filter": "event.data.["})
+    body = base(trigger={"type": "user.no_such_type", "filter": "event.data.["})  # a platform domain
     steps = body["steps"]
     steps[0]["user_id"] = "${foo[}"  # bad template expression
     steps[1]["next"] = "nowhere"  # unknown step
@@ -71,6 +71,8 @@ def test_semantic_faults_name_their_paths() -> None:
     steps.append({"key": "w", "type": "wait_for_event", "event_type": "nope", "wait_seconds": 5, "on_timeout": "x"})
     steps.append({"key": "n2", "type": "notify", "template": "t", "user_id": "u", "role": "owner"})
     steps.append({"key": "c2", "type": "emit", "event_type": "a.b", "catch": {"next": "zz"}})
+    report = {"key": "r", "type": "report", "report_type": "signups", "requested_by": "${x[}", "last_seconds": 60}
+    steps.append({**report, "start": "2030-01-01T00:00:00Z", "filters": {"role": "${y[}"}})  # period conflict
     assert faults(body) == {
         "trigger.type": "unknown_event_type",
         "trigger.filter": "expression",
@@ -85,6 +87,9 @@ def test_semantic_faults_name_their_paths() -> None:
         "steps.5.on_timeout": "unknown_step",
         "steps.6.user_id": "conflict",
         "steps.7.catch.next": "unknown_step",
+        "steps.8.last_seconds": "conflict",
+        "steps.8.requested_by": "expression",
+        "steps.8.filters.role": "expression",
     }
 
 
@@ -157,3 +162,14 @@ def test_flow_control_key_faults_name_their_paths() -> None:
     assert faults(body) == {"flow.concurrency.limit": "greater_than_equal"}
     body["flow"]["concurrency"]["limit"] = 2
     assert faults(body) == {"flow.idempotency.key": "expression"}
+
+
+def test_application_event_types_are_told_from_platform_types() -> None:
+    assert is_application_type("invoice.paid")
+    assert is_application_type("shipment")
+    assert not is_application_type("user.registered")  # a catalogue type
+    assert not is_application_type("user.registerd")  # a typo under a platform domain is not an app type
+    assert not is_application_type("workflow.anything")
+    assert not is_application_type("Invoice.Paid")
+    assert not is_application_type("a." * 60 + "b")  # too long
+    assert faults(base(trigger={"type": "invoice.paid"})) == {}

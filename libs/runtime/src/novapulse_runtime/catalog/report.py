@@ -20,6 +20,8 @@ class ReportCompleted(EventData):
     """Hex SHA-256 of the file (the manifest's checksum): a download can be checked for truncation."""
     expires_at: str = ""
     """RFC 3339 time the file is deleted (empty from producers older than this field)."""
+    request_id: str = ""
+    """The ``request_id`` of the ``report.requested`` command that asked for it (empty for API requests)."""
 
 
 class ReportFailed(EventData):
@@ -31,6 +33,8 @@ class ReportFailed(EventData):
     name: str
     format: str
     error: str
+    request_id: str = ""
+    """The ``request_id`` of the ``report.requested`` command that asked for it (empty for API requests)."""
 
 
 SOURCE = "report"
