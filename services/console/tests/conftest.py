@@ -1,7 +1,7 @@
 """Fixtures of the console's browser tests (helpers live in ``helpers_console.py``).
 
 - ``stack`` (session): every service's api and worker and the console as real processes (:func:`start_stack`).
-- ``browser`` (session): Debian's chromium driven by Playwright (sync API), headless; the tests skip with the
+- ``browser`` (module): Debian's chromium driven by Playwright (sync API), headless; the tests skip with the
   reason when chromium is missing. Each ``launch`` gets a fresh temporary user-data directory from Playwright.
 - ``page``: an anonymous page on the console in a fresh context.
 - ``signed_in_page(role="owner", mfa=False, operator=False)``: a new organisation (and, for ``admin`` or
@@ -67,9 +67,12 @@ def stack(servers: Servers, run_dir: Path) -> Iterator[Stack]:
         started.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless chromium (Debian's), or a skip saying why there is none."""
+    """Headless chromium (Debian's), or a skip saying why there is none. One per test module, not per session:
+    Playwright's sync API keeps an event loop running in the main thread while it is open, and every
+    pytest-asyncio test after it in the session (other services' tests in ``make test``) would fail to
+    start its own loop."""
     why = chromium_missing()
     if why:
         pytest.skip(why)

@@ -11,10 +11,10 @@ from novapulse_runtime.secretbox import SecretBox
 from .client import ApiClient
 from .session import SessionCodec
 from .settings import ConsoleSettings
-from .views import account, home, members, mfa, notifications
+from .views import account, bus, home, members, mfa, notifications, reports, webhooks, workflows
 from .web import CONSOLE_KEY, PACKAGE_DIR, Console, console_middleware
 
-PAGES = (account, home, mfa, members, notifications)
+PAGES = (account, home, mfa, members, notifications, webhooks, workflows, reports, bus)
 """The page modules, in navigation order; each has ``register(console, router)``."""
 
 

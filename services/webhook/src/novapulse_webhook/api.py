@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.errors import ErrorTable, Problem
 from novapulse_runtime.paging import PageQuery
 from novapulse_runtime.ratelimit import RateLimit, by_org
@@ -37,6 +38,8 @@ from .models import (
     EndpointPatch,
     EventAccepted,
     EventIn,
+    EventTypeList,
+    EventTypeOut,
     MessageList,
     MessageOut,
     MessageQuery,
@@ -166,10 +169,22 @@ def build_routes(svc: WebhookService) -> Routes:
         errors=(404,),
     )
     async def recover(request: web.Request, body: RecoverIn) -> RecoverOut:
-        """Resend every failed message of this endpoint created since ``since``."""
+        """Resend every failed message of this endpoint created since ``since`` (``dry_run``: only count them)."""
         who = require_role(request, *MANAGERS)
-        count = await svc.recover(who.org_id, _endpoint_id(request), body.since, body.until)
-        return RecoverOut(messages=count)
+        count = await svc.recover(who.org_id, _endpoint_id(request), body.since, body.until, dry_run=body.dry_run)
+        return RecoverOut(messages=count, dry_run=body.dry_run)
+
+    @routes.get("/event-types", response=EventTypeList, auth=True)
+    async def event_types(request: web.Request) -> EventTypeList:
+        """The platform's public event types (what an endpoint's ``event_types`` can name), by name."""
+        principal(request)
+        return EventTypeList(
+            items=[
+                EventTypeOut(name=t.name, source=t.source, description=t.description)
+                for t in CATALOG.all_types()
+                if t.public
+            ]
+        )
 
     @routes.post("/events", body=EventIn, response=EventAccepted, status=202, auth=True, rate_limits=[event_limit])
     async def post_event(request: web.Request, body: EventIn) -> EventAccepted:

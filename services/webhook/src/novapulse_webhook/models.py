@@ -280,6 +280,9 @@ class MessageQuery(PageQuery):
     endpoint_id: str | None = Field(default=None, max_length=64)
     status: MessageStatus | None = None
     event_type: str | None = Field(default=None, max_length=MAX_EVENT_TYPE)
+    http_status: int | None = Field(
+        default=None, ge=100, le=599, description="the HTTP status of the message's last attempt"
+    )
     since: datetime | None = None
     until: datetime | None = None
 
@@ -306,14 +309,31 @@ class AttemptList(BaseModel):
 
 
 class RecoverIn(_In):
-    """Resend every failed message of the endpoint created since ``since``."""
+    """Resend every failed message of the endpoint created since ``since``; ``dry_run`` only counts them."""
 
     since: datetime
     until: datetime | None = None
+    dry_run: bool = Field(default=False, description="count the failed messages, resend nothing")
 
 
 class RecoverOut(BaseModel):
-    messages: int
+    messages: int = Field(description="messages requeued (with dry_run: that would be)")
+    dry_run: bool = False
+
+
+class EventTypeOut(BaseModel):
+    """An event type an endpoint can subscribe to (``event_types`` filter)."""
+
+    name: str
+    source: str = Field(description="the producing service")
+    description: str
+
+
+class EventTypeList(BaseModel):
+    """The public types of the platform catalogue, by name. Applications' own types (``POST /events``) are
+    free-form and not listed."""
+
+    items: list[EventTypeOut]
 
 
 class ResendOut(BaseModel):

@@ -378,11 +378,13 @@ class Repository:
         endpoint_id: str | None = None,
         status: str | None = None,
         event_type: str | None = None,
+        http_status: int | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[Doc]:
         """Up to ``fetch`` messages of the organisation (without their payload), newest first, after the one
-        with id ``after``; filters are exact, ``since``/``until`` bound ``created_at`` (inclusive)."""
+        with id ``after``; filters are exact (``http_status``: the last attempt's), ``since``/``until`` bound
+        ``created_at`` (inclusive)."""
         query: Doc = {"org_id": org_id}
         if endpoint_id:
             query["endpoint_id"] = endpoint_id
@@ -390,6 +392,8 @@ class Repository:
             query["status"] = status
         if event_type:
             query["event_type"] = event_type
+        if http_status is not None:
+            query["last_status"] = http_status
         created: Doc = {}
         if since:
             created["$gte"] = since

@@ -417,7 +417,7 @@ class WebhookService:
 
     async def list_messages(self, org_id: str, query: MessageQuery) -> MessageList:
         """One page of the organisation's messages, newest first, filtered by ``query`` (endpoint, status,
-        event type, creation time from ``since`` to ``until`` inclusive; cursor paging,
+        event type, last attempt's HTTP status, creation time from ``since`` to ``until`` inclusive; cursor paging,
         :mod:`novapulse_runtime.paging`)."""
         docs = await self.repo.list_messages(
             org_id,
@@ -426,6 +426,7 @@ class WebhookService:
             endpoint_id=query.endpoint_id,
             status=str(query.status) if query.status else None,
             event_type=query.event_type,
+            http_status=query.http_status,
             since=query.since,
             until=query.until,
         )
@@ -454,9 +455,12 @@ class WebhookService:
             raise MessageInFlight
         return ResendOut(id=doc["_id"], status=doc["status"])
 
-    async def recover(self, org_id: str, endpoint_id: str, since: datetime, until: datetime | None) -> int:
+    async def recover(
+        self, org_id: str, endpoint_id: str, since: datetime, until: datetime | None, *, dry_run: bool = False
+    ) -> int:
         """Resend every failed message of the endpoint created from ``since`` to ``until`` (naive times are
-        UTC); returns how many were requeued.
+        UTC); returns how many were requeued (``dry_run``: how many are failed now, nothing changes).
+        Idempotent: a requeued message is no longer failed, so a second call finds only new failures.
 
         :raises EndpointNotFound: no such endpoint in the organisation.
         """
@@ -466,4 +470,6 @@ class WebhookService:
         if until is not None and until.tzinfo is None:
             until = until.replace(tzinfo=UTC)
         found = await self.repo.failed_message_ids(org_id, endpoint_id, since, until)
+        if dry_run:
+            return len(found)
         return await self.repo.requeue_many(org_id, found, utcnow())
