@@ -29,7 +29,14 @@ class RecordingOutbox:
         yield None
 
     async def add(
-        self, type_: str, data: EventData, *, org_id: str | None = None, subject: str | None = None, session: Any = None
+        self,
+        type_: str,
+        data: EventData,
+        *,
+        org_id: str | None = None,
+        subject: str | None = None,
+        session: Any = None,
+        event_id: str | None = None,
     ) -> None:
         self.events.append(RecordedEvent(type_, data, org_id or "", subject or ""))
 

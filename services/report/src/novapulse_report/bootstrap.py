@@ -15,6 +15,7 @@ from .datasets import DataSets
 from .filestore import GridFsStore
 from .generation import GenerationConfig, Generator
 from .observer import MetricsObserver
+from .refusals import Refusals
 from .reports import Limits, ReportService
 from .repository import Repository
 from .settings import ReportSettings
@@ -83,7 +84,7 @@ async def worker(rt: Runtime) -> list[Worker]:
     observer = MetricsObserver(rt.metrics)
     generator = Generator(repo, store, outbox, signer(s), config, owner, observer)
     retention = RetentionWorker(repo, store, observer, s.retention_interval_seconds)
-    table = handlers.handlers(DataSets(repo), await reports(rt))
+    table = handlers.handlers(DataSets(repo), await reports(rt), Refusals(repo, outbox))
     return [
         rt.bus.consumer(handlers=table).run,
         GenerationWorker(repo, generator, lease_ms, s.poll_interval_seconds, rt.tracer).run,

@@ -22,6 +22,9 @@ DOWNLOAD_PIECE_BYTES = 256 * 1024
 """Bytes read from the file store per write to the HTTP response."""
 PURGE_BATCH = 100
 """Expired reports handled per round trip by the retention job."""
+REFUSAL_KEEP_MS = 7 * 86_400_000
+"""How long a refused ``report.requested`` is remembered (ms), so a redelivery is not answered twice: far
+beyond the bus's redeliveries (delivery cap times backoff) and a replay from the dead-letter stream."""
 RETRY_AFTER_SECONDS = 2
 """``Retry-After`` of a 202: when a client should poll the report again."""
 WINDOW_ROWS = 100_000

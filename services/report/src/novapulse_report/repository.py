@@ -13,6 +13,9 @@ Collections:
   (its end row's ``duration_ms`` is computed from it; deleted at the end).
 - ``dedup``: ``_id`` = deduplication key → the report it points to; the unique ``_id`` makes two identical
   requests racing each other share one report.
+- ``refusals``: ``_id`` = ``<org id>|<request id>`` of a ``report.requested`` command the service refused →
+  ``event_id`` (of its ``report.failed`` answer, fixed by the first handling), ``answered`` (the answer is in
+  the outbox), ``refused_ms``: a redelivered command is answered once, under the same event id.
 
 Every query on ``facts`` and ``reports`` from a request is scoped by organisation.
 """
@@ -185,6 +188,7 @@ class Repository:
         self.reports = db["reports"]
         self.dedup = db["dedup"]
         self.run_starts = db["run_starts"]
+        self.refusals = db["refusals"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent). Compound indexes leave ``_id`` out:
@@ -193,6 +197,7 @@ class Repository:
         await self.reports.create_index([("org_id", ASCENDING), ("created_ms", DESCENDING)])
         await self.reports.create_index([("status", ASCENDING), ("lease_until_ms", ASCENDING)])
         await self.reports.create_index([("status", ASCENDING), ("expires_ms", ASCENDING)])
+        await self.refusals.create_index([("refused_ms", ASCENDING)])
 
     # data sets ----------------------------------------------------------------------------------------------
 
@@ -324,6 +329,27 @@ class Repository:
         request re-pointed it first."""
         result = await self.dedup.update_one({"_id": dedup_key, "report_id": old_id}, {"$set": {"report_id": new_id}})
         return result.modified_count == 1
+
+    # refused commands -------------------------------------------------------------------------------------
+
+    async def refusal(self, org_id: str, request_id: str, event_id: str, now_ms: int) -> tuple[str, bool]:
+        """Record the refusal of command ``request_id`` of ``org_id`` (idempotent): the event id of its
+        answer (``event_id`` the first time, the stored one after) and whether the answer is written already."""
+        key = f"{org_id}|{request_id}"
+        try:
+            await self.refusals.insert_one({"_id": key, "event_id": event_id, "answered": False, "refused_ms": now_ms})
+        except DuplicateKeyError:
+            doc = await self.refusals.find_one({"_id": key})
+            if doc is not None:
+                return str(doc["event_id"]), bool(doc.get("answered"))
+        return event_id, False
+
+    async def mark_answered(self, org_id: str, request_id: str) -> None:
+        await self.refusals.update_one({"_id": f"{org_id}|{request_id}"}, {"$set": {"answered": True}})
+
+    async def purge_refusals(self, before_ms: int) -> int:
+        """Forget the refusals recorded before ``before_ms`` (epoch ms); returns how many."""
+        return (await self.refusals.delete_many({"refused_ms": {"$lt": before_ms}})).deleted_count
 
     async def release_dedup(self, dedup_key: str, report_id: str) -> None:
         await self.dedup.delete_one({"_id": dedup_key, "report_id": report_id})

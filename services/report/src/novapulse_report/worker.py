@@ -12,7 +12,7 @@ from opentelemetry.trace import Tracer
 from novapulse_runtime.bus.tracing import extract
 from novapulse_runtime.clock import now_ms
 
-from .constants import PURGE_BATCH
+from .constants import PURGE_BATCH, REFUSAL_KEEP_MS
 from .generation import Generator
 from .ports import FileStore, Observer
 from .repository import Repository
@@ -62,7 +62,8 @@ class GenerationWorker:
 
 class RetentionWorker:
     """Every ``interval_seconds``: reports whose file is past its expiry become ``expired`` and their files
-    (and manifests, and parts left by cancelled runs) are deleted."""
+    (and manifests, and parts left by cancelled runs) are deleted; refused commands older than
+    ``REFUSAL_KEEP_MS`` are forgotten."""
 
     def __init__(self, repo: Repository, files: FileStore, observer: Observer, interval_seconds: float) -> None:
         self.repo = repo
@@ -80,6 +81,7 @@ class RetentionWorker:
                 await self.repo.mark_expired(report.id, now)
                 await self.repo.release_dedup(report.dedup_key, report.id)
                 total += 1
+        await self.repo.purge_refusals(now - REFUSAL_KEEP_MS)
         self.observer.retention(total, await self.repo.total_bytes_stored())
         if total:
             log.info("expired reports deleted", extra={"count": total})

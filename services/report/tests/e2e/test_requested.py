@@ -1,6 +1,7 @@
 """``report.requested`` (the workflow service's command) has the API's semantics: a report is made, the
-same command again (same ``request_id``) shares it, its ``report.completed`` carries the ``request_id``, and a
-command the API would refuse is dead-lettered, not retried."""
+same command again (same ``request_id``) shares it, its ``report.completed`` carries the ``request_id``; a
+command the API would refuse is answered at once with one ``report.failed`` (its ``request_id``, a ``code``),
+and only one that cannot be answered (no ``request_id``) is dead-lettered, not retried."""
 
 from __future__ import annotations
 
@@ -51,8 +52,11 @@ async def test_report_requested_command(
         bus = EventBus(rt, namespace=names)
         await bus.publish("report.requested", command, org_id="o1")
         await bus.publish("report.requested", command, org_id="o1")  # the same request again: one report
-        bad = command.model_copy(update={"time_zone": "Mars/Olympus"})
+        bad = command.model_copy(update={"time_zone": "Mars/Olympus", "request_id": "run-1:step-3"})
         await bus.publish("report.requested", bad, org_id="o1")
+        await bus.publish("report.requested", bad, org_id="o1")  # refused twice: answered once
+        anonymous = bad.model_copy(update={"request_id": ""})
+        await bus.publish("report.requested", anonymous, org_id="o1")
         owner = {"Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}"}
         async with aiohttp.ClientSession() as http:
             listed: list[Any] = []
@@ -78,19 +82,23 @@ async def test_report_requested_command(
                 entries = await rt.redis.xrange(f"{names}:dead:report")
                 return any(f.get("dead_reason") == "rejected" for _, f in entries)
 
-            await wait_until(dead_lettered, timeout=20, message="the refused command dead-lettered")
+            await wait_until(dead_lettered, timeout=20, message="the unanswerable command dead-lettered")
 
             answers: list[dict[str, Any]] = []
+            failures: list[dict[str, Any]] = []
 
             async def answered() -> bool:
-                nonlocal answers
+                nonlocal answers, failures
                 entries = await rt.redis.xrange(f"{names}:events:report")
                 answers = [json.loads(f["data"]) for _, f in entries if f.get("type") == "report.completed"]
-                return bool(answers)
+                failures = [json.loads(f["data"]) for _, f in entries if f.get("type") == "report.failed"]
+                return bool(answers) and bool(failures)
 
             # the answer names the command's request, so the workflow step that asked can take it
-            await wait_until(answered, timeout=20, message="report.completed on the stream")
+            await wait_until(answered, timeout=20, message="report.completed and report.failed on the stream")
             assert [(a["report_id"], a["request_id"]) for a in answers] == [(body["id"], "run-1:step-2")]
+            assert [(f["request_id"], f["code"]) for f in failures] == [("run-1:step-3", "invalid_parameters")]
+            assert "Mars/Olympus" in failures[0]["error"]
             async with http.get(api.url + PREFIX, headers=owner) as r:
                 assert len((await r.json())["items"]) == 1
     finally:

@@ -13,7 +13,8 @@ Collections (every query is scoped by organisation, except the worker's claim of
   ``lease_owner``, ``lease_until_ms``, ``timer_gen``/``timer_ms`` (the deadline of a delay or wait of
   generation ``timer_gen``), ``waiting_for`` (event type of the wait in progress, ``""`` else),
   ``listens`` (types the run's waits and ``cancel_on`` listen for; ``listening``: the list is not empty, so
-  the consumer reads only such runs), ``report_request`` (the request id a ``report`` step waits on),
+  the consumer reads only such runs), ``debounce_key``/``debounce_seq`` (the trigger's key and number, see
+  ``debounces``), ``report_request`` (the request id a ``report`` step waits on),
   ``started`` (the started event is written), ``traceparent`` (the run's span),
   ``transitions``, ``error``, ``rerun_of``, ``created_ms``, ``updated_ms``, ``finished_ms``.
 - ``journal`` (insert-only): one document per step attempt, ``_id`` = ``<run id>:<gen, 6 digits>``:
@@ -23,6 +24,10 @@ Collections (every query is scoped by organisation, except the worker's claim of
 - ``replies`` (insert-only): the report service's answers to ``report`` steps, ``_id`` = the request id
   (``data.request_id``, the step attempt's effect id), ``org_id``, ``event`` (as JSON), ``received_ms``; kept
   whether or not the run already sleeps on it, so an answer faster than the run's sleep is not lost.
+- ``debounces``: one document per debounce key (``_id`` = ``<definition id>:<key value>``): ``seq`` (the
+  triggers of the key numbered so far), ``current_seq`` and ``run_id`` (the newest trigger's run, the only
+  one of the key that may still start), ``updated_ms``. Every change is one conditional
+  ``find_one_and_update``, so whichever workers handle a key's triggers, exactly one waiting run survives.
 
 Times are integer epoch milliseconds (the MongoDB-wire development server stores datetimes written by
 ``$set`` as strings; docs/architecture.md). Lists of sub-documents live in insert-only collections (its
@@ -110,6 +115,9 @@ class Run:
     lease_owner: str = ""
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    debounce_key: str = ""
+    debounce_seq: int = 0
+    """The run's trigger number among its debounce key's triggers (``Repository.next_debounce_seq``)."""
     prior_status: str = ""
     """The status the run had before this worker claimed it (``Repository.claim_due``)."""
     traceparent: str = ""
@@ -144,6 +152,8 @@ class Run:
             lease_owner=doc.get("lease_owner", ""),
             concurrency_key=doc.get("concurrency_key", ""),
             concurrency_limit=int(doc.get("concurrency_limit") or 0),
+            debounce_key=doc.get("debounce_key", ""),
+            debounce_seq=int(doc.get("debounce_seq") or 0),
             traceparent=doc.get("traceparent") or "",
         )
 
@@ -209,6 +219,7 @@ class Repository:
         self.replies = db["replies"]
         self.app_events = db["app_events"]
         self.org_slots = db["org_slots"]
+        self.debounces = db["debounces"]
 
     async def ensure_indexes(self) -> None:
         """Create the indexes every query below relies on (idempotent)."""
@@ -226,6 +237,7 @@ class Repository:
         await self.replies.create_index([("received_ms", ASCENDING)])
         await self.app_events.create_index([("received_ms", ASCENDING)])
         await self.runs.create_index([("trigger_event_id", ASCENDING)])
+        await self.debounces.create_index([("updated_ms", ASCENDING)])
         await self.slots.create_index([("holder", ASCENDING)])
         await self.org_slots.create_index([("org_id", ASCENDING)])
         await self.org_slots.create_index([("owner", ASCENDING)])
@@ -347,6 +359,7 @@ class Repository:
         held: bool = False,
         delay_ms: int = 0,
         debounce_key: str = "",
+        debounce_seq: int = 0,
         concurrency_key: str = "",
         concurrency_limit: int = 0,
         traceparent: str = "",
@@ -369,6 +382,7 @@ class Repository:
             "gen": gen,
             "due_ms": now + (10 * 365 * 86_400_000 if held else delay_ms),
             "debounce_key": debounce_key,
+            "debounce_seq": debounce_seq,
             "concurrency_key": concurrency_key,
             "concurrency_limit": concurrency_limit,
             "traceparent": traceparent,
@@ -534,14 +548,51 @@ class Repository:
             return False
         return True
 
-    async def supersede(self, debounce_key: str, newest: str) -> int:
-        """Cancel (``debounced``) the runs of ``debounce_key`` that have not started, except ``newest``."""
+    async def next_debounce_seq(self, debounce_key: str) -> int:
+        """Number a new trigger of ``debounce_key``: 1, 2, … in the order the database sees them (an atomic
+        ``$inc`` on the key's document, made on the first trigger)."""
+        for _ in range(3):
+            try:
+                doc = await self.debounces.find_one_and_update(
+                    {"_id": debounce_key},
+                    {"$inc": {"seq": 1}, "$set": {"updated_ms": now_ms()}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:  # two first triggers upserted at once: the loser increments next round
+                continue
+            if doc is not None:
+                return int(doc["seq"])
+        raise RuntimeError(f"could not number a trigger of debounce key {debounce_key!r}")
+
+    async def make_current(self, debounce_key: str, seq: int, run_id: str) -> str | None:
+        """Make ``run_id`` (trigger number ``seq``) the run of ``debounce_key`` that may start, unless a newer
+        trigger's run is current already. Returns the run that lost: the one replaced, or ``run_id`` itself
+        when a newer one is current; ``None`` when none (first trigger, or ``run_id`` is current already: a
+        redelivered trigger). One conditional update, so concurrent triggers on any workers agree."""
+        doc = await self.debounces.find_one_and_update(
+            {"_id": debounce_key, "$or": [{"current_seq": {"$lt": seq}}, {"current_seq": {"$exists": False}}]},
+            {"$set": {"current_seq": seq, "run_id": run_id, "updated_ms": now_ms()}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        if doc is not None:
+            replaced = str(doc.get("run_id") or "")
+            return replaced if replaced and replaced != run_id else None
+        doc = await self.debounces.find_one({"_id": debounce_key})
+        return None if doc is not None and doc.get("run_id") == run_id else run_id
+
+    async def cancel_debounced(self, run_id: str) -> bool:
+        """Cancel (``debounced``) ``run_id`` if it has not started (a run already under way keeps going)."""
         now = now_ms()
-        result = await self.runs.update_many(
-            {"debounce_key": debounce_key, "status": "pending", "started": False, "_id": {"$ne": newest}},
+        result = await self.runs.update_one(
+            {"_id": run_id, "status": "pending", "started": False},
             {"$set": {"status": "cancelled", **ENDED, "error": "debounced", "finished_ms": now, "updated_ms": now}},
         )
-        return result.modified_count
+        return result.modified_count == 1
+
+    async def run_by_trigger_key(self, trigger_key: str) -> Run | None:
+        doc = await self.runs.find_one({"trigger_key": trigger_key})
+        return Run.from_doc(doc) if doc else None
 
     async def take_slot(self, concurrency_key: str, limit: int, run_id: str) -> bool:
         """Take one of the ``limit`` slots of ``concurrency_key`` for ``run_id`` (True when it holds one,
@@ -611,11 +662,13 @@ class Repository:
         return (await self.runs.delete_many({"_id": {"$in": ids}})).deleted_count
 
     async def purge_answers_and_posts(self, before_ms: int) -> int:
-        """Delete the report answers and posted application events received before ``before_ms`` (epoch ms);
-        returns how many."""
+        """Delete the report answers and posted application events received before ``before_ms`` (epoch ms),
+        and the debounce keys last touched before it; returns how many."""
         replies = await self.replies.delete_many({"received_ms": {"$lt": before_ms}})
         events = await self.app_events.delete_many({"received_ms": {"$lt": before_ms}})
-        return replies.deleted_count + events.deleted_count
+        # a debounce key untouched since (its last run started or finished long ago) starts over at 1
+        keys = await self.debounces.delete_many({"updated_ms": {"$lt": before_ms}})
+        return replies.deleted_count + events.deleted_count + keys.deleted_count
 
     # application events ------------------------------------------------------------------------------------
 

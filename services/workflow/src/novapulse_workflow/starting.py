@@ -83,11 +83,12 @@ async def start_triggered(repo: Repository, event: dict[str, Any], versions: Ver
 async def start_run(repo: Repository, def_id: str, version: int, defn: Definition, event: dict[str, Any]) -> Run | None:
     """Start a run of ``defn`` (version ``version``) for trigger ``event``; ``None`` when none starts: the
     same event started one already (unique trigger key), or the idempotency key is held by another event
-    within its window. Debounce supersedes the runs of the same key still waiting to start and delays this
-    one; concurrency records the key the engine takes a slot for."""
+    within its window. Debounce delays this run and keeps, per key, only the newest trigger's run that has not
+    started (:func:`debounce`); concurrency records the key the engine takes a slot for."""
     flow = defn.flow
     delay_ms = 0
     debounce_key = ""
+    debounce_seq = 0
     concurrency_key = ""
     concurrency_limit = 0
     if flow is not None and flow.idempotency is not None:
@@ -101,6 +102,13 @@ async def start_run(repo: Repository, def_id: str, version: int, defn: Definitio
         if key is not None:
             debounce_key = f"{def_id}:{key}"
             delay_ms = int(flow.debounce.seconds * 1000)
+    trigger_key = f"{def_id}:{event['id']}"
+    if debounce_key:
+        existing = await repo.run_by_trigger_key(trigger_key)
+        if existing is not None:  # the same trigger again (a crash between the insert and debounce?)
+            await debounce(repo, existing)
+            return None
+        debounce_seq = await repo.next_debounce_seq(debounce_key)
     if flow is not None and flow.concurrency is not None:
         key = flow_key(flow.concurrency.key, event)
         if key is not None:
@@ -114,14 +122,31 @@ async def start_run(repo: Repository, def_id: str, version: int, defn: Definitio
             event,
             defn.steps[0].key,
             listened_types(defn),
-            trigger_key=f"{def_id}:{event['id']}",
+            trigger_key=trigger_key,
             delay_ms=delay_ms,
             debounce_key=debounce_key,
+            debounce_seq=debounce_seq,
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             traceparent=traceparent,
         )
         span.set_attribute("workflow.run_id", run.id if run is not None else "")
-    if run is not None and debounce_key:
-        await repo.supersede(debounce_key, run.id)
+    if run is None:
+        if debounce_key and (existing := await repo.run_by_trigger_key(trigger_key)) is not None:
+            await debounce(repo, existing)  # the same trigger handled at once elsewhere: finish its work
+        return None
+    if debounce_key:
+        await debounce(repo, run)
     return run
+
+
+async def debounce(repo: Repository, run: Run) -> None:
+    """Make ``run`` its debounce key's current run unless a newer trigger's is, and cancel the loser (the run
+    replaced, or ``run`` itself) if it has not started. Atomic in the database (``Repository.make_current``),
+    so however the triggers of one key spread over workers, one run per key and window survives; idempotent,
+    so a redelivered trigger repairs a start that crashed between the insert and this."""
+    if not run.debounce_key or run.status != "pending" or run.started:
+        return
+    loser = await repo.make_current(run.debounce_key, run.debounce_seq, run.id)
+    if loser is not None:
+        await repo.cancel_debounced(loser)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from helpers_workflow import FakeEffects
+from pymongo import AsyncMongoClient
 
 from novapulse_devkit.testing import wait_until
 from novapulse_workflow.engine import Engine
 from novapulse_workflow.language import Definition
 from novapulse_workflow.repository import Repository, RunFilter
 from novapulse_workflow.runs import cancel_run
+from novapulse_workflow.starting import start_run
 from novapulse_workflow.triggers import Triggers
 
 pytestmark = pytest.mark.integration
@@ -74,6 +77,48 @@ async def test_debounce_keeps_only_the_last_trigger(repo: Repository, effects: F
 
     await wait_until(done, timeout=10, message="debounced run completed")
     assert effects.types().count("workflow.emitted") == 1
+
+
+async def test_debounce_keeps_one_run_when_two_workers_race_on_a_key(
+    repo: Repository, effects: FakeEffects, mongo_url: str, names: str
+) -> None:
+    await define(repo, {"debounce": {"key": "event.data.user_id", "seconds": 600}})
+    # a second worker: its own client (connection pool) on the same database
+    other: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
+    try:
+        workers = [Triggers(repo, effects), Triggers(Repository(other[names]), FakeEffects())]
+        for round_ in range(5):
+            batch = [event("u1", f"r{round_}e{i}") for i in range(8)]
+            await asyncio.gather(*(workers[i % 2].on_event(e) for i, e in enumerate(batch)))
+            runs = await repo.list_runs(ORG, RunFilter(), None, 100)
+            pending = [r for r in runs if r.status == "pending"]
+            assert len(pending) == 1, [(r.trigger_event_id, r.status) for r in runs]
+            assert {r.status for r in runs} == {"pending", "cancelled"}
+            assert len(runs) == 8 * (round_ + 1)
+        # the survivor's trigger redelivered (to either worker) starts nothing and cancels nothing
+        [survivor] = [r for r in await repo.list_runs(ORG, RunFilter(), None, 100) if r.status == "pending"]
+        await asyncio.gather(*(w.on_event(event("u1", survivor.trigger_event_id)) for w in workers))
+        runs = await repo.list_runs(ORG, RunFilter(), None, 100)
+        assert [r.id for r in runs if r.status == "pending"] == [survivor.id]
+        assert len(runs) == 40
+    finally:
+        await other.close()
+
+
+async def test_a_redelivered_trigger_repairs_a_debounce_interrupted_after_the_insert(repo: Repository) -> None:
+    def_id = await define(repo, {"debounce": {"key": "event.data.user_id", "seconds": 600}})
+    defn = Definition.model_validate((await repo.get_version(ORG, def_id, 1)) or {})
+    [first] = await Triggers(repo, FakeEffects()).on_event(event("u1", "e1"))
+    # a worker numbered and inserted e2's run, then died before making it current
+    seq = await repo.next_debounce_seq(f"{def_id}:u1")
+    orphan = await repo.insert_run(
+        ORG, def_id, 1, event("u1", "e2"), defn.steps[0].key, [],
+        trigger_key=f"{def_id}:e2", delay_ms=600_000, debounce_key=f"{def_id}:u1", debounce_seq=seq,
+    )  # fmt: skip
+    assert orphan is not None
+    assert await start_run(repo, def_id, 1, defn, event("u1", "e2")) is None  # e2 redelivered
+    states = {r.id: r.status for r in await repo.list_runs(ORG, RunFilter(), None, 10)}
+    assert states == {first.id: "cancelled", orphan.id: "pending"}
 
 
 async def test_a_concurrency_key_holds_the_second_run_until_the_first_ends(

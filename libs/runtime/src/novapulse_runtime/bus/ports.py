@@ -25,8 +25,11 @@ class OutboxPort(Protocol):
         org_id: str | None = None,
         subject: str | None = None,
         session: Any = None,
+        event_id: str | None = None,
     ) -> Any:
-        """Record event ``type_`` with ``data`` (a catalogue model), inside ``session`` when given.
+        """Record event ``type_`` with ``data`` (a catalogue model), inside ``session`` when given; ``event_id``
+        (default: a fresh UUIDv7) for an event a producer may write again after a crash (the outbox refuses a
+        second record of a waiting id with pymongo's ``DuplicateKeyError``).
 
         :raises ValueError: ``type_`` is not this service's catalogue type.
         :raises TypeError: ``data`` is not the type's model (a pydantic ``ValidationError`` for a dict that

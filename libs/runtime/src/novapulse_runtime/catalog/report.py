@@ -25,7 +25,9 @@ class ReportCompleted(EventData):
 
 
 class ReportFailed(EventData):
-    """A requested report could not be generated (or exceeded a limit while running)."""
+    """A requested report could not be generated (or exceeded a limit while running), or was refused.
+
+    A refused ``report.requested`` command (no report made) has an empty ``report_id`` and a ``code``."""
 
     report_id: str
     org_id: str
@@ -35,6 +37,10 @@ class ReportFailed(EventData):
     error: str
     request_id: str = ""
     """The ``request_id`` of the ``report.requested`` command that asked for it (empty for API requests)."""
+    code: str = ""
+    """Why a command was refused, for machines: ``invalid_parameters`` (unknown type, format or filter, bad
+    time zone or range), ``too_many_rows``, ``too_many_in_flight``, ``storage_full``, ``role_not_allowed``;
+    empty when the report failed while being generated (``error`` says why)."""
 
 
 SOURCE = "report"
