@@ -102,7 +102,8 @@ async def test_a_delivered_mail_and_notice_each_publish_one_event(
         assert data["attempts"] == 1
         assert datetime.fromisoformat(data["delivered_at"]) >= datetime.fromisoformat(data["created_at"])
         flat = json.dumps(entry)
-        assert EMAIL not in flat and "Ann" not in flat  # ids only: no address, name or content
+        assert EMAIL not in flat
+        assert "Ann" not in flat
 
     # a redone settling write (a worker settling a delivery someone else settled) publishes nothing
     await notifier._finish(ORG, docs["email"]["_id"], DeliveryState.SENT)
@@ -160,4 +161,5 @@ async def test_an_unusable_address_of_a_non_user_fails_without_naming_anyone(
         0,
     )
     assert data["template"] == "invitation"
-    assert "two@@" not in json.dumps(entry) and "secret-token" not in json.dumps(entry)
+    assert "two@@" not in json.dumps(entry)
+    assert "secret-token" not in json.dumps(entry)
