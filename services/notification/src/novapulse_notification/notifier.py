@@ -7,7 +7,9 @@ Exactly-once in effect per (event, recipient, channel):
 2. only the lease holder sends; a document found unsettled is claimed only once its lease has run out — a
    second worker handling the same event at the same time cannot take it and retries later;
 3. the mail is handed to SMTP (state ``sending``); then the document is marked ``sent`` (or ``failed`` /
-   ``retrying``).
+   ``retrying``). The write that ends a delivery (``sent``/``failed``) adds its outcome event
+   (``notification.delivered``/``notification.failed``, :mod:`.outcomes`) to the outbox in the same
+   transaction (:meth:`Notifier._finish`).
 
 Every delivery of an event is recorded (with the rendered message: its *payload*) before the first one is
 sent, under a lease of this worker (``lease_owner``, ``lease_until_ms``) that a background task renews every
