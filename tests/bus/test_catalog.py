@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from novapulse_runtime.catalog import CATALOG, Catalog, EventData, EventType, auth, report, webhook, workflow
+from novapulse_runtime.catalog import (
+    CATALOG,
+    Catalog,
+    EventData,
+    EventType,
+    auth,
+    notification,
+    report,
+    webhook,
+    workflow,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -16,10 +26,10 @@ class _Data(EventData):
 
 
 def test_the_catalogue_is_exactly_the_services_event_tuples() -> None:
-    declared = [*auth.EVENTS, *report.EVENTS, *webhook.EVENTS, *workflow.EVENTS]
+    declared = [*auth.EVENTS, *notification.EVENTS, *report.EVENTS, *webhook.EVENTS, *workflow.EVENTS]
     assert {et.name for et in CATALOG.all_types()} == {et.name for et in declared}
     assert len(declared) == len(CATALOG.all_types())
-    for module in (auth, report, webhook, workflow):
+    for module in (auth, notification, report, webhook, workflow):
         assert {et.source for et in module.EVENTS} == {module.__name__.rsplit(".", 1)[1]}
 
 

@@ -1,5 +1,5 @@
 """Composition root, wiring only: the repository (shared by both roles), the routes (``api``) and the event
-consumer with its notifier and the lease take-over loop (``worker``); :data:`SPEC` names them."""
+consumer with its notifier, the lease take-over loop and the outbox relay (``worker``); :data:`SPEC` names them."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ async def api(rt: Runtime) -> Routes:
 
 
 async def worker(rt: Runtime) -> list[Worker]:
-    """Composition root of the ``worker`` role: the event consumer, its notifier and the lease take-over."""
+    """Composition root of the ``worker`` role: the event consumer, its notifier, the lease take-over and the
+    outbox relay (the delivery outcome events)."""
     settings = rt.settings
     assert isinstance(settings, NotificationSettings)
     repo = await rt.repository(Repository)
+    outbox = rt.bus.outbox()
     catcher_port = None
     if not settings.smtp_host:
         catcher = await rt.open(local_catcher(settings))
@@ -56,9 +58,10 @@ async def worker(rt: Runtime) -> list[Worker]:
         lease_seconds=settings.lease_seconds(),
         limiter=recipient_limiter(rt, settings),
         observer=MetricsObserver(rt),
+        outbox=outbox,
     )
     take_over = periodic("delivery-take-over", SWEEP_INTERVAL_SECONDS, notifier.take_over_once)
-    return [*consumer_workers(rt, notifier, settings), take_over]
+    return [*consumer_workers(rt, notifier, settings), take_over, outbox.relay]
 
 
 SPEC = ServiceSpec(

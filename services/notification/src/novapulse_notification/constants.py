@@ -35,6 +35,17 @@ class DeliveryState(StrEnum):
     SUPPRESSED = "suppressed"  # not sent on purpose: preference, rate limit, disabled user
 
 
+class ErrorClass(StrEnum):
+    """Why a delivery failed, as ``notification.failed`` publishes it: a stable class, never the reason text
+    (a relay's reply may quote the recipient's address)."""
+
+    REJECTED = "rejected"  # the relay refused the mail permanently (5xx)
+    INVALID_ADDRESS = "invalid_address"  # no relay can be given the address
+    TEMPLATE_ERROR = "template_error"  # the template failed to render
+    MESSAGE_ERROR = "message_error"  # the message could not be built, or the relay cannot carry it (SMTPUTF8)
+    INTERNAL_ERROR = "internal_error"  # anything else that went wrong while sending
+
+
 # Categories whose notifications ignore opt-outs and cannot be turned off.
 CRITICAL_CATEGORIES = frozenset({Category.SECURITY})
 

@@ -7,7 +7,9 @@ Exactly-once in effect per (event, recipient, channel):
 2. only the lease holder sends; a document found unsettled is claimed only once its lease has run out — a
    second worker handling the same event at the same time cannot take it and retries later;
 3. the mail is handed to SMTP (state ``sending``); then the document is marked ``sent`` (or ``failed`` /
-   ``retrying``).
+   ``retrying``). The write that ends a delivery (``sent``/``failed``) adds its outcome event
+   (``notification.delivered``/``notification.failed``, :mod:`.outcomes`) to the outbox in the same
+   transaction (:meth:`Notifier._finish`).
 
 Every delivery of an event is recorded (with the rendered message: its *payload*) before the first one is
 sent, under a lease of this worker (``lease_owner``, ``lease_until_ms``) that a background task renews every
@@ -37,16 +39,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 
+from novapulse_runtime.bus import Outbox
 from novapulse_runtime.catalog import CATALOG
 from novapulse_runtime.catalog import auth as auth_events
 from novapulse_runtime.clock import now_ms, to_ms, utcnow
 from novapulse_runtime.documents import Doc
 
 from .addresses import Address, InvalidAddress, normalize
-from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, Channel, DeliveryState
+from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, Channel, DeliveryState, ErrorClass
 from .keys import delivery_key, notice_key, sort_key
 from .limits import allow_all
 from .mailer import Attempt, Mailer, build_message, message_id
+from .outcomes import outcome_of
 from .planning import AddressTarget, Budget, Intent, InvalidEvent, RoleTarget, UserTarget, plan, project
 from .ports import InboundEvent, Observer, RecipientLimiter
 from .preferences import allows
@@ -133,6 +137,9 @@ class Notifier:
         third of it while the worker handles it).
     :param limiter: the per-recipient e-mail budgets (:mod:`.limits`), asked once per mail before it is sent.
     :param observer: where outcomes are counted (:class:`~.observer.MetricsObserver` in production).
+    :param outbox: where the end of each delivery is published (``notification.delivered`` /
+        ``notification.failed``, :mod:`.outcomes`), in the transaction of the write that settles it; ``None``
+        publishes nothing (tests of other concerns).
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class Notifier:
         lease_seconds: float = 15.0,
         limiter: RecipientLimiter = allow_all,
         observer: Observer | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.repo = repo
         self.renderer = renderer
@@ -155,6 +163,7 @@ class Notifier:
         self.lease_seconds = lease_seconds
         self.limiter = limiter
         self.observer: Observer = observer or NullObserver()
+        self.outbox = outbox
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         """This worker's name on the leases it holds."""
         self._busy: set[str] = set()
@@ -311,19 +320,19 @@ class Notifier:
         """Record the delivery (or find it recorded) and take its lease. Returns the work to settle, or
         ``None`` and the state when there is nothing to do here (settled, or another worker holds it)."""
         key = delivery_key(event.id, recipient.key, channel.value)
-        decided: tuple[DeliveryState, str] | None = None
+        decided: tuple[DeliveryState, str, ErrorClass | None] | None = None
         payload: dict[str, Any] | None = None
         if not allows(recipient.preferences, intent.category, channel, intent.critical):
-            decided = (DeliveryState.SUPPRESSED, "turned off in preferences")
+            decided = (DeliveryState.SUPPRESSED, "turned off in preferences", None)
         else:
             try:
                 rendered = self.renderer.render(intent.template, self._context(intent, recipient))
                 payload = self._payload(event, intent, recipient, channel, rendered)
             except RenderError as exc:
                 log.error("template failed to render", extra={"template": intent.template, "error": str(exc)})
-                decided = (DeliveryState.FAILED, str(exc))
+                decided = (DeliveryState.FAILED, str(exc), ErrorClass.TEMPLATE_ERROR)
             except InvalidAddress as exc:
-                decided = (DeliveryState.FAILED, f"not a usable e-mail address: {exc}")
+                decided = (DeliveryState.FAILED, f"not a usable e-mail address: {exc}", ErrorClass.INVALID_ADDRESS)
         stored, created = await self.repo.open_delivery(
             key=key,
             org_id=org_id,
@@ -360,7 +369,7 @@ class Notifier:
             self._busy.add(key)
         if decided is not None:
             try:
-                await self.repo.finish(org_id, key, *decided)
+                await self._finish(org_id, key, decided[0], decided[1], error_class=decided[2])
             finally:
                 self._busy.discard(key)
             return None, decided[0]
@@ -404,7 +413,10 @@ class Notifier:
             raise
         except Exception as exc:
             log.exception("delivery failed unexpectedly", extra={"delivery": work.key})
-            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, f"internal error: {exc!r}"[:500])
+            reason = f"internal error: {exc!r}"[:500]
+            await self._finish(
+                work.org_id, work.key, DeliveryState.FAILED, reason, error_class=ErrorClass.INTERNAL_ERROR
+            )
             return DeliveryState.FAILED
 
     async def _send_mail(self, work: Work) -> DeliveryState:
@@ -413,7 +425,7 @@ class Notifier:
         budget = Budget(str(p.get("budget") or "general"), p.get("budget_org"))
         if not work.budget_taken and not await self.limiter(address.addr_spec.lower(), budget):
             reason = f"recipient rate limit ({budget.name.partition(':')[0]})"
-            await self.repo.finish(work.org_id, work.key, DeliveryState.SUPPRESSED, reason)
+            await self._finish(work.org_id, work.key, DeliveryState.SUPPRESSED, reason)
             log.warning("e-mail suppressed by the per-recipient rate limit", extra={"delivery": work.key})
             return DeliveryState.SUPPRESSED
         await self.repo.start_sending(work.org_id, work.key, self.owner)
@@ -427,7 +439,10 @@ class Notifier:
                 event_id=work.event_id,
             )
         except (ValueError, TypeError, LookupError) as exc:
-            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, f"cannot build the message: {exc}")
+            reason = f"cannot build the message: {exc}"
+            await self._finish(
+                work.org_id, work.key, DeliveryState.FAILED, reason, error_class=ErrorClass.MESSAGE_ERROR
+            )
             return DeliveryState.FAILED
 
         async def record(attempt: Attempt) -> None:
@@ -437,14 +452,17 @@ class Notifier:
         result = await self.mailer.send(message, record)
         last = result.last
         if result.outcome == "sent":
-            await self.repo.finish(work.org_id, work.key, DeliveryState.SENT)
+            await self._finish(work.org_id, work.key, DeliveryState.SENT)
             return DeliveryState.SENT
         reason = f"{last.code or ''} {last.response}".strip() if last else ""
         if result.outcome == "permanent":
-            await self.repo.finish(work.org_id, work.key, DeliveryState.FAILED, reason)
+            # a permanent outcome without a code: the relay cannot carry this message (SMTPUTF8)
+            code = last.code if last else None
+            cls = ErrorClass.REJECTED if code else ErrorClass.MESSAGE_ERROR
+            await self._finish(work.org_id, work.key, DeliveryState.FAILED, reason, error_class=cls, smtp_code=code)
             log.warning("e-mail refused permanently", extra={"delivery": work.key, "smtp_code": last and last.code})
             return DeliveryState.FAILED
-        await self.repo.finish(work.org_id, work.key, DeliveryState.RETRYING, reason)
+        await self._finish(work.org_id, work.key, DeliveryState.RETRYING, reason)
         return DeliveryState.RETRYING
 
     async def _store_notice(self, work: Work) -> DeliveryState:
@@ -465,8 +483,39 @@ class Notifier:
         await self.repo.add_attempt(
             work.org_id, work.key, Attempt(utcnow(), "in-app", "sent", None, f"stored notification {nid}")
         )
-        await self.repo.finish(work.org_id, work.key, DeliveryState.SENT)
+        await self._finish(work.org_id, work.key, DeliveryState.SENT)
         return DeliveryState.SENT
+
+    async def _finish(
+        self,
+        org_id: str,
+        key: str,
+        state: DeliveryState,
+        reason: str = "",
+        *,
+        error_class: ErrorClass | None = None,
+        smtp_code: int | None = None,
+    ) -> None:
+        """Settle or release a delivery. When this write ends it (``sent``, ``failed``), its outcome event
+        (:func:`~.outcomes.outcome_of`) goes into the outbox in the same transaction (a replica set; on a
+        standalone server the two writes follow each other). Only the write that settles the delivery adds
+        the event, and its id is derived from the delivery and the outcome: a redone write publishes
+        nothing new, and a copy carries the same id."""
+        if self.outbox is None or state not in (DeliveryState.SENT, DeliveryState.FAILED):
+            await self.repo.finish(org_id, key, state, reason)
+            return
+        async with self.outbox.transaction() as session:
+            doc = await self.repo.finish(org_id, key, state, reason, session=session)
+            outcome = outcome_of(doc, state, error_class, smtp_code) if doc is not None else None
+            if outcome is not None:
+                await self.outbox.add(
+                    outcome.type,
+                    outcome.data,
+                    org_id=org_id,
+                    subject=outcome.subject,
+                    session=session,
+                    event_id=outcome.event_id,
+                )
 
     # ---- deliveries whose holder died ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -219,18 +220,34 @@ class Repository:
             out.setdefault(doc["delivery_id"], []).append(doc)
         return out
 
-    async def finish(self, org_id: str, key: str, state: DeliveryState, reason: str = "") -> None:
+    async def finish(
+        self,
+        org_id: str,
+        key: str,
+        state: DeliveryState,
+        reason: str = "",
+        *,
+        session: AsyncClientSession | None = None,
+    ) -> Doc | None:
         """Settle (``sent``/``failed``/``suppressed``) or release (``retrying``) a delivery; a settled delivery
-        is never changed again. A settled delivery drops its payload (it may carry a one-time token)."""
+        is never changed again. A settled delivery drops its payload (it may carry a one-time token). Returns
+        the delivery as this call left it (without its payload), or ``None`` when it was settled already — so
+        exactly one call settles a delivery and may publish its outcome (inside ``session``'s transaction)."""
         update: Doc = {"state": state.value, "updated_ms": now_ms(), "lease_until_ms": 0}
         if reason:
             update["reason"] = reason
         if state is DeliveryState.SENT:
-            update["sent_ms"] = now_ms()
+            update["sent_ms"] = update["updated_ms"]
         change: Doc = {"$set": update}
         if state.value not in UNSETTLED:
             change["$unset"] = {"payload": ""}
-        await self.deliveries.update_one({"_id": key, "org_id": org_id, "state": {"$in": UNSETTLED}}, change)
+        return await self.deliveries.find_one_and_update(
+            {"_id": key, "org_id": org_id, "state": {"$in": UNSETTLED}},
+            change,
+            projection={"payload": 0},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
 
     async def get_delivery(self, org_id: str, key: str) -> Doc | None:
         return await self.deliveries.find_one({"_id": key, "org_id": org_id})

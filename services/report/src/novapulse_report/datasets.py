@@ -12,6 +12,7 @@ from typing import Any
 
 from novapulse_runtime.bus import Event
 from novapulse_runtime.catalog import auth as A
+from novapulse_runtime.catalog import notification as N
 from novapulse_runtime.catalog import webhook as W
 from novapulse_runtime.catalog import workflow as F
 from novapulse_runtime.clock import now_ms, to_ms
@@ -30,6 +31,21 @@ def _run(d: Any, status: str, error: str = "") -> tuple[str, dict[str, Any]]:
     """A ``workflow_runs`` row: ``workflow_id`` is the definition's id and version (``wf_1@3``)."""
     values = {"workflow_id": f"{d.definition_id}@{d.version}", "run_id": d.run_id, "status": status}
     return "workflow_runs", values | ({"error": error} if error else {})
+
+
+def _delivery(d: Any, status: str, **more: Any) -> tuple[str, dict[str, Any]]:
+    """A ``notification_deliveries`` row: ids and classes only (the events carry no address or content);
+    ``user_id`` is empty for a recipient who is not a user (an invitation)."""
+    values = {
+        "status": status,
+        "channel": d.channel,
+        "template": d.template,
+        "category": d.category,
+        "user_id": d.user_id,
+        "attempts": d.attempts,
+        "delivery_id": d.delivery_id,
+    }
+    return "notification_deliveries", values | {k: v for k, v in more.items() if v is not None}
 
 
 PROJECTIONS: dict[str, RowBuilder] = {
@@ -68,15 +84,16 @@ PROJECTIONS: dict[str, RowBuilder] = {
         "webhook_outcomes",
         {"outcome": "endpoint_disabled", "endpoint_id": d.endpoint_id, "detail": f"{d.reason} ({d.url})"},
     ),
+    "notification.delivered": lambda d: _delivery(d, "sent"),
+    "notification.failed": lambda d: _delivery(d, "failed", error_class=d.error_class, smtp_code=d.smtp_code),
     "workflow.run.started": lambda d: _run(d, "started"),
     "workflow.run.completed": lambda d: _run(d, "completed"),
     "workflow.run.failed": lambda d: _run(
         d, "cancelled" if d.cancelled else "failed", error="" if d.cancelled else f"step {d.step}: {d.error}"
     ),
 }
-"""Event type → the row it adds. The models are the catalogue's (``catalog/auth.py``, ``catalog/webhook.py``,
-``catalog/workflow.py``). The notification service publishes no event yet: ``notification_deliveries`` has
-no feed."""
+"""Event type → the row it adds. The models are the catalogue's (``catalog/auth.py``, ``catalog/notification.py``,
+``catalog/webhook.py``, ``catalog/workflow.py``)."""
 
 RUN_STARTED = "workflow.run.started"
 RUN_ENDS = ("workflow.run.completed", "workflow.run.failed")
@@ -86,6 +103,7 @@ do not carry it; empty when the start was never seen (a run started before the `
 
 _MODELS = {
     **{et.name: et.model for et in A.EVENTS},
+    **{et.name: et.model for et in N.EVENTS},
     **{et.name: et.model for et in W.EVENTS},
     **{et.name: et.model for et in F.EVENTS},
 }

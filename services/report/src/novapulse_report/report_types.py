@@ -88,11 +88,14 @@ REPORT_TYPES: dict[str, ReportType] = {
         ReportType(
             name="notification_deliveries",
             title="Notifications sent and failed",
-            columns=_cols("time:datetime channel template user_id status detail"),
-            filters=("channel", "status", "user_id"),
+            columns=_cols(
+                "time:datetime status channel template category user_id attempts:integer error_class"
+                " smtp_code:integer delivery_id"
+            ),
+            filters=("status", "channel", "template", "category", "user_id", "error_class"),
             roles=ALL_ROLES,
             group_by="status",
-            fed_by=(),
+            fed_by=("notification.delivered", "notification.failed"),
         ),
         ReportType(
             name="workflow_runs",

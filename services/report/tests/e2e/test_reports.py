@@ -305,4 +305,4 @@ async def test_limits_and_parameters(
                 "workflow.run.completed",
                 "workflow.run.failed",
             ]
-            assert types["notification_deliveries"]["fed_by"] == []  # the notification service publishes none
+            assert types["notification_deliveries"]["fed_by"] == ["notification.delivered", "notification.failed"]

@@ -31,7 +31,18 @@ from ..routes import Routes
 from ..runtime import Runtime
 from .constants import DEFAULT_DEAD_MAXLEN, DEFAULT_STREAM_MAXLEN
 from .consumer import Consumer, ConsumerOptions, Handler
-from .envelope import DeadReason, Event, MalformedEntry, PermanentError, build, decode, encode, new_event_id, with_trace
+from .envelope import (
+    DeadReason,
+    Event,
+    MalformedEntry,
+    PermanentError,
+    build,
+    decode,
+    derived_event_id,
+    encode,
+    new_event_id,
+    with_trace,
+)
 from .idempotency import Claim, Idempotency
 from .keys import Keys
 from .metrics import BusMetrics
@@ -55,6 +66,7 @@ __all__ = [
     "PermanentError",
     "StreamStats",
     "decode",
+    "derived_event_id",
     "encode",
     "new_event_id",
 ]

@@ -6,6 +6,7 @@ See ``docs/events.md`` for the contract field by field.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import random
 import re
@@ -88,6 +89,19 @@ def new_event_id() -> str:
         seq = _seq
     # random is re-seeded in forked children, so processes do not share sequences
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | random.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def derived_event_id(ms: int, *parts: str) -> str:
+    """A UUIDv7-shaped event id (RFC 9562 layout, version 7) that is the same for the same inputs: its time
+    field is ``ms`` (epoch milliseconds; the outbox relays by id, so it keeps the event near its time) and its
+    random fields are SHA-256 of ``parts``. A producer that may redo a write after a crash derives the id from
+    what it redoes, so the copy carries the same id and consumers drop it (§5 of ``docs/events.md``)."""
+    digest = int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:10], "big")
+    rand_a = digest >> 68 & 0xFFF
+    rand_b = digest & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -10,10 +10,10 @@ nothing); :data:`CATALOG` is built here from the explicit list of those tuples. 
 
 from __future__ import annotations
 
-from . import auth, report, webhook, workflow
+from . import auth, notification, report, webhook, workflow
 from .registry import Catalog, EventData, EventType
 
 __all__ = ["CATALOG", "Catalog", "EventData", "EventType"]
 
-CATALOG = Catalog(auth.EVENTS, report.EVENTS, webhook.EVENTS, workflow.EVENTS)
+CATALOG = Catalog(auth.EVENTS, notification.EVENTS, report.EVENTS, webhook.EVENTS, workflow.EVENTS)
 """The catalogue of the platform: the types of every producing service."""
