@@ -68,6 +68,11 @@ REPORT_TIMEOUT_SECONDS = 3600
 MAX_REPORT_RANGE_SECONDS = 366 * 86_400
 """Longest ``last_seconds`` of a ``report`` step (the report service applies its own range limit too)."""
 REPORT_REPLIES = ("report.completed", "report.failed")
+RUN_COMMANDS = ("notification.requested", "report.requested")
+"""Commands a run's steps send to other services."""
+RUN_CAUSED_OUTCOMES = ("notification.delivered", "notification.failed")
+"""Events that name the command that caused them (``data.cause_event_type``): when it is one of
+:data:`RUN_COMMANDS`, they trigger no run (no loops)."""
 """The report service's answers a ``report`` step waits for (correlated by ``data.request_id``)."""
 REPORT_WAIT = "report"
 """The ``waiting_for`` of a run waiting for a report's answer."""

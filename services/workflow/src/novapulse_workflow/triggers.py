@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .constants import MAX_RECEIVED_PER_RUN, REPORT_REPLIES, SERVICE_NAME
+from .constants import MAX_RECEIVED_PER_RUN, REPORT_REPLIES, RUN_CAUSED_OUTCOMES, RUN_COMMANDS, SERVICE_NAME
 from .expressions import ExpressionError, evaluate, truthy
 from .language import Definition
 from .ports import Effects
@@ -52,6 +52,24 @@ class ListeningLookup:
         return [run for run, listens in found if type_ in listens]
 
 
+def caused_by_a_run(event: dict[str, Any]) -> bool:
+    """Whether ``event`` answers an effect of a workflow run, so that starting runs from it could loop (a
+    definition triggered by ``notification.delivered`` with a ``notify`` step, or by ``report.completed``
+    with a ``report`` step, would otherwise start itself for ever): a report's answer to a
+    ``report.requested`` command (``data.request_id`` set: only commands carry one, ``POST /reports`` does
+    not), or the outcome of a delivery a ``notification.requested`` command asked for
+    (``data.cause_event_type``). Such events still reach the runs waiting for them."""
+    data = event.get("data")
+    if not isinstance(data, dict):
+        return False
+    type_ = event.get("type", "")
+    if type_ in REPORT_REPLIES:
+        return bool(data.get("request_id"))
+    if type_ in RUN_CAUSED_OUTCOMES:
+        return data.get("cause_event_type") in RUN_COMMANDS
+    return False
+
+
 class Triggers:
     """Reacts to every event of the platform's streams (the consumer group ``workflow``)."""
 
@@ -83,9 +101,9 @@ class Triggers:
         type (and wake those waiting), keep a report service's answer for the ``report`` step that asked
         (``data.request_id``), then start a run
         of every enabled definition it triggers whose filter holds. Idempotent: the same event again keeps
-        nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream
-        trigger nothing (a workflow cannot start itself in a loop) but can be waited for. Returns the runs
-        started."""
+        nothing twice and starts no second run (unique ``trigger_key``). Events of this service's own stream,
+        and the answers other services give to a run's effects (:func:`caused_by_a_run`), trigger nothing (a
+        workflow cannot start itself in a loop) but can be waited for. Returns the runs started."""
         org_id = event.get("org_id")
         if not org_id:
             return []
@@ -104,7 +122,7 @@ class Triggers:
             await self.repo.keep_received(held.id, org_id, event, MAX_RECEIVED_PER_RUN)
         if listening and await self.repo.wake_waiting(org_id, type_) and self.on_start is not None:
             self.on_start()
-        if event.get("source") == SERVICE_NAME:
+        if event.get("source") == SERVICE_NAME or caused_by_a_run(event):
             return []
         started = await start_triggered(self.repo, event, self.versions)
         if started and self.on_start is not None:
