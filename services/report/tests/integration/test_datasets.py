@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from novapulse_devkit.testing import wait_until
 from novapulse_report.datasets import DataSets
 from novapulse_report.handlers import handlers
+from novapulse_report.refusals import Refusals
 from novapulse_report.report_types import REPORT_TYPES
 from novapulse_report.reports import ReportService
 from novapulse_report.repository import Repository
@@ -87,7 +88,8 @@ async def test_notification_outcomes_become_delivery_rows(
     try:
         repo = Repository(rt.db)
         await repo.ensure_indexes()
-        table = handlers(DataSets(repo), cast(ReportService, None))  # no report.requested in this test
+        # no report.requested in this test: no report service, no refusals
+        table = handlers(DataSets(repo), cast(ReportService, None), cast(Refusals, None))
         consumer = EventBus(rt, namespace=names, tracing=False).consumer(handlers=table)
         assert f"{names}:events:notification" in consumer.streams()
         producer = EventBus(producer_rt, namespace=names, tracing=False)
