@@ -64,6 +64,8 @@ class Session(BaseModel):
         return bool(presented) and hmac.compare_digest(presented.encode(), self.csrf.encode())
 
     def flash_message(self, kind: str, text: str) -> None:
+        """Keep a message for the next page (the last five). The middleware stores a session holding one, so a
+        handler need not mark the session changed for it."""
         self.flash = [*self.flash[-4:], (kind, text)]
 
 

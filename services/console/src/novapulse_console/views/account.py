@@ -114,7 +114,6 @@ async def mfa_verify(request: web.Request) -> web.StreamResponse:
         if problem.status == 401 and "expired" in problem.message.lower():
             session.mfa_token = ""
             session.flash_message("warning", "The sign-in step expired; enter your password again.")
-            request["session_changed"] = True
             return redirect(request, "/sign-in")
         message = "That code is not right." if problem.status in (400, 401, 422) else problem.message
         return console.render(

@@ -134,7 +134,6 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
     service = _service(request)
     answer = await console.client.call(request, service, "POST", "/events/dead-letters/replay", operator=True)
     request["session"].flash_message("ok", f"{answer['replayed']} dead letters of {service} replayed.")
-    request["session_changed"] = True
     return redirect(request, "/bus")
 
 

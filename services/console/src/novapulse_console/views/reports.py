@@ -143,7 +143,6 @@ async def ask(request: web.Request) -> web.StreamResponse:
             )
         text = "The same report was already asked for: here it is." if made.get("deduplicated") else "Report requested."
         request["session"].flash_message("ok", text)
-        request["session_changed"] = True
         return redirect(request, f"/reports/{made['id']}")
     answer, _shown = await _listing(request)
     return _render_list(request, answer, await _types(request), {}, values, error, status=422)

@@ -160,7 +160,6 @@ async def create_endpoint(request: web.Request) -> web.StreamResponse:
             status=problem.status,
         )
     request["session"].flash_message("ok", "The endpoint is registered.")
-    request["session_changed"] = True
     return redirect(request, f"/webhooks/endpoints/{created['id']}")
 
 
@@ -216,7 +215,6 @@ async def update_endpoint(request: web.Request) -> web.StreamResponse:
             status=problem.status,
         )
     request["session"].flash_message("ok", "The endpoint is saved.")
-    request["session_changed"] = True
     return redirect(request, f"/webhooks/endpoints/{endpoint_id}")
 
 
@@ -250,7 +248,6 @@ async def delete_endpoint(request: web.Request) -> web.StreamResponse:
     endpoint_id = ident(request, "endpoint_id")
     await console.client.call(request, SERVICE, "DELETE", f"/endpoints/{endpoint_id}")
     request["session"].flash_message("ok", "The endpoint is deleted; its pending messages failed.")
-    request["session_changed"] = True
     return redirect(request, "/webhooks")
 
 
@@ -275,7 +272,6 @@ async def rotate_secret(request: web.Request) -> web.StreamResponse:
             body["grace_seconds"] = float(grace) * 3600
         except ValueError:
             request["session"].flash_message("error", "grace_hours: a number of hours")
-            request["session_changed"] = True
             return redirect(request, f"/webhooks/endpoints/{endpoint_id}")
     call = console.client.call(request, SERVICE, "POST", f"/endpoints/{endpoint_id}/secret/rotate", json_body=body)
     return await _act(
@@ -296,10 +292,8 @@ async def send_test(request: web.Request) -> web.StreamResponse:
         if problem.status >= 500 or problem.status == 404:
             raise
         request["session"].flash_message("error", problem.message)
-        request["session_changed"] = True
         return redirect(request, f"/webhooks/endpoints/{endpoint_id}")
     request["session"].flash_message("ok", "A webhook.test event is on its way.")
-    request["session_changed"] = True
     return redirect(request, f"/webhooks/messages/{sent['message_id']}")
 
 
@@ -316,11 +310,9 @@ async def recover(request: web.Request) -> web.StreamResponse:
         until = form_time(fields.get("until", ""), "until")
     except ValueError as exc:
         request["session"].flash_message("error", str(exc))
-        request["session_changed"] = True
         return redirect(request, back)
     if since is None:
         request["session"].flash_message("error", "since: give the time from which to recover failed messages")
-        request["session_changed"] = True
         return redirect(request, back)
     body: dict[str, Any] = {"since": since}
     if until:
@@ -331,7 +323,6 @@ async def recover(request: web.Request) -> web.StreamResponse:
     )
     if confirmed:
         request["session"].flash_message("ok", f"{answer['messages']} failed messages are being sent again.")
-        request["session_changed"] = True
         return redirect(request, back)
     endpoint = await console.client.call(request, SERVICE, "GET", f"/endpoints/{endpoint_id}")
     return console.render(
@@ -374,7 +365,6 @@ async def messages_page(request: web.Request) -> web.StreamResponse:
     if wanted:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wanted):
             request["session"].flash_message("error", "That is not a message id (msg_…).")
-            request["session_changed"] = True
             return redirect(request, "/webhooks/messages")
         return redirect(request, f"/webhooks/messages/{wanted}")
     shown, params, fault = _message_filters(request)

@@ -108,7 +108,6 @@ async def _save(request: web.Request, definition: dict[str, Any] | None) -> web.
             request, definition, text, problem.detail or problem.title, _faults(problem), status=problem.status
         )
     request["session"].flash_message("ok", f"Saved as version {saved['version']}.")
-    request["session_changed"] = True
     return redirect(request, f"/workflows/definitions/{saved['id']}")
 
 
@@ -168,7 +167,6 @@ async def set_enabled(request: web.Request) -> web.StreamResponse:
     await console.client.call(request, SERVICE, "POST", f"/definitions/{definition_id}/{action}")
     text = "Events trigger it again." if action == "enable" else "Events no longer trigger it; runs in flight go on."
     request["session"].flash_message("ok", text)
-    request["session_changed"] = True
     return redirect(request, f"/workflows/definitions/{definition_id}")
 
 
@@ -178,7 +176,6 @@ async def delete_definition(request: web.Request) -> web.StreamResponse:
     definition_id = ident(request, "definition_id")
     await console.client.call(request, SERVICE, "DELETE", f"/definitions/{definition_id}")
     request["session"].flash_message("ok", "The definition is deleted; runs in flight finish on their version.")
-    request["session_changed"] = True
     return redirect(request, "/workflows")
 
 
@@ -227,7 +224,6 @@ async def trigger(request: web.Request) -> web.StreamResponse:
         request["dry_error"] = problem.message
     else:
         request["session"].flash_message("ok", "The run has started.")
-        request["session_changed"] = True
         return redirect(request, f"/workflows/runs/{run['id']}")
     return await definition_page(request)
 
@@ -317,7 +313,6 @@ async def rerun(request: web.Request) -> web.StreamResponse:
     back = f"/workflows/runs/{run_id}"
     if not STEP_KEY.fullmatch(step) or version not in ("pinned", "latest"):
         request["session"].flash_message("error", "Choose the step to rerun from and the version.")
-        request["session_changed"] = True
         return redirect(request, back)
     try:
         answer = await console.client.call(
@@ -327,11 +322,9 @@ async def rerun(request: web.Request) -> web.StreamResponse:
         if problem.status >= 500 or problem.status == 404:
             raise
         request["session"].flash_message("error", problem.message)
-        request["session_changed"] = True
         return redirect(request, back)
     reused = ", ".join(answer.get("reused_steps", [])) or "none"
     request["session"].flash_message("ok", f"A new run from {step} on version {answer['version']} (reused: {reused}).")
-    request["session_changed"] = True
     return redirect(request, f"/workflows/runs/{answer['run']['id']}")
 
 
