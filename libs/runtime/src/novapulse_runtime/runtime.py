@@ -18,6 +18,7 @@ from .health import Health, memory_check
 from .metrics import Metrics
 from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
+from .redissentinel import is_sentinel_url, sentinel_client
 from .revocation import RevocationList
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
@@ -79,14 +80,19 @@ class Runtime:
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
             self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)
-        self.redis: Redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            health_check_interval=15,
-            retry_on_timeout=False,
-        )
+        redis_options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "health_check_interval": 15,
+            "retry_on_timeout": False,
+        }
+        self.redis: Redis
+        if is_sentinel_url(settings.redis_url):  # redis+sentinel://: the primary Sentinel names, followed
+            sentinel_password = settings.redis_sentinel_password.get_secret_value()
+            self.redis = sentinel_client(settings.redis_url, sentinel_password=sentinel_password, **redis_options)
+        else:
+            self.redis = Redis.from_url(settings.redis_url, **redis_options)
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
         if settings.uses_database:

@@ -45,8 +45,19 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     """``SERVICE_NAME``: the service (its stream, consumer group, Redis key prefix and metrics label)."""
-    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
-    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``)."""
+    redis_url: str = Field(pattern=r"^(redis|rediss|unix|redis\+sentinel|rediss\+sentinel)://")
+    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``), or a
+    primary behind Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/<master>[/<db>]``
+    (``rediss+sentinel://`` for TLS; see :mod:`novapulse_runtime.redissentinel`)."""
+    redis_sentinel_password: SecretStr = Field(default=SecretStr(""))
+    """``REDIS_SENTINEL_PASSWORD``: the Sentinels' own password (their ``requirepass``); empty: none. The data
+    nodes' credentials stay in ``REDIS_URL``."""
+    outbox_replica_acks: int = Field(default=0, ge=0, le=16)
+    """``OUTBOX_REPLICA_ACKS``: replicas that must confirm (``WAIT``) an outbox batch before the relay marks it
+    published; 0 (default) does not wait. See ``docs/operations.md`` (Sentinel) for the cost."""
+    outbox_replica_timeout_ms: int = Field(default=1000, ge=1, le=4000)
+    """``OUTBOX_REPLICA_TIMEOUT_MS``: milliseconds ``WAIT`` waits for those replicas (1-4000: below the Redis
+    client's 5 s socket timeout); a batch confirmed by fewer stays unpublished and is retried."""
     mongo_url: str = Field(pattern=r"^mongodb(\+srv)?://")
     """``MONGO_URL``: the MongoDB deployment holding the service's own database."""
     mongo_db: str = Field(default="", max_length=63, pattern=r"^[A-Za-z0-9_-]*$")
