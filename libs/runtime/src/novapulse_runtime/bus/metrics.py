@@ -72,6 +72,11 @@ class BusMetrics:
             "novapulse_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox record"
         )
 
+        self.outbox_unreplicated: Counter = m.counter(
+            "novapulse_outbox_unreplicated_total",
+            "Outbox batches kept unpublished because fewer replicas than OUTBOX_REPLICA_ACKS confirmed them (WAIT)",
+        )
+
     @classmethod
     def of(cls, m: Metrics) -> BusMetrics:
         """The bus metrics of ``m``'s registry (created on first use)."""

@@ -28,6 +28,7 @@ from .constants import (
     RELAY_SWEEP_INTERVAL,
 )
 from .envelope import Event, MalformedEntry, build, check_envelope, entry_size, with_trace
+from .publisher import NotReplicated
 
 if TYPE_CHECKING:
     from . import EventBus
@@ -48,7 +49,9 @@ class Outbox:
     """Outbox records in the ``outbox`` collection of the service's database.
 
     A record is ``{_id: event id (UUIDv7, time-ordered), key: aggregate key, stream, fields: {envelope},
-    created_at}``; the relay publishes records in ``_id`` order and deletes them once Redis has them.
+    created_at}``; the relay publishes records in ``_id`` order and deletes them once Redis has them — with
+    ``OUTBOX_REPLICA_ACKS`` > 0, once ``WAIT`` says that many replicas have them too (else they stay and are
+    published again: consumers dedupe the copies by event id).
     """
 
     def __init__(self, bus: EventBus) -> None:
@@ -62,6 +65,8 @@ class Outbox:
         self.batch = RELAY_BATCH
         self.sweep_interval = RELAY_SWEEP_INTERVAL
         self.lock_ttl = RELAY_LOCK_TTL
+        self.replica_acks = self.rt.settings.outbox_replica_acks
+        self.replica_timeout_ms = self.rt.settings.outbox_replica_timeout_ms
         self._wake = asyncio.Event()
         self._transactions: bool | None = None
         self._token = f"{os.getpid()}:{os.urandom(6).hex()}"
@@ -162,7 +167,10 @@ class Outbox:
         return count, age
 
     async def relay_once(self) -> int:
-        """Publish up to one batch of records in order; returns how many were published."""
+        """Publish up to one batch of records in order; returns how many were published (deleted from the
+        outbox). :raises NotReplicated: fewer replicas than ``OUTBOX_REPLICA_ACKS`` confirmed the batch within
+        ``OUTBOX_REPLICA_TIMEOUT_MS`` (the records stay; a warning is logged and
+        ``novapulse_outbox_unreplicated_total`` counts it). Redis and MongoDB errors propagate."""
         docs = await self.collection.find({}, sort=[("_id", 1)], limit=self.batch).to_list()
         if not docs:
             self.bus.metrics.outbox_backlog.set(0)
@@ -181,7 +189,17 @@ class Outbox:
                 entries.append((doc["fields"][F_TYPE], doc["fields"]))
             else:
                 await self._quarantine(doc, problem)
-        await self.bus.publisher.add_entries(self.stream, entries)
+        try:
+            await self.bus.publisher.add_entries(
+                self.stream, entries, replicas=self.replica_acks, replica_timeout_ms=self.replica_timeout_ms
+            )
+        except NotReplicated as exc:
+            self.bus.metrics.outbox_unreplicated.inc()
+            log.warning(
+                "outbox batch not confirmed by enough replicas; kept unpublished, retrying",
+                extra={"replicas": exc.acked, "wanted": exc.wanted, "records": len(entries)},
+            )
+            raise
         await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
         return len(docs)
 
@@ -243,6 +261,9 @@ class Outbox:
                         continue
                     if published == 0:
                         await self._wait(stop, self.sweep_interval)
+                except NotReplicated:  # logged and counted by relay_once
+                    failures += 1
+                    await self._wait(stop, min(5.0, 0.1 * 2**failures))
                 except (RedisError, PyMongoError, OSError) as exc:
                     failures += 1
                     log.warning("outbox relay failed; retrying", extra={"error": str(exc), "failures": failures})

@@ -1,4 +1,5 @@
-"""Writes envelopes to streams: pipelined XADD, producer spans, metrics and safe trimming."""
+"""Writes envelopes to streams: pipelined XADD (optionally confirmed by replicas with ``WAIT``), producer spans,
+metrics and safe trimming."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ from .streams import trim_stream
 from .tracing import attributes, exports_spans, inject, inject_current
 
 log = logging.getLogger("novapulse.bus")
+
+
+class NotReplicated(RedisError):
+    """``WAIT`` confirmed fewer replicas than asked: the entries are on the primary (``ids``) but a fail-over
+    may lose them, so whoever wrote them must keep its copy and write them again (consumers dedupe by event
+    id)."""
+
+    def __init__(self, acked: int, wanted: int, ids: list[str]) -> None:
+        super().__init__(f"{acked} of {wanted} replicas confirmed {len(ids)} entries")
+        self.acked = acked
+        self.wanted = wanted
+        self.ids = ids
 
 
 class Publisher:
@@ -57,14 +70,32 @@ class Publisher:
             traceparent, tracestate = inject(span)
             return [encode(e, traceparent, tracestate) for e in events]
 
-    async def add_entries(self, stream: str, entries: Sequence[tuple[str, dict[str, str]]]) -> list[str]:
-        """XADD ``(type, fields)`` entries in order, in one pipeline; returns the entry ids."""
+    async def add_entries(
+        self,
+        stream: str,
+        entries: Sequence[tuple[str, dict[str, str]]],
+        *,
+        replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+    ) -> list[str]:
+        """XADD ``(type, fields)`` entries in order, in one pipeline; returns the entry ids.
+
+        With ``replicas`` > 0 the pipeline ends with ``WAIT replicas replica_timeout_ms`` (on the same
+        connection as the XADDs, so it covers them): fewer confirmations within the timeout raise
+        :class:`NotReplicated` (the entries stay in the stream; the caller must not count them as safe).
+        ``replica_timeout_ms`` must stay below the client's socket timeout (5 s).
+        """
         if not entries:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for _type, fields in entries:
                 pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            ids: list[str] = await pipe.execute()
+            if replicas > 0:
+                pipe.execute_command("WAIT", replicas, replica_timeout_ms)
+            replies: list[Any] = await pipe.execute()
+        ids: list[str] = replies[: len(entries)]
+        if replicas > 0 and int(replies[-1]) < replicas:
+            raise NotReplicated(int(replies[-1]), replicas, ids)
         counts: dict[str, int] = {}
         for type_, _ in entries:
             label = type_label(type_)
