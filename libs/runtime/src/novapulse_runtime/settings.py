@@ -100,6 +100,15 @@ class ServiceSettings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _sentinel_url(cls, value: str) -> str:
+        from .redissentinel import is_sentinel_url, parse_sentinel_url
+
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # ValueError: pydantic reports it under REDIS_URL
+        return value
+
     @field_validator("operations_token")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
