@@ -217,3 +217,123 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+class SentinelGroup:
+    """A primary, one replica (``--replicaof``) and three Sentinels (``redis-server CONF --sentinel``, quorum 2)
+    on free loopback ports, for fail-over tests. ``down_after_ms`` is Sentinel's ``down-after-milliseconds``
+    (how long the primary must be unreachable before it counts as down), ``failover_timeout_ms`` its
+    ``failover-timeout``.
+
+    :meth:`start` returns once the replica is in sync and every Sentinel knows the replica and the two other
+    Sentinels (a fail-over needs both); :attr:`url` is the ``redis+sentinel://`` URL of the group.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        master: str = "novapulse",
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        self.run_dir = run_dir
+        self.master = master
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        primary_port, replica_port = free_port(), free_port()
+        self.primary = redis_server(primary_port, run_dir / f"primary-{primary_port}")
+        self.replica = redis_server(replica_port, run_dir / f"replica-{replica_port}")
+        self.replica.argv += ["--replicaof", "127.0.0.1", str(primary_port), "--repl-diskless-sync-delay", "0"]
+        self.primary.argv += ["--repl-diskless-sync-delay", "0"]
+        self.sentinels: list[ServerProcess] = []
+        for _ in range(3):
+            port = free_port()
+            directory = run_dir / f"sentinel-{port}"
+            directory.mkdir(parents=True, exist_ok=True)
+            conf = directory / "sentinel.conf"  # Sentinel rewrites its config: one writable file each
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {master} 127.0.0.1 {primary_port} 2\n"
+                f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+                f"sentinel failover-timeout {master} {failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {master} 1\n"
+            )
+            argv = [redis_server_binary(), str(conf), "--sentinel"]
+            self.sentinels.append(ServerProcess("redis-sentinel", argv, port, directory / "sentinel.log"))
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/<master>/0``."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.master}/0"
+
+    def start(self, timeout: float = 20.0) -> SentinelGroup:
+        """Start every server and wait until the group can fail over (see the class docstring)."""
+        self.primary.start()
+        self.replica.start()
+        self._poll(self._replica_in_sync, timeout, "the replica to sync")
+        for sentinel in self.sentinels:
+            sentinel.start()
+        self._poll(self._sentinels_ready, timeout, "the Sentinels to know the replica and each other")
+        return self
+
+    def master_address(self) -> tuple[str, int] | None:
+        """The primary's ``(host, port)`` as the first Sentinel that answers reports it (``None``: none does)."""
+        import redis
+
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            client = redis.Redis(port=sentinel.port, socket_timeout=1.0, decode_responses=True)
+            try:
+                found = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)  # type: ignore[no-untyped-call]
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+            if found:
+                return str(found[0]), int(found[1])
+        return None
+
+    def _replica_in_sync(self) -> bool:
+        import redis
+
+        client = redis.Redis(port=self.replica.port, socket_timeout=1.0, decode_responses=True)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        finally:
+            client.close()
+
+    def _sentinels_ready(self) -> bool:
+        import redis
+
+        for sentinel in self.sentinels:
+            client = redis.Redis(port=sentinel.port, socket_timeout=1.0, decode_responses=True)
+            try:
+                replicas = client.execute_command("SENTINEL", "replicas", self.master)  # type: ignore[no-untyped-call]
+                others = client.execute_command("SENTINEL", "sentinels", self.master)  # type: ignore[no-untyped-call]
+            finally:
+                client.close()
+            if len(replicas) != 1 or len(others) != len(self.sentinels) - 1:
+                return False
+        return True
+
+    @staticmethod
+    def _poll(check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except Exception:  # not up yet
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every server of the group (Sentinels first, so none starts a fail-over meanwhile)."""
+        for proc in [*self.sentinels, self.replica, self.primary]:
+            proc.stop()

@@ -23,7 +23,15 @@ from typing import Any
 
 import pytest
 
-from .servers import ServerProcess, free_port, mongo_server, redis_server, stop_process, wait_for_port
+from .servers import (
+    SentinelGroup,
+    ServerProcess,
+    free_port,
+    mongo_server,
+    redis_server,
+    stop_process,
+    wait_for_port,
+)
 
 
 @dataclass
@@ -322,3 +330,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.line("waiver with its reason in novapulse_devkit.indexaudit.WAIVERS")
     else:
         terminalreporter.line("index audit: every recorded query is served by a declared index")
+
+
+@pytest.fixture
+def sentinel_group(run_dir: Path) -> Iterator[SentinelGroup]:
+    """A fresh primary + replica + three Sentinels (quorum 2, down-after 1 s) for one fail-over test; its
+    ``url`` is the ``redis+sentinel://`` URL (see :class:`~novapulse_devkit.servers.SentinelGroup`)."""
+    group = SentinelGroup(run_dir / f"sentinel-{uuid.uuid4().hex[:6]}")
+    try:
+        yield group.start()
+    finally:
+        group.stop()
