@@ -296,6 +296,24 @@ class SentinelGroup:
                 return str(found[0]), int(found[1])
         return None
 
+    def restart_as_replica(self, proc: ServerProcess) -> ServerProcess:
+        """Start ``proc`` (a killed data node of the group) again as a replica of the primary the Sentinels
+        name now, as an orchestrator's start script does. Never start a node without persistence as a bare
+        primary: it comes back empty, and Sentinel may make the promoted replica copy it (seen here: every
+        entry gone 12 s after such a restart).
+
+        :raises RuntimeError: no Sentinel names a primary.
+        """
+        found = self.master_address()
+        if found is None:
+            raise RuntimeError(f"no Sentinel names a primary for {self.master}")
+        base = list(proc.argv)
+        if "--replicaof" in base:
+            at = base.index("--replicaof")
+            del base[at : at + 3]
+        proc.argv = [*base, "--replicaof", found[0], str(found[1])]
+        return proc.start()
+
     def _replica_in_sync(self) -> bool:
         import redis
 
