@@ -22,6 +22,7 @@ from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
 from novapulse_runtime.bus.publisher import NotReplicated
+from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
 from tests.bus.conftest import running
@@ -189,3 +190,36 @@ async def test_cost_of_waiting_for_a_replica(
             f" on {on * 1000:.3f} ms ({size / on:,.0f} events/s) ratio on/off={on / off:.2f}"
         )
     print("\nreplica-ack cost (median of 200, loopback): " + "; ".join(lines))
+
+
+@pytest.mark.chaos
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
+async def test_pubsub_follows_the_failover(
+    sentinel_group: SentinelGroup, runtimes: Callable[..., Runtime], names: str
+) -> None:
+    """A subscriber (the revocation list every verifier keeps) re-subscribes on the promoted replica: a
+    revocation pushed after the fail-over reaches its local copy."""
+    subscriber = runtimes("webhook", sentinel_group.url)
+    publisher = runtimes("auth", sentinel_group.url)
+    revocations = RevocationList(subscriber.redis, names)
+    try:
+        assert not await revocations.is_revoked("before")  # starts the subscription
+        await wait_until(lambda: revocations.synced, timeout=10, message="subscribed")
+        old_primary = sentinel_group.primary.port
+        sentinel_group.primary.kill()
+
+        async def promoted() -> bool:
+            found = await asyncio.to_thread(sentinel_group.master_address)
+            return found is not None and found[1] != old_primary
+
+        await wait_until(promoted, timeout=30, interval=0.05, message="Sentinel to promote the replica")
+        await wait_until(lambda: revocations.synced, timeout=30, message="re-subscribed on the new primary")
+        expiry = time.time() + 600
+        await publish_revocations(publisher.redis, names, {"after": expiry})
+
+        async def pushed() -> bool:
+            return revocations.synced and await revocations.is_revoked("after")  # local copy: pushed to it
+
+        await wait_until(pushed, timeout=15, message="the revocation pushed through the new primary")
+    finally:
+        await revocations.close()
