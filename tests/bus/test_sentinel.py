@@ -15,13 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 
 from novapulse_devkit.servers import SentinelGroup
-from novapulse_devkit.testing import wait_until
+from novapulse_devkit.testing import ServiceProcess, wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
 from novapulse_runtime.bus.publisher import NotReplicated
+from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
@@ -223,3 +226,68 @@ async def test_pubsub_follows_the_failover(
         await wait_until(pushed, timeout=15, message="the revocation pushed through the new primary")
     finally:
         await revocations.close()
+
+
+async def _consumed(url: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/api/v1/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("novapulse_events_consumed_total{") and 'type="user.registered"' in line
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.chaos
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
+async def test_a_service_worker_process_survives_the_failover(
+    sentinel_group: SentinelGroup, runtimes: Callable[..., Runtime], spawn: Callable[..., ServiceProcess], names: str
+) -> None:
+    """The webhook service's real worker process (``python -m novapulse_webhook worker``) on the Sentinel URL
+    keeps consuming through a ``kill -9`` of the primary, without a restart."""
+    env = {
+        "REDIS_URL": sentinel_group.url,
+        "WEBHOOK_SECRET_KEYS": Fernet.generate_key().decode(),
+        "EVENTS_NAMESPACE": names,
+        "RATE_LIMIT_ENABLED": "false",
+    }
+    worker = spawn("novapulse_webhook", "worker", env=env)
+    producer_rt = runtimes("auth", sentinel_group.url, outbox_replica_acks=1)
+    outbox = EventBus(producer_rt, namespace=names).outbox()
+
+    async def add(start: int, count: int) -> None:
+        for n in range(start, start + count):
+            data = UserRegistered(
+                user_id=f"u{n}", org_id="o1", email=f"u{n}@example.com", name="U", role="owner", organization="A"
+            )
+            await outbox.add("user.registered", data, org_id="o1", subject=f"u{n}")
+
+    async with running(outbox.relay):
+        await add(0, 50)
+
+        async def first_half() -> bool:
+            return await _consumed(worker.url) >= 50
+
+        await wait_until(first_half, timeout=30, message=f"50 events consumed; log:\n{worker.logs()}")
+        old_primary = sentinel_group.primary.port
+        sentinel_group.primary.kill()
+        killed = time.monotonic()
+        await add(50, 50)  # written while the primary is gone: the relay publishes them after the fail-over
+
+        async def promoted() -> bool:
+            found = await asyncio.to_thread(sentinel_group.master_address)
+            return found is not None and found[1] != old_primary
+
+        await wait_until(promoted, timeout=30, interval=0.05, message="Sentinel to promote the replica")
+        await asyncio.to_thread(sentinel_group.restart_as_replica, sentinel_group.primary)
+
+        async def all_consumed() -> bool:
+            return await _consumed(worker.url) >= 100
+
+        await wait_until(all_consumed, timeout=60, interval=0.1, message=f"100 consumed; log:\n{worker.logs()}")
+        print(f"\nworker process consumed every event again {time.monotonic() - killed:.2f} s after the kill")
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, worker.logs()
+    async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/api/v1/health/ready") as resp:
+        assert resp.status == 200
