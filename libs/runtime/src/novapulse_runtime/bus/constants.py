@@ -68,5 +68,8 @@ TRIM_INTERVAL = 2.0
 RELAY_BATCH = 500
 RELAY_SWEEP_INTERVAL = 1.0
 RELAY_LOCK_TTL = 5.0
+RELAY_RETRY_MAX = 2.0
+"""Seconds, the longest pause of the outbox relay between failed passes (0.2 s doubling up to it): short, so a
+relay resumes within about this long after a Redis fail-over ends."""
 
 MESSAGING_SYSTEM = "redis"

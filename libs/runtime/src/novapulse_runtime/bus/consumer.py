@@ -348,7 +348,7 @@ class Consumer:
             except RedisError as exc:
                 failures += 1
                 log.warning("cannot create consumer groups yet", extra={"group": self.group, "error": str(exc)})
-                await sleep_or_stop(min(5.0, 0.1 * 2**failures), stop)
+                await sleep_or_stop(min(5.0, 0.1 * 2 ** min(failures, 8)), stop)
         return False
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
@@ -382,7 +382,7 @@ class Consumer:
                     "stream read failed; retrying",
                     extra={"group": self.group, "error": str(exc), "failures": failures},
                 )
-                await sleep_or_stop(min(5.0, 0.05 * 2**failures), stop)
+                await sleep_or_stop(min(5.0, 0.05 * 2 ** min(failures, 8)), stop)
                 continue
             if batch:
                 await self.dispatch(batch, {})

@@ -25,6 +25,7 @@ from .constants import (
     OUTBOX_DEAD_COLLECTION,
     RELAY_BATCH,
     RELAY_LOCK_TTL,
+    RELAY_RETRY_MAX,
     RELAY_SWEEP_INTERVAL,
 )
 from .envelope import Event, MalformedEntry, build, check_envelope, entry_size, with_trace
@@ -263,11 +264,11 @@ class Outbox:
                         await self._wait(stop, self.sweep_interval)
                 except NotReplicated:  # logged and counted by relay_once
                     failures += 1
-                    await self._wait(stop, min(5.0, 0.1 * 2**failures))
+                    await self._back_off(stop, failures)
                 except (RedisError, PyMongoError, OSError) as exc:
                     failures += 1
                     log.warning("outbox relay failed; retrying", extra={"error": str(exc), "failures": failures})
-                    await self._wait(stop, min(5.0, 0.1 * 2**failures))
+                    await self._back_off(stop, failures)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -282,6 +283,13 @@ class Outbox:
             if renewed:
                 return True
         return bool(await self.rt.redis.set(self.lock_key, self._token, nx=True, px=ttl_ms))
+
+    async def _back_off(self, stop: asyncio.Event, failures: int) -> None:
+        """Pause after the ``failures``-th failed pass in a row: 0.2 s doubling up to ``RELAY_RETRY_MAX``, cut
+        short only by ``stop``. Wake-ups do not cut it: writes during an outage would otherwise turn the
+        retries into a busy loop (seen in a Sentinel fail-over: a thousand failed passes in two seconds)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(RELAY_RETRY_MAX, 0.1 * 2 ** min(failures, 8)))
 
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -305,7 +313,7 @@ class Outbox:
                         self._wake.set()
             except (RedisError, OSError):
                 failures += 1
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 8)))
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
