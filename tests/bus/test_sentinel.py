@@ -163,6 +163,7 @@ async def test_primary_killed_under_load(
 
 
 @pytest.mark.chaos
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a previous fail-over's leftovers
 async def test_cost_of_waiting_for_a_replica(
     sentinel_group: SentinelGroup, runtimes: Callable[..., Runtime], names: str
 ) -> None:
@@ -228,6 +229,13 @@ async def test_pubsub_follows_the_failover(
         await revocations.close()
 
 
+async def _relay_problem(outbox: Any) -> str:
+    try:
+        return f"relay_once published {await outbox.relay_once()}"
+    except Exception as exc:
+        return repr(exc)
+
+
 async def _consumed(url: str) -> float:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/api/v1/metrics") as resp:
         text = await resp.text()
@@ -285,7 +293,19 @@ async def test_a_service_worker_process_survives_the_failover(
         async def all_consumed() -> bool:
             return await _consumed(worker.url) >= 100
 
-        await wait_until(all_consumed, timeout=60, interval=0.1, message=f"100 consumed; log:\n{worker.logs()}")
+        try:
+            await wait_until(all_consumed, timeout=60, interval=0.1, message="100 consumed")
+        except AssertionError:
+            stream = EventBus(producer_rt, namespace=names).stream()
+            state = (
+                await _consumed(worker.url),
+                await producer_rt.db[OUTBOX_COLLECTION].count_documents({}),
+                await producer_rt.redis.xlen(stream),
+                await producer_rt.redis.xinfo_groups(stream),
+                sentinel_group.master_address(),
+                await _relay_problem(outbox),
+            )
+            raise AssertionError(f"consumed, outbox, stream, groups, master: {state}\n{worker.logs()}") from None
         print(f"\nworker process consumed every event again {time.monotonic() - killed:.2f} s after the kill")
     assert worker.proc is not None
     assert worker.proc.poll() is None, worker.logs()
