@@ -18,6 +18,7 @@ from .health import Health, memory_check
 from .metrics import Metrics
 from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
+from .redisconn import connect_redis
 from .revocation import RevocationList
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
@@ -79,14 +80,7 @@ class Runtime:
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
             self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)
-        self.redis: Redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            health_check_interval=15,
-            retry_on_timeout=False,
-        )
+        self.redis: Redis = connect_redis(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT)
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
         if settings.uses_database:

@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
+from .redisconn import RedisUrlError, parse_cluster_url
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,8 +46,10 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     """``SERVICE_NAME``: the service (its stream, consumer group, Redis key prefix and metrics label)."""
-    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
-    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``)."""
+    redis_url: str = Field(pattern=r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster)://")
+    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``; a Redis
+    Cluster: ``redis+cluster://user:password@host:port,host:port`` or ``rediss+cluster://``, see
+    :mod:`~novapulse_runtime.redisconn`)."""
     mongo_url: str = Field(pattern=r"^mongodb(\+srv)?://")
     """``MONGO_URL``: the MongoDB deployment holding the service's own database."""
     mongo_db: str = Field(default="", max_length=63, pattern=r"^[A-Za-z0-9_-]*$")
@@ -88,6 +91,15 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_usable(cls, value: str) -> str:
+        try:
+            parse_cluster_url(value)
+        except RedisUrlError as exc:
+            raise ValueError(str(exc).removeprefix("REDIS_URL: ")) from None
+        return value
 
     @field_validator("operations_token")
     @classmethod
