@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
 from ..process import supervise
+from ..redisconn import slot_groups
 from .constants import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -290,7 +291,7 @@ class Consumer:
         )
         log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self.reading})
         try:
-            await supervise(f"bus-read-{self.group}", lambda: self._read_loop(stop), stop)
+            await supervise(f"bus-read-{self.group}", lambda: self._read_loops(stop), stop)
         finally:
             claim_task.cancel()
             if self._tasks:
@@ -351,9 +352,25 @@ class Consumer:
                 await sleep_or_stop(min(5.0, 0.1 * 2**failures), stop)
         return False
 
-    async def _read_loop(self, stop: asyncio.Event) -> None:
+    async def _read_loops(self, stop: asyncio.Event) -> None:
+        """Read until ``stop``: one ``XREADGROUP`` over every stream on a single server; on a Redis Cluster,
+        where one command may only touch one hash slot, one blocking read loop per slot (each stream is its
+        own slot), each taking its share of the free handling slots (so the handlers running may exceed
+        ``concurrency`` by at most one entry per loop)."""
+        parts = slot_groups(self.redis, self.reading)
+        if len(parts) <= 1:
+            await self._read_loop(stop)
+            return
+        async with asyncio.TaskGroup() as tasks:
+            for part in parts:
+                tasks.create_task(self._read_loop(stop, part, len(parts)))
+
+    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str] | None = None, shares: int = 1) -> None:
+        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP``, up to the free
+        handling slots divided by ``shares`` (the number of loops reading at once), and dispatch them."""
         failures = 0
-        streams: dict[Any, Any] = dict.fromkeys(self.reading, ">")
+        own = list(part) if part is not None else self.reading
+        streams: dict[Any, Any] = dict.fromkeys(own, ">")
         # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
@@ -371,11 +388,12 @@ class Consumer:
                 await sleep_or_stop(1.0, stop)
                 continue
             try:
-                batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
+                count = free if shares == 1 else max(1, -(-free // shares))
+                batch = await read_group(self.redis, self.group, self.name, streams, count, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
                 if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
-                    streams = dict.fromkeys(self.reading, ">")
+                    streams = dict.fromkeys([s for s in own if s in self.reading], ">")
                     continue
                 failures += 1
                 log.warning(

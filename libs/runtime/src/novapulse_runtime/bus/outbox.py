@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from ..process import supervise
+from ..redisconn import open_pubsub
 from .constants import (
     F_SOURCE,
     F_TYPE,
@@ -274,8 +275,9 @@ class Outbox:
     async def _listen(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            pubsub = self.rt.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = None
             try:
+                pubsub = await open_pubsub(self.rt.redis, ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.wake_channel)
                 failures = 0
                 while not stop.is_set():
@@ -286,5 +288,6 @@ class Outbox:
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
