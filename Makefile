@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
-.PHONY: install deploy-tools browser-tools console-screenshots run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
+.PHONY: install deploy-tools browser-tools console-screenshots run test test-cluster lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -53,6 +53,10 @@ browser-tools:
 
 test: install deploy-tools browser-tools lint
 	$(BIN)/pytest
+
+# The bus suite with the session's Redis a real 3-primary Redis Cluster on loopback (not part of `make test`).
+test-cluster: install
+	NOVAPULSE_TEST_REDIS=cluster $(BIN)/pytest tests/bus -q
 
 # PNGs of the console's pages into docs/console/ (the browser tests, with CONSOLE_SCREENSHOTS=1).
 console-screenshots: install browser-tools
