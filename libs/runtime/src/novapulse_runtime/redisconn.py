@@ -94,10 +94,10 @@ def parse_cluster_url(url: str) -> ClusterUrl | None:
 def connect_redis(url: str, *, socket_timeout: float, decode_responses: bool = True) -> Redis:
     """The Redis client of ``url`` (see the module docstring for the forms); nothing connects yet.
 
-    Replies are text unless ``decode_responses`` is False (bytes), ``socket_timeout`` (seconds) bounds each reply, connections open within
-    :data:`SOCKET_CONNECT_TIMEOUT` and idle ones are checked every :data:`HEALTH_CHECK_INTERVAL` seconds; a
-    timeout is not retried. Raises :class:`RedisUrlError` (naming ``REDIS_URL``) for a URL that cannot be
-    used."""
+    Replies are text unless ``decode_responses`` is False (bytes); ``socket_timeout`` (seconds) bounds each
+    reply, connections open within :data:`SOCKET_CONNECT_TIMEOUT` and idle ones are checked every
+    :data:`HEALTH_CHECK_INTERVAL` seconds; a timeout is not retried. Raises :class:`RedisUrlError` (naming
+    ``REDIS_URL``) for a URL that cannot be used."""
     common: dict[str, Any] = {
         "decode_responses": decode_responses,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,

@@ -160,6 +160,8 @@ class Consumer:
         self.reclaimer = Reclaimer(self)
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
+        self._reserved = 0
+        """Handling slots held by a read in progress of another loop (Redis Cluster: :meth:`_read_loops`)."""
         self.reading: list[str] = []
         """The streams being read (:meth:`streams` less keys that turned out not to be streams)."""
         self._labels: dict[tuple[str, str], Any] = {}
@@ -354,9 +356,11 @@ class Consumer:
 
     async def _read_loops(self, stop: asyncio.Event) -> None:
         """Read until ``stop``: one ``XREADGROUP`` over every stream on a single server; on a Redis Cluster,
-        where one command may only touch one hash slot, one blocking read loop per slot (each stream is its
-        own slot), each taking its share of the free handling slots (so the handlers running may exceed
-        ``concurrency`` by at most one entry per loop)."""
+        where one command may only touch one hash slot, one read loop per slot (each stream is its own slot).
+        Each of those loops first reads without blocking, up to every free handling slot not already taken
+        by another loop's read, and only when its streams are empty blocks for a single entry; so one busy
+        stream can fill every slot, and the handlers running exceed ``concurrency`` by at most one entry per
+        other loop (a blocked read that returns)."""
         parts = slot_groups(self.redis, self.reading)
         if len(parts) <= 1:
             await self._read_loop(stop)
@@ -366,8 +370,8 @@ class Consumer:
                 tasks.create_task(self._read_loop(stop, part, len(parts)))
 
     async def _read_loop(self, stop: asyncio.Event, part: Sequence[str] | None = None, shares: int = 1) -> None:
-        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP``, up to the free
-        handling slots divided by ``shares`` (the number of loops reading at once), and dispatch them."""
+        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP`` and dispatch them;
+        ``shares`` is the number of loops reading at once (see :meth:`_read_loops`)."""
         failures = 0
         own = list(part) if part is not None else self.reading
         streams: dict[Any, Any] = dict.fromkeys(own, ">")
@@ -375,7 +379,7 @@ class Consumer:
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
         while not stop.is_set():
-            free = self.free_slots()
+            free = self.free_slots() - self._reserved
             if free < low_water:
                 self._slot.clear()
                 waiter = asyncio.ensure_future(stop.wait())
@@ -388,8 +392,21 @@ class Consumer:
                 await sleep_or_stop(1.0, stop)
                 continue
             try:
-                count = free if shares == 1 else max(1, -(-free // shares))
-                batch = await read_group(self.redis, self.group, self.name, streams, count, self.options.block_ms)
+                if shares == 1:
+                    batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
+                else:
+                    self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
+                    try:
+                        batch = await read_group(self.redis, self.group, self.name, streams, free, None)
+                        if batch:
+                            await self.dispatch(batch, {})
+                    finally:
+                        self._reserved -= free
+                        self._slot.set()  # a loop waiting for free slots looks again
+                    if batch:
+                        failures = 0
+                        continue
+                    batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
                 if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
