@@ -119,6 +119,18 @@ async def _echo(request: web.Request) -> web.Response:
     return web.json_response(seen)
 
 
+async def _echo_app(name: str) -> tuple[web.AppRunner, int]:
+    """An app answering every request with what it saw (:func:`_echo`), as ``name``, on a free port."""
+    app = web.Application()
+    app[NAME_KEY] = name
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
 @pytest.fixture
 async def dev_gateway(tmp_path: Path) -> AsyncIterator[str]:
     """The dev gateway (as ``make run`` starts it) in front of two echo apps standing for console and auth."""
@@ -126,15 +138,8 @@ async def dev_gateway(tmp_path: Path) -> AsyncIterator[str]:
     runners: list[web.AppRunner] = []
     upstreams: dict[str, int] = {}
     for name in ("console", "auth"):
-        app = web.Application()
-        app[NAME_KEY] = name
-        app.router.add_route("*", "/{tail:.*}", _echo)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, upstreams[name] = await _echo_app(name)
         runners.append(runner)
-        upstreams[name] = port
     listen = free_port()
     conf = gateway_config(tmp_path / "gateway", listen, upstreams)
     server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
@@ -198,20 +203,10 @@ async def test_the_gateway_spreads_a_service_over_its_several_api_processes(
     """Two echo apps stand for two auth api processes behind one ``upstream`` block: requests go to both
     (round robin), unchanged, over connections nginx keeps open (the same peer port each time)."""
     nginx = _nginx()
-    runners: list[web.AppRunner] = []
-    ports: list[int] = []
-    for name in ("auth-1", "auth-2"):
-        app = web.Application()
-        app[NAME_KEY] = name
-        app.router.add_route("*", "/{tail:.*}", _echo)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        ports.append(port)
+    apps = [await _echo_app(name) for name in ("auth-1", "auth-2")]
+    runners = [runner for runner, _port in apps]
     listen = free_port()
-    conf = gateway_config(tmp_path / "gateway", listen, {"auth": ports})
+    conf = gateway_config(tmp_path / "gateway", listen, {"auth": [port for _runner, port in apps]})
     server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
     try:
         await asyncio.to_thread(server.start, 15.0, setup=child_setup)
