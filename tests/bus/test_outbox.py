@@ -68,9 +68,7 @@ async def test_a_stand_by_relay_woken_by_writes_does_not_spin_on_the_lease(make_
     holder, standby = bus.outbox(), make_bus("auth").outbox()  # two processes' buses: one lease, one channel
     assert holder.lock_key == standby.lock_key
     async with running(holder.relay):
-        await wait_until(
-            lambda: bus.rt.redis.exists(holder.lock_key), timeout=10, message="the first relay holds the lease"
-        )
+        await wait_until(lambda: _exists(bus, holder.lock_key), timeout=10, message="the first relay holds the lease")
         async with running(standby.relay):
             await wait_until(lambda: _subscribers(bus, standby.wake_channel, 2), timeout=10, message="both listen")
             for n in range(20):
@@ -82,6 +80,10 @@ async def test_a_stand_by_relay_woken_by_writes_does_not_spin_on_the_lease(make_
             attempts = await _set_calls(bus) - before
     # the stand-by tries once per lock_ttl / 2 (2.5 s), the holder renews with a script: at most a few SETs
     assert attempts <= 3, f"{attempts} SET calls in 1 s: the stand-by relay spins on the lease"
+
+
+async def _exists(bus: EventBus, key: str) -> bool:
+    return bool(await bus.rt.redis.exists(key))
 
 
 async def _subscribers(bus: EventBus, channel: str, count: int) -> bool:

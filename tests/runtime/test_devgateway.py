@@ -210,7 +210,7 @@ async def test_the_gateway_spreads_a_service_over_its_several_api_processes(
     server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
     try:
         await asyncio.to_thread(server.start, 15.0, setup=child_setup)
-        seen: list[str] = []
+        seen: list[tuple[str, int]] = []
         for i in range(6):
             async with http.post(f"http://127.0.0.1:{listen}/api/v1/auth/login", json={"i": i}) as resp:
                 assert resp.status == 200

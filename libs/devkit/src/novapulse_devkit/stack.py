@@ -120,10 +120,10 @@ caller's environment, which wins). Production packages carry none of it. ``{data
 directory; ``{port:N}``: port N moved by the offset; ``{public}``: the URL people open (:func:`public_url`)."""
 CONSOLE_PORT = 8100
 INSTANCE_PORT_STEP = 20
-MAX_INSTANCES = 40
-"""Most processes of one kind per service: 40 x 20 ports stays within the 1000 between api and worker ports."""
 """Ports between one service's api (or worker) processes when it runs several (``--apis``, ``--workers``):
 the services' defaults are 8100-8105, so 20 keeps every instance of every service apart."""
+MAX_INSTANCES = 40
+"""Most processes of one kind per service: 40 x 20 ports stays within the 1000 between api and worker ports."""
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STACK_OWNED = ("HTTP_PORT", "WORKER_HTTP_PORT")
