@@ -22,7 +22,7 @@ from .redisconn import connect_redis
 from .revocation import RevocationList
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
-from .tracing import Tracing
+from .tracing import Tracing, sampler
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -74,7 +74,13 @@ class Runtime:
         self.role = role
         self.service = settings.service_name
         self.metrics = Metrics(settings.service_name, role)
-        self.tracing = Tracing(settings.service_name, role, settings.otel_exporter_otlp_endpoint, span_exporter)
+        self.tracing = Tracing(
+            settings.service_name,
+            role,
+            settings.otel_exporter_otlp_endpoint,
+            span_exporter,
+            sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg),
+        )
         self.tracer = self.tracing.tracer
         install_query_log()  # NOVAPULSE_QUERY_LOG (tests, make run): the index audit's query shapes
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation

@@ -31,6 +31,17 @@ Networks = Annotated[tuple[Network, ...], NoDecode, BeforeValidator(parse_networ
 """Settings field type: comma-separated CIDRs (``TRUSTED_PROXIES``, allow-lists)."""
 
 
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+"""The samplers of the OpenTelemetry SDK configuration specification (``OTEL_TRACES_SAMPLER`` values)."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every NovaPulse process understands.
 
@@ -64,6 +75,12 @@ class ServiceSettings(BaseSettings):
     log_level: LogLevel = "INFO"
     otel_exporter_otlp_endpoint: str = Field(default="", pattern=r"^(https?://.*)?$")
     """``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP/HTTP collector; empty: spans are not exported."""
+    otel_traces_sampler: TracesSampler = "parentbased_always_on"
+    """``OTEL_TRACES_SAMPLER``: which traces are recorded, by the names of the OpenTelemetry SDK environment
+    variable specification (``parentbased_*`` follow the caller's ``traceparent`` sampled flag and decide only
+    for new traces; ``traceidratio`` keeps a ratio of trace ids). Unrecorded spans still carry the context."""
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
+    """``OTEL_TRACES_SAMPLER_ARG``: the ratio (0-1) of new traces the ``*traceidratio`` samplers record."""
     trusted_proxies: Networks = ()
     """``TRUSTED_PROXIES``: networks whose ``X-Forwarded-For`` is believed (comma-separated CIDRs)."""
     shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)

@@ -235,6 +235,9 @@ class Outbox:
                 try:
                     holding = await self._hold_lease(holding)
                     if not holding:
+                        # A stand-by cannot publish: a wake only makes it try the lease once more. Cleared
+                        # here, else one wake left set would turn this wait into a busy loop of SET NX.
+                        self._wake.clear()
                         await self._wait(stop, self.lock_ttl / 2)
                         continue
                     self._wake.clear()
