@@ -18,11 +18,12 @@ from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
 from novapulse_runtime.catalog.auth import UserRegistered
+from novapulse_runtime.constants import CONFIG_ERROR_EXIT
 from novapulse_runtime.metrics import Metrics
 from novapulse_runtime.ratelimit import RateLimit, RateLimiter
 from novapulse_runtime.redisconn import RedisUrlError, connect_redis, parse_cluster_url, slot_groups
 from novapulse_runtime.revocation import RevocationList, publish_revocations
-from novapulse_runtime.settings import ServiceSettings
+from novapulse_runtime.settings import ServiceSettings, load_settings
 from novapulse_webhook.slots import EndpointSlots
 from tests.bus.conftest import RuntimeFactory, running
 
@@ -79,6 +80,20 @@ def test_cluster_urls_parse_and_bad_ones_name_redis_url() -> None:
             parse_cluster_url(bad)
     with pytest.raises(ValueError, match="database 0 only"):
         ServiceSettings(redis_url="redis+cluster://h:7000/2", mongo_url="mongodb://h")
+
+
+def test_a_bad_cluster_url_stops_start_up_with_one_line_naming_redis_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis+cluster://10.0.0.1:7000,10.0.0.2")
+    monkeypatch.setenv("MONGO_URL", "mongodb://127.0.0.1:27017")
+    with pytest.raises(SystemExit) as exited:
+        load_settings(ServiceSettings)
+    assert exited.value.code == CONFIG_ERROR_EXIT
+    assert (
+        capsys.readouterr().err
+        == "configuration error: REDIS_URL: Value error, cluster node '10.0.0.2' is not host:port\n"
+    )
 
 
 def test_the_runtime_builds_a_cluster_client_with_the_usual_timeouts(redis_url: str) -> None:

@@ -76,8 +76,8 @@ class Settler:
     is logged and dropped: the entries stay pending and are redelivered (and skipped as duplicates when their
     marker was written).
     :meth:`dead_letter` is immediate: ``XADD`` to the group's dead-letter stream and ``XACK`` in one
-    pipeline; it raises :class:`redis.exceptions.RedisError` when Redis fails (the entry then stays
-    pending)."""
+    pipeline (on a cluster: the ``XADD``, then the ``XACK``); it raises :class:`redis.exceptions.RedisError`
+    when Redis fails (the entry then stays pending)."""
 
     def __init__(
         self,
