@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
-.PHONY: install deploy-tools browser-tools console-screenshots run test lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report clean
+.PHONY: install deploy-tools browser-tools console-screenshots run test test-cluster lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report bench-scale clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -54,6 +54,10 @@ browser-tools:
 test: install deploy-tools browser-tools lint
 	$(BIN)/pytest
 
+# The bus suite with the session's Redis a real 3-primary Redis Cluster on loopback (not part of `make test`).
+test-cluster: install
+	NOVAPULSE_TEST_REDIS=cluster $(BIN)/pytest tests/bus -q
+
 # PNGs of the console's pages into docs/console/ (the browser tests, with CONSOLE_SCREENSHOTS=1).
 console-screenshots: install browser-tools
 	CONSOLE_SCREENSHOTS=1 $(BIN)/pytest services/console/tests -q
@@ -83,6 +87,11 @@ bench-workflow: install
 
 bench-report: install
 	$(BIN)/python -m bench.report
+
+# nginx + N api / M worker processes per service under a mixed load, 1x1 then 2x2 (not part of make bench:
+# ~4 minutes; needs nginx, see deploy-tools). SCALE_BENCH_SECONDS, SCALE_BENCH_CONCURRENCY, SCALE_BENCH_SHAPES.
+bench-scale: install
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache

@@ -283,6 +283,12 @@ async def bench_produce(url: str, n: int, missing: dict[str, str]) -> dict[str, 
 # ---------------------------------------------------------------------------------------------- 2. drain
 
 
+TRACED = "novapulse (spans recorded+exported)"
+PROD_TRACED = "novapulse (exported, chart sampling 10%)"
+"""The Helm chart's production default: OTLP export on, ``parentbased_traceidratio`` at 0.1 (the preloaded
+events carry no trace context, so each consumer span starts a trace and 10% of them are recorded)."""
+
+
 async def bench_drain(url: str, n: int, missing: dict[str, str], rounds: int = 3) -> dict[str, dict[str, Any]]:
     from bench.bus.common import TYPE, bus, payload, runtime
 
@@ -307,8 +313,24 @@ async def bench_drain(url: str, n: int, missing: dict[str, str], rounds: int = 3
     contenders: list[tuple[str, list[str], Callable[[], Awaitable[None]]]] = [
         ("novapulse", worker_cmd("novapulse", "drain", url, n, "--tracing"), preload_bus),
         (
-            "novapulse (spans recorded+exported)",
+            TRACED,
             worker_cmd("novapulse", "drain", url, n, "--tracing", "--export-spans"),
+            preload_bus,
+        ),
+        (
+            PROD_TRACED,
+            worker_cmd(
+                "novapulse",
+                "drain",
+                url,
+                n,
+                "--tracing",
+                "--export-spans",
+                "--sampler",
+                "parentbased_traceidratio",
+                "--sampler-arg",
+                "0.1",
+            ),
             preload_bus,
         ),
         ("novapulse (tracing off)", worker_cmd("novapulse", "drain", url, n), preload_bus),
@@ -513,12 +535,19 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 "  novapulse = the defaults: tracing on (no exporter configured, as in the default deployment: the\n"
                 "  trace context is propagated, no span recorded), idempotency on; 'spans recorded+exported' adds a\n"
-                "  span exporter (BatchSpanProcessor to a discarding exporter) so every event records a consumer span"
+                "  span exporter (BatchSpanProcessor to a discarding exporter): every event records a consumer span;\n"
+                "  'chart sampling 10%' is the Helm chart's production default (export on, parent-based ratio 0.1)"
             )
             ours = num(drain.get("novapulse", {}).get("rate"))
+            bullmq = num(drain.get("BullMQ (Node)", {}).get("rate"))
             for key, label in (("BullMQ (Node)", "drain_vs_bullmq"), ("FastStream", "drain_vs_faststream")):
                 theirs = num(drain.get(key, {}).get("rate"))
                 summary[label] = f"{ours / theirs:.2f}" if ours and theirs else "n/a"
+            for key, label in ((TRACED, "drain_traced_vs_bullmq"), (PROD_TRACED, "drain_prod_traced_vs_bullmq")):
+                traced = num(drain.get(key, {}).get("rate"))
+                summary[label] = f"{traced / bullmq:.2f}" if traced and bullmq else "n/a"
+            rss = num(drain.get("novapulse", {}).get("rss_mb"))
+            summary["worker_rss_mb"] = f"{rss:.1f}" if rss else "n/a"
             for key in ("BullMQ (Python)", "raw XREADGROUP/XACK"):
                 theirs = num(drain.get(key, {}).get("rate"))
                 if ours and theirs:
@@ -615,7 +644,17 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    keys = ("drain_vs_bullmq", "drain_vs_faststream", "produce_batch_vs_raw", "p99_ms_at_5k", "lost", "recovery_s")
+    keys = (
+        "drain_vs_bullmq",
+        "drain_vs_faststream",
+        "produce_batch_vs_raw",
+        "p99_ms_at_5k",
+        "lost",
+        "recovery_s",
+        "drain_traced_vs_bullmq",
+        "drain_prod_traced_vs_bullmq",
+        "worker_rss_mb",
+    )
     print("bus-bench: " + " ".join(f"{k}={summary.get(k, 'n/a')}" for k in keys))
 
 

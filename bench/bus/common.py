@@ -45,13 +45,22 @@ class DiscardExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def runtime(redis_url: str, concurrency: int = 100, *, export_spans: bool = False) -> Runtime:
+def runtime(
+    redis_url: str,
+    concurrency: int = 100,
+    *,
+    export_spans: bool = False,
+    sampler: str = "parentbased_always_on",
+    sampler_arg: float = 1.0,
+) -> Runtime:
     settings = ServiceSettings(
         service_name=SOURCE,
         redis_url=redis_url,
         mongo_url="mongodb://127.0.0.1:9",  # never contacted: the benchmarks publish directly
         queue_concurrency=concurrency,
         log_level="WARNING",
+        otel_traces_sampler=sampler,  # type: ignore[arg-type]  # checked by the settings
+        otel_traces_sampler_arg=sampler_arg,
     )
     return Runtime(settings, role="worker", span_exporter=DiscardExporter() if export_spans else None)
 

@@ -78,7 +78,9 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     from bench.bus.common import TYPE, BenchPayload, bus, runtime
     from novapulse_runtime.bus import Event
 
-    rt = runtime(args.redis, args.concurrency, export_spans=args.export_spans)
+    rt = runtime(
+        args.redis, args.concurrency, export_spans=args.export_spans, sampler=args.sampler, sampler_arg=args.sampler_arg
+    )
     b = bus(rt, tracing=args.tracing)
     consumer = b.consumer(
         args.group,
@@ -204,6 +206,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--tracing", action="store_true")
     parser.add_argument("--export-spans", action="store_true", help="record spans into a BatchSpanProcessor")
+    parser.add_argument("--sampler", default="parentbased_always_on", help="OTEL_TRACES_SAMPLER of the worker")
+    parser.add_argument("--sampler-arg", type=float, default=1.0, help="OTEL_TRACES_SAMPLER_ARG of the worker")
     parser.add_argument("--no-idempotency", action="store_true")
     parser.add_argument("--group", default="drain")
     parser.add_argument("--name", default="")

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Consumer, Event, EventBus
 from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import UserRegistered
+from novapulse_runtime.redisconn import connect_redis
 from tests.bus.conftest import running
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ GOOD_ID = "0190a0a0-0000-7000-8000-00000000{:04d}"
 @pytest.fixture
 async def raw(redis_url: str) -> AsyncIterator[Any]:
     """A plain client that writes and reads bytes, as any outside producer could."""
-    client = Redis.from_url(redis_url)
+    client = connect_redis(redis_url, socket_timeout=10.0, decode_responses=False)  # a cluster too
     yield client
     await client.aclose()
 

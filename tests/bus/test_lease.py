@@ -212,6 +212,8 @@ async def test_a_failed_renewal_is_logged_and_the_consumer_goes_on(
     """The consumer connects as a Redis user that may not run XPENDING, so every renewal pass fails
     (NOPERM): each failure is logged at WARNING, the passes go on, and the consumer keeps handling and
     acknowledging events."""
+    if not redis_url.startswith("redis://"):
+        pytest.skip("builds an ACL user on one server (a cluster keeps ACL users per node)")
     producer = make_bus("auth")
     stream = producer.stream()
     redis = producer.rt.redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
+from novapulse_runtime.redisconn import is_cluster
 from tests.bus.conftest import running
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,55 @@ async def test_relay_publishes_in_order_per_aggregate(make_bus: BusFactory) -> N
         in_stream = [e[1]["data"] for e in entries if e[1].get("subject") == agg]
         assert [int(d.split('"changed_by":"')[1].split('"')[0]) for d in in_stream] == list(range(30))
     assert await bus.rt.db[OUTBOX_COLLECTION].count_documents({}) == 0
+
+
+async def _set_calls(bus: EventBus, key: str) -> int:
+    """``SET`` calls served so far by the server holding ``key`` (on a cluster: the node of its slot)."""
+    redis: Any = bus.rt.redis
+    options = {"target_nodes": redis.get_node_from_key(key)} if is_cluster(redis) else {}
+    stats: dict[str, Any] = await redis.info("commandstats", **options)
+    return int(stats.get("cmdstat_set", {}).get("calls", 0))
+
+
+async def test_a_stand_by_relay_woken_by_writes_does_not_spin_on_the_lease(make_bus: BusFactory) -> None:
+    """Two workers of one service: one relay holds the lease, the other stands by. Every write wakes both;
+    the stand-by must go back to waiting, not retry the lease in a loop (each retry is a Redis SET NX)."""
+    bus = make_bus("auth")
+    holder, standby = bus.outbox(), make_bus("auth").outbox()  # two processes' buses: one lease, one channel
+    assert holder.lock_key == standby.lock_key
+    async with running(holder.relay):
+        await wait_until(lambda: _exists(bus, holder.lock_key), timeout=10, message="the first relay holds the lease")
+        async with running(standby.relay):
+            await wait_until(lambda: _subscribers(bus, standby.wake_channel, 2), timeout=10, message="both listen")
+            for n in range(20):
+                data = {"user_id": "a", "org_id": "o1", "role": "admin", "changed_by": str(n)}
+                await holder.add("user.role_changed", data, org_id="o1", subject="a")
+            await wait_until(lambda: _outbox_empty(bus), timeout=30, message="every record relayed by the lease holder")
+            before = await _set_calls(bus, holder.lock_key)
+            await asyncio.sleep(1.0)  # a window to count lease attempts in, not a wait for something
+            attempts = await _set_calls(bus, holder.lock_key) - before
+    # the stand-by tries once per lock_ttl / 2 (2.5 s), the holder renews with a script: at most a few SETs
+    assert attempts <= 3, f"{attempts} SET calls in 1 s: the stand-by relay spins on the lease"
+
+
+async def _exists(bus: EventBus, key: str) -> bool:
+    return bool(await bus.rt.redis.exists(key))
+
+
+async def _subscribers(bus: EventBus, channel: str, count: int) -> bool:
+    """At least ``count`` subscribers to ``channel`` (on a cluster: summed over every node)."""
+    redis: Any = bus.rt.redis
+    if not is_cluster(redis):
+        found = await redis.pubsub_numsub(channel)
+        return bool(found) and int(found[0][1]) >= count
+    total = 0
+    for node in redis.get_nodes():
+        total += sum(int(n) for _, n in await redis.execute_command("PUBSUB NUMSUB", channel, target_nodes=node))
+    return total >= count
+
+
+async def _outbox_empty(bus: EventBus) -> bool:
+    return await bus.rt.db[OUTBOX_COLLECTION].count_documents({}) == 0
 
 
 @pytest.mark.chaos

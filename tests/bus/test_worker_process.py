@@ -11,17 +11,17 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography.fernet import Fernet
-from redis.asyncio import Redis
 
 from novapulse_devkit.testing import ServiceProcess, wait_until
 from novapulse_runtime.catalog.auth import UserRegistered
+from novapulse_runtime.redisconn import connect_redis
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client = Redis.from_url(redis_url)
+    client = connect_redis(redis_url, socket_timeout=10.0, decode_responses=False)  # a cluster too
     yield client
     await client.aclose()
 

@@ -118,7 +118,7 @@ async def test_a_service_writes_its_own_stream_and_consumes_others_with_its_own_
         ("XGROUP", "DESTROY", "novapulse:events:webhook", "webhook"),
         ("XADD", "novapulse:dead:webhook", "*", "a", "b"),
         ("XADD", "novapulse:replay:webhook", "*", "a", "b"),
-        ("SET", "novapulse:seen:webhook:e1", "done"),
+        ("SET", "novapulse:seen:{webhook}:e1", "done"),
         ("SET", "novapulse:outbox-lock:webhook:db", "x"),
         ("SET", "novapulse:rl:webhook:login:x", "1"),
         ("PUBLISH", "novapulse:outbox-wake:webhook:db", "1"),

@@ -24,11 +24,13 @@ from yarl import URL
 
 from novapulse_devkit.gateway import (
     GATEWAY_PORT,
+    UPSTREAM_KEEPALIVE,
     GatewayConfigError,
     gateway_config,
     gateway_server,
     nginx_binary,
     shipped_config_dir,
+    upstreams_conf,
 )
 from novapulse_devkit.servers import child_setup, free_port, process_alive
 from novapulse_devkit.stack import CONSOLE_PORT, DEV_OPERATOR_EMAIL
@@ -72,6 +74,37 @@ def test_a_shipped_config_without_the_listen_directive_is_refused(tmp_path: Path
         gateway_config(tmp_path / "gw", 18080, {}, shipped=tmp_path)
 
 
+@pytest.mark.unit
+def test_a_service_with_several_api_ports_gets_an_upstream_block_with_keepalive() -> None:
+    text = upstreams_conf({"console": 18100, "auth": [18101, 18121], "webhook": [18102]}, keepalive=16)
+    assert (
+        "upstream np_auth {\n    server 127.0.0.1:18101;\n    server 127.0.0.1:18121;\n    keepalive 16;\n}\n" in text
+    )
+    assert "upstream np_webhook {\n    server 127.0.0.1:18102;\n    keepalive 16;\n}\n" in text
+    assert "    auth         np_auth;\n" in text
+    assert "    webhook      np_webhook;\n" in text
+    # one port stays what make run has always written: an address, no block
+    assert "    console      127.0.0.1:18100;\n" in text
+    assert "np_console" not in text
+    assert text.index("upstream np_auth") < text.index("map $np_service")
+    assert f"keepalive {UPSTREAM_KEEPALIVE};" in upstreams_conf({"auth": [1, 2]})
+    with pytest.raises(ValueError, match="auth: no port"):
+        upstreams_conf({"auth": []})
+
+
+@pytest.mark.integration
+def test_nginx_accepts_the_generated_config_with_upstream_blocks(tmp_path: Path) -> None:
+    nginx = _nginx()
+    conf = gateway_config(tmp_path / "gw", free_port(), {"console": 18100, "auth": [18101, 18121, 18141]})
+    out = subprocess.run(
+        [nginx, "-e", "stderr", "-t", "-p", str(conf.parent), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+
+
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     seen = {
@@ -81,8 +114,21 @@ async def _echo(request: web.Request) -> web.Response:
         "body": body.decode(),
         "headers": dict(request.headers),
         "forwarded_for": forwarded_for(request),  # what the console would send the services
+        "peer_port": (request.transport.get_extra_info("peername") or ("", 0))[1] if request.transport else 0,
     }
     return web.json_response(seen)
+
+
+async def _echo_app(name: str) -> tuple[web.AppRunner, int]:
+    """An app answering every request with what it saw (:func:`_echo`), as ``name``, on a free port."""
+    app = web.Application()
+    app[NAME_KEY] = name
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
 
 
 @pytest.fixture
@@ -92,15 +138,8 @@ async def dev_gateway(tmp_path: Path) -> AsyncIterator[str]:
     runners: list[web.AppRunner] = []
     upstreams: dict[str, int] = {}
     for name in ("console", "auth"):
-        app = web.Application()
-        app[NAME_KEY] = name
-        app.router.add_route("*", "/{tail:.*}", _echo)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, upstreams[name] = await _echo_app(name)
         runners.append(runner)
-        upstreams[name] = port
     listen = free_port()
     conf = gateway_config(tmp_path / "gateway", listen, upstreams)
     server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
@@ -155,6 +194,36 @@ async def test_dev_gateway_routes_root_to_the_console_and_api_prefixes_to_their_
             assert resp.status == 404, path
             assert resp.headers["Content-Type"].startswith("application/problem+json"), path
             assert json.loads(await resp.text())["status"] == 404
+
+
+@pytest.mark.integration
+async def test_the_gateway_spreads_a_service_over_its_several_api_processes(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Two echo apps stand for two auth api processes behind one ``upstream`` block: requests go to both
+    (round robin), unchanged, over connections nginx keeps open (the same peer port each time)."""
+    nginx = _nginx()
+    apps = [await _echo_app(name) for name in ("auth-1", "auth-2")]
+    runners = [runner for runner, _port in apps]
+    listen = free_port()
+    conf = gateway_config(tmp_path / "gateway", listen, {"auth": [port for _runner, port in apps]})
+    server = gateway_server(nginx, conf, listen, tmp_path / "gateway.log")
+    try:
+        await asyncio.to_thread(server.start, 15.0, setup=child_setup)
+        seen: list[tuple[str, int]] = []
+        for i in range(6):
+            async with http.post(f"http://127.0.0.1:{listen}/api/v1/auth/login", json={"i": i}) as resp:
+                assert resp.status == 200
+                echo = await resp.json()
+            assert (echo["path"], echo["body"]) == ("/api/v1/auth/login", json.dumps({"i": i}))
+            seen.append((echo["upstream"], echo["peer_port"]))
+        assert sorted({name for name, _ in seen}) == ["auth-1", "auth-2"], seen
+        # keepalive: each upstream got its three requests over one connection nginx kept open
+        assert len(set(seen)) == 2, seen
+    finally:
+        server.stop()
+        for runner in runners:
+            await runner.cleanup()
 
 
 @pytest.mark.e2e

@@ -41,13 +41,17 @@ from novapulse_devkit.servers import (
 from novapulse_devkit.stack import (
     DEFAULT_MONGO_PORT,
     DEFAULT_REDIS_PORT,
+    INSTANCE_PORT_STEP,
     ConfigError,
+    DevStack,
+    StopRequests,
     _PortShift,
     _ready,
     dev_defaults,
     discover,
     parse_port_offset,
     process_env,
+    role_of,
     roles,
     shift_loopback_url,
 )
@@ -635,3 +639,27 @@ def test_a_readiness_probe_answered_with_garbage_is_not_ready(answer: bytes) -> 
         thread.start()
         assert _ready(f"http://127.0.0.1:{server.getsockname()[1]}") is False
         thread.join(timeout=5)
+
+
+@pytest.mark.unit
+def test_several_api_and_worker_processes_per_service_get_their_own_ports_and_names(tmp_path: Path) -> None:
+    specs = {spec.name: spec for spec in discover()}
+    step = INSTANCE_PORT_STEP
+    assert roles(specs["auth"], 8101) == [("api", 8101), ("worker", 9101)]
+    assert roles(specs["auth"], 8101, apis=2, workers=3) == [
+        ("api", 8101),
+        ("api-2", 8101 + step),
+        ("worker", 9101),
+        ("worker-2", 9101 + step),
+        ("worker-3", 9101 + 2 * step),
+    ]
+    assert roles(specs["console"], 8100, apis=2, workers=2) == [("api", 8100), ("api-2", 8100 + step)]
+    assert [role_of(name) for name in ("api", "api-2", "worker-3")] == ["api", "api", "worker"]
+    stack = DevStack(
+        tmp_path, [specs["auth"], specs["webhook"]], 0, {}, StopRequests(block=False), nginx="nginx", apis=2, workers=2
+    )
+    planned = dict(stack.plan())
+    assert planned["auth-api-2"] == 8101 + step
+    assert planned["webhook-worker-2"] == 9102 + step
+    every = [port for _label, port in stack.plan()]
+    assert len(every) == len(set(every)), "two processes of the stack on one port"

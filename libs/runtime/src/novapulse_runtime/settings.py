@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
+from .redisconn import RedisUrlError, parse_cluster_url
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -28,6 +29,17 @@ def parse_networks(value: Any) -> Any:
 
 Networks = Annotated[tuple[Network, ...], NoDecode, BeforeValidator(parse_networks)]
 """Settings field type: comma-separated CIDRs (``TRUSTED_PROXIES``, allow-lists)."""
+
+
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+"""The samplers of the OpenTelemetry SDK configuration specification (``OTEL_TRACES_SAMPLER`` values)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -45,10 +57,14 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = Field(default="novapulse", min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     """``SERVICE_NAME``: the service (its stream, consumer group, Redis key prefix and metrics label)."""
-    redis_url: str = Field(pattern=r"^(redis|rediss|unix|redis\+sentinel|rediss\+sentinel)://")
-    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``), or a
-    primary behind Sentinel: ``redis+sentinel://[user:password@]host:port[,host:port...]/<master>[/<db>]``
-    (``rediss+sentinel://`` for TLS; see :mod:`novapulse_runtime.redissentinel`)."""
+    redis_url: str = Field(
+        pattern=r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster|redis\+sentinel|rediss\+sentinel)://"
+    )
+    """``REDIS_URL``: streams, rate limits and short-lived keys (``redis://user:password@host:6379/0``; a Redis
+    Cluster: ``redis+cluster://user:password@host:port,host:port`` or ``rediss+cluster://``, see
+    :mod:`~novapulse_runtime.redisconn`; a primary behind Sentinel:
+    ``redis+sentinel://[user:password@]host:port[,host:port...]/<master>[/<db>]`` or ``rediss+sentinel://``,
+    see :mod:`~novapulse_runtime.redissentinel`)."""
     redis_sentinel_password: SecretStr = Field(default=SecretStr(""))
     """``REDIS_SENTINEL_PASSWORD``: the Sentinels' own password (their ``requirepass``); empty: none. The data
     nodes' credentials stay in ``REDIS_URL``."""
@@ -72,6 +88,12 @@ class ServiceSettings(BaseSettings):
     log_level: LogLevel = "INFO"
     otel_exporter_otlp_endpoint: str = Field(default="", pattern=r"^(https?://.*)?$")
     """``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP/HTTP collector; empty: spans are not exported."""
+    otel_traces_sampler: TracesSampler = "parentbased_always_on"
+    """``OTEL_TRACES_SAMPLER``: which traces are recorded, by the names of the OpenTelemetry SDK environment
+    variable specification (``parentbased_*`` follow the caller's ``traceparent`` sampled flag and decide only
+    for new traces; ``traceidratio`` keeps a ratio of trace ids). Unrecorded spans still carry the context."""
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
+    """``OTEL_TRACES_SAMPLER_ARG``: the ratio (0-1) of new traces the ``*traceidratio`` samplers record."""
     trusted_proxies: Networks = ()
     """``TRUSTED_PROXIES``: networks whose ``X-Forwarded-For`` is believed (comma-separated CIDRs)."""
     shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)
@@ -102,11 +124,15 @@ class ServiceSettings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _sentinel_url(cls, value: str) -> str:
+    def _redis_url_usable(cls, value: str) -> str:
         from .redissentinel import is_sentinel_url, parse_sentinel_url
 
         if is_sentinel_url(value):
             parse_sentinel_url(value)  # ValueError: pydantic reports it under REDIS_URL
+        try:
+            parse_cluster_url(value)
+        except RedisUrlError as exc:
+            raise ValueError(str(exc).removeprefix("REDIS_URL: ")) from None
         return value
 
     @field_validator("operations_token")

@@ -23,15 +23,17 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import jwt
 from aiohttp import ClientResponse, web
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from .problems import ProblemError
 from .revocation import RevocationList
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,8 @@ class TokenVerifier:
             self._fetched_at = float("inf")
 
     def _load(self, jwks: dict[str, Any]) -> None:
+        import jwt  # imported on first use: PyJWT + cryptography weigh ~10 MB, a bus-only worker needs neither
+
         keys: dict[str, jwt.PyJWK] = {}
         for raw in jwks.get("keys", []):
             kid, kty = raw.get("kid"), raw.get("kty")
@@ -177,6 +181,8 @@ class TokenVerifier:
         """Return the token's principal or raise a 401 problem."""
         if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii():
             raise _unauthorized("Missing, oversized or non-ASCII token")
+        import jwt  # see _load
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

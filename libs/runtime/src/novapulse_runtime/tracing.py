@@ -9,19 +9,55 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 log = logging.getLogger(__name__)
 
 _instrumented = False
 
 
+def sampler(name: str = "parentbased_always_on", ratio: float = 1.0) -> Sampler:
+    """The sampler named by ``OTEL_TRACES_SAMPLER`` (values of the OpenTelemetry SDK configuration
+    specification) with ``ratio`` (``OTEL_TRACES_SAMPLER_ARG``, 0-1) for the ``*traceidratio`` ones.
+
+    :raises ValueError: an unknown name or a ratio outside 0-1 (settings validate both before this).
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"sampler ratio must be 0-1, got {ratio}")
+    root: Sampler
+    base = name.removeprefix("parentbased_")
+    if base == "always_on":
+        root = ALWAYS_ON
+    elif base == "always_off":
+        root = ALWAYS_OFF
+    elif base == "traceidratio":
+        root = TraceIdRatioBased(ratio)
+    else:
+        raise ValueError(f"unknown sampler {name!r}")
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
 class Tracing:
     """Owns the process's tracer provider. Spans are always created (so trace ids reach the logs and
     ``traceparent`` travels); they are exported only when an exporter is configured."""
 
-    def __init__(self, service: str, role: str, otlp_endpoint: str = "", exporter: SpanExporter | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        role: str,
+        otlp_endpoint: str = "",
+        exporter: SpanExporter | None = None,
+        sampling: Sampler | None = None,
+    ) -> None:
         resource = Resource.create({"service.name": service, "service.namespace": "novapulse", "novapulse.role": role})
-        self.provider = TracerProvider(resource=resource)
+        # ``sampling`` None: parent-based, always on for new traces (the OpenTelemetry default)
+        self.provider = TracerProvider(resource=resource, sampler=sampling or sampler())
         if exporter is None and otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from novapulse_runtime.redisconn import slot_groups
+
 log = logging.getLogger("novapulse.webhook.slots")
 
 _OP_TIMEOUT = 0.5  # seconds for one script call
@@ -86,8 +88,15 @@ class EndpointSlots:
         pairs = list(held)
         if not pairs:
             return
+        keyed = [(self.key(e), t) for e, t in pairs]
+        # one script on a single server; on a Redis Cluster one per hash slot (each endpoint's key is its own)
+        first = {k: part[0] for part in slot_groups(self.redis, dict.fromkeys(k for k, _ in keyed)) for k in part}
+        batches: dict[str, list[tuple[str, str]]] = {}  # first key of a slot → its (key, token) pairs
+        for key, token in keyed:
+            batches.setdefault(first[key], []).append((key, token))
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
-                await self._renew(keys=[self.key(e) for e, _ in pairs], args=[self.ttl_ms, *(t for _, t in pairs)])
+                for batch in batches.values():
+                    await self._renew(keys=[k for k, _ in batch], args=[self.ttl_ms, *(t for _, t in batch)])
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cannot renew endpoint slots", extra={"error": repr(exc)})

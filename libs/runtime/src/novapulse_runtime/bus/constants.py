@@ -9,7 +9,7 @@ setting (:attr:`~novapulse_runtime.settings.ServiceSettings.events_namespace`; t
 EVENTS_SEGMENT = "events"  # <ns>:events:<source>       one stream per producing service
 DEAD_SEGMENT = "dead"  # <ns>:dead:<group>                dead letters of one consumer group
 REPLAY_SEGMENT = "replay"  # <ns>:replay:<group>          replayed dead letters, read by that group only
-IDEMPOTENCY_SEGMENT = "seen"  # <ns>:seen:<group>:<event id>
+IDEMPOTENCY_SEGMENT = "seen"  # <ns>:seen:{<group>}:<event id>   (hash tag: one cluster slot per group)
 OUTBOX_LOCK_SEGMENT = "outbox-lock"  # <ns>:outbox-lock:<service>
 OUTBOX_WAKE_SEGMENT = "outbox-wake"  # pub/sub channel <ns>:outbox-wake:<service>
 

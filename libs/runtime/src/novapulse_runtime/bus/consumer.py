@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
 from ..process import supervise
+from ..redisconn import slot_groups
 from .constants import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -159,6 +160,8 @@ class Consumer:
         self.reclaimer = Reclaimer(self)
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
+        self._reserved = 0
+        """Handling slots held by a read in progress of another loop (Redis Cluster: :meth:`_read_loops`)."""
         self.reading: list[str] = []
         """The streams being read (:meth:`streams` less keys that turned out not to be streams)."""
         self._labels: dict[tuple[str, str], Any] = {}
@@ -290,7 +293,7 @@ class Consumer:
         )
         log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self.reading})
         try:
-            await supervise(f"bus-read-{self.group}", lambda: self._read_loop(stop), stop)
+            await supervise(f"bus-read-{self.group}", lambda: self._read_loops(stop), stop)
         finally:
             claim_task.cancel()
             if self._tasks:
@@ -351,14 +354,32 @@ class Consumer:
                 await sleep_or_stop(min(5.0, 0.1 * 2 ** min(failures, 8)), stop)
         return False
 
-    async def _read_loop(self, stop: asyncio.Event) -> None:
+    async def _read_loops(self, stop: asyncio.Event) -> None:
+        """Read until ``stop``: one ``XREADGROUP`` over every stream on a single server; on a Redis Cluster,
+        where one command may only touch one hash slot, one read loop per slot (each stream is its own slot).
+        Each of those loops first reads without blocking, up to every free handling slot not already taken
+        by another loop's read, and only when its streams are empty blocks for a single entry; so one busy
+        stream can fill every slot, and the handlers running exceed ``concurrency`` by at most one entry per
+        other loop (a blocked read that returns)."""
+        parts = slot_groups(self.redis, self.reading)
+        if len(parts) <= 1:
+            await self._read_loop(stop)
+            return
+        async with asyncio.TaskGroup() as tasks:
+            for part in parts:
+                tasks.create_task(self._read_loop(stop, part, len(parts)))
+
+    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str] | None = None, shares: int = 1) -> None:
+        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP`` and dispatch them;
+        ``shares`` is the number of loops reading at once (see :meth:`_read_loops`)."""
         failures = 0
-        streams: dict[Any, Any] = dict.fromkeys(self.reading, ">")
+        own = list(part) if part is not None else self.reading
+        streams: dict[Any, Any] = dict.fromkeys(own, ">")
         # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
         while not stop.is_set():
-            free = self.free_slots()
+            free = self.free_slots() - self._reserved
             if free < low_water:
                 self._slot.clear()
                 waiter = asyncio.ensure_future(stop.wait())
@@ -371,11 +392,25 @@ class Consumer:
                 await sleep_or_stop(1.0, stop)
                 continue
             try:
-                batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
+                if shares == 1:
+                    batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
+                else:
+                    self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
+                    try:
+                        batch = await read_group(self.redis, self.group, self.name, streams, free, None)
+                        if batch:
+                            await self.dispatch(batch, {})
+                    finally:
+                        self._reserved -= free
+                        self._slot.set()  # a loop waiting for free slots looks again
+                    if batch:
+                        failures = 0
+                        continue
+                    batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
                 if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
-                    streams = dict.fromkeys(self.reading, ">")
+                    streams = dict.fromkeys([s for s in own if s in self.reading], ">")
                     continue
                 failures += 1
                 log.warning(

@@ -1,6 +1,7 @@
 """Per-group deduplication of event ids in Redis.
 
-Protocol, per ``(group, event id)`` key ``<ns>:seen:<group>:<event id>``:
+Protocol, per ``(group, event id)`` key ``<ns>:seen:{<group>}:<event id>`` (the hash tag keeps a group's keys
+in one Redis Cluster slot, so each script below touches one slot):
 
 1. before the handler runs: ``SET key <lease token> NX PX <lease>`` (one Lua call per batch read); if the
    key exists and is ``done`` the delivery is a duplicate (acknowledged, handler not called); if it holds
@@ -32,6 +33,7 @@ from enum import StrEnum
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from ..redisconn import queue_script
 from .keys import Keys
 from .streams import raw
 
@@ -129,16 +131,14 @@ class Idempotency:
     async def mark_done(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
         """Queue the ``done`` markers of ``event_ids`` on ``pipe`` (sent with the acknowledgement)."""
         if event_ids:
-            await self._done_script(keys=[self.key(e) for e in event_ids], args=[self.ttl_ms], client=pipe)
+            await queue_script(pipe, self._done_script, [self.key(e) for e in event_ids], [self.ttl_ms])
 
     async def extend(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
         """Queue on ``pipe`` the compare-and-extend of the leases of ``event_ids`` this process holds: each
         key still holding our token gets ``lease`` milliseconds again; ``done`` markers, other holders'
         leases and missing keys are left alone (one Lua call for the whole batch)."""
         if event_ids:
-            await self._extend_script(
-                keys=[self.key(e) for e in event_ids], args=[self.token, self.lease_ms], client=pipe
-            )
+            await queue_script(pipe, self._extend_script, [self.key(e) for e in event_ids], [self.token, self.lease_ms])
 
     async def release(self, event_id: str) -> None:
         """Give the lease back after a failure so a retry can take it."""

@@ -27,7 +27,7 @@ class Keys:
         return f"{self.namespace}:{EVENTS_SEGMENT}:{source}"
 
     def dead(self, group: str) -> str:
-        """Dead letters of one consumer group."""
+        """Dead letters of one consumer group (``novapulse:dead:<group>``; its own slot on a cluster)."""
         return f"{self.namespace}:{DEAD_SEGMENT}:{group}"
 
     def replay(self, group: str) -> str:
@@ -35,7 +35,11 @@ class Keys:
         return f"{self.namespace}:{REPLAY_SEGMENT}:{group}"
 
     def seen(self, group: str, event_id: str) -> str:
-        return f"{self.namespace}:{IDEMPOTENCY_SEGMENT}:{group}:{event_id}"
+        """The idempotency key of one event in one group (``novapulse:seen:{<group>}:<event id>``): the hash
+        tag ``{<group>}`` puts every key of a group in one Redis Cluster slot, so one script claims a whole
+        batch. (Before the cluster layout the key was ``novapulse:seen:<group>:<event id>``; such keys are
+        ignored and expire.)"""
+        return f"{self.namespace}:{IDEMPOTENCY_SEGMENT}:{{{group}}}:{event_id}"
 
     def outbox_lock(self, service: str, database: str) -> str:
         return f"{self.namespace}:{OUTBOX_LOCK_SEGMENT}:{service}:{database}"

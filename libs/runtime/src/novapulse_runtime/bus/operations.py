@@ -13,6 +13,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from ..catalog import CATALOG
 from ..problems import ProblemError
+from ..redisconn import is_cluster
 from ..routes import Routes
 from .constants import (
     D_DELIVERIES,
@@ -284,17 +285,26 @@ class Operations:
             moved.extend(await self._move(dead, group, found))
 
     async def _move(self, dead: str, group: str, entries: list[Any]) -> list[str]:
-        """Copy entries read as bytes to the replay stream, byte for byte, and delete them from ``dead``."""
+        """Copy entries read as bytes to the replay stream, byte for byte, and delete them from ``dead``;
+        returns the new entry ids (raises ``RedisError``)."""
         target = self.bus.keys.replay(group)
         prefix = DEAD_PREFIX.encode()
-        async with self.redis.pipeline(transaction=True) as pipe:
+        cluster = is_cluster(self.redis)
+        # one MULTI on a single server; on a cluster the two streams are two slots: copies first, then XDEL
+        # (a failure in between leaves the dead letters in place and their copies replayed: a second replay
+        # of them is skipped by the group's idempotency keys, same event ids)
+        async with self.redis.pipeline(transaction=not cluster) as pipe:
             for _eid, fields in entries:
                 original = {k: v for k, v in (fields or {}).items() if not bytes(k).startswith(prefix)}
                 if not original:
                     original = {b"dead_empty": b"1"}
                 pipe.xadd(target, original)
-            pipe.xdel(dead, *[eid for eid, _ in entries])
+            if not cluster:
+                pipe.xdel(dead, *[eid for eid, _ in entries])
             result = await pipe.execute()
+        if cluster:
+            await self.redis.xdel(dead, *[eid for eid, _ in entries])
+            result.append(None)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in result[:-1]]
 
 

@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from ..process import supervise
+from ..redisconn import open_pubsub
 from .constants import (
     F_SOURCE,
     F_TYPE,
@@ -253,6 +254,9 @@ class Outbox:
                 try:
                     holding = await self._hold_lease(holding)
                     if not holding:
+                        # A stand-by cannot publish: a wake only makes it try the lease once more. Cleared
+                        # here, else one wake left set would turn this wait into a busy loop of SET NX.
+                        self._wake.clear()
                         await self._wait(stop, self.lock_ttl / 2)
                         continue
                     self._wake.clear()
@@ -303,8 +307,9 @@ class Outbox:
     async def _listen(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            pubsub = self.rt.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = None
             try:
+                pubsub = await open_pubsub(self.rt.redis, ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.wake_channel)
                 failures = 0
                 while not stop.is_set():
@@ -315,5 +320,6 @@ class Outbox:
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 8)))
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()

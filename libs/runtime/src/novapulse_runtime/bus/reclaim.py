@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from ..redisconn import queue_script
 from .constants import FORGET_CONSUMER_AFTER, RENEW_FRACTION
 from .envelope import DeadReason
 from .settle import HeldEntry
@@ -95,7 +96,7 @@ class LeaseRenewer:
         idle_ms = int(c.options.claim_idle * 1000)
         async with c.redis.pipeline(transaction=False) as pipe:
             for stream, ids in by_stream.items():
-                await self._script(keys=[stream], args=[c.group, c.name, idle_ms, *ids], client=pipe)
+                await queue_script(pipe, self._script, [stream], [c.group, c.name, idle_ms, *ids])
             replies = await pipe.execute(raise_on_error=False)
         event_ids: list[str] = []
         lost = 0

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ..redisconn import is_cluster
 from .constants import (
     D_DELIVERIES,
     D_ENTRY,
@@ -70,11 +71,13 @@ class Settler:
 
     :meth:`ack` only queues: :meth:`run` (a worker task) writes what is queued in one pipeline per wake-up —
     the ``SETEX`` idempotency markers of the handled events, then one ``XACK`` per stream — so a busy
-    consumer acknowledges hundreds of entries per round trip. A failed flush is logged and dropped: the
-    entries stay pending and are redelivered (and skipped as duplicates when their marker was written).
+    consumer acknowledges hundreds of entries per round trip (on a Redis Cluster: the markers in one round
+    trip, then the acknowledgements, since a cluster pipeline keeps no order across nodes). A failed flush
+    is logged and dropped: the entries stay pending and are redelivered (and skipped as duplicates when their
+    marker was written).
     :meth:`dead_letter` is immediate: ``XADD`` to the group's dead-letter stream and ``XACK`` in one
-    pipeline; it raises :class:`redis.exceptions.RedisError` when Redis fails (the entry then stays
-    pending)."""
+    pipeline (on a cluster: the ``XADD``, then the ``XACK``); it raises :class:`redis.exceptions.RedisError`
+    when Redis fails (the entry then stays pending)."""
 
     def __init__(
         self,
@@ -132,6 +135,12 @@ class Settler:
         if not acks and not done:
             return
         self._acks, self._done = {}, []
+        if is_cluster(self.redis) and self.idem is not None and done:
+            # a cluster pipeline sends each node's commands apart, in no set order: the markers go first
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self.idem.mark_done(pipe, done)
+                await pipe.execute()
+            done = []
         async with self.redis.pipeline(transaction=False) as pipe:
             if self.idem is not None:
                 await self.idem.mark_done(pipe, done)
@@ -156,10 +165,14 @@ class Settler:
         if truncated:
             extra[D_TRUNCATED] = "1"
         fields.update({k.encode(): v.encode() for k, v in extra.items()})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.xack(held.stream, self.group, held.entry_id)
-            await pipe.execute()
+        if is_cluster(self.redis):  # two slots, two nodes maybe: the dead letter is written before the XACK
+            await self.redis.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)  # type: ignore[arg-type]
+            await self.redis.xack(held.stream, self.group, held.entry_id)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.dead_stream, fields, maxlen=self.dead_maxlen, approximate=True)  # type: ignore[arg-type]
+                pipe.xack(held.stream, self.group, held.entry_id)
+                await pipe.execute()
         self.metrics.dead_lettered.labels(held.stream, self.group, type_label(type_), str(reason)).inc()
         log.warning(
             "entry dead-lettered",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("novapulse.bus")
 
@@ -88,12 +90,20 @@ def _entries(stream: str, entries: Iterable[Any]) -> list[Entry]:
 async def read_group(
     redis: Redis, group: str, consumer: str, streams: Mapping[str, str], count: int, block: int | None
 ) -> list[Entry]:
-    """``XREADGROUP`` read as bytes; the entries of every stream, in order."""
+    """``XREADGROUP`` read as bytes; the entries of every stream, in order. On a Redis Cluster the streams
+    must share one hash slot; the command goes straight to the node serving it (redis-py would otherwise
+    ask a server for the command's keys first, ``COMMAND GETKEYS``: one more round trip per read), so a
+    slot that just moved fails this read with ``MOVED`` (a ``RedisError``) and the next one finds the new
+    node."""
     args: list[Any] = ["GROUP", group, consumer, "COUNT", count]
     if block is not None:
         args += ["BLOCK", block]
     args += ["STREAMS", *streams.keys(), *streams.values()]
-    response = await raw(redis, "XREADGROUP", *args)
+    options: dict[str, Any] = {}
+    if isinstance(redis, RedisCluster):
+        with contextlib.suppress(KeyError, RedisError):  # slot map not loaded yet: let redis-py route it
+            options["target_nodes"] = redis.get_node_from_key(next(iter(streams)))
+    response = await raw(redis, "XREADGROUP", *args, **options)
     if not response:
         return []
     out: list[Entry] = []

@@ -1,0 +1,157 @@
+"""Building the process's Redis client from ``REDIS_URL``: one server, or a Redis Cluster.
+
+URL forms (``REDIS_URL``):
+
+- ``redis://[user:password@]host:port[/db]``, ``rediss://...`` (TLS), ``unix:///path/to/socket`` — one server
+  (redis-py's ``Redis.from_url``; every query parameter it knows is honoured);
+- ``redis+cluster://[user:password@]host:port[,host:port...][/0]`` and ``rediss+cluster://...`` (TLS) — a Redis
+  Cluster (``redis.asyncio.cluster.RedisCluster``): the listed nodes are only the seeds, the client learns the
+  rest from ``CLUSTER SLOTS``. A cluster has database 0 only, so the path is empty or ``/0``.
+
+Both clients get the same timeouts (:data:`SOCKET_CONNECT_TIMEOUT`, the caller's ``socket_timeout``,
+:data:`HEALTH_CHECK_INTERVAL`). The cluster client is typed as ``Redis`` for the code that uses it: it answers
+every command the runtime sends, with the limits the callers handle through :func:`is_cluster` (a
+multi-key command or script must touch one hash slot — see ``docs/events.md``, "Slot layout"; no ``EVALSHA``
+or ``PUBLISH`` inside a pipeline: :func:`queue_script`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.crc import key_slot
+
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+"""URL scheme → TLS on, for the cluster forms of ``REDIS_URL``."""
+SOCKET_CONNECT_TIMEOUT = 2.0
+"""Seconds to open a connection to a Redis server (each node of a cluster) before ``ConnectionError``."""
+HEALTH_CHECK_INTERVAL = 15
+"""Seconds a pooled connection may sit idle before it is pinged on its next use."""
+
+
+class RedisUrlError(ValueError):
+    """A ``REDIS_URL`` that cannot be used; the message names ``REDIS_URL`` and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """A parsed ``redis+cluster://`` / ``rediss+cluster://`` URL: seed nodes ``(host, port)``, credentials, TLS."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def parse_cluster_url(url: str) -> ClusterUrl | None:
+    """The cluster form of ``url``, or ``None`` when ``url`` is not ``redis+cluster://`` / ``rediss+cluster://``.
+
+    Raises :class:`RedisUrlError` for a cluster URL without nodes, with a node that is not ``host:port``
+    (port 1-65535; IPv6 hosts in brackets, ``[::1]:7000``), with a database other than 0, or with a query
+    string (cluster options are not taken from the URL)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in CLUSTER_SCHEMES:
+        return None
+    tls = CLUSTER_SCHEMES[scheme.lower()]
+    if "?" in rest or "#" in rest:
+        raise RedisUrlError("REDIS_URL: a cluster URL takes no query string or fragment")
+    netloc, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise RedisUrlError(f"REDIS_URL: a Redis Cluster has database 0 only, not /{path[:20]}")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+        if not colon:  # redis://secret@host: the password alone, as redis-py reads it
+            username, password = None, unquote(user)
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            parsed = urlsplit(f"//{item}")
+            host, port = parsed.hostname, parsed.port
+        except ValueError as exc:
+            raise RedisUrlError(f"REDIS_URL: cluster node {item[:64]!r} is not host:port ({exc})") from None
+        if not host or port is None or not 0 < port <= 65535:
+            raise RedisUrlError(f"REDIS_URL: cluster node {item[:64]!r} is not host:port")
+        nodes.append((host, port))
+    if not nodes:
+        raise RedisUrlError("REDIS_URL: a cluster URL names at least one node (redis+cluster://host:port,...)")
+    return ClusterUrl(tuple(nodes), username, password, tls)
+
+
+def connect_redis(url: str, *, socket_timeout: float, decode_responses: bool = True) -> Redis:
+    """The Redis client of ``url`` (see the module docstring for the forms); nothing connects yet.
+
+    Replies are text unless ``decode_responses`` is False (bytes); ``socket_timeout`` (seconds) bounds each
+    reply, connections open within :data:`SOCKET_CONNECT_TIMEOUT` and idle ones are checked every
+    :data:`HEALTH_CHECK_INTERVAL` seconds; a timeout is not retried. Raises :class:`RedisUrlError` (naming
+    ``REDIS_URL``) for a URL that cannot be used."""
+    common: dict[str, Any] = {
+        "decode_responses": decode_responses,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+    }
+    cluster = parse_cluster_url(url)
+    if cluster is None:
+        try:
+            return Redis.from_url(url, retry_on_timeout=False, **common)
+        except ValueError as exc:
+            raise RedisUrlError(f"REDIS_URL: {exc}") from None
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster.nodes],
+        username=cluster.username,
+        password=cluster.password,
+        ssl=cluster.tls,
+        **common,
+    )
+    return cast(Redis, client)
+
+
+def is_cluster(redis: Any) -> bool:
+    """True when ``redis`` (a client or a pipeline) talks to a Redis Cluster."""
+    return isinstance(redis, RedisCluster | ClusterPipeline)
+
+
+def slot_groups(redis: Any, keys: Iterable[str]) -> list[list[str]]:
+    """``keys`` split so that each part may go into one multi-key command or script: one part (all of them,
+    in order) on a single server, one part per hash slot (in order of first appearance) on a cluster."""
+    items = list(keys)
+    if not items or not is_cluster(redis):
+        return [items] if items else []
+    groups: dict[int, list[str]] = {}
+    for key in items:
+        groups.setdefault(key_slot(key.encode()), []).append(key)
+    return list(groups.values())
+
+
+async def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """Queue ``script`` on ``pipe``: ``EVALSHA`` (loaded on demand) on a single server; on a cluster
+    pipeline, which refuses ``EVALSHA``, an ``EVAL`` of the script's text (the server caches it by digest,
+    so only the bytes sent grow). ``keys`` must share one hash slot on a cluster."""
+    if is_cluster(pipe):
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        return
+    await script(keys=keys, args=args, client=pipe)
+
+
+async def open_pubsub(redis: Redis, **kwargs: Any) -> PubSub:
+    """A pub/sub object of ``redis`` (``kwargs`` as ``Redis.pubsub``). On a cluster: redis-py's
+    ``ClusterPubSub``, once the client has learnt the slot map (redis-py 8.1 raises ``KeyError`` when a
+    subscription is the first thing an unused cluster client does); it subscribes on the node serving the
+    channel's slot, and a cluster's ``PUBLISH`` reaches subscribers on every node. Raises ``RedisError``."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    return redis.pubsub(**kwargs)
