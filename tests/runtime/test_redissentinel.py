@@ -79,3 +79,9 @@ async def test_client_is_built_from_sentinel_without_connecting() -> None:
         assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == 5.0
     finally:
         await client.aclose()
+
+
+def test_replica_acks_are_refused_with_a_cluster_url() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ServiceSettings(redis_url="redis+cluster://h:7000", mongo_url="mongodb://127.0.0.1:1", outbox_replica_acks=1)
+    assert "OUTBOX_REPLICA_ACKS" in describe_error(caught.value)

@@ -149,6 +149,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"HTTP_PORT must be 0-65535, got {self.http_port}")
         if self.worker_http_port < 0 and self.http_port and self.http_port + WORKER_PORT_OFFSET > 65535:
             raise ValueError("HTTP_PORT + 1000 (the worker's default port) is over 65535; set WORKER_HTTP_PORT")
+        if self.outbox_replica_acks and parse_cluster_url(self.redis_url) is not None:
+            # WAIT counts the replicas of the node it runs on; a cluster pipeline sends a keyless command to
+            # any node, not necessarily the one holding the stream
+            raise ValueError("OUTBOX_REPLICA_ACKS is not supported with a Redis Cluster REDIS_URL; set it to 0")
         return self
 
     def listen_port(self, role: str) -> int:
