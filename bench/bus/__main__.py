@@ -27,7 +27,7 @@ large stream / with a fresh stream; target >= 0.8), ``scale_2x`` and ``scale_4x`
 processes / with 1). Medians of ``--rounds`` rounds; each table shows every round's figure (the spread).
 
 Time at default sizes (measured at small sizes, extrapolated, loaded 2-core machine): grow ~1 min (1M-entry
-preload ~7 s, about 0.4 GB in Redis), scale ~1.5-2 min.
+preload 5-20 s, about 0.35 GB in Redis), scale ~1.5-2 min.
 """
 
 from __future__ import annotations
