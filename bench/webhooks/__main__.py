@@ -21,7 +21,7 @@ Medians of ``BENCH_ROUNDS`` rounds (default 3), every round's figure printed. Ot
 ``BENCH_WEBHOOK_N`` (deliveries per throughput run, default 2,000), ``BENCH_WEBHOOK_RATE_S`` (seconds per
 latency run, default 6), ``BENCH_WEBHOOK_ONLY`` (parts among ``ceiling scale grow``; throughput and latency
 always run). Time at default sizes (extrapolated from small runs on the loaded 2-core machine): ceiling
-~1 min, scale ~30 s, grow ~2-3 min (seeding 100k messages and attempts ~1-1.5 min of it).
+~1 min, scale ~30 s, grow ~1.5-2 min (seeding 100k messages and their attempts: 36 s here).
 
 The last line printed is ``webhook-bench: deliveries_vs_raw=<x> p99_ms_at_500=<ms> healthy_p99_rise_pct=<pct>
 deliveries_vs_storage_ceiling=<pipeline/ceiling> deliveries_growth_ratio=<large/small>
