@@ -11,7 +11,8 @@ worker process, then measures, side by side on the same servers:
    the same MongoDB-wire server (``BENCH_WEBHOOK_CEILING_N`` deliveries, default 10,000);
 3. stream-to-first-attempt latency (p50/p99) at 500 events/s;
 4. the healthy endpoints' p99 when 10% of the endpoints hang until the timeout;
-5. scaling: the deliveries of 1 with 1 worker process, then with a second worker process in the same group;
+5. scaling: the deliveries of 1 with 1 worker process, then with a second worker process in the same group
+   (interleaved rounds; the second process is started before, and stopped after, each of its runs);
 6. cost as work grows: deliveries/s in an organisation with 10 endpoints vs one with 1,000 endpoints
    (``BENCH_WEBHOOK_GROW_ENDPOINTS``) and 100,000 delivered messages (+ one attempt each) already stored
    (``BENCH_WEBHOOK_GROW_STORED``), seeded directly in the service's document shapes; each event fans out to
@@ -446,29 +447,28 @@ async def run_bench() -> str:
             if "scale" in PARTS or "grow" in PARTS:
                 if "scale" in PARTS:
                     one_rates: list[float] = []
-                    for r in range(ROUNDS):
+                    two_rates: list[float] = []
+                    for r in range(ROUNDS):  # interleaved: 1 process, then a second one joins, per round
                         orgs = [f"s1r{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
                         one_rates.append(await deliveries(f"s1r{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
-                    env2 = dict(env, HTTP_PORT=str(free_port()), WORKER_HTTP_PORT=str(free_port()))
-                    worker2 = await asyncio.to_thread(_start_worker, env2, tmp / "worker2.log", recv_port)
-                    try:
-                        two_rates: list[float] = []
-                        for r in range(ROUNDS):
+                        env2 = dict(env, HTTP_PORT=str(free_port()), WORKER_HTTP_PORT=str(free_port()))
+                        worker2 = await asyncio.to_thread(_start_worker, env2, tmp / f"worker2-{r}.log", recv_port)
+                        try:
                             orgs = [f"s2r{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
                             two_rates.append(await deliveries(f"s2r{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
-                    finally:
-                        worker2.terminate()
-                        try:
-                            worker2.wait(20)
-                        except subprocess.TimeoutExpired:
-                            worker2.kill()
+                        finally:
+                            worker2.terminate()
+                            try:
+                                worker2.wait(20)
+                            except subprocess.TimeoutExpired:
+                                worker2.kill()
                     one, two = statistics.median(one_rates), statistics.median(two_rates)
                     scale_2x = two / one
                     print(
                         f"webhook-bench: worker processes 1: {one:.0f}/s (runs {_fmt_runs(one_rates)}), "
                         f"2: {two:.0f}/s (runs {_fmt_runs(two_rates)}); {THROUGHPUT_EVENTS} deliveries, "
                         f"{THROUGHPUT_ENDPOINTS} endpoints x {ENDPOINT_CONCURRENCY}, {os.cpu_count()} CPUs "
-                        f"(1-process rounds first, then the second worker joins the same group)",
+                        f"(interleaved rounds: a second worker process, started before its run, joins the same group)",
                         flush=True,
                     )
                 if "grow" in PARTS:
