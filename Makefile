@@ -9,7 +9,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml templates/*/pyproject.toml)
 
-.PHONY: install deploy-tools browser-tools console-screenshots run test test-cluster lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report bench-scale clean
+.PHONY: install deploy-tools browser-tools console-screenshots run test test-cluster lint format typecheck bench bench-bus bench-auth bench-webhooks bench-workflow bench-report bench-scale bench-notification clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -71,7 +71,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-bus bench-auth bench-webhooks bench-workflow bench-report
+bench: bench-bus bench-auth bench-webhooks bench-workflow bench-report bench-notification
 
 bench-bus: install
 	$(BIN)/python -m bench.bus
@@ -87,6 +87,9 @@ bench-workflow: install
 
 bench-report: install
 	$(BIN)/python -m bench.report
+
+bench-notification: install
+	$(BIN)/python -m bench.notification
 
 # nginx + N api / M worker processes per service under a mixed load, 1x1 then 2x2 (not part of make bench:
 # ~4 minutes; needs nginx, see deploy-tools). SCALE_BENCH_SECONDS, SCALE_BENCH_CONCURRENCY, SCALE_BENCH_SHAPES.

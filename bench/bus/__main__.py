@@ -8,19 +8,39 @@ npm ``bullmq`` in bench/node), then runs, side by side on that server:
 3. open-loop latency from publish to handler start at 1k and 5k events/s (bus vs Node BullMQ)
 4. recovery: 4 consumer processes, kill -9 of one holding in-flight work, 1% poison events
 
-Every run checks that each event was handled exactly once (distinct count and pending entries). The last line
-is the summary line. Sizes: ``--produce-n``, ``--drain-n``, ``--latency-seconds``, ``--recovery-n``.
+5. cost as work grows: the drain of 2 with the stream already holding ``--grow-entries`` (default 1M) valid
+   envelopes owned by 10 other consumer groups (each at a different position, 1000 entries pending each; the
+   drain group starts at the end), vs a fresh stream, interleaved rounds on the same server (databases 0/1)
+6. horizontal scaling: 1, 2 and 4 worker processes of one consumer group share ``--scale-n`` preloaded events
+   (``bench.bus.worker ... share``); the orchestrator times from its ``go`` line to the first ``XINFO GROUPS``
+   poll showing no lag and nothing pending, and checks distinct ids across processes = n
+
+Every run checks that each event was handled exactly once (distinct count and pending entries). ``--only``
+picks parts (drain produce latency recovery grow scale). The last line is the summary line. Sizes:
+``--produce-n``, ``--drain-n`` (also the size of the grow drain), ``--latency-seconds``, ``--recovery-n``,
+``--grow-entries``, ``--scale-n``, ``--rounds`` (or the ``BENCH_*`` environment variables).
+
+Summary line ``bus-bench:`` fields, in order: ``drain_vs_bullmq``, ``drain_vs_faststream``,
+``produce_batch_vs_raw``, ``p99_ms_at_5k``, ``lost``, ``recovery_s``, ``drain_traced_vs_bullmq``,
+``drain_prod_traced_vs_bullmq``, ``worker_rss_mb``, then ``drain_growth_ratio`` (median drain rate with the
+large stream / with a fresh stream; target >= 0.8), ``scale_2x`` and ``scale_4x`` (median rate with 2 and 4
+processes / with 1). Medians of ``--rounds`` rounds; each table shows every round's figure (the spread).
+
+Time at default sizes (measured at small sizes, extrapolated, loaded 2-core machine): grow ~1 min (1M-entry
+preload 5-20 s, about 0.35 GB in Redis), scale ~1.5-2 min.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -407,6 +427,192 @@ async def bench_drain(url: str, n: int, missing: dict[str, str], rounds: int = 3
     return results
 
 
+# ---------------------------------------------------------------------------------------------- 5. growth
+
+
+OTHER_GROUPS = 10
+OTHER_PENDING = 1000
+"""Entries each of the 10 other consumer groups holds pending (read, never acknowledged) in the large case."""
+
+
+def spread(values: list[float]) -> str:
+    return " ".join(f"{v:,.0f}" for v in values)
+
+
+def _db_url(url: str, db: int) -> str:
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+async def preload_bus_events(url: str, n: int, maxlen: int) -> None:
+    """``n`` bench events published through the bus in batches of 1000 (what the drain contenders read)."""
+    from bench.bus.common import TYPE, bus, payload, runtime
+
+    rt = runtime(url)
+    b = bus(rt, tracing=False)
+    b.publisher.maxlen = maxlen
+    for i in range(0, n, 1000):
+        await b.publish_events([b.event(TYPE, payload(j)) for j in range(i, min(n, i + 1000))])
+    await rt.close()
+
+
+CHUNK = 10_000
+ADD_CHUNK = """
+local count, kinds, width, offset = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local first
+for i = 0, count - 1 do
+  local k = (offset + i) % kinds
+  local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 5 + k * width, 4 + (k + 1) * width))
+  if not first then first = id end
+end
+return first
+"""
+"""XADD of ``count`` prebuilt envelopes, cycled, in one script call (the preload's encoding stays in Redis)."""
+
+
+async def preload_large_stream(url: str, entries: int) -> float:
+    """Fill the bench stream with ``entries`` valid envelopes (XADD of 1000 prebuilt envelopes, cycled, in
+    scripted chunks of 10k) owned by 10 other consumer groups, each positioned at a different point of the stream with
+    ``OTHER_PENDING`` entries read and never acknowledged. Returns the seconds it took."""
+    from bench.bus.common import TYPE, bus, payload, runtime
+
+    t0 = time.perf_counter()
+    rt = runtime(url)
+    encoder = bus(rt, tracing=False)
+    prebuilt = [encoder.event(TYPE, payload(i)).to_fields() for i in range(min(1000, max(1, entries)))]
+    await rt.close()
+    r = Redis.from_url(url, decode_responses=True)
+    flat = [x for fields in prebuilt for kv in fields.items() for x in kv]
+    width = len(flat) // len(prebuilt)  # every envelope has the same fields
+    marks: list[str] = []
+    step = max(1, -(-entries // OTHER_GROUPS))
+    for seg in range(0, entries, step):
+        for i in range(seg, min(entries, seg + step), CHUNK):
+            count = min(CHUNK, entries - i, seg + step - i)
+            first = await r.eval(ADD_CHUNK, 1, STREAM, count, len(prebuilt), width, i, *flat)
+            if i == seg:
+                marks.append(str(first))
+    for g, mark in enumerate(marks):
+        group = f"other-{g}"
+        await r.xgroup_create(STREAM, group, id="0", mkstream=True)
+        await r.xgroup_setid(STREAM, group, id=mark)
+        await r.xreadgroup(group, "c1", {STREAM: ">"}, count=OTHER_PENDING)
+    await r.aclose()
+    return time.perf_counter() - t0
+
+
+async def bench_grow(url: str, n: int, entries: int, rounds: int) -> dict[str, Any]:
+    """Drain of ``n`` events by the default novapulse contender: fresh stream (database 1) vs a stream already
+    holding ``entries`` entries of 10 other groups (database 0), interleaved rounds on one server."""
+    small_url, large_url = _db_url(url, 1), _db_url(url, 0)
+    r_small = Redis.from_url(small_url, decode_responses=True)
+    r_large = Redis.from_url(large_url, decode_responses=True)
+    await r_small.flushdb()
+    await r_large.flushdb()
+    log(f"grow: preloading {entries:,} entries and {OTHER_GROUPS} other groups")
+    preload_s = await preload_large_stream(large_url, entries)
+    info = await r_large.memory_usage(STREAM) if entries else 0
+    maxlen = (entries + n * (rounds + 1)) * 2  # never trims the large stream (the other groups' entries stay)
+    rates: dict[str, list[float]] = {"small": [], "large": []}
+    errors: dict[str, str] = {}
+    for round_ in range(rounds):
+        for case, case_url, r in (("small", small_url, r_small), ("large", large_url, r_large)):
+            if case == "small":
+                await r.flushdb()
+            else:
+                with contextlib.suppress(Exception):
+                    await r.xgroup_destroy(STREAM, "drain")
+                await r.xgroup_create(STREAM, "drain", id="$", mkstream=True)
+            length = await r.xlen(STREAM) if await r.exists(STREAM) else 0
+            log(f"grow round {round_ + 1}/{rounds}: {case}, stream length {length:,}")
+            await preload_bus_events(case_url, n, maxlen)
+            try:
+                out = run_json(worker_cmd("novapulse", "drain", case_url, n, "--tracing"))
+            except Exception as exc:
+                errors[case] = str(exc)[:300]
+                continue
+            if not (out["distinct"] == n and out["handled"] == n and out.get("pending_after", 0) == 0):
+                errors[case] = f"exactly-once failed: distinct {out['distinct']} handled {out['handled']}"
+                continue
+            rates[case].append(n / out["elapsed"])
+    await r_small.flushdb()
+    await r_large.flushdb()
+    await r_small.aclose()
+    await r_large.aclose()
+    return {"rates": rates, "errors": errors, "preload_s": preload_s, "stream_bytes": info}
+
+
+# ---------------------------------------------------------------------------------------------- 6. scaling
+
+
+async def drain_shared(url: str, n: int, procs: int) -> dict[str, Any]:
+    """``procs`` worker processes of one group drain ``n`` preloaded events. Timed by the orchestrator from
+    the ``go`` line to the first poll of ``XINFO GROUPS`` (every 5 ms) showing no lag and nothing pending."""
+    r = Redis.from_url(url, decode_responses=True)
+    await r.flushdb()
+    await preload_bus_events(url, n, n * 10)
+    cmds = [worker_cmd("novapulse", "share", url, n, "--tracing", "--name", f"w{k}") for k in range(procs)]
+    ps = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for cmd in cmds
+    ]
+    try:
+        for p in ps:
+            assert p.stdout is not None
+            p.stdout.readline()  # ready (imports done)
+        t0 = time.perf_counter()
+        for p in ps:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        deadline = time.monotonic() + 600
+        elapsed = None
+        while time.monotonic() < deadline:
+            groups = {g["name"]: g for g in await r.xinfo_groups(STREAM)} if await r.exists(STREAM) else {}
+            g = groups.get("drain")
+            if g and int(g["pending"]) == 0 and int(g.get("entries-read") or 0) >= n and not g.get("lag"):
+                elapsed = time.perf_counter() - t0
+                break
+            await asyncio.sleep(0.005)
+        for p in ps:
+            p.send_signal(signal.SIGTERM)
+        outs = []
+        for p in ps:
+            out_text, err = p.communicate(timeout=60)
+            lines = [ln for ln in out_text.splitlines() if ln.startswith("{") and '"ready"' not in ln]
+            if not lines:
+                raise RuntimeError(f"share worker failed ({p.returncode}): {err[-800:]}")
+            outs.append(json.loads(lines[-1]))
+    finally:
+        for p in ps:
+            if p.poll() is None:
+                p.kill()
+        await r.aclose()
+    if elapsed is None:
+        raise RuntimeError("group not drained within 600 s")
+    seqs = [s for o in outs for s in o["seqs"]]
+    return {
+        "rate": n / elapsed,
+        "exactly_once": len(seqs) == n and len(set(seqs)) == n and all(o["pending_after"] == 0 for o in outs),
+        "per_process": [len(o["seqs"]) for o in outs],
+        "distinct": len(set(seqs)),
+        "handled": len(seqs),
+    }
+
+
+async def bench_scale(url: str, n: int, rounds: int, counts: tuple[int, ...] = (1, 2, 4)) -> dict[int, Any]:
+    runs: dict[int, list[dict[str, Any]]] = {k: [] for k in counts}
+    for round_ in range(rounds):  # interleaved: 1, 2, 4, 1, 2, 4, ...
+        for k in counts:
+            log(f"scale round {round_ + 1}/{rounds}: {k} worker process(es), {n} events")
+            try:
+                runs[k].append(await drain_shared(url, n, k))
+            except Exception as exc:
+                runs[k].append({"error": str(exc)[:300]})
+    return runs
+
+
 # ---------------------------------------------------------------------------------------------- 3. latency
 
 
@@ -641,6 +847,68 @@ async def run(args: argparse.Namespace) -> None:
             rs = ours_rec["recovery_s"]
             summary["recovery_s"] = f"{rs:.2f}" if rs is not None else "n/a"
             print(f"  target: recovery <= idle threshold ({CLAIM_IDLE:g} s) + 1 s")
+        # 5. cost as work grows
+        if "grow" in args.only:
+            t_grow = time.perf_counter()
+            grow = await bench_grow(url, args.drain_n, args.grow_entries, args.rounds)
+            rows = []
+            large_label = f"{args.grow_entries:,} entries, {OTHER_GROUPS} other groups"
+            for case, label in (("small", "fresh stream"), ("large", large_label)):
+                vals = grow["rates"][case]
+                err = grow["errors"].get(case, "")
+                rows.append([label, fmt(statistics.median(vals)) if vals else "n/a", "runs: " + spread(vals), err[:80]])
+            print_table(
+                f"cost as work grows: drain {args.drain_n} events, novapulse defaults, 1 worker process "
+                f"(median of {args.rounds} interleaved rounds)",
+                ["stream", "events/s", "spread", "note"],
+                rows,
+            )
+            print(
+                f"  large stream: preloaded in {grow['preload_s']:.1f} s (scripted XADD of valid envelopes), "
+                f"{(grow['stream_bytes'] or 0) / 2**20:,.0f} MB in Redis; each other group holds "
+                f"{OTHER_PENDING} pending entries; the drain group starts at the stream's end; "
+                f"part took {time.perf_counter() - t_grow:.1f} s"
+            )
+            small, large = grow["rates"]["small"], grow["rates"]["large"]
+            summary["drain_growth_ratio"] = (
+                f"{statistics.median(large) / statistics.median(small):.2f}" if small and large else "n/a"
+            )
+            print("  target: drain_growth_ratio (large / small) >= 0.8")
+        # 6. horizontal scaling
+        if "scale" in args.only:
+            t_scale = time.perf_counter()
+            scale = await bench_scale(url, args.scale_n, args.rounds)
+            rows = []
+            medians: dict[int, float] = {}
+            for k, outs in scale.items():
+                good = [o for o in outs if "error" not in o]
+                if not good:
+                    rows.append([str(k), "n/a", "", "", outs[-1].get("error", "")[:80]])
+                    continue
+                medians[k] = statistics.median(o["rate"] for o in good)
+                once = all(o["exactly_once"] for o in good)
+                rows.append(
+                    [
+                        str(k),
+                        fmt(medians[k]),
+                        "runs: " + spread([o["rate"] for o in good]),
+                        "yes" if once else f"NO ({min(o['distinct'] for o in good)}/{max(o['handled'] for o in good)})",
+                        "per process (last round): " + "/".join(str(c) for c in good[-1]["per_process"]),
+                    ]
+                )
+            print_table(
+                f"horizontal scaling: drain {args.scale_n} events, one consumer group, novapulse defaults, "
+                f"concurrency 100 per process (median of {args.rounds} interleaved rounds)",
+                ["processes", "events/s", "spread", "exactly_once", "note"],
+                rows,
+            )
+            print(
+                "  timed by the orchestrator: from 'go' to the first XINFO GROUPS poll (5 ms) with no lag and nothing\n"
+                f"  pending; {os.cpu_count()} CPUs (expect ~2x at 2 processes on 2 cores); "
+                f"part took {time.perf_counter() - t_scale:.1f} s"
+            )
+            for k, key in ((2, "scale_2x"), (4, "scale_4x")):
+                summary[key] = f"{medians[k] / medians[1]:.2f}" if k in medians and 1 in medians else "n/a"
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -654,6 +922,9 @@ async def run(args: argparse.Namespace) -> None:
         "drain_traced_vs_bullmq",
         "drain_prod_traced_vs_bullmq",
         "worker_rss_mb",
+        "drain_growth_ratio",
+        "scale_2x",
+        "scale_4x",
     )
     print("bus-bench: " + " ".join(f"{k}={summary.get(k, 'n/a')}" for k in keys))
 
@@ -665,7 +936,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
     parser.add_argument("--latency-seconds", type=float, default=float(os.environ.get("BENCH_LATENCY_S", 10)))
     parser.add_argument("--recovery-n", type=int, default=int(os.environ.get("BENCH_RECOVERY_N", 20_000)))
-    parser.add_argument("--only", nargs="*", default=["drain", "produce", "latency", "recovery"])
+    parser.add_argument(
+        "--grow-entries",
+        type=int,
+        default=int(os.environ.get("BENCH_GROW_ENTRIES", 1_000_000)),
+        help="entries already in the stream (10 other groups) for the cost-as-work-grows drain",
+    )
+    parser.add_argument("--scale-n", type=int, default=int(os.environ.get("BENCH_SCALE_N", 40_000)))
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=["drain", "produce", "latency", "recovery", "grow", "scale"],
+        default=["drain", "produce", "latency", "recovery", "grow", "scale"],
+    )
     args = parser.parse_args()
     asyncio.run(run(args))
 

@@ -3,6 +3,11 @@
 Prints one JSON line with its measurements: elapsed seconds from the start of consumption to the last event
 handled, CPU seconds over that span, peak RSS, handled and distinct counts (and latencies in ``latency``
 mode).
+
+``share`` mode (novapulse only) is for N processes of one consumer group sharing a total: the process prints
+``{"ready": true}``, waits for a ``go`` line on stdin, consumes until SIGTERM (the orchestrator sends it once
+the group has no lag and nothing pending) and prints the sequence numbers it handled (``seqs``), so the
+orchestrator can check that the distinct ids across processes equal the total.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class Tally:
             self.done.set()
 
     def report(self, **extra: Any) -> None:
-        out = {
+        out: dict[str, Any] = {
             "elapsed": self.t1 - self.t0,
             "cpu": self.c1 - self.c0,
             "rss_mb": _rss_mb(),
@@ -97,6 +102,7 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     )
     latency = args.mode == "latency"
     record = args.mode == "recovery"
+    share = args.mode == "share"
 
     @consumer.on(TYPE)
     async def handle(event: Event) -> None:
@@ -114,10 +120,14 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if share:
+        print(json.dumps({"ready": True}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the orchestrator's "go"
     task = asyncio.create_task(consumer.run(stop))
-    print(json.dumps({"ready": True}), flush=True)
+    if not share:
+        print(json.dumps({"ready": True}), flush=True)
     tally.start()
-    if record:
+    if record or share:
         await stop.wait()
     else:
         await tally.done.wait()
@@ -125,6 +135,9 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     await task
     pending = await rt.redis.xpending(STREAM, args.group)
     await rt.close()
+    if share:
+        tally.t1, tally.c1 = time.perf_counter(), time.process_time()
+        return {"pending_after": int(pending["pending"]), "seqs": sorted(tally.seen)}
     return {"pending_after": int(pending["pending"])}
 
 
@@ -200,7 +213,7 @@ KINDS = {"novapulse": novapulse, "raw": raw, "faststream": faststream, "bullmq-p
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=sorted(KINDS))
-    parser.add_argument("mode", choices=["drain", "latency", "recovery"])
+    parser.add_argument("mode", choices=["drain", "latency", "recovery", "share"])
     parser.add_argument("redis")
     parser.add_argument("n", type=int)
     parser.add_argument("--concurrency", type=int, default=100)

@@ -1,19 +1,38 @@
 """Webhook benchmark: ``python -m bench.webhooks`` (``make bench-webhooks``).
 
-Starts its own Redis and MongoDB-wire server, a receiver in a separate process and the real worker process,
-then measures, side by side on the same servers:
+Starts its own Redis and MongoDB-wire server, a receiver in a separate process (receiver.py) and the real
+worker process, then measures, side by side on the same servers:
 
 1. signed deliveries/s through the whole pipeline (stream → fan-out → sign → POST → logs) to a fast
    receiver, against a raw aiohttp POST loop at the same concurrency (8 endpoints x 4 = 32);
-2. stream-to-first-attempt latency (p50/p99) at 500 events/s;
-3. the healthy endpoints' p99 when 10% of the endpoints hang until the timeout.
+2. the storage ceiling: the pipeline's own writes per delivered message (pre-claimed message insert,
+   ``inflight`` start record, attempt log insert, finishing message update) through the service's own
+   group-commit writer (``BatchWriter``: its batch size and delay), 500 deliveries in flight, no HTTP, against
+   the same MongoDB-wire server (``BENCH_WEBHOOK_CEILING_N`` deliveries, default 10,000);
+3. stream-to-first-attempt latency (p50/p99) at 500 events/s;
+4. the healthy endpoints' p99 when 10% of the endpoints hang until the timeout;
+5. scaling: the deliveries of 1 with 1 worker process, then with a second worker process in the same group
+   (interleaved rounds; the second process is started before, and stopped after, each of its runs);
+6. cost as work grows: deliveries/s in an organisation with 10 endpoints vs one with 1,000 endpoints
+   (``BENCH_WEBHOOK_GROW_ENDPOINTS``) and 100,000 delivered messages (+ one attempt each) already stored
+   (``BENCH_WEBHOOK_GROW_STORED``), seeded directly in the service's document shapes; each event fans out to
+   every endpoint of its organisation, ~2,000 deliveries per run (``BENCH_WEBHOOK_GROW_N``).
 
-The last line printed is ``webhook-bench: deliveries_vs_raw=<x> p99_ms_at_500=<ms> healthy_p99_rise_pct=<pct>``.
+Medians of ``BENCH_ROUNDS`` rounds (default 3), every round's figure printed. Other knobs:
+``BENCH_WEBHOOK_N`` (deliveries per throughput run, default 2,000), ``BENCH_WEBHOOK_RATE_S`` (seconds per
+latency run, default 6), ``BENCH_WEBHOOK_ONLY`` (parts among ``ceiling scale grow``; throughput and latency
+always run). Time at default sizes (extrapolated from small runs on the loaded 2-core machine): ceiling
+~1 min, scale ~30 s, grow ~1.5-2 min (seeding 100k messages and their attempts: 36 s here).
+
+The last line printed is ``webhook-bench: deliveries_vs_raw=<x> p99_ms_at_500=<ms> healthy_p99_rise_pct=<pct>
+deliveries_vs_storage_ceiling=<pipeline/ceiling> deliveries_growth_ratio=<large/small>
+worker_scale_2x=<2 processes/1>`` (``nan`` for a part not run).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import multiprocessing
 import os
 import statistics
@@ -28,67 +47,53 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from cryptography.fernet import Fernet
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from bench.webhooks.receiver import _receiver
 from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.secretbox import SecretBox
-from novapulse_webhook.constants import ENDPOINT_CACHE_TTL
+from novapulse_webhook.constants import ENDPOINT_CACHE_TTL, ENDPOINT_ID_PREFIX, MessageStatus, Outcome
+from novapulse_webhook.domain import new_id, redact
+from novapulse_webhook.fanout import payload_body
 from novapulse_webhook.models import EndpointIn
-from novapulse_webhook.repository import Repository
+from novapulse_webhook.repository import (
+    Repository,
+    attempt_doc,
+    attempt_insert,
+    finish_op,
+    message_doc,
+    message_insert,
+    start_op,
+)
 from novapulse_webhook.service import WebhookService
 from novapulse_webhook.settings import WebhookSettings
+from novapulse_webhook.writer import BatchWriter
 
 EVENT_TYPE = "user.password_changed"
-THROUGHPUT_EVENTS = 2000
+THROUGHPUT_EVENTS = int(os.environ.get("BENCH_WEBHOOK_N", 2000))
 THROUGHPUT_ENDPOINTS = 8
 ENDPOINT_CONCURRENCY = 4
 RATE = 500
-RATE_SECONDS = 6.0
+RATE_SECONDS = float(os.environ.get("BENCH_WEBHOOK_RATE_S", 6.0))
 LATENCY_ENDPOINTS = 10
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+CEILING_N = int(os.environ.get("BENCH_WEBHOOK_CEILING_N", 10_000))
+CEILING_IN_FLIGHT = 500
+"""Deliveries in flight in the storage ceiling: enough for the writer to fill its batches (``WRITE_BATCH_SIZE``)."""
+GROW_N = int(os.environ.get("BENCH_WEBHOOK_GROW_N", 2000))
+GROW_SMALL_ENDPOINTS = 10
+GROW_LARGE_ENDPOINTS = int(os.environ.get("BENCH_WEBHOOK_GROW_ENDPOINTS", 1000))
+GROW_STORED = int(os.environ.get("BENCH_WEBHOOK_GROW_STORED", 100_000))
+PARTS = os.environ.get("BENCH_WEBHOOK_ONLY", "ceiling scale grow").split()
+"""Optional parts to run (``BENCH_WEBHOOK_ONLY``, space-separated); throughput and latency always run."""
 LATENCY_PAIRS = 2
 HANG_TIMEOUT = "2"
 # BENCH_PROFILE=<file> runs the worker under cProfile (to find where its time goes).
 PROFILE = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-
-
-# --- the receiver (its own process, so it does not share a core's event loop with what is measured) ------
-
-
-def _receiver(port: int) -> None:
-    arrivals: list[tuple[str, float, float]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        body = await request.read()
-        if name.startswith("hang"):
-            await asyncio.sleep(3600)
-        now = time.time()
-        sent = now
-        if body[:1] == b"{":
-            stamp = jsonstrict.loads(body).get("timestamp")
-            if isinstance(stamp, str):
-                sent = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        arrivals.append((name, now, now - sent))
-        return web.Response(status=200)
-
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(arrivals)
-
-    async def reset(_: web.Request) -> web.Response:
-        arrivals.clear()
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_get("/stats", stats)
-    app.router.add_post("/reset", reset)
-    app.router.add_post("/{name}", hook)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
 
 
 async def _arrivals(http: aiohttp.ClientSession, base: str) -> list[tuple[str, float, float]]:
@@ -165,6 +170,156 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# --- storage ceiling: the pipeline's own writes per delivery, no HTTP ------------------------------------
+
+
+async def storage_ceiling(repo: Repository, total: int, in_flight: int) -> float:
+    """Deliveries/s of the writes one delivered message costs on the fast path (intake.py, attempt.py,
+    recorder.py), through the service's own group-commit writer (writer.py: its batch size and delay): the
+    pre-claimed message insert (awaited, as fan-out does), the ``inflight`` start record, the attempt log
+    insert and the finishing message update (not awaited, as in the worker; all durable before the clock
+    stops). No HTTP, no signing, no Redis: only the database and the writer."""
+    writer = BatchWriter(repo)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(writer.run(stop))
+    now_dt = datetime.now().astimezone()
+    body = payload_body(EVENT_TYPE, {"user_id": "u", "org_id": "ceiling"}, now_dt)
+    headers = redact(
+        {
+            "content-type": "application/json",
+            "user-agent": "NovaPulse-Webhooks/1",
+            "webhook-id": "msg_x",
+            "webhook-timestamp": "1700000000",
+            "webhook-signature": "v1," + "A" * 44,
+        }
+    )
+    left = total
+    pending: list[asyncio.Future[bool]] = []
+
+    async def lane() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            now = datetime.now().astimezone()
+            claim = uuid.uuid4().hex
+            doc = message_doc(
+                org_id="ceiling",
+                endpoint_id="ep_ceiling",
+                event_id=uuid.uuid4().hex,
+                event_type=EVENT_TYPE,
+                body=body,
+                now=now,
+                claim=claim,
+                lease_until=now,
+            )
+            await writer.put(message_insert(doc))
+            pending.append(writer.put(start_op(doc["_id"], claim, 1, now, "http://127.0.0.1/ceiling")))
+            pending.append(
+                writer.put(
+                    attempt_insert(
+                        attempt_doc(
+                            message_id=doc["_id"],
+                            org_id="ceiling",
+                            endpoint_id="ep_ceiling",
+                            attempt=1,
+                            started_at=now,
+                            url="http://127.0.0.1/ceiling",
+                            request_headers=headers,
+                            status=200,
+                            response_body="",
+                            duration_ms=1.0,
+                            error=None,
+                            outcome=Outcome.SUCCESS,
+                        )
+                    )
+                )
+            )
+            pending.append(
+                writer.put(
+                    finish_op(
+                        doc["_id"],
+                        claim,
+                        status=MessageStatus.SUCCEEDED,
+                        next_attempt_at=None,
+                        last_status=200,
+                        last_error=None,
+                        now=now,
+                        attempts=1,
+                    )
+                )
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await runner
+    return total / elapsed
+
+
+# --- cost as work grows: endpoints and stored messages seeded in the service's document shapes -----------
+
+
+async def seed_org(svc: WebhookService, repo: Repository, org: str, base: str, count: int) -> None:
+    """``count`` endpoints in ``org`` (URL path ``/<org>-<i>``): the first through the service, the others
+    inserted directly as copies of its document (new ids and URLs; the service's own per-organisation limit,
+    ``WEBHOOK_MAX_ENDPOINTS_PER_ORG``, default 100, applies to the API, not to stored data)."""
+    made = await svc.create_endpoint(org, EndpointIn(url=f"{base}/{org}-0", concurrency=ENDPOINT_CONCURRENCY))
+    first = await repo.endpoints.find_one({"_id": made.id})
+    assert first is not None
+    docs = []
+    for i in range(1, count):
+        doc = copy.deepcopy(first)
+        doc["_id"] = new_id(ENDPOINT_ID_PREFIX)
+        doc["url"] = f"{base}/{org}-{i}"
+        docs.append(doc)
+    for i in range(0, len(docs), 1000):
+        await repo.endpoints.insert_many(docs[i : i + 1000])
+
+
+async def seed_messages(repo: Repository, org: str, count: int) -> float:
+    """``count`` delivered messages (status ``succeeded``, one attempt each in the log) of ``org``'s
+    endpoints, inserted with ``insert_many`` in the service's shapes (:func:`message_doc`,
+    :func:`attempt_doc`). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    eps = [e["_id"] for e in await repo.endpoints.find({"org_id": org}, {"_id": 1}).to_list()]
+    now = datetime.now().astimezone()
+    body = payload_body(EVENT_TYPE, {"user_id": "u", "org_id": org}, now)
+    for i in range(0, count, 2000):
+        msgs, atts = [], []
+        for j in range(i, min(count, i + 2000)):
+            ep = eps[j % len(eps)]
+            doc = message_doc(
+                org_id=org, endpoint_id=ep, event_id=f"seed{j}", event_type=EVENT_TYPE, body=body, now=now
+            )
+            doc.update(status=MessageStatus.SUCCEEDED, next_attempt_at=None, attempts=1, last_status=200)
+            msgs.append(doc)
+            atts.append(
+                attempt_doc(
+                    message_id=doc["_id"],
+                    org_id=org,
+                    endpoint_id=ep,
+                    attempt=1,
+                    started_at=now,
+                    url="http://127.0.0.1/seed",
+                    request_headers={},
+                    status=200,
+                    response_body="",
+                    duration_ms=1.0,
+                    error=None,
+                    outcome=Outcome.SUCCESS,
+                )
+            )
+        await repo.messages.insert_many(msgs, ordered=False)
+        await repo.attempts.insert_many(atts, ordered=False)
+    return time.perf_counter() - t0
+
+
+def _fmt_runs(values: Sequence[float]) -> str:
+    return " ".join(f"{v:,.0f}" for v in values)
+
+
 async def run_bench() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     redis_port, mongo_port, recv_port = free_port(), free_port(), free_port()
@@ -210,7 +365,9 @@ async def run_bench() -> str:
         await repo.ensure_indexes()
         svc = WebhookService(repo, settings, SecretBox([key]))
         hanging_id = ""
-        rounds_t = [f"t{r}-{i}" for r in range(ROUNDS) for i in range(THROUGHPUT_ENDPOINTS)]
+        rounds_t = [
+            f"{p}{r}-{i}" for p in ("t", "s1r", "s2r") for r in range(ROUNDS) for i in range(THROUGHPUT_ENDPOINTS)
+        ]
         for org in rounds_t:
             await svc.create_endpoint(org, EndpointIn(url=f"{base}/{org}", concurrency=ENDPOINT_CONCURRENCY))
         for i in range(LATENCY_ENDPOINTS):
@@ -230,19 +387,41 @@ async def run_bench() -> str:
                 {"type": EVENT_TYPE, "timestamp": datetime.now().astimezone().isoformat(), "data": {"user_id": "u"}}
             ).encode()
             conc = THROUGHPUT_ENDPOINTS * ENDPOINT_CONCURRENCY
+
+            async def deliveries(prefix: str, orgs: Sequence[str], events: int, expected: int) -> float:
+                """Publish ``events`` round-robin over ``orgs``; deliveries/s until ``expected`` arrived at
+                endpoints whose path starts with ``prefix``."""
+                async with http.post(f"{base}/reset"):
+                    pass
+                started = time.time()
+                await _publish(redis, stream, orgs, events, None)
+                got = await _wait_count(http, base, expected, prefix, 300)
+                if len(got) < expected:
+                    raise RuntimeError(f"{prefix}: {len(got)} of {expected} deliveries arrived")
+                last = max(a[1] for a in got)
+                return float(len(got) / (last - started))
+
             pipeline_rates, raw_rates = [], []
             for r in range(ROUNDS):
                 raw_rates.append(await _raw_loop(http, f"{base}/raw", body, THROUGHPUT_EVENTS, conc))
-                async with http.post(f"{base}/reset"):
-                    pass
                 orgs = [f"t{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
-                started = time.time()
-                await _publish(redis, stream, orgs, THROUGHPUT_EVENTS, None)
-                got = await _wait_count(http, base, THROUGHPUT_EVENTS, f"t{r}-", 180)
-                last = max(a[1] for a in got)
-                pipeline_rates.append(len(got) / (last - started))
+                pipeline_rates.append(await deliveries(f"t{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
             pipeline, raw = statistics.median(pipeline_rates), statistics.median(raw_rates)
             print(f"webhook-bench: deliveries/s pipeline={pipeline:.0f} raw_aiohttp={raw:.0f} (medians of {ROUNDS})")
+            print(f"webhook-bench:   runs pipeline {_fmt_runs(pipeline_rates)}; raw {_fmt_runs(raw_rates)}", flush=True)
+            ceiling = float("nan")
+            if "ceiling" in PARTS:
+                ceiling_rates = []
+                for _ in range(ROUNDS):
+                    ceiling_rates.append(await storage_ceiling(repo, CEILING_N, CEILING_IN_FLIGHT))
+                ceiling = statistics.median(ceiling_rates)
+                print(
+                    f"webhook-bench: storage ceiling (the pipeline's writes per delivery through its group-commit "
+                    f"writer, no HTTP, {CEILING_IN_FLIGHT} in flight, {CEILING_N} deliveries) "
+                    f"deliveries/s={ceiling:.0f} (median of {ROUNDS}; runs {_fmt_runs(ceiling_rates)}); "
+                    f"pipeline/ceiling={pipeline / ceiling:.2f}",
+                    flush=True,
+                )
 
             async def latency_run(prefix: str, healthy: int) -> list[float]:
                 async with http.post(f"{base}/reset"):
@@ -264,6 +443,64 @@ async def run_bench() -> str:
                 # Disable the hanging endpoint so its backlog drains before the next baseline run.
                 await repo.endpoints.update_one({"_id": hanging_id}, {"$set": {"enabled": False}})
                 await asyncio.sleep(ENDPOINT_CACHE_TTL + float(HANG_TIMEOUT) + 0.5)
+            scale_2x = grow_ratio = float("nan")
+            if "scale" in PARTS or "grow" in PARTS:
+                if "scale" in PARTS:
+                    one_rates: list[float] = []
+                    two_rates: list[float] = []
+                    for r in range(ROUNDS):  # interleaved: 1 process, then a second one joins, per round
+                        orgs = [f"s1r{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
+                        one_rates.append(await deliveries(f"s1r{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
+                        env2 = dict(env, HTTP_PORT=str(free_port()), WORKER_HTTP_PORT=str(free_port()))
+                        worker2 = await asyncio.to_thread(_start_worker, env2, tmp / f"worker2-{r}.log", recv_port)
+                        try:
+                            orgs = [f"s2r{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
+                            two_rates.append(await deliveries(f"s2r{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
+                        finally:
+                            worker2.terminate()
+                            try:
+                                worker2.wait(20)
+                            except subprocess.TimeoutExpired:
+                                worker2.kill()
+                    one, two = statistics.median(one_rates), statistics.median(two_rates)
+                    scale_2x = two / one
+                    print(
+                        f"webhook-bench: worker processes 1: {one:.0f}/s (runs {_fmt_runs(one_rates)}), "
+                        f"2: {two:.0f}/s (runs {_fmt_runs(two_rates)}); {THROUGHPUT_EVENTS} deliveries, "
+                        f"{THROUGHPUT_ENDPOINTS} endpoints x {ENDPOINT_CONCURRENCY}, {os.cpu_count()} CPUs "
+                        f"(interleaved rounds: a second worker process, started before its run, joins the same group)",
+                        flush=True,
+                    )
+                if "grow" in PARTS:
+                    t_seed = time.perf_counter()
+                    await seed_org(svc, repo, "gsmall", base, GROW_SMALL_ENDPOINTS)
+                    await seed_org(svc, repo, "glarge", base, GROW_LARGE_ENDPOINTS)
+                    seeded_s = await seed_messages(repo, "glarge", GROW_STORED)
+                    print(
+                        f"webhook-bench: grow: seeded {GROW_LARGE_ENDPOINTS} endpoints and {GROW_STORED:,} "
+                        f"delivered messages (+ their attempts) in {time.perf_counter() - t_seed:.1f} s "
+                        f"(messages {seeded_s:.1f} s)",
+                        flush=True,
+                    )
+                    await asyncio.sleep(ENDPOINT_CACHE_TTL + 0.5)  # the worker's endpoint cache sees them
+                    cases = (("gsmall", GROW_SMALL_ENDPOINTS), ("glarge", GROW_LARGE_ENDPOINTS))
+                    for org, count in cases:  # warm-up: each org's endpoint list and connections once
+                        await deliveries(f"{org}-", [org], 1, count)
+                    grow_rates: dict[str, list[float]] = {org: [] for org, _ in cases}
+                    for _ in range(ROUNDS):
+                        for org, count in cases:
+                            events = max(1, GROW_N // count)
+                            grow_rates[org].append(await deliveries(f"{org}-", [org], events, events * count))
+                    small, large = (statistics.median(grow_rates[org]) for org, _ in cases)
+                    grow_ratio = large / small
+                    print(
+                        f"webhook-bench: grow: deliveries/s with {GROW_SMALL_ENDPOINTS} endpoints in the org "
+                        f"{small:.0f} (runs {_fmt_runs(grow_rates['gsmall'])}), with {GROW_LARGE_ENDPOINTS} "
+                        f"endpoints and {GROW_STORED:,} messages stored {large:.0f} "
+                        f"(runs {_fmt_runs(grow_rates['glarge'])}); ~{GROW_N} deliveries per run, "
+                        f"fan-out of each event to every endpoint of the org",
+                        flush=True,
+                    )
         base_lat = [x for run in base_runs for x in run]
         hang_lat = [x for run in hang_runs for x in run]
         p50 = statistics.median(_pct(r, 0.5) for r in base_runs)
@@ -280,7 +517,8 @@ async def run_bench() -> str:
         )
         return (
             f"webhook-bench: deliveries_vs_raw={pipeline / raw:.2f} p99_ms_at_500={p99:.1f} "
-            f"healthy_p99_rise_pct={rise:.1f}"
+            f"healthy_p99_rise_pct={rise:.1f} deliveries_vs_storage_ceiling={pipeline / ceiling:.2f} "
+            f"deliveries_growth_ratio={grow_ratio:.2f} worker_scale_2x={scale_2x:.2f}"
         )
     finally:
         if worker is not None:

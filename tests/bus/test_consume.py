@@ -4,6 +4,7 @@ stop, tracing, trimming."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -391,3 +392,85 @@ async def test_permanent_error_is_dead_lettered_at_once(make_bus: BusFactory) ->
     assert calls["u1"] == 1
     assert (dead.reason, dead.deliveries) == ("rejected", 1)
     assert "no such template" in dead.error
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_retried_then_dead_lettered(make_bus: BusFactory) -> None:
+    bus = make_bus("auth")
+    consumer = bus.consumer(
+        "notification", handler_timeout=0.3, max_deliveries=2, backoff_base=0.05, backoff_max=0.1, concurrency=4
+    )
+    cancelled: list[str] = []
+    fast: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        if event.subject == "fast":  # a handler beside the slow one is not disturbed
+            fast.append(event.id)
+            return
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(event.id)
+            raise
+
+    async with running(consumer.run) as stop:
+        await bus.publish("user.registered", user(1), org_id="o1", subject="slow")
+        await bus.publish("user.registered", user(2), org_id="o1", subject="fast")
+
+        async def one_dead() -> bool:
+            return await _dead_count(bus) == 1
+
+        await wait_until(one_dead, timeout=15, message="the slow event dead-lettered")
+        [dead] = (await bus.operations.dead_letters("notification")).items
+        assert not stop.is_set()  # the consumer goes on
+    assert (dead.reason, dead.deliveries) == ("timeout", 2)
+    assert "timed out after 0.3s" in dead.error
+    assert len(cancelled) == 2  # each delivery's run was cancelled, not left running
+    assert len(fast) == 1
+    assert not consumer._deadlines
+    assert not consumer._expired
+
+
+async def test_a_stop_does_not_wait_for_an_overrunning_handler_beyond_its_timeout(make_bus: BusFactory) -> None:
+    """Timeouts are still enforced while a stopping consumer waits for its in-flight handlers: the stop ends
+    once the overrunning handler is cancelled, and its entry stays pending for another consumer."""
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", handler_timeout=0.5)
+    started = asyncio.Event()
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await bus.publish("user.registered", user(1), org_id="o1", subject="u1")
+    await asyncio.wait_for(started.wait(), timeout=15)
+    stop.set()
+    await asyncio.wait_for(task, timeout=15)  # without the timeout it would wait handler_timeout + 2 s, then cancel
+    assert (await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification"))["pending"] == 1
+    assert await _dead_count(bus) == 0
+
+
+async def test_a_handler_that_swallows_the_timeout_and_returns_counts_as_handled(make_bus: BusFactory) -> None:
+    """As with ``asyncio.timeout``: a handler that catches the cancellation and returns normally succeeded."""
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", handler_timeout=0.2)
+    finished: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        finished.append(event.id)
+
+    async with running(consumer.run):
+        await bus.publish("user.registered", user(1), org_id="o1", subject="u1")
+        await wait_until(lambda: len(finished) == 1, timeout=15, message="the handler returned")
+
+        async def acked() -> bool:
+            return bool((await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification"))["pending"] == 0)
+
+        await wait_until(acked, timeout=15, message="acknowledged")
+    assert await _dead_count(bus) == 0

@@ -17,6 +17,11 @@ pytestmark = pytest.mark.unit
         (b'{"a": -Infinity}', "invalid JSON"),
         (b'{"a": 1e999}', "out of range"),
         (b'{"a": [-1e999]}', "out of range"),
+        (b'{"a": 1E+0309}', "out of range"),
+        ('{"a": 1e400}', "out of range"),
+        (b'{"a": 1' + b"0" * 309 + b".0}", "out of range"),
+        (b'{"a": -1' + b"0" * 210 + b"e99}", "out of range"),
+        (bytearray(b'{"a": {"b": [1.5e308, 1e309]}}'), "out of range"),
         (b'"\\ud800"', "invalid JSON"),
         (b"\xff", "invalid JSON"),
         (b"[" * 60000 + b"]" * 60000, "invalid JSON"),
@@ -24,7 +29,7 @@ pytestmark = pytest.mark.unit
         (b"{", "invalid JSON"),
     ],
 )
-def test_faults_are_invalid_json(raw: bytes, why: str) -> None:
+def test_faults_are_invalid_json(raw: bytes | str, why: str) -> None:
     with pytest.raises(InvalidJSON, match=why):
         loads(raw)
 
@@ -39,3 +44,16 @@ def test_good_json_round_trips() -> None:
 def test_dumps_refuses_what_strict_parsers_refuse(bad: object) -> None:
     with pytest.raises(InvalidJSON):
         dumps(bad)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1.7976931348623157e308, "b": -1e99, "c": 1e-400}',
+        b'{"big_int": 1' + b"0" * 400 + b"}",  # an integer stays an int: never infinite
+        b'{"digits": 1.' + b"0" * 400 + b"1}",
+        '{"text": "e999 1e999 is only text"}',
+    ],
+)
+def test_numbers_in_range_and_text_that_looks_like_a_number_parse(raw: bytes | str) -> None:
+    assert isinstance(loads(raw), dict)

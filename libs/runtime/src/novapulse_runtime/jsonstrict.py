@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pydantic_core
@@ -42,8 +43,23 @@ def loads(data: bytes | bytearray | str) -> Any:
         raise InvalidJSON(f"invalid JSON: {exc}") from None
     except Exception as exc:  # anything else from the parser is still a fault of the input
         raise InvalidJSON(f"invalid JSON: {type(exc).__name__}") from None
-    _check_finite(value)
+    if _may_overflow(data):
+        _check_finite(value)
     return value
+
+
+# A JSON number parses to an infinite float only when its magnitude reaches ~1.8e308: an exponent of three
+# digits or more, or a mantissa of 200+ digits (with an exponent of at most two digits). Text with neither
+# cannot hold one, so the walk over the parsed value is skipped (it was most of the cost of a small event).
+_OVERFLOW_TEXT = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{200}")
+_OVERFLOW_BYTES = re.compile(rb"[eE][+-]?[0-9]{3}|[0-9]{200}")
+
+
+def _may_overflow(data: bytes | bytearray | str) -> bool:
+    """False when no number in ``data`` can be out of the double range (a cheap scan of the text)."""
+    if isinstance(data, str):
+        return _OVERFLOW_TEXT.search(data) is not None
+    return _OVERFLOW_BYTES.search(data) is not None
 
 
 def _check_finite(value: Any) -> None:

@@ -95,6 +95,10 @@ class ConsumerOptions:
     name: str = ""
 
 
+EXPIRE_TICK = 0.25
+"""Longest pause, in seconds, between two checks of the handlers' deadlines (``handler_timeout``)."""
+
+
 def _handler_failure(exc: BaseException) -> tuple[DeadReason, str]:
     """A handler's exception as a failure (``handler_failed``), whatever its class: ``RecursionError``,
     ``SystemExit`` or a ``CancelledError`` the handler raised itself must not take the worker down. Only a
@@ -165,6 +169,9 @@ class Consumer:
         self.reading: list[str] = []
         """The streams being read (:meth:`streams` less keys that turned out not to be streams)."""
         self._labels: dict[tuple[str, str], Any] = {}
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        """Handler runs in progress → the event-loop time their ``handler_timeout`` ends (see :meth:`_expire`)."""
+        self._expired: set[asyncio.Task[Any]] = set()
         self._producers: dict[tuple[str, str], str | None] = {}
 
     @property
@@ -291,6 +298,10 @@ class Consumer:
         renew_task = asyncio.create_task(
             supervise(f"bus-renew-{self.group}", self.renewer.run, asyncio.Event()), name=f"bus-renew-{self.group}"
         )
+        # like renewal, handler timeouts are enforced until the in-flight handlers are done
+        expire_task = asyncio.create_task(
+            supervise(f"bus-timeout-{self.group}", self._expire, asyncio.Event()), name=f"bus-timeout-{self.group}"
+        )
         log.info("consumer started", extra={"group": self.group, "consumer": self.name, "streams": self.reading})
         try:
             await supervise(f"bus-read-{self.group}", lambda: self._read_loops(stop), stop)
@@ -303,12 +314,13 @@ class Consumer:
                 if pending:
                     await asyncio.wait(pending, timeout=2.0)
             renew_task.cancel()
+            expire_task.cancel()
             self.settler.close()
             try:
                 await asyncio.wait_for(ack_task, timeout=10.0)
             except (TimeoutError, RedisError):  # pragma: no cover - the ack loop logs and retries its own errors
                 log.warning("could not flush acknowledgements at shutdown", extra={"group": self.group})
-            await asyncio.gather(claim_task, renew_task, return_exceptions=True)
+            await asyncio.gather(claim_task, renew_task, expire_task, return_exceptions=True)
             log.info("consumer stopped", extra={"group": self.group, "consumer": self.name})
 
     async def _ensure_groups(self) -> None:
@@ -566,6 +578,28 @@ class Consumer:
             held.deliveries += 1
             event = replace(event, deliveries=held.deliveries)
 
+    def expire_tick(self) -> float:
+        """Seconds between two passes of :meth:`_expire`: a handler is cancelled at most this late."""
+        return min(EXPIRE_TICK, self.options.handler_timeout / 4)
+
+    async def _expire(self) -> None:
+        """Cancel every handler run past its ``handler_timeout`` (checked every :meth:`expire_tick` seconds).
+
+        One timer for the whole consumer instead of one ``asyncio.timeout`` per event: at thousands of events
+        per second, scheduling and cancelling a timer handle per event was a tenth of the consumer's CPU.
+        :meth:`_handle` turns the cancellation into a ``timeout`` failure."""
+        loop = asyncio.get_running_loop()
+        tick = self.expire_tick()
+        while True:
+            await asyncio.sleep(tick)
+            if not self._deadlines:
+                continue
+            now = loop.time()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+
     async def _owns(self, stream: str, entry_id: str) -> bool:
         """True when the entry is still pending and delivered to this consumer."""
         return bool(await pending_range(self.redis, stream, self.group, entry_id, entry_id, 1, consumer=self.name))
@@ -604,11 +638,26 @@ class Consumer:
             with span_scope as span:
                 if span is not None and event.deliveries > 1:
                     span.set_attribute("messaging.message.delivery_count", event.deliveries)
+                task = asyncio.current_task()
+                assert task is not None
+                self._deadlines[task] = asyncio.get_running_loop().time() + self.options.handler_timeout
+                expired = False
                 try:
-                    async with asyncio.timeout(self.options.handler_timeout):
+                    try:
                         await handler(event)
-                except TimeoutError:
-                    failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+                    finally:  # no await from here on: _expire can no longer cancel this run
+                        del self._deadlines[task]
+                        if task in self._expired:  # cancelled by _expire: take our cancellation back
+                            self._expired.discard(task)
+                            task.uncancel()
+                            expired = True
+                except asyncio.CancelledError as exc:
+                    if not expired:
+                        failure = _handler_failure(exc)  # re-raises a real cancellation (shutdown)
+                    elif task.cancelling():
+                        raise  # a shutdown's cancellation on top of ours
+                    else:
+                        failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
                 except PermanentError as exc:
                     failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
                 except BaseException as exc:
