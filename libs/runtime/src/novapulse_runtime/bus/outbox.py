@@ -178,8 +178,10 @@ class Outbox:
             self.bus.metrics.outbox_backlog.set(0)
             self.bus.metrics.outbox_age.set(0)
             return 0
-        self.bus.metrics.outbox_backlog.set(
-            len(docs) if len(docs) < self.batch else await self.collection.count_documents({})
+        self.bus.metrics.outbox_backlog.set(  # a full batch: count every record from the oldest on (the _id index)
+            len(docs)
+            if len(docs) < self.batch
+            else await self.collection.count_documents({"_id": {"$gte": docs[0]["_id"]}})
         )
         created = docs[0].get("created_at")
         if isinstance(created, datetime):
