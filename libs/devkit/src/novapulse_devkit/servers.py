@@ -391,29 +391,16 @@ class RedisCluster:
     def start(self, timeout: float = 30.0) -> RedisCluster:
         for port in self.ports:
             directory = self.run_dir / f"node-{port}"
-            directory.mkdir(parents=True, exist_ok=True)
-            argv = [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
+            node = redis_server(port, directory)  # the single server's flags, plus the cluster's
+            node.name = "redis-server (cluster)"
+            node.argv += [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 str(directory / "nodes.conf"),
                 "--cluster-node-timeout",
                 "5000",
-                "--dir",
-                str(directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
             ]
-            node = ServerProcess("redis-server (cluster)", argv, port, directory / "redis.log")
             self.nodes.append(node)
             try:
                 node.start(timeout)

@@ -88,6 +88,13 @@ SUPERVISE_BACKOFF_MAX = 5.0
 """Longest pause, in seconds, before :func:`supervise` restarts a task that failed."""
 
 
+def retry_pause(failures: int, first: float, cap: float) -> float:
+    """Seconds to pause after ``failures`` failed attempts in a row: ``first * 2**failures``, at most ``cap``.
+    The exponent stops at 8, so a long outage cannot overflow the float (``2**1100`` seconds would raise
+    ``OverflowError`` and end the loop that was retrying)."""
+    return min(cap, first * float(2 ** min(max(failures, 0), 8)))
+
+
 async def supervise(
     name: str, work: Callable[[], Awaitable[None]], stop: asyncio.Event, *, until_return: bool = False
 ) -> None:
@@ -117,7 +124,7 @@ async def supervise(
             )
             if stop.is_set() and not until_return:
                 return
-            delay = min(SUPERVISE_BACKOFF_MAX, 0.1 * 2 ** (failures - 1))
+            delay = retry_pause(failures - 1, 0.1, SUPERVISE_BACKOFF_MAX)
             if until_return:
                 await asyncio.sleep(delay)
             else:

@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
-from ..process import supervise
+from ..process import retry_pause, supervise
 from ..redisconn import slot_groups
 from .constants import (
     DEFAULT_BACKOFF_BASE,
@@ -363,7 +363,7 @@ class Consumer:
             except RedisError as exc:
                 failures += 1
                 log.warning("cannot create consumer groups yet", extra={"group": self.group, "error": str(exc)})
-                await sleep_or_stop(min(5.0, 0.1 * 2 ** min(failures, 8)), stop)
+                await sleep_or_stop(retry_pause(failures, 0.1, 5.0), stop)
         return False
 
     async def _read_loops(self, stop: asyncio.Event) -> None:
@@ -429,7 +429,7 @@ class Consumer:
                     "stream read failed; retrying",
                     extra={"group": self.group, "error": str(exc), "failures": failures},
                 )
-                await sleep_or_stop(min(5.0, 0.05 * 2 ** min(failures, 8)), stop)
+                await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
                 continue
             if batch:
                 await self.dispatch(batch, {})

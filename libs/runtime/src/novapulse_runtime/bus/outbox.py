@@ -16,7 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from ..process import supervise
+from ..process import retry_pause, supervise
 from ..redisconn import open_pubsub
 from .constants import (
     F_SOURCE,
@@ -295,7 +295,7 @@ class Outbox:
         short only by ``stop``. Wake-ups do not cut it: writes during an outage would otherwise turn the
         retries into a busy loop (seen in a Sentinel fail-over: a thousand failed passes in two seconds)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), min(RELAY_RETRY_MAX, 0.1 * 2 ** min(failures, 8)))
+            await asyncio.wait_for(stop.wait(), retry_pause(failures, 0.1, RELAY_RETRY_MAX))
 
     async def _wait(self, stop: asyncio.Event, timeout: float) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -320,7 +320,7 @@ class Outbox:
                         self._wake.set()
             except (RedisError, OSError):
                 failures += 1
-                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 8)))
+                await asyncio.sleep(retry_pause(failures, 0.1, 5.0))
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
