@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -474,3 +475,46 @@ async def test_a_handler_that_swallows_the_timeout_and_returns_counts_as_handled
 
         await wait_until(acked, timeout=15, message="acknowledged")
     assert await _dead_count(bus) == 0
+
+
+async def test_handlers_that_finish_at_once_and_handlers_that_wait_both_run_as_in_their_own_task(
+    make_bus: BusFactory,
+) -> None:
+    """Handlers start eagerly (no task until they first wait): each still runs in a context of its own, and an
+    ``asyncio.timeout`` a handler enters before it first waits cancels that handler, never the consumer."""
+    bus = make_bus("auth")
+    consumer = bus.consumer("notification", concurrency=8)
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
+    leaked: list[str] = []
+    done: list[str] = []
+    timed_out: list[str] = []
+
+    @consumer.on("user.registered")
+    async def handle(event: Event) -> None:
+        if marker.get():
+            leaked.append(marker.get())
+        marker.set(event.id)  # set and never reset: must not reach the next handler
+        if event.subject == "bounded":
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(30)
+            except TimeoutError:
+                timed_out.append(event.id)
+        elif event.subject == "waits":
+            await asyncio.sleep(0.01)
+        done.append(event.id)
+
+    async with running(consumer.run) as stop:
+        for i in range(30):
+            await bus.publish("user.registered", user(i), org_id="o1", subject=("at-once", "waits", "bounded")[i % 3])
+        await wait_until(lambda: len(done) == 30, timeout=15, message="30 events handled")
+
+        async def acked() -> bool:
+            return bool((await bus.rt.redis.xpending(bus.keys.stream("auth"), "notification"))["pending"] == 0)
+
+        await wait_until(acked, timeout=15, message="all acknowledged")
+        assert not stop.is_set()
+    assert leaked == []
+    assert len(timed_out) == 10
+    assert not consumer._tasks
+    assert not consumer.held

@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
+from ..eager import start_eagerly
 from ..process import retry_pause, supervise
 from ..redisconn import slot_groups
 from .constants import (
@@ -471,12 +472,25 @@ class Consumer:
         for held, handler, as_model in ready:
             self.spawn(held, self._process(held, handler, as_model))
 
-    def spawn(self, held: HeldEntry, work: Awaitable[None]) -> None:
-        """Run ``work`` (the handling or dead-lettering of ``held``) as a task; ``held`` counts as held (its
-        lease is renewed) and takes a slot until the task ends."""
+    def spawn(self, held: HeldEntry, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (the handling or dead-lettering of ``held``) at once, up to its first wait, and as a
+        task from there (:func:`~novapulse_runtime.eager.start_eagerly`): a handler that finishes without
+        waiting costs no task. While ``work`` runs, ``held`` counts as held (its lease is renewed) and takes
+        a slot."""
         key = (held.stream, held.entry_id)
         self.held[key] = held.fields.get(F_ID) if held.fields else None
-        task = asyncio.ensure_future(work)
+        try:
+            task = start_eagerly(work)
+        except Exception as exc:  # a fault of the bus itself (the handler's own are failures, see _handle)
+            log.error("event task failed", extra={"group": self.group, "error": repr(exc)})
+            task = None
+        except BaseException:
+            self.held.pop(key, None)
+            raise
+        if task is None:
+            self.held.pop(key, None)
+            self._slot.set()
+            return
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
