@@ -19,8 +19,11 @@ from opentelemetry.trace import SpanKind
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus, PermanentError
 from novapulse_runtime.bus.constants import MAX_ENTRY_BYTES
+from novapulse_runtime.bus.envelope import encode
 from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import PasswordChanged, UserRegistered
+from novapulse_runtime.runtime import Runtime
+from novapulse_runtime.settings import ServiceSettings
 from tests.bus.conftest import RuntimeFactory, running
 
 pytestmark = pytest.mark.integration
@@ -518,3 +521,55 @@ async def test_handlers_that_finish_at_once_and_handlers_that_wait_both_run_as_i
     assert len(timed_out) == 10
     assert not consumer._tasks
     assert not consumer.held
+
+
+async def test_consumer_spans_follow_the_parent_based_ratio_sampler(redis_url: str, mongo_url: str, names: str) -> None:
+    """The chart's sampling (parent-based, ratio 0 for new traces here): a sampled caller's event gets an
+    exported consumer span; an unsampled caller's event and a new trace get none, yet the handler still runs
+    in the trace (the caller's trace id, a span id of its own, the unsampled flag, the caller's trace state)."""
+    exporter = InMemorySpanExporter()
+    settings = ServiceSettings(
+        service_name="auth",
+        redis_url=redis_url,
+        mongo_url=mongo_url,
+        mongo_db=f"{names}_auth"[:60],
+        otel_traces_sampler="parentbased_traceidratio",
+        otel_traces_sampler_arg=0.0,
+    )
+    rt = Runtime(settings, role="worker", span_exporter=exporter)
+    try:
+        bus = EventBus(rt, namespace=names)
+        consumer = bus.consumer("notification")
+        seen: dict[str, Any] = {}
+
+        @consumer.on("user.registered")
+        async def handle(event: Event) -> None:
+            seen[event.subject or ""] = trace.get_current_span().get_span_context()
+
+        sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        unsampled = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00"
+        async with running(consumer.run):
+            for subject, parent, state in (
+                ("sampled", sampled, None),
+                ("unsampled", unsampled, "vendor=x"),
+                ("new", None, None),
+            ):
+                fields = encode(bus.event("user.registered", user(1), subject=subject), parent, state)
+                await rt.redis.xadd(bus.keys.stream("auth"), fields)  # type: ignore[arg-type]
+            await wait_until(lambda: len(seen) == 3, timeout=15, message="3 events handled")
+        rt.tracing.provider.force_flush()
+        exported = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+        assert [s.context.trace_id for s in exported if s.context is not None] == [0x0AF7651916CD43DD8448EB211C80319C]
+        assert seen["sampled"].trace_flags.sampled
+        quiet = seen["unsampled"]
+        assert (quiet.trace_id, quiet.trace_flags.sampled, quiet.is_remote) == (
+            0x1AF7651916CD43DD8448EB211C80319C,
+            False,
+            False,
+        )
+        assert quiet.span_id not in (0, 0xC7AD6B7169203331)
+        assert quiet.trace_state.get("vendor") == "x"
+        assert seen["new"].is_valid
+        assert not seen["new"].trace_flags.sampled
+    finally:
+        await rt.close()

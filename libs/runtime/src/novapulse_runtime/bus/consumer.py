@@ -8,7 +8,6 @@ consumers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -16,12 +15,12 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractContextManager
+from contextvars import Token
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, set_span_in_context
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
@@ -55,7 +54,7 @@ from .metrics import type_label
 from .reclaim import LeaseRenewer, Reclaimer, sleep_or_stop
 from .settle import HeldEntry, Settler
 from .streams import Entry, ensure_group, is_nogroup, pending_range, printable, read_group
-from .tracing import attributes, exports_spans, extract
+from .tracing import attributes, exports_spans, extract, remote_parent
 
 if TYPE_CHECKING:
     from . import EventBus
@@ -174,6 +173,8 @@ class Consumer:
         """Handler runs in progress → the event-loop time their ``handler_timeout`` ends (see :meth:`_expire`)."""
         self._expired: set[asyncio.Task[Any]] = set()
         self._producers: dict[tuple[str, str], str | None] = {}
+        tracing = bus.rt.tracing
+        self._shortcut = tracing.shortcut if self.tracer is tracing.tracer else None
 
     @property
     def renewal_passes(self) -> int:
@@ -632,57 +633,69 @@ class Consumer:
         consumed, duration = self._label(event.stream, event.type)
         started = time.perf_counter()
         failure: tuple[DeadReason, str] | None = None
-        parent = extract(event.traceparent, event.tracestate) if self.tracer is not None else None
-        recording = self.tracer is not None and exports_spans(self.bus.rt.tracing.provider)
-        span_scope: AbstractContextManager[Span | None] = (
-            self.tracer.start_as_current_span(
-                f"process {event.stream}",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                attributes=attributes(event.stream, "process", event.id, self.group),
-                record_exception=False,
-                set_status_on_exception=False,
-            )
-            if recording and self.tracer is not None
-            else contextlib.nullcontext()
-        )
-        # without a span, the handler still runs in the producer's trace context
-        token = otel_context.attach(parent) if parent is not None and not recording else None
-        try:
-            with span_scope as span:
-                if span is not None and event.deliveries > 1:
-                    span.set_attribute("messaging.message.delivery_count", event.deliveries)
-                task = asyncio.current_task()
-                assert task is not None
-                self._deadlines[task] = asyncio.get_running_loop().time() + self.options.handler_timeout
-                expired = False
-                try:
+        span: Span | None = None
+        token: Token[otel_context.Context] | None = None
+        tracer = self.tracer
+        if tracer is not None:
+            if not exports_spans(self.bus.rt.tracing.provider):
+                # without a span, the handler still runs in the producer's trace context
+                parent = extract(event.traceparent, event.tracestate)
+                token = otel_context.attach(parent) if parent is not None else None
+            else:
+                shortcut = self._shortcut
+                dropped = shortcut.dropped(remote_parent(event.traceparent, event.tracestate)) if shortcut else None
+                if dropped is not None:  # what the SDK would do for a span its sampler drops, at a fifth of the cost
+                    token = otel_context.attach(set_span_in_context(NonRecordingSpan(dropped)))
+                else:
                     try:
-                        await handler(event)
-                    finally:  # no await from here on: _expire can no longer cancel this run
-                        del self._deadlines[task]
-                        if task in self._expired:  # cancelled by _expire: take our cancellation back
-                            self._expired.discard(task)
-                            task.uncancel()
-                            expired = True
-                except asyncio.CancelledError as exc:
-                    if not expired:
-                        failure = _handler_failure(exc)  # re-raises a real cancellation (shutdown)
-                    elif task.cancelling():
-                        raise  # a shutdown's cancellation on top of ours
-                    else:
-                        failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
-                except PermanentError as exc:
-                    failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
-                except BaseException as exc:
-                    failure = _handler_failure(exc)
-                    if span is not None:
-                        span.record_exception(exc)
-                if span is not None and failure is not None:
-                    span.set_status(Status(StatusCode.ERROR, failure[1]))
+                        span = tracer.start_span(
+                            f"process {event.stream}",
+                            context=extract(event.traceparent, event.tracestate),
+                            kind=SpanKind.CONSUMER,
+                            attributes=attributes(event.stream, "process", event.id, self.group),
+                            record_exception=False,
+                            set_status_on_exception=False,
+                        )
+                    finally:
+                        if shortcut is not None:
+                            shortcut.ids.next_trace_id = 0  # used by start_span, or dropped
+                    token = otel_context.attach(set_span_in_context(span))
+        try:
+            if span is not None and event.deliveries > 1:
+                span.set_attribute("messaging.message.delivery_count", event.deliveries)
+            task = asyncio.current_task()
+            assert task is not None
+            self._deadlines[task] = asyncio.get_running_loop().time() + self.options.handler_timeout
+            expired = False
+            try:
+                try:
+                    await handler(event)
+                finally:  # no await from here on: _expire can no longer cancel this run
+                    del self._deadlines[task]
+                    if task in self._expired:  # cancelled by _expire: take our cancellation back
+                        self._expired.discard(task)
+                        task.uncancel()
+                        expired = True
+            except asyncio.CancelledError as exc:
+                if not expired:
+                    failure = _handler_failure(exc)  # re-raises a real cancellation (shutdown)
+                elif task.cancelling():
+                    raise  # a shutdown's cancellation on top of ours
+                else:
+                    failure = (DeadReason.TIMEOUT, f"handler timed out after {self.options.handler_timeout}s")
+            except PermanentError as exc:
+                failure = (DeadReason.REJECTED, f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:
+                failure = _handler_failure(exc)
+                if span is not None:
+                    span.record_exception(exc)
+            if span is not None and failure is not None:
+                span.set_status(Status(StatusCode.ERROR, failure[1]))
         finally:
             if token is not None:
                 otel_context.detach(token)
+            if span is not None:
+                span.end()
         duration.observe(time.perf_counter() - started)
         if failure is None:
             consumed.inc()

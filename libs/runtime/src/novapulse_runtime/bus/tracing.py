@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags, set_span_in_context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    TraceFlags,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .constants import F_TRACEPARENT, F_TRACESTATE, MESSAGING_SYSTEM
@@ -35,26 +42,56 @@ def inject(span: Span) -> tuple[str | None, str | None]:
     return carrier.get(F_TRACEPARENT), carrier.get(F_TRACESTATE)
 
 
+_NOT_FAST = SpanContext(0, 0, is_remote=True)
+"""Marker: the ``traceparent`` is not of the common form the fast path reads."""
+
+
+def _fast_parent(traceparent: str) -> SpanContext | None:
+    """The common case, version 00 (W3C Trace Context, section 3.2), read without the propagator: the span
+    context, ``None`` when invalid, :data:`_NOT_FAST` for another form."""
+    parts = traceparent.split("-")
+    if len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and len(parts[2]) == 16:
+        try:
+            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+        except ValueError:
+            return None
+        if not trace_id or not span_id:
+            return None
+        return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
+    return _NOT_FAST
+
+
+def _propagated(traceparent: str, tracestate: str | None) -> otel_context.Context:
+    carrier = {F_TRACEPARENT: traceparent}
+    if tracestate:
+        carrier[F_TRACESTATE] = tracestate
+    return _propagator.extract(carrier)
+
+
+def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContext | None:
+    """The remote parent span context carried by an entry, if any (``None`` when absent or invalid): the
+    span context of :func:`extract`'s context."""
+    if not traceparent:
+        return None
+    if tracestate is None:
+        found = _fast_parent(traceparent)
+        if found is not _NOT_FAST:
+            return found
+    parent = get_current_span(_propagated(traceparent, tracestate)).get_span_context()
+    return parent if parent.is_valid else None
+
+
 def extract(traceparent: str | None, tracestate: str | None) -> otel_context.Context | None:
     """The remote parent context carried by an entry, if any (``None`` when absent or invalid)."""
     if not traceparent:
         return None
     if tracestate is None:
-        # fast path for the common case: version 00, no tracestate (W3C Trace Context, section 3.2)
-        parts = traceparent.split("-")
-        if len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and len(parts[2]) == 16:
-            try:
-                trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-            except ValueError:
-                return None
-            if not trace_id or not span_id:
-                return None
-            parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
-            return set_span_in_context(NonRecordingSpan(parent))
-    carrier = {F_TRACEPARENT: traceparent}
-    if tracestate:
-        carrier[F_TRACESTATE] = tracestate
-    return _propagator.extract(carrier)
+        found = _fast_parent(traceparent)
+        if found is None:
+            return None
+        if found is not _NOT_FAST:
+            return set_span_in_context(NonRecordingSpan(found))
+    return _propagated(traceparent, tracestate)
 
 
 def attributes(
