@@ -57,3 +57,22 @@ def test_dumps_refuses_what_strict_parsers_refuse(bad: object) -> None:
 )
 def test_numbers_in_range_and_text_that_looks_like_a_number_parse(raw: bytes | str) -> None:
     assert isinstance(loads(raw), dict)
+
+
+def test_the_overflow_scan_finds_what_the_single_alternation_found() -> None:
+    """The scan is two searches instead of one alternation (a quarter of the cost): same answer."""
+    import random
+    import re
+
+    from novapulse_runtime.jsonstrict import _may_overflow
+
+    single = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{200}")
+    rng = random.Random(15)
+    alphabet = "0123456789eE+-.x\\"
+    cases = ['{"a":1e308}', '{"a":1E-999}', '{"a":"' + "9" * 200 + '"}', '{"a":' + "9" * 199 + "}", '{"seq":1e99}']
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 300))) for _ in range(3000)]
+    cases += ["7" * n for n in (198, 199, 200, 201)]
+    for text in cases:
+        expected = single.search(text) is not None
+        assert _may_overflow(text) is expected, text
+        assert _may_overflow(text.encode()) is expected, text

@@ -51,15 +51,19 @@ def loads(data: bytes | bytearray | str) -> Any:
 # A JSON number parses to an infinite float only when its magnitude reaches ~1.8e308: an exponent of three
 # digits or more, or a mantissa of 200+ digits (with an exponent of at most two digits). Text with neither
 # cannot hold one, so the walk over the parsed value is skipped (it was most of the cost of a small event).
-_OVERFLOW_TEXT = re.compile(r"[eE][+-]?[0-9]{3}|[0-9]{200}")
-_OVERFLOW_BYTES = re.compile(rb"[eE][+-]?[0-9]{3}|[0-9]{200}")
+# Two patterns searched one after the other, not one alternation: the alternation defeats the regex
+# engine's scanning shortcuts (11.5 µs on a 200-byte event here, against 2.7 µs for the two searches).
+_EXPONENT_TEXT = re.compile(r"(?:e|E)[+-]?[0-9]{3}")
+_DIGITS_TEXT = re.compile(r"[0-9]{200}")
+_EXPONENT_BYTES = re.compile(rb"(?:e|E)[+-]?[0-9]{3}")
+_DIGITS_BYTES = re.compile(rb"[0-9]{200}")
 
 
 def _may_overflow(data: bytes | bytearray | str) -> bool:
     """False when no number in ``data`` can be out of the double range (a cheap scan of the text)."""
     if isinstance(data, str):
-        return _OVERFLOW_TEXT.search(data) is not None
-    return _OVERFLOW_BYTES.search(data) is not None
+        return _EXPONENT_TEXT.search(data) is not None or _DIGITS_TEXT.search(data) is not None
+    return _EXPONENT_BYTES.search(data) is not None or _DIGITS_BYTES.search(data) is not None
 
 
 def _check_finite(value: Any) -> None:
