@@ -63,3 +63,8 @@ def test_text_that_is_not_utf8_is_refused_as_before() -> None:
     for conn in (fast, plain):
         with pytest.raises(UnicodeEncodeError):
             conn.pack_command("SET", "k", "\udcff")
+
+
+def test_sentinel_clients_pack_in_c_too() -> None:
+    client = connect_redis("redis+sentinel://127.0.0.1:1/primary", socket_timeout=1.0)
+    assert issubclass(client.connection_pool.connection_class, _CPacking)
