@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -77,3 +78,34 @@ def test_decode_names_the_reason_of_a_bad_entry(change: dict[str, str], reason: 
 def test_unknown_types_keep_their_data_as_a_dict() -> None:
     fields = encode(build("thing.happened", {"a": 1}, source="outside"))
     assert decode(fields).data == {"a": 1}
+
+
+def test_decode_builds_the_same_frozen_event_as_the_constructor() -> None:
+    """decode sets the record's slots directly (``_read_event``, a quarter of decoding saved): the result is
+    what ``Event(...)`` gives, field for field, and as frozen."""
+    import dataclasses
+
+    from novapulse_runtime.bus.envelope import Event, _read_event
+
+    values: dict[str, Any] = {
+        "id": "0194f3a2-7b1c-7d3e-8a9b-000000000001",
+        "type": "user.registered",
+        "source": "auth",
+        "time": datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        "data": {"a": 1},
+        "org_id": "o1",
+        "subject": "u1",
+        "schema_version": 3,
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "v=1",
+        "stream": "ns:events:auth",
+        "entry_id": "1-1",
+        "deliveries": 2,
+        "fields": {"id": "x"},
+    }
+    made = _read_event(*values.values())
+    assert [f.name for f in dataclasses.fields(Event)] == list(values)
+    assert made == Event(**values)
+    assert {name: getattr(made, name) for name in values} == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.id = "other"  # type: ignore[misc]
