@@ -652,20 +652,18 @@ class Repository:
             {"_id": failure_id, "account": account, "pair": pair, "ts": ts, "at": utcnow()}
         )
 
-    async def login_failures_since(self, account: str, since: float, limit: int, pair: str | None = None) -> list[Doc]:
+    async def login_failures_since(
+        self, account: str, since: float, limit: int, pair: str | None = None, exclude: str | None = None
+    ) -> list[Doc]:
         """The newest ``limit`` failures of the account (of one client when ``pair`` is given) after ``since``
-        (epoch s), oldest first."""
+        (epoch s), oldest first; ``exclude``: the ``_id`` of one failure left out (an attempt under way)."""
         query: Doc = {"account": account, "ts": {"$gt": since}}
         if pair is not None:
             query["pair"] = pair
+        if exclude is not None:
+            query["_id"] = {"$ne": exclude}
         cursor = self.login_failures.find(query).sort("ts", -1).limit(limit)
         return list(reversed(await cursor.to_list(limit)))
-
-    async def count_login_failures(self, account: str, since: float, pair: str | None = None) -> int:
-        query: Doc = {"account": account, "ts": {"$gt": since}}
-        if pair is not None:
-            query["pair"] = pair
-        return await self.login_failures.count_documents(query)
 
     async def delete_login_failure(self, failure_id: str) -> None:
         await self.login_failures.delete_one({"_id": failure_id})
