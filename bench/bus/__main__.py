@@ -660,6 +660,8 @@ async def bench_latency(
             continue
         out = json.loads(lines[-1])
         results[f"novapulse @{rate}/s"] = {**out["latency_ms"], "count": out["distinct"], "expected": total}
+        if "split_ms" in out:
+            results[f"novapulse @{rate}/s"]["split"] = out["split_ms"]
     if "bullmq-node" not in missing:
         for rate in (1000, 5000):
             await r.flushall()
@@ -809,6 +811,13 @@ async def run(args: argparse.Namespace) -> None:
                 ["contender", "p50", "p99", "p99.9", "note"],
                 rows,
             )
+            for label, d in lat.items():
+                if "split" in d:
+                    to, frm = d["split"]["to_redis"], d["split"]["from_redis"]
+                    print(
+                        f"  {label}: publish -> XADD ran p50 {to['p50']:.2f} p99 {to['p99']:.2f}; XADD ran -> handler "
+                        f"p50 {frm['p50']:.2f} p99 {frm['p99']:.2f} (ms; Redis's clock in the entry id, whole ms)"
+                    )
             p99 = num(lat.get("novapulse @5000/s", {}).get("p99"))
             summary["p99_ms_at_5k"] = f"{p99:.2f}" if p99 is not None else "n/a"
         # 4. recovery
