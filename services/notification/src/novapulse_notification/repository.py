@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms, utcnow
 from novapulse_runtime.documents import Doc
@@ -22,6 +22,8 @@ from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS,
 from .keys import sort_key
 from .mailer import Attempt
 
+DUPLICATE_KEY = 11000
+"""MongoDB's error code of a unique index violation."""
 UNSETTLED = [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.RETRYING.value]
 
 
@@ -42,6 +44,50 @@ def by_index(flt: Mapping[str, Any]) -> Doc:
         scalar = isinstance(value, (str, int, float, bool)) and not key.startswith("$") and key != "_id"
         out[key] = {"$eq": value} if scalar else value
     return out
+
+
+def delivery_doc(
+    *,
+    key: str,
+    org_id: str,
+    event_id: str,
+    event_type: str,
+    template: str,
+    category: str,
+    critical: bool,
+    channel: str,
+    recipient: str,
+    user_id: str | None,
+    email: str,
+    owner: str,
+    lease: float,
+    payload: Mapping[str, Any] | None,
+) -> Doc:
+    """A new delivery's document: ``pending``, leased to ``owner`` for ``lease`` seconds, sent later from
+    ``payload`` when given (``None``: its outcome is decided without sending)."""
+    created = utcnow()
+    doc: Doc = {
+        "_id": key,
+        "org_id": org_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "template": template,
+        "category": category,
+        "critical": critical,
+        "channel": channel,
+        "recipient": recipient,
+        "user_id": user_id,
+        "email": email,
+        "state": DeliveryState.PENDING.value,
+        "attempt_count": 0,
+        "created_at": created,
+        "sort_key": sort_key(created, key),
+        "lease_owner": owner,
+        "lease_until_ms": now_ms() + int(lease * 1000),
+    }
+    if payload is not None:
+        doc["payload"] = dict(payload)
+    return doc
 
 
 class Repository:
@@ -97,53 +143,26 @@ class Repository:
 
     # ---- deliveries ----------------------------------------------------------------------------------
 
-    async def open_delivery(
-        self,
-        *,
-        key: str,
-        org_id: str,
-        event_id: str,
-        event_type: str,
-        template: str,
-        category: str,
-        critical: bool,
-        channel: str,
-        recipient: str,
-        user_id: str | None,
-        email: str,
-        owner: str,
-        lease: float,
-        payload: Mapping[str, Any] | None,
-    ) -> tuple[Doc, bool]:
-        """Record a delivery (``pending``, leased to ``owner`` for ``lease`` seconds, sent later from
-        ``payload`` when given) if it is new. Returns the stored document and whether this call created it
-        (``False``: the same (event, recipient, channel) was recorded before, that document is returned)."""
-        created = utcnow()
-        doc: Doc = {
-            "_id": key,
-            "org_id": org_id,
-            "event_id": event_id,
-            "event_type": event_type,
-            "template": template,
-            "category": category,
-            "critical": critical,
-            "channel": channel,
-            "recipient": recipient,
-            "user_id": user_id,
-            "email": email,
-            "state": DeliveryState.PENDING.value,
-            "attempt_count": 0,
-            "created_at": created,
-            "sort_key": sort_key(created, key),
-            "lease_owner": owner,
-            "lease_until_ms": now_ms() + int(lease * 1000),
-        }
-        if payload is not None:
-            doc["payload"] = dict(payload)
+    async def open_deliveries(self, docs: Sequence[Doc]) -> list[tuple[Doc, bool]]:
+        """Record deliveries (documents from :func:`delivery_doc`) in one unordered ``insert_many``; those
+        recorded before (same ``_id``, or the same (event, recipient, channel)) are left as they are. Returns,
+        in the order of ``docs``, each stored document and whether this call created it (``False``: the
+        document found is returned). Raises ``BulkWriteError`` for any failure other than a duplicate key."""
+        if not docs:
+            return []
         try:
-            await self.deliveries.insert_one(doc)
-            return doc, True
-        except DuplicateKeyError:
+            await self.deliveries.insert_many(list(docs), ordered=False)
+            return [(doc, True) for doc in docs]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            duplicates = {int(e["index"]) for e in errors}
+        out: list[tuple[Doc, bool]] = []
+        for i, doc in enumerate(docs):
+            if i not in duplicates:
+                out.append((doc, True))
+                continue
             found = await self.deliveries.find_one({"_id": doc["_id"], "org_id": doc["org_id"]})
             if found is None:  # the unique (event, recipient, channel) index matched a different _id
                 found = await self.deliveries.find_one(
@@ -157,8 +176,9 @@ class Repository:
                     )
                 )
             if found is None:
-                raise
-            return found, False
+                raise RuntimeError(f"delivery {doc['_id']} was refused as a duplicate and cannot be found")
+            out.append((found, False))
+        return out
 
     async def claim(self, org_id: str, key: str, lease: float, owner: str) -> bool:
         """Take the lease of an unsettled delivery (``pending``, ``sending`` or ``retrying``) whose lease is
@@ -354,6 +374,16 @@ class Repository:
 
     async def get_preferences(self, org_id: str, user_id: str) -> Doc | None:
         return await self.preferences.find_one(by_index({"org_id": org_id, "user_id": user_id}))
+
+    async def preferences_of(self, org_id: str, user_ids: Sequence[str]) -> dict[str, Doc]:
+        """The stored preferences of these users of the organisation, by user id (users without stored
+        preferences are absent); one query."""
+        if not user_ids:
+            return {}
+        ids = list(dict.fromkeys(user_ids))
+        who: Any = ids[0] if len(ids) == 1 else {"$in": ids}
+        found = self.preferences.find(by_index({"org_id": org_id, "user_id": who}))
+        return {str(d["user_id"]): d async for d in found}
 
     async def put_preferences(self, org_id: str, user_id: str, channels: Mapping[str, Mapping[str, bool]]) -> None:
         await self.preferences.update_one(
