@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms, utcnow
-from novapulse_runtime.documents import Doc
+from novapulse_runtime.documents import Doc, by_index
 
 from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS, PREFERENCES, USERS, DeliveryState
 from .keys import sort_key
@@ -25,25 +25,6 @@ from .mailer import Attempt
 DUPLICATE_KEY = 11000
 """MongoDB's error code of a unique index violation."""
 UNSETTLED = [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.RETRYING.value]
-
-
-def by_index(flt: Mapping[str, Any]) -> Doc:
-    """``flt`` with each plain equality on a scalar field (``{"org_id": "o1"}``) written as ``{"$eq": ...}``.
-
-    The same query on MongoDB (``{"f": v}`` and ``{"f": {"$eq": v}}`` are one predicate there). On nx-27017
-    (tests, ``make run``, benchmarks) a plain equality becomes ``json_extract(f) = v OR EXISTS (json_each(f)
-    ...)`` (array containment) and that ``OR`` keeps SQLite from using any index on ``f``: every such query
-    read the whole collection — 135 ms per ``get_user`` with 100k projected users instead of 1.5 ms with 1k
-    (issue 15). ``$eq`` is translated without the array arm, so the declared indexes serve it. Only for fields
-    that never hold arrays (all of this service's query fields): nx's ``$eq`` does not match array elements.
-    ``_id`` (a column of its own there), ``None`` (null tests keep their form), operator documents and lists
-    are left as they are.
-    """
-    out: Doc = {}
-    for key, value in flt.items():
-        scalar = isinstance(value, (str, int, float, bool)) and not key.startswith("$") and key != "_id"
-        out[key] = {"$eq": value} if scalar else value
-    return out
 
 
 def delivery_doc(

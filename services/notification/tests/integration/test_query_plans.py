@@ -3,7 +3,7 @@
 The static index audit (``novapulse_devkit.indexaudit``) checks that some declared index *could* serve each query
 shape; this asks the server itself (``explain`` of each filter the repository really sent, recorded with a
 pymongo command listener) and fails on a collection scan. On nx-27017 a plain equality (``{"org_id": o}``)
-scanned the whole collection (see :func:`novapulse_notification.repository.by_index`): handling one
+scanned the whole collection (see :func:`novapulse_runtime.documents.by_index`): handling one
 ``user.password_changed`` slowed 7x with 100k users in the projection.
 """
 
