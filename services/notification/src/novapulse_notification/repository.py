@@ -193,14 +193,19 @@ class Repository:
         return int(result.modified_count)
 
     async def orphans(self, limit: int) -> list[Doc]:
-        """Deliveries of any organisation whose holder died: ``pending`` or ``sending`` with a lease that ran
-        out, and a stored payload to send them from (``retrying`` ones come back with their event)."""
-        query: Doc = {
-            "state": {"$in": [DeliveryState.PENDING.value, DeliveryState.SENDING.value]},
-            "lease_until_ms": {"$lt": now_ms()},
-            "payload": {"$exists": True},
-        }
-        return [d async for d in self.deliveries.find(query).limit(limit)]
+        """Up to ``limit`` deliveries of any organisation whose holder died: ``pending`` or ``sending`` with a
+        lease that ran out, and a stored payload to send them from (``retrying`` ones come back with their
+        event). One query per state, each an equality and a range on the ``(state, lease_until_ms)`` index: on
+        nx-27017 a ``$in`` on ``state`` is not served by the index and every sweep of every worker read the
+        whole ``deliveries`` collection, which only grows."""
+        now = now_ms()
+        found: list[Doc] = []
+        for state in (DeliveryState.PENDING, DeliveryState.SENDING):
+            if len(found) >= limit:
+                break
+            query = by_index({"state": state.value, "lease_until_ms": {"$lt": now}, "payload": {"$exists": True}})
+            found.extend([d async for d in self.deliveries.find(query).limit(limit - len(found))])
+        return found
 
     async def start_sending(self, org_id: str, key: str, owner: str) -> None:
         """Mark a delivery ``owner`` holds as being handed to the relay (``sending``), its mail counted
