@@ -7,7 +7,14 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
-from novapulse_runtime.redissentinel import SentinelTarget, is_sentinel_url, parse_sentinel_url, sentinel_client
+from novapulse_runtime.redisconn import RedisUrlError, connect_redis
+from novapulse_runtime.redissentinel import (
+    SentinelRedis,
+    SentinelTarget,
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_client,
+)
 from novapulse_runtime.settings import ServiceSettings, describe_error
 
 pytestmark = pytest.mark.unit
@@ -79,6 +86,27 @@ async def test_client_is_built_from_sentinel_without_connecting() -> None:
         assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == 5.0
     finally:
         await client.aclose()
+
+
+async def test_connect_redis_follows_a_sentinel_url() -> None:
+    """The one client builder (used by the runtime and the tests) understands the Sentinel form too."""
+    client = connect_redis("redis+sentinel://127.0.0.1:1/main/4", socket_timeout=3.0, sentinel_password="s")
+    try:
+        assert isinstance(client, SentinelRedis)
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        assert (pool.service_name, pool.connection_kwargs["db"], pool.connection_kwargs["socket_timeout"]) == (
+            "main",
+            4,
+            3.0,
+        )
+        assert pool.connection_kwargs["retry_on_timeout"] is False
+        assert client.sentinel_manager is not None
+        assert client.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["password"] == "s"
+    finally:
+        await client.aclose()
+    with pytest.raises(RedisUrlError, match=r"^REDIS_URL: "):
+        connect_redis("redis+sentinel://127.0.0.1:1/", socket_timeout=3.0)
 
 
 def test_replica_acks_are_refused_with_a_cluster_url() -> None:

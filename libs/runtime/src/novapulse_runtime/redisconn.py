@@ -1,4 +1,5 @@
-"""Building the process's Redis client from ``REDIS_URL``: one server, or a Redis Cluster.
+"""Building the process's Redis client from ``REDIS_URL``: one server, a Redis Cluster, or a Sentinel-managed
+primary.
 
 URL forms (``REDIS_URL``):
 
@@ -6,9 +7,11 @@ URL forms (``REDIS_URL``):
   (redis-py's ``Redis.from_url``; every query parameter it knows is honoured);
 - ``redis+cluster://[user:password@]host:port[,host:port...][/0]`` and ``rediss+cluster://...`` (TLS) — a Redis
   Cluster (``redis.asyncio.cluster.RedisCluster``): the listed nodes are only the seeds, the client learns the
-  rest from ``CLUSTER SLOTS``. A cluster has database 0 only, so the path is empty or ``/0``.
+  rest from ``CLUSTER SLOTS``. A cluster has database 0 only, so the path is empty or ``/0``;
+- ``redis+sentinel://[user:password@]host:port[,host:port...]/<master>[/<db>]`` and ``rediss+sentinel://...``
+  — the primary the Sentinels name, followed across fail-overs (:mod:`novapulse_runtime.redissentinel`).
 
-Both clients get the same timeouts (:data:`SOCKET_CONNECT_TIMEOUT`, the caller's ``socket_timeout``,
+All clients get the same timeouts (:data:`SOCKET_CONNECT_TIMEOUT`, the caller's ``socket_timeout``,
 :data:`HEALTH_CHECK_INTERVAL`). The cluster client is typed as ``Redis`` for the code that uses it: it answers
 every command the runtime sends, with the limits the callers handle through :func:`is_cluster` (a
 multi-key command or script must touch one hash slot — see ``docs/events.md``, "Slot layout"; no ``EVALSHA``
@@ -27,6 +30,8 @@ from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
+
+from .redissentinel import is_sentinel_url, sentinel_client
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 """URL scheme → TLS on, for the cluster forms of ``REDIS_URL``."""
@@ -91,19 +96,27 @@ def parse_cluster_url(url: str) -> ClusterUrl | None:
     return ClusterUrl(tuple(nodes), username, password, tls)
 
 
-def connect_redis(url: str, *, socket_timeout: float, decode_responses: bool = True) -> Redis:
+def connect_redis(
+    url: str, *, socket_timeout: float, decode_responses: bool = True, sentinel_password: str = ""
+) -> Redis:
     """The Redis client of ``url`` (see the module docstring for the forms); nothing connects yet.
 
     Replies are text unless ``decode_responses`` is False (bytes); ``socket_timeout`` (seconds) bounds each
     reply, connections open within :data:`SOCKET_CONNECT_TIMEOUT` and idle ones are checked every
-    :data:`HEALTH_CHECK_INTERVAL` seconds; a timeout is not retried. Raises :class:`RedisUrlError` (naming
-    ``REDIS_URL``) for a URL that cannot be used."""
+    :data:`HEALTH_CHECK_INTERVAL` seconds; a timeout is not retried. ``sentinel_password`` (empty: none) is the
+    Sentinels' own password (``REDIS_SENTINEL_PASSWORD``), used with a Sentinel URL only. Raises
+    :class:`RedisUrlError` (naming ``REDIS_URL``) for a URL that cannot be used."""
     common: dict[str, Any] = {
         "decode_responses": decode_responses,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
         "socket_timeout": socket_timeout,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
     }
+    if is_sentinel_url(url):
+        try:
+            return sentinel_client(url, sentinel_password=sentinel_password, retry_on_timeout=False, **common)
+        except ValueError as exc:
+            raise RedisUrlError(f"REDIS_URL: {exc}") from None
     cluster = parse_cluster_url(url)
     if cluster is None:
         try:

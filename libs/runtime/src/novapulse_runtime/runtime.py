@@ -18,8 +18,7 @@ from .health import Health, memory_check
 from .metrics import Metrics
 from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
-from .redisconn import HEALTH_CHECK_INTERVAL, SOCKET_CONNECT_TIMEOUT, connect_redis
-from .redissentinel import is_sentinel_url, sentinel_client
+from .redisconn import connect_redis
 from .revocation import RevocationList
 from .settings import ServiceSettings
 from .tokens import TokenVerifier
@@ -87,19 +86,11 @@ class Runtime:
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
             self.tracing.install()
         self.health = Health(self.metrics, settings.health_check_timeout)
-        self.redis: Redis
-        if is_sentinel_url(settings.redis_url):  # redis+sentinel://: the primary the Sentinels name, followed
-            self.redis = sentinel_client(
-                settings.redis_url,
-                sentinel_password=settings.redis_sentinel_password.get_secret_value(),
-                decode_responses=True,
-                socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-                socket_timeout=REDIS_SOCKET_TIMEOUT,
-                health_check_interval=HEALTH_CHECK_INTERVAL,
-                retry_on_timeout=False,
-            )
-        else:
-            self.redis = connect_redis(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT)
+        self.redis: Redis = connect_redis(  # one server, a cluster or a Sentinel-managed primary
+            settings.redis_url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            sentinel_password=settings.redis_sentinel_password.get_secret_value(),
+        )
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self._db: AsyncDatabase[dict[str, Any]] | None = None
         if settings.uses_database:
