@@ -30,9 +30,10 @@ RENEW_BELOW = 0.8
 heartbeat's timing); younger claims wait for the next round."""
 SLOT_PAUSE_MAX = 0.1
 """Longest pause in seconds between two tries for a slot of a busy endpoint (from 20 ms, doubling)."""
-SLOT_HANDOVER = 0.05
+SLOT_HANDOVER = 0.25
 """Seconds a slot given back is kept for the next queued attempt of the same endpoint in this process
-before it is removed in Redis (the next attempt reads the endpoint's version first: one Redis round trip)."""
+before it is removed in Redis (the next attempt reads the endpoint's version first: one Redis round trip,
+and on a loaded 2-core machine its turn of the event loop can take tens of milliseconds)."""
 
 Withdraw = Callable[[Job], bool]
 """Withdraws a job whose claim is lost (``Dispatcher.cancel``); True when there was something to withdraw."""
@@ -50,6 +51,7 @@ class Leases:
         self._spare: dict[str, list[str]] = {}  # endpoint id -> slot tokens given back, kept for a hand-over
         self._waiting: dict[str, int] = {}  # endpoint id -> attempts of this process waiting for a slot
         self._freed: dict[str, asyncio.Event] = {}  # endpoint id -> wakes its waiters when a slot is given back
+        self._spare_timers: dict[str, asyncio.TimerHandle] = {}  # slot token kept -> when it is removed
         self._asking: set[str] = set()  # endpoints whose slot an attempt of this process is asking Redis for
         self._releases: set[asyncio.Future[None]] = set()
         self.demand: Callable[[str], int] = lambda endpoint_id: 0
@@ -170,7 +172,9 @@ class Leases:
         eid, token = held
         if self._waiting.get(eid) or self.demand(eid):
             self._spare.setdefault(eid, []).append(token)
-            asyncio.get_running_loop().call_later(SLOT_HANDOVER, self._expire_spare, eid, token)
+            self._spare_timers[token] = asyncio.get_running_loop().call_later(
+                SLOT_HANDOVER, self._expire_spare, eid, token
+            )
             self._wake(eid)
             return
         await self.slots.release(eid, token)
@@ -187,9 +191,13 @@ class Leases:
         token = spare.pop()
         if not spare:
             del self._spare[endpoint_id]
+        timer = self._spare_timers.pop(token, None)
+        if timer is not None:  # a slot is handed over again and again under one token: its old timer must go
+            timer.cancel()
         return token
 
     def _expire_spare(self, endpoint_id: str, token: str) -> None:
+        self._spare_timers.pop(token, None)
         spare = self._spare.get(endpoint_id)
         if spare is None or token not in spare:
             return  # taken over
@@ -204,6 +212,9 @@ class Leases:
     async def release_spares(self) -> None:
         """Give back every slot kept for a hand-over (the worker stops)."""
         spares, self._spare = self._spare, {}
+        for timer in self._spare_timers.values():
+            timer.cancel()
+        self._spare_timers.clear()
         if self.slots is not None:
             for eid, tokens in spares.items():
                 for token in tokens:

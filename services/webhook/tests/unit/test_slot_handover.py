@@ -133,3 +133,21 @@ async def test_attempts_waiting_for_one_endpoint_ask_redis_one_at_a_time() -> No
     for w in waiters:
         w.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def test_a_slot_handed_over_again_is_kept_for_its_latest_release() -> None:
+    """One token goes from attempt to attempt; each release keeps it for ``SLOT_HANDOVER`` from then, not
+    from the first release (an old timer removed a slot that had just been given back again)."""
+    slots = Slots()
+    lease = leases(slots, queued=1)
+    await lease.take_slot(job(1), 2)
+    for n in range(2, 6):
+        await lease.release_slot(job(n - 1))
+        await lease.take_slot(job(n), 2)
+        assert lease._spare_timers == {}  # the kept slot's timer went with the hand-over
+    await lease.release_slot(job(5))
+    assert list(lease._spare_timers) == ["claim1"]
+    assert slots.members == {"claim1"}
+    await lease.release_spares()
+    assert lease._spare_timers == {}
+    assert slots.members == set()
