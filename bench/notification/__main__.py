@@ -13,14 +13,20 @@ Sizes: ``--small`` (1,000), ``--large`` (100,000), ``--events`` per run (300), `
 the small case run first, then the projection grows to ``--large`` and the large rounds run (medians, every
 round's figure printed). Seeding 100k projected users takes ~10-20 s (extrapolated from small runs).
 
-Last line: ``notification-bench: handled_per_s_small=<x> handled_per_s_large=<x> handling_growth_ratio=<large/small>``
-(target: ratio >= 0.8).
+Each round also takes the CPU time (user + system, Linux ``/proc``) the worker process (with its in-process
+mail catcher) and the storage server (nx-27017) spent on it, per handled event: on a loaded machine these move
+far less than events/s do.
+
+Last line: ``notification-bench: handled_per_s_small=<x> handled_per_s_large=<x> handling_growth_ratio=<large/small>
+worker_cpu_ms_small=<ms> worker_cpu_ms_large=<ms> storage_cpu_ms_small=<ms> storage_cpu_ms_large=<ms>`` (target:
+ratio >= 0.8; CPU figures are medians per event, ``nan`` where ``/proc`` is not available).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -84,6 +90,18 @@ async def seed_projection(mongo_url: str, first: int, count: int) -> float:
     finally:
         await client.close()
     return time.perf_counter() - t0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far, from Linux ``/proc``; NaN where
+    that is not available."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 async def handled_rate(redis: Redis, stream: str, picks: list[int], total_before: int) -> float:
@@ -181,6 +199,8 @@ async def run(args: argparse.Namespace) -> str:
         await handled_rate(redis, stream, warm, total)
         total += len(warm)
         rates: dict[str, list[float]] = {"small": [], "large": []}
+        cpu: dict[str, list[tuple[float, float]]] = {"small": [], "large": []}  # ms per event: worker, storage
+        storage_pid = servers[1].proc.pid if servers[1].proc else None
         for case, users in (("small", args.small), ("large", args.large)):
             if case == "large":
                 seeded = await seed_projection(mongo_url, args.small, args.large - args.small)
@@ -188,7 +208,12 @@ async def run(args: argparse.Namespace) -> str:
             step = max(1, users // (args.events * args.rounds))
             for r in range(args.rounds):
                 picks = [((r * args.events + k) * step + 20) % users for k in range(args.events)]
+                before = cpu_seconds(worker.pid), cpu_seconds(storage_pid)
                 rates[case].append(await handled_rate(redis, stream, picks, total))
+                after = cpu_seconds(worker.pid), cpu_seconds(storage_pid)
+                cpu[case].append(
+                    (1000 * (after[0] - before[0]) / len(picks), 1000 * (after[1] - before[1]) / len(picks))
+                )
                 total += len(picks)
         dead = await dead_letters(redis, namespace)
         states = await delivery_states(mongo_url)
@@ -203,15 +228,24 @@ async def run(args: argparse.Namespace) -> str:
         for server in servers:
             server.stop()
     small, large = statistics.median(rates["small"]), statistics.median(rates["large"])
+    worker_ms = {case: statistics.median(w for w, _ in cpu[case]) for case in cpu}
+    storage_ms = {case: statistics.median(st for _, st in cpu[case]) for case in cpu}
     print(f"notification-bench: {os.cpu_count()} CPUs, {args.events} user.password_changed per run (e-mail + in-app)")
     for case, users, med in (("small", args.small, small), ("large", args.large, large)):
         runs = " ".join(f"{x:,.0f}" for x in rates[case])
         print(f"  {users:>9,} users in the projection: {med:,.1f} events/s (median of {args.rounds}; runs {runs})")
+        spread = " ".join(f"{w:.1f}/{st:.1f}" for w, st in cpu[case])
+        print(
+            f"  {'':>9} CPU per event: worker {worker_ms[case]:.1f} ms, storage {storage_ms[case]:.1f} ms "
+            f"(medians; runs worker/storage {spread})"
+        )
     print(f"  deliveries by state: {states}; dead letters: {dead} (expected 0)")
     print("  target: handling_growth_ratio >= 0.8")
     return (
         f"notification-bench: handled_per_s_small={small:.1f} handled_per_s_large={large:.1f} "
-        f"handling_growth_ratio={large / small:.2f}"
+        f"handling_growth_ratio={large / small:.2f} worker_cpu_ms_small={worker_ms['small']:.1f} "
+        f"worker_cpu_ms_large={worker_ms['large']:.1f} storage_cpu_ms_small={storage_ms['small']:.1f} "
+        f"storage_cpu_ms_large={storage_ms['large']:.1f}"
     )
 
 

@@ -46,7 +46,7 @@ from novapulse_runtime.clock import now_ms, to_ms, utcnow
 from novapulse_runtime.documents import Doc
 
 from .addresses import Address, InvalidAddress, normalize
-from .constants import SWEEP_BATCH, SWEEP_CONCURRENCY, Channel, DeliveryState, ErrorClass
+from .constants import CRITICAL_CATEGORIES, SWEEP_BATCH, SWEEP_CONCURRENCY, Channel, DeliveryState, ErrorClass
 from .keys import delivery_key, notice_key, sort_key
 from .limits import allow_all
 from .mailer import Attempt, Mailer, build_message, message_id
@@ -55,7 +55,7 @@ from .planning import AddressTarget, Budget, Intent, InvalidEvent, RoleTarget, U
 from .ports import InboundEvent, Observer, RecipientLimiter
 from .preferences import allows
 from .rendering import Rendered, Renderer, RenderError
-from .repository import Repository
+from .repository import Repository, delivery_doc
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,21 @@ class Work:
     event_id: str
     payload: Mapping[str, Any]
     budget_taken: bool = False
+
+
+@dataclass(frozen=True)
+class Opening:
+    """One delivery of an event about to be recorded: its key, channel, event and label (``channel:recipient``
+    for logs and retries), the document to insert, and either the payload to send it from or the outcome
+    decided already (state, reason, error class)."""
+
+    key: str
+    channel: Channel
+    event_id: str
+    label: str
+    doc: Doc
+    payload: dict[str, Any] | None
+    decided: tuple[DeliveryState, str, ErrorClass | None] | None
 
 
 def _event_ms(event: InboundEvent) -> int:
@@ -197,13 +212,19 @@ class Notifier:
         retry: list[str] = []
         try:
             async with self._keep(org_id, held):
-                for intent in intents:
-                    for recipient in await self._resolve(org_id, intent):
-                        for channel in intent.channels:
-                            work, state = await self._open(event, org_id, intent, recipient, channel)
-                            opened.append((work, state, f"{channel}:{recipient.key}"))
-                            if work is not None:
-                                held.append(work.key)
+                openings = [
+                    self._prepare(event, org_id, intent, recipient, channel)
+                    for intent in intents
+                    for recipient in await self._resolve(org_id, intent)
+                    for channel in intent.channels
+                ]
+                # every delivery of the event recorded in one round trip, before the first is sent
+                recorded = await self.repo.open_deliveries([o.doc for o in openings])
+                for opening, (stored, created) in zip(openings, recorded, strict=True):
+                    work, state = await self._take(org_id, opening, stored, created)
+                    opened.append((work, state, opening.label))
+                    if work is not None:
+                        held.append(work.key)
                 for work, state, label in opened:
                     if work is not None:
                         state = await self._settle(work)
@@ -255,10 +276,15 @@ class Notifier:
         else:
             assert isinstance(target, RoleTarget)
             docs = [d for d in await self.repo.users_with_roles(org_id, target.roles) if d.get("email")]
-        organization = await self.repo.organization_name(org_id) if docs else ""
+        # the organisation's name from another member only when a user's own document lacks it
+        organization = await self.repo.organization_name(org_id) if any(not d.get("organization") for d in docs) else ""
+        # a critical notification goes out whatever the preferences say (preferences.allows): not read for it
+        prefs: dict[str, Doc] = {}
+        if docs and not (intent.critical or intent.category in CRITICAL_CATEGORIES):
+            prefs = await self.repo.preferences_of(org_id, [str(d["user_id"]) for d in docs])
         out = []
         for d in docs:
-            prefs = await self.repo.get_preferences(org_id, str(d["user_id"]))
+            stored = prefs.get(str(d["user_id"]))
             out.append(
                 Recipient(
                     org_id,
@@ -266,7 +292,7 @@ class Notifier:
                     str(d["email"]),
                     str(d.get("name", "")),
                     str(d.get("organization") or organization),
-                    prefs.get("channels") if prefs else None,
+                    stored.get("channels") if stored else None,
                 )
             )
         return out
@@ -314,11 +340,11 @@ class Notifier:
             "budget_org": intent.budget.org_id,
         }
 
-    async def _open(
+    def _prepare(
         self, event: InboundEvent, org_id: str, intent: Intent, recipient: Recipient, channel: Channel
-    ) -> tuple[Work | None, DeliveryState]:
-        """Record the delivery (or find it recorded) and take its lease. Returns the work to settle, or
-        ``None`` and the state when there is nothing to do here (settled, or another worker holds it)."""
+    ) -> Opening:
+        """The delivery document of (event, recipient, channel), rendered (its payload), or with the outcome
+        decided already (turned off in preferences, a template that fails, an unusable address)."""
         key = delivery_key(event.id, recipient.key, channel.value)
         decided: tuple[DeliveryState, str, ErrorClass | None] | None = None
         payload: dict[str, Any] | None = None
@@ -333,7 +359,7 @@ class Notifier:
                 decided = (DeliveryState.FAILED, str(exc), ErrorClass.TEMPLATE_ERROR)
             except InvalidAddress as exc:
                 decided = (DeliveryState.FAILED, f"not a usable e-mail address: {exc}", ErrorClass.INVALID_ADDRESS)
-        stored, created = await self.repo.open_delivery(
+        doc = delivery_doc(
             key=key,
             org_id=org_id,
             event_id=event.id,
@@ -349,6 +375,15 @@ class Notifier:
             lease=self.lease_seconds,
             payload=payload,
         )
+        return Opening(key, channel, event.id, f"{channel}:{recipient.key}", doc, payload, decided)
+
+    async def _take(
+        self, org_id: str, opening: Opening, stored: Doc, created: bool
+    ) -> tuple[Work | None, DeliveryState]:
+        """Take the lease of a recorded delivery (``created``: this handler inserted it, the lease is ours;
+        else ``stored`` is the document found). Returns the work to settle, or ``None`` and the state when
+        there is nothing to do here (settled, or another worker holds it)."""
+        key, channel = opening.key, opening.channel
         if not created:
             state = DeliveryState(stored["state"])
             if state in SETTLED:
@@ -367,15 +402,16 @@ class Notifier:
                 return None, DeliveryState.SENDING  # another worker holds the lease: the event comes back later
         else:
             self._busy.add(key)
+        decided = opening.decided
         if decided is not None:
             try:
                 await self._finish(org_id, key, decided[0], decided[1], error_class=decided[2])
             finally:
                 self._busy.discard(key)
             return None, decided[0]
-        assert payload is not None
+        assert opening.payload is not None
         budget_taken = bool(stored.get("budget_taken")) if not created else False
-        return Work(org_id, key, channel, event.id, payload, budget_taken), DeliveryState.SENDING
+        return Work(org_id, key, channel, opening.event_id, opening.payload, budget_taken), DeliveryState.SENDING
 
     @asynccontextmanager
     async def _keep(self, org_id: str, keys: Sequence[str]) -> AsyncIterator[None]:

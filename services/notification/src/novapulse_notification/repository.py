@@ -13,16 +13,62 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms, utcnow
-from novapulse_runtime.documents import Doc
+from novapulse_runtime.documents import Doc, by_index
 
 from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS, PREFERENCES, USERS, DeliveryState
 from .keys import sort_key
 from .mailer import Attempt
 
+DUPLICATE_KEY = 11000
+"""MongoDB's error code of a unique index violation."""
 UNSETTLED = [DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.RETRYING.value]
+
+
+def delivery_doc(
+    *,
+    key: str,
+    org_id: str,
+    event_id: str,
+    event_type: str,
+    template: str,
+    category: str,
+    critical: bool,
+    channel: str,
+    recipient: str,
+    user_id: str | None,
+    email: str,
+    owner: str,
+    lease: float,
+    payload: Mapping[str, Any] | None,
+) -> Doc:
+    """A new delivery's document: ``pending``, leased to ``owner`` for ``lease`` seconds, sent later from
+    ``payload`` when given (``None``: its outcome is decided without sending)."""
+    created = utcnow()
+    doc: Doc = {
+        "_id": key,
+        "org_id": org_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "template": template,
+        "category": category,
+        "critical": critical,
+        "channel": channel,
+        "recipient": recipient,
+        "user_id": user_id,
+        "email": email,
+        "state": DeliveryState.PENDING.value,
+        "attempt_count": 0,
+        "created_at": created,
+        "sort_key": sort_key(created, key),
+        "lease_owner": owner,
+        "lease_until_ms": now_ms() + int(lease * 1000),
+    }
+    if payload is not None:
+        doc["payload"] = dict(payload)
+    return doc
 
 
 class Repository:
@@ -66,78 +112,54 @@ class Repository:
         )
 
     async def get_user(self, org_id: str, user_id: str) -> Doc | None:
-        return await self.users.find_one({"org_id": org_id, "user_id": user_id})
+        return await self.users.find_one(by_index({"org_id": org_id, "user_id": user_id}))
 
     async def users_with_roles(self, org_id: str, roles: Sequence[str]) -> list[Doc]:
-        cursor = self.users.find({"org_id": org_id, "role": {"$in": list(roles)}, "status": "active"})
+        cursor = self.users.find(by_index({"org_id": org_id, "role": {"$in": list(roles)}, "status": "active"}))
         return [d async for d in cursor.sort("user_id", ASCENDING)]
 
     async def organization_name(self, org_id: str) -> str:
-        doc = await self.users.find_one({"org_id": org_id, "organization": {"$exists": True}})
+        doc = await self.users.find_one(by_index({"org_id": org_id, "organization": {"$exists": True}}))
         return str(doc["organization"]) if doc else ""
 
     # ---- deliveries ----------------------------------------------------------------------------------
 
-    async def open_delivery(
-        self,
-        *,
-        key: str,
-        org_id: str,
-        event_id: str,
-        event_type: str,
-        template: str,
-        category: str,
-        critical: bool,
-        channel: str,
-        recipient: str,
-        user_id: str | None,
-        email: str,
-        owner: str,
-        lease: float,
-        payload: Mapping[str, Any] | None,
-    ) -> tuple[Doc, bool]:
-        """Record a delivery (``pending``, leased to ``owner`` for ``lease`` seconds, sent later from
-        ``payload`` when given) if it is new. Returns the stored document and whether this call created it
-        (``False``: the same (event, recipient, channel) was recorded before, that document is returned)."""
-        created = utcnow()
-        doc: Doc = {
-            "_id": key,
-            "org_id": org_id,
-            "event_id": event_id,
-            "event_type": event_type,
-            "template": template,
-            "category": category,
-            "critical": critical,
-            "channel": channel,
-            "recipient": recipient,
-            "user_id": user_id,
-            "email": email,
-            "state": DeliveryState.PENDING.value,
-            "attempt_count": 0,
-            "created_at": created,
-            "sort_key": sort_key(created, key),
-            "lease_owner": owner,
-            "lease_until_ms": now_ms() + int(lease * 1000),
-        }
-        if payload is not None:
-            doc["payload"] = dict(payload)
+    async def open_deliveries(self, docs: Sequence[Doc]) -> list[tuple[Doc, bool]]:
+        """Record deliveries (documents from :func:`delivery_doc`) in one unordered ``insert_many``; those
+        recorded before (same ``_id``, or the same (event, recipient, channel)) are left as they are. Returns,
+        in the order of ``docs``, each stored document and whether this call created it (``False``: the
+        document found is returned). Raises ``BulkWriteError`` for any failure other than a duplicate key."""
+        if not docs:
+            return []
         try:
-            await self.deliveries.insert_one(doc)
-            return doc, True
-        except DuplicateKeyError:
+            await self.deliveries.insert_many(list(docs), ordered=False)
+            return [(doc, True) for doc in docs]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            duplicates = {int(e["index"]) for e in errors}
+        out: list[tuple[Doc, bool]] = []
+        for i, doc in enumerate(docs):
+            if i not in duplicates:
+                out.append((doc, True))
+                continue
             found = await self.deliveries.find_one({"_id": doc["_id"], "org_id": doc["org_id"]})
             if found is None:  # the unique (event, recipient, channel) index matched a different _id
                 found = await self.deliveries.find_one(
-                    {
-                        "org_id": doc["org_id"],
-                        "event_id": doc["event_id"],
-                        "recipient": doc["recipient"],
-                        "channel": doc["channel"],
-                    }
+                    by_index(
+                        {
+                            "org_id": doc["org_id"],
+                            "event_id": doc["event_id"],
+                            "recipient": doc["recipient"],
+                            "channel": doc["channel"],
+                        }
+                    )
                 )
             if found is None:
-                raise
-            return found, False
+                raise RuntimeError(f"delivery {doc['_id']} was refused as a duplicate and cannot be found")
+            out.append((found, False))
+        return out
 
     async def claim(self, org_id: str, key: str, lease: float, owner: str) -> bool:
         """Take the lease of an unsettled delivery (``pending``, ``sending`` or ``retrying``) whose lease is
@@ -171,14 +193,19 @@ class Repository:
         return int(result.modified_count)
 
     async def orphans(self, limit: int) -> list[Doc]:
-        """Deliveries of any organisation whose holder died: ``pending`` or ``sending`` with a lease that ran
-        out, and a stored payload to send them from (``retrying`` ones come back with their event)."""
-        query: Doc = {
-            "state": {"$in": [DeliveryState.PENDING.value, DeliveryState.SENDING.value]},
-            "lease_until_ms": {"$lt": now_ms()},
-            "payload": {"$exists": True},
-        }
-        return [d async for d in self.deliveries.find(query).limit(limit)]
+        """Up to ``limit`` deliveries of any organisation whose holder died: ``pending`` or ``sending`` with a
+        lease that ran out, and a stored payload to send them from (``retrying`` ones come back with their
+        event). One query per state, each an equality and a range on the ``(state, lease_until_ms)`` index: on
+        nx-27017 a ``$in`` on ``state`` is not served by the index and every sweep of every worker read the
+        whole ``deliveries`` collection, which only grows."""
+        now = now_ms()
+        found: list[Doc] = []
+        for state in (DeliveryState.PENDING, DeliveryState.SENDING):
+            if len(found) >= limit:
+                break
+            query = by_index({"state": state.value, "lease_until_ms": {"$lt": now}, "payload": {"$exists": True}})
+            found.extend([d async for d in self.deliveries.find(query).limit(limit - len(found))])
+        return found
 
     async def start_sending(self, org_id: str, key: str, owner: str) -> None:
         """Mark a delivery ``owner`` holds as being handed to the relay (``sending``), its mail counted
@@ -215,7 +242,7 @@ class Repository:
     async def attempts_of(self, org_id: str, keys: Sequence[str]) -> dict[str, list[Doc]]:
         """The logged attempts of these deliveries, oldest first."""
         out: dict[str, list[Doc]] = {k: [] for k in keys}
-        found = self.attempts.find({"org_id": org_id, "delivery_id": {"$in": list(keys)}})
+        found = self.attempts.find(by_index({"org_id": org_id, "delivery_id": {"$in": list(keys)}}))
         async for doc in found.sort([("delivery_id", ASCENDING), ("n", ASCENDING)]):
             out.setdefault(doc["delivery_id"], []).append(doc)
         return out
@@ -260,7 +287,7 @@ class Repository:
         query: Doc = {"org_id": org_id, **filters}
         if after:
             query["sort_key"] = {"$lt": after}
-        found = self.deliveries.find(query).sort("sort_key", DESCENDING).limit(limit)
+        found = self.deliveries.find(by_index(query)).sort("sort_key", DESCENDING).limit(limit)
         return [d async for d in found]
 
     # ---- in-app notifications ------------------------------------------------------------------------
@@ -311,11 +338,11 @@ class Repository:
             query["sort_key"] = {"$lt": after}
         if unread_only:
             query["read"] = False
-        found = self.notifications.find(query).sort("sort_key", DESCENDING).limit(limit)
+        found = self.notifications.find(by_index(query)).sort("sort_key", DESCENDING).limit(limit)
         return [d async for d in found]
 
     async def unread_count(self, org_id: str, user_id: str) -> int:
-        return await self.notifications.count_documents({"org_id": org_id, "user_id": user_id, "read": False})
+        return await self.notifications.count_documents(by_index({"org_id": org_id, "user_id": user_id, "read": False}))
 
     async def mark_read(self, org_id: str, user_id: str, notice_id: str) -> Doc | None:
         query = {"_id": notice_id, "org_id": org_id, "user_id": user_id}
@@ -324,14 +351,25 @@ class Repository:
 
     async def mark_all_read(self, org_id: str, user_id: str) -> int:
         result = await self.notifications.update_many(
-            {"org_id": org_id, "user_id": user_id, "read": False}, {"$set": {"read": True, "read_ms": now_ms()}}
+            by_index({"org_id": org_id, "user_id": user_id, "read": False}),
+            {"$set": {"read": True, "read_ms": now_ms()}},
         )
         return int(result.modified_count)
 
     # ---- preferences ---------------------------------------------------------------------------------
 
     async def get_preferences(self, org_id: str, user_id: str) -> Doc | None:
-        return await self.preferences.find_one({"org_id": org_id, "user_id": user_id})
+        return await self.preferences.find_one(by_index({"org_id": org_id, "user_id": user_id}))
+
+    async def preferences_of(self, org_id: str, user_ids: Sequence[str]) -> dict[str, Doc]:
+        """The stored preferences of these users of the organisation, by user id (users without stored
+        preferences are absent); one query."""
+        if not user_ids:
+            return {}
+        ids = list(dict.fromkeys(user_ids))
+        who: Any = ids[0] if len(ids) == 1 else {"$in": ids}
+        found = self.preferences.find(by_index({"org_id": org_id, "user_id": who}))
+        return {str(d["user_id"]): d async for d in found}
 
     async def put_preferences(self, org_id: str, user_id: str, channels: Mapping[str, Mapping[str, bool]]) -> None:
         await self.preferences.update_one(
