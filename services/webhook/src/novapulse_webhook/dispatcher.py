@@ -99,6 +99,16 @@ class Dispatcher:
         """Endpoints whose lanes are busy enough that claiming more for them would only queue."""
         return [eid for eid, lane in self._lanes.items() if len(lane.queue) >= max(lane.concurrency, 1)]
 
+    def queued(self, endpoint_id: str) -> int:
+        """How many jobs of the endpoint wait in its lane (not started)."""
+        lane = self._lanes.get(endpoint_id)
+        return len(lane.queue) if lane is not None else 0
+
+    def is_saturated(self, endpoint_id: str) -> bool:
+        """Whether the endpoint is among :meth:`saturated`."""
+        lane = self._lanes.get(endpoint_id)
+        return lane is not None and len(lane.queue) >= max(lane.concurrency, 1)
+
     def submit(self, job: Job) -> bool:
         """Queue ``job`` in its endpoint's lane; False when the lane is full."""
         lane = self._lanes.get(job.endpoint_id)

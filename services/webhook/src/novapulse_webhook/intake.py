@@ -122,10 +122,18 @@ class Intake:
         else:
             stored = await asyncio.gather(*(self.writer.put(message_insert(d)) for d in docs))
             inserted = {d["_id"] for d, ok in zip(docs, stored, strict=True) if ok}
+        submitted = 0
         for doc, ep in jobs:
-            if doc["_id"] in inserted and not self.submit(Job.from_doc(doc, doc["claim"], lease_until), ep):
+            if doc["_id"] not in inserted:
+                continue
+            if self.submit(Job.from_doc(doc, doc["claim"], lease_until), ep):
+                submitted += 1
+            else:
                 self.recorder.release(doc["_id"], doc["claim"])  # its lane filled up meanwhile: the poller takes it
         if len(inserted) < len(docs):
             log.info("duplicate event ignored", extra={"event_id": event_id, "skipped": len(docs) - len(inserted)})
-        self.wake()
+        if submitted < len(inserted):
+            # Only messages stored unclaimed (or given back) need the poller; waking it after every event
+            # cost a claim query per event (and, with several workers, each of them polling the same documents).
+            self.wake()
         return len(inserted)

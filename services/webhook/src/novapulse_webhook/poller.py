@@ -51,15 +51,24 @@ class Poller:
     async def poll_once(self) -> int:
         """Claim due messages into their lanes, most overdue first, skipping endpoints whose lanes are
         saturated; a claimed message whose last attempt was lost with its worker is logged ``lost`` first.
-        Returns how many were claimed."""
+        One read finds up to ``CLAIM_BATCH`` candidates, then each is claimed atomically (a candidate another
+        worker claimed first is skipped). Returns how many were claimed."""
+        room = min(CLAIM_BATCH, self.max_in_flight - self.dispatcher.in_flight)
+        if room <= 0:
+            return 0
+        candidates = await self.repo.due_messages(utcnow(), room, self.dispatcher.saturated())
         claimed = 0
-        while claimed < CLAIM_BATCH and self.dispatcher.in_flight < self.max_in_flight:
+        for candidate in candidates:
+            if self.dispatcher.in_flight >= self.max_in_flight:
+                break
+            if self.dispatcher.is_saturated(candidate["endpoint_id"]):  # filled by the claims before it
+                continue
             now = utcnow()
             lease_until = now + self.lease
             token = uuid.uuid4().hex
-            before = await self.repo.claim_due(now, lease_until, token, self.dispatcher.saturated())
-            if before is None:
-                break
+            before = await self.repo.claim(candidate, now, lease_until, token)
+            if before is None:  # another worker claimed it first
+                continue
             claimed += 1
             endpoint: Doc | None = None
             try:

@@ -462,19 +462,37 @@ class Repository:
             count += result.modified_count
         return count
 
-    async def claim_due(self, now: datetime, lease_until: datetime, token: str, exclude: Sequence[str]) -> Doc | None:
-        """Atomically take the most overdue message (pending and due, or a claim whose lease ran out).
-        Returns the document as it was before the claim (so a lost in-flight attempt can be logged)."""
-        query: Doc = {
-            "status": {"$in": [MessageStatus.PENDING, MessageStatus.SENDING]},
-            "next_attempt_at": {"$lte": to_ms(now)},
-        }
-        if exclude:
-            query["endpoint_id"] = {"$nin": list(exclude)}
+    async def due_messages(self, now: datetime, limit: int, exclude: Sequence[str] = ()) -> list[Doc]:
+        """Up to ``limit`` claim candidates, most overdue first: pending messages that are due and claims
+        whose lease ran out (``sending``, ``next_attempt_at`` passed), skipping endpoints in ``exclude``.
+        Each as ``{"_id", "endpoint_id", "status", "next_attempt_at"}``; claim one with :meth:`claim`.
+
+        Two queries with an equality on ``status`` (served by the ``(status, next_attempt_at)`` index),
+        merged here: a ``status: {"$in": [...]}`` filter made the MongoDB-wire test server scan every
+        message (85-120 ms per claim with 30,000 delivered messages stored, against 2-6 ms this way)."""
+        due = {"$lte": to_ms(now)}
+        found: list[Doc] = []
+        for status in (MessageStatus.PENDING, MessageStatus.SENDING):
+            query: Doc = {"status": status, "next_attempt_at": due}
+            if exclude:
+                query["endpoint_id"] = {"$nin": list(exclude)}
+            found += (
+                await self.messages.find(query, {"_id": 1, "endpoint_id": 1, "status": 1, "next_attempt_at": 1})
+                .sort("next_attempt_at", ASCENDING)
+                .limit(limit)
+                .to_list()
+            )
+        found.sort(key=lambda d: d["next_attempt_at"])
+        return found[:limit]
+
+    async def claim(self, candidate: Doc, now: datetime, lease_until: datetime, token: str) -> Doc | None:
+        """Atomically claim ``candidate`` (from :meth:`due_messages`) with ``token`` until ``lease_until``,
+        if it is still in the state it was found in and due at ``now`` (else another worker took it first:
+        ``None``). Returns the document as it was before the claim (so a lost in-flight attempt can be
+        logged)."""
         return await self.messages.find_one_and_update(
-            query,
+            {"_id": candidate["_id"], "status": candidate["status"], "next_attempt_at": {"$lte": to_ms(now)}},
             {"$set": {"status": MessageStatus.SENDING, "next_attempt_at": to_ms(lease_until), "claim": token}},
-            sort=[("next_attempt_at", ASCENDING)],
             return_document=ReturnDocument.BEFORE,
         )
 

@@ -18,13 +18,15 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("novapulse.webhook.versions")
 
-_OP_TIMEOUT = 1.0  # seconds for one SET or GET
+_OP_TIMEOUT = 1.0  # seconds for one SET or one round trip of GETs
+_UNKNOWN = object()  # a read that failed (Redis unreachable)
 
 
 class EndpointVersions:
@@ -34,6 +36,9 @@ class EndpointVersions:
         self.redis = redis
         self.prefix = f"{namespace}:webhook:endpoints-version:"
         self._warned_at = -float("inf")
+        self._asked: dict[str, asyncio.Future[str | None]] = {}  # reads of this loop turn, sent together
+        self._scheduled = False
+        self._reads: set[asyncio.Future[None]] = set()
 
     def key(self, org_id: str) -> str:
         """The Redis key of the organisation's version."""
@@ -51,18 +56,57 @@ class EndpointVersions:
             )
 
     async def current(self, org_id: str) -> str | None:
-        """The organisation's version (``"-"`` when never written), or None when Redis cannot be reached."""
+        """The organisation's version (``"-"`` when never written), or None when Redis cannot be reached.
+
+        Reads asked for in the same turn of the event loop go out together, as one pipelined round trip sent
+        after the last of them asked: each caller still reads the token after it asked (read-your-writes
+        holds), and a burst of attempts and fan-outs costs one round trip instead of one per caller."""
+        fut = self._asked.get(org_id)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._asked[org_id] = loop.create_future()
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._send)
+        return await asyncio.shield(fut)
+
+    def _send(self) -> None:
+        asked, self._asked, self._scheduled = self._asked, {}, False
+        task = asyncio.ensure_future(self._read(asked))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, asked: dict[str, asyncio.Future[str | None]]) -> None:
+        values: list[Any]
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
-                value = await self.redis.get(self.key(org_id))
+                if len(asked) == 1:
+                    values = [await self.redis.get(self.key(next(iter(asked))))]
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for org_id in asked:
+                        pipe.get(self.key(org_id))
+                    values = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             if time.monotonic() - self._warned_at >= 60.0:  # at most once a minute: this is the event path
                 self._warned_at = time.monotonic()
                 log.warning(
                     "cannot read the endpoint version; workers follow endpoint changes within the cache lifetime",
-                    extra={"org_id": org_id, "error": repr(exc)},
+                    extra={"org_ids": list(asked)[:10], "error": repr(exc)},
                 )
-            return None
-        if value is None:
-            return "-"
-        return value.decode() if isinstance(value, bytes) else str(value)
+            values = [_UNKNOWN] * len(asked)
+        except BaseException as exc:  # never leave a caller waiting on a read nobody will answer
+            for fut in asked.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: cancelled callers must not warn
+            raise
+        for fut, value in zip(asked.values(), values, strict=True):
+            if fut.done():
+                continue
+            if value is _UNKNOWN:
+                fut.set_result(None)
+            elif value is None:
+                fut.set_result("-")
+            else:
+                fut.set_result(value.decode() if isinstance(value, bytes) else str(value))

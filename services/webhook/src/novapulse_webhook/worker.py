@@ -108,6 +108,7 @@ class DeliveryWorker:
             limiter=limiter,
         )
         self.dispatcher = Dispatcher(self.attempts.process)
+        self.leases.demand = self.dispatcher.queued  # a slot given back goes to the lane's next attempt
         self._wake = asyncio.Event()
         self.intake = Intake(
             repo, self.writer, self.endpoints, self.dispatcher, self.recorder, self.lease, self.submit, self.wake
@@ -201,6 +202,7 @@ class DeliveryWorker:
             for job in dropped:  # queued but never started: give them back at once
                 self.leases.held.pop(job.id, None)
                 self.recorder.release(job.id, job.claim, now)
+            await self.leases.release_spares()
             writer_stop.set()
             await writer
             await self.sender.close()
