@@ -3,9 +3,11 @@
 Starts a fresh ``redis-server`` on a free port, installs its anchors (the ``bench`` dependency group with uv,
 npm ``bullmq`` in bench/node), then runs, side by side on that server:
 
-1. produce: one at a time, 64 in flight, batches of 100 (bus vs raw redis-py, FastStream, Python and Node BullMQ)
+1. produce: one at a time, 64 in flight, batches of 100 (bus vs raw redis-py, FastStream, Python and Node BullMQ;
+   also the prebuilt envelopes through the publisher's own XADD packing, ``streams.add_batch``)
 2. drain: preloaded events, one worker process, concurrency 100, no-op handler (CPU s per 10k, peak RSS)
-3. open-loop latency from publish to handler start at 1k and 5k events/s (bus vs Node BullMQ)
+3. open-loop latency from publish to handler start at 1k and 5k events/s (bus vs Node BullMQ), and for the bus
+   its split: publish -> XADD ran and XADD ran -> handler start (Redis's clock from the entry id, whole ms)
 4. recovery: 4 consumer processes, kill -9 of one holding in-flight work, 1% poison events
 
 5. cost as work grows: the drain of 2 with the stream already holding ``--grow-entries`` (default 1M) valid
@@ -138,6 +140,10 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 # ---------------------------------------------------------------------------------------------- 1. produce
 
+PACKED = "raw XADD, hand-packed (add_batch)"
+"""Prebuilt envelopes written by ``streams.add_batch`` (the publisher's packing): the produce ceiling of our own
+write path, to tell the envelope's cost from the write's."""
+
 
 async def bench_produce(url: str, n: int, missing: dict[str, str]) -> dict[str, dict[str, float | str]]:
     from bench.bus.common import TYPE, bus, payload, runtime
@@ -221,6 +227,26 @@ async def bench_produce(url: str, n: int, missing: dict[str, str]) -> dict[str, 
         "one": await timed(raw_seq, xlen),
         "inflight64": await timed(lambda: lanes(64, raw_one), xlen),
         "batch100": await timed(raw_batch, xlen),
+    }
+
+    # the same prebuilt envelopes through the publisher's own XADD packing: our floor without the envelope work
+    from novapulse_runtime.bus.streams import add_batch
+
+    async def packed_one(i: int) -> None:
+        await add_batch(r, STREAM, [fields(i)])
+
+    async def packed_seq() -> None:
+        for i in range(n):
+            await packed_one(i)
+
+    async def packed_batch() -> None:
+        for i in range(0, n, 100):
+            await add_batch(r, STREAM, prebuilt[i : i + 100])
+
+    results[PACKED] = {
+        "one": await timed(packed_seq, xlen),
+        "inflight64": await timed(lambda: lanes(64, packed_one), xlen),
+        "batch100": await timed(packed_batch, xlen),
     }
     await rt.close()
 
@@ -660,6 +686,8 @@ async def bench_latency(
             continue
         out = json.loads(lines[-1])
         results[f"novapulse @{rate}/s"] = {**out["latency_ms"], "count": out["distinct"], "expected": total}
+        if "split_ms" in out:
+            results[f"novapulse @{rate}/s"]["split"] = out["split_ms"]
     if "bullmq-node" not in missing:
         for rate in (1000, 5000):
             await r.flushall()
@@ -786,6 +814,9 @@ async def run(args: argparse.Namespace) -> None:
                 a, b_ = num(ours_p.get(mode)), num(raw.get(mode))
                 if a and b_:
                     print(f"  ratio novapulse / raw ({mode}): {a / b_:.2f}")
+            a, b_ = num(ours_p.get("batch100")), num(produce.get(PACKED, {}).get("batch100"))
+            if a and b_:
+                print(f"  ratio novapulse / {PACKED} (batch100): {a / b_:.2f} (the envelope's share of the cost)")
             for other in ("BullMQ (Node)", "BullMQ (Python)", "FastStream"):
                 a, b_ = num(ours_p.get("batch100")), num(produce.get(other, {}).get("batch100"))
                 if a and b_:
@@ -809,6 +840,13 @@ async def run(args: argparse.Namespace) -> None:
                 ["contender", "p50", "p99", "p99.9", "note"],
                 rows,
             )
+            for label, d in lat.items():
+                if "split" in d:
+                    to, frm = d["split"]["to_redis"], d["split"]["from_redis"]
+                    print(
+                        f"  {label}: publish -> XADD ran p50 {to['p50']:.2f} p99 {to['p99']:.2f}; XADD ran -> handler "
+                        f"p50 {frm['p50']:.2f} p99 {frm['p99']:.2f} (ms; Redis's clock in the entry id, whole ms)"
+                    )
             p99 = num(lat.get("novapulse @5000/s", {}).get("p99"))
             summary["p99_ms_at_5k"] = f"{p99:.2f}" if p99 is not None else "n/a"
         # 4. recovery

@@ -45,6 +45,8 @@ class Tally:
         self.count = 0
         self.seen: set[int] = set()
         self.latencies: list[float] = []
+        self.to_redis: list[float] = []  # publish -> XADD ran (ms; the entry id has whole milliseconds)
+        self.from_redis: list[float] = []  # XADD ran -> handler start (ms)
         self.done = asyncio.Event()
         self.t0 = 0.0
         self.c0 = 0.0
@@ -54,9 +56,14 @@ class Tally:
     def start(self) -> None:
         self.t0, self.c0 = time.perf_counter(), time.process_time()
 
-    def hit(self, seq: int, sent_ns: int = 0) -> None:
+    def hit(self, seq: int, sent_ns: int = 0, entry_id: str = "") -> None:
         if sent_ns:
-            self.latencies.append((time.time_ns() - sent_ns) / 1e6)
+            now = time.time_ns()
+            self.latencies.append((now - sent_ns) / 1e6)
+            if entry_id:  # the entry id's millisecond part is Redis's clock when the XADD ran (same host)
+                added_ms = int(entry_id.partition("-")[0])
+                self.to_redis.append(added_ms - sent_ns / 1e6)
+                self.from_redis.append(now / 1e6 - added_ms)
         self.count += 1
         self.seen.add(seq)
         if len(self.seen) >= self.n and not self.done.is_set():
@@ -76,6 +83,10 @@ class Tally:
             from bench.bus.common import percentiles
 
             out["latency_ms"] = percentiles(self.latencies)
+        if self.to_redis:
+            from bench.bus.common import percentiles
+
+            out["split_ms"] = {"to_redis": percentiles(self.to_redis), "from_redis": percentiles(self.from_redis)}
         print(json.dumps(out), flush=True)
 
 
@@ -109,7 +120,7 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
         data = event.data
         assert isinstance(data, BenchPayload)
         if latency:
-            tally.hit(data.seq, data.sent_ns)
+            tally.hit(data.seq, data.sent_ns, event.entry_id)
             return
         if record:
             if data.seq % 100 == 99:  # 1% poison

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
@@ -32,6 +32,19 @@ def test_event_ids_are_uuidv7_and_strictly_increasing() -> None:
 
 def test_time_is_rfc3339_utc_with_milliseconds() -> None:
     assert format_time(datetime(2026, 1, 2, 3, 4, 5, 678900, tzinfo=UTC)) == "2026-01-02T03:04:05.678Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert format_time(datetime(2026, 1, 2, 5, 4, 5, 678900, tzinfo=plus_two)) == "2026-01-02T03:04:05.678Z"
+    assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(0)))) == "2026-01-02T03:04:05.000Z"
+
+
+def test_encode_counts_bytes_not_characters_and_refuses_lone_surrogates() -> None:
+    # under the limit in characters, over it in UTF-8 bytes (2 bytes per "é")
+    with pytest.raises(ValueError, match="limit"):
+        encode(build("custom.big", {"x": "é" * (MAX_ENTRY_BYTES // 2 + 10)}, source="x"))
+    fields = encode(build("custom.big", {"x": "é" * (MAX_ENTRY_BYTES // 2 - 100)}, source="x"))
+    assert sum(len(k.encode()) + len(v.encode()) for k, v in fields.items()) <= MAX_ENTRY_BYTES
+    with pytest.raises(ValueError, match="subject is not valid Unicode"):
+        encode(build("custom.odd", {"x": "ü"}, source="x", subject="bad \udc80"))
 
 
 def test_encode_decode_round_trip_validates_into_the_catalogue_model() -> None:

@@ -16,7 +16,12 @@ exactly like a known one (no enumeration through 429s). When a block starts, ``u
 written to the outbox once per block (the owner is mailed by the notification service).
 
 An attempt is counted *before* its password is checked and taken back when the password was right, so a
-burst of parallel guesses cannot all slip under the limit.
+burst of parallel guesses cannot all slip under the limit: the attempt is written first, then the failures
+of the window other than it are read (newest first, bounded by the limit), and the attempt is refused (its
+record removed) when they already reach a limit. A successful log-in costs three database commands here
+from a known client (the insert, one bounded read, the take-back by ``_id``), four from another one; the
+earlier read-insert-count took five and six (two reads, the insert, one or two ``count_documents``, which
+read every matching failure, and a ``delete_many``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ class Attempt:
     account: str
     pair: str
     client: str
+    earlier: int = 0
+    """Failures of this (account, client) in the window other than this attempt, when it began (at most
+    ``LOGIN_ACCOUNT_LIMIT - 1``): none means the take-back removes this attempt's record alone."""
 
 
 class LoginGuard:
@@ -83,51 +91,54 @@ class LoginGuard:
             return False
         return known_client_hash(user["_id"], client) in (user.get("known_clients") or [])
 
-    async def _blocks(self, account: str, pair: str, known: bool) -> list[tuple[str, float, int]]:
-        """The blocks in force: ``(scope, seconds left, failures)``."""
+    async def _blocks(
+        self, account: str, pair: str, known: bool, *, exclude: str | None = None
+    ) -> tuple[list[tuple[str, float, int]], int]:
+        """The blocks in force, ``(scope, seconds left, failures)``, and how many failures of the (account,
+        client) were read (at most ``client_limit``). The account's failures are read only for a client not
+        known to it (a known client passes the ceiling). ``exclude``: the id of an attempt under way, not
+        counted."""
         current = time.time()
         since = current - self._window
-        recent = await self._repo.login_failures_since(account, since, self._ceiling)
-        mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair)
+        mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair, exclude=exclude)
         out: list[tuple[str, float, int]] = []
         if len(mine) >= self._client_limit:
             out.append(("client", float(mine[-self._client_limit]["ts"]) + self._window - current, len(mine)))
-        if not known and len(recent) >= self._ceiling:
-            out.append(("account", float(recent[-self._ceiling]["ts"]) + self._window - current, len(recent)))
-        return out
+        if not known:
+            recent = await self._repo.login_failures_since(account, since, self._ceiling, exclude=exclude)
+            if len(recent) >= self._ceiling:
+                out.append(("account", float(recent[-self._ceiling]["ts"]) + self._window - current, len(recent)))
+        return out, len(mine)
 
     async def begin(self, email: str, client: str, user: dict[str, Any] | None) -> Attempt:
-        """Refuse a blocked client, else count the attempt as a failure until :meth:`succeeded` takes it back (so
-        parallel guesses cannot all slip under the limit).
+        """Count the attempt as a failure until :meth:`succeeded` takes it back, then refuse it when the failures
+        already in the window (parallel attempts under way count as failures) block this client (so parallel
+        guesses cannot all slip under the limit).
 
         :param email: the normalised e-mail typed (counters are keyed on it, so unknown addresses are blocked alike).
         :param user: the account's document, or ``None`` when there is none.
         :returns: the attempt, for :meth:`succeeded` or :meth:`failed`.
         :raises AccountLocked: (429) the client is blocked for this account; ``retry_after`` is the seconds until
-            the block ends (at least 1).
+            the block ends (at least 1). The refused attempt is not counted.
         """
         account, pair = _digest("account", email), _digest("pair", email, client)
         known = self.is_known(user, client)
-        blocks = await self._blocks(account, pair, known)
+        failure_id = uuid.uuid4().hex
+        await self._repo.insert_login_failure(failure_id, account, pair, time.time())
+        blocks, earlier = await self._blocks(account, pair, known, exclude=failure_id)
         if blocks:
+            await self._repo.delete_login_failure(failure_id)
             raise _blocked(max(b[1] for b in blocks))
-        attempt = Attempt(uuid.uuid4().hex, account, pair, client)
-        ts = time.time()
-        await self._repo.insert_login_failure(attempt.id, account, pair, ts)
-        # parallel attempts: only those within the budget go on to the password check
-        since = ts - self._window
-        in_pair = await self._repo.count_login_failures(account, since, pair)
-        in_account = 0 if known else await self._repo.count_login_failures(account, since)
-        if in_pair > self._client_limit or in_account > self._ceiling:
-            await self._repo.delete_login_failure(attempt.id)
-            raise _blocked(self._window)
-        return attempt
+        return Attempt(failure_id, account, pair, client, earlier)
 
     async def succeeded(self, attempt: Attempt) -> None:
         """The right password: the attempt and this client's earlier failures are forgotten. The client does
         not become known here: with MFA on, the password alone must not push the owner's networks out of
         ``known_clients`` (see :meth:`remember`)."""
-        await self._repo.forget_login_failures(attempt.account, attempt.pair)
+        if attempt.earlier:
+            await self._repo.forget_login_failures(attempt.account, attempt.pair)
+        else:  # nothing earlier to forget: one delete by _id instead of a scan of the account's failures
+            await self._repo.delete_login_failure(attempt.id)
 
     async def remember(self, user: dict[str, Any], client: str) -> None:
         """A session was issued to ``client`` (after the second factor when MFA is on): it becomes known to the
@@ -141,7 +152,7 @@ class LoginGuard:
     async def failed(self, attempt: Attempt, user: dict[str, Any] | None, ip: str) -> None:
         """A wrong password (the attempt stays counted): when it starts a block, tell the owner once."""
         await self._repo.prune_login_failures(attempt.account, time.time() - self._window)
-        blocks = await self._blocks(attempt.account, attempt.pair, known=False)
+        blocks, _ = await self._blocks(attempt.account, attempt.pair, known=False)
         for scope, left, failures in blocks:
             key = attempt.pair if scope == "client" else attempt.account
             if not await self._repo.claim_login_block(key, time.time() + left) or user is None:

@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from novapulse_runtime.bus.envelope import new_event_id
 from novapulse_runtime.clock import utcnow
-from novapulse_runtime.documents import Doc
+from novapulse_runtime.documents import Doc, by_index
 
 from .constants import (
     INVITES,
@@ -289,10 +289,10 @@ class Repository:
             raise EmailInUse(doc.get("email", "")) from exc
 
     async def user_by_email(self, email: str) -> Doc | None:
-        return await self.users.find_one({"email": email})
+        return await self.users.find_one(by_index({"email": email}))  # every log-in: served by the unique index
 
     async def user(self, org_id: str, user_id: str) -> Doc | None:
-        return await self.users.find_one({"_id": user_id, "org_id": org_id})
+        return await self.users.find_one(by_index({"_id": user_id, "org_id": org_id}))
 
     async def org(self, org_id: str) -> Doc | None:
         return await self.orgs.find_one({"_id": org_id})
@@ -652,29 +652,27 @@ class Repository:
             {"_id": failure_id, "account": account, "pair": pair, "ts": ts, "at": utcnow()}
         )
 
-    async def login_failures_since(self, account: str, since: float, limit: int, pair: str | None = None) -> list[Doc]:
+    async def login_failures_since(
+        self, account: str, since: float, limit: int, pair: str | None = None, exclude: str | None = None
+    ) -> list[Doc]:
         """The newest ``limit`` failures of the account (of one client when ``pair`` is given) after ``since``
-        (epoch s), oldest first."""
+        (epoch s), oldest first; ``exclude``: the ``_id`` of one failure left out (an attempt under way)."""
         query: Doc = {"account": account, "ts": {"$gt": since}}
         if pair is not None:
             query["pair"] = pair
-        cursor = self.login_failures.find(query).sort("ts", -1).limit(limit)
+        if exclude is not None:
+            query["_id"] = {"$ne": exclude}
+        cursor = self.login_failures.find(by_index(query)).sort("ts", -1).limit(limit)
         return list(reversed(await cursor.to_list(limit)))
-
-    async def count_login_failures(self, account: str, since: float, pair: str | None = None) -> int:
-        query: Doc = {"account": account, "ts": {"$gt": since}}
-        if pair is not None:
-            query["pair"] = pair
-        return await self.login_failures.count_documents(query)
 
     async def delete_login_failure(self, failure_id: str) -> None:
         await self.login_failures.delete_one({"_id": failure_id})
 
     async def forget_login_failures(self, account: str, pair: str) -> None:
-        await self.login_failures.delete_many({"account": account, "pair": pair})
+        await self.login_failures.delete_many(by_index({"account": account, "pair": pair}))
 
     async def prune_login_failures(self, account: str, before: float) -> None:
-        await self.login_failures.delete_many({"account": account, "ts": {"$lte": before}})
+        await self.login_failures.delete_many(by_index({"account": account, "ts": {"$lte": before}}))
 
     async def claim_login_block(self, key: str, until: float) -> bool:
         """Start the block ``key`` until ``until`` (epoch s) unless one is in force: ``True`` for the caller

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from helpers_auth import GOOD_PASSWORD, Account, AuthApp, code_at
+from pymongo import monitoring
 from redis.asyncio import Redis
 
 from novapulse_auth.lockout import known_client_hash
@@ -173,3 +174,70 @@ async def test_the_password_without_the_second_factor_makes_no_client_known(
     assert (await _login(app, owner.email, GOOD_PASSWORD, "203.0.113.3")).status == 429  # password only
     assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # still known
     assert (await _login(app, owner.email, GOOD_PASSWORD, "192.0.2.50")).status == 200  # known through MFA
+
+
+class _Commands(monitoring.CommandListener):
+    """The commands sent to one database while ``on`` (pymongo copies global listeners into each client it creates:
+    registered before the app starts, inert outside the test that reads it)."""
+
+    def __init__(self) -> None:
+        self.db = ""
+        self.on = False
+        self.sent: list[tuple[str, str]] = []
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.on and event.database_name == self.db:
+            self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+            cmd = event.command
+            self.filters += [cmd["filter"]] if "filter" in cmd else [d["q"] for d in cmd.get("deletes", [])]
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    """The lockout's share of a successful log-in: insert the attempt, one bounded read of this client's failures
+    (and one of the account's for a client it does not know), take the attempt back by ``_id``; no count over every
+    failure (``count_documents`` reads all that match, on every log-in), no second read before the insert. The
+    whole log-in stays at seven commands from a known client (issue 15: database round trips are most of a log-in's
+    cost beside the argon2id verify)."""
+    commands = _Commands()
+    monitoring.register(commands)
+    app: AuthApp = await make_app(redis_url=fresh_redis, key_reload_interval=3600, **PROXY)
+    commands.db = app.settings.database_name()
+    owner = await app.register()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # now known
+
+    async def sent(client: str) -> list[tuple[str, str]]:
+        commands.sent.clear()
+        commands.filters.clear()
+        commands.on = True
+        try:
+            assert (await _login(app, owner.email, GOOD_PASSWORD, client)).status == 200
+        finally:
+            commands.on = False
+        return list(commands.sent)
+
+    known = await sent("198.51.100.20")
+    assert [c for c in known if c[1] == "login_failures"] == [
+        ("insert", "login_failures"),
+        ("find", "login_failures"),
+        ("delete", "login_failures"),
+    ]
+    assert len(known) == 7, known  # user, the three above, session, user again, refresh token
+    # every equality is written $eq (runtime documents.by_index): nx-27017 turns a plain one into a scan
+    plain = [(k, v) for f in commands.filters for k, v in f.items() if k != "_id" and not isinstance(v, dict)]
+    assert plain == []
+    unknown = await sent("192.0.2.77")
+    assert [c for c in unknown if c[1] == "login_failures"] == [
+        ("insert", "login_failures"),
+        ("find", "login_failures"),
+        ("find", "login_failures"),
+        ("delete", "login_failures"),
+    ]
+    failures = await app.rt.db["login_failures"].count_documents({})
+    assert failures == 0  # every attempt taken back

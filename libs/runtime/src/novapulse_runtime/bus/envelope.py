@@ -114,6 +114,8 @@ def lookup(name: str) -> EventType | None:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-28T12:00:00.123Z``."""
+    if moment.tzinfo is UTC:  # already UTC (every event built here): its isoformat ends in "+00:00"
+        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -254,13 +256,16 @@ def encode(event: Event, traceparent: str | None = None, tracestate: str | None 
         fields[F_TRACEPARENT] = tp
     if ts:
         fields[F_TRACESTATE] = ts
-    for name, value in fields.items():
-        if not value.isascii():
+    values = "".join(fields.values())
+    if not values.isascii():  # one check for the common case; else find the field that cannot be UTF-8
+        for name, value in fields.items():
             try:
                 value.encode()
             except UnicodeEncodeError:
                 raise ValueError(f"event {event.type}: {name} is not valid Unicode (lone surrogate)") from None
-    size = entry_size(fields)
+    size = sum(map(len, fields)) + len(values)  # field names are ASCII
+    if size * 4 > MAX_ENTRY_BYTES:  # a character is at most 4 bytes: count the bytes only when it could matter
+        size = entry_size(fields)
     if size > MAX_ENTRY_BYTES:
         raise ValueError(f"event {event.type} is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
     return fields

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from .constants import TRIM_INTERVAL
 from .envelope import Event, encode
 from .metrics import BusMetrics, type_label
-from .streams import trim_stream
+from .streams import add_batch, trim_stream
 from .tracing import attributes, exports_spans, inject, inject_current
 
 log = logging.getLogger("novapulse.bus")
@@ -78,7 +78,8 @@ class Publisher:
         replicas: int = 0,
         replica_timeout_ms: int = 1000,
     ) -> list[str]:
-        """XADD ``(type, fields)`` entries in order, in one pipeline; returns the entry ids.
+        """XADD ``(type, fields)`` entries in order, in one pipeline (:func:`~.streams.add_batch`); returns the
+        entry ids.
 
         With ``replicas`` > 0 the pipeline ends with ``WAIT replicas replica_timeout_ms`` (on the same
         connection as the XADDs, so it covers them): fewer confirmations within the timeout raise
@@ -87,15 +88,14 @@ class Publisher:
         """
         if not entries:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _type, fields in entries:
-                pipe.xadd(stream, fields)  # type: ignore[arg-type]
-            if replicas > 0:
-                pipe.execute_command("WAIT", replicas, replica_timeout_ms)
-            replies: list[Any] = await pipe.execute()
-        ids: list[str] = replies[: len(entries)]
-        if replicas > 0 and int(replies[-1]) < replicas:
-            raise NotReplicated(int(replies[-1]), replicas, ids)
+        ids, acked = await add_batch(
+            self.redis,
+            stream,
+            [fields for _type, fields in entries],
+            wait=(replicas, replica_timeout_ms) if replicas > 0 else None,
+        )
+        if acked is not None and acked < replicas:
+            raise NotReplicated(acked, replicas, ids)
         counts: dict[str, int] = {}
         for type_, _ in entries:
             label = type_label(type_)
