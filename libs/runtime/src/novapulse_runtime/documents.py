@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
 
 Doc = dict[str, Any]
 """A MongoDB document (or query, or update) as pymongo takes and returns it."""
@@ -34,3 +37,16 @@ def by_index(flt: Doc) -> Doc:
         else:
             out[key] = value
     return out
+
+
+async def count(collection: AsyncCollection[Doc], flt: Doc) -> int:
+    """How many documents of ``collection`` match ``flt``, with the ``count`` command (one round trip).
+
+    Exact with a filter on MongoDB (a replica set counts through the filter's index; only a sharded cluster's
+    orphans could make it drift), and not for use inside a transaction. Not ``count_documents``: pymongo sends
+    it as an ``aggregate`` with ``$group``, which nx-27017 evaluates by reading the whole collection into
+    Python whatever the filter — 3.6 s with 50k documents for a count whose filter matched one (issue 15),
+    where ``count`` with an index-served filter (see :func:`by_index`) takes 2 ms.
+    """
+    reply = await collection.database.command({"count": collection.name, "query": flt})
+    return int(reply["n"])

@@ -32,7 +32,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from novapulse_runtime.documents import Doc
+from novapulse_runtime.documents import Doc, by_index, count
 
 IN_FLIGHT = ("queued", "running")
 
@@ -233,8 +233,7 @@ class Repository:
         report re-checks while running). Not ``count_documents``: its ``$group`` pipeline takes the
         MongoDB-wire development server 13 s over 200k rows (past the client's 10 s socket timeout: a 503)
         where ``count`` takes 0.4 s."""
-        reply = await self.facts.database.command({"count": self.facts.name, "query": rows.to_query()})
-        return int(reply["n"])
+        return await count(self.facts, by_index(rows.to_query()))
 
     async def stream_rows(
         self, rows: RowQuery, after: str, batch_size: int, window_ms: int
@@ -256,7 +255,7 @@ class Repository:
             stop = min(rows.end_ms, start + max(1, window_ms))
             query = rows.to_query(after)
             query["at_ms"] = {"$gte": start, "$lt": stop}
-            cursor = self.facts.find(query).sort("key", ASCENDING).batch_size(batch_size)
+            cursor = self.facts.find(by_index(query)).sort("key", ASCENDING).batch_size(batch_size)
             try:
                 while batch := await cursor.to_list(batch_size):
                     after = batch[-1]["key"]
@@ -327,7 +326,9 @@ class Repository:
     async def move_dedup(self, dedup_key: str, old_id: str, new_id: str) -> bool:
         """Re-point ``dedup_key`` from ``old_id`` (no longer current) to ``new_id``; ``False`` when another
         request re-pointed it first."""
-        result = await self.dedup.update_one({"_id": dedup_key, "report_id": old_id}, {"$set": {"report_id": new_id}})
+        result = await self.dedup.update_one(
+            by_index({"_id": dedup_key, "report_id": old_id}), {"$set": {"report_id": new_id}}
+        )
         return result.modified_count == 1
 
     # refused commands -------------------------------------------------------------------------------------
@@ -352,10 +353,10 @@ class Repository:
         return (await self.refusals.delete_many({"refused_ms": {"$lt": before_ms}})).deleted_count
 
     async def release_dedup(self, dedup_key: str, report_id: str) -> None:
-        await self.dedup.delete_one({"_id": dedup_key, "report_id": report_id})
+        await self.dedup.delete_one(by_index({"_id": dedup_key, "report_id": report_id}))
 
     async def get_report(self, org_id: str, report_id: str) -> Report | None:
-        doc = await self.reports.find_one({"_id": report_id, "org_id": org_id})
+        doc = await self.reports.find_one(by_index({"_id": report_id, "org_id": org_id}))
         return Report.from_doc(doc) if doc else None
 
     async def get_any_report(self, report_id: str) -> Report | None:
@@ -364,7 +365,7 @@ class Repository:
         return Report.from_doc(doc) if doc else None
 
     async def delete_report(self, org_id: str, report_id: str) -> bool:
-        return (await self.reports.delete_one({"_id": report_id, "org_id": org_id})).deleted_count == 1
+        return (await self.reports.delete_one(by_index({"_id": report_id, "org_id": org_id}))).deleted_count == 1
 
     async def list_reports(
         self, org_id: str, after: str | None, count: int, *, status: str | None, types: list[str]
@@ -377,30 +378,31 @@ class Repository:
         if status:
             query["status"] = status
         query["type"] = {"$in": types}
-        cursor = self.reports.find(query).sort("_id", DESCENDING).limit(count)
+        cursor = self.reports.find(by_index(query)).sort("_id", DESCENDING).limit(count)
         return [Report.from_doc(d) async for d in cursor]
 
     async def count_in_flight(self, org_id: str) -> int:
-        return await self.reports.count_documents({"org_id": org_id, "status": {"$in": list(IN_FLIGHT)}})
+        """Queued and running reports of ``org_id`` (one indexed ``count`` per status)."""
+        return sum([await count(self.reports, by_index({"org_id": org_id, "status": s})) for s in IN_FLIGHT])
 
     async def bytes_stored(self, org_id: str) -> int:
         """Bytes of the organisation's stored (succeeded, not yet expired) files."""
         total = 0
-        async for d in self.reports.find({"org_id": org_id, "status": "succeeded"}, {"size": 1}):
+        async for d in self.reports.find(by_index({"org_id": org_id, "status": "succeeded"}), {"size": 1}):
             total += int(d.get("size") or 0)
         return total
 
     async def total_bytes_stored(self) -> int:
         """Bytes of every organisation's stored files (the ``bytes stored`` metric)."""
         total = 0
-        async for d in self.reports.find({"status": "succeeded"}, {"size": 1}):
+        async for d in self.reports.find(by_index({"status": "succeeded"}), {"size": 1}):
             total += int(d.get("size") or 0)
         return total
 
     async def cancel(self, org_id: str, report_id: str, now_ms: int) -> bool:
         """Mark a queued or running report ``cancelled`` (its worker stops at its next checkpoint)."""
         result = await self.reports.update_one(
-            {"_id": report_id, "org_id": org_id, "status": {"$in": list(IN_FLIGHT)}},
+            by_index({"_id": report_id, "org_id": org_id, "status": {"$in": list(IN_FLIGHT)}}),
             {"$set": {"status": "cancelled", "finished_ms": now_ms, "updated_ms": now_ms, "lease_until_ms": 0}},
         )
         return result.modified_count == 1
@@ -411,7 +413,7 @@ class Repository:
         """Take the oldest queued report, or a running one whose lease has run out (its worker died), under
         a lease for ``owner`` until ``now_ms + lease_ms``."""
         doc = await self.reports.find_one_and_update(
-            {"status": {"$in": list(IN_FLIGHT)}, "lease_until_ms": {"$lt": now_ms}},
+            {"$or": [{"status": {"$eq": s}, "lease_until_ms": {"$lt": now_ms}} for s in IN_FLIGHT]},
             {
                 "$set": {
                     "status": "running",
@@ -432,7 +434,7 @@ class Repository:
         ``estimated_total``) and renew the lease — only while ``owner`` still holds the running report.
         ``False``: the report was cancelled or taken over; the caller stops."""
         result = await self.reports.update_one(
-            {"_id": report_id, "status": "running", "lease_owner": owner},
+            by_index({"_id": report_id, "status": "running", "lease_owner": owner}),
             {"$set": {**fields, "lease_until_ms": lease_until_ms, "updated_ms": lease_until_ms}},
         )
         return result.matched_count == 1
@@ -440,7 +442,7 @@ class Repository:
     async def finish(self, report_id: str, owner: str, now_ms: int, *, session: Any = None, **fields: Any) -> bool:
         """End a running report held by ``owner`` (``status`` and result fields in ``fields``)."""
         result = await self.reports.update_one(
-            {"_id": report_id, "status": "running", "lease_owner": owner},
+            by_index({"_id": report_id, "status": "running", "lease_owner": owner}),
             {"$set": {**fields, "finished_ms": now_ms, "updated_ms": now_ms, "lease_until_ms": 0}},
             session=session,
         )
@@ -449,7 +451,7 @@ class Repository:
     async def heartbeat(self, report_id: str, owner: str, lease_until_ms: int) -> bool:
         """Renew ``owner``'s lease; ``False`` when the report is no longer running under it."""
         result = await self.reports.update_one(
-            {"_id": report_id, "status": "running", "lease_owner": owner},
+            by_index({"_id": report_id, "status": "running", "lease_owner": owner}),
             {"$set": {"lease_until_ms": lease_until_ms}},
         )
         return result.matched_count == 1
@@ -458,15 +460,15 @@ class Repository:
         """Give a running report back (shutdown, or a failure worth retrying): any worker may take it from
         ``retry_at_ms`` on and resumes at its checkpoint."""
         await self.reports.update_one(
-            {"_id": report_id, "status": "running", "lease_owner": owner},
+            by_index({"_id": report_id, "status": "running", "lease_owner": owner}),
             {"$set": {"lease_until_ms": retry_at_ms, "lease_owner": ""}},
         )
 
     async def due_for_expiry(self, now_ms: int, batch: int) -> list[Report]:
-        cursor = self.reports.find({"status": "succeeded", "expires_ms": {"$lt": now_ms}}).limit(batch)
+        cursor = self.reports.find(by_index({"status": "succeeded", "expires_ms": {"$lt": now_ms}})).limit(batch)
         return [Report.from_doc(d) async for d in cursor]
 
     async def mark_expired(self, report_id: str, now_ms: int) -> None:
         await self.reports.update_one(
-            {"_id": report_id, "status": "succeeded"}, {"$set": {"status": "expired", "updated_ms": now_ms}}
+            by_index({"_id": report_id, "status": "succeeded"}), {"$set": {"status": "expired", "updated_ms": now_ms}}
         )
