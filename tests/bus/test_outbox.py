@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
 from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
@@ -159,3 +161,31 @@ async def test_transaction_path_commits_state_and_outbox_together(make_bus: BusF
     assert await outbox.relay_once() == 1
     entries: list[Any] = await bus.rt.redis.xrange(bus.stream()) or []
     assert [e[1]["id"] for e in entries] == [event.id]
+
+
+async def test_the_backlog_counts_are_served_by_an_index(make_bus: BusFactory, servers: Servers) -> None:
+    """The relay's backlog gauge and ``Outbox.backlog`` count with the ``count`` command: ``count_documents``
+    is an aggregate with ``$group`` that nx-27017 answers by reading the whole outbox (issue 15) — a backlog
+    of 100k records made every relay round read them all. Fails on the old shape."""
+    bus = make_bus("auth")
+    outbox = bus.outbox()
+    outbox.batch = 2  # a full batch, so the relay counts every record from the oldest on
+    for n in range(3):
+        data = {"user_id": "a", "org_id": "o1", "role": "admin", "changed_by": str(n)}
+        await outbox.add("user.role_changed", data, org_id="o1", subject="a")
+    recorder = QueryRecorder()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        servers.mongo_url, tz_aware=True, event_listeners=[recorder]
+    )
+    try:
+        db = client[bus.rt.db.name]
+        outbox.collection = db[OUTBOX_COLLECTION]
+        assert (await outbox.backlog())[0] == 3
+        assert await outbox.relay_once() == 2
+        assert "aggregate" not in {q.op for q in recorder.queries}  # no count_documents
+        counts = [q for q in recorder.queries if q.op == "count"]
+        assert [q.filter for q in counts] == [{}, {"_id": {"$gte": counts[1].filter["_id"]["$gte"]}}]
+        found = await scanning(db, counts[1:])  # counting everything ({}) reads every record by nature
+        assert found == [], describe(found)
+    finally:
+        await client.close()

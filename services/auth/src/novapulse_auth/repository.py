@@ -298,10 +298,11 @@ class Repository:
         return await self.orgs.find_one({"_id": org_id})
 
     async def member_with_email(self, org_id: str, email: str) -> bool:
-        return await self.users.count_documents({"org_id": org_id, "email": email}, limit=1) > 0
+        # find_one, not count_documents(limit=1): nx-27017 runs that aggregate over the whole collection (issue 15)
+        return await self.users.find_one(by_index({"org_id": org_id, "email": email}), {"_id": 1}) is not None
 
     async def email_taken(self, email: str) -> bool:
-        return await self.users.count_documents({"email": email}, limit=1) > 0
+        return await self.users.find_one(by_index({"email": email}), {"_id": 1}) is not None
 
     async def members(self, org_id: str, *, after: str | None, fetch: int) -> list[Doc]:
         """Up to ``fetch`` users of the organisation with an id after ``after`` (all when ``None``), by id."""

@@ -26,7 +26,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.results import BulkWriteResult
 
 from novapulse_runtime.clock import to_ms
-from novapulse_runtime.documents import Doc
+from novapulse_runtime.documents import Doc, by_index, count
 
 from .constants import (
     ATTEMPTS,
@@ -271,7 +271,7 @@ class Repository:
 
     async def count_endpoints(self, org_id: str) -> int:
         """How many endpoints the organisation has."""
-        return await self.endpoints.count_documents({"org_id": org_id})
+        return await count(self.endpoints, by_index({"org_id": org_id}))
 
     async def list_endpoints(self, org_id: str, fetch: int, after: str | None) -> list[Doc]:
         """Up to ``fetch`` endpoints of the organisation, newest first, after the one with id ``after``."""
@@ -342,7 +342,7 @@ class Repository:
 
     async def count_event_messages(self, org_id: str, event_id: str) -> int:
         """How many messages the event was fanned out to."""
-        return await self.messages.count_documents({"org_id": org_id, "event_id": event_id})
+        return await count(self.messages, by_index({"org_id": org_id, "event_id": event_id}))
 
     async def set_event_messages(self, org_id: str, event_id: str, count: int) -> None:
         """Record that the event's fan-out is done, with ``count`` messages (an idempotent repeat answers it)."""

@@ -16,6 +16,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from .. import documents
 from ..process import retry_pause, supervise
 from ..redisconn import open_pubsub
 from .constants import (
@@ -161,7 +162,7 @@ class Outbox:
 
     async def backlog(self) -> tuple[int, float]:
         """(records waiting, age in seconds of the oldest)."""
-        count = await self.collection.count_documents({})
+        count = await documents.count(self.collection, {})
         oldest = await self.collection.find_one({}, sort=[("_id", 1)])
         age = 0.0
         if oldest is not None and isinstance(oldest.get("created_at"), datetime):
@@ -181,7 +182,7 @@ class Outbox:
         self.bus.metrics.outbox_backlog.set(  # a full batch: count every record from the oldest on (the _id index)
             len(docs)
             if len(docs) < self.batch
-            else await self.collection.count_documents({"_id": {"$gte": docs[0]["_id"]}})
+            else await documents.count(self.collection, {"_id": {"$gte": docs[0]["_id"]}})
         )
         created = docs[0].get("created_at")
         if isinstance(created, datetime):

@@ -1,0 +1,42 @@
+"""The auth repository's existence checks and log-in lookups are served by an index (issue 15).
+
+Records the filters the repository really sends (``novapulse_devkit.queryplans.QueryRecorder``) and asks the
+server how it answers each (``queryplans.scanning``). On nx-27017 ``count_documents(..., limit=1)`` — the old
+e-mail checks of registration and invites — is an ``aggregate`` with ``$group`` that reads the whole ``users``
+collection whatever the filter; they are now a ``find_one`` of the ``_id`` by ``$eq``: this test fails on the
+old shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from novapulse_auth.repository import Repository
+from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
+
+pytestmark = pytest.mark.integration
+
+
+async def test_existence_checks_never_scan_the_users(mongo_url: str, names: str) -> None:
+    recorder = QueryRecorder()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
+    try:
+        db = client[names]
+        repo = Repository(db)
+        await repo.ensure_indexes()
+        await repo.users.insert_many([{"_id": f"u{i}", "org_id": "o1", "email": f"a{i}@example.com"} for i in range(3)])
+        recorder.clear()
+
+        assert await repo.email_taken("a1@example.com")
+        assert not await repo.email_taken("nobody@example.com")
+        assert await repo.member_with_email("o1", "a2@example.com")
+        assert not await repo.member_with_email("o2", "a2@example.com")
+
+        assert {q.coll for q in recorder.queries} == {"users"}
+        found = await scanning(db, recorder.queries)
+        assert found == [], describe(found)
+    finally:
+        await client.drop_database(names)
+        await client.close()
