@@ -28,12 +28,13 @@ Measured with 50k documents on nx-27017 (issue 15): ``update_one({"org_id": o, "
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 Doc = dict[str, Any]
@@ -145,6 +146,26 @@ async def plans(db: AsyncDatabase[Doc], queries: Iterable[Query]) -> list[Plan]:
 async def scanning(db: AsyncDatabase[Doc], queries: Iterable[Query]) -> list[Plan]:
     """The plans of ``queries`` that read a whole collection (empty: every one is served by an index)."""
     return [p for p in await plans(db, queries) if p.scans]
+
+
+async def assert_no_scans(db: AsyncDatabase[Doc], queries: Iterable[Query]) -> None:
+    """:raises AssertionError: naming each of ``queries`` that reads a whole collection (:func:`describe`)."""
+    found = await scanning(db, queries)
+    if found:
+        raise AssertionError(describe(found))
+
+
+@contextlib.asynccontextmanager
+async def recorded_database(mongo_url: str, name: str) -> AsyncIterator[tuple[AsyncDatabase[Doc], QueryRecorder]]:
+    """The database ``name`` on a client of its own (``tz_aware``) whose commands a :class:`QueryRecorder`
+    records, for a test to drive a repository through; the database is dropped and the client closed at exit."""
+    recorder = QueryRecorder()
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
+    try:
+        yield client[name], recorder
+    finally:
+        await client.drop_database(name)
+        await client.close()
 
 
 def _stages(node: Any) -> Iterable[str]:

@@ -8,22 +8,16 @@ old shape."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pymongo import AsyncMongoClient
 
 from novapulse_auth.repository import Repository
-from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
+from novapulse_devkit.queryplans import assert_no_scans, recorded_database
 
 pytestmark = pytest.mark.integration
 
 
 async def test_existence_checks_never_scan_the_users(mongo_url: str, names: str) -> None:
-    recorder = QueryRecorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
-    try:
-        db = client[names]
+    async with recorded_database(mongo_url, names) as (db, recorder):
         repo = Repository(db)
         await repo.ensure_indexes()
         await repo.users.insert_many([{"_id": f"u{i}", "org_id": "o1", "email": f"a{i}@example.com"} for i in range(3)])
@@ -35,8 +29,4 @@ async def test_existence_checks_never_scan_the_users(mongo_url: str, names: str)
         assert not await repo.member_with_email("o2", "a2@example.com")
 
         assert {q.coll for q in recorder.queries} == {"users"}
-        found = await scanning(db, recorder.queries)
-        assert found == [], describe(found)
-    finally:
-        await client.drop_database(names)
-        await client.close()
+        await assert_no_scans(db, recorder.queries)

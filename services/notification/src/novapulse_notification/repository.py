@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from novapulse_runtime.clock import now_ms, utcnow
-from novapulse_runtime.documents import Doc, by_index
+from novapulse_runtime.documents import Doc, by_index, count
 
 from .constants import ATTEMPTS, DELIVERIES, MAX_ATTEMPTS_LOGGED, NOTIFICATIONS, PREFERENCES, USERS, DeliveryState
 from .keys import sort_key
@@ -342,7 +342,7 @@ class Repository:
         return [d async for d in found]
 
     async def unread_count(self, org_id: str, user_id: str) -> int:
-        return await self.notifications.count_documents(by_index({"org_id": org_id, "user_id": user_id, "read": False}))
+        return await count(self.notifications, by_index({"org_id": org_id, "user_id": user_id, "read": False}))
 
     async def mark_read(self, org_id: str, user_id: str, notice_id: str) -> Doc | None:
         query = {"_id": notice_id, "org_id": org_id, "user_id": user_id}

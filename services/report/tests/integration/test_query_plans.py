@@ -11,12 +11,9 @@ from serving it (97 → 39 ms per window): this test fails on those shapes.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pymongo import AsyncMongoClient
 
-from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
+from novapulse_devkit.queryplans import assert_no_scans, recorded_database
 from novapulse_report.repository import Fact, Repository, RowQuery
 
 pytestmark = pytest.mark.integration
@@ -25,10 +22,7 @@ ORG = "o1"
 
 
 async def test_the_worker_and_api_queries_never_scan_a_collection(mongo_url: str, names: str) -> None:
-    recorder = QueryRecorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
-    try:
-        db = client[names]
+    async with recorded_database(mongo_url, names) as (db, recorder):
         repo = Repository(db)
         await repo.ensure_indexes()
         facts = [Fact(f"f{i}", "auth_activity", ORG, 1_000 + i, {"event": "user.registered"}) for i in range(5)]
@@ -72,8 +66,4 @@ async def test_the_worker_and_api_queries_never_scan_a_collection(mongo_url: str
         assert await repo.delete_report(ORG, report.id)
 
         assert {q.coll for q in recorder.queries} >= {"facts", "reports", "dedup"}
-        found = await scanning(db, recorder.queries)
-        assert found == [], describe(found)
-    finally:
-        await client.drop_database(names)
-        await client.close()
+        await assert_no_scans(db, recorder.queries)

@@ -7,22 +7,16 @@ the repository really sends and asks the server how it answers each: this test f
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pymongo import AsyncMongoClient
 
-from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
+from novapulse_devkit.queryplans import assert_no_scans, recorded_database
 from novapulse_webhook.repository import Repository
 
 pytestmark = pytest.mark.integration
 
 
 async def test_counts_never_scan_a_collection(mongo_url: str, names: str) -> None:
-    recorder = QueryRecorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
-    try:
-        db = client[names]
+    async with recorded_database(mongo_url, names) as (db, recorder):
         repo = Repository(db)
         await repo.ensure_indexes()
         await repo.endpoints.insert_many([{"_id": f"ep{i}", "org_id": "o1"} for i in range(3)])
@@ -34,8 +28,4 @@ async def test_counts_never_scan_a_collection(mongo_url: str, names: str) -> Non
         assert await repo.count_event_messages("o1", "e1") == 2
 
         assert {q.coll for q in recorder.queries} == {"endpoints", "messages"}
-        found = await scanning(db, recorder.queries)
-        assert found == [], describe(found)
-    finally:
-        await client.drop_database(names)
-        await client.close()
+        await assert_no_scans(db, recorder.queries)

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 from helpers_workflow import FakeEffects
-from pymongo import AsyncMongoClient
 
-from novapulse_devkit.queryplans import QueryRecorder, describe, scanning
+from novapulse_devkit.queryplans import assert_no_scans, recorded_database
 from novapulse_devkit.testing import wait_until
 from novapulse_workflow.engine import Engine
 from novapulse_workflow.language import Definition
@@ -51,10 +50,7 @@ def event(type_: str, data: dict[str, Any], id_: str) -> dict[str, Any]:
 async def test_the_worker_and_api_queries_never_scan_a_collection(
     mongo_url: str, names: str, effects: FakeEffects
 ) -> None:
-    recorder = QueryRecorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True, event_listeners=[recorder])
-    try:
-        db = client[names]
+    async with recorded_database(mongo_url, names) as (db, recorder):
         repo = Repository(db)
         await repo.ensure_indexes()
         defn = Definition.model_validate(WAITING)
@@ -119,11 +115,7 @@ async def test_the_worker_and_api_queries_never_scan_a_collection(
 
         colls = {q.coll for q in recorder.queries}
         assert colls >= {"runs", "definitions", "journal", "received", "replies", "slots", "org_slots", "debounces"}
-        found = await scanning(db, recorder.queries)
-        assert found == [], describe(found)
-    finally:
-        await client.drop_database(names)
-        await client.close()
+        await assert_no_scans(db, recorder.queries)
 
 
 async def test_a_conditional_write_takes_only_its_own_document(repo: Repository) -> None:
