@@ -162,8 +162,9 @@ class Outbox:
 
     async def backlog(self) -> tuple[int, float]:
         """(records waiting, age in seconds of the oldest)."""
-        count = await documents.count(self.collection, {})
         oldest = await self.collection.find_one({}, sort=[("_id", 1)])
+        # every record from the oldest on: served by the _id index (a count of {} reads the whole outbox)
+        count = 0 if oldest is None else await documents.count(self.collection, {"_id": {"$gte": oldest["_id"]}})
         age = 0.0
         if oldest is not None and isinstance(oldest.get("created_at"), datetime):
             age = max(0.0, (datetime.now(UTC) - oldest["created_at"]).total_seconds())
