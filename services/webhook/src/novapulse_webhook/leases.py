@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from novapulse_runtime.clock import utcnow
+from novapulse_runtime.process import retry_pause
 
 from .dispatcher import Job
 from .repository import Repository
@@ -129,7 +130,7 @@ class Leases:
         shared with other workers costs one script call per try, not one per waiting attempt."""
         assert self.slots is not None
         eid = job.endpoint_id
-        pause = 0.02
+        tries = 0
         self._waiting[eid] = self._waiting.get(eid, 0) + 1
         try:
             while True:
@@ -148,9 +149,9 @@ class Leases:
                         break
                 freed = self._freed.setdefault(eid, asyncio.Event())  # set when a slot is given back here
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause * random.uniform(0.5, 1.5)):  # jitter
+                    async with asyncio.timeout(retry_pause(tries, 0.02, SLOT_PAUSE_MAX) * random.uniform(0.5, 1.5)):
                         await freed.wait()
-                pause = min(pause * 2, SLOT_PAUSE_MAX)
+                tries += 1
         finally:
             left = self._waiting[eid] - 1
             if left:

@@ -5,10 +5,10 @@ than ``concurrency`` attempts hold slots; a slot nobody takes over is removed so
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from novapulse_devkit.testing import wait_until
 from novapulse_webhook.dispatcher import Job
 from novapulse_webhook.leases import Leases
 
@@ -55,13 +55,6 @@ def leases(slots: Slots, queued: int = 0) -> Leases:
     return made
 
 
-async def _until(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
 async def test_a_slot_goes_to_the_next_queued_attempt_without_a_round_trip() -> None:
     slots = Slots()
     lease = leases(slots, queued=1)
@@ -91,7 +84,7 @@ async def test_without_demand_a_slot_is_removed_at_once_and_an_unclaimed_one_soo
     await lease.take_slot(job(2), 2)
     await lease.release_slot(job(2))
     assert slots.members == {"claim2"}
-    await _until(lambda: not slots.members)
+    await wait_until(lambda: not slots.members, timeout=5, interval=0.005, message="not slots.members")
     assert lease.slots_held() == []
 
 
@@ -100,7 +93,9 @@ async def test_a_waiting_attempt_gets_a_slot_given_back_and_the_limit_holds() ->
     lease = leases(slots)
     await lease.take_slot(job(1), 1)
     waiter = asyncio.create_task(lease.take_slot(job(2), 1))
-    await _until(lambda: slots.acquires >= 2)  # it tried, found the endpoint full, and waits
+    await wait_until(
+        lambda: slots.acquires >= 2, timeout=5, interval=0.005, message="slots.acquires >= 2"
+    )  # it tried, found the endpoint full, and waits
     assert not waiter.done()
     assert slots.members == {"claim1"}
     await lease.release_slot(job(1))  # someone waits here: handed over
@@ -127,7 +122,9 @@ async def test_attempts_waiting_for_one_endpoint_ask_redis_one_at_a_time() -> No
     lease = leases(slots)
     await lease.take_slot(job(1), 1)
     waiters = [asyncio.create_task(lease.take_slot(job(n), 1)) for n in range(2, 6)]
-    await _until(lambda: slots.acquires >= 8)  # they keep trying while the endpoint is full
+    await wait_until(
+        lambda: slots.acquires >= 8, timeout=5, interval=0.005, message="slots.acquires >= 8"
+    )  # they keep trying while the endpoint is full
     assert slots.most_asking == 1
     assert not any(w.done() for w in waiters)
     for w in waiters:
