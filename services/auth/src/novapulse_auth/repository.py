@@ -121,10 +121,16 @@ def registration_doc(
     }
 
 
-def session_doc(*, user: Doc, amr: list[str], max_age: int) -> Doc:
+def session_doc(*, user: Doc, amr: list[str], max_age: int, refresh_hash: str, refresh_ttl: int) -> Doc:
     """A new session (``sessions``, one refresh-token family) of ``user`` that dies ``max_age`` seconds from
-    now whatever its activity; ``amr`` lists the authentication methods (RFC 8176)."""
+    now whatever its activity; ``amr`` lists the authentication methods (RFC 8176).
+
+    The family's first refresh token lives in the session itself (one insert per log-in instead of two):
+    ``refresh_hash`` (its SHA-256, hex), ``refresh_expires_ts`` (epoch s, ``refresh_ttl`` seconds from now and
+    never past the family's end) and ``refresh_used_at`` (``None`` until it is spent). The tokens that follow
+    it are ``refresh_tokens`` documents (:func:`refresh_token_doc`)."""
     created = utcnow()
+    expires_ts = created.timestamp() + max_age
     return {
         "_id": new_id(),
         "user_id": user["_id"],
@@ -132,8 +138,11 @@ def session_doc(*, user: Doc, amr: list[str], max_age: int) -> Doc:
         "amr": amr,
         "created_at": created,
         "expires_at": created + timedelta(seconds=max_age),
-        "expires_ts": created.timestamp() + max_age,
+        "expires_ts": expires_ts,
         "revoked_at": None,
+        "refresh_hash": refresh_hash,
+        "refresh_expires_ts": min(created.timestamp() + refresh_ttl, expires_ts),
+        "refresh_used_at": None,
     }
 
 
@@ -267,6 +276,7 @@ class Repository:
         await self.sessions.create_index("revoked_ts")
         await self.invites.create_index([("org_id", 1), ("invited_by", 1), ("status", 1)])
         await self.refresh_tokens.create_index("sid")
+        await self.sessions.create_index("refresh_hash")  # a family's first refresh token (random: no collisions)
         await self.recovery_codes.create_index([("user_id", 1), ("used_at", 1)])
         await self.registrations.create_index("token_hash", unique=True)
         await self.registrations.create_index("expires_at", expireAfterSeconds=0)  # MongoDB drops expired ones
@@ -404,6 +414,21 @@ class Repository:
 
     async def refresh_token(self, token_hash: str) -> Doc | None:
         return await self.refresh_tokens.find_one({"_id": token_hash})
+
+    async def use_first_refresh_token(self, token_hash: str) -> Doc | None:
+        """Mark a session's first refresh token (kept in the session, :func:`session_doc`) used, atomically: the
+        session as it was, or ``None`` when no session has it unused."""
+        return await self.sessions.find_one_and_update(
+            by_index({"refresh_hash": token_hash, "refresh_used_at": None}), {"$set": {"refresh_used_at": utcnow()}}
+        )
+
+    async def refresh_token_session(self, token_hash: str) -> str | None:
+        """The session id of a refresh token, used or not, wherever it is stored (``None`` when unknown)."""
+        doc = await self.refresh_token(token_hash)
+        if doc is not None:
+            return str(doc["sid"])
+        session = await self.sessions.find_one(by_index({"refresh_hash": token_hash}), {"_id": 1})
+        return None if session is None else str(session["_id"])
 
     # --- invites -----------------------------------------------------------------------------------------
 

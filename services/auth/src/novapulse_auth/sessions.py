@@ -24,7 +24,7 @@ from .constants import REFRESH_TOKEN_PREFIX, REVOCATION_MARGIN, UserStatus
 from .errors import AccountChangedDuringLogin, InvalidRefreshToken
 from .opaque import new_token, token_hash
 from .repository import Repository, refresh_token_doc, session_doc
-from .signing import KeyRing
+from .signing import AccessToken, KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,18 @@ class SessionService:
         return sids
 
     async def start(self, user: dict[str, Any], amr: list[str]) -> TokenPair:
-        """A new session (refresh family) for ``user`` with its first token pair. A disable, demotion or password
+        """A new session (refresh family) for ``user`` with its first token pair; the first refresh token is stored
+        (hashed) in the session document itself, so a log-in writes one document. A disable, demotion or password
         change that ran while this log-in was in flight did not see the new session, so the user is read again
         once it exists; if they changed, the session is revoked.
 
         :param amr: authentication methods (RFC 8176: ``pwd``, ``otp``, ``mfa``), carried by the access tokens.
         :raises AccountChangedDuringLogin: (401) the user changed during the log-in.
         """
-        doc = session_doc(user=user, amr=amr, max_age=self._max_age)
+        refresh = new_token(REFRESH_TOKEN_PREFIX)
+        doc = session_doc(
+            user=user, amr=amr, max_age=self._max_age, refresh_hash=token_hash(refresh), refresh_ttl=self._refresh_ttl
+        )
         sid = doc["_id"]
         await self._repo.insert_session(doc)
         # A disable, demotion or password change that ran while this log-in was in flight did not see this
@@ -128,7 +132,11 @@ class SessionService:
         ):
             await self.revoke(sid, "user-changed-during-login")
             raise AccountChangedDuringLogin()
-        return await self._pair(current, sid, amr, doc["expires_at"])
+        access = await self._access(current, sid, amr)
+        return TokenPair(access.token, refresh, access.expires_in, sid)
+
+    async def _access(self, user: dict[str, Any], sid: str, amr: list[str]) -> AccessToken:
+        return await self._keys.issue(user_id=user["_id"], org_id=user["org_id"], role=user["role"], amr=amr, sid=sid)
 
     async def _pair(self, user: dict[str, Any], sid: str, amr: list[str], family_expires: datetime) -> TokenPair:
         refresh = new_token(REFRESH_TOKEN_PREFIX)
@@ -137,7 +145,7 @@ class SessionService:
         await self._repo.insert_refresh_token(
             refresh_token_doc(token_hash=token_hash(refresh), sid=sid, user=user, expires_at=expires)
         )
-        access = await self._keys.issue(user_id=user["_id"], org_id=user["org_id"], role=user["role"], amr=amr, sid=sid)
+        access = await self._access(user, sid, amr)
         return TokenPair(access.token, refresh, access.expires_in, sid)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -148,14 +156,27 @@ class SessionService:
             or its user disabled (the session is then revoked).
         """
         hashed = token_hash(refresh_token)
+        # Tokens issued by a refresh (and every token stored before first tokens moved into the session) are
+        # refresh_tokens documents; a family's first token is in its session.
         doc = await self._repo.use_refresh_token(hashed)
+        session = None
         if doc is None:
-            spent = await self._repo.refresh_token(hashed)
+            session = await self._repo.use_first_refresh_token(hashed)
+            if session is not None:
+                doc = {
+                    "sid": session["_id"],
+                    "user_id": session["user_id"],
+                    "org_id": session["org_id"],
+                    "expires_ts": session["refresh_expires_ts"],
+                }
+        if doc is None:
+            spent = await self._repo.refresh_token_session(hashed)
             if spent is not None:
-                await self.revoke(spent["sid"], "refresh-token-reuse")
-                log.warning("refresh token reuse: family revoked", extra={"sid": spent["sid"]})
+                await self.revoke(spent, "refresh-token-reuse")
+                log.warning("refresh token reuse: family revoked", extra={"sid": spent})
             raise InvalidRefreshToken()
-        session = await self._repo.session(doc["sid"])
+        if session is None:
+            session = await self._repo.session(doc["sid"])
         # Expiry is compared on epoch seconds: numbers compare the same on every MongoDB-wire server.
         current = time.time()
         if (

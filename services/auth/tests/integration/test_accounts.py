@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from helpers_auth import GOOD_PASSWORD, AuthApp
 
 from novapulse_auth.errors import EmailTaken
+from novapulse_auth.opaque import token_hash
+from novapulse_auth.repository import refresh_token_doc
 
 
 async def test_register_login_me_refresh_logout(app: AuthApp) -> None:
@@ -83,12 +88,59 @@ async def test_refresh_reuse_revokes_the_whole_family(app: AuthApp) -> None:
 
 async def test_refresh_tokens_are_stored_hashed_and_expire_absolutely(app: AuthApp) -> None:
     owner = await app.register()
+    # The first token of a family is in its session, hashed; the ones a refresh issues are refresh_tokens documents.
+    sessions = await app.rt.db["sessions"].find({"user_id": owner.user_id}).to_list(100)
+    assert sessions
+    assert all(owner.refresh not in str(s) for s in sessions)
+    [session] = [s for s in sessions if s["refresh_hash"] == hashlib.sha256(owner.refresh.encode()).hexdigest()]
+    assert await app.rt.db["refresh_tokens"].count_documents({}) == 0
+    resp = await app.post("/refresh", {"refresh_token": owner.refresh})
+    assert resp.status == 200
+    second = (await resp.json())["refresh_token"]
     docs = await app.rt.db["refresh_tokens"].find({}).to_list(100)
-    assert docs
-    assert all(owner.refresh not in str(d) for d in docs)
+    assert [d["sid"] for d in docs] == [session["_id"]]
+    assert all(second not in str(d) and owner.refresh not in str(d) for d in docs)
     # Age the session past its absolute limit: the (unused) refresh token no longer works.
     await app.rt.db["sessions"].update_many({}, {"$set": {"expires_ts": time.time() - 1}})
+    resp = await app.post("/refresh", {"refresh_token": second})
+    assert resp.status == 401
+    other = await app.login(owner)  # a fresh family, aged past its end: its first (session-held) token is refused
+    await app.rt.db["sessions"].update_many({}, {"$set": {"expires_ts": time.time() - 1}})
+    resp = await app.post("/refresh", {"refresh_token": other["refresh_token"]})
+    assert resp.status == 401
+
+
+async def test_a_first_refresh_token_expires_idle(app: AuthApp) -> None:
+    owner = await app.register()
+    await app.rt.db["sessions"].update_many({}, {"$set": {"refresh_expires_ts": time.time() - 1}})
     resp = await app.post("/refresh", {"refresh_token": owner.refresh})
+    assert resp.status == 401
+
+
+async def test_refresh_tokens_stored_before_the_session_held_them_keep_working(app: AuthApp) -> None:
+    """Sessions made before first refresh tokens moved into the session document have no ``refresh_hash``;
+    their token is a ``refresh_tokens`` document and keeps rotating, and its reuse still revokes the family."""
+    owner = await app.register()
+    session = await app.rt.db["sessions"].find_one({"refresh_hash": token_hash(owner.refresh)})
+    assert session is not None
+    await app.rt.db["sessions"].update_one(
+        {"_id": session["_id"]}, {"$unset": {"refresh_hash": "", "refresh_expires_ts": "", "refresh_used_at": ""}}
+    )
+    user = await app.rt.db["users"].find_one({"_id": owner.user_id})
+    assert user is not None
+    legacy = "rt_" + secrets.token_urlsafe(32)
+    expires = datetime.fromtimestamp(time.time() + 3600, UTC)
+    await app.rt.db["refresh_tokens"].insert_one(
+        refresh_token_doc(token_hash=token_hash(legacy), sid=session["_id"], user=user, expires_at=expires)
+    )
+    resp = await app.post("/refresh", {"refresh_token": owner.refresh})  # no longer stored anywhere
+    assert resp.status == 401
+    resp = await app.post("/refresh", {"refresh_token": legacy})
+    assert resp.status == 200, await resp.text()
+    newer = (await resp.json())["refresh_token"]
+    resp = await app.post("/refresh", {"refresh_token": legacy})  # reuse: the family dies
+    assert resp.status == 401
+    resp = await app.post("/refresh", {"refresh_token": newer})
     assert resp.status == 401
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from novapulse_auth.repository import Repository
+from novapulse_auth.repository import Repository, session_doc
 from novapulse_devkit.queryplans import assert_no_scans, recorded_database
 
 pytestmark = pytest.mark.integration
@@ -29,4 +29,27 @@ async def test_existence_checks_never_scan_the_users(mongo_url: str, names: str)
         assert not await repo.member_with_email("o2", "a2@example.com")
 
         assert {q.coll for q in recorder.queries} == {"users"}
+        await assert_no_scans(db, recorder.queries)
+
+
+async def test_refresh_token_lookups_in_sessions_use_the_index(mongo_url: str, names: str) -> None:
+    """A family's first refresh token is found in ``sessions`` by ``refresh_hash`` (spent or not): by the index,
+    not by reading every session."""
+    async with recorded_database(mongo_url, names) as (db, recorder):
+        repo = Repository(db)
+        await repo.ensure_indexes()
+        user = {"_id": "u1", "org_id": "o1"}
+        for i in range(3):
+            doc = session_doc(user=user, amr=["pwd"], max_age=3600, refresh_hash=f"h{i}", refresh_ttl=600)
+            await repo.insert_session(doc)
+        recorder.clear()
+
+        used = await repo.use_first_refresh_token("h1")
+        assert used is not None
+        assert used["refresh_hash"] == "h1"
+        assert await repo.use_first_refresh_token("h1") is None  # spent
+        assert await repo.refresh_token_session("h1") == used["_id"]
+        assert await repo.refresh_token_session("nope") is None
+
+        assert {q.coll for q in recorder.queries} == {"sessions", "refresh_tokens"}
         await assert_no_scans(db, recorder.queries)
