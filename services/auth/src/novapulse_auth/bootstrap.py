@@ -81,9 +81,11 @@ async def wire(rt: Runtime) -> Services:
     guard = LoginGuard(
         repo,
         outbox,
+        rt.redis,
         client_limit=settings.login_account_limit,
         account_ceiling=settings.login_account_ceiling,
         window=settings.login_failure_window,
+        namespace=rt.settings.events_namespace,
     )
     mfa = MfaService(
         repo,

@@ -91,6 +91,7 @@ RECOVERY_CODE_LENGTH = 10  # base32 characters (50 bits), shown as xxxxx-xxxxx
 
 # Log-in lockout and invitation budget.
 KNOWN_CLIENTS_MAX = 10  # client networks remembered per user (newest first)
+LOGIN_INFLIGHT_STALE = 60  # seconds a log-in attempt's in-flight mark in Redis counts at most (lockout.py)
 INVITE_RECIPIENT_WINDOW = 86400  # seconds of the per-recipient invitation budget
 
 # Sizes.

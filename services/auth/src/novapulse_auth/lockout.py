@@ -15,30 +15,71 @@ Counters are keyed on a hash of the normalised e-mail, not on the user, so an un
 exactly like a known one (no enumeration through 429s). When a block starts, ``user.login_blocked`` is
 written to the outbox once per block (the owner is mailed by the notification service).
 
-An attempt is counted *before* its password is checked and taken back when the password was right, so a
-burst of parallel guesses cannot all slip under the limit: the attempt is written first, then the failures
-of the window other than it are read (newest first, bounded by the limit), and the attempt is refused (its
-record removed) when they already reach a limit. A successful log-in costs three database commands here
-from a known client (the insert, one bounded read, the take-back by ``_id``), four from another one; the
-earlier read-insert-count took five and six (two reads, the insert, one or two ``count_documents``, which
-read every matching failure, and a ``delete_many``).
+An attempt is counted *before* its password is checked, so a burst of parallel guesses cannot all slip
+under the limit. Wrong passwords are MongoDB documents (``login_failures``: they survive a Redis flush and a
+restart); attempts still under way are marks in Redis sorted sets (one per (account, client), one per account,
+member = attempt id, score = start time), added and counted by one atomic Lua script and removed when the
+attempt ends. A new attempt counts both: the failures of the window (newest first, bounded by the limit) and
+the attempts in flight (as failures of now), and is refused when they reach a limit. A wrong password becomes
+a document *before* its mark is removed, so a parallel attempt always sees it in one place or the other.
+A mark left by a process that died mid-log-in stops counting after ``LOGIN_INFLIGHT_STALE`` seconds.
+
+A successful log-in from a known client costs one bounded MongoDB read here (two from another client, a
+``delete_many`` of the client's failures only when it had earlier ones) and two Redis scripts; with the attempt
+itself written to MongoDB (insert, read, take-back by ``_id``) it was three and four commands, and five and
+six with the read-insert-count before that (issue 15).
+
+When Redis cannot be reached the guard neither fails open nor closed: the attempt is counted in MongoDB as a
+failure document inserted first and taken back on success (the earlier way, same guarantees, three commands);
+attempts of both kinds count each other. Only a Redis flush *during* a burst forgets the attempts then in
+flight (their marks), never a wrong password.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from novapulse_runtime.catalog.auth import LoginBlocked
 
-from .constants import KNOWN_CLIENTS_MAX
+from .constants import KNOWN_CLIENTS_MAX, LOGIN_INFLIGHT_STALE
 from .errors import AccountLocked
 from .ports import Outbox
 from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+# KEYS: the in-flight sets (the (account, client) one, then the account's); ARGV[1] attempt id, ARGV[2] how long
+# a mark counts (ms). Per key: drop stale marks, count the others, add this one. Returns the counts. The server
+# clock, so every process agrees on "now".
+_RESERVE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = tonumber(ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - stale)
+  out[i] = redis.call('ZCARD', key)
+  redis.call('ZADD', key, now, ARGV[1])
+  redis.call('PEXPIRE', key, stale)
+end
+return out
+"""
+
+# KEYS: the in-flight sets of :data:`_RESERVE`; ARGV[1] attempt id. Removes its marks.
+_RELEASE = """
+for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[1]) end
+return 0
+"""
 
 
 def _digest(*parts: str) -> str:
@@ -53,8 +94,8 @@ def known_client_hash(user_id: str, client: str) -> str:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One log-in attempt under way: the id of its presumed-failure record, the account's key (SHA-256 of the
-    normalised e-mail), the (account, client) key and the client network.
+    """One log-in attempt under way: its id, the account's key (SHA-256 of the normalised e-mail), the
+    (account, client) key and the client network.
     """
 
     id: str
@@ -62,8 +103,11 @@ class Attempt:
     pair: str
     client: str
     earlier: int = 0
-    """Failures of this (account, client) in the window other than this attempt, when it began (at most
-    ``LOGIN_ACCOUNT_LIMIT - 1``): none means the take-back removes this attempt's record alone."""
+    """Failures of this (account, client) in the window when it began (at most ``LOGIN_ACCOUNT_LIMIT - 1``):
+    none means there are none to forget on success."""
+    marked: bool = True
+    """Counted by marks in Redis (``False``: Redis was unreachable, so by a failure document in MongoDB with
+    ``_id`` = :attr:`id`, taken back on success)."""
 
 
 class LoginGuard:
@@ -72,8 +116,21 @@ class LoginGuard:
     owner out).
     """
 
-    def __init__(self, repo: Repository, outbox: Outbox, *, client_limit: int, account_ceiling: int, window: int):
-        """:param client_limit: wrong passwords per (account, client) per window (``LOGIN_ACCOUNT_LIMIT``).
+    def __init__(
+        self,
+        repo: Repository,
+        outbox: Outbox,
+        redis: Redis,
+        *,
+        client_limit: int,
+        account_ceiling: int,
+        window: int,
+        namespace: str,
+    ):
+        """:param redis: where attempts under way are marked (see the module's docstring).
+        :param namespace: prefix of the Redis keys (``EVENTS_NAMESPACE``): ``<ns>:auth:login-inflight:{<account>}``
+            and ``…:{<account>}:<pair>`` (one hash slot per account, for Redis Cluster).
+        :param client_limit: wrong passwords per (account, client) per window (``LOGIN_ACCOUNT_LIMIT``).
         :param account_ceiling: wrong passwords per account from unknown clients per window
             (``LOGIN_ACCOUNT_CEILING``; raised to ``client_limit`` when below it).
         :param window: seconds the failures are counted over (``LOGIN_FAILURE_WINDOW``).
@@ -83,6 +140,9 @@ class LoginGuard:
         self._client_limit = client_limit
         self._ceiling = max(account_ceiling, client_limit)  # a ceiling below one client's budget is that budget
         self._window = window
+        self._namespace = namespace
+        self._reserve = redis.register_script(_RESERVE)
+        self._release_script = redis.register_script(_RELEASE)
 
     @staticmethod
     def is_known(user: dict[str, Any] | None, client: str) -> bool:
@@ -91,23 +151,30 @@ class LoginGuard:
             return False
         return known_client_hash(user["_id"], client) in (user.get("known_clients") or [])
 
+    def _inflight_keys(self, account: str, pair: str) -> list[str]:
+        base = f"{self._namespace}:auth:login-inflight:{{{account}}}"
+        return [f"{base}:{pair}", base]
+
     async def _blocks(
-        self, account: str, pair: str, known: bool, *, exclude: str | None = None
+        self, account: str, pair: str, known: bool, *, exclude: str | None = None, inflight: tuple[int, int] = (0, 0)
     ) -> tuple[list[tuple[str, float, int]], int]:
         """The blocks in force, ``(scope, seconds left, failures)``, and how many failures of the (account,
         client) were read (at most ``client_limit``). The account's failures are read only for a client not
-        known to it (a known client passes the ceiling). ``exclude``: the id of an attempt under way, not
-        counted."""
+        known to it (a known client passes the ceiling). ``exclude``: the id of an attempt's failure document,
+        not counted; ``inflight``: other attempts under way of the (account, client) and of the account, counted
+        as failures of now."""
         current = time.time()
         since = current - self._window
         mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair, exclude=exclude)
         out: list[tuple[str, float, int]] = []
-        if len(mine) >= self._client_limit:
-            out.append(("client", float(mine[-self._client_limit]["ts"]) + self._window - current, len(mine)))
+        block = _block(mine, inflight[0], self._client_limit, current)
+        if block is not None:
+            out.append(("client", block + self._window - current, len(mine) + inflight[0]))
         if not known:
             recent = await self._repo.login_failures_since(account, since, self._ceiling, exclude=exclude)
-            if len(recent) >= self._ceiling:
-                out.append(("account", float(recent[-self._ceiling]["ts"]) + self._window - current, len(recent)))
+            block = _block(recent, inflight[1], self._ceiling, current)
+            if block is not None:
+                out.append(("account", block + self._window - current, len(recent) + inflight[1]))
         return out, len(mine)
 
     async def begin(self, email: str, client: str, user: dict[str, Any] | None) -> Attempt:
@@ -123,22 +190,44 @@ class LoginGuard:
         """
         account, pair = _digest("account", email), _digest("pair", email, client)
         known = self.is_known(user, client)
-        failure_id = uuid.uuid4().hex
-        await self._repo.insert_login_failure(failure_id, account, pair, time.time())
-        blocks, earlier = await self._blocks(account, pair, known, exclude=failure_id)
+        attempt_id = uuid.uuid4().hex
+        try:
+            counts = await self._reserve(
+                keys=self._inflight_keys(account, pair), args=[attempt_id, LOGIN_INFLIGHT_STALE * 1000]
+            )
+            inflight, exclude = (int(counts[0]), int(counts[1])), None
+        except (RedisError, OSError) as exc:  # count it in MongoDB instead: same guarantees, two commands more
+            log.warning("login lockout: Redis unreachable, attempt counted in MongoDB", extra={"error": repr(exc)})
+            await self._repo.insert_login_failure(attempt_id, account, pair, time.time())
+            inflight, exclude = (0, 0), attempt_id
+        attempt = Attempt(attempt_id, account, pair, client, 0, marked=exclude is None)
+        blocks, earlier = await self._blocks(account, pair, known, exclude=exclude, inflight=inflight)
         if blocks:
-            await self._repo.delete_login_failure(failure_id)
+            await self._end(attempt)
             raise _blocked(max(b[1] for b in blocks))
-        return Attempt(failure_id, account, pair, client, earlier)
+        return Attempt(attempt_id, account, pair, client, earlier, marked=attempt.marked)
+
+    async def _end(self, attempt: Attempt) -> None:
+        """The attempt no longer counts as under way: its marks removed (a Redis failure is logged; they stop
+        counting after ``LOGIN_INFLIGHT_STALE`` s), or its failure document deleted."""
+        if not attempt.marked:
+            await self._repo.delete_login_failure(attempt.id)
+            return
+        try:
+            await self._release_script(keys=self._inflight_keys(attempt.account, attempt.pair), args=[attempt.id])
+        except (RedisError, OSError) as exc:
+            log.warning("login lockout: in-flight mark not removed", extra={"error": repr(exc)})
 
     async def succeeded(self, attempt: Attempt) -> None:
         """The right password: the attempt and this client's earlier failures are forgotten. The client does
         not become known here: with MFA on, the password alone must not push the owner's networks out of
         ``known_clients`` (see :meth:`remember`)."""
         if attempt.earlier:
-            await self._repo.forget_login_failures(attempt.account, attempt.pair)
-        else:  # nothing earlier to forget: one delete by _id instead of a scan of the account's failures
-            await self._repo.delete_login_failure(attempt.id)
+            await self._repo.forget_login_failures(attempt.account, attempt.pair)  # the attempt's document too
+            if attempt.marked:
+                await self._end(attempt)
+        else:  # nothing earlier to forget
+            await self._end(attempt)
 
     async def remember(self, user: dict[str, Any], client: str) -> None:
         """A session was issued to ``client`` (after the second factor when MFA is on): it becomes known to the
@@ -150,7 +239,11 @@ class LoginGuard:
             await self._repo.remember_client(user["org_id"], user["_id"], updated)
 
     async def failed(self, attempt: Attempt, user: dict[str, Any] | None, ip: str) -> None:
-        """A wrong password (the attempt stays counted): when it starts a block, tell the owner once."""
+        """A wrong password (the attempt stays counted, as a failure document from now on; written before the
+        attempt's marks go, so parallel attempts see it throughout): when it starts a block, tell the owner once."""
+        if attempt.marked:
+            await self._repo.insert_login_failure(attempt.id, attempt.account, attempt.pair, time.time())
+            await self._end(attempt)
         await self._repo.prune_login_failures(attempt.account, time.time() - self._window)
         blocks, _ = await self._blocks(attempt.account, attempt.pair, known=False)
         for scope, left, failures in blocks:
@@ -170,6 +263,16 @@ class LoginGuard:
                 org_id=user["org_id"],
                 subject=user["_id"],
             )
+
+
+def _block(failures: list[dict[str, Any]], inflight: int, limit: int, current: float) -> float | None:
+    """When ``failures`` (the newest, oldest first) and ``inflight`` attempts (as failures at ``current``) reach
+    ``limit``: the time (epoch s) of the ``limit``-th newest, from which the block lasts a window; else ``None``."""
+    if len(failures) + inflight < limit:
+        return None
+    if inflight >= limit:
+        return current
+    return float(failures[-(limit - inflight)]["ts"])
 
 
 def _blocked(seconds: float) -> AccountLocked:

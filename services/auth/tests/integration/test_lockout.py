@@ -1,6 +1,7 @@
 """Log-in lockout keyed on the identity it protects: wrong passwords count per (account, client network) with a
-per-account ceiling that clients known to the account pass; counters live in MongoDB (a Redis flush does not
-lift them); a block emits ``user.login_blocked`` once; IPv6 clients are grouped by their /64.
+per-account ceiling that clients known to the account pass; wrong passwords live in MongoDB (a Redis flush does
+not lift them), attempts under way are marks in Redis (counted in MongoDB when Redis is unreachable); a block
+emits ``user.login_blocked`` once; IPv6 clients are grouped by their /64.
 
 Clients are told apart by ``X-Forwarded-For`` from a trusted proxy (the test client is 127.0.0.1)."""
 
@@ -11,11 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fakes_auth import RecordingOutbox
 from helpers_auth import GOOD_PASSWORD, Account, AuthApp, code_at
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
 from redis.asyncio import Redis
 
-from novapulse_auth.lockout import known_client_hash
+from novapulse_auth.errors import AccountLocked
+from novapulse_auth.lockout import LoginGuard, known_client_hash
+from novapulse_auth.repository import Repository
+from novapulse_devkit.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -223,23 +228,86 @@ async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable
         return list(commands.sent)
 
     known = await sent("198.51.100.20")
-    assert [c for c in known if c[1] == "login_failures"] == [
-        ("insert", "login_failures"),
-        ("find", "login_failures"),
-        ("delete", "login_failures"),
-    ]
-    # user, the three above, the session (holding the first refresh token), the user again
-    assert len(known) == 6, known
-    assert ("insert", "refresh_tokens") not in known
+    assert [c for c in known if c[1] == "login_failures"] == [("find", "login_failures")]
+    # user, the bounded read, the session (holding the first refresh token), the user again; the attempt itself
+    # is a mark in Redis (one script to add and count, one to remove), no longer a document written and deleted
+    assert len(known) == 4, known
     # every equality is written $eq (runtime documents.by_index): nx-27017 turns a plain one into a scan
     plain = [(k, v) for f in commands.filters for k, v in f.items() if k != "_id" and not isinstance(v, dict)]
     assert plain == []
     unknown = await sent("192.0.2.77")
     assert [c for c in unknown if c[1] == "login_failures"] == [
-        ("insert", "login_failures"),
         ("find", "login_failures"),
         ("find", "login_failures"),
-        ("delete", "login_failures"),
     ]
-    failures = await app.rt.db["login_failures"].count_documents({})
-    assert failures == 0  # every attempt taken back
+    assert await app.rt.db["login_failures"].count_documents({}) == 0
+    redis = Redis.from_url(fresh_redis)
+    try:  # every attempt's in-flight marks are gone again (empty sorted sets are deleted)
+        assert [k async for k in redis.scan_iter(match="*login-inflight*")] == []
+    finally:
+        await redis.aclose()
+
+
+def _guard(repo: Repository, redis: Redis, *, limit: int) -> LoginGuard:
+    return LoginGuard(repo, RecordingOutbox(), redis, client_limit=limit, account_ceiling=50, window=300, namespace="t")
+
+
+async def test_attempts_under_way_count_until_they_end(redis_url: str, mongo_url: str, names: str) -> None:
+    """Attempts in flight are marks in Redis and count as failures: with a limit of 2, two attempts under way
+    (say of a process that is still hashing, or died mid-log-in) hold back a third until one ends."""
+    client = AsyncMongoClient(mongo_url, tz_aware=True)
+    redis = Redis.from_url(redis_url)
+    try:
+        repo = Repository(client[names])
+        await repo.ensure_indexes()
+        guard = _guard(repo, redis, limit=2)
+        first = await guard.begin("a@example.com", "203.0.113.5", None)
+        second = await guard.begin("a@example.com", "203.0.113.5", None)
+        with pytest.raises(AccountLocked) as refused:
+            await guard.begin("a@example.com", "203.0.113.5", None)
+        assert refused.value.retry_after >= 299  # blocked by attempts of now: a whole window, were they wrong
+        other = await guard.begin("a@example.com", "198.51.100.1", None)  # another client is not held back
+        await guard.succeeded(other)
+        await guard.succeeded(first)
+        third = await guard.begin("a@example.com", "203.0.113.5", None)  # one ended: room again
+        await guard.failed(second, None, "203.0.113.5")  # a wrong password: now a document, still counted
+        with pytest.raises(AccountLocked):
+            await guard.begin("a@example.com", "203.0.113.5", None)
+        await guard.failed(third, None, "203.0.113.5")
+        assert await repo.login_failures.count_documents({}) == 2
+        with pytest.raises(AccountLocked):  # two wrong passwords: blocked with nothing in flight
+            await guard.begin("a@example.com", "203.0.113.5", None)
+        assert [k async for k in redis.scan_iter(match="t:auth:login-inflight*")] == []
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_without_redis_attempts_are_counted_in_mongodb(mongo_url: str, names: str) -> None:
+    """Redis unreachable: the lockout neither fails open nor closed; each attempt is a failure document written
+    before the check and taken back on success, so a parallel burst still checks at most the attempts left."""
+    client = AsyncMongoClient(mongo_url, tz_aware=True)
+    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)  # nothing listens
+    try:
+        repo = Repository(client[names])
+        await repo.ensure_indexes()
+        guard = _guard(repo, redis, limit=3)
+        ok = await guard.begin("b@example.com", "203.0.113.9", None)
+        assert not ok.marked
+        await guard.succeeded(ok)
+        assert await repo.login_failures.count_documents({}) == 0  # taken back
+        for _ in range(2):
+            await guard.failed(await guard.begin("b@example.com", "203.0.113.9", None), None, "203.0.113.9")
+        burst = await asyncio.gather(
+            *(guard.begin("b@example.com", "203.0.113.9", None) for _ in range(6)), return_exceptions=True
+        )
+        began = [a for a in burst if not isinstance(a, BaseException)]
+        assert all(isinstance(a, AccountLocked) for a in burst if isinstance(a, BaseException))
+        assert len(began) <= 1  # one attempt was left
+        for attempt in began:
+            await guard.failed(attempt, None, "203.0.113.9")
+        with pytest.raises(AccountLocked):
+            await guard.begin("b@example.com", "203.0.113.9", None)
+    finally:
+        await redis.aclose()
+        await client.close()
