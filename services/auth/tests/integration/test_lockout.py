@@ -248,8 +248,10 @@ async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable
         await redis.aclose()
 
 
-def _guard(repo: Repository, redis: Redis, *, limit: int) -> LoginGuard:
-    return LoginGuard(repo, RecordingOutbox(), redis, client_limit=limit, account_ceiling=50, window=300, namespace="t")
+def _guard(repo: Repository, redis: Redis, *, limit: int, namespace: str) -> LoginGuard:
+    return LoginGuard(
+        repo, RecordingOutbox(), redis, client_limit=limit, account_ceiling=50, window=300, namespace=namespace
+    )
 
 
 async def test_attempts_under_way_count_until_they_end(redis_url: str, mongo_url: str, names: str) -> None:
@@ -260,7 +262,7 @@ async def test_attempts_under_way_count_until_they_end(redis_url: str, mongo_url
     try:
         repo = Repository(client[names])
         await repo.ensure_indexes()
-        guard = _guard(repo, redis, limit=2)
+        guard = _guard(repo, redis, limit=2, namespace=names)
         first = await guard.begin("a@example.com", "203.0.113.5", None)
         second = await guard.begin("a@example.com", "203.0.113.5", None)
         with pytest.raises(AccountLocked) as refused:
@@ -277,7 +279,7 @@ async def test_attempts_under_way_count_until_they_end(redis_url: str, mongo_url
         assert await repo.login_failures.count_documents({}) == 2
         with pytest.raises(AccountLocked):  # two wrong passwords: blocked with nothing in flight
             await guard.begin("a@example.com", "203.0.113.5", None)
-        assert [k async for k in redis.scan_iter(match="t:auth:login-inflight*")] == []
+        assert [k async for k in redis.scan_iter(match=f"{names}:auth:login-inflight*")] == []
     finally:
         await redis.aclose()
         await client.close()
@@ -291,7 +293,7 @@ async def test_without_redis_attempts_are_counted_in_mongodb(mongo_url: str, nam
     try:
         repo = Repository(client[names])
         await repo.ensure_indexes()
-        guard = _guard(repo, redis, limit=3)
+        guard = _guard(repo, redis, limit=3, namespace=names)
         ok = await guard.begin("b@example.com", "203.0.113.9", None)
         assert not ok.marked
         await guard.succeeded(ok)
