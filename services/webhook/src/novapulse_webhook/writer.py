@@ -28,6 +28,8 @@ import logging
 
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from novapulse_runtime.metrics import Metrics
+
 from .constants import (
     ATTEMPTS,
     ENDPOINTS,
@@ -134,7 +136,9 @@ class BatchWriter:
     :param background_delay: seconds the other writes are gathered (``WRITE_BACKGROUND_DELAY``).
 
     Counters: ``batches`` written, ``commands`` (bulk writes sent), ``superseded`` (start records dropped
-    because the attempt's result came first)."""
+    because the attempt's result came first); with ``metrics`` also
+    ``novapulse_webhook_store_commands_total{collection,kind}`` (bulk writes sent, retries included) and
+    ``novapulse_webhook_start_records_dropped_total``."""
 
     def __init__(
         self,
@@ -142,6 +146,7 @@ class BatchWriter:
         max_batch: int = WRITE_BATCH_SIZE,
         delay: float = WRITE_BATCH_DELAY,
         background_delay: float = WRITE_BACKGROUND_DELAY,
+        metrics: Metrics | None = None,
     ) -> None:
         self._repo = repo
         self.max_batch = max_batch
@@ -150,6 +155,23 @@ class BatchWriter:
         self.batches = 0
         self.commands = 0
         self.superseded = 0
+        self._commands = (
+            metrics.counter(
+                "novapulse_webhook_store_commands_total",
+                "Bulk writes the group-commit writer sent",
+                ("collection", "kind"),
+            )
+            if metrics
+            else None
+        )
+        self._dropped = (
+            metrics.counter(
+                "novapulse_webhook_start_records_dropped_total",
+                "Attempt start records not written because the attempt's result came first",
+            )
+            if metrics
+            else None
+        )
 
     @property
     def closed(self) -> bool:
@@ -173,6 +195,8 @@ class BatchWriter:
             if held is not None:
                 held[1].set_result(True)
                 self.superseded += 1
+                if self._dropped is not None:
+                    self._dropped.inc()
                 lane.pending -= 1
         lane.add((write.collection, write.kind), (write.op, fut))
         return fut
@@ -192,18 +216,21 @@ class BatchWriter:
         for key in _ORDER:
             if ops.get(key):
                 try:
-                    await self._write(key[0], ops[key])
+                    await self._write(key, ops[key])
                 except Exception as exc:  # never leave a caller waiting on a future nobody will resolve
                     log.exception("batch write crashed", extra={"collection": key[0]})
                     self._settle(ops[key], set(), exc)
         self.batches += 1
 
-    async def _write(self, name: str, items: list[Item]) -> None:
+    async def _write(self, key: Key, items: list[Item]) -> None:
+        name = key[0]
         duplicates: set[int] = set()
         error: BaseException | None = None
         for attempt in range(_RETRIES):
             try:
                 self.commands += 1
+                if self._commands is not None:
+                    self._commands.labels(*key).inc()
                 await self._repo.bulk_write(name, [op for op, _ in items])
                 break
             except BulkWriteError as exc:
@@ -221,7 +248,7 @@ class BatchWriter:
                 if len(items) > 1:
                     log.error("batch refused; writing its operations one by one", extra={"error": repr(exc)})
                     for item in items:
-                        await self._write(name, [item])
+                        await self._write(key, [item])
                     return
                 error = exc
                 break

@@ -10,6 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from novapulse_runtime.clock import utcnow
+from novapulse_runtime.metrics import Metrics
 from novapulse_webhook.constants import ATTEMPTS, MESSAGES, MessageStatus
 from novapulse_webhook.repository import Repository, Write, finish_op, message_doc, message_insert, start_op
 from novapulse_webhook.writer import BatchWriter
@@ -50,7 +51,8 @@ async def test_a_start_record_is_dropped_when_its_result_comes_first_and_written
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     try:
         repo = Repository(client[f"w_{names}"])
-        writer = BatchWriter(repo, background_delay=0.2)
+        metrics = Metrics("webhook", "worker")
+        writer = BatchWriter(repo, background_delay=0.2, metrics=metrics)
         stop = asyncio.Event()
         runner = asyncio.create_task(writer.run(stop))
         now = utcnow()
@@ -82,6 +84,13 @@ async def test_a_start_record_is_dropped_when_its_result_comes_first_and_written
             assert started[0].result() is True
             assert await asyncio.gather(*started, finished) == [True, True, True]
         assert writer.superseded == 1
+        assert metrics.registry.get_sample_value("novapulse_webhook_start_records_dropped_total") == 1
+        commands = "novapulse_webhook_store_commands_total"
+        updates = metrics.registry.get_sample_value(commands, {"collection": MESSAGES, "kind": "update"})
+        inserts = metrics.registry.get_sample_value(commands, {"collection": MESSAGES, "kind": "insert"})
+        assert updates == 1  # the start record still running and the result, in one bulk write
+        assert inserts is not None
+        assert updates + inserts == writer.commands
         got_fast = await repo.messages.find_one({"_id": fast["_id"]})
         got_slow = await repo.messages.find_one({"_id": slow["_id"]})
         assert got_fast is not None
