@@ -7,8 +7,11 @@ worker process, then measures, side by side on the same servers:
    receiver, against a raw aiohttp POST loop at the same concurrency (8 endpoints x 4 = 32);
 2. the storage ceiling: the pipeline's own writes per delivered message (pre-claimed message insert,
    ``inflight`` start record, attempt log insert, finishing message update) through the service's own
-   group-commit writer (``BatchWriter``: its batch size and delay), 500 deliveries in flight, no HTTP, against
-   the same MongoDB-wire server (``BENCH_WEBHOOK_CEILING_N`` deliveries, default 10,000);
+   group-commit writer (``BatchWriter``: its lanes, batch sizes and delays), 500 deliveries in flight, no
+   HTTP, against the same MongoDB-wire server (``BENCH_WEBHOOK_CEILING_N`` deliveries, default 10,000). Each
+   delivery waits the throughput runs' median attempt round trip (their attempt log's ``duration_ms``)
+   between its start record and its result, as the worker does, so the writer drops exactly as many start
+   records unwritten as it would in the pipeline (the share is printed);
 3. stream-to-first-attempt latency (p50/p99) at 500 events/s;
 4. the healthy endpoints' p99 when 10% of the endpoints hang until the timeout;
 5. scaling: the deliveries of 1 with 1 worker process, then with a second worker process in the same group
@@ -17,6 +20,9 @@ worker process, then measures, side by side on the same servers:
    (``BENCH_WEBHOOK_GROW_ENDPOINTS``) and 100,000 delivered messages (+ one attempt each) already stored
    (``BENCH_WEBHOOK_GROW_STORED``), seeded directly in the service's document shapes; each event fans out to
    every endpoint of its organisation, ~2,000 deliveries per run (``BENCH_WEBHOOK_GROW_N``).
+
+The throughput and ceiling parts also print CPU time per delivery (``/proc/<pid>/stat``): the worker
+process and nx-27017 in the pipeline, the benchmark process (the writer) and nx-27017 in the ceiling.
 
 Medians of ``BENCH_ROUNDS`` rounds (default 3), every round's figure printed. Other knobs:
 ``BENCH_WEBHOOK_N`` (deliveries per throughput run, default 2,000), ``BENCH_WEBHOOK_RATE_S`` (seconds per
@@ -163,6 +169,12 @@ def _start_worker(env: dict[str, str], log_path: Path, recv_port: int) -> subpro
     return worker
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -173,12 +185,17 @@ def _pct(values: Sequence[float], q: float) -> float:
 # --- storage ceiling: the pipeline's own writes per delivery, no HTTP ------------------------------------
 
 
-async def storage_ceiling(repo: Repository, total: int, in_flight: int) -> float:
+async def storage_ceiling(
+    repo: Repository, total: int, in_flight: int, attempt_s: float, nx_pid: int
+) -> tuple[float, float, float, float]:
     """Deliveries/s of the writes one delivered message costs on the fast path (intake.py, attempt.py,
-    recorder.py), through the service's own group-commit writer (writer.py: its batch size and delay): the
-    pre-claimed message insert (awaited, as fan-out does), the ``inflight`` start record, the attempt log
-    insert and the finishing message update (not awaited, as in the worker; all durable before the clock
-    stops). No HTTP, no signing, no Redis: only the database and the writer."""
+    recorder.py), through the service's own group-commit writer (writer.py: its lanes, batch sizes and
+    delays): the pre-claimed message insert (awaited, as fan-out does), the ``inflight`` start record, then,
+    ``attempt_s`` seconds later (the attempt's round trip), the attempt log insert and the finishing message
+    update (not awaited, as in the worker; all durable before the clock stops). A start record the result
+    overtakes in the writer is dropped there, as in the worker. No HTTP, no signing, no Redis: only the
+    database and the writer. Returns (deliveries/s, share of start records dropped, CPU µs per delivery of
+    this process, of nx-27017 ``nx_pid``)."""
     writer = BatchWriter(repo)
     stop = asyncio.Event()
     runner = asyncio.create_task(writer.run(stop))
@@ -214,6 +231,7 @@ async def storage_ceiling(repo: Repository, total: int, in_flight: int) -> float
             )
             await writer.put(message_insert(doc))
             pending.append(writer.put(start_op(doc["_id"], claim, 1, now, "http://127.0.0.1/ceiling")))
+            await asyncio.sleep(attempt_s)
             pending.append(
                 writer.put(
                     attempt_insert(
@@ -249,13 +267,14 @@ async def storage_ceiling(repo: Repository, total: int, in_flight: int) -> float
                 )
             )
 
-    started = time.perf_counter()
+    started, cpu0, nx0 = time.perf_counter(), time.process_time(), _cpu_seconds(nx_pid)
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     await asyncio.gather(*pending)
     elapsed = time.perf_counter() - started
+    cpu, nx = time.process_time() - cpu0, _cpu_seconds(nx_pid) - nx0
     stop.set()
     await runner
-    return total / elapsed
+    return total / elapsed, writer.superseded / total, cpu / total * 1e6, nx / total * 1e6
 
 
 # --- cost as work grows: endpoints and stored messages seeded in the service's document shapes -----------
@@ -324,6 +343,7 @@ async def run_bench() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     redis_port, mongo_port, recv_port = free_port(), free_port(), free_port()
     servers = [redis_server(redis_port, tmp / "redis").start(), mongo_server(mongo_port, tmp / "mongo").start()]
+    nx_pid = int((tmp / "mongo" / f"nx-{mongo_port}.pid").read_text().strip())
     receiver = multiprocessing.get_context("spawn").Process(target=_receiver, args=(recv_port,), daemon=True)
     receiver.start()
     worker: subprocess.Popen[bytes] | None = None
@@ -401,20 +421,48 @@ async def run_bench() -> str:
                 last = max(a[1] for a in got)
                 return float(len(got) / (last - started))
 
-            pipeline_rates, raw_rates = [], []
+            pipeline_rates, raw_rates, worker_cpu, nx_cpu = [], [], [], []
             for r in range(ROUNDS):
                 raw_rates.append(await _raw_loop(http, f"{base}/raw", body, THROUGHPUT_EVENTS, conc))
                 orgs = [f"t{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
+                w0, n0 = _cpu_seconds(worker.pid), _cpu_seconds(nx_pid)
                 pipeline_rates.append(await deliveries(f"t{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
+                worker_cpu.append((_cpu_seconds(worker.pid) - w0) / THROUGHPUT_EVENTS * 1e6)
+                nx_cpu.append((_cpu_seconds(nx_pid) - n0) / THROUGHPUT_EVENTS * 1e6)
             pipeline, raw = statistics.median(pipeline_rates), statistics.median(raw_rates)
             print(f"webhook-bench: deliveries/s pipeline={pipeline:.0f} raw_aiohttp={raw:.0f} (medians of {ROUNDS})")
             print(f"webhook-bench:   runs pipeline {_fmt_runs(pipeline_rates)}; raw {_fmt_runs(raw_rates)}", flush=True)
+            print(
+                f"webhook-bench:   CPU per delivery (until the last one arrived): worker "
+                f"{statistics.median(worker_cpu):.0f} µs (runs {_fmt_runs(worker_cpu)}), nx-27017 "
+                f"{statistics.median(nx_cpu):.0f} µs (runs {_fmt_runs(nx_cpu)})",
+                flush=True,
+            )
+            durations = [
+                a["duration_ms"]
+                for a in await repo.attempts.find(
+                    {"org_id": {"$in": [o for o in rounds_t if o.startswith("t")]}}, {"duration_ms": 1}
+                ).to_list()
+                if a.get("duration_ms") is not None
+            ]
+            attempt_s = statistics.median(durations) / 1000 if durations else 0.0
             ceiling = float("nan")
             if "ceiling" in PARTS:
-                ceiling_rates = []
+                ceiling_rates, dropped, own_cpu, ceiling_nx = [], [], [], []
                 for _ in range(ROUNDS):
-                    ceiling_rates.append(await storage_ceiling(repo, CEILING_N, CEILING_IN_FLIGHT))
+                    rate, share, own, nx = await storage_ceiling(repo, CEILING_N, CEILING_IN_FLIGHT, attempt_s, nx_pid)
+                    ceiling_rates.append(rate)
+                    dropped.append(share)
+                    own_cpu.append(own)
+                    ceiling_nx.append(nx)
                 ceiling = statistics.median(ceiling_rates)
+                print(
+                    f"webhook-bench:   ceiling: attempt round trip {attempt_s * 1000:.1f} ms (median of the "
+                    f"throughput runs' attempts), start records dropped {statistics.median(dropped):.0%}; CPU per "
+                    f"delivery: writer {statistics.median(own_cpu):.0f} µs, nx-27017 "
+                    f"{statistics.median(ceiling_nx):.0f} µs (runs {_fmt_runs(ceiling_nx)})",
+                    flush=True,
+                )
                 print(
                     f"webhook-bench: storage ceiling (the pipeline's writes per delivery through its group-commit "
                     f"writer, no HTTP, {CEILING_IN_FLIGHT} in flight, {CEILING_N} deliveries) "

@@ -85,7 +85,8 @@ STORED_RESPONSE_BYTES = 4096
 READ_RESPONSE_BYTES = 64 * 1024
 LANE_QUEUE_LIMIT = 1000
 WRITE_BATCH_SIZE = 500
-WRITE_BATCH_DELAY = 0.005
+WRITE_BATCH_DELAY = 0.005  # seconds the group-commit writer gathers message inserts (fan-out awaits them)
+WRITE_BACKGROUND_DELAY = 0.02  # seconds it gathers the writes nobody awaits (attempt logs, message updates)
 ENDPOINT_CACHE_TTL = 2.0  # seconds a cached endpoint lives when its version cannot be read (Redis down)
 ENDPOINT_RATE_LIMIT = "webhook-endpoint-rate"  # rate-limit name of an endpoint's messages/s (bucket: endpoint id)
 

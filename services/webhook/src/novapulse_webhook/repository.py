@@ -166,13 +166,22 @@ Operation = InsertOne[Doc] | UpdateOne
 """A pymongo write operation of a batch."""
 
 
+START = "start"
+"""The kind of a :class:`Write` that is an attempt's start record (:func:`start_op`)."""
+
+
 class Write(NamedTuple):
-    """One write :class:`~.writer.BatchWriter` gathers: its collection, ``"insert"`` or ``"update"``, and
-    the pymongo operation."""
+    """One write :class:`~.writer.BatchWriter` gathers: its collection, ``"insert"``, ``"update"`` or
+    ``"start"`` (an attempt's start record, an update the writer holds back one batch), and the pymongo
+    operation. ``key`` names the claim a start record belongs to (``"<message id> <claim token>"``); an
+    update with ``supersedes`` set to that key makes a start record still held in the writer redundant (it
+    sets everything the start record would have set, and ends the claim), so the start record is dropped."""
 
     collection: str
     kind: str
     op: Operation
+    key: str | None = None
+    supersedes: str | None = None
 
     @classmethod
     def insert(cls, collection: str, doc: Doc) -> Write:
@@ -180,9 +189,14 @@ class Write(NamedTuple):
         return cls(collection, "insert", InsertOne(doc))
 
     @classmethod
-    def update(cls, collection: str, query: Doc, update: Doc) -> Write:
+    def update(cls, collection: str, query: Doc, update: Doc, supersedes: str | None = None) -> Write:
         """``update_one(query, update)`` on ``collection``."""
-        return cls(collection, "update", UpdateOne(query, update))
+        return cls(collection, "update", UpdateOne(query, update), supersedes=supersedes)
+
+
+def claim_key(message_id: str, claim: str) -> str:
+    """The key of one claim of a message (:attr:`Write.key`)."""
+    return f"{message_id} {claim}"
 
 
 def message_insert(doc: Doc) -> Write:
@@ -198,11 +212,16 @@ def attempt_insert(doc: Doc) -> Write:
 def start_op(message_id: str, claim: str, attempt: int, started_at: datetime, url: str) -> Write:
     """Record that attempt ``attempt`` of a claimed message starts now (``inflight``), so a worker killed
     during it leaves a trace the next claimer logs as ``lost``. Guarded by the claim token: a no-op once the
-    attempt's result (which clears the claim) is written."""
-    return Write.update(
+    attempt's result (which clears the claim) is written. The writer holds it back one batch and drops it
+    when the attempt's result (:func:`finish_op` with ``attempts``) comes first (see writer.py)."""
+    return Write(
         MESSAGES,
-        {"_id": message_id, "claim": claim},
-        {"$set": {"attempts": attempt, "inflight": {"attempt": attempt, "started_at": started_at, "url": url}}},
+        START,
+        UpdateOne(
+            {"_id": message_id, "claim": claim},
+            {"$set": {"attempts": attempt, "inflight": {"attempt": attempt, "started_at": started_at, "url": url}}},
+        ),
+        key=claim_key(message_id, claim),
     )
 
 
@@ -219,7 +238,9 @@ def finish_op(
 ) -> Write:
     """Release the claim with the message's new state (``next_attempt_at`` stored in epoch ms; ``None``:
     nothing due). ``attempts`` (when an attempt was made) is set here too: the start record may land after
-    this update and then does nothing, and the next attempt must not reuse this attempt's number."""
+    this update and then does nothing, and the next attempt must not reuse this attempt's number. With
+    ``attempts`` it supersedes the attempt's start record when that is still held in the writer: it sets the
+    same ``attempts`` and removes ``inflight``, so the start record would change nothing."""
     changes: Doc = {
         "status": status,
         "next_attempt_at": to_ms(next_attempt_at) if next_attempt_at else None,
@@ -230,7 +251,10 @@ def finish_op(
     if attempts is not None:
         changes["attempts"] = attempts
     return Write.update(
-        MESSAGES, {"_id": message_id, "claim": claim}, {"$set": changes, "$unset": {"inflight": "", "claim": ""}}
+        MESSAGES,
+        {"_id": message_id, "claim": claim},
+        {"$set": changes, "$unset": {"inflight": "", "claim": ""}},
+        supersedes=claim_key(message_id, claim) if attempts is not None else None,
     )
 
 

@@ -58,7 +58,7 @@ class DeliveryWorker:
     and :meth:`on_event` the fan-out consumer's handler.
 
     :param publisher: announces ``webhook.endpoint.disabled`` and ``webhook.message.failed``.
-    :param metrics: where the attempt metrics go (``None``: not counted).
+    :param metrics: where the attempt and batch-writer metrics go (``None``: not counted).
     :param versions: endpoint versions (read-your-writes of the caches; ``None``: time-to-live only).
     :param limiter: endpoints' rate limits across every worker (``None``: per process).
     :param slots: endpoints' concurrency across every worker (``None``: per process).
@@ -80,7 +80,7 @@ class DeliveryWorker:
         self.sender = sender
         self.limiter = limiter
         self.lease = timedelta(seconds=settings.lease_seconds)
-        self.writer = BatchWriter(repo)
+        self.writer = BatchWriter(repo, metrics=metrics)
         self.endpoints = EndpointCache(repo, versions)
         self.leases = Leases(repo, self.lease, slots)
         self.recorder = Recorder(

@@ -47,9 +47,15 @@ async def test_kill_9_mid_delivery_loses_nothing_and_logs_every_request(
     total = 24
     for i in range(total):
         await api.event("order.created", {"i": i})
-    # Kill while all four lane slots hold a request the receiver has (so no attempt is between its start
-    # record and the wire).
+    # Kill while all four lane slots hold a request the receiver has and their start records are durable
+    # (they are batched and not awaited, README "Attempt accounting"), so every request seen is logged.
     await wait_until(lambda: len(receiver.seen) >= 4 and receiver.in_flight == 4, timeout=20, message="busy lane")
+
+    async def started_records_durable() -> bool:
+        running = sum(m["status"] == "sending" and m["attempts"] >= 1 for m in await all_messages(api))
+        return running == 4 and receiver.in_flight == 4
+
+    await wait_until(started_records_durable, timeout=10, interval=0.05, message="start records written")
     worker.signal(signal.SIGKILL)
     worker.wait(10)
     spawn("novapulse_webhook", "worker", env=env)
