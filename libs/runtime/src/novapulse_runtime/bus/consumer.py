@@ -174,6 +174,8 @@ class Consumer:
         """Handler runs in progress → the event-loop time their ``handler_timeout`` ends (see :meth:`_expire`)."""
         self._expired: set[asyncio.Task[Any]] = set()
         self._producers: dict[tuple[str, str], str | None] = {}
+        self._counts: dict[Any, int] | None = None
+        """Successes of the ``consumed`` counters not added yet, while :meth:`dispatch` starts a batch."""
         tracing = bus.rt.tracing
         self._shortcut = tracing.shortcut if self.tracer is tracing.tracer else None
 
@@ -471,8 +473,17 @@ class Consumer:
                 claims = []  # each task claims on its own
             for (held, _, _), claim in zip(ready, claims, strict=False):
                 held.claim = claim
-        for held, handler, as_model in ready:
-            self.spawn(held, self._process(held, handler, as_model))
+        # handlings that finish without waiting count their successes here, added once per counter after the
+        # loop (no await in between, so nothing on the event loop sees the counts in the meantime)
+        counts: dict[Any, int] = {}
+        self._counts = counts
+        try:
+            for held, handler, as_model in ready:
+                self.spawn(held, self._process(held, handler, as_model))
+        finally:
+            self._counts = None
+            for counter, n in counts.items():
+                counter.inc(n)
 
     def spawn(self, held: HeldEntry, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (the handling or dead-lettering of ``held``) at once, up to its first wait, and as a
@@ -719,7 +730,11 @@ class Consumer:
                 span.end()
         duration.observe(time.perf_counter() - started)
         if failure is None:
-            consumed.inc()
+            counts = self._counts
+            if counts is not None:  # within dispatch's loop (see there)
+                counts[consumed] = counts.get(consumed, 0) + 1
+            else:
+                consumed.inc()
         else:
             log.warning(
                 "event handler failed",
