@@ -53,21 +53,29 @@ def _check_finite(value: dict[str, Any] | list[Any]) -> None:
     """Refuse floats that overflowed to infinity (``1e999``, or 309+ digits): the parser gives ``inf`` for
     them even with ``allow_inf_nan=False``. Iterative, so depth costs no stack; the parser's values are
     exact ``dict``/``list``/``float`` instances, so ``type(...) is`` is enough. Linear in the number of
-    values: ~0.2 µs for a 4-value event, cheaper than the regex scan of the text that used to decide whether
+    values: ~0.5 µs for a 4-value event, cheaper than the regex scan of the text that used to decide whether
     to walk (~2.7 µs for 200 bytes, and it asked for the walk whenever an ``e`` was followed by three
     digits, as in many hex ids)."""
-    stack: list[Any] = [value]
-    pop, push, isfinite = stack.pop, stack.append, math.isfinite
+    pending: list[Any] | None = None  # containers still to look into; most events nest nothing
+    container: Any = value
     item: Any
-    while stack:
-        container = pop()
+    while True:
         for item in container.values() if type(container) is dict else container:
             kind = type(item)
             if kind is float:
-                if not isfinite(item):
+                if not _isfinite(item):
                     raise InvalidJSON("invalid JSON: number out of range")
             elif kind is dict or kind is list:
-                push(item)
+                if pending is None:
+                    pending = [item]
+                else:
+                    pending.append(item)
+        if not pending:
+            return
+        container = pending.pop()
+
+
+_isfinite = math.isfinite
 
 
 def dumps(value: Any) -> str:

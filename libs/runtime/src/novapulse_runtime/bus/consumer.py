@@ -488,22 +488,19 @@ class Consumer:
     def spawn(self, held: HeldEntry, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (the handling or dead-lettering of ``held``) at once, up to its first wait, and as a
         task from there (:func:`~novapulse_runtime.eager.start_eagerly`): a handler that finishes without
-        waiting costs no task. While ``work`` runs, ``held`` counts as held (its lease is renewed) and takes
-        a slot."""
-        key = (held.stream, held.entry_id)
-        self.held[key] = held.fields.get(F_ID) if held.fields else None
+        waiting costs no task. From its first wait until it ends, ``held`` counts as held (its lease is
+        renewed) and takes a slot; before that first wait nothing else runs on the event loop (no renewal, no
+        reclaim, no read), so an entry settled without waiting is never registered at all."""
         try:
             task = start_eagerly(work)
         except Exception as exc:  # a fault of the bus itself (the handler's own are failures, see _handle)
             log.error("event task failed", extra={"group": self.group, "error": repr(exc)})
             task = None
-        except BaseException:
-            self.held.pop(key, None)
-            raise
         if task is None:
-            self.held.pop(key, None)
             self._slot.set()
             return
+        key = (held.stream, held.entry_id)
+        self.held[key] = held.fields.get(F_ID) if held.fields else None
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
