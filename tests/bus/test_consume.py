@@ -521,6 +521,13 @@ async def test_handlers_that_finish_at_once_and_handlers_that_wait_both_run_as_i
     assert len(timed_out) == 10
     assert not consumer._tasks
     assert not consumer.held
+    assert not consumer._deadlines  # a handler that finished at once was never tracked, one that waited is no more
+    # each success counted once, whether added per batch (finished at once) or on its own (finished later)
+    labels = {"stream": bus.keys.stream("auth"), "group": "notification", "type": "user.registered"}
+    registry = bus.rt.metrics.registry
+    assert registry.get_sample_value("novapulse_events_consumed_total", labels) == 30
+    durations = {"group": "notification", "type": "user.registered"}
+    assert registry.get_sample_value("novapulse_event_handler_duration_seconds_count", durations) == 30
 
 
 async def test_consumer_spans_follow_the_parent_based_ratio_sampler(redis_url: str, mongo_url: str, names: str) -> None:

@@ -19,13 +19,15 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 if sys.version_info < (3, 12):
-    from asyncio.tasks import _enter_task, _leave_task
+    from asyncio.tasks import _current_tasks, _enter_task, _leave_task  # type: ignore[attr-defined]
 
 
-class _Resume:
-    """Goes on driving ``coro``, which started outside any task and suspended by yielding ``yielded`` (a
-    future, or ``None`` for a bare yield): the task awaiting this object waits on ``yielded`` first, then
-    every value or exception the task receives is passed on to ``coro``, as ``await`` would."""
+class Resume:
+    """Goes on driving ``coro``, which was started by hand (``coro.send(None)``, outside any task or inside
+    the awaiting one) and suspended by yielding ``yielded`` (a future, or ``None`` for a bare yield): the task
+    awaiting this object waits on ``yielded`` first, then every value or exception the task receives
+    (a cancellation included) is passed on to ``coro``, as ``await coro`` would have; the awaiting gives
+    ``coro``'s result. Awaitable once."""
 
     __slots__ = ("coro", "yielded")
 
@@ -53,7 +55,7 @@ class _Resume:
 
 
 async def _resumed(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _Resume(coro, yielded)
+    return await Resume(coro, yielded)
 
 
 def start_eagerly(
@@ -78,7 +80,7 @@ def start_eagerly(
     # Python 3.11: the task object exists (uninitialised) before the coroutine runs, so that
     # ``current_task()`` inside it is the task that will go on running it; initialised only if needed.
     task = asyncio.Task.__new__(asyncio.Task)
-    caller = asyncio.current_task(loop)
+    caller = _current_tasks.get(loop)  # asyncio.current_task(loop) without its Python frame
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)

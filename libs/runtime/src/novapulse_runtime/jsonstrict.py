@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import pydantic_core
@@ -43,41 +42,40 @@ def loads(data: bytes | bytearray | str) -> Any:
         raise InvalidJSON(f"invalid JSON: {exc}") from None
     except Exception as exc:  # anything else from the parser is still a fault of the input
         raise InvalidJSON(f"invalid JSON: {type(exc).__name__}") from None
-    if _may_overflow(data):
+    if type(value) is dict or type(value) is list:
         _check_finite(value)
+    elif type(value) is float and not math.isfinite(value):
+        raise InvalidJSON("invalid JSON: number out of range")
     return value
 
 
-# A JSON number parses to an infinite float only when its magnitude reaches ~1.8e308: an exponent of three
-# digits or more, or a mantissa of 200+ digits (with an exponent of at most two digits). Text with neither
-# cannot hold one, so the walk over the parsed value is skipped (it was most of the cost of a small event).
-# Two patterns searched one after the other, not one alternation: the alternation defeats the regex
-# engine's scanning shortcuts (11.5 µs on a 200-byte event here, against 2.7 µs for the two searches).
-_EXPONENT_TEXT = re.compile(r"(?:e|E)[+-]?[0-9]{3}")
-_DIGITS_TEXT = re.compile(r"[0-9]{200}")
-_EXPONENT_BYTES = re.compile(rb"(?:e|E)[+-]?[0-9]{3}")
-_DIGITS_BYTES = re.compile(rb"[0-9]{200}")
+def _check_finite(value: dict[str, Any] | list[Any]) -> None:
+    """Refuse floats that overflowed to infinity (``1e999``, or 309+ digits): the parser gives ``inf`` for
+    them even with ``allow_inf_nan=False``. Iterative, so depth costs no stack; the parser's values are
+    exact ``dict``/``list``/``float`` instances, so ``type(...) is`` is enough. Linear in the number of
+    values: ~0.5 µs for a 4-value event, cheaper than the regex scan of the text that used to decide whether
+    to walk (~2.7 µs for 200 bytes, and it asked for the walk whenever an ``e`` was followed by three
+    digits, as in many hex ids)."""
+    pending: list[Any] | None = None  # containers still to look into; most events nest nothing
+    container: Any = value
+    item: Any
+    while True:
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is float:
+                if not _isfinite(item):
+                    raise InvalidJSON("invalid JSON: number out of range")
+            elif kind is dict or kind is list:
+                if pending is None:
+                    pending = [item]
+                else:
+                    pending.append(item)
+        if not pending:
+            return
+        container = pending.pop()
 
 
-def _may_overflow(data: bytes | bytearray | str) -> bool:
-    """False when no number in ``data`` can be out of the double range (a cheap scan of the text)."""
-    if isinstance(data, str):
-        return _EXPONENT_TEXT.search(data) is not None or _DIGITS_TEXT.search(data) is not None
-    return _EXPONENT_BYTES.search(data) is not None or _DIGITS_BYTES.search(data) is not None
-
-
-def _check_finite(value: Any) -> None:
-    """Refuse floats that overflowed to infinity (``1e999``); iterative, so depth costs no stack."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise InvalidJSON("invalid JSON: number out of range")
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+_isfinite = math.isfinite
 
 
 def dumps(value: Any) -> str:

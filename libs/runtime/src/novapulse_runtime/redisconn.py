@@ -201,13 +201,13 @@ def slot_groups(redis: Any, keys: Iterable[str]) -> list[list[str]]:
 
 
 async def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
-    """Queue ``script`` on ``pipe``: ``EVALSHA`` (loaded on demand) on a single server; on a cluster
-    pipeline, which refuses ``EVALSHA``, an ``EVAL`` of the script's text (the server caches it by digest,
-    so only the bytes sent grow). ``keys`` must share one hash slot on a cluster."""
-    if is_cluster(pipe):
-        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
-        return
-    await script(keys=keys, args=args, client=pipe)
+    """Queue ``script`` on ``pipe`` as an ``EVAL`` of its text (the server caches the compiled script by its
+    digest, so only the bytes sent grow; a server that lost its script cache — restart, fail-over,
+    ``SCRIPT FLUSH`` — cannot answer ``NOSCRIPT``). Not ``EVALSHA``: a redis-py pipeline holding one sends
+    ``SCRIPT EXISTS`` before every execute, one more round trip per flush (a consumer's acknowledgement
+    batch: ~0.8 µs of CPU per event, issue 15), and a cluster pipeline refuses it. ``keys`` must share one
+    hash slot on a cluster."""
+    pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
 
 
 async def open_pubsub(redis: Redis, **kwargs: Any) -> PubSub:

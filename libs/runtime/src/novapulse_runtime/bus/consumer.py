@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import Token
 from dataclasses import dataclass, replace
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -24,7 +25,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, Status
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
-from ..eager import start_eagerly
+from ..eager import Resume, start_eagerly
 from ..process import retry_pause, supervise
 from ..redisconn import slot_groups
 from .constants import (
@@ -173,6 +174,8 @@ class Consumer:
         """Handler runs in progress → the event-loop time their ``handler_timeout`` ends (see :meth:`_expire`)."""
         self._expired: set[asyncio.Task[Any]] = set()
         self._producers: dict[tuple[str, str], str | None] = {}
+        self._counts: dict[Any, int] | None = None
+        """Successes of the ``consumed`` counters not added yet, while :meth:`dispatch` starts a batch."""
         tracing = bus.rt.tracing
         self._shortcut = tracing.shortcut if self.tracer is tracing.tracer else None
 
@@ -470,28 +473,34 @@ class Consumer:
                 claims = []  # each task claims on its own
             for (held, _, _), claim in zip(ready, claims, strict=False):
                 held.claim = claim
-        for held, handler, as_model in ready:
-            self.spawn(held, self._process(held, handler, as_model))
+        # handlings that finish without waiting count their successes here, added once per counter after the
+        # loop (no await in between, so nothing on the event loop sees the counts in the meantime)
+        counts: dict[Any, int] = {}
+        self._counts = counts
+        try:
+            for held, handler, as_model in ready:
+                self.spawn(held, self._process(held, handler, as_model))
+        finally:
+            self._counts = None
+            for counter, n in counts.items():
+                counter.inc(n)
 
     def spawn(self, held: HeldEntry, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (the handling or dead-lettering of ``held``) at once, up to its first wait, and as a
         task from there (:func:`~novapulse_runtime.eager.start_eagerly`): a handler that finishes without
-        waiting costs no task. While ``work`` runs, ``held`` counts as held (its lease is renewed) and takes
-        a slot."""
-        key = (held.stream, held.entry_id)
-        self.held[key] = held.fields.get(F_ID) if held.fields else None
+        waiting costs no task. From its first wait until it ends, ``held`` counts as held (its lease is
+        renewed) and takes a slot; before that first wait nothing else runs on the event loop (no renewal, no
+        reclaim, no read), so an entry settled without waiting is never registered at all."""
         try:
             task = start_eagerly(work)
         except Exception as exc:  # a fault of the bus itself (the handler's own are failures, see _handle)
             log.error("event task failed", extra={"group": self.group, "error": repr(exc)})
             task = None
-        except BaseException:
-            self.held.pop(key, None)
-            raise
         if task is None:
-            self.held.pop(key, None)
             self._slot.set()
             return
+        key = (held.stream, held.entry_id)
+        self.held[key] = held.fields.get(F_ID) if held.fields else None
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -529,9 +538,60 @@ class Consumer:
 
     async def _process(self, held: HeldEntry, handler: Handler, as_model: bool) -> None:
         """Handle ``held`` to the end (``as_model``: see :meth:`_resolve`); a Redis failure leaves it pending,
-        any other fault of the bus dead-letters it."""
+        any other fault of the bus dead-letters it. (One coroutine per event: the handling is inline rather
+        than in a second coroutine under this one's ``try``.)"""
         try:
-            await self._process_entry(held, handler, as_model)
+            assert held.fields is not None
+            event_id = held.fields[F_ID]
+            try:
+                event = decode(
+                    held.fields,
+                    stream=held.stream,
+                    entry_id=held.entry_id,
+                    deliveries=held.deliveries,
+                    typed=as_model,
+                    checked=True,
+                )
+            except MalformedEntry as exc:
+                if held.claim is Claim.NEW and self.idem is not None:
+                    await self.idem.release(event_id)
+                await self.settler.dead_letter(held, exc.reason, str(exc))
+                return
+            while True:
+                if self.idem is not None:
+                    claim = held.claim or await self.idem.claim(event_id)
+                    held.claim = None
+                    if claim is Claim.DONE:
+                        self.metrics.duplicates.labels(held.stream, self.group).inc()
+                        self.settler.ack(held)
+                        return
+                    if claim is Claim.BUSY:  # another copy of this event is being handled right now
+                        if await sleep_or_stop(0.05 + random.random() * 0.05, self._stop):
+                            return
+                        continue
+                failure = await self._handle(handler, event)
+                if failure is None:
+                    self.settler.ack(held, event_id)
+                    return
+                reason, error = failure
+                self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
+                if self.idem is not None:
+                    await self.idem.release(event_id)
+                if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
+                    await self.settler.dead_letter(held, reason, error)
+                    return
+                self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
+                if await sleep_or_stop(self._backoff(held.deliveries), self._stop):
+                    return  # stopping: the entry stays pending and is reclaimed later
+                if not await self._owns(held.stream, held.entry_id):
+                    return  # taken over by another consumer (this one stopped renewing for claim_idle)
+                claimed = await self.redis.xclaim(
+                    held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
+                )
+                if not claimed or not claimed[0][1]:
+                    return  # trimmed
+                held.deliveries += 1
+                event = replace(event, deliveries=held.deliveries)
         except RedisError as exc:
             log.warning(
                 "lost contact with Redis while handling; the entry stays pending",
@@ -539,59 +599,6 @@ class Consumer:
             )
         except Exception as exc:
             await self._finish_broken(held, exc)
-
-    async def _process_entry(self, held: HeldEntry, handler: Handler, as_model: bool) -> None:
-        assert held.fields is not None
-        event_id = held.fields[F_ID]
-        try:
-            event = decode(
-                held.fields,
-                stream=held.stream,
-                entry_id=held.entry_id,
-                deliveries=held.deliveries,
-                typed=as_model,
-                checked=True,
-            )
-        except MalformedEntry as exc:
-            if held.claim is Claim.NEW and self.idem is not None:
-                await self.idem.release(event_id)
-            await self.settler.dead_letter(held, exc.reason, str(exc))
-            return
-        while True:
-            if self.idem is not None:
-                claim = held.claim or await self.idem.claim(event_id)
-                held.claim = None
-                if claim is Claim.DONE:
-                    self.metrics.duplicates.labels(held.stream, self.group).inc()
-                    self.settler.ack(held)
-                    return
-                if claim is Claim.BUSY:  # another copy of this event is being handled right now
-                    if await sleep_or_stop(0.05 + random.random() * 0.05, self._stop):
-                        return
-                    continue
-            failure = await self._handle(handler, event)
-            if failure is None:
-                self.settler.ack(held, event_id)
-                return
-            reason, error = failure
-            self.metrics.failed.labels(held.stream, self.group, type_label(event.type)).inc()
-            if self.idem is not None:
-                await self.idem.release(event_id)
-            if held.deliveries >= self.options.max_deliveries or reason is DeadReason.REJECTED:
-                await self.settler.dead_letter(held, reason, error)
-                return
-            self.metrics.retried.labels(held.stream, self.group, type_label(event.type)).inc()
-            if await sleep_or_stop(self._backoff(held.deliveries), self._stop):
-                return  # stopping: the entry stays pending and is reclaimed later
-            if not await self._owns(held.stream, held.entry_id):
-                return  # taken over by another consumer (this one stopped renewing for claim_idle)
-            claimed = await self.redis.xclaim(
-                held.stream, self.group, self.name, min_idle_time=0, message_ids=[held.entry_id]
-            )
-            if not claimed or not claimed[0][1]:
-                return  # trimmed
-            held.deliveries += 1
-            event = replace(event, deliveries=held.deliveries)
 
     def expire_tick(self) -> float:
         """Seconds between two passes of :meth:`_expire`: a handler is cancelled at most this late."""
@@ -624,6 +631,15 @@ class Consumer:
         (not by ``claim_idle``: the waiting entry is renewed like one in flight)."""
         ceiling = min(self.options.backoff_max, self.options.backoff_base * 2 ** (deliveries - 1))
         return float(ceiling / 2 + random.random() * ceiling / 2)
+
+    def _track(self, started: float) -> asyncio.Task[Any]:
+        """Put the current task (a handler run that began at ``started``, ``time.perf_counter()`` seconds)
+        under :meth:`_expire`'s watch until ``handler_timeout`` after ``started``; returns the task."""
+        task = asyncio.current_task()
+        assert task is not None
+        elapsed = time.perf_counter() - started
+        self._deadlines[task] = asyncio.get_running_loop().time() + self.options.handler_timeout - elapsed
+        return task
 
     async def _handle(self, handler: Handler, event: Event) -> tuple[DeadReason, str] | None:
         """Run ``handler`` once on ``event`` within ``handler_timeout`` seconds, in the producer's trace
@@ -663,21 +679,34 @@ class Consumer:
         try:
             if span is not None and event.deliveries > 1:
                 span.set_attribute("messaging.message.delivery_count", event.deliveries)
-            task = asyncio.current_task()
-            assert task is not None
-            self._deadlines[task] = asyncio.get_running_loop().time() + self.options.handler_timeout
+            task: asyncio.Task[Any] | None = None
             expired = False
             try:
                 try:
-                    await handler(event)
+                    run = handler(event)
+                    if type(run) is CoroutineType:
+                        # the handler's first step by hand: one that finishes without waiting (most, on a busy
+                        # bus) cannot be cancelled, so it needs no deadline; one that waits gets it now, less
+                        # the time its first step took
+                        try:
+                            yielded = run.send(None)
+                        except StopIteration:
+                            pass
+                        else:
+                            task = self._track(started)
+                            await Resume(run, yielded)
+                    else:  # another awaitable
+                        task = self._track(started)
+                        await run
                 finally:  # no await from here on: _expire can no longer cancel this run
-                    del self._deadlines[task]
-                    if task in self._expired:  # cancelled by _expire: take our cancellation back
-                        self._expired.discard(task)
-                        task.uncancel()
-                        expired = True
+                    if task is not None:
+                        del self._deadlines[task]
+                        if task in self._expired:  # cancelled by _expire: take our cancellation back
+                            self._expired.discard(task)
+                            task.uncancel()
+                            expired = True
             except asyncio.CancelledError as exc:
-                if not expired:
+                if task is None or not expired:
                     failure = _handler_failure(exc)  # re-raises a real cancellation (shutdown)
                 elif task.cancelling():
                     raise  # a shutdown's cancellation on top of ours
@@ -698,7 +727,11 @@ class Consumer:
                 span.end()
         duration.observe(time.perf_counter() - started)
         if failure is None:
-            consumed.inc()
+            counts = self._counts
+            if counts is not None:  # within dispatch's loop (see there)
+                counts[consumed] = counts.get(consumed, 0) + 1
+            else:
+                consumed.inc()
         else:
             log.warning(
                 "event handler failed",

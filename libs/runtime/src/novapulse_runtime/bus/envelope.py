@@ -367,8 +367,8 @@ def check_envelope(fields: dict[str, str] | None) -> None:
     size = entry_size(fields)
     if size > MAX_ENTRY_BYTES:
         raise MalformedEntry(DeadReason.OVERSIZED, f"entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")
-    missing = [f for f in REQUIRED_FIELDS if not fields.get(f)]
-    if missing:
+    if not all(map(fields.get, REQUIRED_FIELDS)):  # every one present and not empty (a C loop; the list on failure)
+        missing = [f for f in REQUIRED_FIELDS if not fields.get(f)]
         raise MalformedEntry(DeadReason.MALFORMED, f"missing field(s): {', '.join(missing)}")
     if not EVENT_ID.fullmatch(fields[F_ID]):
         raise MalformedEntry(DeadReason.MALFORMED, "id is not an event id (1-128 of A-Z a-z 0-9 _ . : -)")
@@ -423,7 +423,9 @@ def _decode(fields: dict[str, str], stream: str, entry_id: str, deliveries: int,
     et = lookup(fields[F_TYPE])
     if et is not None:
         try:
-            model = et.model.model_validate(raw)
+            # the model's validator itself: ``model_validate`` is this call behind a Python wrapper that cost
+            # as much as the validation of a small event (~1 µs); same result, same ValidationError
+            model = et.model.__pydantic_validator__.validate_python(raw)
         except ValidationError as exc:
             errors = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"

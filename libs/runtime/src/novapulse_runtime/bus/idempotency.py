@@ -110,19 +110,26 @@ class Idempotency:
         self.lease_ms = max(1, int(lease * 1000))
         self.ttl_ms = max(1, int(ttl * 1000))
         self.token = f"lease:{os.getpid()}:{os.urandom(4).hex()}"
+        # every key is this prefix + the event id: a concatenation per event instead of a method call and an
+        # f-string (each event's key is built twice, for the claim and for the marker)
+        self._prefix = keys.seen(group, "")
+        if keys.seen(group, "id") != self._prefix + "id":  # pragma: no cover - caught at start-up
+            raise RuntimeError("Keys.seen no longer ends with the event id: update Idempotency.key")
         self._claim_script = redis.register_script(_CLAIM)
         self._done_script = redis.register_script(_MARK_DONE)
         self._release_script = redis.register_script(_RELEASE)
         self._extend_script = redis.register_script(_EXTEND)
 
     def key(self, event_id: str) -> str:
-        return self.keys.seen(self.group, event_id)
+        """The key of ``event_id`` (:meth:`~.keys.Keys.seen`)."""
+        return self._prefix + event_id
 
     async def claim_many(self, event_ids: Sequence[str]) -> list[Claim]:
         """Try to take the lease of each id: one round trip (a Lua script) for the whole batch."""
         if not event_ids:
             return []
-        codes = await self._claim_script(keys=[self.key(e) for e in event_ids], args=[self.token, self.lease_ms])
+        prefix = self._prefix
+        codes = await self._claim_script(keys=[prefix + e for e in event_ids], args=[self.token, self.lease_ms])
         return [_CODES[int(c)] for c in codes]
 
     async def claim(self, event_id: str) -> Claim:
@@ -131,7 +138,8 @@ class Idempotency:
     async def mark_done(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
         """Queue the ``done`` markers of ``event_ids`` on ``pipe`` (sent with the acknowledgement)."""
         if event_ids:
-            await queue_script(pipe, self._done_script, [self.key(e) for e in event_ids], [self.ttl_ms])
+            prefix = self._prefix
+            await queue_script(pipe, self._done_script, [prefix + e for e in event_ids], [self.ttl_ms])
 
     async def extend(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
         """Queue on ``pipe`` the compare-and-extend of the leases of ``event_ids`` this process holds: each
