@@ -54,7 +54,7 @@ async def test_a_failed_batch_fails_its_callers_only() -> None:
     batcher: TurnBatcher[int, int] = TurnBatcher(rec.send)
     got = await asyncio.gather(batcher.ask(1), batcher.ask(-1), return_exceptions=True)
     assert [type(g) for g in got] == [ValueError, ValueError]
-    assert await asyncio.gather(batcher.ask(2), batcher.ask(3)) == [20, 30]
+    assert list(await asyncio.gather(batcher.ask(2), batcher.ask(3))) == [20, 30]
 
 
 async def test_a_send_answering_the_wrong_number_of_items_is_an_error() -> None:
