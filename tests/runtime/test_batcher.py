@@ -93,3 +93,13 @@ async def test_a_large_turn_goes_out_in_parts_of_max_batch() -> None:
     batcher: TurnBatcher[int, int] = TurnBatcher(rec.send, max_batch=3)
     assert await asyncio.gather(*(batcher.ask(i) for i in range(7))) == [i * 10 for i in range(7)]
     assert rec.batches == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_a_window_gathers_requests_of_several_turns() -> None:
+    rec = Recorder()
+    batcher: TurnBatcher[int, int] = TurnBatcher(rec.send, delay=0.05)
+    first = asyncio.create_task(batcher.ask(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a later turn, still inside the window
+    assert list(await asyncio.gather(first, batcher.ask(2))) == [10, 20]
+    assert rec.batches == [[1, 2]]

@@ -30,6 +30,9 @@ class TurnBatcher(Generic[K, V]):
         answer came, so the caller's side effect can be undone (a slot taken for nobody is given back);
         only for unshared batchers.
     :param max_batch: most items in one ``send`` call; a larger turn goes out as several calls, at once.
+    :param delay: seconds to wait after the first request before sending (0: at the end of this loop turn).
+        A window gathers requests that come a few turns apart (releases, as answers arrive one by one) at
+        the price of that much latency; use it only where a late answer costs nothing.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class TurnBatcher(Generic[K, V]):
         shared: bool = False,
         abandoned: Callable[[K, V], None] | None = None,
         max_batch: int = 1000,
+        delay: float = 0.0,
     ) -> None:
         if shared and abandoned is not None:
             raise ValueError("abandoned answers are only known for unshared requests")
@@ -46,6 +50,7 @@ class TurnBatcher(Generic[K, V]):
         self._shared = shared
         self._abandoned = abandoned
         self._max = max_batch
+        self._delay = delay
         self._items: list[K] = []
         self._futures: list[asyncio.Future[V]] = []
         self._by_item: dict[K, asyncio.Future[V]] = {}
@@ -69,7 +74,10 @@ class TurnBatcher(Generic[K, V]):
                 self._by_item[item] = fut
             if not self._scheduled:
                 self._scheduled = True
-                loop.call_soon(self._flush)
+                if self._delay > 0:
+                    loop.call_later(self._delay, self._flush)
+                else:
+                    loop.call_soon(self._flush)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:

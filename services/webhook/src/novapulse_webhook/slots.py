@@ -25,6 +25,8 @@ from novapulse_runtime.redisconn import slot_groups
 log = logging.getLogger("novapulse.webhook.slots")
 
 _OP_TIMEOUT = 0.5  # seconds for one script call (a batch of takes or releases)
+RELEASE_WINDOW = 0.005
+"""Seconds slot releases are gathered before one script call gives them all back."""
 
 # KEYS: the endpoints' slot sets; ARGV: the lease in ms, then a token and a limit per key. One answer per key,
 # in order: 1 taken, 0 refused, -1 the key could not be used (a Redis error on it: the caller fails open for
@@ -91,7 +93,9 @@ class EndpointSlots:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._takes: TurnBatcher[tuple[str, str, int], bool] = TurnBatcher(self._take_batch, abandoned=self._give_back)
-        self._gives: TurnBatcher[tuple[str, str], None] = TurnBatcher(self._release_batch)
+        # Releases come one by one as answers arrive: gathered over a short window (a slot then stays taken
+        # that much longer, which can only make the limit stricter, never looser).
+        self._gives: TurnBatcher[tuple[str, str], None] = TurnBatcher(self._release_batch, delay=RELEASE_WINDOW)
         self._orphans: set[asyncio.Future[None]] = set()
 
     def key(self, endpoint_id: str) -> str:
