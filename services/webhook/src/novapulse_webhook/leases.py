@@ -216,10 +216,9 @@ class Leases:
         for timer in self._spare_timers.values():
             timer.cancel()
         self._spare_timers.clear()
-        if self.slots is not None:
-            for eid, tokens in spares.items():
-                for token in tokens:
-                    await self.slots.release(eid, token)
+        if self.slots is not None:  # asked for in one turn: one batch
+            slots = self.slots
+            await asyncio.gather(*(slots.release(eid, token) for eid, tokens in spares.items() for token in tokens))
         if self._releases:
             await asyncio.wait(set(self._releases), timeout=2)
 

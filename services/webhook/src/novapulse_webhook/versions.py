@@ -23,10 +23,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from novapulse_runtime.batcher import TurnBatcher
+
 log = logging.getLogger("novapulse.webhook.versions")
 
 _OP_TIMEOUT = 1.0  # seconds for one SET or one round trip of GETs
-_UNKNOWN = object()  # a read that failed (Redis unreachable)
 
 
 class EndpointVersions:
@@ -36,9 +37,7 @@ class EndpointVersions:
         self.redis = redis
         self.prefix = f"{namespace}:webhook:endpoints-version:"
         self._warned_at = -float("inf")
-        self._asked: dict[str, asyncio.Future[str | None]] = {}  # reads of this loop turn, sent together
-        self._scheduled = False
-        self._reads: set[asyncio.Future[None]] = set()
+        self._reads: TurnBatcher[str, str | None] = TurnBatcher(self._read, shared=True)
 
     def key(self, org_id: str) -> str:
         """The Redis key of the organisation's version."""
@@ -58,33 +57,21 @@ class EndpointVersions:
     async def current(self, org_id: str) -> str | None:
         """The organisation's version (``"-"`` when never written), or None when Redis cannot be reached.
 
-        Reads asked for in the same turn of the event loop go out together, as one pipelined round trip sent
-        after the last of them asked: each caller still reads the token after it asked (read-your-writes
-        holds), and a burst of attempts and fan-outs costs one round trip instead of one per caller."""
-        fut = self._asked.get(org_id)
-        if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = self._asked[org_id] = loop.create_future()
-            if not self._scheduled:
-                self._scheduled = True
-                loop.call_soon(self._send)
-        return await asyncio.shield(fut)
+        Reads asked for in the same turn of the event loop go out together (the runtime's
+        :class:`~novapulse_runtime.batcher.TurnBatcher`), as one pipelined round trip sent after the last of
+        them asked: each caller still reads the token after it asked (read-your-writes holds), and a burst of
+        attempts and fan-outs costs one round trip instead of one per caller."""
+        return await self._reads.ask(org_id)
 
-    def _send(self) -> None:
-        asked, self._asked, self._scheduled = self._asked, {}, False
-        task = asyncio.ensure_future(self._read(asked))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
-
-    async def _read(self, asked: dict[str, asyncio.Future[str | None]]) -> None:
+    async def _read(self, org_ids: list[str]) -> list[str | None]:
         values: list[Any]
         try:
             async with asyncio.timeout(_OP_TIMEOUT):
-                if len(asked) == 1:
-                    values = [await self.redis.get(self.key(next(iter(asked))))]
+                if len(org_ids) == 1:
+                    values = [await self.redis.get(self.key(org_ids[0]))]
                 else:
                     pipe = self.redis.pipeline(transaction=False)
-                    for org_id in asked:
+                    for org_id in org_ids:
                         pipe.get(self.key(org_id))
                     values = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
@@ -92,21 +79,7 @@ class EndpointVersions:
                 self._warned_at = time.monotonic()
                 log.warning(
                     "cannot read the endpoint version; workers follow endpoint changes within the cache lifetime",
-                    extra={"org_ids": list(asked)[:10], "error": repr(exc)},
+                    extra={"org_ids": org_ids[:10], "error": repr(exc)},
                 )
-            values = [_UNKNOWN] * len(asked)
-        except BaseException as exc:  # never leave a caller waiting on a read nobody will answer
-            for fut in asked.values():
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # retrieved: cancelled callers must not warn
-            raise
-        for fut, value in zip(asked.values(), values, strict=True):
-            if fut.done():
-                continue
-            if value is _UNKNOWN:
-                fut.set_result(None)
-            elif value is None:
-                fut.set_result("-")
-            else:
-                fut.set_result(value.decode() if isinstance(value, bytes) else str(value))
+            return [None] * len(org_ids)
+        return ["-" if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in values]
