@@ -65,7 +65,7 @@ console-screenshots: install browser-tools
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs tests $(wildcard services/*/src) $(wildcard templates/*/src)
+	$(BIN)/mypy libs tests bench $(wildcard services/*/src) $(wildcard templates/*/src)
 
 format: install
 	$(BIN)/ruff format .

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
+from novapulse_devkit.servers import cpu_seconds, free_port, mongo_server, port_open, redis_server
 from novapulse_notification.constants import DELIVERIES, USERS, DeliveryState
 from novapulse_runtime.bus.envelope import build, encode
 
@@ -90,18 +89,6 @@ async def seed_projection(mongo_url: str, first: int, count: int) -> float:
     finally:
         await client.close()
     return time.perf_counter() - t0
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds a process (all its threads) has used so far, from Linux ``/proc``; NaN where
-    that is not available."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return math.nan
 
 
 async def handled_rate(redis: Redis, stream: str, picks: list[int], total_before: int) -> float:

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psutil
+
+from novapulse_devkit.servers import cpu_seconds
 
 from .cluster import SERVICES, cluster, pick_offset
 from .load import CPU_ROUTES, WEIGHTS, Recorder, drain, run_load, seed_users, session
@@ -62,14 +65,7 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds (user + system, every thread) used so far by each kind of process."""
     out: dict[str, float] = {}
     for kind, ids in pids.items():
-        total = 0.0
-        for pid in ids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-        out[kind] = total
+        out[kind] = sum(used for used in map(cpu_seconds, ids) if not math.isnan(used))  # a process gone: 0
     return out
 
 

@@ -58,7 +58,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from bench.webhooks.receiver import _receiver
-from novapulse_devkit.servers import free_port, mongo_server, port_open, redis_server
+from novapulse_devkit.servers import cpu_seconds, free_port, mongo_server, port_open, redis_server
 from novapulse_runtime import jsonstrict
 from novapulse_runtime.bus.envelope import build, encode
 from novapulse_runtime.secretbox import SecretBox
@@ -169,12 +169,6 @@ def _start_worker(env: dict[str, str], log_path: Path, recv_port: int) -> subpro
     return worker
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -267,11 +261,11 @@ async def storage_ceiling(
                 )
             )
 
-    started, cpu0, nx0 = time.perf_counter(), time.process_time(), _cpu_seconds(nx_pid)
+    started, cpu0, nx0 = time.perf_counter(), time.process_time(), cpu_seconds(nx_pid)
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     await asyncio.gather(*pending)
     elapsed = time.perf_counter() - started
-    cpu, nx = time.process_time() - cpu0, _cpu_seconds(nx_pid) - nx0
+    cpu, nx = time.process_time() - cpu0, cpu_seconds(nx_pid) - nx0
     stop.set()
     await runner
     return total / elapsed, writer.superseded / total, cpu / total * 1e6, nx / total * 1e6
@@ -374,7 +368,7 @@ async def run_bench() -> str:
         mongo_url=env["MONGO_URL"],
         mongo_db="bench_webhook",
         webhook_secret_keys=key,
-        webhook_allowed_cidrs=env["WEBHOOK_ALLOWED_CIDRS"],  # type: ignore[arg-type]
+        webhook_allowed_cidrs=env["WEBHOOK_ALLOWED_CIDRS"],
         webhook_allow_http=True,
     )
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env["MONGO_URL"], tz_aware=True)
@@ -425,10 +419,10 @@ async def run_bench() -> str:
             for r in range(ROUNDS):
                 raw_rates.append(await _raw_loop(http, f"{base}/raw", body, THROUGHPUT_EVENTS, conc))
                 orgs = [f"t{r}-{i}" for i in range(THROUGHPUT_ENDPOINTS)]
-                w0, n0 = _cpu_seconds(worker.pid), _cpu_seconds(nx_pid)
+                w0, n0 = cpu_seconds(worker.pid), cpu_seconds(nx_pid)
                 pipeline_rates.append(await deliveries(f"t{r}-", orgs, THROUGHPUT_EVENTS, THROUGHPUT_EVENTS))
-                worker_cpu.append((_cpu_seconds(worker.pid) - w0) / THROUGHPUT_EVENTS * 1e6)
-                nx_cpu.append((_cpu_seconds(nx_pid) - n0) / THROUGHPUT_EVENTS * 1e6)
+                worker_cpu.append((cpu_seconds(worker.pid) - w0) / THROUGHPUT_EVENTS * 1e6)
+                nx_cpu.append((cpu_seconds(nx_pid) - n0) / THROUGHPUT_EVENTS * 1e6)
             pipeline, raw = statistics.median(pipeline_rates), statistics.median(raw_rates)
             print(f"webhook-bench: deliveries/s pipeline={pipeline:.0f} raw_aiohttp={raw:.0f} (medians of {ROUNDS})")
             print(f"webhook-bench:   runs pipeline {_fmt_runs(pipeline_rates)}; raw {_fmt_runs(raw_rates)}", flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from novapulse_runtime.net import free_port, port_open
 
@@ -68,6 +71,19 @@ def child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds process ``pid`` (all its threads) has used so far, the benchmarks' measure of
+    a server's or worker's cost per unit of work; NaN for ``None``, a process that is gone, or a platform
+    without the figure (psutil)."""
+    if pid is None:
+        return math.nan
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
+        return math.nan
+    return float(times.user + times.system)
 
 
 def process_alive(pid: int) -> bool:
