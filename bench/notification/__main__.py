@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 from novapulse_devkit.servers import cpu_seconds, free_port, mongo_server, port_open, redis_server
 from novapulse_notification.constants import DELIVERIES, USERS, DeliveryState
 from novapulse_runtime.bus.envelope import build, encode
+from novapulse_runtime.documents import by_index, count
 
 GROUP = "notification"
 DB = "bench_notification"
@@ -117,7 +118,7 @@ async def delivery_states(mongo_url: str) -> dict[str, int]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     try:
         deliveries = client[DB][DELIVERIES]
-        counts = {st.value: await deliveries.count_documents({"state": st.value}) for st in DeliveryState}
+        counts = {st.value: await count(deliveries, by_index({"state": st.value})) for st in DeliveryState}
     finally:
         await client.close()
     return {k: v for k, v in counts.items() if v}
