@@ -95,9 +95,15 @@ def extract(traceparent: str | None, tracestate: str | None) -> otel_context.Con
 
 
 def attributes(
-    destination: str, operation: str, message_id: str | None, group: str | None = None, batch: int = 0
+    destination: str,
+    operation: str,
+    message_id: str | None,
+    group: str | None = None,
+    batch: int = 0,
+    deliveries: int = 1,
 ) -> dict[str, str | int]:
-    """OpenTelemetry messaging attributes (``message_id`` for one message, ``batch`` for a batch send)."""
+    """OpenTelemetry messaging attributes (``message_id`` for one message, ``batch`` for a batch send,
+    ``deliveries`` above 1 for a redelivered message)."""
     attrs: dict[str, str | int] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.destination.name": destination,
@@ -109,4 +115,6 @@ def attributes(
         attrs["messaging.batch.message_count"] = batch
     if group is not None:
         attrs["messaging.consumer.group.name"] = group
+    if deliveries > 1:
+        attrs["messaging.message.delivery_count"] = deliveries
     return attrs
