@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from time import time_ns
@@ -78,8 +79,13 @@ _ALWAYS = 1 << 64
 """A root bound every trace id is under (``ALWAYS_ON``)."""
 
 
+_UNSET = Status(StatusCode.UNSET)
+"""The status of a new span (``Status`` has no setters: one object serves every span, as in the SDK's
+``ReadableSpan`` default)."""
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+_DEFAULT = TraceFlags(TraceFlags.DEFAULT)
 
 
 class RecordedSpan(trace.Span, ReadableSpan):
@@ -118,7 +124,7 @@ class RecordedSpan(trace.Span, ReadableSpan):
         self._events: Any = ()
         self._links: Any = ()
         self._resource = shortcut.resource
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._shortcut = shortcut
         self._lock = threading.Lock()
 
@@ -304,7 +310,7 @@ class SamplingShortcut:
             sampled = parent.trace_flags.sampled if self.parent_based else trace_id & _LOW_64 < self.root_bound
             if sampled:
                 return None
-            flags = TraceFlags.RANDOM_TRACE_ID if parent.trace_flags.random_trace_id else TraceFlags.DEFAULT
+            flags = _RANDOM if parent.trace_flags.random_trace_id else _DEFAULT
             state = parent.trace_state
         else:
             if self.root_bound == _ALWAYS:
@@ -313,11 +319,9 @@ class SamplingShortcut:
             if trace_id & _LOW_64 < self.root_bound:
                 self.ids.next_trace_id = trace_id
                 return None
-            flags = TraceFlags.RANDOM_TRACE_ID if self.ids.is_trace_id_random() else TraceFlags.DEFAULT
+            flags = _RANDOM if self.ids.is_trace_id_random() else _DEFAULT
             state = None
-        return SpanContext(
-            trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags), trace_state=state
-        )
+        return SpanContext(trace_id, self.ids.generate_span_id(), False, flags, state)
 
     def start(
         self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, str | int]
@@ -348,6 +352,34 @@ class SamplingShortcut:
         return span
 
 
+class SpanBatcher(BatchSpanProcessor):
+    """The SDK's ``BatchSpanProcessor`` — same queue, export thread, batch size, schedule, ``OTEL_BSP_*``
+    settings, flush and shutdown, same exporter calls — queueing a finished span without the SDK's per-span
+    ``os.getpid()`` system call (~0.7 µs): after a fork the at-fork hook the SDK registers already re-creates
+    the queue and the thread in the child. A full queue, a shut-down processor or a platform without
+    ``os.register_at_fork`` take the SDK's own path (its warnings and drop metrics)."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        batch = self._batch_processor
+        self._lean = hasattr(os, "register_at_fork") and all(
+            hasattr(batch, name) for name in ("_queue", "_max_queue_size", "_max_export_batch_size", "_worker_awaken")
+        )
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if not (context and context.trace_flags.sampled):
+            return
+        batch = self._batch_processor
+        queue = batch._queue
+        if not self._lean or batch._shutdown or len(queue) >= batch._max_queue_size:
+            batch.emit(span)
+            return
+        queue.appendleft(span)
+        if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+            batch._worker_awaken.set()
+
+
 class Tracing:
     """Owns the process's tracer provider. Spans are always created (so trace ids reach the logs and
     ``traceparent`` travels); they are exported only when an exporter is configured."""
@@ -368,8 +400,10 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces")
+        self.exporter = exporter
+        """The span exporter the provider's batch processor feeds (``None``: spans are not exported)."""
         if exporter is not None:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
+            self.provider.add_span_processor(SpanBatcher(exporter))
         self.tracer = self.provider.get_tracer("novapulse")
         self.shortcut = SamplingShortcut.of(self.provider, self.tracer)
         """The cheap decision for spans of :attr:`tracer` its sampler drops, and the lean recorded spans of the
