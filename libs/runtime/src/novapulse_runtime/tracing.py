@@ -126,7 +126,7 @@ class RecordedSpan(trace.Span, ReadableSpan):
         self._resource = shortcut.resource
         self._status = _UNSET
         self._shortcut = shortcut
-        self._lock = threading.Lock()
+        self._lock = shortcut.lock
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
@@ -250,6 +250,9 @@ class SamplingShortcut:
         self.instrumentation_info = tracer.instrumentation_info
         self.processor = tracer.span_processor
         """The provider's span processors (the SDK's multi-processor: processors added later are seen)."""
+        self.lock = threading.Lock()
+        """Guards the changes of every :class:`RecordedSpan` started here against their :meth:`~RecordedSpan.end`
+        (one lock, not one per span: the sections are a few dict operations, never nested)."""
         limits: SpanLimits = tracer._span_limits
         self.limits = limits
         self.plain_attributes = limits.max_span_attribute_length is None and (
