@@ -95,6 +95,8 @@ def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContex
 def extract(traceparent: str | None, tracestate: str | None) -> otel_context.Context | None:
     """The remote parent context carried by an entry, if any (``None`` when absent or invalid): a context
     holding :func:`remote_parent` as a non-recording span."""
+    if not traceparent:  # the common case without a producer span: no call further
+        return None
     parent = remote_parent(traceparent, tracestate)
     return set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
 
