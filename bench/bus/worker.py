@@ -91,7 +91,7 @@ class Tally:
 
 
 async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
-    from bench.bus.common import TYPE, BenchPayload, bus, runtime
+    from bench.bus.common import TYPE, BenchPayload, DiscardExporter, bus, runtime
     from novapulse_runtime.bus import Event
 
     rt = runtime(
@@ -146,10 +146,15 @@ async def novapulse(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     await task
     pending = await rt.redis.xpending(STREAM, args.group)
     await rt.close()
+    rt.tracing.shutdown()  # after the measured span: the spans still queued reach the exporter
+    spans: dict[str, Any] = {}
+    exporter = rt.tracing.exporter
+    if isinstance(exporter, DiscardExporter):
+        spans = {"spans_exported": exporter.received}
     if share:
         tally.t1, tally.c1 = time.perf_counter(), time.process_time()
-        return {"pending_after": int(pending["pending"]), "seqs": sorted(tally.seen)}
-    return {"pending_after": int(pending["pending"])}
+        return {"pending_after": int(pending["pending"]), "seqs": sorted(tally.seen), **spans}
+    return {"pending_after": int(pending["pending"]), **spans}
 
 
 async def raw(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:

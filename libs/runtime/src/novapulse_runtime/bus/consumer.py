@@ -21,7 +21,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
@@ -658,27 +658,28 @@ class Consumer:
                 parent = extract(event.traceparent, event.tracestate)
                 token = otel_context.attach(parent) if parent is not None else None
             else:
+                attrs = attributes(event.stream, "process", event.id, self.group, deliveries=event.deliveries)
                 shortcut = self._shortcut
-                dropped = shortcut.dropped(remote_parent(event.traceparent, event.tracestate)) if shortcut else None
-                if dropped is not None:  # what the SDK would do for a span its sampler drops, at a fifth of the cost
-                    token = otel_context.attach(set_span_in_context(NonRecordingSpan(dropped)))
+                if shortcut is not None:  # the SDK's decision and span at a fraction of its cost (SamplingShortcut)
+                    span = shortcut.start(
+                        f"process {event.stream}",
+                        remote_parent(event.traceparent, event.tracestate),
+                        SpanKind.CONSUMER,
+                        attrs,
+                    )
                 else:
-                    try:
-                        span = tracer.start_span(
-                            f"process {event.stream}",
-                            context=extract(event.traceparent, event.tracestate),
-                            kind=SpanKind.CONSUMER,
-                            attributes=attributes(event.stream, "process", event.id, self.group),
-                            record_exception=False,
-                            set_status_on_exception=False,
-                        )
-                    finally:
-                        if shortcut is not None:
-                            shortcut.ids.next_trace_id = 0  # used by start_span, or dropped
-                    token = otel_context.attach(set_span_in_context(span))
+                    span = tracer.start_span(
+                        f"process {event.stream}",
+                        context=extract(event.traceparent, event.tracestate),
+                        kind=SpanKind.CONSUMER,
+                        attributes=attrs,
+                        record_exception=False,
+                        set_status_on_exception=False,
+                    )
+                token = otel_context.attach(set_span_in_context(span))
+                if not span.is_recording():
+                    span = None
         try:
-            if span is not None and event.deliveries > 1:
-                span.set_attribute("messaging.message.delivery_count", event.deliveries)
             task: asyncio.Task[Any] | None = None
             expired = False
             try:

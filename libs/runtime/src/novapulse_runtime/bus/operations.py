@@ -58,7 +58,7 @@ MAX_SHOWN_FIELDS = 64
 
 def valid_entry_id(value: str) -> bool:
     """A stream entry id ``<ms>-<seq>`` whose parts fit in 64 bits (Redis refuses larger ones)."""
-    if not ENTRY_ID.match(value):
+    if not ENTRY_ID.fullmatch(value):  # match would let "$" accept a trailing line break
         return False
     ms, _, seq = value.partition("-")
     return int(ms) <= MAX_ID_PART and int(seq) <= MAX_ID_PART

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -10,12 +12,14 @@ from opentelemetry.trace import (
     Span,
     SpanContext,
     TraceFlags,
-    get_current_span,
+    TraceState,
     set_span_in_context,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .constants import F_TRACEPARENT, F_TRACESTATE, MESSAGING_SYSTEM
+
+log = logging.getLogger(__name__)
 
 _propagator = TraceContextTextMapPropagator()
 
@@ -42,62 +46,71 @@ def inject(span: Span) -> tuple[str | None, str | None]:
     return carrier.get(F_TRACEPARENT), carrier.get(F_TRACESTATE)
 
 
-_NOT_FAST = SpanContext(0, 0, is_remote=True)
-"""Marker: the ``traceparent`` is not of the common form the fast path reads."""
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+"""W3C Trace Context ``traceparent`` (section 3.2): lower-case hex fields only; anything after the flags only
+for versions above 00 (section 3.3, "Versioning of traceparent"), and never a line break."""
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+MAX_TRACESTATE_CHARS = 8192
+"""Longest ``tracestate`` read (W3C Trace Context, section 3.3.1.1: 512 is the minimum to propagate); a longer
+one is ignored, as the OpenTelemetry propagator does."""
 
 
-def _fast_parent(traceparent: str) -> SpanContext | None:
-    """The common case, version 00 (W3C Trace Context, section 3.2), read without the propagator: the span
-    context, ``None`` when invalid, :data:`_NOT_FAST` for another form."""
-    parts = traceparent.split("-")
-    if len(parts) == 4 and parts[0] == "00" and len(parts[1]) == 32 and len(parts[2]) == 16:
-        try:
-            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-        except ValueError:
-            return None
-        if not trace_id or not span_id:
-            return None
-        return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
-    return _NOT_FAST
-
-
-def _propagated(traceparent: str, tracestate: str | None) -> otel_context.Context:
-    carrier = {F_TRACEPARENT: traceparent}
-    if tracestate:
-        carrier[F_TRACESTATE] = tracestate
-    return _propagator.extract(carrier)
+def parse_traceparent(traceparent: str) -> tuple[int, int, int] | None:
+    """``(trace id, parent span id, trace flags)`` of a W3C ``traceparent``, or ``None`` when it does not
+    follow the grammar of W3C Trace Context (section 3.2): exactly ``00-<32 hex>-<16 hex>-<2 hex>`` for
+    version 00 (lower-case hex only: no sign, underscore, space or upper case, no further field), version
+    ``ff`` invalid, all-zero trace or span ids invalid; a higher version is read by its first four fields
+    (section 3.3). No surrounding white space is trimmed: an envelope field is not an HTTP header."""
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    return int(trace_id, 16), int(span_id, 16), int(flags, 16)
 
 
 def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContext | None:
-    """The remote parent span context carried by an entry, if any (``None`` when absent or invalid): the
-    span context of :func:`extract`'s context."""
+    """The remote parent span context carried by an entry (``None`` when absent or invalid, see
+    :func:`parse_traceparent`), with the ``tracestate`` as the OpenTelemetry propagator reads it (one with an
+    invalid member, or longer than :data:`MAX_TRACESTATE_CHARS`, is left out)."""
     if not traceparent:
         return None
-    if tracestate is None:
-        found = _fast_parent(traceparent)
-        if found is not _NOT_FAST:
-            return found
-    parent = get_current_span(_propagated(traceparent, tracestate)).get_span_context()
-    return parent if parent.is_valid else None
+    parsed = parse_traceparent(traceparent)
+    if parsed is None:
+        return None
+    state = None
+    if tracestate:
+        if len(tracestate) <= MAX_TRACESTATE_CHARS:
+            state = TraceState.from_header([tracestate])
+        else:
+            log.warning("tracestate longer than %d characters ignored", MAX_TRACESTATE_CHARS)
+    trace_id, span_id, flags = parsed
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
 
 
 def extract(traceparent: str | None, tracestate: str | None) -> otel_context.Context | None:
-    """The remote parent context carried by an entry, if any (``None`` when absent or invalid)."""
-    if not traceparent:
+    """The remote parent context carried by an entry, if any (``None`` when absent or invalid): a context
+    holding :func:`remote_parent` as a non-recording span."""
+    if not traceparent:  # the common case without a producer span: no call further
         return None
-    if tracestate is None:
-        found = _fast_parent(traceparent)
-        if found is None:
-            return None
-        if found is not _NOT_FAST:
-            return set_span_in_context(NonRecordingSpan(found))
-    return _propagated(traceparent, tracestate)
+    parent = remote_parent(traceparent, tracestate)
+    return set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
 
 
 def attributes(
-    destination: str, operation: str, message_id: str | None, group: str | None = None, batch: int = 0
+    destination: str,
+    operation: str,
+    message_id: str | None,
+    group: str | None = None,
+    batch: int = 0,
+    deliveries: int = 1,
 ) -> dict[str, str | int]:
-    """OpenTelemetry messaging attributes (``message_id`` for one message, ``batch`` for a batch send)."""
+    """OpenTelemetry messaging attributes (``message_id`` for one message, ``batch`` for a batch send,
+    ``deliveries`` above 1 for a redelivered message)."""
     attrs: dict[str, str | int] = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.destination.name": destination,
@@ -109,4 +122,6 @@ def attributes(
         attrs["messaging.batch.message_count"] = batch
     if group is not None:
         attrs["messaging.consumer.group.name"] = group
+    if deliveries > 1:
+        attrs["messaging.message.delivery_count"] = deliveries
     return attrs
