@@ -47,6 +47,7 @@ GOOD = {"REDIS_URL": "redis://127.0.0.1:1/0", "MONGO_URL": "mongodb://127.0.0.1:
         ({**GOOD, "EVENTS_NAMESPACE": "events*"}, "EVENTS_NAMESPACE"),
         ({**GOOD, "OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
         ({**GOOD, "OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG"),
+        ({**GOOD, "TRACE_DATABASE_SPANS": "sometimes"}, "TRACE_DATABASE_SPANS"),
     ],
 )
 def test_bad_config_exits_with_one_clear_line(env: dict[str, str], variable: str) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
-from novapulse_devkit.testing import TokenIssuer
+from novapulse_devkit.testing import TokenIssuer, wait_until
 from novapulse_runtime.problems import ProblemError
 from novapulse_runtime.tokens import JWKS_ATTEMPTS, JWKS_FETCH_BUDGET, JWKS_FIRST_PAUSE, TokenVerifier
 
@@ -191,3 +191,48 @@ async def test_an_unreachable_jwks_refuses_the_token_within_the_bound() -> None:
         await verifier.close()
     assert detail == "Unknown signing key"
     assert elapsed < JWKS_FETCH_BUDGET + 0.5
+
+
+async def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    """A verified token is remembered, and refused again as soon as its ``exp`` passes (leeway 0 here)."""
+    issuer = TokenIssuer()
+    verifier = TokenVerifier(
+        "http://127.0.0.1:9/jwks.json",
+        issuer=issuer.issuer,
+        audience=issuer.audience,
+        leeway=0,
+        static_jwks=issuer.jwks,
+    )
+    token = issuer.mint("u1", "o1", ttl=2)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first  # remembered: the same principal, no second verification
+    refusals: list[str] = []
+
+    async def refused() -> bool:
+        try:
+            await verifier.verify(token)
+        except ProblemError as exc:
+            refusals.append(exc.detail or "")
+            return True
+        return False
+
+    await wait_until(refused, timeout=10, message="the expired token refused")
+    assert refusals == ["Invalid token: ExpiredSignatureError"]
+    await verifier.close()
+
+
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks() -> None:
+    """Key rotation: a token verified with a key the refetched JWKS no longer holds is refused, although the
+    verifier remembered it."""
+    old, new = TokenIssuer(), TokenIssuer()
+    jwks = dict(old.jwks)
+    async with _jwks_server([200], jwks) as (url, _served):
+        verifier = TokenVerifier(url, issuer=old.issuer, audience=old.audience, min_refresh_interval=0)
+        try:
+            token = old.mint("u1", "o1")
+            assert (await verifier.verify(token)).user_id == "u1"
+            jwks["keys"] = new.jwks["keys"]  # the auth service dropped the old key
+            assert (await verifier.verify(new.mint("u2", "o1"))).user_id == "u2"  # unknown kid: refetched
+            assert await _refused(verifier, token) == "Unknown signing key"
+        finally:
+            await verifier.close()

@@ -13,6 +13,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from novapulse_devkit.servers import free_port
 from novapulse_devkit.testing import ServiceProcess
+from novapulse_runtime.instrumentation import database_spans_wanted
+from novapulse_runtime.settings import DatabaseSpans
 
 from .conftest import SAMPLE
 
@@ -66,3 +68,45 @@ async def test_spans_exported_and_flushed(
     assert any("ping" in n for n in names if "PING" not in n), names  # pymongo command span
     server = next(s for s in ours if s.name == "GET /api/v1/health")
     assert server.parent_span_id.hex() == "b7ad6b7169203331"
+
+
+async def test_database_spans_off_keeps_the_server_span(
+    collector: tuple[str, list[ExportTraceServiceRequest]],
+    spawn: Callable[..., ServiceProcess],
+    http: aiohttp.ClientSession,
+) -> None:
+    """``TRACE_DATABASE_SPANS=off``: the request's server span is exported, its MongoDB and Redis commands
+    (the health report pings both) get no client span."""
+    endpoint, received = collector
+    svc = spawn(SAMPLE, "api", env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "TRACE_DATABASE_SPANS": "off"})
+    trace_id = "1af7651916cd43dd8448eb211c80319d"
+    headers = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    async with http.get(svc.url + "/api/v1/health", headers=headers) as r:
+        assert r.status == 200
+        assert (await r.json())["checks"]["mongodb"]["status"] == "up"
+    svc.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(svc.wait, 20) == 0
+    names = {
+        s.name
+        for req in received
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+        if s.trace_id.hex() == trace_id
+    }
+    assert names == {"GET /api/v1/health"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "exporting", "wanted"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        ("on", False, True),
+        ("on", True, True),
+        ("off", True, False),
+        ("off", False, False),
+    ],
+)
+def test_database_spans_setting(setting: DatabaseSpans, exporting: bool, wanted: bool) -> None:
+    assert database_spans_wanted(setting, exporting) is wanted

@@ -15,6 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from .health import Health, memory_check
+from .instrumentation import database_spans_wanted
+from .instrumentation import instrument as install_instrumentation
 from .metrics import Metrics
 from .querylog import install_from_env as install_query_log
 from .ratelimit import RateLimiter
@@ -84,7 +86,9 @@ class Runtime:
         self.tracer = self.tracing.tracer
         install_query_log()  # NOVAPULSE_QUERY_LOG (tests, make run): the index audit's query shapes
         if instrument:  # before the clients exist: pymongo's command listeners attach at client creation
-            self.tracing.install()
+            exporting = span_exporter is not None or bool(settings.otel_exporter_otlp_endpoint)
+            databases = database_spans_wanted(settings.trace_database_spans, exporting)
+            install_instrumentation(self.tracing.provider, databases=databases)
         self.health = Health(self.metrics, settings.health_check_timeout)
         self.redis: Redis = connect_redis(  # one server, a cluster or a Sentinel-managed primary
             settings.redis_url,

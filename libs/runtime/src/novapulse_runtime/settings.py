@@ -17,6 +17,9 @@ from .constants import CONFIG_ERROR_EXIT, WORKER_PORT_OFFSET
 from .redisconn import RedisUrlError, parse_cluster_url
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+DatabaseSpans = Literal["auto", "on", "off"]
+"""``TRACE_DATABASE_SPANS``: a client span per MongoDB and Redis command ``on``, ``off``, or ``auto`` (on when
+spans are exported)."""
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -94,6 +97,9 @@ class ServiceSettings(BaseSettings):
     for new traces; ``traceidratio`` keeps a ratio of trace ids). Unrecorded spans still carry the context."""
     otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
     """``OTEL_TRACES_SAMPLER_ARG``: the ratio (0-1) of new traces the ``*traceidratio`` samplers record."""
+    trace_database_spans: DatabaseSpans = "auto"
+    """``TRACE_DATABASE_SPANS``: a client span per MongoDB and Redis command — ``on``, ``off``, or ``auto``
+    (default: on when spans are exported, ``OTEL_EXPORTER_OTLP_ENDPOINT`` set; see :mod:`.instrumentation`)."""
     trusted_proxies: Networks = ()
     """``TRUSTED_PROXIES``: networks whose ``X-Forwarded-For`` is believed (comma-separated CIDRs)."""
     shutdown_timeout: float = Field(default=25.0, gt=0, le=3600)

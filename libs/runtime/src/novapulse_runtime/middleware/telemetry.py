@@ -41,7 +41,7 @@ def telemetry_middleware(metrics: Metrics, tracer: trace.Tracer) -> Any:
         metrics.http_in_flight.inc()
         with tracer.start_as_current_span(
             f"{request.method} {route}",
-            context=propagate.extract(dict(request.headers)),
+            context=propagate.extract(request.headers),  # case-insensitive: a ``Traceparent`` header counts too
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": request.method,
