@@ -32,8 +32,6 @@ from opentelemetry.util import types
 
 log = logging.getLogger(__name__)
 
-_instrumented = False
-
 
 def sampler(name: str = "parentbased_always_on", ratio: float = 1.0) -> Sampler:
     """The sampler named by ``OTEL_TRACES_SAMPLER`` (values of the OpenTelemetry SDK configuration
@@ -411,25 +409,6 @@ class Tracing:
         self.shortcut = SamplingShortcut.of(self.provider, self.tracer)
         """The cheap decision for spans of :attr:`tracer` its sampler drops, and the lean recorded spans of the
         bus (``None``: ask the SDK)."""
-
-    def install(self) -> None:
-        """Make this provider the global one and instrument aiohttp client, pymongo and redis."""
-        global _instrumented
-        trace.set_tracer_provider(self.provider)
-        if _instrumented:
-            return
-        _instrumented = True
-        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-        for instrumentor in (AioHttpClientInstrumentor(), PymongoInstrumentor(), RedisInstrumentor()):
-            try:
-                instrumentor.instrument(tracer_provider=self.provider)
-            except Exception:  # an instrumentation must never stop the process
-                log.warning(
-                    "instrumentation failed", extra={"instrumentor": type(instrumentor).__name__}, exc_info=True
-                )
 
     def shutdown(self) -> None:
         self.provider.force_flush(timeout_millis=5000)
