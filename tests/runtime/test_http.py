@@ -96,6 +96,20 @@ async def test_structured_logs_carry_request_and_trace_ids(sample: ServiceProces
         assert entry["level"] == "info"
 
 
+async def test_trace_context_header_name_is_case_insensitive(
+    sample: ServiceProcess, http: aiohttp.ClientSession
+) -> None:
+    """RFC 9110 section 5.1: field names are case-insensitive, so ``TraceParent`` continues the trace too."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"X-Request-ID": "req-trace-2", "TraceParent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    async with http.post(sample.url + "/api/v1/sample/echo", json={"name": "t", "count": 1}, headers=headers) as r:
+        assert r.status == 201
+    lines = [json.loads(line) for line in sample.logs().splitlines() if line.startswith("{")]
+    mine = [e for e in lines if e.get("request_id") == "req-trace-2"]
+    assert mine
+    assert {e["trace_id"] for e in mine} == {trace_id}
+
+
 async def test_metrics_by_route_template(sample: ServiceProcess, http: aiohttp.ClientSession) -> None:
     for _ in range(3):
         async with http.get(sample.url + "/api/v1/sample/slow", params={"seconds": "0"}) as r:
