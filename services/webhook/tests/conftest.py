@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
+from novapulse_devkit.testing import start_together
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers_webhook import Api, Receiver
@@ -55,8 +57,9 @@ def stack(spawn: Callable[..., Any], webhook_env: dict[str, str]) -> Iterator[Ca
 
     def start(**overrides: str) -> tuple[Any, Any]:
         env = {**webhook_env, **overrides}
-        api = spawn("novapulse_webhook", "api", env=env)
-        worker = spawn("novapulse_webhook", "worker", env=env)
+        api = spawn("novapulse_webhook", "api", env=env, start=False)
+        worker = spawn("novapulse_webhook", "worker", env=env, start=False)
+        start_together([api, worker])  # their start-ups overlap on the cores
         started.extend([api, worker])
         return api, worker
 

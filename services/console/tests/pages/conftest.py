@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 
 from novapulse_devkit.servers import free_port
 from novapulse_devkit.stack import DEV_ENV
-from novapulse_devkit.testing import Servers, ServiceProcess
+from novapulse_devkit.testing import Servers, ServiceProcess, start_together, stop_together
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -98,13 +98,11 @@ def pages_stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
                     "WORKER_HTTP_PORT": str(port),
                 }
                 key = f"{service}-{role}"
-                proc = ServiceProcess(f"novapulse_{service}", role, env, port, logs / f"{key}.log")
-                procs[key] = proc
-                proc.start(timeout=60)
+                procs[key] = ServiceProcess(f"novapulse_{service}", role, env, port, logs / f"{key}.log")
+        start_together(procs.values(), timeout=60)  # none needs another to start (auth's JWKS is read lazily)
         yield PagesStack(procs, names, servers.redis_url)
     finally:
-        for proc in procs.values():
-            proc.stop()
+        stop_together(procs.values())
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from helpers_notification import SmtpSink, producer
 
-from novapulse_devkit.testing import wait_until
+from novapulse_devkit.testing import start_together, wait_until
 from novapulse_runtime.catalog import auth as A
 
 pytestmark = pytest.mark.e2e
@@ -26,8 +26,9 @@ async def test_unsendable_addresses_fail_with_their_reason_and_the_worker_goes_o
         "MAIL_CATCHER_DIR": str(tmp_path / "mail"),
     }
     org = f"org-{names}"
-    worker = spawn("novapulse_notification", "worker", env=env)
-    api = spawn("novapulse_notification", "api", env=env)
+    worker = spawn("novapulse_notification", "worker", env=env, start=False)
+    api = spawn("novapulse_notification", "api", env=env, start=False)
+    start_together([worker, api])
     async with producer("auth", redis_url, mongo_url, names) as auth:
         for n, address in enumerate(["jörg@example.test", "two@@example.test", "ok@bücher.example"]):
             await auth.publish(

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from helpers_notification import SmtpSink, producer
 
-from novapulse_devkit.testing import wait_until
+from novapulse_devkit.testing import start_together, wait_until
 from novapulse_runtime.catalog import auth as A
 from novapulse_runtime.catalog import webhook as W
 
@@ -31,8 +31,9 @@ async def test_a_preference_changed_through_the_api_applies_to_the_next_event_at
         "RATE_LIMIT_ENABLED": "false",
     }
     org = f"org-{names}"
-    worker = spawn("novapulse_notification", "worker", env=env)
-    api = spawn("novapulse_notification", "api", env=env)
+    worker = spawn("novapulse_notification", "worker", env=env, start=False)
+    api = spawn("novapulse_notification", "api", env=env, start=False)
+    start_together([worker, api])
     owner = {"Authorization": f"Bearer {token_issuer.mint('u1', org, 'owner')}"}
     async with (
         producer("auth", redis_url, mongo_url, names) as auth,

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from helpers_notification import SmtpSink, producer
 
-from novapulse_devkit.testing import wait_until
+from novapulse_devkit.testing import start_together, wait_until
 from novapulse_runtime.catalog import auth as A
 from novapulse_runtime.catalog import webhook as W
 from novapulse_runtime.catalog import workflow as N
@@ -36,8 +36,9 @@ async def test_register_invite_mfa_produce_mails_and_in_app_notifications(
     spawn, sink: SmtpSink, service_env, token_issuer, redis_url, mongo_url, names
 ):
     org = f"org-{names}"
-    worker = spawn("novapulse_notification", "worker", env=service_env)
-    api = spawn("novapulse_notification", "api", env=service_env)
+    worker = spawn("novapulse_notification", "worker", env=service_env, start=False)
+    api = spawn("novapulse_notification", "api", env=service_env, start=False)
+    start_together([worker, api])
     async with producer("auth", redis_url, mongo_url, names) as auth:
         await auth.publish(
             "user.registered",

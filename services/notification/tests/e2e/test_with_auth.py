@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from helpers_notification import SmtpSink
 
-from novapulse_devkit.testing import wait_until
+from novapulse_devkit.testing import start_together, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +43,9 @@ async def test_register_invite_accept_and_mfa_through_the_auth_service(
         "PUBLIC_BASE_URL": PUBLIC,
         "MAIL_CATCHER_DIR": str(tmp_path / "mail"),
     }
-    worker = spawn("novapulse_notification", "worker", env=note_env)
-    note_api = spawn("novapulse_notification", "api", env=note_env)
+    worker = spawn("novapulse_notification", "worker", env=note_env, start=False)
+    note_api = spawn("novapulse_notification", "api", env=note_env, start=False)
+    start_together([worker, note_api])
 
     async with aiohttp.ClientSession() as http:
 

@@ -21,7 +21,7 @@ import pytest
 from helpers_report import FEB, JAN, JAN_MS, PREFIX, env, finished
 from pymongo import AsyncMongoClient
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together
 from novapulse_report.repository import Fact, Repository, fact_doc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -49,8 +49,9 @@ async def test_a_large_csv_report_in_bounded_memory(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = token_issuer.env() | env(names, LEASE_SECONDS="30")
-    api = spawn("novapulse_report", "api", env=settings)
-    worker = spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     assert worker.proc is not None
     db = mongo[api.env["MONGO_DB"]]
     await Repository(db).ensure_indexes()

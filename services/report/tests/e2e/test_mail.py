@@ -18,7 +18,7 @@ from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
 
 from novapulse_devkit.servers import free_port
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_report.repository import Repository
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.catalog.auth import UserRegistered
@@ -41,8 +41,9 @@ async def test_the_requester_gets_the_link_by_mail(
 ) -> None:
     if os.environ.get("SMTP_HOST"):
         pytest.skip("SMTP_HOST is set in this environment")
-    api = spawn("novapulse_report", "api", env=token_issuer.env() | env(names))
-    spawn("novapulse_report", "worker", env=token_issuer.env() | env(names))
+    api = spawn("novapulse_report", "api", env=token_issuer.env() | env(names), start=False)
+    worker = spawn("novapulse_report", "worker", env=token_issuer.env() | env(names), start=False)
+    start_together([api, worker])
     mail_dir = tmp_path / "mail"
     spawn(
         "novapulse_notification",

@@ -19,7 +19,7 @@ from helpers_report import FEB, JAN, PREFIX, SECRET, auth_rows, env, finished, s
 from pymongo import AsyncMongoClient
 from pypdf import PdfReader
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_report.repository import Repository
 from novapulse_report.signing import LinkSigner
 from novapulse_runtime.bus import EventBus
@@ -70,8 +70,9 @@ async def test_each_format_from_events_to_download(
     mongo: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     settings = token_issuer.env() | env(names)
-    api = spawn("novapulse_report", "api", env=settings)
-    worker = spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     owner = {"Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}"}
     member = {"Authorization": f"Bearer {token_issuer.mint('u2', 'o1', 'member')}"}
     stranger = {"Authorization": f"Bearer {token_issuer.mint('u3', 'o2', 'owner')}"}

@@ -15,7 +15,7 @@ import pytest
 from helpers_report import PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_report.repository import Repository
 from novapulse_runtime.bus import EventBus
 from novapulse_runtime.catalog.workflow import ReportRequested
@@ -34,8 +34,9 @@ async def test_report_requested_command(
     mongo: AsyncMongoClient[dict[str, Any]],
 ) -> None:
     settings = token_issuer.env() | env(names)
-    api = spawn("novapulse_report", "api", env=settings)
-    spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     await seed(Repository(mongo[api.env["MONGO_DB"]]), auth_rows("o1", 4))
     command = ReportRequested(
         org_id="o1",

@@ -11,7 +11,7 @@ import pytest
 from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_report.repository import Repository
 
 pytestmark = pytest.mark.e2e
@@ -21,8 +21,9 @@ async def test_expired_files_are_deleted(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     settings = token_issuer.env() | env(names, FILE_TTL_HOURS="0.001", RETENTION_INTERVAL_SECONDS="0.2")
-    api = spawn("novapulse_report", "api", env=settings)
-    worker = spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     db = mongo[api.env["MONGO_DB"]]
     await seed(Repository(db), auth_rows("o1", 3))
     owner = {"Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}"}

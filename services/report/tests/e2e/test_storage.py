@@ -12,7 +12,7 @@ import pytest
 from helpers_report import FEB, JAN, PREFIX, auth_rows, env, finished, seed
 from pymongo import AsyncMongoClient
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together
 from novapulse_report.repository import Repository
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +25,9 @@ async def test_storage_full_is_a_409_until_a_file_is_deleted(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     settings = token_issuer.env() | env(names, MAX_BYTES_PER_ORG=str(LIMIT))
-    api = spawn("novapulse_report", "api", env=settings)
-    spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     repo = Repository(mongo[api.env["MONGO_DB"]])
     await seed(repo, auth_rows("o1", 300) + auth_rows("o2", 3))
     owner = {o: {"Authorization": f"Bearer {token_issuer.mint('u1', o, 'owner')}"} for o in ("o1", "o2")}

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pymongo import AsyncMongoClient
 
 from novapulse_devkit.servers import free_port
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together
 from novapulse_report.repository import Repository
 
 pytestmark = pytest.mark.e2e
@@ -56,8 +56,9 @@ async def test_the_generation_span_continues_the_requests_trace(
 ) -> None:
     endpoint, spans = receiver
     settings = token_issuer.env() | env(names, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
-    api = spawn("novapulse_report", "api", env=settings)
-    worker = spawn("novapulse_report", "worker", env=settings)
+    api = spawn("novapulse_report", "api", env=settings, start=False)
+    worker = spawn("novapulse_report", "worker", env=settings, start=False)
+    start_together([api, worker])
     await seed(Repository(mongo[api.env["MONGO_DB"]]), auth_rows("o1", 30))
     headers = {
         "Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}",

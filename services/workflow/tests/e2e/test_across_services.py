@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from helpers_workflow import WELCOME, Hooks, producer
 
 from novapulse_devkit.servers import free_port
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_runtime.catalog.auth import UserRegistered
 
 pytestmark = pytest.mark.e2e
@@ -38,10 +38,11 @@ async def test_registration_to_mail_and_webhook(
 ) -> None:
     common = token_issuer.env() | {"EVENTS_NAMESPACE": names, "RATE_LIMIT_ENABLED": "false"}
     mail_dir = tmp_path / "mail"
-    spawn(
+    note_worker = spawn(
         "novapulse_notification",
         "worker",
         env=common | {"MAIL_CATCHER_DIR": str(mail_dir), "MAIL_CATCHER_PORT": str(free_port())},
+        start=False,
     )
     hook_env = common | {
         "WEBHOOK_SECRET_KEYS": Fernet.generate_key().decode(),
@@ -49,11 +50,12 @@ async def test_registration_to_mail_and_webhook(
         "WEBHOOK_ALLOW_HTTP": "true",
         "WEBHOOK_POLL_INTERVAL": "0.05",
     }
-    webhook_api = spawn("novapulse_webhook", "api", env=hook_env)
-    spawn("novapulse_webhook", "worker", env=hook_env)
+    webhook_api = spawn("novapulse_webhook", "api", env=hook_env, start=False)
+    webhook_worker = spawn("novapulse_webhook", "worker", env=hook_env, start=False)
     flow_env = common | {"RUN_LEASE_SECONDS": "2", "POLL_INTERVAL_SECONDS": "0.05"}
-    workflow_api = spawn("novapulse_workflow", "api", env=flow_env)
-    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env)
+    workflow_api = spawn("novapulse_workflow", "api", env=flow_env, start=False)
+    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env, start=False)
+    start_together([note_worker, webhook_api, webhook_worker, workflow_api, workflow_worker])
     org = f"org-{names}"
     body = {**WELCOME, "steps": [dict(s) for s in WELCOME["steps"]]}
     body["steps"][0]["data"] = {"subject": "Hello from the workflow", "message": "Welcome, ${trigger.data.name}"}

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from helpers_workflow import stream_events
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +35,9 @@ async def test_posted_application_events_trigger_definitions(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, redis_url: str
 ) -> None:
     env = token_issuer.env() | {"EVENTS_NAMESPACE": names, "RUN_LEASE_SECONDS": "1", "POLL_INTERVAL_SECONDS": "0.05"}
-    api = spawn("novapulse_workflow", "api", env=env)
-    spawn("novapulse_workflow", "worker", env=env)
+    api = spawn("novapulse_workflow", "api", env=env, start=False)
+    worker = spawn("novapulse_workflow", "worker", env=env, start=False)
+    start_together([api, worker])
     org = f"org-{names}"
     owner = {"Authorization": f"Bearer {token_issuer.mint('u1', org, 'owner')}"}
     member = {"Authorization": f"Bearer {token_issuer.mint('u2', org, 'member')}"}

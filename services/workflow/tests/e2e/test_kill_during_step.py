@@ -18,7 +18,7 @@ from helpers_workflow import stream_events
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_runtime.bus.outbox import OUTBOX_COLLECTION
 from novapulse_workflow.engine import effect_id
 
@@ -41,8 +41,9 @@ async def test_kill9_during_a_step_repeats_no_effect(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, redis_url: str, mongo_url: str
 ) -> None:
     env = token_issuer.env() | {"EVENTS_NAMESPACE": names, "RUN_LEASE_SECONDS": "1", "POLL_INTERVAL_SECONDS": "0.05"}
-    api = spawn("novapulse_workflow", "api", env=env)
-    worker = spawn("novapulse_workflow", "worker", env=env)
+    api = spawn("novapulse_workflow", "api", env=env, start=False)
+    worker = spawn("novapulse_workflow", "worker", env=env, start=False)
+    start_together([api, worker])
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     db = client[api.env["MONGO_DB"]]
     headers = {"Authorization": f"Bearer {token_issuer.mint('u1', 'o1', 'owner')}"}

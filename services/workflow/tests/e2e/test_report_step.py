@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from helpers_workflow import producer
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_runtime.catalog.auth import UserRegistered
 
 pytestmark = pytest.mark.e2e
@@ -48,11 +48,12 @@ async def test_a_report_step_gets_its_report_from_the_report_service(
         "POLL_INTERVAL_SECONDS": "0.05",
         "LEASE_SECONDS": "2",
     }
-    report_api = spawn("novapulse_report", "api", env=report_env)
-    spawn("novapulse_report", "worker", env=report_env)
+    report_api = spawn("novapulse_report", "api", env=report_env, start=False)
+    report_worker = spawn("novapulse_report", "worker", env=report_env, start=False)
     flow_env = common | {"RUN_LEASE_SECONDS": "2", "POLL_INTERVAL_SECONDS": "0.05"}
-    workflow_api = spawn("novapulse_workflow", "api", env=flow_env)
-    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env)
+    workflow_api = spawn("novapulse_workflow", "api", env=flow_env, start=False)
+    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env, start=False)
+    start_together([report_api, report_worker, workflow_api, workflow_worker])
     org = f"org-{names}"
     headers = {"Authorization": f"Bearer {token_issuer.mint('u1', org, 'owner')}"}
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -129,10 +130,11 @@ async def test_a_report_step_the_report_service_refuses_fails_at_once(
         "REPORT_DOWNLOAD_SECRET": "test-only-report-link-secret-0123456789abcdef",
         "POLL_INTERVAL_SECONDS": "0.05",
     }
-    spawn("novapulse_report", "worker", env=report_env)
+    report_worker = spawn("novapulse_report", "worker", env=report_env, start=False)
     flow_env = common | {"RUN_LEASE_SECONDS": "2", "POLL_INTERVAL_SECONDS": "0.05"}
-    workflow_api = spawn("novapulse_workflow", "api", env=flow_env)
-    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env)
+    workflow_api = spawn("novapulse_workflow", "api", env=flow_env, start=False)
+    workflow_worker = spawn("novapulse_workflow", "worker", env=flow_env, start=False)
+    start_together([report_worker, workflow_api, workflow_worker])
     org = f"org-{names}"
     headers = {"Authorization": f"Bearer {token_issuer.mint('u1', org, 'owner')}"}
     async with aiohttp.ClientSession(headers=headers) as http:

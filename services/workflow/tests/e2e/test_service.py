@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from helpers_workflow import WELCOME, producer, stream_events
 
-from novapulse_devkit.testing import ServiceProcess, TokenIssuer, wait_until
+from novapulse_devkit.testing import ServiceProcess, TokenIssuer, start_together, wait_until
 from novapulse_runtime.catalog.auth import UserRegistered
 
 pytestmark = pytest.mark.e2e
@@ -55,8 +55,9 @@ async def test_a_registration_runs_a_definition_end_to_end(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, redis_url: str, mongo_url: str
 ) -> None:
     env = env_of(token_issuer, names)
-    api = spawn("novapulse_workflow", "api", env=env)
-    worker = spawn("novapulse_workflow", "worker", env=env)
+    api = spawn("novapulse_workflow", "api", env=env, start=False)
+    worker = spawn("novapulse_workflow", "worker", env=env, start=False)
+    start_together([api, worker])
     org = f"org-{names}"
     async with aiohttp.ClientSession() as http:
         owner = Client(http, api.url + PREFIX, token_issuer.mint("u1", org, "owner"))
@@ -157,8 +158,9 @@ async def test_kill9_during_a_delay_then_cancel_and_rerun(
     spawn: Callable[..., ServiceProcess], token_issuer: TokenIssuer, names: str, redis_url: str
 ) -> None:
     env = env_of(token_issuer, names)
-    api = spawn("novapulse_workflow", "api", env=env)
-    first = spawn("novapulse_workflow", "worker", env=env)
+    api = spawn("novapulse_workflow", "api", env=env, start=False)
+    first = spawn("novapulse_workflow", "worker", env=env, start=False)
+    start_together([api, first])
     body = copy.deepcopy(WELCOME)
     body["trigger"] = {"type": "manual"}
     body["steps"][1]["seconds"] = 2

@@ -1,6 +1,9 @@
 """Fixtures of the console's browser tests (helpers live in ``helpers_console.py``).
 
-- ``stack`` (session): every service's api and worker and the console as real processes (:func:`start_stack`).
+- ``stack`` (package): every service's api and worker and the console as real processes (:func:`start_stack`),
+  started by the first browser test and stopped after the last one (this directory is a package for that:
+  session-scoped, its eleven idle processes polled Redis and the MongoDB-wire server until the end of the
+  whole test session, a share of both cores taken from every later test).
 - ``browser`` (module): Debian's chromium driven by Playwright (sync API), headless; the tests skip with the
   reason when chromium is missing. Each ``launch`` gets a fresh temporary user-data directory from Playwright.
 - ``page``: an anonymous page on the console in a fresh context.
@@ -19,7 +22,7 @@ import sys
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # helpers_console
 
 from collections.abc import Callable, Iterator
 
@@ -53,9 +56,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(BROWSER_TEST_TIMEOUT))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(servers: Servers, run_dir: Path) -> Iterator[Stack]:
-    """The whole suite as real processes, once per test session."""
+    """The whole suite as real processes, once for the browser tests."""
     if chromium_missing():
         pytest.skip(chromium_missing())
     # a namespace (bus streams, database names) of its own: REDIS_URL / MONGO_URL may name servers that outlive
