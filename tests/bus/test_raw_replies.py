@@ -1,8 +1,9 @@
 """The consumer's hand-read replies (``streams.exchange``): ``XREADGROUP`` field lists decoded straight from
-the server's flat arrays, and the batched idempotency claim sent packed. Malformed field lists (odd length,
-not an array, binary junk) must come out as the entry's problem, so the consumer dead-letters the entry with
-that reason; a reply without an entry id is a ``RedisError`` (the read is retried). On the real Redis server:
-error replies, a lost script cache, a blocking read longer than the socket timeout, a cancelled read."""
+the server's flat arrays; the batched idempotency claim and the acknowledgement flush sent packed. Malformed
+field lists (odd length, not an array, binary junk) must come out as the entry's problem, so the consumer
+dead-letters the entry with that reason; a reply without an entry id is a ``RedisError`` (the read is
+retried). On the real Redis server: error replies, a lost script cache, a blocking read longer than the
+socket timeout, a cancelled read."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from redis.exceptions import InvalidResponse, ResponseError
 
 from novapulse_runtime.bus.idempotency import Claim, Idempotency
 from novapulse_runtime.bus.keys import Keys
+from novapulse_runtime.bus.metrics import BusMetrics
+from novapulse_runtime.bus.settle import HeldEntry, Settler
 from novapulse_runtime.bus.streams import _flat_entries, decode_flat, ensure_group, read_group
+from novapulse_runtime.metrics import Metrics
 from novapulse_runtime.redisconn import connect_redis, is_cluster
 
 
@@ -118,3 +122,30 @@ async def test_the_claim_survives_a_lost_script_cache(client: Any, names: str) -
         await client.script_flush()  # NOSCRIPT for the next EVALSHA: sent again as EVAL
     await client.set(idem.key("c"), "done")
     assert await idem.claim_many(["a", "c", "d"]) == [Claim.BUSY, Claim.DONE, Claim.NEW]
+
+
+@pytest.mark.integration
+async def test_a_flush_writes_every_marker_and_acknowledgement_and_raises_the_first_error(
+    client: Any, names: str
+) -> None:
+    keys = Keys(names)
+    idem = Idempotency(client, keys, "g", lease=5.0, ttl=60.0)
+    settler = Settler(
+        client, "g", idem=idem, metrics=BusMetrics(Metrics("test", "worker")), dead_stream="d", dead_maxlen=100
+    )
+    good, bad = f"{{{names}}}:good", f"{{{names}}}:bad"
+    await ensure_group(client, good, "g")
+    await client.xadd(good, {"id": "e1"})
+    await client.xadd(good, {"id": "e2"})
+    (e1, e2) = [e[1] for e in await read_group(client, "g", "c", {good: ">"}, 10, None)]
+    await client.set(bad, "not a stream")
+    settler.ack(HeldEntry(bad, "1-0", {}, 1))  # WRONGTYPE for this XACK
+    settler.ack(HeldEntry(good, e1, {}, 1), "e1")
+    settler.ack(HeldEntry(good, e2, {}, 1), "e2")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await settler.flush()
+    # the commands after the failing one were still run, as in a pipeline
+    assert await idem.is_done("e1")
+    assert await idem.is_done("e2")
+    assert (await client.xpending(good, "g"))["pending"] == 0
+    await settler.flush()  # nothing queued: nothing sent

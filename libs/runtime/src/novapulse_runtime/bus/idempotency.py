@@ -164,6 +164,14 @@ class Idempotency:
             prefix = self._prefix
             await queue_script(pipe, self._done_script, [prefix + e for e in event_ids], [self.ttl_ms])
 
+    def pack_mark_done(self, event_ids: Sequence[str]) -> bytes:
+        """The ``done`` markers of ``event_ids`` as one packed ``EVAL`` request (for a hand-read exchange on one
+        server, :func:`~.streams.exchange`; a cluster uses :meth:`mark_done`)."""
+        prefix = self._prefix
+        pack: Any = hiredis.pack_command
+        request: bytes = pack(("EVAL", _MARK_DONE, len(event_ids), *[prefix + e for e in event_ids], self.ttl_ms))
+        return request
+
     async def extend(self, pipe: Pipeline, event_ids: Sequence[str]) -> None:
         """Queue on ``pipe`` the compare-and-extend of the leases of ``event_ids`` this process holds: each
         key still holding our token gets ``lease`` milliseconds again; ``done`` markers, other holders'
