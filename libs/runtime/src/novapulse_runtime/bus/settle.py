@@ -8,9 +8,11 @@ import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..redisconn import is_cluster
 from .constants import (
@@ -30,7 +32,7 @@ from .constants import (
 from .envelope import DeadReason, entry_size, format_time
 from .idempotency import Claim, Idempotency
 from .metrics import BusMetrics, type_label
-from .streams import printable, wire
+from .streams import exchange, printable, wire
 
 log = logging.getLogger("novapulse.bus")
 
@@ -64,6 +66,10 @@ def dead_fields(fields: dict[str, str] | None) -> tuple[dict[bytes, bytes], bool
     if small:
         return {wire(k): wire(v) for k, v in fields.items()}, False
     return {wire(k[:256]): wire(v[:MAX_DEAD_FIELD_CHARS]) for k, v in itertools.islice(fields.items(), 64)}, True
+
+
+pack: Any = hiredis.pack_command
+"""A command's RESP request (a tuple of str, bytes, int or float); raises ``TypeError`` for other kinds."""
 
 
 class Settler:
@@ -130,7 +136,8 @@ class Settler:
                 return
 
     async def flush(self) -> None:
-        """Write every queued marker and acknowledgement in one pipeline (raises ``RedisError``)."""
+        """Write every queued marker and acknowledgement in one round trip (raises ``RedisError``: the first
+        error reply, once every reply is read)."""
         acks, done = self._acks, self._done
         if not acks and not done:
             return
@@ -141,6 +148,19 @@ class Settler:
                 await self.idem.mark_done(pipe, done)
                 await pipe.execute()
             done = []
+        if not is_cluster(self.redis):
+            # one server: the same commands in the same order, packed in C and read by hand (no redis-py
+            # pipeline per flush); like the pipeline, the first error reply is raised once all are read
+            parts: list[bytes] = []
+            if self.idem is not None and done:
+                parts.append(self.idem.pack_mark_done(done))
+            group = self.group
+            for stream, ids in acks.items():
+                parts.append(pack(("XACK", stream, group, *ids)))
+            for reply in await exchange(self.redis, b"".join(parts), len(parts)):
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             if self.idem is not None:
                 await self.idem.mark_done(pipe, done)

@@ -10,10 +10,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .constants import ENVELOPE_FIELDS
@@ -84,6 +85,47 @@ def decode_fields(raw: Mapping[Any, Any] | None) -> tuple[Fields | None, str | N
     return fields, ("field(s) not UTF-8: " + ", ".join(bad[:8])) if bad else None
 
 
+def decode_flat(flat: Any) -> tuple[Fields | None, str | None]:
+    """An entry's field list as the server sends it (``[name, value, name, value, ...]``, bytes) as text, and
+    the problem when it is malformed: not a list, an odd number of items, items that are not bytes, or names
+    or values that are not UTF-8 (``None`` when it is well formed). ``None`` (a deleted entry) gives
+    ``(None, None)``. A repeated name keeps its last value (as redis-py's reply callback did)."""
+    if flat is None:
+        return None, None
+    if type(flat) is list and not len(flat) & 1:
+        items = map(_utf8, flat)  # one pass: names and values alternate
+        try:
+            return dict(zip(items, items, strict=False)), None
+        except (UnicodeDecodeError, TypeError):
+            pass
+    if not isinstance(flat, list | tuple):
+        return {}, f"field list is not an array ({type(flat).__name__})"
+    pairs = iter(flat)
+    fields, problem = decode_fields(dict(zip(pairs, pairs, strict=False)))
+    if len(flat) & 1:
+        return fields or {}, f"odd number of field names and values ({len(flat)})"
+    if problem is None and not all(isinstance(item, bytes) for item in flat):
+        problem = "field(s) not strings"
+    return fields, problem
+
+
+def _flat_entries(stream: str, entries: Any) -> list[Entry]:
+    """The entries of one stream of a raw ``XREADGROUP`` reply (``[[id, [name, value, ...]], ...]``). Raises
+    ``InvalidResponse`` (a ``RedisError``: the read fails and is retried) for a reply without an entry id to
+    acknowledge or dead-letter; a malformed field list is the entry's problem (it is dead-lettered)."""
+    if entries is None:
+        return []
+    if type(entries) is not list:
+        raise InvalidResponse(f"XREADGROUP reply: entries of {printable(stream)[:64]} are not an array")
+    out: list[Entry] = []
+    for item in entries:
+        if type(item) is not list or len(item) < 2 or type(item[0]) is not bytes:
+            raise InvalidResponse(f"XREADGROUP reply: an entry of {printable(stream)[:64]} is not [id, fields]")
+        fields, problem = decode_flat(item[1])
+        out.append((stream, text(item[0]), fields, problem))
+    return out
+
+
 def _entries(stream: str, entries: Iterable[Any]) -> list[Entry]:
     out: list[Entry] = []
     for entry_id, raw in entries:
@@ -95,7 +137,10 @@ def _entries(stream: str, entries: Iterable[Any]) -> list[Entry]:
 async def read_group(
     redis: Redis, group: str, consumer: str, streams: Mapping[str, str], count: int, block: int | None
 ) -> list[Entry]:
-    """``XREADGROUP`` read as bytes; the entries of every stream, in order. On a Redis Cluster the streams
+    """``XREADGROUP`` read as bytes; the entries of every stream, in order; an entry whose field list is
+    malformed (:func:`decode_flat`) carries its problem. Raises ``ResponseError`` (``NOGROUP``, ...),
+    ``InvalidResponse`` for a reply of another shape, other ``RedisError`` for connection failures and
+    timeouts (the client's socket timeout plus ``block`` ms). On a Redis Cluster the streams
     must share one hash slot; the command goes straight to the node serving it (redis-py would otherwise
     ask a server for the command's keys first, ``COMMAND GETKEYS``: one more round trip per read), so a
     slot that just moved fails this read with ``MOVED`` (a ``RedisError``) and the next one finds the new
@@ -104,14 +149,34 @@ async def read_group(
     if block is not None:
         args += ["BLOCK", block]
     args += ["STREAMS", *streams.keys(), *streams.values()]
+    if not isinstance(redis, RedisCluster):
+        # one server: packed in C and read by hand (:func:`exchange`), each entry's flat field list decoded
+        # once (:func:`decode_flat`) instead of redis-py's callback building a dict per entry first
+        request = hiredis.pack_command(("XREADGROUP", *args))
+        (response,) = await exchange(redis, request, 1, extra_timeout=(block or 0) / 1000, as_bytes=True)
+        if isinstance(response, ResponseError):
+            raise response
+        if not response:
+            return []
+        out: list[Entry] = []
+        if isinstance(response, dict):  # RESP3: {stream: entries}
+            for stream, entries in response.items():
+                out.extend(_flat_entries(text(stream), entries))
+            return out
+        if type(response) is not list:
+            raise InvalidResponse("XREADGROUP reply is not an array")
+        for item in response:
+            if type(item) is not list or len(item) != 2:
+                raise InvalidResponse("XREADGROUP reply: a stream is not [name, entries]")
+            out.extend(_flat_entries(text(item[0]), item[1]))
+        return out
     options: dict[str, Any] = {}
-    if isinstance(redis, RedisCluster):
-        with contextlib.suppress(KeyError, RedisError):  # slot map not loaded yet: let redis-py route it
-            options["target_nodes"] = redis.get_node_from_key(next(iter(streams)))
+    with contextlib.suppress(KeyError, RedisError):  # slot map not loaded yet: let redis-py route it
+        options["target_nodes"] = redis.get_node_from_key(next(iter(streams)))
     response = await raw(redis, "XREADGROUP", *args, **options)
     if not response:
         return []
-    out: list[Entry] = []
+    out = []
     items: Iterable[Any] = response.items() if isinstance(response, dict) else response
     for stream, entries in items:
         if isinstance(response, dict):  # RESP3: {stream: [entries]}
@@ -199,6 +264,52 @@ def pack_xadd(stream: str, entries: Sequence[Mapping[str, str]], tail: Sequence[
     return "".join(parts).encode()
 
 
+async def exchange(
+    redis: Redis, request: bytes, count: int, *, extra_timeout: float = 0.0, as_bytes: bool = False
+) -> list[Any]:
+    """Write ``request`` (``count`` packed commands, e.g. from :func:`pack_xadd` or ``hiredis.pack_command``) on
+    a pooled connection of ``redis`` (one server, plain or Sentinel-managed; not a cluster client) and read the
+    ``count`` replies as the parser gives them, without redis-py's per-command machinery or reply callbacks:
+    bytes with ``as_bytes`` (or a client made with ``decode_responses=False``), text otherwise; integers as
+    ``int``; an error reply as a ``ResponseError`` object in its place (not raised, so every reply is read
+    and the connection stays in step).
+
+    All replies are bounded together by the client's socket timeout plus ``extra_timeout`` seconds (a
+    ``BLOCK`` or ``WAIT`` time): a ``redis.exceptions.TimeoutError`` after it, the connection closed. Connection
+    errors and timeouts are retried by the client's retry policy (the connection closed and the request sent
+    again), as redis-py does for one command. A cancelled read closes the connection (redis-py's
+    ``read_response``), so no reply is left unread on a pooled connection."""
+    pool = redis.connection_pool
+    conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def attempt() -> list[Any]:
+        await conn.send_packed_command(request)
+        limit = conn.socket_timeout
+        if limit is not None:
+            limit += extra_timeout
+        out: list[Any] = []
+        try:
+            async with asyncio.timeout(limit):
+                for _ in range(count):
+                    try:  # math.inf: no timer per reply, the batch has one (a cancelled read closes the connection)
+                        out.append(await conn.read_response(disable_decoding=as_bytes, timeout=math.inf))
+                    except ResponseError as exc:
+                        out.append(exc)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError(f"Timeout reading the replies of {count} pipelined commands") from None
+        return out
+
+    async def failed(error: Exception) -> None:
+        await conn.disconnect()
+
+    try:
+        replies: list[Any] = await conn.retry.call_with_retry(attempt, failed)
+    finally:
+        await pool.release(conn)
+    return replies
+
+
 async def add_batch(
     redis: Redis, stream: str, entries: Sequence[Mapping[str, str]], *, wait: tuple[int, int] | None = None
 ) -> tuple[list[str], int | None]:
@@ -226,34 +337,7 @@ async def add_batch(
     tail = ("WAIT", str(wait[0]), str(wait[1])) if wait is not None else ()
     request = pack_xadd(stream, entries, tail)
     count = len(entries) + (1 if tail else 0)
-    pool = redis.connection_pool
-    conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
-
-    async def attempt() -> list[Any]:
-        await conn.send_packed_command(request)
-        limit = conn.socket_timeout
-        if limit is not None and wait is not None:
-            limit += wait[1] / 1000
-        out: list[Any] = []
-        try:
-            async with asyncio.timeout(limit):
-                for _ in range(count):
-                    try:  # math.inf: no timer per reply, the batch has one (a cancelled read closes the connection)
-                        out.append(await conn.read_response(timeout=math.inf))
-                    except ResponseError as exc:
-                        out.append(exc)
-        except TimeoutError:
-            await conn.disconnect(nowait=True)
-            raise RedisTimeoutError(f"Timeout reading the replies of {count} pipelined commands") from None
-        return out
-
-    async def failed(error: Exception) -> None:
-        await conn.disconnect()
-
-    try:
-        replies = await conn.retry.call_with_retry(attempt, failed)
-    finally:
-        await pool.release(conn)
+    replies = await exchange(redis, request, count, extra_timeout=wait[1] / 1000 if wait is not None else 0.0)
     for number, reply in enumerate(replies, 1):
         if isinstance(reply, ResponseError):
             command = "XADD" if number <= len(entries) else "WAIT"
