@@ -342,3 +342,43 @@ async def test_kill_9_of_a_consumer_with_long_handlers_resumes_within_claim_idle
         )
         await wait_until(lambda: _no_pending(producer, stream), timeout=10, message="all acknowledged")
     assert len(started) == 40
+
+
+async def test_an_idle_entry_behind_live_consumers_work_is_reclaimed_with_one_free_slot(
+    make_bus: BusFactory,
+) -> None:
+    """A dead consumer's entry sitting behind 30 entries live consumers hold (renewed) in the group's pending
+    list is reclaimed by a consumer with a single free slot. ``XAUTOCLAIM`` from ``0-0`` with ``COUNT 1``
+    looked at no more than 10 pending entries, so it never reached it."""
+    producer = make_bus("auth")
+    stream = producer.stream()
+    bus = make_bus("notification")
+    redis = producer.rt.redis
+    await redis.xgroup_create(stream, "notification", id="0", mkstream=True)
+    for i in range(31):
+        await producer.publish("user.registered", user(i), org_id="o1", subject=f"u{i}")
+    busy = await redis.xreadgroup("notification", "busy", {stream: ">"}, count=30)
+    busy_ids = [entry_id for entry_id, _ in busy[0][1]]
+    dead = await redis.xreadgroup("notification", "dead", {stream: ">"}, count=1)
+    [(dead_id, _)] = dead[0][1]
+
+    async def busy_renews() -> None:  # a live consumer renewing the entries it holds
+        while True:
+            await redis.xclaim(stream, "notification", "busy", 0, busy_ids, justid=True)
+            await asyncio.sleep(CLAIM_IDLE / 4)
+
+    handled: list[str] = []
+    c = consumer(bus, "a", concurrency=1)
+
+    @c.on("user.registered")
+    async def handle(event: Event) -> None:
+        handled.append(event.entry_id)
+
+    renewer = asyncio.create_task(busy_renews())
+    try:
+        async with running(c.run):
+            await wait_until(lambda: dead_id in handled, timeout=15, message="the dead consumer's entry reclaimed")
+        assert handled == [dead_id]  # the live consumer's entries stayed where they were
+        assert reclaimed(bus, stream) == 1
+    finally:
+        renewer.cancel()

@@ -50,8 +50,8 @@ MAX_DEAD_FIELD_CHARS = 8192
 DEFAULT_HANDLER_TIMEOUT = 30.0
 DEFAULT_CLAIM_IDLE = 15.0
 """Seconds an entry read but not acknowledged may go unrenewed before another consumer reclaims it
-(``XAUTOCLAIM``). Its holder renews it every third of that while it lives, however long the handler runs,
-so this is how long a dead (``kill -9``) or wedged consumer's entries wait, not a bound on handlers."""
+(``XPENDING … IDLE`` + ``XCLAIM``). Its holder renews it every third of that while it lives, however long the
+handler runs, so this is how long a dead (``kill -9``) or wedged consumer's entries wait, not a bound on handlers."""
 RENEW_FRACTION = 3
 """A consumer renews the entries it holds every ``claim_idle / RENEW_FRACTION`` seconds."""
 DEFAULT_MAX_DELIVERIES = 5

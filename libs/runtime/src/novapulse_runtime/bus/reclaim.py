@@ -2,8 +2,9 @@
 those other consumers stopped renewing (:class:`Reclaimer`, which also refreshes the pending/lag gauges).
 
 An entry read by a consumer stays pending in the group until acknowledged. Its "lease" is its idle time:
-``XAUTOCLAIM`` hands an entry idle for ``claim_idle`` seconds to another consumer, and the holder resets that
-idle time every ``claim_idle / 3`` s while it lives, so only the entries of a dead or wedged consumer move.
+``XPENDING … IDLE`` + ``XCLAIM`` hand an entry idle for ``claim_idle`` seconds to another consumer, and the
+holder resets that idle time every ``claim_idle / 3`` s while it lives, so only the entries of a dead or
+wedged consumer move.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..redisconn import queue_script
 from .constants import FORGET_CONSUMER_AFTER, RENEW_FRACTION
 from .envelope import DeadReason
 from .settle import HeldEntry
-from .streams import Entry, autoclaim, consumers_info, groups_info, is_nogroup, lag_of, pending_range, wire
+from .streams import Entry, claim_idle_entries, consumers_info, groups_info, is_nogroup, lag_of, pending_range, wire
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -124,8 +125,9 @@ class LeaseRenewer:
 
 
 class Reclaimer:
-    """Every ``claim_interval`` seconds, takes over (``XAUTOCLAIM``) entries of the consumer's streams idle for
-    ``claim_idle`` — their holder died or wedged — as many as the consumer has free slots, and hands them to
+    """Every ``claim_interval`` seconds, takes over (``XPENDING … IDLE`` then ``XCLAIM``) entries of the
+    consumer's streams idle for ``claim_idle`` — their holder died or wedged — as many as the consumer has
+    free slots, and hands them to
     the consumer; an entry already delivered more than ``max_deliveries`` times is dead-lettered instead
     (reason ``handler_failed``). Every ``stats_interval`` seconds it also refreshes the pending and lag
     gauges and forgets consumers idle for :data:`~.constants.FORGET_CONSUMER_AFTER` with nothing pending."""
@@ -157,7 +159,7 @@ class Reclaimer:
             free = c.free_slots()
             if free <= 0:
                 return
-            claimed = await autoclaim(c.redis, stream, c.group, c.name, idle_ms, free)
+            claimed = await claim_idle_entries(c.redis, stream, c.group, c.name, idle_ms, free)
             entries = [e for e in claimed if (stream, e[1]) not in c.held]
             if not entries:
                 continue
