@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,9 +358,9 @@ async def test_an_idle_entry_behind_live_consumers_work_is_reclaimed_with_one_fr
     await redis.xgroup_create(stream, "notification", id="0", mkstream=True)
     for i in range(31):
         await producer.publish("user.registered", user(i), org_id="o1", subject=f"u{i}")
-    busy = await redis.xreadgroup("notification", "busy", {stream: ">"}, count=30)
+    busy: Any = await redis.xreadgroup("notification", "busy", {stream: ">"}, count=30)  # decoded: [[stream, entries]]
     busy_ids = [entry_id for entry_id, _ in busy[0][1]]
-    dead = await redis.xreadgroup("notification", "dead", {stream: ">"}, count=1)
+    dead: Any = await redis.xreadgroup("notification", "dead", {stream: ">"}, count=1)
     [(dead_id, _)] = dead[0][1]
 
     async def busy_renews() -> None:  # a live consumer renewing the entries it holds
