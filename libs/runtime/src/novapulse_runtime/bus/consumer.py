@@ -386,7 +386,7 @@ class Consumer:
             return
         async with asyncio.TaskGroup() as tasks:
             for part in parts:
-                tasks.create_task(self._read_loop(stop, part, len(parts)))
+                tasks.create_task(self._read_loop(stop, part))
 
     async def _read_ahead_loop(self, stop: asyncio.Event) -> None:
         """Read every stream with one ``XREADGROUP`` and start the handlings, the next batch read ahead while
@@ -396,10 +396,12 @@ class Consumer:
         Prefetch, as AMQP's ``basic.qos``: at most one batch is read ahead, of up to ``concurrency`` less the
         handlings still running from earlier batches (those of the batch being started are expected to
         finish first; with slow handlers few slots are free, so little is read ahead and other consumers of
-        the group get the rest). ``concurrency`` still bounds the handlings in flight: an entry read ahead
-        starts only when a slot is free, and waits meanwhile. A waiting entry is pending in this consumer's
-        PEL like any entry read: held, so its lease is renewed while it waits, reclaimed by another consumer
-        after ``claim_idle`` if the process dies. The read-ahead never blocks (``BLOCK`` is used only when
+        the group get the rest), and only after a read that returned all it asked for (at low rates, when a
+        read drains the streams, a read-ahead would come back empty: one round trip more per batch).
+        ``concurrency`` still bounds the handlings in flight: an entry read ahead starts only when a slot is
+        free, and waits meanwhile. A waiting entry is pending in this consumer's PEL like any entry read:
+        held, so its lease is renewed while it waits, reclaimed by another consumer after ``claim_idle`` if
+        the process dies. The read-ahead never blocks (``BLOCK`` is used only when
         nothing was read ahead), so ``stop`` is seen at once; entries still waiting at ``stop`` are not
         handled but released (:meth:`_release`): left pending with their idle time set to ``claim_idle``,
         so the group's reclaimers hand them to another consumer at their next pass."""
@@ -407,6 +409,8 @@ class Consumer:
         streams: dict[Any, Any] = dict.fromkeys(self.reading, ">")
         low_water = max(1, self.concurrency // 4)  # as in _read_loop
         ahead: asyncio.Future[list[Entry]] | None = None
+        asked = 0  # the COUNT of the read in ``ahead``
+        more = False  # the last read returned all it asked for: the streams may hold more
         waiting: list[Entry] = []
         """Entries read ahead, not started yet (held: see :meth:`_read_ahead`)."""
         try:
@@ -416,6 +420,7 @@ class Consumer:
                         if ahead is not None:
                             done, ahead = ahead, None
                             waiting = await done
+                            more = len(waiting) >= asked
                         if not waiting:
                             free = self.free_slots()
                             if free < low_water:
@@ -427,6 +432,7 @@ class Consumer:
                             waiting = await read_group(
                                 self.redis, self.group, self.name, streams, free, self.options.block_ms
                             )
+                            more = len(waiting) >= free
                         failures = 0
                     except RedisError as exc:
                         if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
@@ -451,7 +457,8 @@ class Consumer:
                     held.pop((stream, entry_id), None)
                 ready = self._prepare(start, {})
                 room = self.concurrency - len(self._tasks)
-                if not waiting and room > 0 and streams and not stop.is_set():
+                if more and not waiting and room > 0 and not stop.is_set():
+                    asked = room
                     ahead = asyncio.ensure_future(self._read_ahead(streams, room))
                 await self._start(ready)
         finally:
@@ -503,11 +510,11 @@ class Consumer:
         waiter.cancel()
         slot.cancel()
 
-    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str] | None = None, shares: int = 1) -> None:
-        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP`` and dispatch them;
-        ``shares`` is the number of loops reading at once (see :meth:`_read_loops`)."""
+    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str]) -> None:
+        """Read the streams of ``part`` (one hash slot of a Redis Cluster) with ``XREADGROUP`` and dispatch
+        them, beside the loops of the other slots (see :meth:`_read_loops`)."""
         failures = 0
-        own = list(part) if part is not None else self.reading
+        own = list(part)
         streams: dict[Any, Any] = dict.fromkeys(own, ">")
         # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
         # into one-entry reads under load
@@ -515,32 +522,24 @@ class Consumer:
         while not stop.is_set():
             free = self.free_slots() - self._reserved
             if free < low_water:
-                self._slot.clear()
-                waiter = asyncio.ensure_future(stop.wait())
-                slot = asyncio.ensure_future(self._slot.wait())
-                await asyncio.wait({waiter, slot}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                slot.cancel()
+                await self._wait_slot(stop)
                 continue
             if not streams:  # every key was something else than a stream: nothing to read
                 await sleep_or_stop(1.0, stop)
                 continue
             try:
-                if shares == 1:
-                    batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
-                else:
-                    self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
-                    try:
-                        batch = await read_group(self.redis, self.group, self.name, streams, free, None)
-                        if batch:
-                            await self.dispatch(batch, {})
-                    finally:
-                        self._reserved -= free
-                        self._slot.set()  # a loop waiting for free slots looks again
+                self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
+                try:
+                    batch = await read_group(self.redis, self.group, self.name, streams, free, None)
                     if batch:
-                        failures = 0
-                        continue
-                    batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
+                        await self.dispatch(batch, {})
+                finally:
+                    self._reserved -= free
+                    self._slot.set()  # a loop waiting for free slots looks again
+                if batch:
+                    failures = 0
+                    continue
+                batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
                 if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
