@@ -73,7 +73,9 @@ _counter = itertools.count()
 class ConsumerOptions:
     """Tuning of one consumer; times in seconds.
 
-    ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``. ``claim_idle`` (default 15 s,
+    ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``; it bounds the handlings in flight, and up to
+    one batch more (at most ``concurrency`` entries) may be read ahead, waiting for slots
+    (:meth:`Consumer._read_ahead_loop`). ``claim_idle`` (default 15 s,
     :data:`~.constants.DEFAULT_CLAIM_IDLE`; 0 means that default) is how long an entry this consumer read
     but has not acknowledged may go without renewal before another consumer reclaims it; the consumer
     renews every entry it holds (in flight or waiting for a retry) every ``claim_idle / 3`` s while it
@@ -283,8 +285,9 @@ class Consumer:
     # running -----------------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; then stop reading, let in-flight handlers finish (entries waiting
-        for a retry stay pending and are reclaimed later), flush acknowledgements and return. Raises
+        """Consume until ``stop`` is set; then stop reading, release the entries read ahead and not started
+        (:meth:`_release`), let in-flight handlers finish (entries waiting for a retry stay pending and are
+        reclaimed later), flush acknowledgements and return. Raises
         ``ValueError`` when no handler was declared. Redis failures are logged and retried, never raised."""
         self._stop = stop
         self.reading = self.streams()
