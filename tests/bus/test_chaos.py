@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
 from novapulse_devkit.servers import ServerProcess
 from novapulse_devkit.testing import Servers, wait_until
@@ -32,14 +33,15 @@ def user(i: int) -> UserRegistered:
 
 
 @pytest.fixture
-def consumers(servers: Servers, names: str, tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+def consumers(servers: Servers, names: str, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
+        """A consumer process; ``extra`` options override the defaults (argparse keeps the last value)."""
         env = dict(os.environ, REDIS_URL=servers.redis_url, MONGO_URL=servers.mongo_url, PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "tests.bus.proc", "consume", "--namespace", names, "--database", names]
         argv += ["--name", name, "--record", f"{names}:handled", "--sleep", "0.05", "--concurrency", "10"]
-        argv += ["--handler-timeout", "1.0", "--claim-idle", str(CLAIM_IDLE)]
+        argv += ["--handler-timeout", "1.0", "--claim-idle", str(CLAIM_IDLE), *extra]
         with open(tmp_path / f"consumer-{name}.log", "ab") as log:
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
@@ -57,7 +59,7 @@ def consumers(servers: Servers, names: str, tmp_path: Path) -> Iterator[Callable
 
 
 async def test_kill_9_of_a_consumer_holding_in_flight_entries_loses_nothing(
-    make_bus: BusFactory, consumers: Callable[[str], subprocess.Popen[bytes]], names: str, tmp_path: Path
+    make_bus: BusFactory, consumers: Callable[..., subprocess.Popen[bytes]], names: str, tmp_path: Path
 ) -> None:
     bus = make_bus("auth")
     redis = bus.rt.redis
@@ -106,6 +108,46 @@ async def test_kill_9_of_a_consumer_holding_in_flight_entries_loses_nothing(
     assert duplicates <= 10, duplicates
     assert recovery <= CLAIM_IDLE + 1.0, f"recovered in {recovery:.2f}s"
     assert (await redis.xpending(stream, "notification"))["pending"] == 0
+
+
+async def test_entries_read_ahead_by_a_killed_consumer_are_reclaimed_and_handled_once(
+    make_bus: BusFactory, consumers: Callable[..., subprocess.Popen[bytes]], names: str
+) -> None:
+    bus = make_bus("auth")
+    redis = bus.rt.redis
+    stream = bus.stream()
+    sent = [bus.event("user.registered", user(i), org_id="o1", subject=f"u{i}") for i in range(30)]
+    await bus.publish_events(sent)
+    # 2 handlings in flight at most, each 0.5 s: the victim soon holds entries read ahead, waiting for a slot
+    victim = consumers("victim", "--concurrency", "2", "--sleep", "0.5", "--handler-timeout", "5.0")
+
+    async def reading_ahead() -> bool:
+        try:
+            pending = await redis.xpending_range(stream, "notification", "-", "+", 100, consumername="victim")
+        except ResponseError:  # NOGROUP: the victim has not created its group yet
+            return False
+        return len(pending) > 2
+
+    await wait_until(reading_ahead, timeout=30, message="victim holding entries read ahead")
+    victim.kill()
+    victim.wait(10)
+    held = {p["message_id"] for p in await redis.xpending_range(stream, "notification", "-", "+", 100, "victim")}
+    assert len(held) > 2
+    consumers("survivor")
+
+    async def all_handled() -> bool:
+        return len(set(await redis.lrange(f"{names}:handled", 0, -1))) == 30
+
+    await wait_until(all_handled, timeout=60, message="all 30 events handled")
+
+    async def all_acked() -> bool:
+        return int((await redis.xpending(stream, "notification"))["pending"]) == 0
+
+    await wait_until(all_acked, timeout=30, message="every entry acknowledged")
+    handled = await redis.lrange(f"{names}:handled", 0, -1)
+    assert set(handled) == {e.id for e in sent}  # none lost
+    # only a handling in flight at the kill (2 at most) can run twice: an entry read ahead never started
+    assert len(handled) - len(set(handled)) <= 2
 
 
 async def test_consumers_recover_by_themselves_when_redis_restarts_empty(

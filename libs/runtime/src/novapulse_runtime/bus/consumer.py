@@ -8,6 +8,7 @@ consumers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -72,7 +73,9 @@ _counter = itertools.count()
 class ConsumerOptions:
     """Tuning of one consumer; times in seconds.
 
-    ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``. ``claim_idle`` (default 15 s,
+    ``concurrency`` 0 means the process's ``QUEUE_CONCURRENCY``; it bounds the handlings in flight, and up to
+    one batch more (at most ``concurrency`` entries) may be read ahead, waiting for slots
+    (:meth:`Consumer._read_ahead_loop`). ``claim_idle`` (default 15 s,
     :data:`~.constants.DEFAULT_CLAIM_IDLE`; 0 means that default) is how long an entry this consumer read
     but has not acknowledged may go without renewal before another consumer reclaims it; the consumer
     renews every entry it holds (in flight or waiting for a retry) every ``claim_idle / 3`` s while it
@@ -282,8 +285,9 @@ class Consumer:
     # running -----------------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; then stop reading, let in-flight handlers finish (entries waiting
-        for a retry stay pending and are reclaimed later), flush acknowledgements and return. Raises
+        """Consume until ``stop`` is set; then stop reading, release the entries read ahead and not started
+        (:meth:`_release`), let in-flight handlers finish (entries waiting for a retry stay pending and are
+        reclaimed later), flush acknowledgements and return. Raises
         ``ValueError`` when no handler was declared. Redis failures are logged and retried, never raised."""
         self._stop = stop
         self.reading = self.streams()
@@ -372,7 +376,8 @@ class Consumer:
         return False
 
     async def _read_loops(self, stop: asyncio.Event) -> None:
-        """Read until ``stop``: one ``XREADGROUP`` over every stream on a single server; on a Redis Cluster,
+        """Read until ``stop``: one ``XREADGROUP`` over every stream on a single server (or a cluster whose
+        streams share one slot), reading the next batch ahead (:meth:`_read_ahead_loop`); on a Redis Cluster,
         where one command may only touch one hash slot, one read loop per slot (each stream is its own slot).
         Each of those loops first reads without blocking, up to every free handling slot not already taken
         by another loop's read, and only when its streams are empty blocks for a single entry; so one busy
@@ -380,17 +385,139 @@ class Consumer:
         other loop (a blocked read that returns)."""
         parts = slot_groups(self.redis, self.reading)
         if len(parts) <= 1:
-            await self._read_loop(stop)
+            await self._read_ahead_loop(stop)
             return
         async with asyncio.TaskGroup() as tasks:
             for part in parts:
-                tasks.create_task(self._read_loop(stop, part, len(parts)))
+                tasks.create_task(self._read_loop(stop, part))
 
-    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str] | None = None, shares: int = 1) -> None:
-        """Read the streams of ``part`` (default: all streams read) with ``XREADGROUP`` and dispatch them;
-        ``shares`` is the number of loops reading at once (see :meth:`_read_loops`)."""
+    async def _read_ahead_loop(self, stop: asyncio.Event) -> None:
+        """Read every stream with one ``XREADGROUP`` and start the handlings, the next batch read ahead while
+        the current one is being started (its idempotency claims taken: one round trip), so the two round
+        trips of a batch overlap instead of following each other.
+
+        Prefetch, as AMQP's ``basic.qos``: at most one batch is read ahead, of up to ``concurrency`` less the
+        handlings still running from earlier batches (those of the batch being started are expected to
+        finish first; with slow handlers few slots are free, so little is read ahead and other consumers of
+        the group get the rest), and only after a read that returned all it asked for (at low rates, when a
+        read drains the streams, a read-ahead would come back empty: one round trip more per batch).
+        ``concurrency`` still bounds the handlings in flight: an entry read ahead starts only when a slot is
+        free, and waits meanwhile. A waiting entry is pending in this consumer's PEL like any entry read:
+        held, so its lease is renewed while it waits, reclaimed by another consumer after ``claim_idle`` if
+        the process dies. The read-ahead never blocks (``BLOCK`` is used only when
+        nothing was read ahead), so ``stop`` is seen at once; entries still waiting at ``stop`` are not
+        handled but released (:meth:`_release`): left pending with their idle time set to ``claim_idle``,
+        so the group's reclaimers hand them to another consumer at their next pass."""
         failures = 0
-        own = list(part) if part is not None else self.reading
+        streams: dict[Any, Any] = dict.fromkeys(self.reading, ">")
+        low_water = max(1, self.concurrency // 4)  # as in _read_loop
+        ahead: asyncio.Future[list[Entry]] | None = None
+        asked = 0  # the COUNT of the read in ``ahead``
+        more = False  # the last read returned all it asked for: the streams may hold more
+        waiting: list[Entry] = []
+        """Entries read ahead, not started yet (held: see :meth:`_read_ahead`)."""
+        try:
+            while not stop.is_set():
+                if not waiting:
+                    try:
+                        if ahead is not None:
+                            done, ahead = ahead, None
+                            waiting = await done
+                            more = len(waiting) >= asked
+                        if not waiting:
+                            free = self.free_slots()
+                            if free < low_water:
+                                await self._wait_slot(stop)
+                                continue
+                            if not streams:  # every key was something else than a stream: nothing to read
+                                await sleep_or_stop(1.0, stop)
+                                continue
+                            waiting = await read_group(
+                                self.redis, self.group, self.name, streams, free, self.options.block_ms
+                            )
+                            more = len(waiting) >= free
+                        failures = 0
+                    except RedisError as exc:
+                        if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
+                            streams = dict.fromkeys(self.reading, ">")
+                            continue
+                        failures += 1
+                        log.warning(
+                            "stream read failed; retrying",
+                            extra={"group": self.group, "error": str(exc), "failures": failures},
+                        )
+                        await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
+                        continue
+                    if not waiting:
+                        continue
+                free = self.free_slots()
+                if free < min(low_water, len(waiting)):
+                    await self._wait_slot(stop)
+                    continue
+                start, waiting = waiting[:free], waiting[free:]
+                held = self.held
+                for stream, entry_id, _, _ in start:  # from here on, held as in-flight handlings are (spawn)
+                    held.pop((stream, entry_id), None)
+                ready = self._prepare(start, {})
+                room = self.concurrency - len(self._tasks)
+                if more and not waiting and room > 0 and not stop.is_set():
+                    asked = room
+                    ahead = asyncio.ensure_future(self._read_ahead(streams, room))
+                await self._start(ready)
+        finally:
+            if ahead is not None:
+                # a failed read-ahead: what it read, if anything, stays pending and is reclaimed after claim_idle
+                with contextlib.suppress(RedisError):
+                    waiting.extend(await ahead)
+            if waiting:
+                await self._release(waiting)
+
+    async def _read_ahead(self, streams: dict[Any, Any], count: int) -> list[Entry]:
+        """Read up to ``count`` entries without blocking; the entries read are held (their leases renewed)
+        until started or released."""
+        batch = await read_group(self.redis, self.group, self.name, streams, count, None)
+        held = self.held
+        for stream, entry_id, fields, _ in batch:
+            held[(stream, entry_id)] = fields.get(F_ID) if fields else None
+        return batch
+
+    async def _release(self, entries: Sequence[Entry]) -> None:
+        """Give back entries read but not started (at ``stop``): they stay pending in this consumer's PEL, their
+        idle time set to ``claim_idle`` (``XCLAIM ... IDLE ... JUSTID``: no delivery counted), so another
+        consumer's reclaimer takes them at its next pass instead of ``claim_idle`` later. A Redis failure is
+        logged: they are then reclaimed after ``claim_idle``, as the entries of a dead consumer."""
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id, _, _ in entries:
+            self.held.pop((stream, entry_id), None)
+            by_stream.setdefault(stream, []).append(entry_id)
+        idle_ms = int(self.options.claim_idle * 1000)
+        try:
+            for stream, ids in by_stream.items():
+                await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "XCLAIM", stream, self.group, self.name, 0, *ids, "IDLE", idle_ms, "JUSTID"
+                )
+        except RedisError as exc:
+            log.warning(
+                "could not release entries read ahead; they are reclaimed after claim_idle",
+                extra={"group": self.group, "count": len(entries), "error": str(exc)},
+            )
+            return
+        log.info("released entries read ahead at stop", extra={"group": self.group, "count": len(entries)})
+
+    async def _wait_slot(self, stop: asyncio.Event) -> None:
+        """Wait until a handling ends or ``stop`` is set."""
+        self._slot.clear()
+        waiter = asyncio.ensure_future(stop.wait())
+        slot = asyncio.ensure_future(self._slot.wait())
+        await asyncio.wait({waiter, slot}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        slot.cancel()
+
+    async def _read_loop(self, stop: asyncio.Event, part: Sequence[str]) -> None:
+        """Read the streams of ``part`` (one hash slot of a Redis Cluster) with ``XREADGROUP`` and dispatch
+        them, beside the loops of the other slots (see :meth:`_read_loops`)."""
+        failures = 0
+        own = list(part)
         streams: dict[Any, Any] = dict.fromkeys(own, ">")
         # read again once a quarter of the slots are free: reading whenever one slot frees would degrade
         # into one-entry reads under load
@@ -398,32 +525,24 @@ class Consumer:
         while not stop.is_set():
             free = self.free_slots() - self._reserved
             if free < low_water:
-                self._slot.clear()
-                waiter = asyncio.ensure_future(stop.wait())
-                slot = asyncio.ensure_future(self._slot.wait())
-                await asyncio.wait({waiter, slot}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                slot.cancel()
+                await self._wait_slot(stop)
                 continue
             if not streams:  # every key was something else than a stream: nothing to read
                 await sleep_or_stop(1.0, stop)
                 continue
             try:
-                if shares == 1:
-                    batch = await read_group(self.redis, self.group, self.name, streams, free, self.options.block_ms)
-                else:
-                    self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
-                    try:
-                        batch = await read_group(self.redis, self.group, self.name, streams, free, None)
-                        if batch:
-                            await self.dispatch(batch, {})
-                    finally:
-                        self._reserved -= free
-                        self._slot.set()  # a loop waiting for free slots looks again
+                self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
+                try:
+                    batch = await read_group(self.redis, self.group, self.name, streams, free, None)
                     if batch:
-                        failures = 0
-                        continue
-                    batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
+                        await self.dispatch(batch, {})
+                finally:
+                    self._reserved -= free
+                    self._slot.set()  # a loop waiting for free slots looks again
+                if batch:
+                    failures = 0
+                    continue
+                batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
                 if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
@@ -441,6 +560,12 @@ class Consumer:
 
     async def dispatch(self, batch: Sequence[Entry], deliveries: dict[str, int]) -> None:
         """Start the handling of entries just read (``deliveries``: counts of reclaimed entries by id)."""
+        await self._start(self._prepare(batch, deliveries))
+
+    def _prepare(self, batch: Sequence[Entry], deliveries: dict[str, int]) -> list[tuple[HeldEntry, Handler, bool]]:
+        """The first, synchronous half of :meth:`dispatch`: settle at once the entries no handler will run
+        (deleted, malformed, outside the contract, of a type this group does not handle) and return the
+        others with their handlers, for :meth:`_start`."""
         ready: list[tuple[HeldEntry, Handler, bool]] = []
         for stream, entry_id, fields, problem in batch:
             held = HeldEntry(stream, entry_id, fields, deliveries.get(entry_id, 1))
@@ -466,6 +591,11 @@ class Consumer:
                 self.settler.ack(held)  # a type this group does not handle
                 continue
             ready.append((held, *resolved))
+        return ready
+
+    async def _start(self, ready: list[tuple[HeldEntry, Handler, bool]]) -> None:
+        """The second half of :meth:`dispatch`: take the idempotency claims of ``ready`` in one round trip,
+        then start their handlings."""
         if self.idem is not None and ready:
             try:
                 claims = await self.idem.claim_many([h.fields[F_ID] for h, _, _ in ready if h.fields])
