@@ -383,3 +383,33 @@ async def test_an_idle_entry_behind_live_consumers_work_is_reclaimed_with_one_fr
         assert reclaimed(bus, stream) == 1
     finally:
         renewer.cancel()
+
+
+async def test_a_dead_consumers_entry_is_not_starved_by_a_backlog_of_new_entries(make_bus: BusFactory) -> None:
+    """Under a steady load every slot that frees is refilled by the next read within a round trip, so a
+    reclaim pass rarely finds a free slot: the reads hold back as many slots as idle entries wait
+    (``reclaim_wanted``), and the dead consumer's entry is handled long before the backlog is drained."""
+    producer = make_bus("auth")
+    stream = producer.stream()
+    bus = make_bus("notification")
+    redis = producer.rt.redis
+    await redis.xgroup_create(stream, "notification", id="0", mkstream=True)
+    await producer.publish("user.registered", user(0), org_id="o1", subject="u0")
+    dead: Any = await redis.xreadgroup("notification", "dead", {stream: ">"}, count=1)  # read, never renewed
+    [(dead_id, _)] = dead[0][1]
+    for i in range(1, 301):
+        await producer.publish("user.registered", user(i), org_id="o1", subject=f"u{i}")
+
+    handled: list[str] = []
+    c = consumer(bus, "a", concurrency=2)
+
+    @c.on("user.registered")
+    async def handle(event: Event) -> None:
+        await asyncio.sleep(0.02)  # 300 entries x 20 ms / 2 slots: ~3 s of backlog, claim_idle 0.9 s
+        handled.append(event.entry_id)
+
+    async with running(c.run):
+        await wait_until(lambda: dead_id in handled, timeout=20, message="the dead consumer's entry reclaimed")
+        assert handled.index(dead_id) < 200  # within ~claim_idle + a pass, not after the backlog
+        await wait_until(lambda: len(handled) == 301, timeout=30, message="everything handled")
+    assert reclaimed(bus, stream) == 1

@@ -169,6 +169,9 @@ class Consumer:
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
         self._reserved = 0
+        self.reclaim_wanted = 0
+        """Idle entries of dead consumers the last reclaim pass found no free slot for: the reads leave that
+        many slots to the next pass, so under a steady load reclaimed work is not starved by new entries."""
         """Handling slots held by a read in progress of another loop (Redis Cluster: :meth:`_read_loops`)."""
         self.reading: list[str] = []
         """The streams being read (:meth:`streams` less keys that turned out not to be streams)."""
@@ -425,7 +428,7 @@ class Consumer:
                             waiting = await done
                             more = len(waiting) >= asked
                         if not waiting:
-                            free = self.free_slots()
+                            free = self.free_slots() - self.reclaim_wanted
                             if free < low_water:
                                 await self._wait_slot(stop)
                                 continue
@@ -450,7 +453,7 @@ class Consumer:
                         continue
                     if not waiting:
                         continue
-                free = self.free_slots()
+                free = self.free_slots() - self.reclaim_wanted
                 if free < min(low_water, len(waiting)):
                     await self._wait_slot(stop)
                     continue
@@ -459,7 +462,7 @@ class Consumer:
                 for stream, entry_id, _, _ in start:  # from here on, held as in-flight handlings are (spawn)
                     held.pop((stream, entry_id), None)
                 ready = self._prepare(start, {})
-                room = self.concurrency - len(self._tasks)
+                room = self.concurrency - len(self._tasks) - self.reclaim_wanted
                 if more and not waiting and room > 0 and not stop.is_set():
                     asked = room
                     ahead = asyncio.ensure_future(self._read_ahead(streams, room))
@@ -504,6 +507,10 @@ class Consumer:
             return
         log.info("released entries read ahead at stop", extra={"group": self.group, "count": len(entries)})
 
+    def wake_readers(self) -> None:
+        """Let the read loops waiting for a free slot look again (slots held back for the reclaimer freed)."""
+        self._slot.set()
+
     async def _wait_slot(self, stop: asyncio.Event) -> None:
         """Wait until a handling ends or ``stop`` is set."""
         self._slot.clear()
@@ -523,7 +530,7 @@ class Consumer:
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
         while not stop.is_set():
-            free = self.free_slots() - self._reserved
+            free = self.free_slots() - self._reserved - self.reclaim_wanted
             if free < low_water:
                 await self._wait_slot(stop)
                 continue

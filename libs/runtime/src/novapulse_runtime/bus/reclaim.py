@@ -152,36 +152,57 @@ class Reclaimer:
                 log.debug("reclaim pass failed", extra={"group": c.group, "error": str(exc)})
 
     async def reclaim(self) -> None:
-        """One pass over the streams read (raises ``RedisError``)."""
+        """One pass over the streams read (raises ``RedisError``): the idle entries there are free slots for
+        are taken and dispatched; how many more are idle is left in ``reclaim_wanted``, so the consumer's reads
+        leave that many slots to the next pass (reclaimed work first: a dead consumer's entries are older
+        than anything still unread, and under a steady load the reads would otherwise take every slot that
+        frees)."""
         c = self.consumer
         idle_ms = int(c.options.claim_idle * 1000)
-        for stream in c.reading:
-            free = c.free_slots()
-            if free <= 0:
-                return
-            claimed = await claim_idle_entries(c.redis, stream, c.group, c.name, idle_ms, free)
-            entries = [e for e in claimed if (stream, e[1]) not in c.held]
-            if not entries:
-                continue
-            ids = [e[1] for e in entries]
-            pending = await pending_range(c.redis, stream, c.group, ids[0], ids[-1], len(ids) + 100, consumer=c.name)
-            counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
-            c.metrics.reclaimed.labels(stream, c.group).inc(len(entries))
-            log.info(
-                "reclaimed pending entries of an idle consumer",
-                extra={"group": c.group, "stream": stream, "count": len(entries)},
-            )
-            batch: list[Entry] = []
-            for entry in entries:
-                _, eid, fields, _problem = entry
-                deliveries = counts.get(eid, 1)
-                if fields and deliveries > c.options.max_deliveries:
-                    held = HeldEntry(stream, eid, fields, deliveries - 1)
-                    error = f"delivery cap {c.options.max_deliveries} reached (consumers died while handling)"
-                    c.spawn(held, c.settler.dead_letter(held, DeadReason.HANDLER_FAILED, error))
-                else:
-                    batch.append(entry)
-            await c.dispatch(batch, counts)
+        wanted = 0  # idle entries left for want of a free slot: new reads hold back for them (reclaim_wanted)
+        try:
+            for stream in c.reading:
+                wanted += await self._reclaim_stream(stream, idle_ms)
+        finally:
+            before, c.reclaim_wanted = c.reclaim_wanted, min(wanted, c.concurrency)
+            if c.reclaim_wanted < before:
+                c.wake_readers()  # slots held back for the reclaim are the reads' again
+
+    async def _reclaim_stream(self, stream: str, idle_ms: int) -> int:
+        """Reclaim the idle entries of ``stream`` there are free slots for; how many more are idle."""
+        c = self.consumer
+        free = c.free_slots()
+        claimed = await claim_idle_entries(c.redis, stream, c.group, c.name, idle_ms, free) if free > 0 else []
+        left = 0
+        if len(claimed) >= free:  # every slot taken: are idle entries still waiting? (ours now are not idle)
+            left = len(await pending_range(c.redis, stream, c.group, "-", "+", c.concurrency, idle_ms=idle_ms))
+        entries = [e for e in claimed if (stream, e[1]) not in c.held]
+        if entries:
+            await self._hand_over(stream, entries)
+        return left
+
+    async def _hand_over(self, stream: str, entries: list[Entry]) -> None:
+        """Dispatch entries just reclaimed (dead-lettering those past ``max_deliveries``)."""
+        c = self.consumer
+        ids = [e[1] for e in entries]
+        pending = await pending_range(c.redis, stream, c.group, ids[0], ids[-1], len(ids) + 100, consumer=c.name)
+        counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        c.metrics.reclaimed.labels(stream, c.group).inc(len(entries))
+        log.info(
+            "reclaimed pending entries of an idle consumer",
+            extra={"group": c.group, "stream": stream, "count": len(entries)},
+        )
+        batch: list[Entry] = []
+        for entry in entries:
+            _, eid, fields, _problem = entry
+            deliveries = counts.get(eid, 1)
+            if fields and deliveries > c.options.max_deliveries:
+                held = HeldEntry(stream, eid, fields, deliveries - 1)
+                error = f"delivery cap {c.options.max_deliveries} reached (consumers died while handling)"
+                c.spawn(held, c.settler.dead_letter(held, DeadReason.HANDLER_FAILED, error))
+            else:
+                batch.append(entry)
+        await c.dispatch(batch, counts)
 
     async def update_gauges(self) -> None:
         """Set the pending and lag gauges of the group on every stream read; forget dead consumers."""
