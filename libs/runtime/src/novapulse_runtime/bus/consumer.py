@@ -441,15 +441,11 @@ class Consumer:
                             more = len(waiting) >= free
                         failures = 0
                     except RedisError as exc:
-                        if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
+                        after = await self._read_failed(exc, failures, stop)
+                        if after is None:
                             streams = dict.fromkeys(self.reading, ">")
-                            continue
-                        failures += 1
-                        log.warning(
-                            "stream read failed; retrying",
-                            extra={"group": self.group, "error": str(exc), "failures": failures},
-                        )
-                        await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
+                        else:
+                            failures = after
                         continue
                     if not waiting:
                         continue
@@ -507,6 +503,19 @@ class Consumer:
             return
         log.info("released entries read ahead at stop", extra={"group": self.group, "count": len(entries)})
 
+    async def _read_failed(self, exc: RedisError, failures: int, stop: asyncio.Event) -> int | None:
+        """After a failed ``XREADGROUP``: ``None`` when a missing group (``NOGROUP``) or a key that is not a
+        stream (``WRONGTYPE``) was repaired by re-creating the groups (read again at once, over the streams
+        still read); else the count of failures in a row, after a pause that grows with it (logged)."""
+        if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
+            return None
+        failures += 1
+        log.warning(
+            "stream read failed; retrying", extra={"group": self.group, "error": str(exc), "failures": failures}
+        )
+        await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
+        return failures
+
     def wake_readers(self) -> None:
         """Let the read loops waiting for a free slot look again (slots held back for the reclaimer freed)."""
         self._slot.set()
@@ -552,15 +561,11 @@ class Consumer:
                 batch = await read_group(self.redis, self.group, self.name, streams, 1, self.options.block_ms)
                 failures = 0
             except RedisError as exc:
-                if (is_nogroup(exc) or "WRONGTYPE" in str(exc)) and await self.recreate_groups():
+                after = await self._read_failed(exc, failures, stop)
+                if after is None:
                     streams = dict.fromkeys([s for s in own if s in self.reading], ">")
-                    continue
-                failures += 1
-                log.warning(
-                    "stream read failed; retrying",
-                    extra={"group": self.group, "error": str(exc), "failures": failures},
-                )
-                await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
+                else:
+                    failures = after
                 continue
             if batch:
                 await self.dispatch(batch, {})
