@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from redis.exceptions import InvalidResponse, ResponseError
 
+from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus.idempotency import Claim, Idempotency
 from novapulse_runtime.bus.keys import Keys
 from novapulse_runtime.bus.metrics import BusMetrics
@@ -104,7 +105,14 @@ async def test_a_block_longer_than_the_socket_timeout_and_a_cancelled_read_keep_
     # BLOCK 800 ms with a 0.5 s socket timeout: bounded by both together, so an empty read returns
     assert await read_group(client, "g", "c", {stream: ">"}, 10, 800) == []
     reader = asyncio.create_task(read_group(client, "g", "c", {stream: ">"}, 10, 5000))
-    await asyncio.sleep(0.1)
+    if is_cluster(client):  # INFO of a cluster client answers per node: give the read a moment to be sent
+        await asyncio.sleep(0.1)
+    else:  # cancel while the server holds the read blocked, with its reply still to come
+
+        async def blocked() -> bool:
+            return int((await client.info("clients"))["blocked_clients"]) >= 1
+
+        await wait_until(blocked, message="the read blocked on the server")
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader

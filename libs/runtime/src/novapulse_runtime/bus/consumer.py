@@ -428,12 +428,8 @@ class Consumer:
                             waiting = await done
                             more = len(waiting) >= asked
                         if not waiting:
-                            free = self.free_slots() - self.reclaim_wanted
-                            if free < low_water:
-                                await self._wait_slot(stop)
-                                continue
-                            if not streams:  # every key was something else than a stream: nothing to read
-                                await sleep_or_stop(1.0, stop)
+                            free = await self._room_to_read(bool(streams), low_water, stop)
+                            if not free:
                                 continue
                             waiting = await read_group(
                                 self.redis, self.group, self.name, streams, free, self.options.block_ms
@@ -516,6 +512,20 @@ class Consumer:
         await sleep_or_stop(retry_pause(failures, 0.05, 5.0), stop)
         return failures
 
+    async def _room_to_read(self, streams: bool, low_water: int, stop: asyncio.Event) -> int:
+        """How many entries a read may ask for now: the free slots less those held back (the other read
+        loops' reads under way, the reclaim's ``reclaim_wanted``); 0, after waiting for a slot to free (fewer
+        than ``low_water``) or a second (``streams`` false: every key read was something else than a
+        stream), when the caller should look again instead."""
+        free = self.free_slots() - self._reserved - self.reclaim_wanted
+        if free < low_water:
+            await self._wait_slot(stop)
+            return 0
+        if not streams:
+            await sleep_or_stop(1.0, stop)
+            return 0
+        return free
+
     def wake_readers(self) -> None:
         """Let the read loops waiting for a free slot look again (slots held back for the reclaimer freed)."""
         self._slot.set()
@@ -539,12 +549,8 @@ class Consumer:
         # into one-entry reads under load
         low_water = max(1, self.concurrency // 4)
         while not stop.is_set():
-            free = self.free_slots() - self._reserved - self.reclaim_wanted
-            if free < low_water:
-                await self._wait_slot(stop)
-                continue
-            if not streams:  # every key was something else than a stream: nothing to read
-                await sleep_or_stop(1.0, stop)
+            free = await self._room_to_read(bool(streams), low_water, stop)
+            if not free:
                 continue
             try:
                 self._reserved += free  # until dispatched: the other loops' non-blocking reads leave them
