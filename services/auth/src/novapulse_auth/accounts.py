@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from novapulse_runtime.catalog.auth import PasswordChanged, UserDisabled, UserRegistered, UserRoleChanged
@@ -159,9 +160,13 @@ class AccountService:
         """
         email = email.strip().lower()
         client = client if client is not None else ip
-        user = await self._repo.user_by_email(email)
         guard = self._guard
-        attempt = await guard.begin(email, client, user) if guard is not None else None
+        attempt = None
+        if guard is not None:  # the user is read once the attempt is counted (lockout.py)
+            attempt = await guard.begin(email, client, partial(self._repo.user_by_email, email))
+            user = attempt.user
+        else:
+            user = await self._repo.user_by_email(email)
         ok = await self._passwords.verify(user.get("password_hash") if user else None, password)
         if not ok or user is None or user.get("status") != UserStatus.ACTIVE.value:
             if guard is not None and attempt is not None:

@@ -49,6 +49,8 @@ RECOVERY_CODES = "recovery_codes"
 REGISTRATIONS = "registrations"  # pending e-mail verifications (token hash) and attempts on known addresses
 LOGIN_FAILURES = "login_failures"  # one document per wrong password (lockout.py)
 LOGIN_BLOCKS = "login_blocks"  # the block in force per (account, client) or account: one event per block
+# users field: epoch seconds of the newest attempt of the account counted as a login_failures document (lockout.py)
+LOGIN_FAILED_TS = "login_failed_ts"
 
 # Redis keys (short-lived state).
 REDIS_PREFIX = "novapulse:auth:"

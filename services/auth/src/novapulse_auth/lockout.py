@@ -24,10 +24,21 @@ the attempts in flight (as failures of now), and is refused when they reach a li
 a document *before* its mark is removed, so a parallel attempt always sees it in one place or the other.
 A mark left by a process that died mid-log-in stops counting after ``LOGIN_INFLIGHT_STALE`` seconds.
 
-A successful log-in from a known client costs one bounded MongoDB read here (two from another client, a
-``delete_many`` of the client's failures only when it had earlier ones) and two Redis scripts; with the attempt
-itself written to MongoDB (insert, read, take-back by ``_id``) it was three and four commands, and five and
-six with the read-insert-count before that (issue 15).
+The account's document carries ``login_failed_ts``, the time of its newest attempt counted as a failure
+document (raised with ``$max`` *before* that attempt's mark is removed, and by an attempt counted in MongoDB
+before its reads). The user is read *after* the attempt's mark is added, so when a client the account knows
+finds it no later than the window's start, no failure of the account is in the window and nothing changed it
+since the mark: the bounded read is skipped and only the attempts in flight are counted. The same argument as
+for the marks: a parallel wrong password either still had its mark when this one was added (counted as in
+flight), or had raised ``login_failed_ts`` before it (the read is done). Clients the account does not know
+(an attacker, in the usual case) always read, so a registered address costs what an unknown one does for them.
+
+A successful log-in from a known client with no wrong password of the account in the window therefore costs
+no MongoDB command here (one bounded read otherwise, two from a client the account does not know, a
+``delete_many`` of the client's failures only when it had earlier ones) and two Redis scripts; a wrong
+password one command more (``login_failed_ts``, the same command for an unknown address). With the attempt
+itself written to MongoDB (insert, read, take-back by ``_id``) it was three and four commands, and five and six
+with the read-insert-count before that (issue 15).
 
 When Redis cannot be reached the guard neither fails open nor closed: the attempt is counted in MongoDB as a
 failure document inserted first and taken back on success (the earlier way, same guarantees, three commands);
@@ -42,7 +53,8 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -50,7 +62,7 @@ from redis.exceptions import RedisError
 
 from novapulse_runtime.catalog.auth import LoginBlocked
 
-from .constants import KNOWN_CLIENTS_MAX, LOGIN_INFLIGHT_STALE
+from .constants import KNOWN_CLIENTS_MAX, LOGIN_FAILED_TS, LOGIN_INFLIGHT_STALE
 from .errors import AccountLocked
 from .ports import Outbox
 from .repository import Repository
@@ -95,19 +107,22 @@ def known_client_hash(user_id: str, client: str) -> str:
 @dataclass(frozen=True)
 class Attempt:
     """One log-in attempt under way: its id, the account's key (SHA-256 of the normalised e-mail), the
-    (account, client) key and the client network.
+    (account, client) key, the client network and the normalised e-mail.
     """
 
     id: str
     account: str
     pair: str
     client: str
+    email: str
     earlier: int = 0
     """Failures of this (account, client) in the window when it began (at most ``LOGIN_ACCOUNT_LIMIT - 1``):
     none means there are none to forget on success."""
     marked: bool = True
     """Counted by marks in Redis (``False``: Redis was unreachable, so by a failure document in MongoDB with
     ``_id`` = :attr:`id`, taken back on success)."""
+    user: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The account's user document, read after the attempt was counted (``None``: no such user)."""
 
 
 class LoginGuard:
@@ -156,16 +171,28 @@ class LoginGuard:
         return [f"{base}:{pair}", base]
 
     async def _blocks(
-        self, account: str, pair: str, known: bool, *, exclude: str | None = None, inflight: tuple[int, int] = (0, 0)
+        self,
+        account: str,
+        pair: str,
+        known: bool,
+        *,
+        exclude: str | None = None,
+        inflight: tuple[int, int] = (0, 0),
+        failed_ts: float | None = None,
     ) -> tuple[list[tuple[str, float, int]], int]:
         """The blocks in force, ``(scope, seconds left, failures)``, and how many failures of the (account,
         client) were read (at most ``client_limit``). The account's failures are read only for a client not
         known to it (a known client passes the ceiling). ``exclude``: the id of an attempt's failure document,
         not counted; ``inflight``: other attempts under way of the (account, client) and of the account, counted
-        as failures of now."""
+        as failures of now; ``failed_ts``: the account's ``login_failed_ts`` read after this attempt's mark was
+        added (``None``: not known), which spares a known client the read when it is no later than the window's
+        start (see the module's docstring)."""
         current = time.time()
         since = current - self._window
-        mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair, exclude=exclude)
+        if known and exclude is None and failed_ts is not None and failed_ts <= since:
+            mine: list[dict[str, Any]] = []  # no failure of the account in the window, none since the mark
+        else:
+            mine = await self._repo.login_failures_since(account, since, self._client_limit, pair=pair, exclude=exclude)
         out: list[tuple[str, float, int]] = []
         block = _block(mine, inflight[0], self._client_limit, current)
         if block is not None:
@@ -177,35 +204,55 @@ class LoginGuard:
                 out.append(("account", block + self._window - current, len(recent) + inflight[1]))
         return out, len(mine)
 
-    async def begin(self, email: str, client: str, user: dict[str, Any] | None) -> Attempt:
-        """Count the attempt as a failure until :meth:`succeeded` takes it back, then refuse it when the failures
-        already in the window (parallel attempts under way count as failures) block this client (so parallel
-        guesses cannot all slip under the limit).
+    async def begin(
+        self,
+        email: str,
+        client: str,
+        find_user: Callable[[], Awaitable[dict[str, Any] | None]] | None = None,
+    ) -> Attempt:
+        """Count the attempt as a failure until :meth:`succeeded` takes it back, read the account's user, then
+        refuse the attempt when the failures already in the window (parallel attempts under way count as failures)
+        block this client (so parallel guesses cannot all slip under the limit).
 
         :param email: the normalised e-mail typed (counters are keyed on it, so unknown addresses are blocked alike).
-        :param user: the account's document, or ``None`` when there is none.
-        :returns: the attempt, for :meth:`succeeded` or :meth:`failed`.
+        :param find_user: reads the account's user document (``None`` when there is none); called once the attempt
+            is counted, never before (see the module's docstring). ``None``: no user.
+        :returns: the attempt, for :meth:`succeeded` or :meth:`failed`, with the user in :attr:`Attempt.user`.
         :raises AccountLocked: (429) the client is blocked for this account; ``retry_after`` is the seconds until
             the block ends (at least 1). The refused attempt is not counted.
         """
         account, pair = _digest("account", email), _digest("pair", email, client)
-        known = self.is_known(user, client)
         attempt_id = uuid.uuid4().hex
         try:
             counts = await self._reserve(
                 keys=self._inflight_keys(account, pair), args=[attempt_id, LOGIN_INFLIGHT_STALE * 1000]
             )
             inflight, exclude = (int(counts[0]), int(counts[1])), None
-        except (RedisError, OSError) as exc:  # count it in MongoDB instead: same guarantees, two commands more
+        except (RedisError, OSError) as exc:  # count it in MongoDB instead: same guarantees, three commands more
             log.warning("login lockout: Redis unreachable, attempt counted in MongoDB", extra={"error": repr(exc)})
-            await self._repo.insert_login_failure(attempt_id, account, pair, time.time())
+            now = time.time()
+            await self._repo.insert_login_failure(attempt_id, account, pair, now)
+            await self._repo.note_login_failure(email, now)  # so a marked attempt elsewhere reads it
             inflight, exclude = (0, 0), attempt_id
-        attempt = Attempt(attempt_id, account, pair, client, 0, marked=exclude is None)
-        blocks, earlier = await self._blocks(account, pair, known, exclude=exclude, inflight=inflight)
+        attempt = Attempt(attempt_id, account, pair, client, email, marked=exclude is None)
+        try:
+            user = await find_user() if find_user is not None else None
+            failed_ts = user.get(LOGIN_FAILED_TS) if user is not None else None
+            blocks, earlier = await self._blocks(
+                account,
+                pair,
+                self.is_known(user, client),
+                exclude=exclude,
+                inflight=inflight,
+                failed_ts=float(failed_ts) if isinstance(failed_ts, int | float) else None,
+            )
+        except BaseException:
+            await self._end(attempt)  # not left counted as under way until it goes stale
+            raise
         if blocks:
             await self._end(attempt)
             raise _blocked(max(b[1] for b in blocks))
-        return Attempt(attempt_id, account, pair, client, earlier, marked=attempt.marked)
+        return replace(attempt, earlier=earlier, user=user)
 
     async def _end(self, attempt: Attempt) -> None:
         """The attempt no longer counts as under way: its marks removed (a Redis failure is logged; they stop
@@ -235,14 +282,21 @@ class LoginGuard:
         mark = known_client_hash(user["_id"], client)
         known = [str(k) for k in (user.get("known_clients") or [])]
         updated = [mark, *[k for k in known if k != mark]][:KNOWN_CLIENTS_MAX]
-        if updated != known:
-            await self._repo.remember_client(user["org_id"], user["_id"], updated)
+        # A user stored before login_failed_ts existed gets it now, as if it had failed now: its earlier failures
+        # are read for one more window, then its known clients are spared the read.
+        failed_ts = time.time() if LOGIN_FAILED_TS not in user else None
+        if updated != known or failed_ts is not None:
+            await self._repo.remember_client(
+                user["org_id"], user["_id"], updated if updated != known else None, failed_ts=failed_ts
+            )
 
     async def failed(self, attempt: Attempt, user: dict[str, Any] | None, ip: str) -> None:
         """A wrong password (the attempt stays counted, as a failure document from now on; written before the
         attempt's marks go, so parallel attempts see it throughout): when it starts a block, tell the owner once."""
         if attempt.marked:
-            await self._repo.insert_login_failure(attempt.id, attempt.account, attempt.pair, time.time())
+            now = time.time()
+            await self._repo.insert_login_failure(attempt.id, attempt.account, attempt.pair, now)
+            await self._repo.note_login_failure(attempt.email, now)  # before the mark goes (module docstring)
             await self._end(attempt)
         await self._repo.prune_login_failures(attempt.account, time.time() - self._window)
         blocks, _ = await self._blocks(attempt.account, attempt.pair, known=False)

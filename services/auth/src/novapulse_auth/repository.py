@@ -25,6 +25,7 @@ from novapulse_runtime.documents import Doc, by_index
 from .constants import (
     INVITES,
     LOGIN_BLOCKS,
+    LOGIN_FAILED_TS,
     LOGIN_FAILURES,
     ORGS,
     RECOVERY_CODES,
@@ -51,7 +52,8 @@ class EmailInUse(Exception):
 
 def user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: str) -> Doc:
     """A new active user (``users``): ``_id`` a 32-hex id, ``email`` normalised by the caller, ``password_hash``
-    an argon2id PHC string, MFA off."""
+    an argon2id PHC string, MFA off, no wrong password counted yet (``login_failed_ts`` 0, see
+    :meth:`Repository.note_login_failure`)."""
     created = utcnow()
     return {
         "_id": new_id(),
@@ -62,6 +64,7 @@ def user_doc(*, email: str, name: str, org_id: str, role: str, password_hash: st
         "status": UserStatus.ACTIVE.value,
         "password_hash": password_hash,
         "mfa_enabled": False,
+        LOGIN_FAILED_TS: 0.0,
         "created_at": created,
         "updated_at": created,
     }
@@ -712,5 +715,21 @@ class Repository:
             )
             return result.modified_count == 1
 
-    async def remember_client(self, org_id: str, user_id: str, known: list[str]) -> None:
-        await self.users.update_one({"_id": user_id, "org_id": org_id}, {"$set": {"known_clients": known}})
+    async def remember_client(
+        self, org_id: str, user_id: str, known: list[str] | None, *, failed_ts: float | None = None
+    ) -> None:
+        """Store the user's ``known_clients`` (unless ``None``) and, with ``failed_ts`` (epoch s), raise
+        ``login_failed_ts`` to at least it (a user stored before that field existed gets it here)."""
+        update: Doc = {}
+        if known is not None:
+            update["$set"] = {"known_clients": known}
+        if failed_ts is not None:
+            update["$max"] = {LOGIN_FAILED_TS: failed_ts}
+        if update:
+            await self.users.update_one({"_id": user_id, "org_id": org_id}, update)
+
+    async def note_login_failure(self, email: str, ts: float) -> None:
+        """Raise the account's ``login_failed_ts`` (epoch seconds of the newest attempt counted as a failure
+        document, :mod:`.lockout`) to at least ``ts``. The same one command whether or not a user has this
+        normalised ``email`` (it then matches nothing), so an unknown address costs what a registered one does."""
+        await self.users.update_one(by_index({"email": email}), {"$max": {LOGIN_FAILED_TS: ts}})

@@ -8,6 +8,7 @@ Clients are told apart by ``X-Forwarded-For`` from a trusted proxy (the test cli
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,8 @@ from pymongo import AsyncMongoClient, monitoring
 from redis.asyncio import Redis
 
 from novapulse_auth.errors import AccountLocked
-from novapulse_auth.lockout import LoginGuard, known_client_hash
-from novapulse_auth.repository import Repository
+from novapulse_auth.lockout import LoginGuard, _digest, known_client_hash
+from novapulse_auth.repository import Repository, user_doc
 from novapulse_devkit.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -205,11 +206,13 @@ class _Commands(monitoring.CommandListener):
 
 
 async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable[..., Any], fresh_redis: str) -> None:
-    """The lockout's share of a successful log-in: insert the attempt, one bounded read of this client's failures
-    (and one of the account's for a client it does not know), take the attempt back by ``_id``; no count over every
-    failure (``count_documents`` reads all that match, on every log-in), no second read before the insert. The
-    whole log-in stays at six commands from a known client (issue 15: database round trips are most of a log-in's
-    cost beside the argon2id verify)."""
+    """The lockout's share of a successful log-in: the attempt is a mark in Redis; a client the account knows reads
+    no failure while the account's ``login_failed_ts`` is older than the window, one bounded read of this client's
+    failures once a wrong password is newer, and a client it does not know always reads this client's and the
+    account's failures; no count over every failure (``count_documents`` reads all that match), nothing written and
+    deleted per attempt. The whole log-in is three commands from a known client (issue 15: database round trips are
+    most of a log-in's cost beside the argon2id verify). A wrong password costs one command more for a registered
+    address and an unknown one alike."""
     commands = _Commands()
     monitoring.register(commands)
     app: AuthApp = await make_app(redis_url=fresh_redis, key_reload_interval=3600, **PROXY)
@@ -217,21 +220,22 @@ async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable
     owner = await app.register()
     assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.20")).status == 200  # now known
 
-    async def sent(client: str) -> list[tuple[str, str]]:
+    async def sent(client: str, email: str = owner.email, password: str = GOOD_PASSWORD) -> list[tuple[str, str]]:
         commands.sent.clear()
         commands.filters.clear()
         commands.on = True
         try:
-            assert (await _login(app, owner.email, GOOD_PASSWORD, client)).status == 200
+            status = (await _login(app, email, password, client)).status
+            assert status == (200 if password == GOOD_PASSWORD else 401)
         finally:
             commands.on = False
         return list(commands.sent)
 
     known = await sent("198.51.100.20")
-    assert [c for c in known if c[1] == "login_failures"] == [("find", "login_failures")]
-    # user, the bounded read, the session (holding the first refresh token), the user again; the attempt itself
-    # is a mark in Redis (one script to add and count, one to remove), no longer a document written and deleted
-    assert len(known) == 4, known
+    # user, the session (holding the first refresh token), the user again; the attempt itself is a mark in Redis
+    # (one script to add and count, one to remove), no longer a document written and deleted
+    assert [c for c in known if c[1] == "login_failures"] == [], known
+    assert len(known) == 3, known
     # every equality is written $eq (runtime documents.by_index): nx-27017 turns a plain one into a scan
     plain = [(k, v) for f in commands.filters for k, v in f.items() if k != "_id" and not isinstance(v, dict)]
     assert plain == []
@@ -240,7 +244,19 @@ async def test_a_log_in_counts_its_attempt_with_bounded_reads(make_app: Callable
         ("find", "login_failures"),
         ("find", "login_failures"),
     ]
-    assert await app.rt.db["login_failures"].count_documents({}) == 0
+    # a wrong password (from anywhere) raises login_failed_ts: the known client reads its failures for a window
+    wrong = await sent("203.0.113.8", password=WRONG)
+    nobody = await sent("203.0.113.8", email="nobody@example.com", password=WRONG)
+    assert [c[0] for c in wrong] == [c[0] for c in nobody]  # the same commands for an unknown address
+    assert ("update", "users") in wrong
+    known = await sent("198.51.100.20")
+    assert [c for c in known if c[1] == "login_failures"] == [("find", "login_failures")]
+    assert await app.rt.db["login_failures"].count_documents({}) == 2  # the two wrong passwords
+    # five minutes later (the stored times moved back a window): the wrong password is out of it, the read spared
+    gone = time.time() - 301
+    await app.rt.db["login_failures"].update_many({}, {"$set": {"ts": gone}})
+    await app.rt.db["users"].update_one({"_id": owner.user_id}, {"$set": {"login_failed_ts": gone}})
+    assert [c for c in await sent("198.51.100.20") if c[1] == "login_failures"] == []
     redis = Redis.from_url(fresh_redis)
     try:  # every attempt's in-flight marks are gone again (empty sorted sets are deleted)
         assert [k async for k in redis.scan_iter(match="*login-inflight*")] == []
@@ -308,8 +324,128 @@ async def test_without_redis_attempts_are_counted_in_mongodb(mongo_url: str, nam
         assert len(began) <= 1  # one attempt was left
         for attempt in began:
             await guard.failed(attempt, None, "203.0.113.9")
+        for _ in range(2):  # the burst may have refused all six (each saw the others in flight): fill the budget
+            try:
+                await guard.failed(await guard.begin("b@example.com", "203.0.113.9", None), None, "203.0.113.9")
+            except AccountLocked:
+                break
         with pytest.raises(AccountLocked):
             await guard.begin("b@example.com", "203.0.113.9", None)
     finally:
         await redis.aclose()
+        await client.close()
+
+
+async def test_parallel_guesses_from_a_known_client_cannot_slip_under_the_limit(
+    make_app: Callable[..., Any], fresh_redis: str
+) -> None:
+    """A client the account knows skips the failure read while ``login_failed_ts`` is older than the window; a
+    wrong password raises it before its mark goes, so later attempts from that client read again and a burst
+    still checks at most the attempts left."""
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.40")).status == 200  # now known
+    for _ in range(2):
+        assert (await _login(app, owner.email, WRONG, "198.51.100.40")).status == 401
+    burst = await asyncio.gather(*(_login(app, owner.email, WRONG, "198.51.100.40") for _ in range(6)))
+    statuses = [r.status for r in burst]
+    assert set(statuses) <= {401, 429}
+    assert statuses.count(401) <= 1  # one attempt was left: at most one password was checked
+    for _ in range(2):
+        last = await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.40")
+    assert last.status == 429  # the known client is blocked like any other, right password or not
+
+
+async def _user(repo: Repository, email: str, *, known: str | None = None, failed_ts: float | None = 0.0) -> Any:
+    doc = user_doc(email=email, name="U", org_id="o1", role="owner", password_hash="x")
+    if known is not None:
+        doc["known_clients"] = [known_client_hash(doc["_id"], "203.0.113.5")]
+    if failed_ts is None:
+        del doc["login_failed_ts"]
+    else:
+        doc["login_failed_ts"] = failed_ts
+    await repo.insert_user(doc)
+    return doc
+
+
+async def test_a_known_client_reads_the_user_after_its_mark(redis_url: str, mongo_url: str, names: str) -> None:
+    """The user (and its ``login_failed_ts``) is read once the attempt's mark is in Redis, never before: a
+    wrong password that ends before the mark is added has raised the field, and one that ends after it was
+    counted as in flight. So a known client's skipped read misses no wrong password."""
+    client = AsyncMongoClient(mongo_url, tz_aware=True)
+    redis = Redis.from_url(redis_url)
+    try:
+        repo = Repository(client[names])
+        await repo.ensure_indexes()
+        user = await _user(repo, "k@example.com", known="203.0.113.5")
+        guard = _guard(repo, redis, limit=1, namespace=names)
+        marks_seen: list[int] = []
+
+        async def find_user() -> Any:
+            marks_seen.append(len([k async for k in redis.scan_iter(match=f"{names}:auth:login-inflight*")]))
+            return await repo.user_by_email("k@example.com")
+
+        first = await guard.begin("k@example.com", "203.0.113.5", find_user)
+        assert marks_seen == [2]  # the (account, client) and the account's marks were there
+        assert first.user is not None
+        assert first.user["_id"] == user["_id"]
+        await guard.failed(first, first.user, "203.0.113.5")
+        stored = await repo.user_by_email("k@example.com")
+        assert stored is not None
+        assert stored["login_failed_ts"] > 0
+        with pytest.raises(AccountLocked):  # limit 1: the wrong password is read, though the client is known
+            await guard.begin("k@example.com", "203.0.113.5", find_user)
+        assert [k async for k in redis.scan_iter(match=f"{names}:auth:login-inflight*")] == []
+    finally:
+        await redis.aclose()
+        await client.close()
+
+
+async def test_an_attempt_counted_in_mongodb_holds_back_a_known_client(
+    redis_url: str, mongo_url: str, names: str
+) -> None:
+    """A process that cannot reach Redis counts its attempt as a failure document and raises
+    ``login_failed_ts`` before its reads, so an attempt from a known client on a process that can reach Redis
+    reads it instead of skipping; and a user stored before ``login_failed_ts`` existed is read until a log-in sets
+    it (to the time of that log-in)."""
+    client = AsyncMongoClient(mongo_url, tz_aware=True)
+    redis = Redis.from_url(redis_url)
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)  # nothing listens
+    try:
+        repo = Repository(client[names])
+        await repo.ensure_indexes()
+        await _user(repo, "m@example.com", known="203.0.113.5")
+        up_guard = _guard(repo, redis, limit=1, namespace=names)
+        down_guard = _guard(repo, down, limit=1, namespace=names)
+
+        async def find_user() -> Any:
+            return await repo.user_by_email("m@example.com")
+
+        elsewhere = await down_guard.begin("m@example.com", "203.0.113.5", find_user)  # under way, in MongoDB
+        assert not elsewhere.marked
+        with pytest.raises(AccountLocked):
+            await up_guard.begin("m@example.com", "203.0.113.5", find_user)
+        await down_guard.succeeded(elsewhere)  # taken back: room again
+        ok = await up_guard.begin("m@example.com", "203.0.113.5", find_user)
+        await up_guard.succeeded(ok)
+
+        old = await _user(repo, "old@example.com", known="203.0.113.5", failed_ts=None)
+        assert old["_id"]
+        # a wrong password stored by a version without login_failed_ts: the field's absence is no licence to skip
+        pair = _digest("pair", "old@example.com", "203.0.113.5")
+        await repo.insert_login_failure("old-1", _digest("account", "old@example.com"), pair, time.time())
+        with pytest.raises(AccountLocked):
+            await up_guard.begin("old@example.com", "203.0.113.5", lambda: repo.user_by_email("old@example.com"))
+        await repo.delete_login_failure("old-1")
+        before = time.time()
+        attempt = await up_guard.begin("old@example.com", "203.0.113.5", lambda: repo.user_by_email("old@example.com"))
+        await up_guard.succeeded(attempt)
+        assert attempt.user is not None
+        await up_guard.remember(attempt.user, "203.0.113.5")
+        stored = await repo.user_by_email("old@example.com")
+        assert stored is not None
+        assert stored["login_failed_ts"] >= before
+    finally:
+        await redis.aclose()
+        await down.aclose()
         await client.close()
