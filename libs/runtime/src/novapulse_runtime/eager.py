@@ -16,10 +16,13 @@ import asyncio
 import contextvars
 import sys
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info < (3, 12):
     from asyncio.tasks import _current_tasks, _enter_task, _leave_task  # type: ignore[attr-defined]
+
+
+T = TypeVar("T")
 
 
 class Resume:
@@ -68,15 +71,45 @@ def start_eagerly(
     callbacks). An exception ``coro`` raises before suspending is raised here, after the caller's current
     task was restored. Must be called from code running in ``loop`` (default: the running loop), inside a
     task or not; ``coro`` runs in a copy of the caller's context."""
+    return _first_step(coro, loop, name)[0]
+
+
+def start_task_eagerly(
+    coro: Coroutine[Any, Any, T], *, loop: asyncio.AbstractEventLoop | None = None, name: str | None = None
+) -> asyncio.Future[T]:
+    """Like :func:`start_eagerly` (``coro`` runs now, up to its first suspension, so what it writes before
+    its first wait is written at once), but always returns a future of its outcome: the task that goes on
+    running it (awaiting it, cancelling it: as with ``asyncio.ensure_future``), or, when ``coro`` finished
+    without suspending, a done future holding its result or the ``Exception`` it raised."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, name=name, context=contextvars.copy_context(), eager_start=True)
+    done: asyncio.Future[T] = loop.create_future()
+    try:
+        task, result = _first_step(coro, loop, name)
+    except Exception as exc:
+        done.set_exception(exc)
+        return done
+    if task is not None:
+        return task
+    done.set_result(result)
+    return done
+
+
+def _first_step(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None, name: str | None
+) -> tuple[asyncio.Task[Any] | None, Any]:
+    """:func:`start_eagerly`'s work: ``(task, None)`` when ``coro`` suspended, ``(None, result)`` when it
+    finished."""
     if loop is None:
         loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     if sys.version_info >= (3, 12):
         task = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
         if task.done():
-            task.result()  # raises what the coroutine raised
-            return None
-        return task
+            return None, task.result()  # raises what the coroutine raised
+        return task, None
     # Python 3.11: the task object exists (uninitialised) before the coroutine runs, so that
     # ``current_task()`` inside it is the task that will go on running it; initialised only if needed.
     task = asyncio.Task.__new__(asyncio.Task)
@@ -86,8 +119,8 @@ def start_eagerly(
     _enter_task(loop, task)
     try:
         yielded = context.run(coro.send, None)
-    except StopIteration:
-        return None
+    except StopIteration as stop:
+        return None, stop.value
     finally:
         _leave_task(loop, task)
         if caller is not None:
@@ -96,4 +129,4 @@ def start_eagerly(
     task.__init__(_resumed(coro, yielded), loop=loop, name=name, context=context)  # type: ignore[misc]
     for _ in range(cancels):
         task.cancel()
-    return task
+    return task, None
