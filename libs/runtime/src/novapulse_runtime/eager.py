@@ -71,7 +71,35 @@ def start_eagerly(
     callbacks). An exception ``coro`` raises before suspending is raised here, after the caller's current
     task was restored. Must be called from code running in ``loop`` (default: the running loop), inside a
     task or not; ``coro`` runs in a copy of the caller's context."""
-    return _first_step(coro, loop, name)[0]
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+        if task.done():
+            task.result()  # raises what the coroutine raised
+            return None
+        return task
+    # Python 3.11: the task object exists (uninitialised) before the coroutine runs, so that
+    # ``current_task()`` inside it is the task that will go on running it; initialised only if needed.
+    task = asyncio.Task.__new__(asyncio.Task)
+    caller = _current_tasks.get(loop)  # asyncio.current_task(loop) without its Python frame
+    if caller is not None:
+        _leave_task(loop, caller)
+    _enter_task(loop, task)
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    finally:
+        _leave_task(loop, task)
+        if caller is not None:
+            _enter_task(loop, caller)
+    cancels = task.cancelling()  # the coroutine cancelled its own task before suspending
+    task.__init__(_resumed(coro, yielded), loop=loop, name=name, context=context)  # type: ignore[misc]
+    for _ in range(cancels):
+        task.cancel()
+    return task
 
 
 def start_task_eagerly(
@@ -85,48 +113,20 @@ def start_task_eagerly(
         loop = asyncio.get_running_loop()
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=loop, name=name, context=contextvars.copy_context(), eager_start=True)
+    kept: list[T] = []
+
+    async def keep() -> T:  # start_eagerly drops the result of a coroutine that never waits: kept here
+        result = await coro
+        kept.append(result)
+        return result
+
     done: asyncio.Future[T] = loop.create_future()
     try:
-        task, result = _first_step(coro, loop, name)
+        task = start_eagerly(keep(), loop=loop, name=name)
     except Exception as exc:
         done.set_exception(exc)
         return done
     if task is not None:
         return task
-    done.set_result(result)
+    done.set_result(kept[0])
     return done
-
-
-def _first_step(
-    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop | None, name: str | None
-) -> tuple[asyncio.Task[Any] | None, Any]:
-    """:func:`start_eagerly`'s work: ``(task, None)`` when ``coro`` suspended, ``(None, result)`` when it
-    finished."""
-    if loop is None:
-        loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
-    if sys.version_info >= (3, 12):
-        task = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
-        if task.done():
-            return None, task.result()  # raises what the coroutine raised
-        return task, None
-    # Python 3.11: the task object exists (uninitialised) before the coroutine runs, so that
-    # ``current_task()`` inside it is the task that will go on running it; initialised only if needed.
-    task = asyncio.Task.__new__(asyncio.Task)
-    caller = _current_tasks.get(loop)  # asyncio.current_task(loop) without its Python frame
-    if caller is not None:
-        _leave_task(loop, caller)
-    _enter_task(loop, task)
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as stop:
-        return None, stop.value
-    finally:
-        _leave_task(loop, task)
-        if caller is not None:
-            _enter_task(loop, caller)
-    cancels = task.cancelling()  # the coroutine cancelled its own task before suspending
-    task.__init__(_resumed(coro, yielded), loop=loop, name=name, context=context)  # type: ignore[misc]
-    for _ in range(cancels):
-        task.cancel()
-    return task, None
