@@ -396,8 +396,10 @@ class Consumer:
 
     async def _read_ahead_loop(self, stop: asyncio.Event) -> None:
         """Read every stream with one ``XREADGROUP`` and start the handlings, the next batch read ahead while
-        the current one is being started (its idempotency claims taken: one round trip), so the two round
-        trips of a batch overlap instead of following each other.
+        the current one's handlings run: a batch waits only for its idempotency claims (one round trip,
+        written first so Redis answers them before anything else of this consumer's), then the read-ahead's
+        ``XREADGROUP`` is written at once (:func:`~novapulse_runtime.eager.start_task_eagerly`), before the
+        handlings start, and Redis reads the next batch while they run.
 
         Prefetch, as AMQP's ``basic.qos``: at most one batch is read ahead, of up to ``concurrency`` less the
         handlings still running from earlier batches (those of the batch being started are expected to
