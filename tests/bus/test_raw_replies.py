@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import hiredis
 import pytest
+import redis
 from redis.exceptions import InvalidResponse, ResponseError
 
 from novapulse_devkit.testing import wait_until
@@ -20,7 +23,8 @@ from novapulse_runtime.bus.idempotency import Claim, Idempotency
 from novapulse_runtime.bus.keys import Keys
 from novapulse_runtime.bus.metrics import BusMetrics
 from novapulse_runtime.bus.settle import HeldEntry, Settler
-from novapulse_runtime.bus.streams import _flat_entries, decode_flat, ensure_group, read_group
+from novapulse_runtime.bus.streams import _flat_entries, decode_flat, ensure_group, exchange, read_group
+from novapulse_runtime.eager import start_task_eagerly
 from novapulse_runtime.metrics import Metrics
 from novapulse_runtime.redisconn import connect_redis, is_cluster
 
@@ -120,6 +124,30 @@ async def test_a_block_longer_than_the_socket_timeout_and_a_cancelled_read_keep_
     await client.xadd(stream, {"id": "e1"})
     assert [e[2] for e in await read_group(client, "g", "c", {stream: ">"}, 10, None)] == [{"id": "e1"}]
     assert await client.ping()
+
+
+@pytest.mark.integration
+async def test_an_exchange_started_eagerly_is_on_the_wire_before_the_event_loop_runs_again(
+    client: Any, names: str, redis_url: str
+) -> None:
+    # the consumer starts its read-ahead eagerly and then runs a whole batch of handlings without waiting:
+    # the read must already be with the server by then, not written at the event loop's next turn
+    if is_cluster(client):
+        pytest.skip("exchange is for one server; a cluster keeps redis-py's commands")
+    key = f"{{{names}}}:eager"
+    await client.ping()  # a connected connection in the pool (a new one connects first, which waits)
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        request: bytes = hiredis.pack_command(("SET", key, "1"))  # type: ignore[arg-type]  # its stub: 1-tuples
+        reply = start_task_eagerly(exchange(client, request, 1))
+        # no await until the server has it: polled from another client with a deadline, the event loop held
+        deadline = time.monotonic() + 5.0
+        while sync.get(key) != b"1":
+            assert time.monotonic() < deadline, "the request was not written before the event loop ran again"
+            time.sleep(0.001)
+        assert await reply == ["OK"]
+    finally:
+        sync.close()
 
 
 @pytest.mark.integration

@@ -8,7 +8,7 @@ import contextvars
 
 import pytest
 
-from novapulse_runtime.eager import start_eagerly
+from novapulse_runtime.eager import start_eagerly, start_task_eagerly
 
 pytestmark = pytest.mark.unit
 
@@ -154,3 +154,45 @@ async def test_outside_any_task() -> None:
     asyncio.get_running_loop().call_soon(lambda: done.append(start_eagerly(quick())))
     await asyncio.wait_for(ran.wait(), timeout=5)
     assert done == [None]
+
+
+async def test_start_task_eagerly_runs_at_once_and_always_gives_a_future_of_the_outcome() -> None:
+    steps: list[str] = []
+
+    async def at_once() -> int:
+        steps.append("at once")
+        return 42
+
+    async def fails_at_once() -> int:
+        steps.append("fails")
+        raise ValueError("at once")
+
+    async def waits() -> int:
+        steps.append("before the wait")
+        await asyncio.sleep(0)
+        steps.append("after the wait")
+        return 7
+
+    first = start_task_eagerly(at_once())
+    assert steps == ["at once"]  # ran before start_task_eagerly returned, not at the next loop turn
+    assert first.done()
+    assert await first == 42
+
+    second = start_task_eagerly(fails_at_once())
+    assert steps[-1] == "fails"
+    assert second.done()
+    with pytest.raises(ValueError, match="at once"):
+        await second
+
+    third = start_task_eagerly(waits())
+    assert steps[-1] == "before the wait"  # its first step ran before the call returned
+    assert isinstance(third, asyncio.Task)
+    assert not third.done()
+    assert await third == 7
+    assert steps[-1] == "after the wait"
+
+    fourth = start_task_eagerly(waits())
+    fourth.cancel()  # cancelling the future cancels the coroutine, as with a task from ensure_future
+    with pytest.raises(asyncio.CancelledError):
+        await fourth
+    assert steps[-1] == "before the wait"

@@ -16,10 +16,13 @@ import asyncio
 import contextvars
 import sys
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info < (3, 12):
     from asyncio.tasks import _current_tasks, _enter_task, _leave_task  # type: ignore[attr-defined]
+
+
+T = TypeVar("T")
 
 
 class Resume:
@@ -97,3 +100,33 @@ def start_eagerly(
     for _ in range(cancels):
         task.cancel()
     return task
+
+
+def start_task_eagerly(
+    coro: Coroutine[Any, Any, T], *, loop: asyncio.AbstractEventLoop | None = None, name: str | None = None
+) -> asyncio.Future[T]:
+    """Like :func:`start_eagerly` (``coro`` runs now, up to its first suspension, so what it writes before
+    its first wait is written at once), but always returns a future of its outcome: the task that goes on
+    running it (awaiting it, cancelling it: as with ``asyncio.ensure_future``), or, when ``coro`` finished
+    without suspending, a done future holding its result or the ``Exception`` it raised."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, name=name, context=contextvars.copy_context(), eager_start=True)
+    kept: list[T] = []
+
+    async def keep() -> T:  # start_eagerly drops the result of a coroutine that never waits: kept here
+        result = await coro
+        kept.append(result)
+        return result
+
+    done: asyncio.Future[T] = loop.create_future()
+    try:
+        task = start_eagerly(keep(), loop=loop, name=name)
+    except Exception as exc:
+        done.set_exception(exc)
+        return done
+    if task is not None:
+        return task
+    done.set_result(kept[0])
+    return done

@@ -26,7 +26,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
-from ..eager import Resume, start_eagerly
+from ..eager import Resume, start_eagerly, start_task_eagerly
 from ..process import retry_pause, supervise
 from ..redisconn import slot_groups
 from .constants import (
@@ -396,8 +396,10 @@ class Consumer:
 
     async def _read_ahead_loop(self, stop: asyncio.Event) -> None:
         """Read every stream with one ``XREADGROUP`` and start the handlings, the next batch read ahead while
-        the current one is being started (its idempotency claims taken: one round trip), so the two round
-        trips of a batch overlap instead of following each other.
+        the current one's handlings run: a batch waits only for its idempotency claims (one round trip,
+        written first so Redis answers them before anything else of this consumer's), then the read-ahead's
+        ``XREADGROUP`` is written at once (:func:`~novapulse_runtime.eager.start_task_eagerly`), before the
+        handlings start, and Redis reads the next batch while they run.
 
         Prefetch, as AMQP's ``basic.qos``: at most one batch is read ahead, of up to ``concurrency`` less the
         handlings still running from earlier batches (those of the batch being started are expected to
@@ -454,10 +456,11 @@ class Consumer:
                 for stream, entry_id, _, _ in start:  # from here on, held as in-flight handlings are (spawn)
                     held.pop((stream, entry_id), None)
                 ready = self._prepare(start, {})
+                await self._claim(ready)
                 room = self.concurrency - len(self._tasks) - self.reclaim_wanted
                 if more and not waiting and room > 0 and not stop.is_set():
                     asked = room
-                    ahead = asyncio.ensure_future(self._read_ahead(streams, room))
+                    ahead = start_task_eagerly(self._read_ahead(streams, room))
                 await self._start(ready)
         finally:
             if ahead is not None:
@@ -611,16 +614,25 @@ class Consumer:
             ready.append((held, *resolved))
         return ready
 
+    async def _claim(self, ready: list[tuple[HeldEntry, Handler, bool]]) -> None:
+        """Take the idempotency claims of the entries of ``ready`` not claimed yet, in one round trip, into
+        their ``claim``; on a Redis failure they stay unclaimed (each handling then claims on its own)."""
+        if self.idem is None:
+            return
+        todo = [held for held, _, _ in ready if held.claim is None and held.fields]
+        if not todo:
+            return
+        try:
+            claims = await self.idem.claim_many([held.fields[F_ID] for held in todo if held.fields])
+        except RedisError:
+            return
+        for held, claim in zip(todo, claims, strict=False):
+            held.claim = claim
+
     async def _start(self, ready: list[tuple[HeldEntry, Handler, bool]]) -> None:
-        """The second half of :meth:`dispatch`: take the idempotency claims of ``ready`` in one round trip,
-        then start their handlings."""
-        if self.idem is not None and ready:
-            try:
-                claims = await self.idem.claim_many([h.fields[F_ID] for h, _, _ in ready if h.fields])
-            except RedisError:
-                claims = []  # each task claims on its own
-            for (held, _, _), claim in zip(ready, claims, strict=False):
-                held.claim = claim
+        """The second half of :meth:`dispatch`: take the idempotency claims of ``ready`` not taken yet
+        (:meth:`_claim`: one round trip), then start their handlings."""
+        await self._claim(ready)
         # handlings that finish without waiting count their successes here, added once per counter after the
         # loop (no await in between, so nothing on the event loop sees the counts in the meantime)
         counts: dict[Any, int] = {}

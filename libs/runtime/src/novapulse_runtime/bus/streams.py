@@ -14,6 +14,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -299,8 +300,10 @@ async def exchange(
     ``int``; an error reply as a ``ResponseError`` object in its place (not raised, so every reply is read
     and the connection stays in step).
 
-    All replies are bounded together by the client's socket timeout plus ``extra_timeout`` seconds (a
-    ``BLOCK`` or ``WAIT`` time): a ``redis.exceptions.TimeoutError`` after it, the connection closed. Connection
+    The request is written at once, before this coroutine first waits (:func:`_send`), so a caller that starts
+    it eagerly has it on the wire before running anything else. The write and all replies are bounded
+    together by the client's socket timeout plus ``extra_timeout`` seconds (a ``BLOCK`` or ``WAIT`` time): a
+    ``redis.exceptions.TimeoutError`` after it, the connection closed. Connection
     errors and timeouts are retried by the client's retry policy (the connection closed and the request sent
     again), as redis-py does for one command. A cancelled read closes the connection (redis-py's
     ``read_response``), so no reply is left unread on a pooled connection."""
@@ -308,13 +311,13 @@ async def exchange(
     conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
 
     async def attempt() -> list[Any]:
-        await conn.send_packed_command(request)
         limit = conn.socket_timeout
         if limit is not None:
             limit += extra_timeout
         out: list[Any] = []
         try:
             async with asyncio.timeout(limit):
+                await _send(conn, request)
                 for _ in range(count):
                     try:  # math.inf: no timer per reply, the batch has one (a cancelled read closes the connection)
                         out.append(await conn.read_response(disable_decoding=as_bytes, timeout=math.inf))
@@ -333,6 +336,29 @@ async def exchange(
     finally:
         await pool.release(conn)
     return replies
+
+
+async def _send(conn: Any, request: bytes) -> None:
+    """Write ``request`` on ``conn`` as redis-py's ``send_packed_command`` does (connect if needed, the health
+    check when due, ``OSError`` as ``ConnectionError``, the connection closed on any failure or
+    cancellation), but without its ``asyncio.wait_for`` around the write: on Python 3.11 that is a task per
+    write, and the bytes go out only when the event loop next runs it (after whatever the caller does
+    next). The write itself never waits unless the socket's buffer is full; the caller bounds it with its
+    timer."""
+    writer = getattr(conn, "_writer", None)
+    if writer is None or not conn.is_connected:
+        await conn.send_packed_command(request)  # connects (redis-py's own path)
+        return
+    await conn.check_health()  # a PING when health_check_interval has passed, else nothing
+    try:
+        writer.write(request)
+        await writer.drain()
+    except OSError as exc:
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+    except BaseException:
+        await conn.disconnect(nowait=True)  # a write cut short leaves the connection out of step
+        raise
 
 
 async def add_batch(
