@@ -1,5 +1,5 @@
-"""Fixtures of the bus tests: runtimes on the session's servers, a unique bus namespace per test, and a
-helper to run workers until the end of a block."""
+"""Fixtures of the bus tests: runtimes on the session's servers, a unique bus namespace per test, a helper to
+run workers until the end of a block, and the sample event the tests publish (:func:`user`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from novapulse_runtime.bus import EventBus
+from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.runtime import Runtime, Worker
 from novapulse_runtime.settings import ServiceSettings
 
@@ -19,6 +20,13 @@ OPERATIONS_TOKEN = "ops-" + "x" * 40
 OPS_HEADERS = {"Authorization": f"Bearer {OPERATIONS_TOKEN}"}
 
 RuntimeFactory = Callable[..., Runtime]
+
+
+def user(i: int, org: str = "o1") -> UserRegistered:
+    """The ``user.registered`` payload of user ``u<i>`` in organisation ``org``: the event the bus tests publish."""
+    return UserRegistered(
+        user_id=f"u{i}", org_id=org, email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
+    )
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ from redis.exceptions import ResponseError
 from novapulse_devkit.servers import ServerProcess
 from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Event, EventBus
-from novapulse_runtime.catalog.auth import UserRegistered
-from tests.bus.conftest import RuntimeFactory, running
+from tests.bus.conftest import RuntimeFactory, running, user
 
 pytestmark = pytest.mark.chaos
 
 BusFactory = Callable[..., EventBus]
 CLAIM_IDLE = 2.0
-
-
-def user(i: int) -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name="U", role="member", organization="A"
-    )
 
 
 @pytest.fixture

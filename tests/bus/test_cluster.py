@@ -17,7 +17,6 @@ from redis.crc import key_slot
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
 from novapulse_runtime.bus.constants import OUTBOX_COLLECTION
-from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.constants import CONFIG_ERROR_EXIT
 from novapulse_runtime.metrics import Metrics
 from novapulse_runtime.ratelimit import RateLimit, RateLimiter
@@ -25,7 +24,7 @@ from novapulse_runtime.redisconn import RedisUrlError, connect_redis, parse_clus
 from novapulse_runtime.revocation import RevocationList, publish_revocations
 from novapulse_runtime.settings import ServiceSettings, load_settings
 from novapulse_webhook.slots import EndpointSlots
-from tests.bus.conftest import RuntimeFactory, running
+from tests.bus.conftest import RuntimeFactory, running, user
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,6 @@ async def cluster(redis_url: str) -> AsyncIterator[RedisCluster]:
     assert isinstance(client, RedisCluster)
     yield client
     await client.aclose()
-
-
-def user(i: int) -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
-    )
 
 
 def slot(key: str) -> int:

@@ -24,17 +24,11 @@ from novapulse_runtime.bus.streams import parse_id
 from novapulse_runtime.catalog.auth import PasswordChanged, UserRegistered
 from novapulse_runtime.runtime import Runtime
 from novapulse_runtime.settings import ServiceSettings
-from tests.bus.conftest import RuntimeFactory, running
+from tests.bus.conftest import RuntimeFactory, running, user
 
 pytestmark = pytest.mark.integration
 
 BusFactory = Callable[..., EventBus]
-
-
-def user(i: int) -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
-    )
 
 
 async def test_published_events_reach_the_handler_typed(make_bus: BusFactory) -> None:

@@ -17,9 +17,8 @@ import pytest
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Consumer, Event, EventBus
 from novapulse_runtime.bus.streams import parse_id
-from novapulse_runtime.catalog.auth import UserRegistered
 from novapulse_runtime.redisconn import connect_redis
-from tests.bus.conftest import running
+from tests.bus.conftest import running, user
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +32,6 @@ async def raw(redis_url: str) -> AsyncIterator[Any]:
     client = connect_redis(redis_url, socket_timeout=10.0, decode_responses=False)  # a cluster too
     yield client
     await client.aclose()
-
-
-def user(i: int, org: str = "o1") -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id=org, email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
-    )
 
 
 def envelope(n: int, **over: Any) -> dict[Any, Any]:

@@ -19,19 +19,12 @@ import pytest
 
 from novapulse_devkit.testing import Servers, wait_until
 from novapulse_runtime.bus import Consumer, Event, EventBus, PermanentError
-from novapulse_runtime.catalog.auth import UserRegistered
-from tests.bus.conftest import RuntimeFactory, running
+from tests.bus.conftest import RuntimeFactory, running, user
 
 BusFactory = Callable[..., EventBus]
 
 CLAIM_IDLE = 0.9  # seconds; renewal every 0.3 s
 CLAIM_INTERVAL = 0.1  # seconds between reclaim passes
-
-
-def user(i: int) -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name="U", role="member", organization="A"
-    )
 
 
 def renewed(bus: EventBus, stream: str, group: str = "notification") -> float:

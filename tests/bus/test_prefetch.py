@@ -12,18 +12,11 @@ import pytest
 
 from novapulse_devkit.testing import wait_until
 from novapulse_runtime.bus import Event, EventBus
-from novapulse_runtime.catalog.auth import UserRegistered
-from tests.bus.conftest import running
+from tests.bus.conftest import running, user
 
 pytestmark = pytest.mark.integration
 
 BusFactory = Callable[..., EventBus]
-
-
-def user(i: int) -> UserRegistered:
-    return UserRegistered(
-        user_id=f"u{i}", org_id="o1", email=f"u{i}@example.com", name=f"U{i}", role="owner", organization="Acme"
-    )
 
 
 async def test_read_ahead_keeps_handlings_in_flight_within_concurrency(make_bus: BusFactory) -> None:
