@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from novapulse_runtime.bus.operations import valid_entry_id
 from novapulse_runtime.bus.tracing import extract, inject, parse_traceparent, remote_parent
@@ -82,6 +84,25 @@ def test_a_later_traceparent_version_is_read_by_its_first_fields() -> None:
     """W3C Trace Context, section 3.3: a version above 00 may carry more fields after the flags."""
     assert parse_traceparent(f"01-{TRACE}-{SPAN}-01-more") == (int(TRACE, 16), int(SPAN, 16), 1)
     assert parse_traceparent(f"00-{TRACE}-{SPAN}-03") == (int(TRACE, 16), int(SPAN, 16), 3)
+
+
+@pytest.mark.parametrize("state", [None, "k=v,other=w"])
+def test_the_remote_parent_is_the_span_context_the_propagator_extracts(state: str | None) -> None:
+    """Field by field (is_valid and the flags' type included), for every flags byte."""
+    propagator = TraceContextTextMapPropagator()
+    for flags in range(256):
+        traceparent = f"00-{TRACE}-{SPAN}-{flags:02x}"
+        carrier = {"traceparent": traceparent, **({"tracestate": state} if state else {})}
+        expected = trace.get_current_span(propagator.extract(carrier)).get_span_context()
+        parent = remote_parent(traceparent, state)
+        assert parent is not None
+        assert parent == expected
+        assert (parent.is_valid, parent.is_remote, type(parent.trace_flags)) == (True, True, TraceFlags)
+        assert (parent.trace_flags.sampled, parent.trace_flags.random_trace_id) == (
+            expected.trace_flags.sampled,
+            expected.trace_flags.random_trace_id,
+        )
+        assert dict(parent.trace_state) == dict(expected.trace_state)
 
 
 def test_tracestate_is_read_as_the_propagator_reads_it() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 )
 
 from novapulse_runtime.bus.tracing import attributes
-from novapulse_runtime.tracing import RecordedSpan, Tracing, sampler
+from novapulse_runtime.tracing import RecordedSpan, Tracing, attach_span, detach_span, sampler
 
 pytestmark = pytest.mark.unit
 
@@ -198,3 +198,70 @@ def test_an_ended_span_no_longer_changes() -> None:
     assert exported.status.status_code is StatusCode.UNSET
     assert not exported.events
     assert not span.is_recording()
+
+
+class _Watching(SpanProcessor):
+    """A span processor of the application's own: what it sees at a span's start, ending and end."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
+        parent = trace.get_current_span(parent_context).get_span_context() if parent_context is not None else None
+        self.seen.append(("start", span.name, span.get_span_context(), parent))
+
+    def _on_ending(self, span: Any) -> None:
+        self.seen.append(("ending", span.name, span.is_recording()))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.seen.append(("end", span.name, span.context, span.end_time is not None))
+
+
+def test_a_processor_added_later_is_called_as_the_sdk_calls_it() -> None:
+    """Spans started after a processor is added reach it (its start with the parent's context, its ending, its
+    end, in the SDK's order), the exporter's processor still receiving every span; the same for both paths."""
+    seen: dict[Start, list[Any]] = {}
+    for path in (_sdk, _lean):
+        exporter = InMemorySpanExporter()
+        tracing = Tracing("sample", "worker", exporter=exporter)
+        random.seed(3)
+        first = path(tracing, PARENT, attributes("s", "process", "e0", "g"))  # the processors as they were
+        first.end()
+        running = path(tracing, None, attributes("s", "process", "e1", "g"))  # ends after the processor is added
+        watching = _Watching()
+        tracing.provider.add_span_processor(watching)
+        running.end()
+        for parent in (PARENT, None):
+            path(tracing, parent, attributes("s", "process", "e2", "g")).end()
+        tracing.shutdown()
+        assert len(exporter.get_finished_spans()) == 4
+        seen[path] = watching.seen
+    assert seen[_lean] == seen[_sdk]
+    assert [s[0] for s in seen[_lean]] == ["ending", "end"] + ["start", "ending", "end"] * 2
+    assert seen[_lean][2][3] == PARENT
+    assert seen[_lean][5][3] is None
+
+
+def test_attach_span_makes_the_span_current_until_detached() -> None:
+    """``attach_span``/``detach_span`` do what ``context.attach(set_span_in_context(span))`` and
+    ``context.detach`` do: the span is current, the other values of the context stay, and the context before
+    is back after."""
+    tracing = Tracing("sample", "worker", exporter=InMemorySpanExporter())
+    assert tracing.shortcut is not None
+    outer = otel_context.attach(otel_context.set_value("other", "kept"))
+    try:
+        before = otel_context.get_current()
+        span = tracing.shortcut.start("process s", PARENT, SpanKind.CONSUMER, attributes("s", "process", "e1", "g"))
+        token = attach_span(span)
+        assert trace.get_current_span() is span
+        assert otel_context.get_value("other") == "kept"
+        assert otel_context.get_current() == set_span_in_context(span, before)
+        with tracing.tracer.start_as_current_span("child") as child:
+            assert isinstance(child, ReadableSpan)
+            assert child.parent == span.get_span_context()
+        detach_span(token)
+        assert otel_context.get_current() is before
+        span.end()
+    finally:
+        otel_context.detach(outer)
+    tracing.shutdown()

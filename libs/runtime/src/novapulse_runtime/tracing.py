@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace import (
+    ConcurrentMultiSpanProcessor,
+    Event,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -26,7 +39,17 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -86,6 +109,46 @@ _RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
 _DEFAULT = TraceFlags(TraceFlags.DEFAULT)
 
 
+_getrandbits = random.getrandbits
+"""What the SDK's ``RandomIdGenerator`` draws ids with (the module's shared generator, as there)."""
+_new_tuple = tuple.__new__
+"""``SpanContext`` is a tuple ``(trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)``; its
+``__new__`` checks the ids and ends in this."""
+_OnStart = Callable[[Any, Context | None], None]
+_OnEnd = Callable[[Any], None]
+_EMPTY_ON_START = (SpanProcessor.on_start, BatchSpanProcessor.on_start)
+_EMPTY_ON_ENDING = (SpanProcessor._on_ending, BatchSpanProcessor._on_ending)
+"""The SDK's span processor methods that do nothing (a span need not call them)."""
+
+_RUNTIME_CONTEXT = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+_CURRENT: ContextVar[Context] | None = (
+    _RUNTIME_CONTEXT._current_context if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext else None
+)
+"""The context variable holding OpenTelemetry's current context (``None``: another runtime context is
+configured, ``OTEL_PYTHON_CONTEXT``, and the API's own calls are used)."""
+
+
+def attach_span(span: trace.Span) -> Token[Context]:
+    """Make ``span`` the current span: ``context.attach(trace.set_span_in_context(span))``, building the new
+    context in one step (a copy of the current one with the span under the API's key). Returns the token
+    for :func:`detach_span`."""
+    if _CURRENT is None:
+        return otel_context.attach(set_span_in_context(span))
+    return _CURRENT.set(Context({**_CURRENT.get(), _SPAN_KEY: span}))
+
+
+def detach_span(token: Token[Context]) -> None:
+    """Restore the context current before :func:`attach_span` (``context.detach``: a failure is logged, not
+    raised)."""
+    if _CURRENT is None:
+        otel_context.detach(token)
+        return
+    try:
+        _CURRENT.reset(token)
+    except Exception:  # the API's rule: detaching never raises
+        log.exception("Failed to detach context")
+
+
 class RecordedSpan(trace.Span, ReadableSpan):
     """A recording span started by :meth:`SamplingShortcut.start`: the OpenTelemetry ``Span`` API for the code
     that runs inside it (``get_current_span()``, child spans, ``set_attribute``, events, status, exceptions),
@@ -98,40 +161,59 @@ class RecordedSpan(trace.Span, ReadableSpan):
     ``add_event`` or ``add_link`` of other code turns them into the SDK's bounded containers with the
     tracer's :class:`~opentelemetry.sdk.trace.SpanLimits`, so limits, dropped counts and value cleaning
     are the SDK's. After :meth:`end` the span no longer changes (later calls are ignored with a warning, as
-    the SDK does), which is why it can be exported without a copy."""
+    the SDK does), which is why it can be exported without a copy.
+
+    What every span of one :class:`SamplingShortcut` shares (resource, instrumentation scope, the lock, the
+    shortcut) and what a new span starts with (no end time, events or links, status ``UNSET``) are class
+    attributes of the shortcut's own subclass (:attr:`SamplingShortcut.span_type`), so a span sets only its
+    name, kind, context, parent, start time and attributes (``ReadableSpan``'s properties read them alike)."""
+
+    _end_time: int | None = None
+    _events: Any = ()
+    _links: Any = ()
+    _status = _UNSET
+    _made: SpanContext | None = None
+    _shortcut: SamplingShortcut
+    _lock: threading.Lock
 
     def __init__(
         self,
-        shortcut: SamplingShortcut,
         name: str,
-        context: SpanContext,
+        trace_id: int,
+        span_id: int,
+        flags: TraceFlags,
+        state: TraceState,
         parent: SpanContext | None,
         kind: SpanKind,
-        attributes: dict[str, str | int],
+        attributes: Any,
     ) -> None:
-        # ReadableSpan's fields, set here rather than by its __init__ (which would build an empty Resource)
+        # ReadableSpan's own fields, set here rather than by its __init__ (which would build an empty Resource);
+        # the span context is built when first read (_context): a span queued for export holds no tuple the
+        # garbage collector would have to track (TraceState and TraceFlags keep a SpanContext tracked)
         self._name = name
-        self._context = context
-        self._kind = kind
-        self._instrumentation_info = shortcut.instrumentation_info
-        self._instrumentation_scope = shortcut.instrumentation_scope
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._flags = flags
+        self._state = state
         self._parent = parent
+        self._kind = kind
+        self._attributes = attributes
         self._start_time: int | None = time_ns()
-        self._end_time: int | None = None
-        self._attributes: Any = attributes if shortcut.plain_attributes else shortcut.bounded(attributes)
-        self._events: Any = ()
-        self._links: Any = ()
-        self._resource = shortcut.resource
-        self._status = _UNSET
-        self._shortcut = shortcut
-        self._lock = shortcut.lock
+
+    @property
+    def _context(self) -> SpanContext:  # type: ignore[override]  # ReadableSpan's field, never set here
+        made = self._made
+        if made is None:  # two threads may both build it: the same value
+            made = self._made = _new_tuple(
+                SpanContext, (self._trace_id, self._span_id, False, self._flags, self._state, True)
+            )
+        return made
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
 
     def get_span_context(self) -> SpanContext:
-        context: SpanContext = self._context  # type: ignore[assignment]  # always set (ReadableSpan allows None)
-        return context
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -144,9 +226,10 @@ class RecordedSpan(trace.Span, ReadableSpan):
         return True
 
     def _bounded_attributes(self) -> BoundedAttributes:
-        if not isinstance(self._attributes, BoundedAttributes):
-            self._attributes = self._shortcut.bounded(self._attributes)
-        return self._attributes
+        attributes: Any = self._attributes
+        if type(attributes) is not BoundedAttributes:
+            attributes = self._attributes = self._shortcut.bounded(attributes)
+        return attributes  # type: ignore[no-any-return]
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         with self._lock:
@@ -210,17 +293,20 @@ class RecordedSpan(trace.Span, ReadableSpan):
     """The SDK's: an ``exception`` event with the type, message, stack trace and ``escaped`` flag."""
 
     def end(self, end_time: int | None = None) -> None:
-        """End the span (``end_time`` in ns since the epoch, default now) and hand it to the span processors."""
+        """End the span (``end_time`` in ns since the epoch, default now) and hand it to the span processors
+        (their ``_on_ending``, then their ``on_end``, in the order the provider calls them)."""
         with self._lock:
             if self._end_time is not None:
                 log.warning("Calling end() on an ended span.")
                 return
             self._end_time = end_time if end_time is not None else time_ns()
-            if isinstance(self._attributes, BoundedAttributes):
+            if type(self._attributes) is BoundedAttributes:  # (not isinstance: an ABC's check costs more)
                 self._attributes._immutable = True
-        processor = self._shortcut.processor
-        processor._on_ending(self)  # type: ignore[arg-type]  # read as a span, like the SDK's
-        processor.on_end(self)
+        shortcut = self._shortcut
+        if shortcut.processor._span_processors is not shortcut._seen:
+            shortcut.processors()
+        for hand in shortcut._ends:
+            hand(self)
 
 
 class SamplingShortcut:
@@ -257,9 +343,47 @@ class SamplingShortcut:
             limits.max_span_attributes is None or limits.max_span_attributes >= _BUS_ATTRIBUTES
         )
         """The bus's own attributes fit the limits as they are (else :meth:`bounded` from the start)."""
+        self.span_type: type[RecordedSpan] = type(
+            "RecordedSpan",
+            (RecordedSpan,),
+            {
+                "__module__": __name__,
+                "_resource": self.resource,
+                "_instrumentation_scope": self.instrumentation_scope,
+                "_instrumentation_info": self.instrumentation_info,
+                "_shortcut": self,
+                "_lock": self.lock,
+            },
+        )
+        """The class of the spans started here: :class:`RecordedSpan` with this shortcut's shared fields."""
+        self._seen: object = None
+        self._starts: tuple[_OnStart, ...] = ()
+        self._ends: tuple[_OnEnd, ...] = ()
+        self.processors()
+
+    def processors(self) -> tuple[tuple[_OnStart, ...], tuple[_OnEnd, ...]]:
+        """The span processors' calls a span of this shortcut must make: ``on_start(span, parent_context)`` at
+        its start, then ``_on_ending(span)`` and ``on_end(span)`` at its end, each in the provider's order —
+        leaving out the SDK's empty ones (the batch processor's ``on_start`` and ``_on_ending``), and for a
+        :class:`SpanBatcher` its :meth:`~SpanBatcher.queue` (a recorded span is sampled: ``on_end``'s check
+        is known). Worked out again when the provider's processors change (a processor added later: the SDK's
+        multi-processors replace their ``_span_processors`` tuple)."""
+        multi = self.processor
+        current = multi._span_processors
+        if current is not self._seen:
+            if type(multi) is SynchronousMultiSpanProcessor:
+                starts = tuple(p.on_start for p in current if type(p).on_start not in _EMPTY_ON_START)
+                endings = tuple(p._on_ending for p in current if type(p)._on_ending not in _EMPTY_ON_ENDING)
+                ends = tuple(p.queue if type(p) is SpanBatcher else p.on_end for p in current)
+                self._starts, self._ends = starts, endings + ends
+            else:  # another multi-processor (the SDK's concurrent one): its own calls
+                self._starts, self._ends = (multi.on_start,), (multi._on_ending, multi.on_end)
+            self._seen = current
+        return self._starts, self._ends
 
     def bounded(self, attributes: Mapping[str, types.AnyValue]) -> BoundedAttributes:
-        """``attributes`` in the SDK's container for span attributes, under the tracer's span limits."""
+        """``attributes`` in the SDK's container for span attributes (exactly a ``BoundedAttributes``, as
+        :class:`RecordedSpan` checks), under the tracer's span limits."""
         limits = self.limits
         return BoundedAttributes(
             limits.max_span_attributes, attributes, immutable=False, max_value_len=limits.max_span_attribute_length
@@ -268,11 +392,14 @@ class SamplingShortcut:
     @classmethod
     def of(cls, provider: TracerProvider, tracer: Any) -> SamplingShortcut | None:
         """The shortcut for spans of ``tracer`` (from ``provider``); ``None`` unless the sampler is one
-        :func:`sampler` builds, the ids come from :class:`PrimedIds` and the SDK records no span metrics of
-        its own (which the shortcut would bypass)."""
+        :func:`sampler` builds, the ids come from :class:`PrimedIds` itself (not a subclass: :meth:`start`
+        draws them as it does), the span processors are the SDK's multi-processor and the SDK records no
+        span metrics of its own (which the shortcut would bypass)."""
         ids = getattr(tracer, "id_generator", None)
-        if type(tracer) is not Tracer or not isinstance(ids, PrimedIds):
+        if type(tracer) is not Tracer or type(ids) is not PrimedIds:
             return None
+        if type(tracer.span_processor) not in (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor):
+            return None  # a processor of the application's own, called as the SDK calls it
         if type(getattr(tracer, "_tracer_metrics", None)) is not NoOpTracerMetrics or not tracer._is_enabled():
             return None
         chosen: Any = provider.sampler
@@ -332,24 +459,49 @@ class SamplingShortcut:
         non-recording span of :meth:`dropped` when the sampler drops it, else a :class:`RecordedSpan` with the
         same ids, flags, trace state, parent, resource, instrumentation scope and span limits, handed to the
         provider's span processors at its start and end. ``attributes`` (strings and integers) is kept by
-        the span, not copied."""
-        dropped = self.dropped(parent)
-        if dropped is not None:
-            return NonRecordingSpan(dropped)
+        the span, not copied.
+
+        The same decision as :meth:`dropped` and the same random draws, in the same order, as the SDK's
+        ``start_span`` with :class:`PrimedIds` (``random.getrandbits``: 128 bits for a new trace id, then 64
+        for the span id, drawn again while zero); the span context is built as ``SpanContext`` builds it,
+        without re-checking ids that are valid by construction."""
+        ids = self.ids
         if parent is not None and parent.is_valid:
             trace_id = parent.trace_id
-            flags = _SAMPLED_RANDOM if parent.trace_flags.random_trace_id else _SAMPLED
+            parent_flags = parent.trace_flags
+            random_id = parent_flags.random_trace_id
+            sampled = parent_flags.sampled if self.parent_based else trace_id & _LOW_64 < self.root_bound
             state = parent.trace_state
-            parent_context: Context | None = set_span_in_context(NonRecordingSpan(parent))
         else:
-            trace_id = self.ids.next_trace_id or self.ids.generate_trace_id()
-            self.ids.next_trace_id = 0
-            flags = _SAMPLED_RANDOM if self.ids.is_trace_id_random() else _SAMPLED
-            state = None
-            parent = parent_context = None
-        context = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, state)
-        span = RecordedSpan(self, name, context, parent, kind, attributes)
-        self.processor.on_start(span, parent_context=parent_context)  # type: ignore[arg-type]
+            parent = None
+            trace_id = ids.next_trace_id
+            if trace_id:
+                ids.next_trace_id = 0
+            else:
+                trace_id = _getrandbits(128) or ids.generate_trace_id()
+            random_id = True  # RandomIdGenerator.is_trace_id_random
+            sampled = trace_id & _LOW_64 < self.root_bound
+            state = DEFAULT_TRACE_STATE
+        span_id = _getrandbits(64) or ids.generate_span_id()
+        if not sampled:
+            flags = _RANDOM if random_id else _DEFAULT
+            return NonRecordingSpan(_new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True)))
+        span = self.span_type(
+            name,
+            trace_id,
+            span_id,
+            _SAMPLED_RANDOM if random_id else _SAMPLED,
+            state,
+            parent,
+            kind,
+            attributes if self.plain_attributes else self.bounded(attributes),
+        )
+        if self.processor._span_processors is not self._seen:
+            self.processors()
+        if self._starts:
+            parent_context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+            for on_start in self._starts:
+                on_start(span, parent_context)
         return span
 
 
@@ -369,15 +521,19 @@ class SpanBatcher(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
-        if not (context and context.trace_flags.sampled):
-            return
+        if context and context.trace_flags.sampled:
+            self.queue(span)
+
+    def queue(self, span: ReadableSpan) -> None:
+        """Queue a finished span known to be sampled for export (``on_end`` without its check)."""
         batch = self._batch_processor
         queue = batch._queue
-        if not self._lean or batch._shutdown or len(queue) >= batch._max_queue_size:
+        size = len(queue)
+        if size >= batch._max_queue_size or batch._shutdown or not self._lean:
             batch.emit(span)
             return
         queue.appendleft(span)
-        if len(queue) >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
+        if size + 1 >= batch._max_export_batch_size and not batch._worker_awaken.is_set():
             batch._worker_awaken.set()
 
 

@@ -22,13 +22,14 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ..catalog import CATALOG
 from ..eager import Resume, start_eagerly, start_task_eagerly
 from ..process import retry_pause, supervise
 from ..redisconn import slot_groups
+from ..tracing import attach_span, detach_span
 from .constants import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -836,7 +837,7 @@ class Consumer:
                         record_exception=False,
                         set_status_on_exception=False,
                     )
-                token = otel_context.attach(set_span_in_context(span))
+                token = attach_span(span)
                 if not span.is_recording():
                     span = None
         try:
@@ -883,7 +884,7 @@ class Consumer:
                 span.set_status(Status(StatusCode.ERROR, failure[1]))
         finally:
             if token is not None:
-                otel_context.detach(token)
+                detach_span(token)
             if span is not None:
                 span.end()
         duration.observe(time.perf_counter() - started)

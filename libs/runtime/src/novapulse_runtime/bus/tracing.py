@@ -8,6 +8,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -56,6 +57,11 @@ MAX_TRACESTATE_CHARS = 8192
 one is ignored, as the OpenTelemetry propagator does."""
 
 
+_FLAGS = tuple(TraceFlags(flags) for flags in range(256))
+"""The ``TraceFlags`` of each ``trace-flags`` byte (one object per value, as ``TraceFlags.DEFAULT``)."""
+_new_tuple = tuple.__new__
+
+
 def parse_traceparent(traceparent: str) -> tuple[int, int, int] | None:
     """``(trace id, parent span id, trace flags)`` of a W3C ``traceparent``, or ``None`` when it does not
     follow the grammar of W3C Trace Context (section 3.2): exactly ``00-<32 hex>-<16 hex>-<2 hex>`` for
@@ -89,7 +95,9 @@ def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContex
         else:
             log.warning("tracestate longer than %d characters ignored", MAX_TRACESTATE_CHARS)
     trace_id, span_id, flags = parsed
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
+    # SpanContext(trace_id, span_id, True, TraceFlags(flags), state) as its __new__ builds it, without its
+    # checks: parse_traceparent gave non-zero ids of 128 and 64 bits at most, so the context is valid
+    return _new_tuple(SpanContext, (trace_id, span_id, True, _FLAGS[flags], state or DEFAULT_TRACE_STATE, True))
 
 
 def extract(traceparent: str | None, tracestate: str | None) -> otel_context.Context | None:
