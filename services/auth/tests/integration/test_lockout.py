@@ -129,15 +129,21 @@ async def test_eleven_logins_from_one_ipv6_64_are_limited(make_app: Callable[...
     assert (await _login(app, "n@example.com", WRONG, "2001:db8:abcd:13::7")).status == 401
 
 
-async def test_parallel_guesses_cannot_slip_under_the_limit(make_app: Callable[..., Any], fresh_redis: str) -> None:
-    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
-    owner = await app.register()
+async def _two_wrong_then_a_burst(app: AuthApp, email: str, client: str) -> None:
+    """Two wrong passwords from ``client`` (limit 3: one attempt left), then a burst of six in parallel: at most
+    one of them has its password checked (401), the others are refused (429)."""
     for _ in range(2):
-        assert (await _login(app, owner.email, WRONG, "203.0.113.77")).status == 401
-    burst = await asyncio.gather(*(_login(app, owner.email, WRONG, "203.0.113.77") for _ in range(6)))
+        assert (await _login(app, email, WRONG, client)).status == 401
+    burst = await asyncio.gather(*(_login(app, email, WRONG, client) for _ in range(6)))
     statuses = [r.status for r in burst]
     assert set(statuses) <= {401, 429}
     assert statuses.count(401) <= 1  # one attempt was left: at most one password was checked
+
+
+async def test_parallel_guesses_cannot_slip_under_the_limit(make_app: Callable[..., Any], fresh_redis: str) -> None:
+    app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
+    owner = await app.register()
+    await _two_wrong_then_a_burst(app, owner.email, "203.0.113.77")
     for _ in range(2):  # whatever the burst left, the next attempts end in the block
         last = await _login(app, owner.email, WRONG, "203.0.113.77")
     assert last.status == 429
@@ -345,12 +351,7 @@ async def test_parallel_guesses_from_a_known_client_cannot_slip_under_the_limit(
     app: AuthApp = await make_app(redis_url=fresh_redis, login_account_limit=3, login_account_ceiling=50, **PROXY)
     owner = await app.register()
     assert (await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.40")).status == 200  # now known
-    for _ in range(2):
-        assert (await _login(app, owner.email, WRONG, "198.51.100.40")).status == 401
-    burst = await asyncio.gather(*(_login(app, owner.email, WRONG, "198.51.100.40") for _ in range(6)))
-    statuses = [r.status for r in burst]
-    assert set(statuses) <= {401, 429}
-    assert statuses.count(401) <= 1  # one attempt was left: at most one password was checked
+    await _two_wrong_then_a_burst(app, owner.email, "198.51.100.40")
     for _ in range(2):
         last = await _login(app, owner.email, GOOD_PASSWORD, "198.51.100.40")
     assert last.status == 429  # the known client is blocked like any other, right password or not
