@@ -82,6 +82,11 @@ def _caller_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT's default action (an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Runner:
     """The dev stack as a real process in its own process group (as a terminal's foreground job)."""
 
@@ -94,6 +99,9 @@ class Runner:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # a terminal's job starts with Ctrl-C's default action even when this test's own process was started
+            # with SIGINT ignored (a background job of a non-interactive shell): make would then ignore it too
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
