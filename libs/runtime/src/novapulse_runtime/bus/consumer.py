@@ -620,14 +620,14 @@ class Consumer:
         their ``claim``; on a Redis failure they stay unclaimed (each handling then claims on its own)."""
         if self.idem is None:
             return
-        todo = [held for held, _, _ in ready if held.claim is None and held.fields]
+        todo = [(held, held.fields[F_ID]) for held, _, _ in ready if held.claim is None and held.fields]
         if not todo:
             return
         try:
-            claims = await self.idem.claim_many([held.fields[F_ID] for held in todo if held.fields])
+            claims = await self.idem.claim_many([event_id for _, event_id in todo])
         except RedisError:
             return
-        for held, claim in zip(todo, claims, strict=False):
+        for (held, _), claim in zip(todo, claims, strict=False):
             held.claim = claim
 
     async def _start(self, ready: list[tuple[HeldEntry, Handler, bool]]) -> None:
